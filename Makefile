@@ -1,0 +1,45 @@
+# Two commands on a fresh machine: `make run` and `make test`. Each does its own setup.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8501
+
+.PHONY: run test setup demo lint typecheck pytest system-deps bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	@$(VENV)/bin/bti demo --if-missing
+
+run: demo
+	@echo "BTI dashboard: http://$(HOST):$(PORT)"
+	$(VENV)/bin/streamlit run dashboard/app.py --server.address $(HOST) --server.port $(PORT) --server.headless true
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy bti_core
+
+pytest: setup system-deps
+	$(VENV)/bin/pytest
+
+test: setup system-deps lint typecheck pytest
+
+bench: setup
+	$(PY) benchmarks/ingest.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/artifacts

@@ -1,0 +1,299 @@
+"""The ``bti`` command (Typer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from bti_core.config import Settings, get_settings
+from bti_core.db.engine import make_engine, migrate, session_scope
+from bti_core.db.repository import latest_ingest_runs
+from bti_core.errors import BTIError
+from bti_core.market.ingest import Ingestor, IngestResult
+from bti_core.market.schema import TIMEFRAMES, Kind, timeframe_delta
+from bti_core.market.warehouse import Warehouse
+
+app = typer.Typer(
+    help="BTI: liquidation insurance for perpetual-futures traders.", no_args_is_help=True
+)
+data_app = typer.Typer(help="Inspect and export the market warehouse.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(db_app, name="db")
+console = Console()
+err = Console(stderr=True)
+
+
+def _context() -> tuple[Settings, Warehouse, Ingestor]:
+    settings = get_settings()
+    engine = make_engine(settings.resolved_database_url)
+    migrate(engine)
+    warehouse = Warehouse(settings.warehouse_dir)
+    return settings, warehouse, Ingestor(warehouse, engine, wick_tolerance=settings.wick_tolerance)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc}")
+    return typer.Exit(code=2)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<40}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+def _print_results(results: list[IngestResult]) -> None:
+    table = Table(title="Imported")
+    table.add_column("data")
+    for col in ("rows in", "kept", "added", "updated", "stored"):
+        table.add_column(col, justify="right")
+    for r in results:
+        table.add_row(
+            f"{r.symbol} {r.kind} {r.timeframe}",
+            f"{r.report.rows_in:,}",
+            f"{r.report.rows_out:,}",
+            f"{r.write.rows_added:,}",
+            f"{r.write.rows_updated:,}",
+            f"{r.write.rows_total:,}",
+        )
+    console.print(table)
+    for r in results:
+        console.print(f"[bold]{r.symbol} {r.kind} {r.timeframe}[/] cleaning:")
+        for line in r.report.lines()[1:]:
+            console.print(f"  {line.strip()}")
+
+
+@app.command()
+def demo(
+    seed: Annotated[
+        int, typer.Option(help="Random seed: the same seed gives the same markets")
+    ] = 1,
+    days: Annotated[int, typer.Option(min=2, max=3650, help="Days of history per symbol")] = 365,
+    timeframe: Annotated[str, typer.Option(help="Bar length: 1m, 5m, 15m, 1h, 4h, …")] = "1h",
+    end: Annotated[
+        str | None, typer.Option(help="Last bar's time (UTC); default: the last full hour")
+    ] = None,
+    if_missing: Annotated[
+        bool, typer.Option("--if-missing", help="Do nothing if market data exists")
+    ] = False,
+) -> None:
+    """Generate synthetic demo markets (BTC, ETH, SOL, BNB perpetuals) into the warehouse."""
+    from bti_core.market.synthetic import generate_demo_markets
+
+    try:
+        settings, warehouse, ingestor = _context()
+        if if_missing and warehouse.symbols():
+            console.print(f"market data already in {settings.warehouse_dir}; keeping it")
+            return
+        step = timeframe_delta(timeframe)
+        last = pd.Timestamp(end) if end else pd.Timestamp.now("UTC").floor(step) - step
+        last = last.tz_localize("UTC") if last.tzinfo is None else last.tz_convert("UTC")
+        periods = int(pd.Timedelta(days=days) / step)
+        start = last - step * (periods - 1)
+        with console.status(f"generating {periods:,} {timeframe} bars per symbol (seed {seed})"):
+            markets = generate_demo_markets(
+                start=start, periods=periods, timeframe=timeframe, seed=seed
+            )
+        results = []
+        with _progress() as progress:
+            task = progress.add_task("storing demo markets", total=3 * len(markets))
+            for symbol, m in markets.items():
+                for kind, frame, tf in (
+                    (Kind.MARK, m.mark, timeframe),
+                    (Kind.OHLCV, m.ohlcv, timeframe),
+                    (Kind.FUNDING, m.funding, "8h"),
+                ):
+                    progress.update(task, description=f"storing {symbol} {kind}")
+                    results.append(
+                        ingestor.ingest_frame(
+                            frame,
+                            symbol=symbol,
+                            kind=kind,
+                            timeframe=tf,
+                            source=f"demo seed={seed}",
+                        )
+                    )
+                    progress.advance(task)
+        _print_results(results)
+        console.print(f"demo markets stored in {settings.warehouse_dir}")
+    except (BTIError, ValueError) as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders to import")] = None,
+    exchange: Annotated[
+        str | None, typer.Option(help="Download from a ccxt exchange, e.g. binanceusdm")
+    ] = None,
+    symbol: Annotated[
+        str | None, typer.Option(help="Symbol (BTCUSDT or BTC/USDT:USDT); overrides file names")
+    ] = None,
+    kind: Annotated[
+        Kind | None, typer.Option(help="ohlcv, mark or funding; overrides file names")
+    ] = None,
+    timeframe: Annotated[str | None, typer.Option(help=f"One of {', '.join(TIMEFRAMES)}")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="With --exchange: first time (UTC), e.g. 2024-01-01")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="With --exchange: end time (UTC); default now")
+    ] = None,
+) -> None:
+    """Import market-data files (Binance public data, normalised CSV, Parquet) or download
+    from an exchange; every run is cleaned and reported."""
+    try:
+        _settings, _warehouse, ingestor = _context()
+        if exchange:
+            results = _download(ingestor, exchange, symbol, kind, timeframe or "1h", since, until)
+        else:
+            if not paths:
+                raise typer.BadParameter("give files or folders to import, or --exchange")
+            with _progress() as progress:
+                task = progress.add_task("reading", total=None)
+
+                def report(done: int, total: int, what: str) -> None:
+                    progress.update(task, completed=done, total=total, description=what)
+
+                results = ingestor.ingest_paths(
+                    paths, kind=kind, symbol=symbol, timeframe=timeframe, progress=report
+                )
+        _print_results(results)
+    except (BTIError, ValueError) as exc:
+        raise _fail(exc) from exc
+
+
+def _download(
+    ingestor: Ingestor,
+    exchange_id: str,
+    symbol: str | None,
+    kind: Kind | None,
+    timeframe: str,
+    since: str | None,
+    until: str | None,
+) -> list[IngestResult]:
+    from bti_core.market.exchange import download, make_exchange
+
+    if not symbol or not since:
+        raise typer.BadParameter("--exchange needs --symbol and --since")
+    ex = make_exchange(exchange_id)
+    kinds = [kind] if kind else [Kind.MARK, Kind.OHLCV, Kind.FUNDING]
+    results = []
+    with _progress() as progress:
+        for k in kinds:
+            task = progress.add_task(f"{exchange_id} {symbol} {k}", total=None)
+
+            def report(done: int, total: int, what: str, task: TaskID = task) -> None:
+                progress.update(task, completed=done, total=total)
+
+            tf = "8h" if k is Kind.FUNDING else timeframe
+            frame = download(ex, symbol, k, timeframe=tf, since=since, until=until, progress=report)
+            results.append(
+                ingestor.ingest_frame(
+                    frame, symbol=symbol, kind=k, timeframe=tf, source=exchange_id
+                )
+            )
+    return results
+
+
+@data_app.command("summary")
+def data_summary() -> None:
+    """What the warehouse holds, and the latest imports with their cleaning reports."""
+    settings = get_settings()
+    warehouse = Warehouse(settings.warehouse_dir)
+    datasets = warehouse.datasets()
+    if not datasets:
+        console.print(
+            f"the warehouse at {settings.warehouse_dir} is empty: "
+            "run `bti demo` or `bti ingest PATH`"
+        )
+        return
+    table = Table(title=f"Warehouse {settings.warehouse_dir}")
+    for col in ("kind", "symbol", "tf", "rows", "first (UTC)", "last (UTC)", "size"):
+        table.add_column(col)
+    for d in datasets:
+        table.add_row(
+            str(d.kind),
+            d.symbol,
+            d.timeframe,
+            f"{d.rows:,}",
+            f"{d.first:%Y-%m-%d %H:%M}" if d.first is not None else "-",
+            f"{d.last:%Y-%m-%d %H:%M}" if d.last is not None else "-",
+            f"{d.bytes / 1e6:.1f} MB",
+        )
+    console.print(table)
+    engine = make_engine(settings.resolved_database_url)
+    migrate(engine)
+    with session_scope(engine) as session:
+        runs = latest_ingest_runs(session, limit=12)
+        if runs:
+            t = Table(title="Latest imports")
+            for col in ("when (UTC)", "symbol", "kind", "tf", "added", "cleaning", "source"):
+                t.add_column(col)
+            for r in runs:
+                changed = {k: v for k, v in r.report.get("counts", {}).items() if v}
+                t.add_row(
+                    f"{r.created_at:%Y-%m-%d %H:%M}",
+                    r.symbol,
+                    r.kind,
+                    r.timeframe,
+                    f"{r.rows_added:,}",
+                    "; ".join(f"{k} {v:,}" for k, v in changed.items()) or "clean",
+                    r.source[-40:],
+                )
+            console.print(t)
+
+
+@data_app.command("export")
+def data_export(
+    symbol: Annotated[str, typer.Argument(help="Symbol, e.g. BTCUSDT")],
+    out: Annotated[Path, typer.Argument(help="Output file: .parquet, .csv or .csv.gz")],
+    kind: Annotated[Kind, typer.Option(help="ohlcv, mark or funding")] = Kind.OHLCV,
+    timeframe: Annotated[str, typer.Option(help="Timeframe to export")] = "1h",
+) -> None:
+    """Export stored data as Parquet or normalised CSV (readable back by `bti ingest`)."""
+    from bti_core.market.sources import write_normalised_csv, write_parquet
+
+    try:
+        tf = "8h" if kind is Kind.FUNDING else timeframe
+        frame = Warehouse(get_settings().warehouse_dir).query(kind, symbol, tf)
+        if out.suffix == ".parquet":
+            write_parquet(frame, out)
+        elif out.name.endswith((".csv", ".csv.gz")):
+            write_normalised_csv(frame, out, kind)
+        else:
+            raise ValueError(f"cannot write {out.name}: use a .parquet, .csv or .csv.gz name")
+        console.print(f"wrote {len(frame):,} rows to {out}")
+    except (BTIError, ValueError) as exc:
+        raise _fail(exc) from exc
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the database schema (Alembic)."""
+    settings = get_settings()
+    migrate(make_engine(settings.resolved_database_url))
+    console.print(f"database at {settings.resolved_database_url} is up to date")
+
+
+if __name__ == "__main__":
+    app()

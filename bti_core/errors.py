@@ -1,0 +1,56 @@
+"""Errors a user can act on.
+
+Every error says what was wrong and what is allowed. Each subclasses `BTIError` and, where it
+fits, the built-in it refines (as web3.py does with `Web3ValueError(Web3Exception, ValueError)`),
+so callers may catch either.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class BTIError(Exception):
+    """Base of every error BTI raises on purpose."""
+
+
+class ConfigError(BTIError, ValueError):
+    """A setting has a value BTI cannot use."""
+
+
+class DataFormatError(BTIError, ValueError):
+    """A market-data file is malformed: names the file, the line and what was expected."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        expected: str,
+        *,
+        line: int | None = None,
+        got: str | None = None,
+    ) -> None:
+        self.path = str(path)
+        self.line = line
+        self.expected = expected
+        self.got = got
+        where = f"{self.path}, line {line}" if line is not None else self.path
+        detail = f"{where}: expected {expected}"
+        if got is not None:
+            detail += f"; got {got!r}"
+        super().__init__(detail)
+
+
+class UnknownSymbolError(BTIError, ValueError):
+    """A symbol name that is not a USDT/USDC/USD-margined perpetual BTI can read."""
+
+
+class NoDataError(BTIError, LookupError):
+    """The warehouse holds nothing for what was asked."""
+
+
+class WarehouseError(BTIError):
+    """The Parquet warehouse could not be read or written."""
+
+
+class ExchangeError(BTIError):
+    """A live exchange download failed (network, rate limit, unknown market)."""

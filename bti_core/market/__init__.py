@@ -1,0 +1,1 @@
+"""Market data: sources, cleaning, the Parquet/DuckDB warehouse and synthetic demo markets."""

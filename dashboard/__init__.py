@@ -1,0 +1,1 @@
+"""The BTI Streamlit dashboard."""

@@ -1,0 +1,31 @@
+"""BTI dashboard entry point: `streamlit run dashboard/app.py` (or `make run`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `streamlit run` puts only dashboard/ on the path
+    sys.path.insert(0, str(ROOT))
+
+PAGES = ROOT / "pages"
+
+st.set_page_config(page_title="BTI · liquidation insurance", page_icon="🛡️", layout="wide")
+
+navigation = st.navigation(
+    {
+        "Markets": [
+            st.Page(
+                PAGES / "market.py",
+                title="Market",
+                icon=":material/candlestick_chart:",
+                default=True,
+            ),
+        ],
+    }
+)
+st.sidebar.caption("BTI insures leveraged perpetual orders against liquidation.")
+navigation.run()

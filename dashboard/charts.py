@@ -1,0 +1,127 @@
+"""Plotly figures for the dashboard (pure: data in, figure out)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from bti_core.indicators import INDICATORS
+from bti_core.market.schema import BarFlag
+
+UP, DOWN, MARK, ACCENT = "#16a34a", "#dc2626", "#f59e0b", "#2563eb"
+_OVERLAY_COLOURS = ["#7c3aed", "#0891b2", "#db2777", "#65a30d"]
+
+
+def market_figure(
+    bars: pd.DataFrame, funding: pd.DataFrame, indicators: list[str], symbol: str
+) -> go.Figure:
+    """Candles with mark price and overlays; then volume, funding, realised volatility and one
+    panel per lower indicator, sharing the time axis."""
+    lower = []
+    for name in indicators:
+        panel = INDICATORS[name].panel
+        if panel != "price" and panel not in lower:
+            lower.append(panel)
+    panels = ["Volume", "Funding (% per 8 h)", "Realised vol (30 d, ann.)", *lower]
+    heights = [0.46] + [0.54 / len(panels)] * len(panels)
+    fig = make_subplots(
+        rows=1 + len(panels),
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.025,
+        row_heights=heights,
+        subplot_titles=[f"{symbol} last price and mark price", *panels],
+    )
+    x = bars["ts"]
+    fig.add_trace(
+        go.Candlestick(
+            x=x,
+            open=bars["open"],
+            high=bars["high"],
+            low=bars["low"],
+            close=bars["close"],
+            name="last",
+            increasing_line_color=UP,
+            decreasing_line_color=DOWN,
+        ),
+        row=1,
+        col=1,
+    )
+    if bars["mark_close"].notna().any():
+        fig.add_trace(
+            go.Scatter(x=x, y=bars["mark_close"], name="mark", line={"color": MARK, "width": 1.2}),
+            row=1,
+            col=1,
+        )
+    wicks = bars[
+        (bars["flags"] & int(BarFlag.WICK_LOW_UNCONFIRMED | BarFlag.WICK_HIGH_UNCONFIRMED)) > 0
+    ]
+    if len(wicks):
+        fig.add_trace(
+            go.Scatter(
+                x=wicks["ts"],
+                y=wicks["low"],
+                mode="markers",
+                name="wick not on mark",
+                marker={"symbol": "x", "size": 8, "color": DOWN},
+            ),
+            row=1,
+            col=1,
+        )
+    colour = iter(_OVERLAY_COLOURS * 3)
+    for name in indicators:
+        spec = INDICATORS[name]
+        cols = spec.compute(bars.head(0), 1.0).columns
+        row = 1 if spec.panel == "price" else 2 + panels.index(spec.panel)
+        for col in cols:
+            if name == "macd" and col == "macd_hist":
+                fig.add_trace(
+                    go.Bar(x=x, y=bars[col], name="MACD hist", marker_color="#94a3b8"),
+                    row=row,
+                    col=1,
+                )
+                continue
+            fig.add_trace(
+                go.Scatter(x=x, y=bars[col], name=col, line={"width": 1, "color": next(colour)}),
+                row=row,
+                col=1,
+            )
+    up = bars["close"] >= bars["open"]
+    fig.add_trace(
+        go.Bar(
+            x=x,
+            y=bars["quote_volume"],
+            name="volume (USDT)",
+            marker_color=[UP if u else DOWN for u in up],
+        ),
+        row=2,
+        col=1,
+    )
+    if len(funding):
+        f = funding["funding_rate"] * 100
+        fig.add_trace(
+            go.Bar(
+                x=funding["ts"],
+                y=f,
+                name="funding",
+                marker_color=[UP if v >= 0 else DOWN for v in f],
+            ),
+            row=3,
+            col=1,
+        )
+    fig.add_trace(
+        go.Scatter(x=x, y=bars["realised_vol"], name="realised vol", line={"color": ACCENT}),
+        row=4,
+        col=1,
+    )
+    fig.update_layout(
+        height=420 + 150 * len(panels),
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        xaxis_rangeslider_visible=False,
+        legend={"orientation": "h", "y": 1.04, "x": 0},
+        hovermode="x unified",
+        bargap=0,
+    )
+    fig.update_yaxes(tickformat=".0%", row=4, col=1)
+    return fig

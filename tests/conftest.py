@@ -1,0 +1,119 @@
+"""Shared fixtures: an isolated data folder per test, demo markets, a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bti_core.market.synthetic import DemoMarket, generate_demo_markets
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh BTI_DATA_DIR (warehouse + SQLite) for one test."""
+    d = tmp_path / "data"
+    monkeypatch.setenv("BTI_DATA_DIR", str(d))
+    monkeypatch.delenv("BTI_DATABASE_URL", raising=False)
+    return d
+
+
+@pytest.fixture(scope="session")
+def demo() -> dict[str, DemoMarket]:
+    """60 days of hourly demo bars for four symbols (deterministic)."""
+    return generate_demo_markets(start="2025-01-01", periods=24 * 60, seed=3)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (d / name).exists():
+            return str(d / name)
+    pytest.fail(f"PostgreSQL's {name} not found: `make test` installs Debian's postgresql package")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server on 127.0.0.1, started for this session and stopped after.
+
+    PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`` user.
+    """
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    base = Path(tempfile.mkdtemp(prefix="bti-pg-"))
+    pgdata, sock = base / "data", base / "sock"
+    sock.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        shutil.chown(sock, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True)  # noqa: E731
+    run(initdb, "-D", str(pgdata), "-U", "bti", "-A", "trust", "--no-sync", "-E", "UTF8")
+    opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"
+    run(pg_ctl, "-D", str(pgdata), "-o", opts, "-l", str(base / "log"), "-w", "start")
+    try:
+        yield f"postgresql+psycopg://bti@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(pgdata), "-m", "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each storage test runs on SQLite and again on the PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'bti.db'}"
+        return
+    base = request.getfixturevalue("postgres_url")
+    # a fresh schema per test keeps tests independent on the one server
+    import sqlalchemy as sa
+
+    schema = f"t{time.time_ns()}"
+    eng = sa.create_engine(base)
+    with eng.begin() as c:
+        c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    eng.dispose()
+    yield f"{base}?options=-csearch_path%3D{schema}"
+    eng = sa.create_engine(base)
+    with eng.begin() as c:
+        c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    eng.dispose()
+
+
+def hourly(n: int, start: str = "2024-01-01", price: float = 100.0) -> pd.DataFrame:
+    """A tidy frame of ``n`` hourly bars (a random walk, fixed seed) for table-driven tests."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    close = price * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = np.concatenate([[price], close[:-1]])
+    return pd.DataFrame(
+        {
+            "ts": pd.date_range(start, periods=n, freq="1h", tz="UTC").astype("datetime64[us, UTC]"),
+            "open": open_,
+            "high": np.maximum(open_, close) * 1.002,
+            "low": np.minimum(open_, close) * 0.998,
+            "close": close,
+            "volume": rng.uniform(100, 200, n),
+        }
+    )
