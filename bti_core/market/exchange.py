@@ -76,6 +76,7 @@ def download(
                 end,
                 span,
                 progress,
+                step_ms=1,
             )
             frame = pd.DataFrame(
                 {
@@ -96,6 +97,7 @@ def download(
                 end,
                 span,
                 progress,
+                step_ms=step_ms,
             )
             now_ms = exchange.milliseconds()
             rows = [r for r in rows if int(r[0]) + step_ms <= now_ms]
@@ -116,7 +118,11 @@ def _page(
     end: pd.Timestamp,
     span: int,
     progress: Progress | None,
+    *,
+    step_ms: int,
 ) -> list[Any]:
+    """Fetch pages from ``start`` until ``end``; the next page starts one step after the last
+    row (one bar for klines, 1 ms for funding events)."""
     out: list[Any] = []
     cursor, end_ms = _ms(start), _ms(end)
     while cursor < end_ms:
@@ -124,7 +130,7 @@ def _page(
         if not batch:
             break
         out += [r for r in batch if time_of(r) < end_ms]
-        cursor = time_of(batch[-1]) + 1
+        cursor = time_of(batch[-1]) + step_ms
         if progress:
             progress(min(cursor - _ms(start), span), span, "downloading")
     return out
