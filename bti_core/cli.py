@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -37,12 +39,20 @@ console = Console()
 err = Console(stderr=True)
 
 
-def _context() -> tuple[Settings, Warehouse, Ingestor]:
+@contextmanager
+def _context() -> Iterator[tuple[Settings, Warehouse, Ingestor]]:
     settings = get_settings()
     engine = make_engine(settings.resolved_database_url)
-    migrate(engine)
-    warehouse = Warehouse(settings.warehouse_dir)
-    return settings, warehouse, Ingestor(warehouse, engine, wick_tolerance=settings.wick_tolerance)
+    try:
+        migrate(engine)
+        warehouse = Warehouse(settings.warehouse_dir)
+        yield (
+            settings,
+            warehouse,
+            Ingestor(warehouse, engine, wick_tolerance=settings.wick_tolerance),
+        )
+    finally:
+        engine.dispose()
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -97,46 +107,59 @@ def demo(
     ] = False,
 ) -> None:
     """Generate synthetic demo markets (BTC, ETH, SOL, BNB perpetuals) into the warehouse."""
-    from bti_core.market.synthetic import generate_demo_markets
-
     try:
-        settings, warehouse, ingestor = _context()
-        if if_missing and warehouse.symbols():
-            console.print(f"market data already in {settings.warehouse_dir}; keeping it")
-            return
-        step = timeframe_delta(timeframe)
-        last = pd.Timestamp(end) if end else pd.Timestamp.now("UTC").floor(step) - step
-        last = last.tz_localize("UTC") if last.tzinfo is None else last.tz_convert("UTC")
-        periods = int(pd.Timedelta(days=days) / step)
-        start = last - step * (periods - 1)
-        with console.status(f"generating {periods:,} {timeframe} bars per symbol (seed {seed})"):
-            markets = generate_demo_markets(
-                start=start, periods=periods, timeframe=timeframe, seed=seed
-            )
-        results = []
-        with _progress() as progress:
-            task = progress.add_task("storing demo markets", total=3 * len(markets))
-            for symbol, m in markets.items():
-                for kind, frame, tf in (
-                    (Kind.MARK, m.mark, timeframe),
-                    (Kind.OHLCV, m.ohlcv, timeframe),
-                    (Kind.FUNDING, m.funding, "8h"),
-                ):
-                    progress.update(task, description=f"storing {symbol} {kind}")
-                    results.append(
-                        ingestor.ingest_frame(
-                            frame,
-                            symbol=symbol,
-                            kind=kind,
-                            timeframe=tf,
-                            source=f"demo seed={seed}",
-                        )
-                    )
-                    progress.advance(task)
-        _print_results(results)
-        console.print(f"demo markets stored in {settings.warehouse_dir}")
+        with _context() as (settings, warehouse, ingestor):
+            _demo(settings, warehouse, ingestor, seed, days, timeframe, end, if_missing)
     except (BTIError, ValueError) as exc:
         raise _fail(exc) from exc
+
+
+def _demo(
+    settings: Settings,
+    warehouse: Warehouse,
+    ingestor: Ingestor,
+    seed: int,
+    days: int,
+    timeframe: str,
+    end: str | None,
+    if_missing: bool,
+) -> None:
+    from bti_core.market.synthetic import generate_demo_markets
+
+    if if_missing and warehouse.symbols():
+        console.print(f"market data already in {settings.warehouse_dir}; keeping it")
+        return
+    step = timeframe_delta(timeframe)
+    last = pd.Timestamp(end) if end else pd.Timestamp.now("UTC").floor(step) - step
+    last = last.tz_localize("UTC") if last.tzinfo is None else last.tz_convert("UTC")
+    periods = int(pd.Timedelta(days=days) / step)
+    start = last - step * (periods - 1)
+    with console.status(f"generating {periods:,} {timeframe} bars per symbol (seed {seed})"):
+        markets = generate_demo_markets(
+            start=start, periods=periods, timeframe=timeframe, seed=seed
+        )
+    results = []
+    with _progress() as progress:
+        task = progress.add_task("storing demo markets", total=3 * len(markets))
+        for symbol, m in markets.items():
+            for kind, frame, tf in (
+                (Kind.MARK, m.mark, timeframe),
+                (Kind.OHLCV, m.ohlcv, timeframe),
+                (Kind.FUNDING, m.funding, "8h"),
+            ):
+                progress.update(task, description=f"storing {symbol} {kind}")
+                results.append(
+                    ingestor.ingest_frame(
+                        frame,
+                        symbol=symbol,
+                        kind=kind,
+                        timeframe=tf,
+                        source=f"demo seed={seed}",
+                    )
+                )
+                progress.advance(task)
+    _print_results(results)
+    console.print(f"demo markets stored in {settings.warehouse_dir}")
 
 
 @app.command()
@@ -162,24 +185,38 @@ def ingest(
     """Import market-data files (Binance public data, normalised CSV, Parquet) or download
     from an exchange; every run is cleaned and reported."""
     try:
-        _settings, _warehouse, ingestor = _context()
-        if exchange:
-            results = _download(ingestor, exchange, symbol, kind, timeframe or "1h", since, until)
-        else:
-            if not paths:
-                raise typer.BadParameter("give files or folders to import, or --exchange")
-            with _progress() as progress:
-                task = progress.add_task("reading", total=None)
-
-                def report(done: int, total: int, what: str) -> None:
-                    progress.update(task, completed=done, total=total, description=what)
-
-                results = ingestor.ingest_paths(
-                    paths, kind=kind, symbol=symbol, timeframe=timeframe, progress=report
-                )
+        with _context() as (_settings, _warehouse, ingestor):
+            results = _ingest(ingestor, paths, exchange, symbol, kind, timeframe, since, until)
         _print_results(results)
     except (BTIError, ValueError) as exc:
         raise _fail(exc) from exc
+
+
+def _ingest(
+    ingestor: Ingestor,
+    paths: list[Path] | None,
+    exchange: str | None,
+    symbol: str | None,
+    kind: Kind | None,
+    timeframe: str | None,
+    since: str | None,
+    until: str | None,
+) -> list[IngestResult]:
+    if exchange:
+        results = _download(ingestor, exchange, symbol, kind, timeframe or "1h", since, until)
+    else:
+        if not paths:
+            raise typer.BadParameter("give files or folders to import, or --exchange")
+        with _progress() as progress:
+            task = progress.add_task("reading", total=None)
+
+            def report(done: int, total: int, what: str) -> None:
+                progress.update(task, completed=done, total=total, description=what)
+
+            results = ingestor.ingest_paths(
+                paths, kind=kind, symbol=symbol, timeframe=timeframe, progress=report
+            )
+    return results
 
 
 def _download(
@@ -245,22 +282,23 @@ def data_summary() -> None:
     migrate(engine)
     with session_scope(engine) as session:
         runs = latest_ingest_runs(session, limit=12)
-        if runs:
-            t = Table(title="Latest imports")
-            for col in ("when (UTC)", "symbol", "kind", "tf", "added", "cleaning", "source"):
-                t.add_column(col)
-            for r in runs:
-                changed = {k: v for k, v in r.report.get("counts", {}).items() if v}
-                t.add_row(
-                    f"{r.created_at:%Y-%m-%d %H:%M}",
-                    r.symbol,
-                    r.kind,
-                    r.timeframe,
-                    f"{r.rows_added:,}",
-                    "; ".join(f"{k} {v:,}" for k, v in changed.items()) or "clean",
-                    r.source[-40:],
-                )
-            console.print(t)
+    engine.dispose()
+    if runs:
+        t = Table(title="Latest imports")
+        for col in ("when (UTC)", "symbol", "kind", "tf", "added", "cleaning", "source"):
+            t.add_column(col)
+        for r in runs:
+            changed = {k: v for k, v in r.report.get("counts", {}).items() if v}
+            t.add_row(
+                f"{r.created_at:%Y-%m-%d %H:%M}",
+                r.symbol,
+                r.kind,
+                r.timeframe,
+                f"{r.rows_added:,}",
+                "; ".join(f"{k} {v:,}" for k, v in changed.items()) or "clean",
+                r.source[-40:],
+            )
+        console.print(t)
 
 
 @data_app.command("export")

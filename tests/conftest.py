@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from sqlalchemy.engine import Engine
 
+from bti_core.db.engine import make_engine, migrate
 from bti_core.market.synthetic import DemoMarket, generate_demo_markets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +76,9 @@ def postgres_url() -> Iterator[str]:
     try:
         yield f"postgresql+psycopg://bti@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(pgdata), "-m", "fast", "-w", "stop"], capture_output=True)
+        subprocess.run(
+            [*as_user, pg_ctl, "-D", str(pgdata), "-m", "fast", "-w", "stop"], capture_output=True
+        )
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -100,6 +104,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     eng.dispose()
 
 
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """A migrated engine on each database; disposed after the test (no open connections)."""
+    eng = make_engine(db_url)
+    migrate(eng)
+    yield eng
+    eng.dispose()
+
+
 def hourly(n: int, start: str = "2024-01-01", price: float = 100.0) -> pd.DataFrame:
     """A tidy frame of ``n`` hourly bars (a random walk, fixed seed) for table-driven tests."""
     import numpy as np
@@ -109,7 +122,9 @@ def hourly(n: int, start: str = "2024-01-01", price: float = 100.0) -> pd.DataFr
     open_ = np.concatenate([[price], close[:-1]])
     return pd.DataFrame(
         {
-            "ts": pd.date_range(start, periods=n, freq="1h", tz="UTC").astype("datetime64[us, UTC]"),
+            "ts": pd.date_range(start, periods=n, freq="1h", tz="UTC").astype(
+                "datetime64[us, UTC]"
+            ),
             "open": open_,
             "high": np.maximum(open_, close) * 1.002,
             "low": np.minimum(open_, close) * 0.998,

@@ -27,10 +27,16 @@ def test_demo_then_summary(data_dir: Path) -> None:
     again = runner.invoke(app, ["demo", "--if-missing"])
     assert "keeping it" in again.output
     summary = runner.invoke(app, ["data", "summary"])
-    assert summary.exit_code == 0 and "BTCUSDT" in summary.output and "Latest imports" in summary.output
+    assert (
+        summary.exit_code == 0
+        and "BTCUSDT" in summary.output
+        and "Latest imports" in summary.output
+    )
 
 
-def test_ingest_folder_reports_and_is_idempotent(data_dir: Path, tmp_path: Path, demo: dict) -> None:
+def test_ingest_folder_reports_and_is_idempotent(
+    data_dir: Path, tmp_path: Path, demo: dict
+) -> None:
     src = tmp_path / "in"
     m = demo["BTCUSDT"]
     write_normalised_csv(m.mark, src / "BTCUSDT_1h_mark.csv.gz", Kind.MARK)
@@ -44,14 +50,19 @@ def test_ingest_folder_reports_and_is_idempotent(data_dir: Path, tmp_path: Path,
     with session_scope(make_engine()) as s:
         runs = latest_ingest_runs(s, symbol="BTCUSDT", kind="ohlcv")
         assert [r.rows_added for r in runs] == [0, len(m.ohlcv) - 2]
-        assert runs[0].report["counts"]["unconfirmed_wicks"] == runs[1].report["counts"]["unconfirmed_wicks"]
+        assert (
+            runs[0].report["counts"]["unconfirmed_wicks"]
+            == runs[1].report["counts"]["unconfirmed_wicks"]
+        )
 
 
 def test_bad_file_in_folder_writes_nothing(data_dir: Path, tmp_path: Path, demo: dict) -> None:
     src = tmp_path / "in"
     write_normalised_csv(demo["BTCUSDT"].ohlcv, src / "BTCUSDT_1h_ohlcv.csv", Kind.OHLCV)
     bad = src / "ETHUSDT_1h_ohlcv.csv"
-    bad.write_text("timestamp_utc,open,high,low,close,volume\n2024-01-01T00:00:00Z,1,2,0.5,1.5,3\n2024-01-01T01:00:00Z,1,2,0.5,oops,3\n")
+    bad.write_text(
+        "timestamp_utc,open,high,low,close,volume\n2024-01-01T00:00:00Z,1,2,0.5,1.5,3\n2024-01-01T01:00:00Z,1,2,0.5,oops,3\n"
+    )
     res = runner.invoke(app, ["ingest", str(src)])
     assert res.exit_code == 2
     out = "".join(res.output.split())  # rich wraps long lines

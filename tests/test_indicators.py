@@ -21,12 +21,18 @@ def bars() -> pd.DataFrame:
 def test_against_ta(bars: pd.DataFrame) -> None:
     c, h, lo = bars["close"], bars["high"], bars["low"]
     pd.testing.assert_series_equal(ind.rsi(c), RSIIndicator(c, 14).rsi())
-    pd.testing.assert_series_equal(ind.macd(c)["macd_signal"], MACD(c).macd_signal(), check_names=False)
-    pd.testing.assert_series_equal(ind.atr(h, lo, c), AverageTrueRange(h, lo, c, 14).average_true_range())
+    pd.testing.assert_series_equal(
+        ind.macd(c)["macd_signal"], MACD(c).macd_signal(), check_names=False
+    )
+    pd.testing.assert_series_equal(
+        ind.atr(h, lo, c), AverageTrueRange(h, lo, c, 14).average_true_range()
+    )
     pd.testing.assert_series_equal(ind.adx(h, lo, c), ADXIndicator(h, lo, c, 14).adx())
     bb = ind.bollinger(c)
     ref = BollingerBands(c, 20, 2)
-    assert bb["bb_width"].to_numpy() == pytest.approx(ref.bollinger_wband().to_numpy() / 100, nan_ok=True)
+    assert bb["bb_width"].to_numpy() == pytest.approx(
+        ref.bollinger_wband().to_numpy() / 100, nan_ok=True
+    )
 
 
 def test_against_hand_formulas(bars: pd.DataFrame) -> None:
@@ -50,9 +56,13 @@ def test_against_hand_formulas(bars: pd.DataFrame) -> None:
 def test_realised_vol_and_amihud(bars: pd.DataFrame) -> None:
     c, v = bars["close"], bars["volume"]
     r = np.log(c).diff()
-    assert ind.realised_volatility(c, 24, 8760).iloc[-1] == pytest.approx(np.sqrt((r.iloc[-24:] ** 2).mean() * 8760))
+    assert ind.realised_volatility(c, 24, 8760).iloc[-1] == pytest.approx(
+        np.sqrt((r.iloc[-24:] ** 2).mean() * 8760)
+    )
     qv = c * v
-    assert ind.amihud_illiquidity(c, v, 24).iloc[-1] == pytest.approx((r.abs() / (qv / 1e6)).iloc[-24:].mean())
+    assert ind.amihud_illiquidity(c, v, 24).iloc[-1] == pytest.approx(
+        (r.abs() / (qv / 1e6)).iloc[-24:].mean()
+    )
 
 
 def test_funding_features() -> None:
@@ -66,7 +76,9 @@ def test_funding_features() -> None:
 
 def test_compute_registry(bars: pd.DataFrame) -> None:
     out = ind.compute(bars, list(ind.INDICATORS), periods_per_year=8760)
-    assert {"sma20", "bb_upper", "rsi", "macd_hist", "atr", "adx", "obv", "amihud"} <= set(out.columns)
+    assert {"sma20", "bb_upper", "rsi", "macd_hist", "atr", "adx", "obv", "amihud"} <= set(
+        out.columns
+    )
     assert len(out) == len(bars)
     with pytest.raises(ValueError, match="unknown indicator 'psar'"):
         ind.compute(bars, ["psar"], periods_per_year=8760)

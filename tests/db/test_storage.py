@@ -8,9 +8,10 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
-from bti_core.db.engine import make_engine, migrate, session_scope
+from bti_core.db.engine import migrate, session_scope
 from bti_core.db.models import IngestRun
 from bti_core.db.repository import add_ingest_run, latest_ingest_runs
 
@@ -33,10 +34,8 @@ def _run(symbol: str, when: datetime, **kw: object) -> IngestRun:
     return IngestRun(**base)  # type: ignore[arg-type]
 
 
-def test_migration_creates_the_models_schema(db_url: str) -> None:
-    engine = make_engine(db_url)
-    migrate(engine)
-    migrate(engine)  # idempotent
+def test_migration_creates_the_models_schema(engine: Engine) -> None:
+    migrate(engine)  # a second time: idempotent
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     assert diff == [], f"models and migrations disagree: {diff}"
@@ -45,12 +44,15 @@ def test_migration_creates_the_models_schema(db_url: str) -> None:
             assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
 
 
-def test_repository_round_trip_keeps_utc(db_url: str) -> None:
-    engine = make_engine(db_url)
-    migrate(engine)
+def test_repository_round_trip_keeps_utc(engine: Engine) -> None:
     t0 = datetime(2024, 1, 1, 12, tzinfo=UTC)
     with session_scope(engine) as s:
-        add_ingest_run(s, run=_run("BTCUSDT", t0, first_ts=datetime(2024, 1, 1, 9, tzinfo=timezone(timedelta(hours=8)))))
+        add_ingest_run(
+            s,
+            run=_run(
+                "BTCUSDT", t0, first_ts=datetime(2024, 1, 1, 9, tzinfo=timezone(timedelta(hours=8)))
+            ),
+        )
         add_ingest_run(s, run=_run("ETHUSDT", t0 + timedelta(hours=1)))
         add_ingest_run(s, run=_run("BTCUSDT", t0 + timedelta(hours=2), rows_added=0))
     with session_scope(engine) as s:
@@ -62,9 +64,7 @@ def test_repository_round_trip_keeps_utc(db_url: str) -> None:
         assert len(latest_ingest_runs(s)) == 3
 
 
-def test_failed_transaction_writes_nothing(db_url: str) -> None:
-    engine = make_engine(db_url)
-    migrate(engine)
+def test_failed_transaction_writes_nothing(engine: Engine) -> None:
     with pytest.raises(sa.exc.StatementError, match="timezone-aware"), session_scope(engine) as s:
         add_ingest_run(s, run=_run("BTCUSDT", datetime(2024, 1, 1, tzinfo=UTC)))
         add_ingest_run(s, run=_run("ETHUSDT", datetime(2024, 1, 1)))  # naive: refused

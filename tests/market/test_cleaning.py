@@ -87,7 +87,9 @@ def test_unsorted_duplicates_naive_times_and_bad_rows() -> None:
     assert rep.counts["duplicates"] == 1
     assert out["ts"].is_monotonic_increasing and out["ts"].is_unique
     assert str(out["ts"].dtype) == "datetime64[us, UTC]"
-    assert out.loc[out["ts"] == bars["ts"].iloc[3], "close"].iloc[0] == dup["close"].iloc[0]  # later row wins
+    assert (
+        out.loc[out["ts"] == bars["ts"].iloc[3], "close"].iloc[0] == dup["close"].iloc[0]
+    )  # later row wins
 
 
 def test_misaligned_bars_dropped() -> None:
@@ -105,13 +107,19 @@ def test_mark_bars_skip_volume_rules() -> None:
 
 
 def test_funding_rounding_range_and_gaps() -> None:
-    ts = pd.to_datetime(["2024-01-01 00:00:00.005", "2024-01-01 08:00", "2024-01-02 00:00", "2024-01-02 08:00"], utc=True, format="ISO8601")
+    ts = pd.to_datetime(
+        ["2024-01-01 00:00:00.005", "2024-01-01 08:00", "2024-01-02 00:00", "2024-01-02 08:00"],
+        utc=True,
+        format="ISO8601",
+    )
     f = pd.DataFrame({"ts": ts, "funding_rate": [0.0001, 0.0001, 0.9, -0.003]})
     out, rep = clean_funding(f, symbol="BTCUSDT")
     assert rep.counts["funding_times_rounded"] == 1
     assert rep.counts["invalid_rates"] == 1
     # Jan 1 16:00 was never there and Jan 2 00:00 was dropped: one gap of two funding times
-    assert [(g.start, g.missing) for g in rep.gaps] == [(pd.Timestamp("2024-01-01 16:00", tz="UTC"), 2)]
+    assert [(g.start, g.missing) for g in rep.gaps] == [
+        (pd.Timestamp("2024-01-01 16:00", tz="UTC"), 2)
+    ]
     assert out["ts"].iloc[0] == pd.Timestamp("2024-01-01", tz="UTC")
 
 

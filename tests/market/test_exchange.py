@@ -46,7 +46,9 @@ def exchange() -> Any:
 
 
 def test_ohlcv_pages_through_history(exchange: Any) -> None:
-    df = download(exchange, "BTCUSDT", Kind.OHLCV, since="2024-01-01", until="2024-01-01 06:00", page_limit=3)
+    df = download(
+        exchange, "BTCUSDT", Kind.OHLCV, since="2024-01-01", until="2024-01-01 06:00", page_limit=3
+    )
     assert len(df) == 6
     assert df["ts"].iloc[0] == pd.Timestamp("2024-01-01", tz="UTC")
     assert df["ts"].diff().dropna().eq(pd.Timedelta(hours=1)).all()
@@ -61,7 +63,9 @@ def test_mark_price_uses_the_mark_endpoint(exchange: Any) -> None:
 
 
 def test_funding_history(exchange: Any) -> None:
-    df = download(exchange, "BTCUSDT", Kind.FUNDING, timeframe="8h", since="2024-01-01", until="2024-01-03")
+    df = download(
+        exchange, "BTCUSDT", Kind.FUNDING, timeframe="8h", since="2024-01-01", until="2024-01-03"
+    )
     assert df["funding_rate"].tolist()[:2] == [0.00037409, 0.00022]
     assert len(df) == 6
 

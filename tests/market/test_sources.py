@@ -46,13 +46,23 @@ def _us(row: str) -> str:
         (False, [ROWS_MS[0], _us(ROWS_MS[1])], "BTCUSDT-1h-2024-01-01.csv"),  # mixed units
     ],
 )
-def test_binance_klines_with_or_without_header_ms_or_us(tmp_path: Path, header: bool, rows: list[str], name: str) -> None:
+def test_binance_klines_with_or_without_header_ms_or_us(
+    tmp_path: Path, header: bool, rows: list[str], name: str
+) -> None:
     p = tmp_path / name
     p.write_text("\n".join(([HEADER] if header else []) + rows) + "\n")
     src, df = read_file(p)
-    assert (src.format, src.kind, src.symbol, src.timeframe) == (Format.BINANCE_KLINES, Kind.OHLCV, "BTCUSDT", "1h")
+    assert (src.format, src.kind, src.symbol, src.timeframe) == (
+        Format.BINANCE_KLINES,
+        Kind.OHLCV,
+        "BTCUSDT",
+        "1h",
+    )
     assert list(df.columns) == ["ts", "open", "high", "low", "close", "volume"]
-    assert df["ts"].tolist() == [pd.Timestamp("2024-01-01 00:00", tz="UTC"), pd.Timestamp("2024-01-01 01:00", tz="UTC")]
+    assert df["ts"].tolist() == [
+        pd.Timestamp("2024-01-01 00:00", tz="UTC"),
+        pd.Timestamp("2024-01-01 01:00", tz="UTC"),
+    ]
     assert str(df["ts"].dtype) == "datetime64[us, UTC]"
     assert df["close"].tolist() == [42475.2, 42569.9]
     assert df["volume"].iloc[0] == pytest.approx(6428.812)
@@ -71,7 +81,9 @@ def test_binance_zip_and_mark_price_folder(tmp_path: Path) -> None:
 
 def test_binance_funding_file(tmp_path: Path) -> None:
     p = tmp_path / "BTCUSDT-fundingRate-2024-01.csv"
-    p.write_text("calc_time,funding_interval_hours,last_funding_rate\n1704067200000,8,0.00037409\n1704096000005,8,0.00022000\n")
+    p.write_text(
+        "calc_time,funding_interval_hours,last_funding_rate\n1704067200000,8,0.00037409\n1704096000005,8,0.00022000\n"
+    )
     src, df = read_file(p)
     assert (src.kind, src.timeframe) == (Kind.FUNDING, "8h")
     assert df["funding_rate"].tolist() == [0.00037409, 0.00022]
@@ -81,7 +93,9 @@ def test_binance_funding_file(tmp_path: Path) -> None:
 def test_normalised_gzip_csv(tmp_path: Path) -> None:
     p = tmp_path / "ETHUSDT_1h_mark.csv.gz"
     with gzip.open(p, "wt") as f:
-        f.write("timestamp_utc,open,high,low,close,volume\n2021-05-19T13:00:00Z,2500,2600,2000,2100,0.0\n")
+        f.write(
+            "timestamp_utc,open,high,low,close,volume\n2021-05-19T13:00:00Z,2500,2600,2000,2100,0.0\n"
+        )
     src, df = read_file(p)
     assert (src.format, src.kind, src.symbol) == (Format.NORMALISED, Kind.MARK, "ETHUSDT")
     assert df["low"].iloc[0] == 2000.0
@@ -108,16 +122,43 @@ def test_parquet_round_trip(tmp_path: Path, demo: dict) -> None:
 @pytest.mark.parametrize(
     ("name", "content", "line", "expected"),
     [
-        ("BTCUSDT_1h_ohlcv.csv", "timestamp_utc,open,high,low,close,volume\n2024-01-01T00:00:00Z,1,2,0.5,1.5,3\n2024-01-01T01:00:00Z,1,abc,0.5,1.5,3\n", 3, "high as a number"),
-        ("BTCUSDT_1h_ohlcv.csv", "timestamp_utc,open,high,low,close,volume\n2024-01-01T00:00:00Z,1,2,0.5,1.5\n", 2, "6 comma-separated fields"),
-        ("BTCUSDT_1h_ohlcv.csv", "timestamp_utc,open,high,low,close,volume\nyesterday,1,2,0.5,1.5,3\n", 2, "timestamp_utc as an ISO-8601 UTC time"),
+        (
+            "BTCUSDT_1h_ohlcv.csv",
+            "timestamp_utc,open,high,low,close,volume\n2024-01-01T00:00:00Z,1,2,0.5,1.5,3\n2024-01-01T01:00:00Z,1,abc,0.5,1.5,3\n",
+            3,
+            "high as a number",
+        ),
+        (
+            "BTCUSDT_1h_ohlcv.csv",
+            "timestamp_utc,open,high,low,close,volume\n2024-01-01T00:00:00Z,1,2,0.5,1.5\n",
+            2,
+            "6 comma-separated fields",
+        ),
+        (
+            "BTCUSDT_1h_ohlcv.csv",
+            "timestamp_utc,open,high,low,close,volume\nyesterday,1,2,0.5,1.5,3\n",
+            2,
+            "timestamp_utc as an ISO-8601 UTC time",
+        ),
         ("BTCUSDT_1h_ohlcv.csv", "time,o,h,l,c,v\n", 1, "the header"),
-        ("BTCUSDT-1h-2024-01.csv", ROWS_MS[0] + "\n1704070800000,x,1,1,1,1,1,1,1,1,1,0\n", 2, "open as a number"),
+        (
+            "BTCUSDT-1h-2024-01.csv",
+            ROWS_MS[0] + "\n1704070800000,x,1,1,1,1,1,1,1,1,1,0\n",
+            2,
+            "open as a number",
+        ),
         ("BTCUSDT-1h-2024-01.csv", "hello,world\n", 1, "Binance kline rows"),
-        ("BTCUSDT-fundingRate-2024-01.csv", "calc_time,funding_interval_hours,last_funding_rate\n1704067200000,8,zero\n", 2, "last_funding_rate"),
+        (
+            "BTCUSDT-fundingRate-2024-01.csv",
+            "calc_time,funding_interval_hours,last_funding_rate\n1704067200000,8,zero\n",
+            2,
+            "last_funding_rate",
+        ),
     ],
 )
-def test_malformed_files_name_file_line_and_expectation(tmp_path: Path, name: str, content: str, line: int, expected: str) -> None:
+def test_malformed_files_name_file_line_and_expectation(
+    tmp_path: Path, name: str, content: str, line: int, expected: str
+) -> None:
     p = tmp_path / name
     p.write_text(content)
     with pytest.raises(DataFormatError) as info:
@@ -148,7 +189,12 @@ def test_empty_and_corrupt_files(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "canonical", "unified"),
-    [("BTCUSDT", "BTCUSDT", "BTC/USDT:USDT"), ("btc/usdt:usdt", "BTCUSDT", "BTC/USDT:USDT"), ("ETH-USDC", "ETHUSDC", "ETH/USDC:USDC"), ("1000PEPEUSDT", "1000PEPEUSDT", "1000PEPE/USDT:USDT")],
+    [
+        ("BTCUSDT", "BTCUSDT", "BTC/USDT:USDT"),
+        ("btc/usdt:usdt", "BTCUSDT", "BTC/USDT:USDT"),
+        ("ETH-USDC", "ETHUSDC", "ETH/USDC:USDC"),
+        ("1000PEPEUSDT", "1000PEPEUSDT", "1000PEPE/USDT:USDT"),
+    ],
 )
 def test_symbol_names(raw: str, canonical: str, unified: str) -> None:
     assert canonical_symbol(raw) == canonical

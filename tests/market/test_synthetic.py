@@ -12,7 +12,9 @@ from bti_core.market.synthetic import generate_demo_markets
 
 @pytest.fixture(scope="module")
 def year() -> dict:
-    return generate_demo_markets(start="2025-01-01", periods=24 * 365, seed=11, with_exchange_quirks=False)
+    return generate_demo_markets(
+        start="2025-01-01", periods=24 * 365, seed=11, with_exchange_quirks=False
+    )
 
 
 def test_same_seed_same_data_other_seed_other_data() -> None:

@@ -46,7 +46,9 @@ def test_overlapping_import_merges_and_counts_updates(tmp_path: Path) -> None:
     assert wh.query("ohlcv", "BTCUSDT", "1h")["ts"].is_monotonic_increasing
 
 
-def test_interrupted_write_leaves_previous_state_readable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_write_leaves_previous_state_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     wh = Warehouse(tmp_path)
     wh.write("ohlcv", "BTCUSDT", "1h", _cleaned(100))
     before = wh.query("ohlcv", "BTCUSDT", "1h")
@@ -63,7 +65,11 @@ def test_interrupted_write_leaves_previous_state_readable(tmp_path: Path, monkey
     monkeypatch.setattr(pq, "write_table", real)
 
     pd.testing.assert_frame_equal(wh.query("ohlcv", "BTCUSDT", "1h"), before)
-    assert [p.name for p in wh.path("ohlcv", "BTCUSDT", "1h").parent.iterdir() if not p.name.endswith(".lock")] == ["1h.parquet"]
+    assert [
+        p.name
+        for p in wh.path("ohlcv", "BTCUSDT", "1h").parent.iterdir()
+        if not p.name.endswith(".lock")
+    ] == ["1h.parquet"]
 
 
 def test_stale_temporary_from_a_dead_writer_is_cleared(tmp_path: Path) -> None:
@@ -82,11 +88,18 @@ def test_range_query_latest_and_catalogue(tmp_path: Path) -> None:
     day2 = wh.query("ohlcv", "BTCUSDT", "1h", "2024-01-02", "2024-01-03")
     assert len(day2) == 24 and day2["ts"].iloc[0] == pd.Timestamp("2024-01-02", tz="UTC")
     assert str(day2["ts"].dtype) == "datetime64[us, UTC]"
-    pd.testing.assert_frame_equal(day2.reset_index(drop=True), bars.iloc[24:48].reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        day2.reset_index(drop=True), bars.iloc[24:48].reset_index(drop=True)
+    )
     assert wh.latest("ohlcv", "BTCUSDT", "1h")["ts"] == bars["ts"].iloc[-1]
     assert len(wh.query("ohlcv", "BTCUSDT", "1h", limit=5)) == 5
     (d,) = wh.datasets()
-    assert (d.symbol, d.rows, d.first, d.last) == ("BTCUSDT", 72, bars["ts"].iloc[0], bars["ts"].iloc[-1])
+    assert (d.symbol, d.rows, d.first, d.last) == (
+        "BTCUSDT",
+        72,
+        bars["ts"].iloc[0],
+        bars["ts"].iloc[-1],
+    )
     assert wh.symbols() == ["BTCUSDT"]
 
 
