@@ -120,42 +120,64 @@ def funding_features(
 
 @dataclass(frozen=True)
 class Indicator:
-    """A selectable indicator: where it is drawn and how it is computed from bars."""
+    """A selectable indicator: where it is drawn, its output columns and how it is computed.
+
+    ``min_bars``: `ta`'s ATR and ADX fail on fewer bars than their window; below it the columns
+    are left empty (NaN) rather than raising.
+    """
 
     label: str
     panel: str  # "price" overlays the candles; anything else gets a panel of that name
-    compute: Callable[[pd.DataFrame, float], pd.DataFrame]
+    columns: tuple[str, ...]
+    compute: Callable[[pd.DataFrame], pd.DataFrame]
+    min_bars: int = 1
 
 
 def _one(
     name: str, f: Callable[[pd.DataFrame], pd.Series]
-) -> Callable[[pd.DataFrame, float], pd.DataFrame]:
-    return lambda bars, _ppy: pd.DataFrame({name: f(bars)})
+) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    return lambda bars: pd.DataFrame({name: f(bars)})
 
 
 INDICATORS: dict[str, Indicator] = {
-    "sma20": Indicator("SMA 20", "price", _one("sma20", lambda b: sma(b["close"], 20))),
-    "sma50": Indicator("SMA 50", "price", _one("sma50", lambda b: sma(b["close"], 50))),
-    "ema20": Indicator("EMA 20", "price", _one("ema20", lambda b: ema(b["close"], 20))),
-    "bollinger": Indicator("Bollinger 20, 2σ", "price", lambda b, _p: bollinger(b["close"])),
-    "rsi": Indicator("RSI 14", "RSI", _one("rsi", lambda b: rsi(b["close"]))),
-    "macd": Indicator("MACD 12/26/9", "MACD", lambda b, _p: macd(b["close"])),
-    "atr": Indicator("ATR 14", "ATR", _one("atr", lambda b: atr(b["high"], b["low"], b["close"]))),
-    "adx": Indicator("ADX 14", "ADX", _one("adx", lambda b: adx(b["high"], b["low"], b["close"]))),
-    "obv": Indicator("OBV", "OBV", _one("obv", lambda b: obv(b["close"], b["volume"]))),
+    "sma20": Indicator("SMA 20", "price", ("sma20",), _one("sma20", lambda b: sma(b["close"], 20))),
+    "sma50": Indicator("SMA 50", "price", ("sma50",), _one("sma50", lambda b: sma(b["close"], 50))),
+    "ema20": Indicator("EMA 20", "price", ("ema20",), _one("ema20", lambda b: ema(b["close"], 20))),
+    "bollinger": Indicator(
+        "Bollinger 20, 2σ",
+        "price",
+        ("bb_mid", "bb_upper", "bb_lower", "bb_width"),
+        lambda b: bollinger(b["close"]),
+    ),
+    "rsi": Indicator("RSI 14", "RSI", ("rsi",), _one("rsi", lambda b: rsi(b["close"]))),
+    "macd": Indicator(
+        "MACD 12/26/9", "MACD", ("macd", "macd_signal", "macd_hist"), lambda b: macd(b["close"])
+    ),
+    "atr": Indicator(
+        "ATR 14", "ATR", ("atr",), _one("atr", lambda b: atr(b["high"], b["low"], b["close"])), 15
+    ),
+    "adx": Indicator(
+        "ADX 14", "ADX", ("adx",), _one("adx", lambda b: adx(b["high"], b["low"], b["close"])), 30
+    ),
+    "obv": Indicator("OBV", "OBV", ("obv",), _one("obv", lambda b: obv(b["close"], b["volume"]))),
     "amihud": Indicator(
         "Amihud illiquidity (per 1M USDT)",
         "Illiquidity",
-        lambda b, _p: pd.DataFrame({"amihud": amihud_illiquidity(b["close"], b["volume"], 24)}),
+        ("amihud",),
+        _one("amihud", lambda b: amihud_illiquidity(b["close"], b["volume"], 24)),
     ),
 }
 
 
-def compute(bars: pd.DataFrame, names: Iterable[str], *, periods_per_year: float) -> pd.DataFrame:
+def compute(bars: pd.DataFrame, names: Iterable[str]) -> pd.DataFrame:
     """The chosen indicators, as columns beside ``bars`` (same index)."""
     parts = [bars]
     for name in names:
         if name not in INDICATORS:
             raise ValueError(f"unknown indicator {name!r}; choose from {', '.join(INDICATORS)}")
-        parts.append(INDICATORS[name].compute(bars, periods_per_year))
+        spec = INDICATORS[name]
+        if len(bars) < spec.min_bars:
+            parts.append(pd.DataFrame(np.nan, index=bars.index, columns=list(spec.columns)))
+        else:
+            parts.append(spec.compute(bars))
     return pd.concat(parts, axis=1)

@@ -72,7 +72,7 @@ def market_figure(
     colour = iter(_OVERLAY_COLOURS * 3)
     for name in indicators:
         spec = INDICATORS[name]
-        cols = spec.compute(bars.head(0), 1.0).columns
+        cols = spec.columns
         row = 1 if spec.panel == "price" else 2 + panels.index(spec.panel)
         for col in cols:
             if name == "macd" and col == "macd_hist":

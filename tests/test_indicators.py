@@ -75,10 +75,18 @@ def test_funding_features() -> None:
 
 
 def test_compute_registry(bars: pd.DataFrame) -> None:
-    out = ind.compute(bars, list(ind.INDICATORS), periods_per_year=8760)
-    assert {"sma20", "bb_upper", "rsi", "macd_hist", "atr", "adx", "obv", "amihud"} <= set(
-        out.columns
-    )
+    out = ind.compute(bars, list(ind.INDICATORS))
+    declared = {c for spec in ind.INDICATORS.values() for c in spec.columns}
+    assert set(out.columns) == set(bars.columns) | declared
     assert len(out) == len(bars)
+    assert out[list(declared)].iloc[-1].notna().all()
     with pytest.raises(ValueError, match="unknown indicator 'psar'"):
-        ind.compute(bars, ["psar"], periods_per_year=8760)
+        ind.compute(bars, ["psar"])
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 20])
+def test_short_frames_give_empty_columns_not_errors(bars: pd.DataFrame, n: int) -> None:
+    out = ind.compute(bars.head(n), list(ind.INDICATORS))
+    assert len(out) == n
+    if n < 15:
+        assert out["atr"].isna().all()

@@ -68,7 +68,7 @@ def market_view(
     bars = warehouse.bars(symbol, timeframe, warm_start, end)
     if bars.empty:
         raise NoDataError(f"no {symbol} bars at {timeframe} in the chosen range")
-    bars = ind.compute(bars, indicators, periods_per_year=ppy)
+    bars = ind.compute(bars, indicators)
     bars["realised_vol"] = ind.realised_volatility(bars["close"], vol_window, ppy)
     bars["quote_volume"] = ind.quote_volume(bars["close"], bars["volume"])
     try:

@@ -1,0 +1,72 @@
+"""The Market page under Streamlit's AppTest, on demo data in a temporary folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from bti_core.db.engine import make_engine, migrate
+from bti_core.market.ingest import Ingestor
+from bti_core.market.schema import Kind
+from bti_core.market.warehouse import Warehouse
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def filled(data_dir: Path, demo: dict) -> Path:
+    engine = make_engine()
+    migrate(engine)
+    ingestor = Ingestor(Warehouse(data_dir / "warehouse"), engine)
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        m = demo[symbol]
+        ingestor.ingest_frame(m.mark, symbol=symbol, kind=Kind.MARK, timeframe="1h", source="demo")
+        ingestor.ingest_frame(
+            m.ohlcv, symbol=symbol, kind=Kind.OHLCV, timeframe="1h", source="demo"
+        )
+        ingestor.ingest_frame(
+            m.funding, symbol=symbol, kind=Kind.FUNDING, timeframe="8h", source="demo"
+        )
+    engine.dispose()
+    return data_dir
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_market_page_shows_symbol_figures_and_chart(filled: Path, demo: dict) -> None:
+    at = _app()
+    assert at.title[0].value == "Market"
+    assert at.selectbox(key="market_symbol").value == "BTCUSDT"
+    metrics = {m.label: m.value for m in at.metric}
+    last_close = demo["BTCUSDT"].ohlcv["close"].iloc[-1]
+    assert metrics["Last price"] == f"{last_close:,.2f}"
+    assert metrics["Funding (8 h)"].endswith("%")
+    assert len(at.get("plotly_chart")) == 1
+    reports = "\n".join(t.value for t in at.text)
+    assert "2 exchange listing placeholders, removed" in reports
+
+
+def test_symbol_timeframe_and_range_switch(filled: Path, demo: dict) -> None:
+    at = _app()
+    at.selectbox(key="market_symbol").select("ETHUSDT").run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Last price"] == f"{demo['ETHUSDT'].ohlcv['close'].iloc[-1]:,.2f}"
+    reports = "\n".join(t.value for t in at.text)
+    assert "ETHUSDT ohlcv 1h" in reports and "not filled" in reports
+    at.selectbox(key="market_timeframe").select("1d").run()
+    at.selectbox(key="market_range").select("All").run()
+    at.multiselect(key="market_indicators").set_value(["macd", "atr", "obv"]).run()
+    assert not at.exception
+
+
+def test_empty_warehouse_says_what_to_do(data_dir: Path) -> None:
+    at = _app()
+    assert "No market data yet" in at.info[0].value
