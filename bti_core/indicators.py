@@ -146,8 +146,11 @@ INDICATORS: dict[str, Indicator] = {
     "bollinger": Indicator(
         "Bollinger 20, 2σ",
         "price",
-        ("bb_mid", "bb_upper", "bb_lower", "bb_width"),
-        lambda b: bollinger(b["close"]),
+        ("bb_mid", "bb_upper", "bb_lower"),
+        lambda b: bollinger(b["close"])[["bb_mid", "bb_upper", "bb_lower"]],
+    ),
+    "bb_width": Indicator(
+        "Bollinger width", "BB width", ("bb_width",), lambda b: bollinger(b["close"])[["bb_width"]]
     ),
     "rsi": Indicator("RSI 14", "RSI", ("rsi",), _one("rsi", lambda b: rsi(b["close"]))),
     "macd": Indicator(

@@ -31,7 +31,7 @@ def market_figure(
         shared_xaxes=True,
         vertical_spacing=0.025,
         row_heights=heights,
-        subplot_titles=[f"{symbol} last price and mark price", *panels],
+        subplot_titles=["", *panels],
     )
     x = bars["ts"]
     fig.add_trace(
@@ -117,9 +117,14 @@ def market_figure(
     )
     fig.update_layout(
         height=420 + 150 * len(panels),
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        title={
+            "text": f"{symbol} · last price (candles) and mark price",
+            "x": 0,
+            "font": {"size": 15},
+        },
+        margin={"l": 10, "r": 10, "t": 90, "b": 10},
         xaxis_rangeslider_visible=False,
-        legend={"orientation": "h", "y": 1.04, "x": 0},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
         hovermode="x unified",
         bargap=0,
     )

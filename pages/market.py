@@ -57,7 +57,18 @@ except NoDataError as exc:
     st.stop()
 
 s = view.stats
-m = st.columns(6)
+
+
+def _money(x: float | None) -> str:
+    if x is None:
+        return "–"
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= size:
+            return f"{x / size:,.2f} {unit}"
+    return f"{x:,.0f}"
+
+
+m = st.columns(5)
 m[0].metric(
     "Last price",
     f"{s.last:,.2f}",
@@ -69,7 +80,7 @@ m[1].metric(
     f"basis {s.last / s.mark - 1:+.3%}" if s.mark else None,
     delta_color="off",
 )
-m[2].metric("24 h volume", f"{s.quote_volume_24h / 1e6:,.1f} M USDT" if s.quote_volume_24h else "–")
+m[2].metric("24 h volume (USDT)", _money(s.quote_volume_24h))
 m[3].metric(
     "Funding (8 h)",
     f"{s.funding_rate:+.4%}" if s.funding_rate is not None else "–",
@@ -77,9 +88,15 @@ m[3].metric(
     delta_color="off",
 )
 m[4].metric(
-    "Realised vol 30 d", f"{s.realised_vol_30d:.0%}" if s.realised_vol_30d is not None else "–"
+    "Realised vol 30 d",
+    f"{s.realised_vol_30d:.0%}" if s.realised_vol_30d is not None else "–",
+    help="Annualised, from squared hourly log returns (zero-mean estimator)",
 )
-m[5].metric("As of (UTC)", f"{s.as_of:%Y-%m-%d %H:%M}")
+st.caption(
+    f"Last bar {s.as_of:%Y-%m-%d %H:%M} UTC · {len(view.bars):,} bars at {view.timeframe}. "
+    "Red crosses mark last-price wicks the mark price did not confirm: liquidations trigger on "
+    "the mark price."
+)
 
 st.plotly_chart(market_figure(view.bars, view.funding, chosen, view.symbol), width="stretch")
 
