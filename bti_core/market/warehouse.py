@@ -260,10 +260,10 @@ class Warehouse:
         s, e = self._utc(start), self._utc(end)
         if s is not None:
             conds.append("ts >= ?")
-            params.append(s.to_pydatetime())
+            params.append(s.floor("us").to_pydatetime())  # Parquet holds µs
         if e is not None:
             conds.append("ts < ?")
-            params.append(e.to_pydatetime())
+            params.append(e.floor("us").to_pydatetime())
         return (" WHERE " + " AND ".join(conds) if conds else ""), params
 
     @staticmethod
@@ -276,11 +276,14 @@ class Warehouse:
         return df
 
     def latest(self, kind: Kind | str, symbol: str, timeframe: str) -> pd.Series:
-        """The last stored row."""
-        df = self.query(kind, symbol, timeframe, limit=1)
-        if df.empty:
+        """The last stored row, read from the file's last row group only (rows are sorted)."""
+        path = self._source(kind, symbol, timeframe)
+        pf = pq.ParquetFile(path)
+        if pf.metadata.num_rows == 0:
             raise NoDataError(f"{canonical_symbol(symbol)} {Kind(kind)} {timeframe} is empty")
-        return df.iloc[-1]
+        group = pf.read_row_group(pf.metadata.num_row_groups - 1)
+        tail = group.slice(group.num_rows - 1).to_pandas()
+        return self._fix_ts(tail).iloc[-1]
 
     def resample(
         self,
