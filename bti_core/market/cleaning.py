@@ -175,7 +175,7 @@ def _drop(
 
 
 def _order_and_dedupe(frame: pd.DataFrame, report: CleaningReport) -> pd.DataFrame:
-    ts = frame["ts"].to_numpy()
+    ts = _epoch_us(frame["ts"])  # int64: tz-aware .to_numpy() would build Timestamp objects
     if len(ts) > 1 and not (ts[1:] >= ts[:-1]).all():
         report.add("out_of_order", int(np.count_nonzero(ts[1:] < ts[:-1])))
         frame = frame.sort_values("ts", kind="stable")
