@@ -57,7 +57,8 @@ def _pg_bin(name: str) -> str:
 def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL server on 127.0.0.1, started for this session and stopped after.
 
-    PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`` user.
+    PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`` user
+    (``nobody`` where there is none).
     """
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     base = Path(tempfile.mkdtemp(prefix="bti-pg-"))
@@ -65,9 +66,15 @@ def postgres_url() -> Iterator[str]:
     sock.mkdir()
     as_user: list[str] = []
     if os.geteuid() == 0:
-        shutil.chown(base, "postgres")
-        shutil.chown(sock, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
+        import pwd
+
+        try:
+            user = pwd.getpwnam("postgres").pw_name
+        except KeyError:
+            user = "nobody"
+        shutil.chown(base, user)
+        shutil.chown(sock, user)
+        as_user = ["runuser", "-u", user, "--"]
     port = free_port()
     run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True)  # noqa: E731
     run(initdb, "-D", str(pgdata), "-U", "bti", "-A", "trust", "--no-sync", "-E", "UTF8")
