@@ -252,6 +252,24 @@ def _diagnose(
     return DataFormatError(path, "a well-formed CSV file", got=str(cause))
 
 
+def _read_checked(
+    path: Path,
+    data: bytes,
+    names: tuple[str, ...],
+    types: dict[str, pa.DataType],
+    checks: tuple[tuple[str, Callable[[str], object]], ...],
+    *,
+    skip_header: bool,
+) -> pa.Table:
+    """Fast read; if it fails, the slow pass names the first bad line."""
+    try:
+        return _pa_read(data, names, types, skip_header=skip_header)
+    except pa.ArrowInvalid as exc:
+        raise _diagnose(
+            path, data, checks, skip_header=skip_header, expected_fields=len(names), cause=exc
+        ) from exc
+
+
 def _iso_utc(value: str) -> pd.Timestamp:
     ts = pd.Timestamp(value)
     if pd.isna(ts):
@@ -292,24 +310,16 @@ def _read_normalised(src: SourceFile, data: bytes) -> pd.DataFrame:
     names = ("timestamp_utc", *cols[1:])
     value_types = dict.fromkeys(cols[1:], pa.float64())
     checks = (("timestamp_utc", _iso_utc), *((c, _number) for c in cols[1:]))
-    table = None
-    for ts_type in (pa.timestamp("us", tz="UTC"), pa.timestamp("us")):  # naive times are UTC
-        try:
-            table = _pa_read(
-                data, names, {"timestamp_utc": ts_type, **value_types}, skip_header=True
-            )
-            break
-        except pa.ArrowInvalid as exc:
-            last_exc = exc
-    if table is None:
-        raise _diagnose(
-            src.path,
+    try:  # times with a zone (…Z, +00:00), the format's own
+        table = _pa_read(
             data,
-            checks,
+            names,
+            {"timestamp_utc": pa.timestamp("us", tz="UTC"), **value_types},
             skip_header=True,
-            expected_fields=len(names),
-            cause=last_exc,
         )
+    except pa.ArrowInvalid:  # naive times are taken as UTC
+        types = {"timestamp_utc": pa.timestamp("us"), **value_types}
+        table = _read_checked(src.path, data, names, types, checks, skip_header=True)
     frame = table.to_pandas()
     frame.insert(0, "ts", _to_utc(table.column("timestamp_utc")))
     return frame.drop(columns=["timestamp_utc"])[list(cols)]
@@ -341,17 +351,9 @@ def _read_binance_klines(src: SourceFile, data: bytes) -> pd.DataFrame:
         *((c, _number) for c in ("open", "high", "low", "close", "volume")),
         ("close_time", _integer),
     )
-    try:
-        table = _pa_read(data, BINANCE_KLINE_COLUMNS, types, skip_header=has_header)
-    except pa.ArrowInvalid as exc:
-        raise _diagnose(
-            src.path,
-            data,
-            checks,
-            skip_header=has_header,
-            expected_fields=len(BINANCE_KLINE_COLUMNS),
-            cause=exc,
-        ) from exc
+    table = _read_checked(
+        src.path, data, BINANCE_KLINE_COLUMNS, types, checks, skip_header=has_header
+    )
     frame = table.to_pandas()
     frame.insert(0, "ts", _epoch_to_utc(frame.pop("open_time").to_numpy()))
     return frame[list(BAR_COLUMNS)]
@@ -369,12 +371,7 @@ def _read_binance_funding(src: SourceFile, data: bytes) -> pd.DataFrame:
         ("funding_interval_hours", _integer),
         ("last_funding_rate", _number),
     )
-    try:
-        table = _pa_read(data, BINANCE_FUNDING_COLUMNS, types, skip_header=True)
-    except pa.ArrowInvalid as exc:
-        raise _diagnose(
-            src.path, data, checks, skip_header=True, expected_fields=3, cause=exc
-        ) from exc
+    table = _read_checked(src.path, data, BINANCE_FUNDING_COLUMNS, types, checks, skip_header=True)
     frame = table.to_pandas()
     return pd.DataFrame(
         {
