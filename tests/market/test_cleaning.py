@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bti_core.market.cleaning import CleaningReport, clean_bars, clean_funding
 from bti_core.market.schema import BarFlag, Kind
@@ -134,3 +136,48 @@ def test_report_round_trips_through_json() -> None:
 def test_bad_tolerance_refused() -> None:
     with pytest.raises(ValueError, match="wick_tolerance"):
         clean_bars(hourly(3), symbol="BTCUSDT", timeframe="1h", wick_tolerance=0)
+
+
+# --- properties ---------------------------------------------------------------------------------
+
+_row = st.tuples(
+    st.integers(0, 60),  # hour offset (duplicates and gaps come from collisions and holes)
+    st.floats(1, 1e5),
+    st.floats(0, 0.05),
+    st.floats(0, 0.05),
+    st.floats(-0.03, 0.03),
+    st.one_of(st.just(0.0), st.floats(0, 1e6)),
+)
+
+
+def _frame(rows: list[tuple[int, float, float, float, float, float]]) -> pd.DataFrame:
+    t0 = pd.Timestamp("2024-01-01", tz="UTC")
+    recs = []
+    for h, o, up, down, move, vol in rows:
+        c = o * (1 + move)
+        recs.append(
+            (t0 + pd.Timedelta(hours=h), o, max(o, c) * (1 + up), min(o, c) * (1 - down), c, vol)
+        )
+    return pd.DataFrame(recs, columns=["ts", "open", "high", "low", "close", "volume"]).astype(
+        {"ts": "datetime64[us, UTC]"}
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_row, min_size=1, max_size=40))
+def test_cleaned_bars_are_sorted_unique_aligned_and_idempotent(rows: list) -> None:
+    out, rep = clean_bars(_frame(rows), symbol="BTCUSDT", timeframe="1h")
+    ts = out["ts"]
+    assert ts.is_monotonic_increasing and ts.is_unique
+    assert (ts.dt.minute == 0).all()
+    assert len(out) <= len(rows) == rep.rows_in
+    assert rep.rows_out == len(out)
+    assert rep.counts["missing_bars"] == sum(g.missing for g in rep.gaps)
+    if len(out) > 1:
+        span = int((ts.iloc[-1] - ts.iloc[0]) / pd.Timedelta(hours=1)) + 1
+        assert span == len(out) + rep.counts["missing_bars"]
+    again, rep2 = clean_bars(
+        out.drop(columns="flags"), symbol="BTCUSDT", timeframe="1h", at_listing=False
+    )
+    pd.testing.assert_frame_equal(again.drop(columns="flags"), out.drop(columns="flags"))
+    assert rep2.counts["duplicates"] == rep2.counts["invalid_bars"] == 0

@@ -134,3 +134,22 @@ def test_resample_refuses_shorter_or_uneven_targets(tmp_path: Path) -> None:
     wh.write("ohlcv", "BTCUSDT", "1h", _cleaned(5))
     with pytest.raises(ValueError, match="whole multiple"):
         wh.resample("BTCUSDT", "1h", "1m")
+
+
+def _writer(root: str, start: str) -> None:
+    Warehouse(root).write("ohlcv", "BTCUSDT", "1h", _cleaned(500, start=start))
+
+
+def test_concurrent_writers_in_two_processes_lose_nothing(tmp_path: Path) -> None:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    starts = ["2024-01-01", "2024-03-01", "2024-05-01", "2024-07-01"]
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path), s)) for s in starts]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    out = Warehouse(tmp_path).query("ohlcv", "BTCUSDT", "1h")
+    assert len(out) == 2000 and out["ts"].is_unique and out["ts"].is_monotonic_increasing
