@@ -8,12 +8,14 @@ import streamlit as st
 
 from bti_core.errors import NoDataError
 from bti_core.indicators import INDICATORS
+from bti_core.market.schema import timeframe_delta
 from bti_core.market.service import market_view
 from dashboard import resources
 from dashboard.charts import market_figure
 
-RANGES = {"7 days": 7, "30 days": 30, "90 days": 90, "1 year": 365, "All": None}
-TIMEFRAMES = ["1h", "4h", "1d"]
+RANGES = {"7 days": 7, "30 days": 30, "90 days": 90, "1 year": 365, "All": None, "Custom…": -1}
+TIMEFRAMES = ["1m", "5m", "15m", "1h", "4h", "1d"]
+MAX_BARS = 15_000  # more candles than this make the browser slow and the chart unreadable
 
 st.title("Market")
 wh = resources.warehouse()
@@ -33,9 +35,14 @@ symbol = c1.selectbox(
     key="market_symbol",
 )
 stored = wh.timeframes(symbol)
-finest = stored[0] if stored else "1h"
-choices = [tf for tf in TIMEFRAMES if pd.Timedelta(tf) >= pd.Timedelta(finest)] or [finest]
-timeframe = c2.selectbox("Timeframe", choices, key="market_timeframe")
+finest = timeframe_delta(stored[0])
+choices = [tf for tf in TIMEFRAMES if timeframe_delta(tf) >= finest]
+timeframe = c2.selectbox(
+    "Timeframe",
+    choices,
+    index=choices.index("1h") if "1h" in choices else 0,
+    key="market_timeframe",
+)
 span = c3.selectbox("Range", list(RANGES), index=1, key="market_range")
 chosen = c4.multiselect(
     "Indicators",
@@ -45,12 +52,43 @@ chosen = c4.multiselect(
     key="market_indicators",
 )
 
-last_ts = wh.latest("ohlcv", symbol, stored[0]).ts if stored else None
-days = RANGES[span]
-start = last_ts - pd.Timedelta(days=days) if (days and last_ts is not None) else None
+data = wh.dataset("ohlcv", symbol, stored[0])
+if data is None or data.first is None or data.last is None:
+    st.warning(f"{symbol} has no bars stored yet; import some with `bti ingest`.")
+    st.stop()
+first, last = data.first, data.last
+end = None
+if RANGES[span] == -1:
+    picked = st.date_input(
+        "From – to (UTC)",
+        value=(max(first, last - pd.Timedelta(days=30)).date(), last.date()),
+        min_value=first.date(),
+        max_value=last.date(),
+        key="market_dates",
+    )
+    if not isinstance(picked, tuple) or len(picked) != 2:
+        st.info("Pick the last day of the range too.")
+        st.stop()
+    start = pd.Timestamp(picked[0], tz="UTC")
+    end = pd.Timestamp(picked[1], tz="UTC") + pd.Timedelta(days=1)
+else:
+    days = RANGES[span]
+    start = last - pd.Timedelta(days=days) if days else first
+
+bars_asked = ((end or last) - start) / timeframe_delta(timeframe)
+if bars_asked > MAX_BARS:
+    coarser = next(
+        (tf for tf in choices if ((end or last) - start) / timeframe_delta(tf) <= MAX_BARS),
+        choices[-1],
+    )
+    st.info(
+        f"{span} of {timeframe} bars would be {bars_asked:,.0f} candles; showing {coarser} bars "
+        f"instead (at most {MAX_BARS:,}). Pick a shorter range to see {timeframe} bars."
+    )
+    timeframe = coarser
 try:
     view = market_view(
-        wh, symbol, timeframe, start=start, indicators=chosen, engine=resources.engine()
+        wh, symbol, timeframe, start=start, end=end, indicators=chosen, engine=resources.engine()
     )
 except NoDataError as exc:
     st.warning(str(exc))

@@ -95,10 +95,8 @@ class Ingestor:
         return IngestResult(source, symbol, kind, timeframe, report, written, run_id)
 
     def _stored_first(self, kind: Kind, symbol: str, timeframe: str) -> pd.Timestamp | None:
-        for d in self.warehouse.datasets():
-            if d.kind is kind and d.symbol == symbol and d.timeframe == timeframe:
-                return d.first
-        return None
+        d = self.warehouse.dataset(kind, symbol, timeframe)
+        return d.first if d is not None else None
 
     def _record(
         self,

@@ -80,33 +80,38 @@ class Warehouse:
     def exists(self, kind: Kind | str, symbol: str, timeframe: str) -> bool:
         return self.path(kind, symbol, timeframe).exists()
 
+    def dataset(self, kind: Kind | str, symbol: str, timeframe: str) -> Dataset | None:
+        """One stored file with its row count and time range (Parquet metadata only)."""
+        path = self.path(kind, symbol, timeframe)
+        if not path.exists():
+            return None
+        meta = pq.ParquetFile(path).metadata
+        first = last = None
+        if meta.num_rows:
+            stats = [meta.row_group(i).column(0).statistics for i in range(meta.num_row_groups)]
+            first = pd.Timestamp(min(s.min for s in stats if s is not None)).tz_convert("UTC")
+            last = pd.Timestamp(max(s.max for s in stats if s is not None)).tz_convert("UTC")
+        return Dataset(
+            Kind(kind),
+            path.parent.name,
+            timeframe,
+            path,
+            meta.num_rows,
+            first,
+            last,
+            path.stat().st_size,
+        )
+
     def datasets(self) -> list[Dataset]:
-        """Every stored file with its row count and time range (from Parquet metadata only)."""
+        """Every stored file, by kind, symbol and timeframe."""
         out: list[Dataset] = []
         for kind in Kind:
             base = self.root / str(kind)
             if not base.is_dir():
                 continue
             for f in sorted(base.glob("*/*.parquet")):
-                if f.stem not in TIMEFRAMES:
-                    continue
-                meta = pq.ParquetFile(f).metadata
-                first = last = None
-                if meta.num_rows:
-                    stats = [
-                        meta.row_group(i).column(0).statistics for i in range(meta.num_row_groups)
-                    ]
-                    first = pd.Timestamp(min(s.min for s in stats if s is not None)).tz_convert(
-                        "UTC"
-                    )
-                    last = pd.Timestamp(max(s.max for s in stats if s is not None)).tz_convert(
-                        "UTC"
-                    )
-                out.append(
-                    Dataset(
-                        kind, f.parent.name, f.stem, f, meta.num_rows, first, last, f.stat().st_size
-                    )
-                )
+                if f.stem in TIMEFRAMES and (d := self.dataset(kind, f.parent.name, f.stem)):
+                    out.append(d)
         return out
 
     def symbols(self, kind: Kind = Kind.OHLCV) -> list[str]:

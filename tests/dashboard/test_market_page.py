@@ -70,3 +70,17 @@ def test_symbol_timeframe_and_range_switch(filled: Path, demo: dict) -> None:
 def test_empty_warehouse_says_what_to_do(data_dir: Path) -> None:
     at = _app()
     assert "No market data yet" in at.info[0].value
+
+
+def test_custom_range_and_candle_cap(filled: Path, demo: dict) -> None:
+    at = _app()
+    at.selectbox(key="market_range").select("Custom…").run()
+    assert not at.exception
+    at.date_input(key="market_dates").set_value(
+        (demo["BTCUSDT"].ohlcv["ts"].iloc[100].date(), demo["BTCUSDT"].ohlcv["ts"].iloc[200].date())
+    ).run()
+    assert not at.exception
+    assert "bars at 1h" in at.caption[0].value
+    at.selectbox(key="market_range").select("All").run()
+    at.selectbox(key="market_timeframe").select("1h").run()
+    assert not at.exception
