@@ -1,0 +1,1 @@
+"""Risk: liquidation price, liquidation probability, volatility models."""
