@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
-from bti_core.db.types import UTCDateTime, utcnow
+from bti_core.db.types import Money, UTCDateTime, utcnow
 
 
 class IngestRunBase(SQLModel):
@@ -33,3 +34,75 @@ class IngestRun(IngestRunBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
     report: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class QuoteRecord(SQLModel, table=True):
+    """A priced offer of cover; it can be bought once before it expires."""
+
+    __tablename__ = "quote"
+
+    id: str = Field(primary_key=True, max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    user_id: str = Field(max_length=80, index=True)
+    symbol: str = Field(max_length=40)
+    inputs: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    liquidation_price: Decimal = Field(sa_type=Money)
+    spot: Decimal = Field(sa_type=Money)
+    probability: float
+    probability_se: float
+    baseline_probability: float
+    risk_index: float
+    risk_breakdown: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    payout: Decimal = Field(sa_type=Money)
+    premium: Decimal = Field(sa_type=Money)
+    premium_breakdown: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+    checks: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+
+
+class Policy(SQLModel, table=True):
+    """An insured order: pending → active → expired / claimed (or declined at purchase)."""
+
+    __tablename__ = "policy"
+
+    id: int | None = Field(default=None, primary_key=True)
+    quote_id: str = Field(foreign_key="quote.id", unique=True, max_length=32)
+    user_id: str = Field(max_length=80, index=True)
+    symbol: str = Field(max_length=40, index=True)
+    side: str = Field(max_length=8)
+    quantity: Decimal = Field(sa_type=Money)
+    entry_price: Decimal = Field(sa_type=Money)
+    leverage: Decimal = Field(sa_type=Money)
+    margin_mode: str = Field(max_length=10)
+    order_type: str = Field(max_length=10)
+    margin: Decimal = Field(sa_type=Money)
+    liquidation_price: Decimal = Field(sa_type=Money)
+    coverage: Decimal = Field(sa_type=Money)
+    share: Decimal = Field(sa_type=Money)
+    deductible: Decimal = Field(sa_type=Money)
+    payout: Decimal = Field(sa_type=Money, description="paid if liquidated in the window")
+    premium: Decimal = Field(sa_type=Money)
+    probability: float
+    risk_index: float
+    start_at: datetime = Field(sa_type=UTCDateTime)
+    end_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    status: str = Field(max_length=12, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class PolicyEvent(SQLModel, table=True):
+    """The lifecycle log: one row per thing that happened to a policy (append only)."""
+
+    __tablename__ = "policy_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    policy_id: int = Field(foreign_key="policy.id", index=True)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    event: str = Field(max_length=24)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

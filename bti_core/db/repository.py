@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlmodel import Session, col, select
 
-from bti_core.db.models import IngestRun
+from bti_core.db.models import IngestRun, Policy, PolicyEvent, QuoteRecord
 
 
 def add_ingest_run(session: Session, *, run: IngestRun) -> IngestRun:
@@ -25,4 +26,47 @@ def latest_ingest_runs(
     if kind is not None:
         stmt = stmt.where(IngestRun.kind == kind)
     stmt = stmt.order_by(col(IngestRun.created_at).desc(), col(IngestRun.id).desc()).limit(limit)
+    return session.exec(stmt).all()
+
+
+def add_quote(session: Session, *, quote: QuoteRecord) -> QuoteRecord:
+    session.add(quote)
+    session.flush()
+    return quote
+
+
+def get_quote(session: Session, *, quote_id: str) -> QuoteRecord | None:
+    return session.get(QuoteRecord, quote_id)
+
+
+def policy_for_quote(session: Session, *, quote_id: str) -> Policy | None:
+    return session.exec(select(Policy).where(Policy.quote_id == quote_id)).first()
+
+
+def add_policy_event(
+    session: Session, *, policy: Policy, event: str, detail: dict[str, Any] | None = None
+) -> PolicyEvent:
+    assert policy.id is not None, "flush the policy before logging its events"
+    ev = PolicyEvent(policy_id=policy.id, event=event, detail=detail or {})
+    session.add(ev)
+    session.flush()
+    return ev
+
+
+def policies_of(session: Session, *, user_id: str) -> Sequence[Policy]:
+    stmt = select(Policy).where(Policy.user_id == user_id).order_by(col(Policy.id).desc())
+    return session.exec(stmt).all()
+
+
+def active_policies(session: Session, *, user_id: str | None = None) -> Sequence[Policy]:
+    stmt = select(Policy).where(Policy.status == "active")
+    if user_id is not None:
+        stmt = stmt.where(Policy.user_id == user_id)
+    return session.exec(stmt).all()
+
+
+def policy_events(session: Session, *, policy_id: int) -> Sequence[PolicyEvent]:
+    stmt = (
+        select(PolicyEvent).where(PolicyEvent.policy_id == policy_id).order_by(col(PolicyEvent.id))
+    )
     return session.exec(stmt).all()

@@ -1,0 +1,346 @@
+"""The insurance service: quote an order's cover, buy it, list and expire policies.
+
+A quote is priced from the symbol's shared Monte Carlo table (a lookup), explained by the risk
+index, checked by underwriting and stored with an expiry. Buying re-checks capacity and the
+trader's exposure at that moment and writes the policy and its lifecycle events in one
+transaction; a quote buys at most one policy (a unique key), so a double click never insures
+twice. Payment in BTI tokens on-chain arrives with the chain; until then the premium is
+recorded as collected in the database.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from bti_core.db.engine import session_scope
+from bti_core.db.models import Policy, PolicyEvent, QuoteRecord
+from bti_core.db.repository import (
+    active_policies,
+    add_policy_event,
+    add_quote,
+    get_quote,
+    policies_of,
+    policy_events,
+    policy_for_quote,
+)
+from bti_core.db.types import utcnow
+from bti_core.errors import BTIError
+from bti_core.orders import Cover, MarginMode, Order
+from bti_core.pricing import Premium, PricingConfig, price
+from bti_core.risk.engine import RiskEngine
+from bti_core.risk.index import RiskIndex, TraderHistory, macro_signal_at, risk_index
+from bti_core.risk.liquidation import brackets_for, liquidation_price
+from bti_core.underwriting import Check, Limits, UnderwritingError, check_cover, require
+
+PRICE_PLACES = Decimal("0.00000001")
+
+
+class QuoteError(BTIError, LookupError):
+    """A quote that cannot be bought (unknown, someone else's)."""
+
+
+@dataclass(frozen=True)
+class QuoteView:
+    record: QuoteRecord
+    order: Order
+    cover: Cover
+    risk: RiskIndex
+    premium: Premium
+    checks: list[Check]
+
+    @property
+    def insurable(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+
+def _dec(x: float) -> Decimal:
+    return Decimal(repr(float(x))).quantize(PRICE_PLACES, rounding=ROUND_HALF_UP)
+
+
+class InsuranceService:
+    def __init__(
+        self,
+        db: Engine,
+        risk: RiskEngine,
+        *,
+        limits: Limits | None = None,
+        pricing: PricingConfig | None = None,
+        quote_ttl: timedelta = timedelta(minutes=5),
+        macro: pd.Series | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.risk = risk
+        self.limits = limits or Limits()
+        self.pricing = pricing or PricingConfig()
+        self.quote_ttl = quote_ttl
+        self.macro = macro
+        self.clock = clock
+
+    # --- quotes -----------------------------------------------------------------------------
+
+    def allowed_symbols(self) -> list[str]:
+        return self.risk.warehouse.symbols()
+
+    def trader_history(self, user_id: str) -> TraderHistory:
+        with session_scope(self.db) as s:
+            pols = [p for p in policies_of(s, user_id=user_id) if p.status != "declined"]
+        if not pols:
+            return TraderHistory()
+        claimed = sum(p.status == "claimed" for p in pols)
+        return TraderHistory(
+            policies=len(pols),
+            liquidations=claimed,
+            claims=claimed,
+            average_leverage=float(np.mean([float(p.leverage) for p in pols])),
+        )
+
+    def _exposure(self, user_id: str) -> tuple[Decimal, Decimal]:
+        """(this trader's open cover, the pool's open cover)."""
+        with session_scope(self.db) as s:
+            pool = active_policies(s)
+        mine = sum((p.coverage for p in pool if p.user_id == user_id), Decimal(0))
+        return mine, sum((p.coverage for p in pool), Decimal(0))
+
+    def quote(self, *, user_id: str, order: Order, cover: Cover) -> QuoteView:
+        """Price the cover of an order and store the quote (with any failed checks)."""
+        now = self.clock()
+        sr = self.risk.symbol_risk(order.symbol)
+        br = brackets_for(order.symbol)
+        side = order.side.sign
+        q, ep = float(order.quantity), float(order.entry_price)
+        wallet = order.wallet_balance if order.margin_mode is MarginMode.CROSS else None
+        margin_or_wallet = float(wallet if wallet is not None else order.margin)
+        lp = float(liquidation_price(ep, q, side, margin_or_wallet, br))
+        reached = (sr.spot <= lp) if side > 0 else (sr.spot >= lp)
+        p_arr, se_arr = sr.probability(lp, cover.duration_hours, side)
+        p = 1.0 if reached else float(p_arr)
+        se = 0.0 if reached else float(se_arr)
+        base_p = float(sr.baseline(lp, cover.duration_hours, side))
+        max_lev = Decimal(str(br.max_leverage_for(q * ep)))
+        mine, pool = self._exposure(user_id)
+        checks = check_cover(
+            order,
+            cover,
+            allowed_symbols=self.allowed_symbols(),
+            symbol_max_leverage=max_lev,
+            user_exposure=mine,
+            pool_locked=pool,
+            liquidation_reached=reached,
+            limits=self.limits,
+        )
+        distance = abs(sr.spot - lp) / sr.spot if lp > 0 else 1.0
+        index = risk_index(
+            probability=p,
+            side=side,
+            leverage=float(order.leverage),
+            max_leverage=float(min(max_lev, self.limits.max_leverage)),
+            coverage=float(cover.coverage),
+            margin=float(order.margin),
+            duration_hours=cover.duration_hours,
+            max_duration_hours=self.limits.max_duration_hours,
+            notional=float(order.notional),
+            order_type=str(order.order_type),
+            margin_mode=str(order.margin_mode),
+            distance_to_liquidation=distance,
+            market=sr.features,
+            trader=self.trader_history(user_id),
+            macro_signal=macro_signal_at(self.macro, pd.Timestamp(now)),
+        )
+        payout = cover.payout(order.margin).quantize(Decimal("0.01"))
+        capacity = self.limits.pool_capacity
+        utilisation = min(0.99, float((pool + cover.coverage) / capacity)) if capacity > 0 else 0.99
+        premium = price(
+            payout=payout,
+            probability=p,
+            n_paths=sr.table.n_paths,
+            utilisation=utilisation,
+            config=self.pricing,
+        )
+        record = QuoteRecord(
+            id=uuid.uuid4().hex,
+            created_at=now,
+            expires_at=now + self.quote_ttl,
+            user_id=user_id,
+            symbol=order.symbol,
+            inputs={
+                "order": {k: None if v is None else str(v) for k, v in asdict(order).items()},
+                "cover": {k: str(v) for k, v in asdict(cover).items()},
+            },
+            liquidation_price=_dec(lp),
+            spot=_dec(sr.spot),
+            probability=p,
+            probability_se=se,
+            baseline_probability=base_p,
+            risk_index=index.value,
+            risk_breakdown=[asdict(c) for c in index.contributions],
+            payout=payout,
+            premium=premium.total,
+            premium_breakdown={k: str(v) for k, v in asdict(premium).items()},
+            checks=[asdict(c) for c in checks],
+        )
+        with session_scope(self.db) as s:
+            add_quote(s, quote=record)
+        return QuoteView(record, order, cover, index, premium, checks)
+
+    # --- purchase ---------------------------------------------------------------------------
+
+    def buy(self, *, user_id: str, quote_id: str) -> Policy:
+        """Buy a quote's cover. Buying the same quote again returns the same policy."""
+        now = self.clock()
+        with session_scope(self.db) as s:
+            quote = get_quote(s, quote_id=quote_id)
+            if quote is None or quote.user_id != user_id:
+                raise QuoteError(f"no quote {quote_id!r} for {user_id}; ask for a new quote")
+            existing = policy_for_quote(s, quote_id=quote_id)
+            if existing is not None:
+                if existing.status == "declined":
+                    raise QuoteError(f"quote {quote_id} was declined; ask for a new quote")
+                return existing
+        order = Order(**quote.inputs["order"])
+        cover = Cover(
+            coverage=Decimal(quote.inputs["cover"]["coverage"]),
+            duration_hours=int(quote.inputs["cover"]["duration_hours"]),
+            share=Decimal(quote.inputs["cover"]["share"]),
+            deductible=Decimal(quote.inputs["cover"]["deductible"]),
+        )
+        failed = [Check(**c) for c in quote.checks if not c["passed"]]
+        if quote.expires_at <= now:
+            failed.append(
+                Check(
+                    "quote_expired",
+                    False,
+                    f"the quote expired at {quote.expires_at:%H:%M:%S} UTC; ask for a new one",
+                )
+            )
+        mine, pool = self._exposure(user_id)
+        if not failed:
+            fresh = check_cover(
+                order,
+                cover,
+                allowed_symbols=self.allowed_symbols(),
+                symbol_max_leverage=self.limits.max_leverage,
+                user_exposure=mine,
+                pool_locked=pool,
+                liquidation_reached=False,
+                limits=self.limits,
+            )
+            failed = [
+                c for c in fresh if not c.passed and c.name in ("pool_capacity", "user_exposure")
+            ]
+        with session_scope(self.db) as s:
+            policy = Policy(
+                quote_id=quote.id,
+                user_id=user_id,
+                symbol=order.symbol,
+                side=str(order.side),
+                quantity=order.quantity,
+                entry_price=order.entry_price,
+                leverage=order.leverage,
+                margin_mode=str(order.margin_mode),
+                order_type=str(order.order_type),
+                margin=order.margin.quantize(Decimal("0.01")),
+                liquidation_price=quote.liquidation_price,
+                coverage=cover.coverage,
+                share=cover.share,
+                deductible=cover.deductible,
+                payout=quote.payout,
+                premium=quote.premium,
+                probability=quote.probability,
+                risk_index=quote.risk_index,
+                start_at=now,
+                end_at=now + timedelta(hours=cover.duration_hours),
+                status="pending",
+                created_at=now,
+            )
+            s.add(policy)
+            s.flush()
+            add_policy_event(s, policy=policy, event="created", detail={"quote_id": quote.id})
+            if failed:
+                policy.status = "declined"
+                add_policy_event(
+                    s,
+                    policy=policy,
+                    event="declined",
+                    detail={"reasons": [c.reason for c in failed]},
+                )
+            else:
+                add_policy_event(
+                    s,
+                    policy=policy,
+                    event="premium_collected",
+                    detail={"amount": str(quote.premium), "currency": "USDT", "via": "database"},
+                )
+                policy.status = "active"
+                add_policy_event(
+                    s, policy=policy, event="active", detail={"until": policy.end_at.isoformat()}
+                )
+        if failed:
+            require(failed)
+        return policy
+
+    # --- listing and expiry -----------------------------------------------------------------
+
+    def expire_due(self) -> int:
+        """Mark active policies whose window has ended as expired; returns how many."""
+        now = self.clock()
+        n = 0
+        with session_scope(self.db) as s:
+            for p in active_policies(s):
+                if p.end_at <= now:
+                    p.status = "expired"
+                    add_policy_event(s, policy=p, event="expired")
+                    n += 1
+        return n
+
+    def policies(self, user_id: str) -> pd.DataFrame:
+        """The trader's policies with the distance from the current mark price to liquidation."""
+        self.expire_due()
+        with session_scope(self.db) as s:
+            pols = policies_of(s, user_id=user_id)
+        rows = []
+        for p in pols:
+            try:
+                spot = self.risk.spot(p.symbol)
+            except BTIError:
+                spot = float("nan")
+            lp = float(p.liquidation_price)
+            sign = 1 if p.side == "long" else -1
+            rows.append(
+                {
+                    "policy": p.id,
+                    "symbol": p.symbol,
+                    "side": p.side,
+                    "leverage": float(p.leverage),
+                    "status": p.status,
+                    "coverage": float(p.coverage),
+                    "premium": float(p.premium),
+                    "liquidation_price": lp,
+                    "mark_price": spot,
+                    "distance_to_liquidation": sign * (spot - lp) / spot if lp > 0 else 1.0,
+                    "start": p.start_at,
+                    "end": p.end_at,
+                    "probability_at_purchase": p.probability,
+                    "risk_index": p.risk_index,
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def events(self, policy_id: int) -> list[PolicyEvent]:
+        with session_scope(self.db) as s:
+            return list(policy_events(s, policy_id=policy_id))
+
+
+__all__ = ["InsuranceService", "QuoteError", "QuoteView", "UnderwritingError"]

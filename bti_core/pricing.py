@@ -1,0 +1,81 @@
+"""Premium from the liquidation probability, the payout terms and the pool's utilisation.
+
+    premium = payout × p⁺ × (1 + λ₀ + κ·u/(1 − u)) + fee
+
+- payout: what a liquidation pays, ``min(coverage, max(0, share × lost margin − deductible))``;
+- p⁺: the upper end of the Wilson score interval (Wilson 1927) of the Monte Carlo probability
+  at ``z`` standard errors, so Monte Carlo noise is charged to the insurer's favour, never the
+  trader's; it rises with p, so the premium keeps rising with leverage and duration;
+- u: the pool's utilisation after this policy (locked cover / capacity); the loading
+  ``λ₀ + κ·u/(1 − u)`` grows without bound as the pool fills, and cover beyond capacity is
+  declined by underwriting rather than priced;
+- fee: a flat policy fee.
+
+Money is `Decimal`, rounded up to the cent (the premium never rounds against the pool).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import ROUND_UP, Decimal
+
+CENT = Decimal("0.01")
+
+
+@dataclass(frozen=True)
+class PricingConfig:
+    base_loading: float = 0.20  # λ₀
+    utilisation_slope: float = 0.50  # κ
+    fee: Decimal = Decimal("1.00")
+    confidence_z: float = 1.0
+    min_probability: float = 1e-4  # no cover is sold below this price of risk
+
+
+@dataclass(frozen=True)
+class Premium:
+    payout: Decimal  # paid if liquidated
+    probability: float  # model estimate
+    probability_charged: float  # p⁺
+    expected_loss: Decimal  # payout × p⁺
+    loading: Decimal  # expected_loss × (λ₀ + κ·u/(1−u))
+    fee: Decimal
+    total: Decimal
+    utilisation: float  # after this policy
+
+
+def wilson_upper(p: float, n: int, z: float) -> float:
+    """Upper bound of the Wilson score interval for a proportion ``p`` out of ``n`` draws."""
+    if n <= 0:
+        return 1.0
+    denom = 1 + z * z / n
+    centre = p + z * z / (2 * n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return min(1.0, (centre + half) / denom)
+
+
+def utilisation_loading(utilisation: float, config: PricingConfig) -> float:
+    if not 0 <= utilisation < 1:
+        raise ValueError(f"utilisation must be in [0, 1); got {utilisation}")
+    return config.base_loading + config.utilisation_slope * utilisation / (1 - utilisation)
+
+
+def price(
+    *,
+    payout: Decimal,
+    probability: float,
+    n_paths: int,
+    utilisation: float,
+    config: PricingConfig | None = None,
+) -> Premium:
+    """The premium of one policy."""
+    config = config or PricingConfig()
+    if not 0 <= probability <= 1 or math.isnan(probability):
+        raise ValueError(f"probability must be in [0, 1]; got {probability}")
+    p_up = max(config.min_probability, wilson_upper(probability, n_paths, config.confidence_z))
+    expected = (payout * Decimal(repr(p_up))).quantize(CENT, rounding=ROUND_UP)
+    loading = (expected * Decimal(repr(utilisation_loading(utilisation, config)))).quantize(
+        CENT, rounding=ROUND_UP
+    )
+    total = expected + loading + config.fee
+    return Premium(payout, probability, p_up, expected, loading, config.fee, total, utilisation)

@@ -1,0 +1,118 @@
+"""Underwriting: limits and compliance checks, each with the reason a trader can act on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal
+
+from bti_core.errors import BTIError
+from bti_core.orders import MAX_DURATION_HOURS, Cover, Order
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_leverage: Decimal = Decimal("100")  # platform cap, on top of each symbol's brackets
+    max_duration_hours: int = MAX_DURATION_HOURS
+    max_coverage_per_policy: Decimal = Decimal("50000")
+    max_exposure_per_user: Decimal = Decimal("100000")
+    pool_capacity: Decimal = Decimal("1000000")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    reason: str
+
+
+class UnderwritingError(BTIError, ValueError):
+    """Cover declined; carries every failed check."""
+
+    def __init__(self, failed: list[Check]) -> None:
+        self.failed = failed
+        super().__init__("; ".join(c.reason for c in failed))
+
+
+class CapacityError(UnderwritingError):
+    """The pool cannot take this cover."""
+
+
+def _usdt(x: Decimal) -> str:
+    return f"{x:,.2f} USDT"
+
+
+def check_cover(
+    order: Order,
+    cover: Cover,
+    *,
+    allowed_symbols: Iterable[str],
+    symbol_max_leverage: Decimal,
+    user_exposure: Decimal,
+    pool_locked: Decimal,
+    liquidation_reached: bool,
+    limits: Limits = Limits(),
+) -> list[Check]:
+    """All checks, passed or not (the quote shows them)."""
+    allowed = sorted(allowed_symbols)
+    cap_lev = min(limits.max_leverage, symbol_max_leverage)
+    free = max(Decimal(0), limits.pool_capacity - pool_locked)
+    exposure_left = max(Decimal(0), limits.max_exposure_per_user - user_exposure)
+    return [
+        Check(
+            "symbol",
+            order.symbol in allowed,
+            f"{order.symbol} is not insured; insured symbols: {', '.join(allowed) or 'none'}",
+        ),
+        Check(
+            "coverage_within_margin",
+            # the margin as shown, to the cent rounded up: typing the displayed margin is allowed
+            cover.coverage <= order.margin.quantize(Decimal("0.01"), rounding=ROUND_CEILING),
+            f"coverage {_usdt(cover.coverage)} exceeds the order's margin of {_usdt(order.margin)}",
+        ),
+        Check(
+            "coverage_limit",
+            cover.coverage <= limits.max_coverage_per_policy,
+            f"coverage {_usdt(cover.coverage)} is above the per-policy limit of "
+            f"{_usdt(limits.max_coverage_per_policy)}",
+        ),
+        Check(
+            "leverage",
+            order.leverage <= cap_lev,
+            f"leverage {order.leverage}× is above the {cap_lev}× allowed for {order.symbol} at "
+            f"{_usdt(order.notional)} notional",
+        ),
+        Check(
+            "duration",
+            cover.duration_hours <= limits.max_duration_hours,
+            f"duration {cover.duration_hours} h is above the {limits.max_duration_hours} h limit",
+        ),
+        Check(
+            "user_exposure",
+            cover.coverage <= exposure_left,
+            f"this cover would take your open cover to {_usdt(user_exposure + cover.coverage)}, "
+            f"above the {_usdt(limits.max_exposure_per_user)} limit per trader "
+            f"({_usdt(exposure_left)} left)",
+        ),
+        Check(
+            "pool_capacity",
+            cover.coverage <= free,
+            f"capacity exhausted: the pool has {_usdt(free)} of cover left "
+            f"(asked {_usdt(cover.coverage)})",
+        ),
+        Check(
+            "not_already_liquidated",
+            not liquidation_reached,
+            "the mark price is already beyond this order's liquidation price",
+        ),
+    ]
+
+
+def require(checks: list[Check]) -> None:
+    """Raise with every failed check; `CapacityError` when capacity is among them."""
+    failed = [c for c in checks if not c.passed]
+    if not failed:
+        return
+    if any(c.name == "pool_capacity" for c in failed):
+        raise CapacityError(failed)
+    raise UnderwritingError(failed)
