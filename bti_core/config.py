@@ -3,10 +3,13 @@
 ``BTI_DATA_DIR``      where the warehouse and local state live (default ``./data``)
 ``BTI_DATABASE_URL``  SQLAlchemy URL; default SQLite file ``<data_dir>/bti.db``
 ``BTI_RPC_URL``       an Ethereum JSON-RPC node; default: the local anvil node BTI starts
+``BTI_POOL_CAPACITY`` cover the insurance pool can carry, in USDT (default 1,000,000)
+``BTI_MACRO_FILE``    a CSV ``date,signal`` of macro regime signals for the risk index
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 
@@ -28,6 +31,13 @@ class Settings(BaseSettings):
         lt=1,
         description="A last-price low (high) further than this fraction beyond the mark price's "
         "low (high) of the same bar is flagged as a wick the mark price does not confirm",
+    )
+
+    pool_capacity: Decimal = Field(
+        default=Decimal("1000000"), gt=0, description="Cover the pool can carry, in USDT"
+    )
+    macro_file: Path | None = Field(
+        default=None, description="CSV date,signal (−1 stress … +1 calm) for the risk index"
     )
 
     @field_validator("data_dir")

@@ -25,6 +25,10 @@ navigation = st.navigation(
                 default=True,
             ),
         ],
+        "Insurance": [
+            st.Page(PAGES / "buy_insurance.py", title="Buy insurance", icon=":material/shield:"),
+            st.Page(PAGES / "my_policies.py", title="My policies", icon=":material/list_alt:"),
+        ],
     }
 )
 st.sidebar.caption("BTI insures leveraged perpetual orders against liquidation.")

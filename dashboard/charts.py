@@ -130,3 +130,43 @@ def market_figure(
     )
     fig.update_yaxes(tickformat=".0%", row=4, col=1)
     return fig
+
+
+def risk_factors_figure(breakdown: pd.DataFrame, total: float) -> go.Figure:
+    """Horizontal bars: each factor's points out of its weight, largest first."""
+    b = breakdown.sort_values("points")
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            y=b["label"],
+            x=b["weight"],
+            orientation="h",
+            marker_color="#e2e8f0",
+            name="weight",
+            hoverinfo="skip",
+        )
+    )
+    fig.add_trace(
+        go.Bar(
+            y=b["label"],
+            x=b["points"],
+            orientation="h",
+            marker_color=[DOWN if s > 0.66 else MARK if s > 0.33 else UP for s in b["score"]],
+            name="points",
+            customdata=b["value"],
+            hovertemplate="%{y}: %{x:.1f} points<br>%{customdata}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        barmode="overlay",
+        height=40 + 26 * len(b),
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        title={
+            "text": f"Risk index {total:.0f} / 100 — points by factor",
+            "x": 0,
+            "font": {"size": 14},
+        },
+        showlegend=False,
+        xaxis_title="points (grey: the factor's weight)",
+    )
+    return fig

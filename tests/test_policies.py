@@ -52,7 +52,9 @@ def svc(engine: Engine, risk: RiskEngine, clock: Clock) -> InsuranceService:
     return InsuranceService(engine, risk, clock=clock, limits=Limits(pool_capacity=Decimal(20_000)))
 
 
-def btc_order(risk: RiskEngine, leverage: str = "20", side: str = "long", qty: str = "0.1") -> Order:
+def btc_order(
+    risk: RiskEngine, leverage: str = "20", side: str = "long", qty: str = "0.1"
+) -> Order:
     spot = Decimal(str(round(risk.spot("BTCUSDT"), 2)))
     return Order("BTCUSDT", side, Decimal(qty), spot, Decimal(leverage))
 
@@ -75,9 +77,15 @@ def test_quote_explains_itself(svc: InsuranceService, risk: RiskEngine, engine: 
     assert count(engine, QuoteRecord) == 1
 
 
-def test_premium_rises_with_leverage_duration_and_coverage(svc: InsuranceService, risk: RiskEngine) -> None:
+def test_premium_rises_with_leverage_duration_and_coverage(
+    svc: InsuranceService, risk: RiskEngine
+) -> None:
     def prem(lev: str, hours: int, cov: str) -> Decimal:
-        return svc.quote(user_id="bob", order=btc_order(risk, lev), cover=Cover(coverage=cov, duration_hours=hours)).premium.total
+        return svc.quote(
+            user_id="bob",
+            order=btc_order(risk, lev),
+            cover=Cover(coverage=cov, duration_hours=hours),
+        ).premium.total
 
     by_lev = [prem(lev, 72, "50") for lev in ("5", "10", "20", "50")]
     by_time = [prem("20", h, "50") for h in (6, 24, 72, 168)]
@@ -86,8 +94,12 @@ def test_premium_rises_with_leverage_duration_and_coverage(svc: InsuranceService
         assert seq == sorted(seq), seq
 
 
-def test_buy_activates_logs_and_is_idempotent(svc: InsuranceService, risk: RiskEngine, engine: Engine) -> None:
-    q = svc.quote(user_id="alice", order=btc_order(risk), cover=Cover(coverage="100", duration_hours=24))
+def test_buy_activates_logs_and_is_idempotent(
+    svc: InsuranceService, risk: RiskEngine, engine: Engine
+) -> None:
+    q = svc.quote(
+        user_id="alice", order=btc_order(risk), cover=Cover(coverage="100", duration_hours=24)
+    )
     p = svc.buy(user_id="alice", quote_id=q.record.id)
     assert p.status == "active"
     assert p.end_at - p.start_at == timedelta(hours=24)
@@ -101,12 +113,16 @@ def test_buy_activates_logs_and_is_idempotent(svc: InsuranceService, risk: RiskE
     assert 0 < table["distance_to_liquidation"].iloc[0] < 1
 
 
-def test_capacity_exhausted_is_declined_with_what_is_left(svc: InsuranceService, risk: RiskEngine, engine: Engine) -> None:
+def test_capacity_exhausted_is_declined_with_what_is_left(
+    svc: InsuranceService, risk: RiskEngine, engine: Engine
+) -> None:
     big = btc_order(risk, leverage="5", qty="10")
     first = svc.quote(user_id="whale", order=big, cover=Cover(coverage="15000", duration_hours=24))
     second = svc.quote(user_id="carol", order=big, cover=Cover(coverage="8000", duration_hours=24))
     svc.buy(user_id="whale", quote_id=first.record.id)  # 15,000 of 20,000 now locked
-    with pytest.raises(CapacityError, match=r"capacity exhausted: the pool has 5,000.00 USDT of cover left"):
+    with pytest.raises(
+        CapacityError, match=r"capacity exhausted: the pool has 5,000.00 USDT of cover left"
+    ):
         svc.buy(user_id="carol", quote_id=second.record.id)
     declined = [p for p in svc.policies("carol").itertuples()]
     assert [p.status for p in declined] == ["declined"]
@@ -114,12 +130,18 @@ def test_capacity_exhausted_is_declined_with_what_is_left(svc: InsuranceService,
     assert [c.name for c in third.failed] == ["pool_capacity"]
 
 
-def test_expired_quote_and_policy_expiry(svc: InsuranceService, risk: RiskEngine, clock: Clock) -> None:
-    q = svc.quote(user_id="dave", order=btc_order(risk), cover=Cover(coverage="50", duration_hours=2))
+def test_expired_quote_and_policy_expiry(
+    svc: InsuranceService, risk: RiskEngine, clock: Clock
+) -> None:
+    q = svc.quote(
+        user_id="dave", order=btc_order(risk), cover=Cover(coverage="50", duration_hours=2)
+    )
     clock.now += timedelta(minutes=10)
     with pytest.raises(UnderwritingError, match="quote expired"):
         svc.buy(user_id="dave", quote_id=q.record.id)
-    q2 = svc.quote(user_id="dave", order=btc_order(risk), cover=Cover(coverage="50", duration_hours=2))
+    q2 = svc.quote(
+        user_id="dave", order=btc_order(risk), cover=Cover(coverage="50", duration_hours=2)
+    )
     p = svc.buy(user_id="dave", quote_id=q2.record.id)
     clock.now += timedelta(hours=3)
     assert svc.expire_due() == 1
@@ -129,13 +151,23 @@ def test_expired_quote_and_policy_expiry(svc: InsuranceService, risk: RiskEngine
 
 def test_bad_input_writes_nothing(svc: InsuranceService, risk: RiskEngine, engine: Engine) -> None:
     with pytest.raises(UnknownSymbolError):
-        svc.quote(user_id="eve", order=Order("FOO", "long", "1", "1", "2"), cover=Cover(coverage="1", duration_hours=1))
+        svc.quote(
+            user_id="eve",
+            order=Order("FOO", "long", "1", "1", "2"),
+            cover=Cover(coverage="1", duration_hours=1),
+        )
     with pytest.raises(NoDataError, match="SOLUSDT"):
-        svc.quote(user_id="eve", order=Order("SOLUSDT", "long", "1", "100", "2"), cover=Cover(coverage="1", duration_hours=1))
+        svc.quote(
+            user_id="eve",
+            order=Order("SOLUSDT", "long", "1", "100", "2"),
+            cover=Cover(coverage="1", duration_hours=1),
+        )
     assert count(engine, QuoteRecord) == 0 and count(engine, Policy) == 0
 
 
-def test_liquidation_already_reached_is_not_insurable(svc: InsuranceService, risk: RiskEngine) -> None:
+def test_liquidation_already_reached_is_not_insurable(
+    svc: InsuranceService, risk: RiskEngine
+) -> None:
     spot = risk.spot("BTCUSDT")
     # a long entered far above the market at 50×: its liquidation price is above the mark now
     o = Order("BTCUSDT", "long", Decimal("0.01"), Decimal(str(round(spot * 1.2, 2))), Decimal(50))

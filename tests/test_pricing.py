@@ -15,7 +15,13 @@ from bti_core.underwriting import CapacityError, Limits, UnderwritingError, chec
 
 
 def order(**kw: object) -> Order:
-    base: dict[str, object] = {"symbol": "BTCUSDT", "side": "long", "quantity": "0.5", "entry_price": "40000", "leverage": "10"}
+    base: dict[str, object] = {
+        "symbol": "BTCUSDT",
+        "side": "long",
+        "quantity": "0.5",
+        "entry_price": "40000",
+        "leverage": "10",
+    }
     base.update(kw)
     return Order(**base)  # type: ignore[arg-type]
 
@@ -32,7 +38,10 @@ def order(**kw: object) -> Order:
         ({"side": "up"}, "side must be one of long, short; got 'up'"),
         ({"margin_mode": "portfolio"}, "margin mode must be one of isolated, cross"),
         ({"symbol": "NOPE"}, "expected a perpetual"),
-        ({"margin_mode": "cross", "wallet_balance": "100"}, "below the order's margin of 2,000.00 USDT"),
+        (
+            {"margin_mode": "cross", "wallet_balance": "100"},
+            "below the order's margin of 2,000.00 USDT",
+        ),
     ],
 )
 def test_bad_orders_are_refused_with_reasons(kw: dict, message: str) -> None:
@@ -70,7 +79,9 @@ def test_order_arithmetic_is_exact() -> None:
     deductible=st.decimals(min_value=0, max_value=10_000, places=2),
     lost=st.decimals(min_value=0, max_value=1_000_000, places=2),
 )
-def test_payout_never_exceeds_cover(coverage: Decimal, share: Decimal, deductible: Decimal, lost: Decimal) -> None:
+def test_payout_never_exceeds_cover(
+    coverage: Decimal, share: Decimal, deductible: Decimal, lost: Decimal
+) -> None:
     c = Cover(coverage=coverage, duration_hours=24, share=share, deductible=deductible)
     assert Decimal(0) <= c.payout(lost) <= coverage
 
@@ -84,9 +95,13 @@ def test_payout_never_exceeds_cover(coverage: Decimal, share: Decimal, deductibl
     payout=st.decimals(min_value=1, max_value=50_000, places=2),
     dpay=st.decimals(min_value=0, max_value=1_000, places=2),
 )
-def test_premium_never_falls_when_risk_utilisation_or_payout_rise(p: float, dp: float, u: float, du: float, payout: Decimal, dpay: Decimal) -> None:
+def test_premium_never_falls_when_risk_utilisation_or_payout_rise(
+    p: float, dp: float, u: float, du: float, payout: Decimal, dpay: Decimal
+) -> None:
     a = price(payout=payout, probability=p, n_paths=20_000, utilisation=u)
-    b = price(payout=payout + dpay, probability=min(1.0, p + dp), n_paths=20_000, utilisation=u + du)
+    b = price(
+        payout=payout + dpay, probability=min(1.0, p + dp), n_paths=20_000, utilisation=u + du
+    )
     assert b.total >= a.total
     assert a.total > 0 and a.probability_charged >= a.probability
 
@@ -100,7 +115,11 @@ def test_wilson_upper_bound() -> None:
 def test_utilisation_loading_rises_without_bound() -> None:
     cfg = PricingConfig()
     assert utilisation_loading(0.0, cfg) == cfg.base_loading
-    assert utilisation_loading(0.5, cfg) < utilisation_loading(0.9, cfg) < utilisation_loading(0.99, cfg)
+    assert (
+        utilisation_loading(0.5, cfg)
+        < utilisation_loading(0.9, cfg)
+        < utilisation_loading(0.99, cfg)
+    )
     with pytest.raises(ValueError, match="utilisation"):
         utilisation_loading(1.0, cfg)
 
@@ -127,17 +146,56 @@ def test_underwriting_passes_a_normal_cover() -> None:
 @pytest.mark.parametrize(
     ("o", "c", "kw", "name", "reason"),
     [
-        (order(), Cover(coverage="2000.01", duration_hours=24), {}, "coverage_within_margin", "coverage 2,000.01 USDT exceeds the order's margin of 2,000.00 USDT"),
-        (order(symbol="SOLUSDT"), Cover(coverage="10", duration_hours=24), {}, "symbol", "SOLUSDT is not insured; insured symbols: BTCUSDT, ETHUSDT"),
-        (order(leverage="60"), Cover(coverage="10", duration_hours=24), {"symbol_max_leverage": Decimal(50)}, "leverage", "leverage 60× is above the 50× allowed"),
-        (order(), Cover(coverage="2000", duration_hours=24), {"user_exposure": Decimal(4_000)}, "user_exposure", "1,000.00 USDT left"),
-        (order(), Cover(coverage="2000", duration_hours=24), {"pool_locked": Decimal(9_000)}, "pool_capacity", "capacity exhausted: the pool has 1,000.00 USDT of cover left"),
-        (order(), Cover(coverage="2000", duration_hours=24), {"liquidation_reached": True}, "not_already_liquidated", "already beyond"),
+        (
+            order(),
+            Cover(coverage="2000.01", duration_hours=24),
+            {},
+            "coverage_within_margin",
+            "coverage 2,000.01 USDT exceeds the order's margin of 2,000.00 USDT",
+        ),
+        (
+            order(symbol="SOLUSDT"),
+            Cover(coverage="10", duration_hours=24),
+            {},
+            "symbol",
+            "SOLUSDT is not insured; insured symbols: BTCUSDT, ETHUSDT",
+        ),
+        (
+            order(leverage="60"),
+            Cover(coverage="10", duration_hours=24),
+            {"symbol_max_leverage": Decimal(50)},
+            "leverage",
+            "leverage 60× is above the 50× allowed",
+        ),
+        (
+            order(),
+            Cover(coverage="2000", duration_hours=24),
+            {"user_exposure": Decimal(4_000)},
+            "user_exposure",
+            "1,000.00 USDT left",
+        ),
+        (
+            order(),
+            Cover(coverage="2000", duration_hours=24),
+            {"pool_locked": Decimal(9_000)},
+            "pool_capacity",
+            "capacity exhausted: the pool has 1,000.00 USDT of cover left",
+        ),
+        (
+            order(),
+            Cover(coverage="2000", duration_hours=24),
+            {"liquidation_reached": True},
+            "not_already_liquidated",
+            "already beyond",
+        ),
     ],
 )
 def test_underwriting_reasons(o: Order, c: Cover, kw: dict, name: str, reason: str) -> None:
     failed = [x for x in _checks(o, c, **kw) if not x.passed]
     assert [x.name for x in failed] == [name]
     assert reason in failed[0].reason
-    with pytest.raises(CapacityError if name == "pool_capacity" else UnderwritingError, match="|".join([reason[:20]])):
+    with pytest.raises(
+        CapacityError if name == "pool_capacity" else UnderwritingError,
+        match="|".join([reason[:20]]),
+    ):
         require(failed)

@@ -1,0 +1,55 @@
+"""Buy Insurance and My Policies under AppTest: quote, explanation, purchase, listing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _page(name: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / name), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_quote_then_buy_then_listed(filled: Path) -> None:
+    at = _page("buy_insurance.py")
+    assert "Describe the order" in at.info[0].value
+    at.button(key="buy_quote").click().run()
+    assert not at.exception, at.exception
+    labels = [m.label for m in at.metric]
+    assert {"Liquidation price", "P(liquidation)", "Risk index", "Premium (USDT)"} <= set(labels)
+    assert len(at.get("plotly_chart")) == 1  # the factor breakdown
+    assert not at.error
+    at.button(key="buy_go").click().run()
+    assert not at.exception
+    assert "is active until" in at.success[0].value
+
+    mine = _page("my_policies.py")
+    assert {m.label: m.value for m in mine.metric}["Active policies"] == "1"
+    assert len(mine.dataframe) == 1
+    assert any("premium_collected" in md.value for md in mine.markdown)
+
+
+def test_bad_cover_shows_the_reason_and_buys_nothing(filled: Path) -> None:
+    at = _page("buy_insurance.py")
+    at.number_input(key="buy_cov").set_value(10_000_000.0).run()
+    at.button(key="buy_quote").click().run()
+    assert not at.exception
+    reasons = " ".join(e.value for e in at.error)
+    assert "exceeds the order's margin" in reasons
+    assert at.button(key="buy_go").disabled
+    mine = _page("my_policies.py")
+    assert "No policies yet" in mine.info[0].value
+
+
+def test_zero_quantity_is_refused(filled: Path) -> None:
+    at = _page("buy_insurance.py")
+    at.number_input(key="buy_qty").set_value(0.0).run()
+    at.button(key="buy_quote").click().run()
+    assert not at.exception
+    assert "quantity must be positive" in at.error[0].value
