@@ -252,6 +252,36 @@ def _download(
     return results
 
 
+@app.command()
+def backtest(
+    data: Annotated[Path, typer.Option(help="Folder of SYMBOL_1h_ohlcv / SYMBOL_1h_mark files")],
+    stride: Annotated[int, typer.Option(min=1, help="Hours between start times")] = 6,
+    paths: Annotated[int, typer.Option(min=1000, help="Monte Carlo paths per table")] = 8_000,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the results as JSON here")
+    ] = None,
+) -> None:
+    """Walk-forward backtest of the liquidation probability against realised liquidations,
+    beside the GBM baseline; ends with a one-line verdict."""
+    from bti_core.risk.backtest import BacktestConfig, format_report, run_backtest, write_json
+
+    try:
+        cfg = BacktestConfig(stride_hours=stride, n_paths=paths + paths % 2)
+        with _progress() as progress:
+            task = progress.add_task("backtest", total=None)
+
+            def report(done: int, total: int, what: str) -> None:
+                progress.update(task, completed=done, total=total, description=what)
+
+            res = run_backtest(data, cfg, progress=report)
+        if json_out is not None:
+            write_json(res, json_out)
+            console.print(f"results written to {json_out}", soft_wrap=True)
+        console.print(format_report(res), highlight=False, soft_wrap=True)  # ends with the verdict
+    except (BTIError, ValueError, FileNotFoundError) as exc:
+        raise _fail(exc) from exc
+
+
 @data_app.command("summary")
 def data_summary() -> None:
     """What the warehouse holds, and the latest imports with their cleaning reports."""

@@ -1,0 +1,123 @@
+"""The walk-forward backtest: its pieces against hand computations, and a small run end to end
+on demo markets written in the development data's format."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from bti_core.cli import app
+from bti_core.market.schema import Kind
+from bti_core.market.sources import write_normalised_csv
+from bti_core.market.synthetic import generate_demo_markets
+from bti_core.risk.backtest import BacktestConfig, _future_extremes, run_backtest, summarise
+
+
+def test_future_extremes_match_a_loop() -> None:
+    rng = np.random.default_rng(0)
+    low, high = rng.random(50), rng.random(50) + 1
+    f_low, f_high = _future_extremes(low, high, 5)
+    for t in range(50):
+        if t + 5 < 50:
+            assert f_low[t] == low[t + 1 : t + 6].min() and f_high[t] == high[t + 1 : t + 6].max()
+        else:
+            assert np.isnan(f_low[t])
+
+
+def test_scores_calibration_and_book() -> None:
+    ts = pd.date_range("2021-01-01", periods=400, freq="6h", tz="UTC")
+    y = np.zeros(400, dtype=np.int8)
+    y[::10] = 1  # realised 10 %
+    pred = pd.DataFrame(
+        {
+            "symbol": "BTCUSDT",
+            "ts": ts,
+            "side": "long",
+            "leverage": 10,
+            "horizon": 24,
+            "engine": 0.1,
+            "baseline": 0.02,
+            "liquidated": y,
+            "n_paths": 10_000,
+        }
+    )
+    rare = pred.assign(
+        leverage=50, liquidated=np.int8(0), engine=0.001
+    )  # realised 0 %: not counted
+    res = summarise(pd.concat([pred, rare], ignore_index=True), BacktestConfig())
+    cell = res.cells[res.cells["leverage"] == 10].iloc[0]
+    assert cell["ratio"] == pytest.approx(1.0)
+    assert cell["engine_brier"] == pytest.approx(0.1 * 0.81 + 0.9 * 0.01)
+    assert cell["engine_logloss"] == pytest.approx(-(0.1 * np.log(0.1) + 0.9 * np.log(0.9)))
+    assert (res.calibrated, len(res.counted)) == (1, 1)
+    assert res.pooled["engine_brier"] < res.pooled["baseline_brier"]
+    assert set(res.by_year["year"]) == {2021}
+    assert res.worst_drawdown >= 0
+    line = res.summary_line()
+    assert re.fullmatch(
+        r"backtest: engine brier=[\d.]+ logloss=[\d.]+ \| baseline brier=[\d.]+ logloss=[\d.]+ "
+        r"\| calibrated cells 1/1",
+        line,
+    )
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("bars")
+    m = generate_demo_markets(start="2023-01-01", periods=24 * 200, seed=12)["BTCUSDT"]
+    write_normalised_csv(m.ohlcv, d / "BTCUSDT_1h_ohlcv.csv.gz", Kind.OHLCV)
+    write_normalised_csv(m.mark, d / "BTCUSDT_1h_mark.csv.gz", Kind.MARK)
+    write_normalised_csv(m.funding, d / "BTCUSDT_1h_funding_rate.csv.gz", Kind.FUNDING)
+    return d
+
+
+def test_small_run_end_to_end(folder: Path) -> None:
+    cfg = BacktestConfig(
+        stride_hours=24, refit_days=60, min_history_days=60, n_paths=2_000, variance_levels=5
+    )
+    res = run_backtest(folder, cfg)
+    assert len(res.cells) == 2 * 4 * 3
+    p = res.predictions
+    assert p["engine"].between(0, 1).all() and p["baseline"].between(0, 1).all()
+    assert p["ts"].min() >= pd.Timestamp("2023-03-02", tz="UTC")  # only after min history
+    # every prediction's window ends inside the data (outcomes are known)
+    assert (p["ts"] + pd.to_timedelta(p["horizon"], unit="h")).max() <= pd.Timestamp(
+        "2023-07-20", tz="UTC"
+    )
+    high = p[(p["leverage"] == 50) & (p["horizon"] == 168)]["engine"].mean()
+    low = p[(p["leverage"] == 5) & (p["horizon"] == 24)]["engine"].mean()
+    assert high > low
+
+
+def test_cli_prints_the_verdict_and_writes_json(folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bt.json"
+    res = CliRunner().invoke(
+        app,
+        [
+            "backtest",
+            "--data",
+            str(folder),
+            "--stride",
+            "48",
+            "--paths",
+            "2000",
+            "--json",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert res.output.strip().splitlines()[-1].startswith("backtest: engine brier=")
+    payload = json.loads(out.read_text())
+    assert len(payload["cells"]) == 24 and "pooled" in payload
+
+
+def test_cli_refuses_an_empty_folder(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["backtest", "--data", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "noSYMBOL_1h_ohlcvandSYMBOL_1h_markpairsfound" in "".join(res.output.split())
