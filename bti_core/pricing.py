@@ -20,6 +20,9 @@ import math
 from dataclasses import dataclass
 from decimal import ROUND_UP, Decimal
 
+import numpy as np
+import numpy.typing as npt
+
 CENT = Decimal("0.01")
 
 
@@ -51,7 +54,7 @@ def wilson_upper(p: float, n: int, z: float) -> float:
     denom = 1 + z * z / n
     centre = p + z * z / (2 * n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return min(1.0, (centre + half) / denom)
+    return min(1.0, max(p, (centre + half) / denom))  # never below p, even by a rounding
 
 
 def utilisation_loading(utilisation: float, config: PricingConfig) -> float:
@@ -79,3 +82,30 @@ def price(
     )
     total = expected + loading + config.fee
     return Premium(payout, probability, p_up, expected, loading, config.fee, total, utilisation)
+
+
+def wilson_upper_array(p: npt.ArrayLike, n: int, z: float) -> npt.NDArray[np.float64]:
+    """`wilson_upper` over arrays (for re-pricing a whole book)."""
+    pa = np.asarray(p, dtype=float)
+    denom = 1 + z * z / n
+    centre = pa + z * z / (2 * n)
+    half = z * np.sqrt(pa * (1 - pa) / n + z * z / (4 * n * n))
+    return np.minimum(1.0, np.maximum(pa, (centre + half) / denom))
+
+
+def reprice(
+    *,
+    payout: npt.ArrayLike,
+    probability: npt.ArrayLike,
+    n_paths: int,
+    utilisation: float,
+    config: PricingConfig | None = None,
+) -> npt.NDArray[np.float64]:
+    """Premiums of many open policies in float, for risk monitoring of the book (the premium a
+    trader pays is always computed by `price`, in Decimal)."""
+    config = config or PricingConfig()
+    p_up = np.maximum(
+        config.min_probability, wilson_upper_array(probability, n_paths, config.confidence_z)
+    )
+    load = utilisation_loading(utilisation, config)
+    return np.asarray(payout, dtype=float) * p_up * (1 + load) + float(config.fee)

@@ -199,3 +199,24 @@ def test_underwriting_reasons(o: Order, c: Cover, kw: dict, name: str, reason: s
         match="|".join([reason[:20]]),
     ):
         require(failed)
+
+
+def test_vectorised_reprice_matches_decimal_price() -> None:
+    import numpy as np
+
+    from bti_core.pricing import reprice
+
+    ps = np.array([0.0, 0.001, 0.05, 0.4, 0.97])
+    pays = np.array([10.0, 250.0, 1_000.0, 5_000.0, 20.0])
+    fast = reprice(payout=pays, probability=ps, n_paths=20_000, utilisation=0.3)
+    exact = [
+        float(
+            price(
+                payout=Decimal(str(a)), probability=float(p), n_paths=20_000, utilisation=0.3
+            ).total
+        )
+        for a, p in zip(pays, ps, strict=True)
+    ]
+    assert fast == pytest.approx(
+        exact, abs=0.02
+    )  # the Decimal premium rounds each part up to the cent

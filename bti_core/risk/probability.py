@@ -130,14 +130,40 @@ DEFAULT_HORIZONS: tuple[int, ...] = (
 )
 
 
+_CLIP = 40.0  # |ln(S_t/S_0)| beyond this is e^40: clipping changes no probability
+_OFFSET = 100.0  # > 2·_CLIP, so shifted rows never overlap
+
+
 @dataclass(frozen=True)
 class PathTable:
-    """Sorted running extremes of simulated log prices, ``ln(S_t/S_0)``, per horizon."""
+    """Sorted running extremes of simulated log prices, ``ln(S_t/S_0)``, per horizon.
+
+    Row k (horizon k) is sorted, clipped to ±`_CLIP`, shifted by ``k·_OFFSET`` and the rows laid
+    end to end, so each flattened array is sorted as a whole: one ``searchsorted`` answers
+    barriers at every horizon at once.
+    """
 
     horizons: npt.NDArray[np.int64]
-    run_min: npt.NDArray[np.float32]  # (len(horizons), n_paths), each row sorted ascending
-    run_max: npt.NDArray[np.float32]
+    flat_min: FloatArray  # len(horizons) × n_paths
+    flat_max: FloatArray
     n_paths: int
+
+    @classmethod
+    def from_rows(
+        cls,
+        horizons: npt.ArrayLike,
+        run_min: npt.NDArray[np.floating],
+        run_max: npt.NDArray[np.floating],
+    ) -> PathTable:
+        """From per-horizon rows of running minima / maxima (each row sorted ascending)."""
+        shift = np.arange(len(run_min), dtype=float)[:, None] * _OFFSET
+
+        def flat(rows: npt.NDArray[np.floating]) -> FloatArray:
+            return (np.clip(rows.astype(float), -_CLIP, _CLIP) + shift).ravel()
+
+        return cls(
+            np.asarray(horizons, dtype=np.int64), flat(run_min), flat(run_max), run_min.shape[1]
+        )
 
     def horizon_index(self, hours: ArrayLike) -> npt.NDArray[np.intp]:
         h = np.asarray(hours, dtype=float)
@@ -148,27 +174,37 @@ class PathTable:
         return np.searchsorted(self.horizons, h, side="left")
 
     def probability(
-        self, log_barrier: ArrayLike, hours: ArrayLike, side: ArrayLike
+        self, log_barrier: ArrayLike, hours: ArrayLike, side: ArrayLike, *, presorted: bool = False
     ) -> tuple[FloatArray, FloatArray]:
-        """P(hit) and its standard error for barriers ``ln(LP/S0)`` (< 0 long, > 0 short).
-
-        Vectorised over policies: rows of the sorted tables are looked up with one
-        ``searchsorted`` per horizon present.
+        """P(hit) and its standard error for barriers ``ln(LP/S0)`` (< 0 long, > 0 short),
+        vectorised over policies. Keys are sorted first (searchsorted is fastest on sorted keys);
+        a book kept in (side, horizon, barrier) order passes ``presorted=True`` to skip that,
+        since a new spot price shifts every barrier of a symbol alike and keeps the order.
         """
         b = np.asarray(log_barrier, dtype=float)
         sd = np.asarray(side, dtype=float)
         idx = self.horizon_index(hours)
         b, sd, idx = np.broadcast_arrays(b, sd, idx)
-        hits = np.empty(b.shape, dtype=np.int64)
-        for k in np.unique(idx):
-            sel = idx == k
-            long_ = sel & (sd > 0)
-            short = sel & (sd < 0)
-            if long_.any():
-                hits[long_] = np.searchsorted(self.run_min[k], b[long_], side="right")
-            if short.any():
-                hits[short] = self.n_paths - np.searchsorted(self.run_max[k], b[short], side="left")
-        p = hits / self.n_paths
+        shape = b.shape
+        b, sd, idx = b.ravel(), sd.ravel(), idx.ravel()
+        q = np.clip(b, -_CLIP, _CLIP) + idx * _OFFSET
+        base = idx * self.n_paths
+        hits = np.empty(len(q), dtype=np.int64)
+        for is_long, flat in ((True, self.flat_min), (False, self.flat_max)):
+            sel = np.flatnonzero(sd > 0) if is_long else np.flatnonzero(sd <= 0)
+            if len(sel) == 0:
+                continue
+            if presorted:
+                if (np.diff(q[sel]) < 0).any():
+                    raise ValueError(
+                        "presorted=True but barriers are not in (horizon, barrier) order"
+                    )
+                order = sel
+            else:
+                order = sel[np.argsort(q[sel])]
+            pos = np.searchsorted(flat, q[order], side="right" if is_long else "left") - base[order]
+            hits[order] = pos if is_long else self.n_paths - pos
+        p = (hits / self.n_paths).reshape(shape)
         se = np.sqrt(p * (1 - p) / self.n_paths)
         return p, se
 
@@ -224,4 +260,4 @@ def simulate_path_table(
             i = keep[step]
             run_min[i] = np.sort(lo)
             run_max[i] = np.sort(hi)
-    return PathTable(np.asarray(horizons, dtype=np.int64), run_min, run_max, n_paths)
+    return PathTable.from_rows(horizons, run_min, run_max)

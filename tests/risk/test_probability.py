@@ -153,3 +153,19 @@ def test_gjr_fit_recovers_the_generator() -> None:
     assert fit.residuals.std() == pytest.approx(1.0, abs=0.1)
     with pytest.raises(ValueError, match="at least 200"):
         fit_gjr(r[:50])
+
+
+def test_presorted_book_gives_the_same_answer_and_is_checked() -> None:
+    table = simulate_path_table(
+        _constant_vol_fit(), n_paths=2_000, horizons=(24, 72), innovations="normal", seed=2
+    )
+    rng = np.random.default_rng(0)
+    b = rng.normal(0, 0.05, 500)
+    hours = rng.choice([24, 72], 500)
+    side = np.where(rng.random(500) < 0.5, 1, -1)
+    order = np.lexsort((b, hours, side))
+    p_sorted, _ = table.probability(b[order], hours[order], side[order], presorted=True)
+    p_plain, _ = table.probability(b, hours, side)
+    assert p_sorted.tolist() == p_plain[order].tolist()
+    with pytest.raises(ValueError, match="presorted"):
+        table.probability(b, hours, side, presorted=True)
