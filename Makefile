@@ -40,6 +40,7 @@ test: setup system-deps lint typecheck pytest
 
 bench: setup
 	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/quote.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/artifacts

