@@ -9,9 +9,9 @@ PORT ?= 8501
 
 .PHONY: run test setup demo lint typecheck pytest system-deps bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml .ci/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c .ci/constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -24,7 +24,7 @@ run: demo
 	$(VENV)/bin/streamlit run dashboard/app.py --server.address $(HOST) --server.port $(PORT) --server.headless true
 
 system-deps:
-	@bash scripts/system-deps.sh
+	@bash .ci/system-deps.sh
 
 lint: setup
 	$(VENV)/bin/ruff check .
