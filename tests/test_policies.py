@@ -13,6 +13,7 @@ from bti_core.db.models import Policy, QuoteRecord
 from bti_core.errors import NoDataError, UnknownSymbolError
 from bti_core.market.ingest import Ingestor
 from bti_core.market.schema import Kind
+from bti_core.market.synthetic import generate_demo_markets
 from bti_core.market.warehouse import Warehouse
 from bti_core.orders import Cover, Order
 from bti_core.policies import InsuranceService, QuoteError
@@ -174,3 +175,25 @@ def test_liquidation_already_reached_is_not_insurable(
     q = svc.quote(user_id="frank", order=o, cover=Cover(coverage="10", duration_hours=24))
     assert q.record.probability == 1.0
     assert "not_already_liquidated" in [c.name for c in q.failed]
+
+
+def test_engine_refreshes_only_when_a_newer_bar_arrives(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Minute bars: the hourly fit's last bucket starts before the last minute bar, yet a second
+    quote must reuse the tables until new data is stored."""
+    m = generate_demo_markets(start="2025-01-01", periods=60 * 24 * 35, timeframe="1m", seed=2)[
+        "BTCUSDT"
+    ]
+    wh = Warehouse(tmp_path_factory.mktemp("wh1m"))
+    ing = Ingestor(wh, None)
+    ing.ingest_frame(
+        m.mark.iloc[:-60], symbol="BTCUSDT", kind=Kind.MARK, timeframe="1m", source="t"
+    )
+    eng = RiskEngine(wh, n_paths=2_000)
+    first = eng.symbol_risk("BTCUSDT")
+    assert eng.symbol_risk("BTCUSDT") is first
+    ing.ingest_frame(
+        m.mark.iloc[-60:], symbol="BTCUSDT", kind=Kind.MARK, timeframe="1m", source="t"
+    )
+    assert eng.symbol_risk("BTCUSDT") is not first

@@ -128,7 +128,8 @@ class RiskEngine:
         self.warehouse = warehouse
         self.n_paths = n_paths
         self.seed = seed
-        self._cache: dict[str, SymbolRisk] = {}
+        # symbol -> (the source's last bar when built, what was built)
+        self._cache: dict[str, tuple[pd.Timestamp, SymbolRisk]] = {}
         self._lock = threading.Lock()
 
     def symbol_risk(self, symbol: str) -> SymbolRisk:
@@ -136,8 +137,8 @@ class RiskEngine:
         last = self._last_bar(sym)
         with self._lock:
             cached = self._cache.get(sym)
-            if cached is not None and cached.as_of >= last:
-                return cached
+            if cached is not None and cached[0] >= last:
+                return cached[1]
         mark = hourly_mark(self.warehouse, sym)
         recent = mark["ts"].iloc[-1] - FEATURE_WINDOW
         try:
@@ -152,7 +153,7 @@ class RiskEngine:
             sym, mark, bars=bars, funding=funding, n_paths=self.n_paths, seed=self.seed
         )
         with self._lock:
-            self._cache[sym] = risk
+            self._cache[sym] = (last, risk)
         return risk
 
     def spot(self, symbol: str) -> float:
