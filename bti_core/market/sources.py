@@ -294,8 +294,9 @@ def _integer(value: str) -> int:
 _integer.__name__ = "an integer"
 
 
-def _to_utc(ts: pa.Array | pa.ChunkedArray) -> pd.Series:
-    out = pd.Series(ts.to_pandas() if hasattr(ts, "to_pandas") else ts)
+def _to_utc(ts: pa.ChunkedArray | pd.Series) -> pd.Series:
+    """Times from an Arrow column or a pandas column, as ``datetime64[us, UTC]`` (naive = UTC)."""
+    out = ts if isinstance(ts, pd.Series) else pd.Series(ts.to_pandas())
     if out.dt.tz is None:
         out = out.dt.tz_localize("UTC")
     return out.dt.tz_convert("UTC").astype("datetime64[us, UTC]")

@@ -376,11 +376,19 @@ def format_report(res: BacktestResult) -> str:
     return "\n".join(lines)
 
 
-def write_json(res: BacktestResult, path: str | Path) -> None:
-    def clean(x: Any) -> Any:
-        if isinstance(x, float) and not math.isfinite(x):
-            return None
-        return x
+def _finite(x: Any) -> Any:
+    """JSON has no NaN or infinity: they become null."""
+    if isinstance(x, dict):
+        return {str(k): _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    if isinstance(x, float | np.floating):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
 
-    payload = json.loads(json.dumps(res.to_json(), default=str), parse_float=float)
-    Path(path).write_text(json.dumps(payload, indent=2, default=clean))
+
+def write_json(res: BacktestResult, path: str | Path) -> None:
+    payload = _finite(json.loads(json.dumps(res.to_json(), default=str)))
+    Path(path).write_text(json.dumps(payload, indent=2, allow_nan=False))

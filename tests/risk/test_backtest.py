@@ -113,7 +113,9 @@ def test_cli_prints_the_verdict_and_writes_json(folder: Path, tmp_path: Path) ->
     )
     assert res.exit_code == 0, res.output
     assert res.output.strip().splitlines()[-1].startswith("backtest: engine brier=")
-    payload = json.loads(out.read_text())
+    payload = json.loads(
+        out.read_text(), parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}")
+    )
     assert len(payload["cells"]) == 24 and "pooled" in payload
 
 
