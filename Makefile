@@ -4,17 +4,27 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+NODE_STAMP := contracts/node_modules/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test setup demo lint typecheck pytest system-deps bench clean
+.PHONY: run test setup contracts demo lint typecheck pytest system-deps bench clean
 
 $(STAMP): pyproject.toml .ci/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c .ci/constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-setup: $(STAMP)
+# Solidity compiler, OpenZeppelin and the anvil binary, pinned by contracts/package-lock.json
+$(NODE_STAMP): contracts/package.json contracts/package-lock.json
+	cd contracts && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
+
+setup: $(STAMP) $(NODE_STAMP)
+
+# Recompile the contracts into contracts/out/ (committed; the tests fail when they are stale)
+contracts: $(NODE_STAMP)
+	cd contracts && node compile.js
 
 demo: setup
 	@$(VENV)/bin/bti demo --if-missing

@@ -54,3 +54,19 @@ class WarehouseError(BTIError):
 
 class ExchangeError(BTIError):
     """A live exchange download failed (network, rate limit, unknown market)."""
+
+
+class ChainError(BTIError):
+    """A chain operation failed: node unreachable, a revert (with its decoded reason), out of
+    gas, or a deployment that is missing. ``reason`` is the custom error's name when known."""
+
+    def __init__(
+        self, message: str, *, reason: str | None = None, args: dict[str, object] | None = None
+    ):
+        super().__init__(message)
+        self.reason = reason
+        self.details = args or {}
+
+
+class PaymentError(BTIError, ValueError):
+    """A purchase cannot be paid (e.g. the wallet holds too few BTI); nothing was written."""

@@ -60,7 +60,8 @@ class BacktestConfig:
     n_paths: int = 8_000
     variance_levels: int = 9
     loading: float = 0.2
-    innovations: str = "fhs"
+    innovations: str = "fhs_block"
+    block_hours: int = 24
     seed: int = 0
 
 
@@ -212,6 +213,7 @@ def _symbol_predictions(
                 horizons=cfg.horizons,
                 innovations=cfg.innovations,  # type: ignore[arg-type]
                 seed=cfg.seed + 1000 * k + j,
+                block_hours=cfg.block_hours,
             )
             for j, v in enumerate(levels)
         ]

@@ -96,7 +96,7 @@ def build_symbol_risk(
     funding: pd.DataFrame | None = None,
     n_paths: int = 20_000,
     seed: int = 0,
-    innovations: str = "fhs",
+    innovations: str = "fhs_block",
 ) -> SymbolRisk:
     """Fit and simulate from hourly mark bars (the last row is 'now'); ``bars`` (last price)
     and ``funding`` feed the risk index's market features."""

@@ -195,3 +195,39 @@ def test_fhs_skewed_keeps_the_residuals_skew_and_fhs_symmetrises_it() -> None:
     assert down > 5 * up
     down, up, se = both("fhs")
     assert abs(down - up) < 4 * se
+
+
+def test_block_bootstrap_keeps_runs_of_shocks_that_hourly_resampling_breaks() -> None:
+    """Residuals that come in day-long same-signed runs: a day's move has √24 times the spread
+    under 24-hour blocks as under hour-by-hour resampling, so a far barrier is hit far more often;
+    with serially independent residuals the two schemes agree within their errors."""
+    rng = np.random.default_rng(7)
+    runs = np.repeat(rng.choice([-1.0, 1.0], 400), 24) * rng.uniform(0.5, 1.5, 9_600)
+    iid = rng.standard_t(5, 9_600)
+    b = np.log(0.93)
+
+    def p_hit(resid: np.ndarray, innovations: str) -> tuple[float, float]:
+        fit = VolFit(GJRParams(SIGMA_H**2, 0.0, 0.0, 0.0, 5.0), SIGMA_H**2, resid)
+        t = simulate_path_table(
+            fit,
+            n_paths=20_000,
+            horizons=(24,),
+            innovations=innovations,  # type: ignore[arg-type]
+            seed=3,
+            constant_variance=True,
+        )
+        p, se = t.probability(b, 24, 1)
+        return float(p), float(se)
+
+    block, _ = p_hit(runs, "fhs_block")
+    hourly, _ = p_hit(runs, "fhs")
+    assert block > 5 * hourly
+    block, se_b = p_hit(iid, "fhs_block")
+    hourly, se_h = p_hit(iid, "fhs")
+    assert abs(block - hourly) < 4 * np.hypot(se_b, se_h)
+
+
+def test_block_bootstrap_refuses_too_few_residuals() -> None:
+    fit = VolFit(GJRParams(SIGMA_H**2, 0.0, 0.0, 0.0, 5.0), SIGMA_H**2, np.linspace(-1, 1, 10))
+    with pytest.raises(ValueError, match="more than 24 residuals"):
+        simulate_path_table(fit, n_paths=100, horizons=(24,))

@@ -1,0 +1,668 @@
+"""The chain client: deploy or load BTI's contracts, then buy, pay, move capital and read.
+
+Amounts cross this boundary as `Decimal` BTI and become integer token units only in
+`bti_core.chain.units`. Every failure (node down, revert with its decoded reason, out of gas,
+missing deployment) becomes a `ChainError` whose message says what happened and what to do.
+
+Wallets: the service keys (admin, claims, quoter) come from settings (anvil's well-known dev
+keys by default). Traders' wallets in the demo are custodial: a key derived from the trader's
+id, ``keccak("bti-demo-wallet/" + user_id)``; a production deployment would have the trader
+sign in their own wallet instead.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+import requests
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception, Web3RPCError
+from web3.logs import DISCARD
+
+from bti_core.chain.artifacts import artifact, decode_revert, event_table
+from bti_core.chain.units import format_bti, from_units, to_units
+from bti_core.errors import ChainError
+
+ANVIL_KEYS = (  # anvil's default dev accounts 0–3 (public knowledge; local chains only)
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+)
+ZERO_HASH = b"\x00" * 32
+
+
+class PolicyStatus(IntEnum):
+    NONE = 0
+    ACTIVE = 1
+    PAID = 2
+    RELEASED = 3
+
+
+@dataclass(frozen=True)
+class Deployment:
+    chain_id: int
+    token: str
+    policy: str
+    pool: str
+    block: int  # first block of the deployment: event queries start here, never at genesis
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Deployment | None:
+        if not path.exists():
+            return None
+        return cls(**json.loads(path.read_text()))
+
+
+@dataclass(frozen=True)
+class OnChainPolicy:
+    policy_id: int
+    buyer: str
+    owner: str
+    start: int
+    expiry: int
+    status: PolicyStatus
+    coverage: Decimal
+    premium: Decimal
+    paid: Decimal
+    terms_hash: str
+
+
+@dataclass(frozen=True)
+class Purchase:
+    policy_id: int
+    tx_hash: str
+    block: int
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    reserves: Decimal
+    locked: Decimal
+    free: Decimal
+    premiums_in: Decimal
+    claims_paid: Decimal
+    capital_in: Decimal
+    capital_out: Decimal
+    policies: int
+    paused: bool
+
+    @property
+    def utilisation(self) -> float:
+        return float(self.locked / self.reserves) if self.reserves > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class DecodedEvent:
+    contract: str
+    name: str
+    args: dict[str, Any]
+    block: int
+    tx_hash: str
+    log_index: int
+    address: str
+
+
+def demo_wallet(user_id: str) -> LocalAccount:
+    """The custodial demo wallet of a trader (deterministic from the id)."""
+    if not user_id.strip():
+        raise ChainError("a wallet needs a non-empty user id")
+    return Account.from_key(keccak(text=f"bti-demo-wallet/{user_id}"))
+
+
+def terms_hash(terms: dict[str, Any]) -> bytes:
+    """keccak256 of the canonical JSON of a policy's off-chain terms (sorted keys, no spaces)."""
+    return keccak(text=json.dumps(terms, sort_keys=True, separators=(",", ":"), default=str))
+
+
+_STATUS_NAMES = {s.value: s.name.lower() for s in PolicyStatus}
+
+
+def _explain(name: str, a: dict[str, Any]) -> str:
+    """A sentence for a decoded custom error."""
+    bti = format_bti
+    msgs: dict[str, Callable[[], str]] = {
+        "InsufficientCapacity": lambda: (
+            f"pool capacity exhausted: {bti(a['available'])} of cover left, "
+            f"{bti(a['requested'])} asked"
+        ),
+        "ERC20InsufficientBalance": lambda: (
+            f"wallet {a['sender']} holds {bti(a['balance'])}; {bti(a['needed'])} needed "
+            "(get BTI from the faucet)"
+        ),
+        "ERC20InsufficientAllowance": lambda: (
+            f"the pool may spend {bti(a['allowance'])} of {a['spender']}'s allowance; "
+            f"{bti(a['needed'])} needed (approve the pool first)"
+        ),
+        "AccessControlUnauthorizedAccount": lambda: (
+            f"{a['account']} lacks the role this call needs ({HexBytes(a['neededRole']).hex()})"
+        ),
+        "OwnableUnauthorizedAccount": lambda: f"{a['account']} is not the owner",
+        "EnforcedPause": lambda: "the pool is paused; purchases, payouts and capital wait",
+        "ExpectedPause": lambda: "the pool is not paused",
+        "PolicyNotActive": lambda: (
+            f"policy {a['policyId']} is {_STATUS_NAMES.get(a['status'], a['status'])}, not "
+            "active: a policy is paid at most once"
+        ),
+        "UnknownPolicy": lambda: f"no policy {a['policyId']} on-chain",
+        "PayoutAboveCoverage": lambda: (
+            f"payout {bti(a['amount'])} is above the policy's coverage {bti(a['coverage'])}"
+        ),
+        "PayoutAboveReserves": lambda: (
+            f"payout {bti(a['amount'])} is above the pool's reserves {bti(a['reserves'])}"
+        ),
+        "WithdrawalAboveFree": lambda: (
+            f"withdrawal {bti(a['requested'])} is above the free reserves {bti(a['free'])} "
+            "(the rest backs active cover)"
+        ),
+        "ERC4626ExceededMaxWithdraw": lambda: (
+            f"withdrawal {bti(a['assets'])} is above what {a['owner']} may withdraw now "
+            f"({bti(a['max'])}; capital backing active cover is locked)"
+        ),
+        "ERC4626ExceededMaxRedeem": lambda: (
+            f"redeeming {a['shares']} shares is above the {a['max']} {a['owner']} may redeem now"
+        ),
+        "ERC4626ExceededMaxDeposit": lambda: "deposits are closed (the pool is paused)",
+        "QuoteExpired": lambda: "the signed quote's deadline passed; ask for a new quote",
+        "BadExpiry": lambda: "the policy's expiry is not in the future",
+        "NotQuoteHolder": lambda: f"the quote is for {a['holder']}, not {a['caller']}",
+        "BadQuoteSignature": lambda: f"the quote was not signed by BTI's quoter ({a['signer']})",
+        "PolicyExists": lambda: (
+            f"these terms were already bought as policy {a['policyId']} (no second charge)"
+        ),
+        "ReleaseTooEarly": lambda: (
+            f"policy {a['policyId']}'s cover can be released by anyone only after "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(a['allowedFrom']))}"
+        ),
+        "ReentrancyGuardReentrantCall": lambda: "re-entrant call refused",
+        "ZeroAmount": lambda: "amounts must be positive",
+        "Error": lambda: str(a.get("message")),
+    }
+    f = msgs.get(name)
+    if f is None:
+        return f"{name}({', '.join(f'{k}={v}' for k, v in a.items())})"
+    try:
+        return f()
+    except (KeyError, TypeError):
+        return name
+
+
+def _revert_data(exc: ContractLogicError) -> str | None:
+    data = exc.data
+    if isinstance(data, dict):
+        data = data.get("data")
+    return data if isinstance(data, str) else None
+
+
+class ChainClient:
+    """BTI's contracts on one node."""
+
+    def __init__(
+        self,
+        url: str,
+        deployment: Deployment | None = None,
+        *,
+        admin_key: str = ANVIL_KEYS[0],
+        claims_key: str = ANVIL_KEYS[1],
+        quoter_key: str = ANVIL_KEYS[2],
+        on_commit: Callable[[], None] | None = None,
+        timeout: float = 30.0,
+    ):
+        self.url = url
+        self.w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}))
+        self.admin: LocalAccount = Account.from_key(admin_key)
+        self.claims: LocalAccount = Account.from_key(claims_key)
+        self.quoter: LocalAccount = Account.from_key(quoter_key)
+        self.on_commit = on_commit  # called after each transaction that matters (snapshots)
+        self.timeout = timeout
+        self._lock = threading.RLock()  # one sender at a time: nonces stay in order
+        self._deployment = deployment
+        self._chain_id: int | None = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = int(self._rpc(lambda: self.w3.eth.chain_id))
+        return self._chain_id
+
+    @property
+    def deployment(self) -> Deployment:
+        if self._deployment is None:
+            raise ChainError(
+                "BTI's contracts are not deployed on this node; run `bti chain deploy`"
+            )
+        return self._deployment
+
+    def _contract(self, name: str, address: str) -> Contract:
+        return self.w3.eth.contract(address=to_checksum_address(address), abi=artifact(name).abi)
+
+    @property
+    def token(self) -> Contract:
+        return self._contract("BTIToken", self.deployment.token)
+
+    @property
+    def pool(self) -> Contract:
+        return self._contract("InsurancePool", self.deployment.pool)
+
+    @property
+    def policy_token(self) -> Contract:
+        return self._contract("BTIPolicy", self.deployment.policy)
+
+    def _rpc(self, fn: Callable[[], Any], what: str = "call") -> Any:
+        """Run a read, turning every failure into a ChainError."""
+        try:
+            return fn()
+        except ContractLogicError as exc:
+            raise self._revert_error(exc, what) from exc
+        except (requests.exceptions.RequestException, OSError) as exc:
+            raise ChainError(
+                f"chain node at {self.url} is not answering ({type(exc).__name__}); "
+                "start it with `make run` or set BTI_RPC_URL"
+            ) from exc
+        except (Web3RPCError, Web3Exception) as exc:
+            raise ChainError(f"{what} failed: {exc}") from exc
+
+    def _revert_error(self, exc: ContractLogicError, what: str) -> ChainError:
+        decoded = decode_revert(_revert_data(exc))
+        if decoded is None:
+            return ChainError(f"{what} reverted: {exc.message or exc}", reason="revert")
+        name, args = decoded
+        return ChainError(f"{what} refused: {_explain(name, args)}", reason=name, args=args)
+
+    def transact(self, call: Any, sender: LocalAccount, what: str, *, value: int = 0) -> Any:
+        """Estimate (a revert surfaces here with its reason), sign, send, wait; the receipt."""
+        with self._lock:
+            tx_params = {"from": sender.address, "value": value, "chainId": self.chain_id}
+            gas = self._rpc(lambda: call.estimate_gas(tx_params), what)
+            nonce = self._rpc(
+                lambda: self.w3.eth.get_transaction_count(sender.address, "pending"), what
+            )
+            tx = self._rpc(
+                lambda: call.build_transaction(
+                    {**tx_params, "nonce": nonce, "gas": int(gas * 1.25) + 10_000}
+                ),
+                what,
+            )
+            signed = sender.sign_transaction(tx)
+            tx_hash = self._rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
+        return self._wait(tx_hash, what, tx["gas"])
+
+    def _wait(self, tx_hash: Any, what: str, gas_limit: int) -> Any:
+        try:
+            receipt = self.w3.eth.wait_for_transaction_receipt(
+                tx_hash, timeout=self.timeout, poll_latency=0.01
+            )
+        except TimeExhausted as exc:
+            raise ChainError(
+                f"{what}: transaction {HexBytes(tx_hash).to_0x_hex()} not mined within "
+                f"{self.timeout:.0f} s; it may still be mined (reconcile will settle it)"
+            ) from exc
+        except (requests.exceptions.RequestException, OSError) as exc:
+            raise ChainError(f"chain node at {self.url} stopped answering during {what}") from exc
+        if receipt["status"] != 1:
+            if receipt["gasUsed"] >= gas_limit:
+                raise ChainError(f"{what} ran out of gas ({gas_limit:,})", reason="out_of_gas")
+            raise ChainError(f"{what} reverted in block {receipt['blockNumber']}", reason="revert")
+        return receipt
+
+    def _committed(self) -> None:
+        if self.on_commit is not None:
+            self.on_commit()
+
+    def _deploy(self, name: str, *args: Any) -> str:
+        art = artifact(name)
+        ctor = self.w3.eth.contract(abi=art.abi, bytecode=art.bytecode).constructor(*args)
+        receipt = self.transact(ctor, self.admin, f"deploy {name}")
+        return str(receipt["contractAddress"])
+
+    # ------------------------------------------------------------------ deployment
+
+    def is_deployed(self) -> bool:
+        d = self._deployment
+        if d is None or d.chain_id != self.chain_id:
+            return False
+        code = self._rpc(lambda: self.w3.eth.get_code(to_checksum_address(d.pool)))
+        return len(code) > 0
+
+    def deploy(self, seed_capital: Decimal = Decimal(0)) -> Deployment:
+        """Deploy token, policy NFT and pool; hand the NFT to the pool; fund gas for the service
+        keys; deposit ``seed_capital`` BTI (minted to the admin) as the pool's first capital."""
+        first = int(self._rpc(lambda: self.w3.eth.block_number)) + 1
+        token = self._deploy("BTIToken", self.admin.address)
+        policy = self._deploy("BTIPolicy", self.admin.address)
+        pool = self._deploy(
+            "InsurancePool",
+            token,
+            policy,
+            self.admin.address,
+            self.claims.address,
+            self.quoter.address,
+        )
+        self._deployment = Deployment(self.chain_id, token, policy, pool, first)
+        self.transact(
+            self.policy_token.functions.transferOwnership(pool), self.admin, "hand NFT to pool"
+        )
+        for acct in {self.claims.address, self.quoter.address} - {self.admin.address}:
+            self.send_gas(acct, Decimal("10"))
+        if seed_capital > 0:
+            self.faucet(self.admin.address, seed_capital, gas=Decimal(0))
+            self.deposit(self.admin, seed_capital)
+        self._committed()
+        return self._deployment
+
+    # ------------------------------------------------------------------ wallets
+
+    def send_gas(self, to: str, eth: Decimal) -> None:
+        """Send ``eth`` of the chain's native coin for gas from the admin."""
+        tx: dict[str, Any] = {
+            "to": to_checksum_address(to),
+            "value": to_units(eth),
+            "chainId": self.chain_id,
+            "gas": 21_000,
+            "maxFeePerGas": int(self._rpc(lambda: self.w3.eth.gas_price)) * 2 + 1,
+            "maxPriorityFeePerGas": 1,
+        }
+        with self._lock:
+            tx["nonce"] = self._rpc(
+                lambda: self.w3.eth.get_transaction_count(self.admin.address, "pending")
+            )
+            signed = self.admin.sign_transaction(tx)
+            h = self._rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
+        self._wait(h, "send gas", 21_000)
+
+    def faucet(self, to: str, amount: Decimal, *, gas: Decimal = Decimal("1")) -> str:
+        """Demo faucet: mint ``amount`` BTI to ``to`` and top its gas up to ``gas``."""
+        if amount <= 0:
+            raise ChainError(f"faucet amount must be positive; got {amount}")
+        if amount > Decimal(1_000_000_000):
+            raise ChainError(f"faucet amount must be at most 1,000,000,000 BTI; got {amount:,}")
+        receipt = self.transact(
+            self.token.functions.mint(to_checksum_address(to), to_units(amount)),
+            self.admin,
+            "faucet",
+        )
+        have = Decimal(self._rpc(lambda: self.w3.eth.get_balance(to_checksum_address(to))))
+        if gas > 0 and have < to_units(gas) / 2:
+            self.send_gas(to, gas)
+        self._committed()
+        return str(receipt["transactionHash"].to_0x_hex())
+
+    def balance(self, address: str) -> Decimal:
+        """BTI balance of ``address``."""
+        units = self._rpc(
+            lambda: self.token.functions.balanceOf(to_checksum_address(address)).call()
+        )
+        return from_units(int(units))
+
+    def gas_balance(self, address: str) -> Decimal:
+        return from_units(
+            int(self._rpc(lambda: self.w3.eth.get_balance(to_checksum_address(address))))
+        )
+
+    def ensure_allowance(self, wallet: LocalAccount, amount: Decimal) -> None:
+        """Let the pool spend at least ``amount`` of the wallet's BTI (one unlimited approval,
+        as a wallet's "enable BTI" step does)."""
+        need = to_units(amount)
+        have = int(
+            self._rpc(
+                lambda: self.token.functions.allowance(wallet.address, self.deployment.pool).call()
+            )
+        )
+        if have < need:
+            self.transact(
+                self.token.functions.approve(self.deployment.pool, 2**256 - 1), wallet, "approve"
+            )
+
+    # ------------------------------------------------------------------ policies
+
+    def sign_quote(self, quote: dict[str, Any]) -> bytes:
+        """The quoter's EIP-712 signature of a quote (the struct InsurancePool verifies)."""
+        typed = {
+            "types": {
+                "EIP712Domain": [
+                    {"name": "name", "type": "string"},
+                    {"name": "version", "type": "string"},
+                    {"name": "chainId", "type": "uint256"},
+                    {"name": "verifyingContract", "type": "address"},
+                ],
+                "Quote": [
+                    {"name": "holder", "type": "address"},
+                    {"name": "termsHash", "type": "bytes32"},
+                    {"name": "coverage", "type": "uint256"},
+                    {"name": "premium", "type": "uint256"},
+                    {"name": "expiry", "type": "uint64"},
+                    {"name": "deadline", "type": "uint64"},
+                ],
+            },
+            "primaryType": "Quote",
+            "domain": {
+                "name": "BTI InsurancePool",
+                "version": "1",
+                "chainId": self.chain_id,
+                "verifyingContract": to_checksum_address(self.deployment.pool),
+            },
+            "message": quote,
+        }
+        return bytes(self.quoter.sign_typed_data(full_message=typed).signature)
+
+    def buy_policy(
+        self,
+        wallet: LocalAccount,
+        *,
+        terms: bytes,
+        coverage: Decimal,
+        premium: Decimal,
+        expiry: int,
+        deadline: int,
+    ) -> Purchase:
+        """Pay ``premium`` BTI from ``wallet`` for cover of at most ``coverage`` until
+        ``expiry`` (unix seconds). Idempotent by ``terms``: terms already bought raise a
+        ChainError with reason ``PolicyExists`` and charge nothing."""
+        self.ensure_allowance(wallet, premium)
+        quote = {
+            "holder": wallet.address,
+            "termsHash": terms,
+            "coverage": to_units(coverage),
+            "premium": to_units(premium),
+            "expiry": int(expiry),
+            "deadline": int(deadline),
+        }
+        sig = self.sign_quote(quote)
+        call = self.pool.functions.buyPolicy(
+            (
+                quote["holder"],
+                quote["termsHash"],
+                quote["coverage"],
+                quote["premium"],
+                quote["expiry"],
+                quote["deadline"],
+            ),
+            sig,
+        )
+        receipt = self.transact(call, wallet, "buy policy")
+        (ev,) = self.pool.events.PolicyPurchased().process_receipt(receipt, errors=DISCARD)
+        self._committed()
+        return Purchase(
+            int(ev["args"]["policyId"]),
+            receipt["transactionHash"].to_0x_hex(),
+            int(receipt["blockNumber"]),
+        )
+
+    def policy_id_by_terms(self, terms: bytes) -> int:
+        return int(self._rpc(lambda: self.pool.functions.policyIdByTerms(terms).call()))
+
+    def purchase_of(self, terms: bytes) -> Purchase | None:
+        """The purchase of ``terms`` if it is on-chain (for reconciliation), else None."""
+        pid = self.policy_id_by_terms(terms)
+        if pid == 0:
+            return None
+        logs = self._rpc(
+            lambda: self.pool.events.PolicyPurchased().get_logs(
+                from_block=self.deployment.block,
+                to_block="latest",
+                argument_filters={"termsHash": terms},
+            )
+        )
+        for log in logs:
+            return Purchase(pid, log["transactionHash"].to_0x_hex(), int(log["blockNumber"]))
+        return Purchase(pid, "", 0)
+
+    def policy(self, policy_id: int) -> OnChainPolicy:
+        p = self._rpc(lambda: self.pool.functions.policy(int(policy_id)).call(), "policy lookup")
+        owner = self._rpc(lambda: self.policy_token.functions.ownerOf(int(policy_id)).call())
+        return OnChainPolicy(
+            policy_id=int(policy_id),
+            buyer=str(p[0]),
+            owner=str(owner),
+            start=int(p[1]),
+            expiry=int(p[2]),
+            status=PolicyStatus(int(p[3])),
+            coverage=from_units(int(p[4])),
+            premium=from_units(int(p[5])),
+            paid=from_units(int(p[6])),
+            terms_hash=HexBytes(p[7]).to_0x_hex(),
+        )
+
+    def pay_claim(self, policy_id: int, amount: Decimal, claim_ref: bytes) -> str:
+        """Pay ``amount`` BTI on ``policy_id`` to its policy token's owner (claims role)."""
+        call = self.pool.functions.payClaim(int(policy_id), to_units(amount), claim_ref)
+        receipt = self.transact(call, self.claims, "pay claim")
+        self._committed()
+        return str(receipt["transactionHash"].to_0x_hex())
+
+    def release_cover(self, policy_id: int, sender: LocalAccount | None = None) -> str:
+        receipt = self.transact(
+            self.pool.functions.releaseCover(int(policy_id)), sender or self.claims, "release cover"
+        )
+        self._committed()
+        return str(receipt["transactionHash"].to_0x_hex())
+
+    # ------------------------------------------------------------------ capital
+
+    def deposit(self, wallet: LocalAccount, amount: Decimal) -> str:
+        """Deposit ``amount`` BTI of capital from ``wallet`` for pool shares."""
+        self.ensure_allowance(wallet, amount)
+        receipt = self.transact(
+            self.pool.functions.deposit(to_units(amount), wallet.address), wallet, "deposit"
+        )
+        self._committed()
+        return str(receipt["transactionHash"].to_0x_hex())
+
+    def withdraw(self, wallet: LocalAccount, amount: Decimal) -> str:
+        """Withdraw ``amount`` BTI of capital not locked by active cover."""
+        receipt = self.transact(
+            self.pool.functions.withdraw(to_units(amount), wallet.address, wallet.address),
+            wallet,
+            "withdraw",
+        )
+        self._committed()
+        return str(receipt["transactionHash"].to_0x_hex())
+
+    def max_withdraw(self, address: str) -> Decimal:
+        return from_units(
+            int(
+                self._rpc(
+                    lambda: self.pool.functions.maxWithdraw(to_checksum_address(address)).call()
+                )
+            )
+        )
+
+    def pause(self) -> str:
+        r = self.transact(self.pool.functions.pause(), self.admin, "pause")
+        self._committed()
+        return str(r["transactionHash"].to_0x_hex())
+
+    def unpause(self) -> str:
+        r = self.transact(self.pool.functions.unpause(), self.admin, "unpause")
+        self._committed()
+        return str(r["transactionHash"].to_0x_hex())
+
+    def pool_stats(self) -> PoolStats:
+        f = self.pool.functions
+
+        def u(call: Any) -> Decimal:
+            return from_units(int(self._rpc(lambda: call.call())))
+
+        return PoolStats(
+            reserves=u(f.reserves()),
+            locked=u(f.lockedCoverage()),
+            free=u(f.freeReserves()),
+            premiums_in=u(f.premiumsIn()),
+            claims_paid=u(f.claimsPaid()),
+            capital_in=u(f.capitalIn()),
+            capital_out=u(f.capitalOut()),
+            policies=int(self._rpc(lambda: f.policyCount().call())),
+            paused=bool(self._rpc(lambda: f.paused().call())),
+        )
+
+    # ------------------------------------------------------------------ events
+
+    def decode_logs(self, logs: Iterable[Any]) -> list[DecodedEvent | dict[str, Any]]:
+        """Decode logs by the project's ABIs; a log of no known event is returned raw."""
+        out: list[DecodedEvent | dict[str, Any]] = []
+        table = event_table()
+        for log in logs:
+            topics = log["topics"]
+            hit = table.get((bytes(topics[0]), len(topics))) if topics else None
+            if hit is None:
+                out.append(dict(log))
+                continue
+            contract_name, abi = hit
+            c = self.w3.eth.contract(abi=[abi])
+            try:
+                ev = getattr(c.events, abi["name"])().process_log(log)
+            except Exception:  # same signature, different indexing: show it raw
+                out.append(dict(log))
+                continue
+            out.append(
+                DecodedEvent(
+                    contract_name,
+                    abi["name"],
+                    dict(ev["args"]),
+                    int(log["blockNumber"]),
+                    HexBytes(log["transactionHash"]).to_0x_hex(),
+                    int(log["logIndex"]),
+                    str(log["address"]),
+                )
+            )
+        return out
+
+    def events(
+        self, from_block: int | None = None, to_block: Any = "latest"
+    ) -> list[DecodedEvent | dict[str, Any]]:
+        """The project contracts' events in a block range (from the deployment block by
+        default)."""
+        d = self.deployment
+        start = d.block if from_block is None else max(from_block, 0)
+        logs = self._rpc(
+            lambda: self.w3.eth.get_logs(
+                {
+                    "fromBlock": start,
+                    "toBlock": to_block,
+                    "address": [to_checksum_address(a) for a in (d.token, d.policy, d.pool)],
+                }
+            )
+        )
+        return self.decode_logs(logs)

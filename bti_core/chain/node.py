@@ -1,0 +1,168 @@
+"""The local chain node: anvil, started by BTI on 127.0.0.1 with its state kept under data/.
+
+Durability (DESIGN.md, "Anvil durability"): anvil's own ``--state`` file is rewritten in place
+without fsync, and a truncated file stops anvil from starting. So after every transaction that
+matters the client calls `AnvilNode.snapshot`, which takes ``anvil_dumpState`` (gzip, hex),
+unzips it and writes it through a temporary file, fsync and ``os.replace``; a start loads the
+last snapshot with ``--load-state``. A crash therefore loses at most the transactions after the
+last snapshot, and the reconcilers (policies, claims) re-send those idempotently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bti_core.errors import ChainError
+
+ANVIL_BIN = (
+    Path(__file__).resolve().parents[2]
+    / "contracts"
+    / "node_modules"
+    / "@foundry-rs"
+    / "anvil-linux-amd64"
+    / "bin"
+    / "anvil"
+)
+LOCAL_CHAIN_ID = 31337
+
+
+def rpc_call(url: str, method: str, params: list[Any] | None = None, timeout: float = 5.0) -> Any:
+    """One JSON-RPC call over HTTP (used before web3 is set up, and for anvil's own methods)."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []})
+    req = urllib.request.Request(url, body.encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            reply = json.loads(resp.read())
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise ChainError(f"chain node at {url} is not answering ({exc})") from exc
+    if "error" in reply:
+        raise ChainError(f"{method} failed at {url}: {reply['error'].get('message')}")
+    return reply["result"]
+
+
+def is_up(url: str) -> bool:
+    try:
+        rpc_call(url, "eth_chainId", timeout=1.0)
+    except ChainError:
+        return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class AnvilNode:
+    """An anvil process on 127.0.0.1 whose state lives in ``state_dir``."""
+
+    def __init__(self, state_dir: Path, *, port: int = 8545, host: str = "127.0.0.1"):
+        self.state_dir = Path(state_dir)
+        self.port = port
+        self.host = host
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.state_dir / "anvil-state.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "anvil.log"
+
+    def start(self, timeout: float = 20.0) -> AnvilNode:
+        """Start anvil (loading the last snapshot) and wait until it answers."""
+        if not ANVIL_BIN.exists():
+            raise ChainError(
+                f"anvil is not installed at {ANVIL_BIN}; run `make setup` (npm ci in contracts/)"
+            )
+        if is_up(self.url):
+            raise ChainError(f"port {self.port} already has a node; stop it or use BTI_RPC_URL")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            str(ANVIL_BIN),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--chain-id",
+            str(LOCAL_CHAIN_ID),
+            "--preserve-historical-states",
+        ]
+        if self.snapshot_path.exists() and self.snapshot_path.stat().st_size > 0:
+            cmd += ["--load-state", str(self.snapshot_path)]
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-800:]
+                raise ChainError(f"anvil exited with code {self.proc.returncode}:\n{tail}")
+            if is_up(self.url):
+                return self
+            time.sleep(0.05)
+        self.stop(snapshot=False)
+        raise ChainError(f"anvil did not answer on {self.url} within {timeout:.0f} s")
+
+    def snapshot(self) -> Path:
+        """Write the chain's full state durably (temp file, fsync, atomic rename)."""
+        hexgz = rpc_call(self.url, "anvil_dumpState", timeout=30.0)
+        raw = gzip.decompress(bytes.fromhex(hexgz[2:] if hexgz.startswith("0x") else hexgz))
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.snapshot_path.with_suffix(".tmp")
+        with tmp.open("wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.snapshot_path)
+        dir_fd = os.open(self.state_dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return self.snapshot_path
+
+    def stop(self, *, snapshot: bool = True) -> None:
+        """Snapshot (unless told not to), then SIGTERM and wait."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        if snapshot:
+            with contextlib.suppress(ChainError):  # a silent node has nothing newer to save
+                self.snapshot()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        """Stop without a snapshot, as a crash would (for tests)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> AnvilNode:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,318 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
+import {ERC4626} from "@openzeppelin/contracts/token/ERC20/extensions/ERC4626.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
+import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {BTIPolicy} from "./BTIPolicy.sol";
+
+/// @title BTI insurance pool
+/// @notice Holds the reserves in BTI. Capital providers deposit and withdraw through ERC-4626
+///         shares (bpBTI) whose value moves with premiums in and claims out; traders buy
+///         policies at a price the BTI quoter signed (EIP-712); the claims service pays claims.
+/// @dev Accounting: `reserves` = deposits + premiums − payouts − withdrawals, kept apart from
+///      the token balance so that tokens sent here directly change nothing. Cover sold locks
+///      its coverage; only reserves above the locked amount (`freeReserves`) can be withdrawn
+///      or back new cover.
+contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP712 {
+    using SafeERC20 for IERC20;
+
+    /// @notice Role that pays claims and releases cover (the BTI claims service).
+    bytes32 public constant CLAIMS_ROLE = keccak256("CLAIMS_ROLE");
+    /// @notice Role whose signature makes a quote buyable (the BTI pricing service).
+    bytes32 public constant QUOTER_ROLE = keccak256("QUOTER_ROLE");
+    /// @notice Role allowed to pause and unpause the pool.
+    bytes32 public constant PAUSER_ROLE = keccak256("PAUSER_ROLE");
+
+    bytes32 private constant QUOTE_TYPEHASH = keccak256(
+        "Quote(address holder,bytes32 termsHash,uint256 coverage,uint256 premium,uint64 expiry,uint64 deadline)"
+    );
+
+    /// @notice Time after a policy's expiry during which only the claims service may release
+    ///         its cover (a claim triggered inside the window may still be in review).
+    uint64 public constant CLAIM_GRACE = 7 days;
+
+    enum Status {
+        None,
+        Active,
+        Paid,
+        Released
+    }
+
+    struct Policy {
+        address buyer;
+        uint64 start;
+        uint64 expiry;
+        Status status;
+        uint256 coverage;
+        uint256 premium;
+        uint256 paid;
+        bytes32 termsHash;
+    }
+
+    /// @notice A quote as the quoter signs it.
+    struct Quote {
+        address holder;
+        bytes32 termsHash;
+        uint256 coverage;
+        uint256 premium;
+        uint64 expiry;
+        uint64 deadline;
+    }
+
+    BTIPolicy public immutable policyToken;
+    uint256 public reserves;
+    uint256 public lockedCoverage;
+    uint256 public premiumsIn;
+    uint256 public claimsPaid;
+    uint256 public capitalIn;
+    uint256 public capitalOut;
+    uint256 public policyCount;
+    mapping(uint256 id => Policy) private _policies;
+    mapping(bytes32 termsHash => uint256 id) public policyIdByTerms;
+
+    /// @notice A policy was bought: `premium` taken from `holder`, `coverage` locked.
+    event PolicyPurchased(
+        uint256 indexed policyId,
+        address indexed holder,
+        bytes32 indexed termsHash,
+        uint256 coverage,
+        uint256 premium,
+        uint64 expiry
+    );
+    /// @notice A claim on `policyId` paid `amount` to the policy token's owner `to`.
+    event ClaimPaid(uint256 indexed policyId, address indexed to, uint256 amount, bytes32 claimRef);
+    /// @notice A policy's cover was released without a claim (expired or closed).
+    event CoverReleased(uint256 indexed policyId, uint256 coverage);
+    /// @notice Capital came in from `provider` for `shares` pool shares.
+    event CapitalDeposited(address indexed provider, uint256 assets, uint256 shares);
+    /// @notice Capital went out to `receiver`, burning `shares` of `provider`.
+    event CapitalWithdrawn(address indexed provider, address indexed receiver, uint256 assets, uint256 shares);
+
+    error ZeroAmount();
+    error QuoteExpired(uint64 deadline, uint256 nowTs);
+    error BadExpiry(uint64 expiry);
+    error NotQuoteHolder(address holder, address caller);
+    error BadQuoteSignature(address signer);
+    error PolicyExists(bytes32 termsHash, uint256 policyId);
+    error InsufficientCapacity(uint256 requested, uint256 available);
+    error UnknownPolicy(uint256 policyId);
+    error PolicyNotActive(uint256 policyId, Status status);
+    error PayoutAboveCoverage(uint256 amount, uint256 coverage);
+    error PayoutAboveReserves(uint256 amount, uint256 reserves);
+    error ReleaseTooEarly(uint256 policyId, uint64 allowedFrom);
+    error WithdrawalAboveFree(uint256 requested, uint256 free);
+
+    /// @param asset_ The BTI token.
+    /// @param policyToken_ The policy NFT, whose ownership must then pass to this pool.
+    /// @param admin Receives the admin and pauser roles.
+    /// @param claims The claims service's address.
+    /// @param quoter The pricing service's signing address.
+    constructor(IERC20 asset_, BTIPolicy policyToken_, address admin, address claims, address quoter)
+        ERC20("BTI Pool Share", "bpBTI")
+        ERC4626(asset_)
+        EIP712("BTI InsurancePool", "1")
+    {
+        policyToken = policyToken_;
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _grantRole(PAUSER_ROLE, admin);
+        _grantRole(CLAIMS_ROLE, claims);
+        _grantRole(QUOTER_ROLE, quoter);
+    }
+
+    // ------------------------------------------------------------------ policies
+
+    /// @notice Buy the policy described by a quote the quoter signed: pays `q.premium` in BTI
+    ///         (approve the pool first), locks `q.coverage` and mints the policy token to the
+    ///         caller.
+    /// @param q The quote; `q.holder` must be the caller and `q.termsHash` unused.
+    /// @param signature The quoter's EIP-712 signature of `q`.
+    /// @return policyId The new policy's id (also the policy token's id).
+    function buyPolicy(Quote calldata q, bytes calldata signature)
+        external
+        nonReentrant
+        whenNotPaused
+        returns (uint256 policyId)
+    {
+        if (q.holder != msg.sender) revert NotQuoteHolder(q.holder, msg.sender);
+        if (block.timestamp > q.deadline) revert QuoteExpired(q.deadline, block.timestamp);
+        if (q.expiry <= block.timestamp) revert BadExpiry(q.expiry);
+        if (q.coverage == 0 || q.premium == 0) revert ZeroAmount();
+        uint256 existing = policyIdByTerms[q.termsHash];
+        if (existing != 0) revert PolicyExists(q.termsHash, existing);
+        address signer = ECDSA.recover(_hashTypedDataV4(_quoteHash(q)), signature);
+        if (!hasRole(QUOTER_ROLE, signer)) revert BadQuoteSignature(signer);
+        uint256 available = reserves + q.premium - lockedCoverage;
+        if (q.coverage > available) revert InsufficientCapacity(q.coverage, available);
+
+        policyId = ++policyCount;
+        _policies[policyId] = Policy({
+            buyer: msg.sender,
+            start: uint64(block.timestamp),
+            expiry: q.expiry,
+            status: Status.Active,
+            coverage: q.coverage,
+            premium: q.premium,
+            paid: 0,
+            termsHash: q.termsHash
+        });
+        policyIdByTerms[q.termsHash] = policyId;
+        reserves += q.premium;
+        premiumsIn += q.premium;
+        lockedCoverage += q.coverage;
+        IERC20(asset()).safeTransferFrom(msg.sender, address(this), q.premium);
+        emit PolicyPurchased(policyId, msg.sender, q.termsHash, q.coverage, q.premium, q.expiry);
+        policyToken.mint(msg.sender, policyId);
+    }
+
+    /// @notice Pay a claim on `policyId` to the current owner of its policy token, once.
+    /// @dev Only CLAIMS_ROLE. At most the coverage, never above reserves; releases the cover.
+    /// @param amount Payout in token units (partial payouts allowed; the policy then closes).
+    /// @param claimRef The off-chain claim's id, hashed.
+    function payClaim(uint256 policyId, uint256 amount, bytes32 claimRef)
+        external
+        nonReentrant
+        whenNotPaused
+        onlyRole(CLAIMS_ROLE)
+    {
+        Policy storage p = _active(policyId);
+        if (amount == 0) revert ZeroAmount();
+        if (amount > p.coverage) revert PayoutAboveCoverage(amount, p.coverage);
+        if (amount > reserves) revert PayoutAboveReserves(amount, reserves);
+        p.status = Status.Paid;
+        p.paid = amount;
+        lockedCoverage -= p.coverage;
+        reserves -= amount;
+        claimsPaid += amount;
+        address to = policyToken.ownerOf(policyId);
+        IERC20(asset()).safeTransfer(to, amount);
+        emit ClaimPaid(policyId, to, amount, claimRef);
+    }
+
+    /// @notice Release an unclaimed policy's cover so the capital backs new policies again.
+    /// @dev The claims service may release at any time (it knows no claim is pending); anyone
+    ///      may once CLAIM_GRACE has passed after expiry.
+    function releaseCover(uint256 policyId) external nonReentrant {
+        Policy storage p = _active(policyId);
+        if (!hasRole(CLAIMS_ROLE, msg.sender)) {
+            uint64 allowedFrom = p.expiry + CLAIM_GRACE;
+            if (block.timestamp < allowedFrom) revert ReleaseTooEarly(policyId, allowedFrom);
+        }
+        p.status = Status.Released;
+        lockedCoverage -= p.coverage;
+        emit CoverReleased(policyId, p.coverage);
+    }
+
+    /// @notice A policy's on-chain record.
+    function policy(uint256 policyId) external view returns (Policy memory) {
+        if (_policies[policyId].status == Status.None) revert UnknownPolicy(policyId);
+        return _policies[policyId];
+    }
+
+    /// @notice Reserves not locked by active cover.
+    function freeReserves() public view returns (uint256) {
+        return reserves - lockedCoverage;
+    }
+
+    /// @notice The EIP-712 digest the quoter signs for `q`.
+    function quoteDigest(Quote calldata q) external view returns (bytes32) {
+        return _hashTypedDataV4(_quoteHash(q));
+    }
+
+    // ------------------------------------------------------------------ admin
+
+    /// @notice Stop purchases, payouts and capital movements (emergency).
+    function pause() external onlyRole(PAUSER_ROLE) {
+        _pause();
+    }
+
+    /// @notice Resume after a pause.
+    function unpause() external onlyRole(PAUSER_ROLE) {
+        _unpause();
+    }
+
+    // ------------------------------------------------------------------ capital (ERC-4626)
+
+    /// @notice Pool value backing the shares: the reserves, not the token balance.
+    function totalAssets() public view override returns (uint256) {
+        return reserves;
+    }
+
+    /// @notice Deposits stop while paused.
+    function maxDeposit(address receiver) public view override returns (uint256) {
+        return paused() ? 0 : super.maxDeposit(receiver);
+    }
+
+    /// @notice Mints stop while paused.
+    function maxMint(address receiver) public view override returns (uint256) {
+        return paused() ? 0 : super.maxMint(receiver);
+    }
+
+    /// @notice At most the owner's assets and never capital locked by active cover.
+    function maxWithdraw(address owner) public view override returns (uint256) {
+        if (paused()) return 0;
+        uint256 own = super.maxWithdraw(owner);
+        uint256 free = freeReserves();
+        return own < free ? own : free;
+    }
+
+    /// @notice Shares redeemable now, bounded like `maxWithdraw`.
+    function maxRedeem(address owner) public view override returns (uint256) {
+        if (paused()) return 0;
+        uint256 own = super.maxRedeem(owner);
+        uint256 free = previewWithdraw(freeReserves());
+        return own < free ? own : free;
+    }
+
+    function _deposit(address caller, address receiver, uint256 assets, uint256 shares)
+        internal
+        override
+        nonReentrant
+        whenNotPaused
+    {
+        if (assets == 0) revert ZeroAmount();
+        reserves += assets;
+        capitalIn += assets;
+        super._deposit(caller, receiver, assets, shares);
+        emit CapitalDeposited(receiver, assets, shares);
+    }
+
+    function _withdraw(address caller, address receiver, address owner, uint256 assets, uint256 shares)
+        internal
+        override
+        nonReentrant
+        whenNotPaused
+    {
+        uint256 free = freeReserves();
+        if (assets > free) revert WithdrawalAboveFree(assets, free);
+        reserves -= assets;
+        capitalOut += assets;
+        super._withdraw(caller, receiver, owner, assets, shares);
+        emit CapitalWithdrawn(owner, receiver, assets, shares);
+    }
+
+    // ------------------------------------------------------------------ internals
+
+    function _active(uint256 policyId) private view returns (Policy storage p) {
+        p = _policies[policyId];
+        if (p.status == Status.None) revert UnknownPolicy(policyId);
+        if (p.status != Status.Active) revert PolicyNotActive(policyId, p.status);
+    }
+
+    function _quoteHash(Quote calldata q) private pure returns (bytes32) {
+        return keccak256(
+            abi.encode(QUOTE_TYPEHASH, q.holder, q.termsHash, q.coverage, q.premium, q.expiry, q.deadline)
+        );
+    }
+
+    /// @inheritdoc AccessControl
+    function supportsInterface(bytes4 interfaceId) public view override returns (bool) {
+        return super.supportsInterface(interfaceId);
+    }
+}
