@@ -9,12 +9,15 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from sqlalchemy.engine import Engine
 
+from bti_core.chain.client import ChainClient
+from bti_core.chain.node import AnvilNode
 from bti_core.db.engine import make_engine, migrate
 from bti_core.market.synthetic import DemoMarket, generate_demo_markets
 
@@ -139,3 +142,22 @@ def hourly(n: int, start: str = "2024-01-01", price: float = 100.0) -> pd.DataFr
             "volume": rng.uniform(100, 200, n),
         }
     )
+
+
+# --- chain: a real anvil node on 127.0.0.1 ---------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
+    """One anvil node for the session (state in a temporary folder), stopped afterwards."""
+    node = AnvilNode(tmp_path_factory.mktemp("anvil"), port=free_port()).start()
+    yield node
+    node.stop(snapshot=False)
+
+
+@pytest.fixture
+def chain(anvil: AnvilNode) -> ChainClient:
+    """BTI's contracts freshly deployed on the session's node, with 1,000,000 BTI of capital."""
+    client = ChainClient(anvil.url)
+    client.deploy(Decimal(1_000_000))
+    return client

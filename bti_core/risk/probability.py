@@ -17,10 +17,10 @@ a simulation. Between hourly points the path is a Brownian bridge and its extrem
 exactly: for a step from x0 to x1 with variance v,
 ``min = (x0 + x1 − √((x1 − x0)² − 2v·ln U))/2``, U ~ U(0, 1) (the bridge's minimum law), so
 hourly steps do not miss the intra-hour excursions that liquidate positions. Residuals are
-resampled in 24-hour blocks (Künsch 1989) so a crash day's run of shocks is kept whole; antithetic
-pairs (z, −z) reduce variance (`simulate_path_table` lists the variants and their backtests); the standard error
-reported is the binomial one, ``√(p(1−p)/N)``, an upper bound here since the paired
-indicators are negatively correlated.
+resampled in 24-hour blocks (Künsch 1989) so a crash day's run of shocks is kept whole;
+antithetic pairs (z, −z) reduce variance (`simulate_path_table` lists the variants and their
+backtests); the standard error reported is the binomial one, ``√(p(1−p)/N)``, an upper
+bound here since the paired indicators are negatively correlated.
 """
 
 from __future__ import annotations

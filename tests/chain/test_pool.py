@@ -1,0 +1,372 @@
+"""InsurancePool, BTIToken and BTIPolicy through web3 against a real anvil node."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from decimal import Decimal
+from itertools import count
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bti_core.chain.artifacts import artifact
+from bti_core.chain.client import ChainClient, DecodedEvent, PolicyStatus, demo_wallet, terms_hash
+from bti_core.chain.node import AnvilNode, free_port
+from bti_core.chain.units import to_units
+from bti_core.errors import ChainError
+
+ROOT = Path(__file__).resolve().parents[2]
+_terms = count()
+
+
+def fresh_terms() -> bytes:
+    return terms_hash({"test": next(_terms), "at": time.time()})
+
+
+def funded(chain: ChainClient, name: str, bti: str = "1000") -> LocalAccount:
+    w = demo_wallet(f"{name}-{time.time_ns()}")
+    chain.faucet(w.address, Decimal(bti))
+    return w
+
+
+def buy(
+    chain: ChainClient,
+    w: LocalAccount,
+    *,
+    coverage: str = "100",
+    premium: str = "5",
+    terms: bytes | None = None,
+    expiry_in: int = 3600,
+    deadline_in: int = 300,
+) -> int:
+    now = int(time.time())
+    return chain.buy_policy(
+        w,
+        terms=terms or fresh_terms(),
+        coverage=Decimal(coverage),
+        premium=Decimal(premium),
+        expiry=now + expiry_in,
+        deadline=now + deadline_in,
+    ).policy_id
+
+
+def test_committed_artifacts_match_the_sources() -> None:
+    """Recompiles with the pinned solc; fails when contracts/out is stale."""
+    r = subprocess.run(
+        ["node", "compile.js", "--check"], cwd=ROOT / "contracts", capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "up to date" in r.stdout
+
+
+def test_buy_takes_the_premium_locks_cover_and_mints_the_policy_token(chain: ChainClient) -> None:
+    w = funded(chain, "buyer")
+    before = chain.pool_stats()
+    pid = buy(chain, w, coverage="250", premium="12.5")
+    p = chain.policy(pid)
+    assert (p.buyer, p.owner, p.status) == (w.address, w.address, PolicyStatus.ACTIVE)
+    assert (p.coverage, p.premium, p.paid) == (Decimal(250), Decimal("12.5"), Decimal(0))
+    assert chain.balance(w.address) == Decimal("987.5")
+    after = chain.pool_stats()
+    assert after.reserves - before.reserves == Decimal("12.5")
+    assert after.locked - before.locked == Decimal(250)
+    assert after.policies == before.policies + 1
+    names = [e.name for e in chain.events() if isinstance(e, DecodedEvent)]
+    assert "PolicyPurchased" in names
+    # the policy NFT's Transfer (3 indexed args) is told apart from the premium's ERC-20 one
+    nft = [
+        e
+        for e in chain.events()
+        if isinstance(e, DecodedEvent) and e.name == "Transfer" and e.contract == "BTIPolicy"
+    ]
+    assert nft[-1].args["tokenId"] == pid
+
+
+def test_the_same_terms_are_never_bought_twice(chain: ChainClient) -> None:
+    w = funded(chain, "twice")
+    terms = fresh_terms()
+    pid = buy(chain, w, terms=terms)
+    left = chain.balance(w.address)
+    with pytest.raises(ChainError, match=f"already bought as policy {pid}") as e:
+        buy(chain, w, terms=terms)
+    assert e.value.reason == "PolicyExists"
+    assert chain.balance(w.address) == left
+    assert chain.purchase_of(terms) is not None
+    assert chain.purchase_of(fresh_terms()) is None
+
+
+def test_a_quote_not_signed_by_the_quoter_is_refused(chain: ChainClient) -> None:
+    w = funded(chain, "forger")
+    forger = ChainClient(chain.url, chain.deployment, quoter_key=Account.create().key.hex())
+    with pytest.raises(ChainError, match="not signed by BTI's quoter") as e:
+        buy(forger, w)
+    assert e.value.reason == "BadQuoteSignature"
+
+
+def test_a_quote_for_someone_else_or_past_its_deadline_is_refused(chain: ChainClient) -> None:
+    w, other = funded(chain, "a"), funded(chain, "b")
+    now = int(time.time())
+    quote = {
+        "holder": other.address,
+        "termsHash": fresh_terms(),
+        "coverage": to_units(Decimal(10)),
+        "premium": to_units(Decimal(1)),
+        "expiry": now + 3600,
+        "deadline": now + 300,
+    }
+    chain.ensure_allowance(w, Decimal(1))
+    sig = chain.sign_quote(quote)
+    call = chain.pool.functions.buyPolicy(tuple(quote.values()), sig)
+    with pytest.raises(ChainError, match="the quote is for"):
+        chain.transact(call, w, "buy policy")
+    with pytest.raises(ChainError, match="deadline passed") as e:
+        buy(chain, w, deadline_in=-10)
+    assert e.value.reason == "QuoteExpired"
+
+
+def test_too_few_bti_and_too_little_capacity_give_clear_errors(chain: ChainClient) -> None:
+    poor = funded(chain, "poor", "3")
+    with pytest.raises(ChainError, match=r"holds 3\.00 BTI; 5\.00 BTI needed \(get BTI"):
+        buy(chain, poor, premium="5")
+    w = funded(chain, "big")
+    free = chain.pool_stats().free
+    with pytest.raises(ChainError, match="pool capacity exhausted") as e:
+        buy(chain, w, coverage=str(free + 100), premium="5")
+    assert e.value.reason == "InsufficientCapacity"
+    assert chain.balance(w.address) == Decimal(1000)
+
+
+def test_claims_are_paid_once_to_the_policy_tokens_owner(chain: ChainClient) -> None:
+    w, heir = funded(chain, "holder"), funded(chain, "heir", "0.01")
+    pid = buy(chain, w, coverage="100", premium="5")
+    # the holder gives the policy away: the payout follows the token
+    chain.transact(
+        chain.policy_token.functions.transferFrom(w.address, heir.address, pid), w, "transfer"
+    )
+    before = chain.pool_stats()
+    chain.pay_claim(pid, Decimal(80), b"\x01" * 32)
+    assert chain.balance(heir.address) == Decimal("80.01")
+    after = chain.pool_stats()
+    assert after.reserves == before.reserves - 80
+    assert after.locked == before.locked - 100  # a paid policy's cover is released
+    assert chain.policy(pid).status == PolicyStatus.PAID
+    with pytest.raises(ChainError, match="paid at most once") as e:
+        chain.pay_claim(pid, Decimal(1), b"\x02" * 32)
+    assert e.value.reason == "PolicyNotActive"
+    assert chain.balance(heir.address) == Decimal("80.01")
+
+
+def test_payout_attacks_revert(chain: ChainClient) -> None:
+    w = funded(chain, "victim")
+    pid = buy(chain, w, coverage="100", premium="5")
+    stranger = ChainClient(chain.url, chain.deployment, claims_key=w.key.hex())
+    with pytest.raises(ChainError, match="lacks the role") as e:
+        stranger.pay_claim(pid, Decimal(10), b"\x00" * 32)
+    assert e.value.reason == "AccessControlUnauthorizedAccount"
+    with pytest.raises(ChainError, match="above the policy's coverage"):
+        chain.pay_claim(pid, Decimal("100.000000000000000001"), b"\x00" * 32)
+    with pytest.raises(ChainError, match="no policy 999"):
+        chain.pay_claim(999, Decimal(1), b"\x00" * 32)
+    assert chain.policy(pid).status == PolicyStatus.ACTIVE
+
+
+def test_capital_can_leave_only_when_not_locked_by_cover(anvil: AnvilNode) -> None:
+    chain = ChainClient(anvil.url)
+    chain.deploy(Decimal(0))
+    lp = funded(chain, "lp", "1000")
+    chain.deposit(lp, Decimal(1000))
+    trader = funded(chain, "trader")
+    buy(chain, trader, coverage="900", premium="10")
+    stats = chain.pool_stats()
+    assert (stats.reserves, stats.locked, stats.free) == (Decimal(1010), Decimal(900), Decimal(110))
+    assert chain.max_withdraw(lp.address) == Decimal(110)
+    with pytest.raises(ChainError, match="capital backing active cover is locked"):
+        chain.withdraw(lp, Decimal(111))
+    chain.withdraw(lp, Decimal(110))
+    assert chain.balance(lp.address) == Decimal(110)
+    assert chain.pool_stats().free == 0
+
+
+def test_pause_stops_business_and_only_the_admin_may_pause(chain: ChainClient) -> None:
+    w = funded(chain, "paused")
+    intruder = ChainClient(chain.url, chain.deployment, admin_key=w.key.hex())
+    with pytest.raises(ChainError, match="lacks the role"):
+        intruder.pause()
+    chain.pause()
+    assert chain.pool_stats().paused
+    with pytest.raises(ChainError, match="the pool is paused") as e:
+        buy(chain, w)
+    assert e.value.reason == "EnforcedPause"
+    with pytest.raises(ChainError, match="deposits are closed"):
+        chain.deposit(w, Decimal(1))
+    chain.unpause()
+    buy(chain, w)
+
+
+@pytest.mark.parametrize(
+    ("mode", "what"), [(1, "buy again"), (2, "withdraw capital"), (3, "release cover")]
+)
+def test_reentrant_token_callbacks_are_refused(chain: ChainClient, mode: int, what: str) -> None:
+    """A holder contract re-enters the pool from onERC721Received (mode 0 does not re-enter and
+    succeeds, so the refusals are the guard's doing)."""
+    art = artifact("ReentrantHolder")
+    ctor = chain.w3.eth.contract(abi=art.abi, bytecode=art.bytecode).constructor(
+        chain.deployment.pool
+    )
+    addr = chain.transact(ctor, chain.admin, "deploy attacker")["contractAddress"]
+    attacker = chain.w3.eth.contract(address=addr, abi=art.abi)
+    chain.faucet(addr, Decimal(100), gas=Decimal(0))
+
+    def attack(m: int) -> None:
+        now = int(time.time())
+        q = {
+            "holder": addr,
+            "termsHash": fresh_terms(),
+            "coverage": to_units(Decimal(10)),
+            "premium": to_units(Decimal(1)),
+            "expiry": now + 3600,
+            "deadline": now + 300,
+        }
+        call = attacker.functions.attack(
+            tuple(q.values()), chain.sign_quote(q), m, to_units(Decimal(5))
+        )
+        chain.transact(call, chain.admin, f"attack ({what})")
+
+    before = chain.pool_stats()
+    with pytest.raises(ChainError, match="re-entrant call refused"):
+        attack(mode)
+    assert chain.pool_stats() == before
+    attack(0)
+    assert chain.pool_stats().policies == before.policies + 1
+
+
+def test_release_after_the_grace_period_is_open_to_anyone(tmp_path: Path) -> None:
+    with AnvilNode(tmp_path, port=free_port()) as node:  # own node: this test moves time
+        chain = ChainClient(node.url)
+        chain.deploy(Decimal(1000))
+        w = funded(chain, "late")
+        pid = buy(chain, w, coverage="100", expiry_in=3600)
+        anyone = ChainClient(node.url, chain.deployment, claims_key=w.key.hex())
+        with pytest.raises(ChainError, match="only after") as e:
+            anyone.release_cover(pid)
+        assert e.value.reason == "ReleaseTooEarly"
+        chain.w3.provider.make_request("evm_increaseTime", [3600 + 7 * 86400 + 1])  # type: ignore[arg-type]
+        chain.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        anyone.release_cover(pid)
+        assert chain.policy(pid).status == PolicyStatus.RELEASED
+        assert chain.pool_stats().locked == 0
+        with pytest.raises(ChainError, match="released, not active"):
+            chain.pay_claim(pid, Decimal(1), b"\x00" * 32)
+
+
+def test_node_down_is_a_clear_error() -> None:
+    chain = ChainClient(f"http://127.0.0.1:{free_port()}", timeout=2)
+    with pytest.raises(ChainError, match="is not answering"):
+        _ = chain.chain_id
+
+
+def test_a_restart_keeps_balances_and_policies_and_a_crash_keeps_the_last_snapshot(
+    tmp_path: Path,
+) -> None:
+    node = AnvilNode(tmp_path, port=free_port()).start()
+    try:
+        chain = ChainClient(node.url, on_commit=node.snapshot)
+        d = chain.deploy(Decimal(1000))
+        w = funded(chain, "durable")
+        pid = buy(chain, w, coverage="100", premium="7")
+        node.stop()  # clean stop
+        node.start()
+        again = ChainClient(node.url, d)
+        assert again.is_deployed()
+        assert again.balance(w.address) == Decimal(993)
+        assert again.policy(pid).coverage == Decimal(100)
+        # a transaction after the last snapshot, then a crash: the snapshot is what survives
+        again.faucet(w.address, Decimal(5), gas=Decimal(0))
+        node.kill()
+        node.start()
+        assert ChainClient(node.url, d).balance(w.address) == Decimal(993)
+    finally:
+        node.stop(snapshot=False)
+
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("deposit"), st.integers(0, 1), st.integers(1, 3000)),
+        st.tuples(st.just("withdraw"), st.integers(0, 1), st.integers(1, 3000)),
+        st.tuples(st.just("buy"), st.integers(0, 1), st.integers(1, 3000), st.integers(1, 50)),
+        st.tuples(st.just("pay"), st.integers(0, 20), st.integers(1, 3000)),
+        st.tuples(st.just("release"), st.integers(0, 20)),
+        st.tuples(st.just("pause_cycle")),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(ops=OPS)
+def test_random_operations_keep_the_pools_books(anvil: AnvilNode, ops: list[tuple]) -> None:
+    """reserves = deposits + premiums − payouts − withdrawals = the pool's token balance, locked
+    cover = the active policies' coverage ≤ reserves — after every operation, refused or not."""
+    global _pool_fixture
+    if _pool_fixture is None:
+        chain = ChainClient(anvil.url)
+        chain.deploy(Decimal(0))
+        lps = [funded(chain, f"lp{i}", "5000") for i in range(2)]
+        traders = [funded(chain, f"t{i}", "500") for i in range(2)]
+        snap = chain.w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
+        _pool_fixture = (chain, lps, traders, snap)
+    chain, lps, traders, snap = _pool_fixture
+    policies: list[int] = []
+    try:
+        for op in ops:
+            before = chain.pool_stats()
+            try:
+                if op[0] == "deposit":
+                    chain.deposit(lps[op[1]], Decimal(op[2]))
+                elif op[0] == "withdraw":
+                    chain.withdraw(lps[op[1]], Decimal(op[2]))
+                elif op[0] == "buy":
+                    policies.append(
+                        buy(chain, traders[op[1]], coverage=str(op[2]), premium=str(op[3]))
+                    )
+                elif op[0] == "pay" and policies:
+                    chain.pay_claim(policies[op[1] % len(policies)], Decimal(op[2]), b"\x00" * 32)
+                elif op[0] == "release" and policies:
+                    chain.release_cover(policies[op[1] % len(policies)])
+                elif op[0] == "pause_cycle":
+                    chain.pause()
+                    with pytest.raises(ChainError, match=r"paused|closed"):
+                        chain.deposit(lps[0], Decimal(1))
+                    chain.unpause()
+            except ChainError:
+                assert chain.pool_stats() == before  # a refusal changes nothing
+            s = chain.pool_stats()
+            pool_balance = chain.balance(chain.deployment.pool)
+            assert s.reserves == s.capital_in + s.premiums_in - s.claims_paid - s.capital_out
+            assert s.reserves == pool_balance
+            active = sum(
+                (
+                    chain.policy(p).coverage
+                    for p in policies
+                    if chain.policy(p).status == PolicyStatus.ACTIVE
+                ),
+                Decimal(0),
+            )
+            assert s.locked == active <= s.reserves
+    finally:
+        chain.w3.provider.make_request("evm_revert", [snap])  # type: ignore[arg-type]
+        snap = chain.w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
+        _pool_fixture = (chain, lps, traders, snap)
+
+
+_pool_fixture: tuple | None = None
