@@ -3,6 +3,9 @@
 ``BTI_DATA_DIR``      where the warehouse and local state live (default ``./data``)
 ``BTI_DATABASE_URL``  SQLAlchemy URL; default SQLite file ``<data_dir>/bti.db``
 ``BTI_RPC_URL``       an Ethereum JSON-RPC node; default: the local anvil node BTI starts
+``BTI_CHAIN_PORT``    port of that local node on 127.0.0.1 (default 8545)
+``BTI_ADMIN_KEY`` / ``BTI_CLAIMS_KEY`` / ``BTI_QUOTER_KEY``  the service's signing keys
+                      (default: anvil's public dev accounts 0–2; set real ones for any other node)
 ``BTI_POOL_CAPACITY`` cover the insurance pool can carry, in USDT (default 1,000,000)
 ``BTI_MACRO_FILE``    a CSV ``date,signal`` of macro regime signals for the risk index
 """
@@ -13,10 +16,17 @@ from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# anvil's default accounts 0–2: public knowledge, meaningful only on a local dev chain
+_ANVIL_DEV_KEYS = (
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+)
 
 
 class Settings(BaseSettings):
@@ -25,6 +35,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=PROJECT_ROOT / "data", description="Warehouse and local state")
     database_url: str | None = Field(default=None, description="SQLAlchemy database URL")
     rpc_url: str | None = Field(default=None, description="JSON-RPC node; None: local anvil")
+    chain_port: int = Field(default=8545, ge=1024, le=65535, description="local anvil's port")
+    admin_key: SecretStr = Field(default=SecretStr(_ANVIL_DEV_KEYS[0]))
+    claims_key: SecretStr = Field(default=SecretStr(_ANVIL_DEV_KEYS[1]))
+    quoter_key: SecretStr = Field(default=SecretStr(_ANVIL_DEV_KEYS[2]))
     wick_tolerance: float = Field(
         default=0.02,
         gt=0,
@@ -44,6 +58,10 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
+
+    @cached_property
+    def chain_dir(self) -> Path:
+        return self.data_dir / "chain"
 
     @cached_property
     def warehouse_dir(self) -> Path:

@@ -2,37 +2,43 @@
 
 A quote is priced from the symbol's shared Monte Carlo table (a lookup), explained by the risk
 index, checked by underwriting and stored with an expiry. Buying re-checks capacity and the
-trader's exposure at that moment and writes the policy and its lifecycle events in one
-transaction; a quote buys at most one policy (a unique key), so a double click never insures
-twice. Payment in BTI tokens on-chain arrives with the chain; until then the premium is
-recorded as collected in the database.
+trader's exposure at that moment, writes the policy ``pending``, pays the premium in BTI through
+the pool contract and then marks it ``active`` with the transaction; a quote buys at most one
+policy (a unique key) and a policy's terms at most one on-chain purchase (a unique hash in the
+contract), so neither a double click nor a crash and retry ever insures or charges twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
 import pandas as pd
+from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
 from sqlalchemy.engine import Engine
 
+from bti_core.chain.client import ChainClient, PolicyStatus, Purchase, demo_wallet, terms_hash
 from bti_core.db.engine import session_scope
 from bti_core.db.models import Policy, PolicyEvent, QuoteRecord
 from bti_core.db.repository import (
     active_policies,
     add_policy_event,
     add_quote,
+    get_policy,
     get_quote,
     policies_of,
+    policies_with_status,
     policy_events,
     policy_for_quote,
 )
 from bti_core.db.types import utcnow
-from bti_core.errors import BTIError
+from bti_core.errors import BTIError, ChainError, PaymentError
 from bti_core.orders import Cover, MarginMode, Order
 from bti_core.pricing import Premium, PricingConfig, price
 from bti_core.risk.engine import RiskEngine
@@ -45,6 +51,36 @@ PRICE_PLACES = Decimal("0.00000001")
 
 class QuoteError(BTIError, LookupError):
     """A quote that cannot be bought (unknown, someone else's)."""
+
+
+# reverts that are the pool refusing the purchase (the policy is declined); any other failure
+# (node down, timeout) leaves it pending for reconciliation
+_REFUSALS = frozenset(
+    {
+        "InsufficientCapacity",
+        "ERC20InsufficientBalance",
+        "ERC20InsufficientAllowance",
+        "EnforcedPause",
+        "QuoteExpired",
+        "BadExpiry",
+        "BadQuoteSignature",
+        "NotQuoteHolder",
+        "ZeroAmount",
+    }
+)
+
+
+@dataclass
+class ReconcileReport:
+    activated: list[int] = field(default_factory=list)
+    declined: list[int] = field(default_factory=list)
+    released: list[int] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (
+            f"activated {len(self.activated)}, declined {len(self.declined)}, "
+            f"cover released {len(self.released)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -80,6 +116,8 @@ class InsuranceService:
         quote_ttl: timedelta = timedelta(minutes=5),
         macro: pd.Series | None = None,
         clock: Callable[[], datetime] = utcnow,
+        chain: ChainClient | None = None,
+        payment_window: timedelta = timedelta(minutes=2),
     ) -> None:
         self.db = db
         self.risk = risk
@@ -88,6 +126,8 @@ class InsuranceService:
         self.quote_ttl = quote_ttl
         self.macro = macro
         self.clock = clock
+        self.chain = chain
+        self.payment_window = payment_window  # the signed quote's deadline after a purchase
 
     # --- quotes -----------------------------------------------------------------------------
 
@@ -108,9 +148,9 @@ class InsuranceService:
         )
 
     def _exposure(self, user_id: str) -> tuple[Decimal, Decimal]:
-        """(this trader's open cover, the pool's open cover)."""
+        """(this trader's open cover, the pool's open cover), pending purchases included."""
         with session_scope(self.db) as s:
-            pool = active_policies(s)
+            pool = policies_with_status(s, statuses=["active", "pending"])
         mine = sum((p.coverage for p in pool if p.user_id == user_id), Decimal(0))
         return mine, sum((p.coverage for p in pool), Decimal(0))
 
@@ -197,18 +237,36 @@ class InsuranceService:
 
     # --- purchase ---------------------------------------------------------------------------
 
+    def wallet_of(self, user_id: str) -> LocalAccount:
+        return demo_wallet(user_id)
+
+    def _chain(self) -> ChainClient:
+        if self.chain is None:
+            raise ChainError("no chain is configured: buying pays the premium on-chain")
+        return self.chain
+
     def buy(self, *, user_id: str, quote_id: str) -> Policy:
-        """Buy a quote's cover. Buying the same quote again returns the same policy."""
+        """Buy a quote's cover, paying the premium in BTI on-chain.
+
+        Steps, each durable before the next: (1) the policy is written ``pending`` with the
+        hash of its terms; (2) the pool's ``buyPolicy`` takes the premium (unique per terms
+        hash on-chain, so a retry never charges twice); (3) the policy turns ``active`` with the
+        transaction hash. A crash between (1) and (3) is settled by `reconcile`. Buying the
+        same quote again returns the same policy (finishing its payment if it was pending).
+        """
         now = self.clock()
+        chain = self._chain()
         with session_scope(self.db) as s:
             quote = get_quote(s, quote_id=quote_id)
             if quote is None or quote.user_id != user_id:
                 raise QuoteError(f"no quote {quote_id!r} for {user_id}; ask for a new quote")
             existing = policy_for_quote(s, quote_id=quote_id)
-            if existing is not None:
-                if existing.status == "declined":
-                    raise QuoteError(f"quote {quote_id} was declined; ask for a new quote")
-                return existing
+        if existing is not None:
+            if existing.status == "declined":
+                raise QuoteError(f"quote {quote_id} was declined; ask for a new quote")
+            if existing.status == "pending":
+                return self._pay(existing)
+            return existing
         order = Order(**quote.inputs["order"])
         cover = Cover(
             coverage=Decimal(quote.inputs["cover"]["coverage"]),
@@ -240,6 +298,29 @@ class InsuranceService:
             failed = [
                 c for c in fresh if not c.passed and c.name in ("pool_capacity", "user_exposure")
             ]
+        wallet = self.wallet_of(user_id)
+        if not failed:
+            balance = chain.balance(wallet.address)
+            if balance < quote.premium:
+                raise PaymentError(
+                    f"wallet {wallet.address} holds {balance:,.2f} BTI; the premium is "
+                    f"{quote.premium:,.2f} BTI. Get BTI from the faucet, then buy again "
+                    "(the quote is still valid until "
+                    f"{quote.expires_at:%H:%M:%S} UTC)"
+                )
+        end_at = now + timedelta(hours=cover.duration_hours)
+        terms = {
+            "quote_id": quote.id,
+            "user_id": user_id,
+            "symbol": order.symbol,
+            "order": quote.inputs["order"],
+            "cover": quote.inputs["cover"],
+            "liquidation_price": str(quote.liquidation_price),
+            "payout": str(quote.payout),
+            "premium": str(quote.premium),
+            "start": now.isoformat(),
+            "end": end_at.isoformat(),
+        }
         with session_scope(self.db) as s:
             policy = Policy(
                 quote_id=quote.id,
@@ -261,9 +342,12 @@ class InsuranceService:
                 probability=quote.probability,
                 risk_index=quote.risk_index,
                 start_at=now,
-                end_at=now + timedelta(hours=cover.duration_hours),
+                end_at=end_at,
                 status="pending",
                 created_at=now,
+                wallet=wallet.address,
+                terms_hash=HexBytes(terms_hash(terms)).to_0x_hex(),
+                pay_deadline=now + self.payment_window,
             )
             s.add(policy)
             s.flush()
@@ -276,34 +360,140 @@ class InsuranceService:
                     event="declined",
                     detail={"reasons": [c.reason for c in failed]},
                 )
-            else:
-                add_policy_event(
-                    s,
-                    policy=policy,
-                    event="premium_collected",
-                    detail={"amount": str(quote.premium), "currency": "USDT", "via": "database"},
-                )
-                policy.status = "active"
-                add_policy_event(
-                    s, policy=policy, event="active", detail={"until": policy.end_at.isoformat()}
-                )
         if failed:
             require(failed)
-        return policy
+        return self._pay(policy)
+
+    def _pay(self, policy: Policy) -> Policy:
+        """Send (or find) the on-chain purchase of a pending policy and record the outcome."""
+        chain = self._chain()
+        assert policy.terms_hash is not None
+        assert policy.pay_deadline is not None
+        terms = bytes(HexBytes(policy.terms_hash))
+        try:
+            purchase = chain.buy_policy(
+                self.wallet_of(policy.user_id),
+                terms=terms,
+                coverage=policy.payout,
+                premium=policy.premium,
+                expiry=int(policy.end_at.timestamp()),
+                deadline=int(policy.pay_deadline.timestamp()),
+            )
+        except ChainError as exc:
+            if exc.reason == "PolicyExists":  # paid before a crash: record, never re-charge
+                found = chain.purchase_of(terms)
+                assert found is not None
+                return self._activate(policy, found)
+            if exc.reason in _REFUSALS:
+                self._decline(policy, str(exc))
+                raise PaymentError(f"{exc}; no premium was taken") from exc
+            raise ChainError(
+                f"{exc}. Policy {policy.id} stays pending: no premium is taken twice, and it "
+                "settles when the chain answers (reconcile)"
+            ) from exc
+        return self._activate(policy, purchase)
+
+    def _activate(self, policy: Policy, purchase: Purchase) -> Policy:
+        with session_scope(self.db) as s:
+            p = get_policy(s, policy_id=policy.id or 0)
+            assert p is not None
+            if p.status != "pending":
+                return p
+            p.chain_policy_id = purchase.policy_id
+            p.tx_hash = purchase.tx_hash or None
+            add_policy_event(
+                s,
+                policy=p,
+                event="premium_collected",
+                detail={
+                    "amount": str(p.premium),
+                    "currency": "BTI",
+                    "tx": purchase.tx_hash,
+                    "block": purchase.block,
+                    "chain_policy_id": purchase.policy_id,
+                },
+            )
+            p.status = "active"
+            add_policy_event(s, policy=p, event="active", detail={"until": p.end_at.isoformat()})
+            return p
+
+    def _decline(self, policy: Policy, reason: str) -> None:
+        with session_scope(self.db) as s:
+            p = get_policy(s, policy_id=policy.id or 0)
+            if p is not None and p.status == "pending":
+                p.status = "declined"
+                add_policy_event(s, policy=p, event="declined", detail={"reasons": [reason]})
+
+    def reconcile(self) -> ReconcileReport:
+        """Settle policies whose database state and chain disagree (run at start and on
+        demand): a pending policy found on-chain is activated with its purchase; one not on
+        chain is paid now if its signed quote is still valid, else declined (nothing was
+        charged, and the signature can no longer be used); expired policies whose cover is
+        still locked on-chain are released."""
+        chain = self._chain()
+        now = self.clock()
+        report = ReconcileReport()
+        with session_scope(self.db) as s:
+            pending = list(policies_with_status(s, statuses=["pending"]))
+            expired = list(policies_with_status(s, statuses=["expired"]))
+        for p in pending:
+            if p.terms_hash is None or p.pay_deadline is None:
+                continue  # recorded before purchases went on-chain: nothing to settle
+            found = chain.purchase_of(bytes(HexBytes(p.terms_hash)))
+            if found is not None:
+                self._activate(p, found)
+                report.activated.append(p.id or 0)
+            elif p.pay_deadline > now + timedelta(seconds=5):
+                try:
+                    self._pay(p)
+                    report.activated.append(p.id or 0)
+                except PaymentError:
+                    report.declined.append(p.id or 0)
+            else:
+                self._decline(
+                    p,
+                    "the payment never reached the chain before the quote's deadline "
+                    f"({p.pay_deadline:%H:%M:%S} UTC); nothing was charged",
+                )
+                report.declined.append(p.id or 0)
+        for p in expired:
+            if p.chain_policy_id is not None and self._release(p):
+                report.released.append(p.id or 0)
+        return report
+
+    def _release(self, policy: Policy) -> bool:
+        """Release an expired policy's cover on-chain (once; the claims role may at any time)."""
+        chain = self._chain()
+        assert policy.chain_policy_id is not None
+        if chain.policy(policy.chain_policy_id).status != PolicyStatus.ACTIVE:
+            return False
+        tx = chain.release_cover(policy.chain_policy_id)
+        with session_scope(self.db) as s:
+            p = get_policy(s, policy_id=policy.id or 0)
+            assert p is not None
+            add_policy_event(s, policy=p, event="cover_released", detail={"tx": tx})
+        return True
 
     # --- listing and expiry -----------------------------------------------------------------
 
     def expire_due(self) -> int:
-        """Mark active policies whose window has ended as expired; returns how many."""
+        """Mark active policies whose window has ended as expired and release their cover
+        on-chain; returns how many expired. (A release that fails, node down, is retried by
+        `reconcile`.)"""
         now = self.clock()
-        n = 0
+        done: list[Policy] = []
         with session_scope(self.db) as s:
             for p in active_policies(s):
                 if p.end_at <= now:
                     p.status = "expired"
                     add_policy_event(s, policy=p, event="expired")
-                    n += 1
-        return n
+                    done.append(p)
+        if self.chain is not None:
+            for p in done:
+                if p.chain_policy_id is not None:
+                    with contextlib.suppress(ChainError):
+                        self._release(p)
+        return len(done)
 
     def policies(self, user_id: str) -> pd.DataFrame:
         """The trader's policies with the distance from the current mark price to liquidation."""
@@ -334,6 +524,8 @@ class InsuranceService:
                     "end": p.end_at,
                     "probability_at_purchase": p.probability,
                     "risk_index": p.risk_index,
+                    "chain_policy": p.chain_policy_id,
+                    "purchase_tx": p.tx_hash,
                 }
             )
         return pd.DataFrame(rows)

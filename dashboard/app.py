@@ -29,6 +29,14 @@ navigation = st.navigation(
             st.Page(PAGES / "buy_insurance.py", title="Buy insurance", icon=":material/shield:"),
             st.Page(PAGES / "my_policies.py", title="My policies", icon=":material/list_alt:"),
         ],
+        "Chain": [
+            st.Page(
+                PAGES / "chain_explorer.py",
+                title="Chain explorer",
+                icon=":material/account_tree:",
+                url_path="chain_explorer",
+            ),
+        ],
     }
 )
 st.sidebar.caption("BTI insures leveraged perpetual orders against liquidation.")

@@ -17,10 +17,18 @@ DURATIONS = {"6 hours": 6, "1 day": 24, "3 days": 72, "7 days": 168, "14 days": 
 st.title("Buy insurance")
 trader = resources.current_trader()
 svc = resources.insurance()
+resources.wallet_panel(trader)
 symbols = svc.allowed_symbols()
 if not symbols:
     st.info("No market data yet: run `make run` or `bti demo` first.")
     st.stop()
+
+if "bought" in st.session_state:
+    pid, end_at, tx = st.session_state.pop("bought")
+    st.success(
+        f"Policy #{pid} is active until {end_at:%Y-%m-%d %H:%M} UTC. Premium paid in "
+        f"transaction {resources.explorer_link(tx, tx[:12] + '…')}."
+    )
 
 left, right = st.columns([1, 1.4], gap="large")
 with left:
@@ -178,14 +186,17 @@ with right:
             st.error(c.reason, icon="⛔")
     st.caption(f"Quote {r.id[:8]} · valid until {r.expires_at:%H:%M:%S} UTC")
     if st.button(
-        f"Buy cover for {p.total:,.2f} USDT",
+        f"Buy cover for {p.total:,.2f} BTI",
         type="primary",
         disabled=not quote.insurable,
         key="buy_go",
+        help="Pays the premium in BTI (1 BTI = 1 USDT of cover) through the pool contract",
     ):
         try:
-            policy = svc.buy(user_id=trader, quote_id=r.id)
-            st.success(f"Policy #{policy.id} is active until {policy.end_at:%Y-%m-%d %H:%M} UTC.")
+            with st.spinner("Paying the premium on-chain…"):
+                policy = svc.buy(user_id=trader, quote_id=r.id)
             st.session_state.pop("quote", None)
+            st.session_state["bought"] = (policy.id, policy.end_at, policy.tx_hash)
+            st.rerun()
         except BTIError as exc:
             st.error(str(exc))

@@ -10,6 +10,7 @@ from dashboard import resources
 st.title("My policies")
 trader = resources.current_trader()
 svc = resources.insurance()
+resources.wallet_panel(trader)
 table = svc.policies(trader)
 if table.empty:
     st.info("No policies yet. Buy cover on the Buy insurance page.")
@@ -18,13 +19,16 @@ if table.empty:
 active = table[table["status"] == "active"]
 m = st.columns(3)
 m[0].metric("Active policies", len(active))
-m[1].metric("Open cover", f"{active['coverage'].sum():,.2f} USDT")
+m[1].metric("Open cover", f"{active['coverage'].sum():,.2f} BTI")
 m[2].metric(
-    "Premiums paid", f"{table.loc[table['status'] != 'declined', 'premium'].sum():,.2f} USDT"
+    "Premiums paid", f"{table.loc[table['status'] != 'declined', 'premium'].sum():,.2f} BTI"
 )
 
+shown = table.assign(
+    purchase_tx=[f"/chain_explorer?q={h}" if h else None for h in table["purchase_tx"]]
+)
 st.dataframe(
-    table,
+    shown,
     hide_index=True,
     width="stretch",
     column_config={
@@ -45,12 +49,21 @@ st.dataframe(
         "risk_index": st.column_config.NumberColumn("Risk index", format="%.0f"),
         "start": st.column_config.DatetimeColumn("Start (UTC)", format="YYYY-MM-DD HH:mm"),
         "end": st.column_config.DatetimeColumn("End (UTC)", format="YYYY-MM-DD HH:mm"),
+        "chain_policy": st.column_config.NumberColumn("On-chain #", format="%d"),
+        "purchase_tx": st.column_config.LinkColumn(
+            "Purchase tx", display_text="explorer", help="The premium's payment on-chain"
+        ),
     },
 )
 
 chosen = st.selectbox("Lifecycle of policy", table["policy"].tolist(), key="policy_log")
 for ev in svc.events(int(chosen)):
-    detail = ", ".join(f"{k}: {v}" for k, v in ev.detail.items())
+    detail = ", ".join(
+        f"{k}: {resources.explorer_link(v, v[:12] + '…')}"
+        if k == "tx" and isinstance(v, str) and v
+        else f"{k}: {v}"
+        for k, v in ev.detail.items()
+    )
     st.markdown(
         f"- **{ev.event}** · {ev.at:%Y-%m-%d %H:%M:%S} UTC {('· ' + detail) if detail else ''}"
     )

@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
+from bti_core.chain.client import ChainClient, PolicyStatus
 from bti_core.db.models import Policy, QuoteRecord
-from bti_core.errors import NoDataError, UnknownSymbolError
+from bti_core.errors import ChainError, NoDataError, PaymentError, UnknownSymbolError
 from bti_core.market.ingest import Ingestor
 from bti_core.market.schema import Kind
 from bti_core.market.synthetic import generate_demo_markets
@@ -36,8 +37,11 @@ def risk(tmp_path_factory: pytest.TempPathFactory, demo: dict) -> RiskEngine:
 
 
 class Clock:
+    """The service's clock, starting at the real time: the chain's blocks carry real time and
+    the pool refuses a policy whose expiry is already past."""
+
     def __init__(self) -> None:
-        self.now = datetime(2025, 3, 1, 12, tzinfo=UTC)
+        self.now = datetime.now(UTC).replace(microsecond=0)
 
     def __call__(self) -> datetime:
         return self.now
@@ -49,8 +53,16 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def svc(engine: Engine, risk: RiskEngine, clock: Clock) -> InsuranceService:
-    return InsuranceService(engine, risk, clock=clock, limits=Limits(pool_capacity=Decimal(20_000)))
+def svc(engine: Engine, risk: RiskEngine, clock: Clock, chain: ChainClient) -> InsuranceService:
+    return InsuranceService(
+        engine, risk, clock=clock, limits=Limits(pool_capacity=Decimal(20_000)), chain=chain
+    )
+
+
+def fund(svc: InsuranceService, *users: str, bti: str = "5000") -> None:
+    assert svc.chain is not None
+    for u in users:
+        svc.chain.faucet(svc.wallet_of(u).address, Decimal(bti))
 
 
 def btc_order(
@@ -98,6 +110,10 @@ def test_premium_rises_with_leverage_duration_and_coverage(
 def test_buy_activates_logs_and_is_idempotent(
     svc: InsuranceService, risk: RiskEngine, engine: Engine
 ) -> None:
+    fund(svc, "alice")
+    chain = svc.chain
+    assert chain is not None
+    wallet = svc.wallet_of("alice").address
     q = svc.quote(
         user_id="alice", order=btc_order(risk), cover=Cover(coverage="100", duration_hours=24)
     )
@@ -105,8 +121,15 @@ def test_buy_activates_logs_and_is_idempotent(
     assert p.status == "active"
     assert p.end_at - p.start_at == timedelta(hours=24)
     assert [e.event for e in svc.events(p.id)] == ["created", "premium_collected", "active"]
+    # the premium was paid on-chain, and the policy there carries the insured payout
+    assert chain.balance(wallet) == Decimal(5000) - p.premium
+    assert p.chain_policy_id is not None and p.tx_hash is not None
+    onchain = chain.policy(p.chain_policy_id)
+    assert (onchain.premium, onchain.coverage, onchain.owner) == (p.premium, p.payout, wallet)
+    assert onchain.expiry == int(p.end_at.timestamp())
     again = svc.buy(user_id="alice", quote_id=q.record.id)  # a double click
     assert again.id == p.id and count(engine, Policy) == 1
+    assert chain.balance(wallet) == Decimal(5000) - p.premium
     with pytest.raises(QuoteError, match="no quote"):
         svc.buy(user_id="mallory", quote_id=q.record.id)
     table = svc.policies("alice")
@@ -117,6 +140,7 @@ def test_buy_activates_logs_and_is_idempotent(
 def test_capacity_exhausted_is_declined_with_what_is_left(
     svc: InsuranceService, risk: RiskEngine, engine: Engine
 ) -> None:
+    fund(svc, "whale", "carol")
     big = btc_order(risk, leverage="5", qty="10")
     first = svc.quote(user_id="whale", order=big, cover=Cover(coverage="15000", duration_hours=24))
     second = svc.quote(user_id="carol", order=big, cover=Cover(coverage="8000", duration_hours=24))
@@ -134,6 +158,7 @@ def test_capacity_exhausted_is_declined_with_what_is_left(
 def test_expired_quote_and_policy_expiry(
     svc: InsuranceService, risk: RiskEngine, clock: Clock
 ) -> None:
+    fund(svc, "dave")
     q = svc.quote(
         user_id="dave", order=btc_order(risk), cover=Cover(coverage="50", duration_hours=2)
     )
@@ -144,9 +169,14 @@ def test_expired_quote_and_policy_expiry(
         user_id="dave", order=btc_order(risk), cover=Cover(coverage="50", duration_hours=2)
     )
     p = svc.buy(user_id="dave", quote_id=q2.record.id)
+    assert svc.chain is not None and p.chain_policy_id is not None
+    locked = svc.chain.pool_stats().locked
     clock.now += timedelta(hours=3)
     assert svc.expire_due() == 1
-    assert [e.event for e in svc.events(p.id)][-1] == "expired"
+    assert [e.event for e in svc.events(p.id)][-2:] == ["expired", "cover_released"]
+    # the expired policy's cover no longer locks the pool's capital
+    assert svc.chain.pool_stats().locked == locked - p.payout
+    assert svc.chain.policy(p.chain_policy_id).status == PolicyStatus.RELEASED
     assert svc.policies("dave")["status"].tolist() == ["expired", "declined"]  # newest first
 
 
@@ -197,3 +227,122 @@ def test_engine_refreshes_only_when_a_newer_bar_arrives(
         m.mark.iloc[-60:], symbol="BTCUSDT", kind=Kind.MARK, timeframe="1m", source="t"
     )
     assert eng.symbol_risk("BTCUSDT") is not first
+
+
+def quote_btc(svc: InsuranceService, risk: RiskEngine, user: str, cov: str = "100"):  # type: ignore[no-untyped-def]
+    return svc.quote(
+        user_id=user, order=btc_order(risk), cover=Cover(coverage=cov, duration_hours=24)
+    )
+
+
+def test_too_few_bti_is_refused_before_anything_is_written(
+    svc: InsuranceService, risk: RiskEngine, engine: Engine
+) -> None:
+    q = quote_btc(svc, risk, "pauper")
+    with pytest.raises(PaymentError, match=r"holds 0\.00 BTI; the premium is .* faucet"):
+        svc.buy(user_id="pauper", quote_id=q.record.id)
+    assert count(engine, Policy) == 0
+    fund(svc, "pauper")
+    assert svc.buy(user_id="pauper", quote_id=q.record.id).status == "active"  # still valid
+
+
+def test_a_refusal_by_the_pool_declines_and_takes_nothing(
+    svc: InsuranceService, risk: RiskEngine
+) -> None:
+    fund(svc, "grace")
+    assert svc.chain is not None
+    q = quote_btc(svc, risk, "grace")
+    svc.chain.pause()
+    with pytest.raises(PaymentError, match=r"the pool is paused.*no premium was taken"):
+        svc.buy(user_id="grace", quote_id=q.record.id)
+    assert svc.chain.balance(svc.wallet_of("grace").address) == Decimal(5000)
+    assert svc.policies("grace")["status"].tolist() == ["declined"]
+
+
+def _dead_chain(svc: InsuranceService) -> ChainClient:
+    from tests.conftest import free_port
+
+    assert svc.chain is not None
+    return ChainClient(f"http://127.0.0.1:{free_port()}", svc.chain.deployment, timeout=2)
+
+
+def test_node_down_at_purchase_is_a_clear_error_and_writes_nothing(
+    svc: InsuranceService, risk: RiskEngine, engine: Engine
+) -> None:
+    fund(svc, "heidi")
+    q = quote_btc(svc, risk, "heidi")
+    svc.chain = _dead_chain(svc)
+    with pytest.raises(ChainError, match="is not answering"):
+        svc.buy(user_id="heidi", quote_id=q.record.id)
+    assert count(engine, Policy) == 0
+
+
+class Crash(BaseException):
+    """The process dying at an injected point (BaseException: no handler catches it)."""
+
+
+def _crash(*_: object, **__: object) -> None:
+    raise Crash
+
+
+def test_a_crash_before_the_payment_is_sent_is_paid_once_by_reconcile(
+    svc: InsuranceService, risk: RiskEngine, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fund(svc, "ivan")
+    chain = svc.chain
+    assert chain is not None
+    q = quote_btc(svc, risk, "ivan")
+    with monkeypatch.context() as m:
+        m.setattr(InsuranceService, "_pay", _crash)  # dies right after the pending row
+        with pytest.raises(Crash):
+            svc.buy(user_id="ivan", quote_id=q.record.id)
+    assert svc.policies("ivan")["status"].tolist() == ["pending"]
+    assert chain.balance(svc.wallet_of("ivan").address) == Decimal(5000)
+    assert len(svc.reconcile().activated) == 1  # the restart
+    (p,) = svc.policies("ivan").itertuples()
+    assert p.status == "active"
+    assert chain.balance(svc.wallet_of("ivan").address) == Decimal(5000) - Decimal(str(p.premium))
+    assert svc.reconcile().activated == []  # nothing left to settle
+    assert count(engine, Policy) == 1
+
+
+def test_a_crash_after_the_chain_took_the_premium_is_recorded_without_a_second_charge(
+    svc: InsuranceService, risk: RiskEngine, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fund(svc, "judy")
+    chain = svc.chain
+    assert chain is not None
+    wallet = svc.wallet_of("judy").address
+    q = quote_btc(svc, risk, "judy")
+    with monkeypatch.context() as m:
+        m.setattr(InsuranceService, "_activate", _crash)  # dies after the mined purchase
+        with pytest.raises(Crash):
+            svc.buy(user_id="judy", quote_id=q.record.id)
+    assert svc.policies("judy")["status"].tolist() == ["pending"]
+    paid_once = chain.balance(wallet)
+    assert paid_once < Decimal(5000)
+    # a double click before the reconciler ran: the pool refuses the same terms, the policy is
+    # recorded from the chain's purchase
+    p = svc.buy(user_id="judy", quote_id=q.record.id)
+    assert p.status == "active" and p.tx_hash is not None
+    assert chain.balance(wallet) == paid_once
+    assert Decimal(5000) - paid_once == p.premium
+    assert svc.reconcile().activated == []
+    assert count(engine, Policy) == 1
+
+
+def test_a_payment_that_never_left_is_declined_after_its_deadline(
+    svc: InsuranceService, risk: RiskEngine, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fund(svc, "kim")
+    chain = svc.chain
+    assert chain is not None
+    q = quote_btc(svc, risk, "kim")
+    with monkeypatch.context() as m:
+        m.setattr(InsuranceService, "_pay", _crash)
+        with pytest.raises(Crash):
+            svc.buy(user_id="kim", quote_id=q.record.id)
+    clock.now += timedelta(minutes=3)  # restarted after the signed quote's deadline
+    assert len(svc.reconcile().declined) == 1
+    assert svc.policies("kim")["status"].tolist() == ["declined"]
+    assert chain.balance(svc.wallet_of("kim").address) == Decimal(5000)

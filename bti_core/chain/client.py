@@ -225,7 +225,7 @@ class ChainClient:
         admin_key: str = ANVIL_KEYS[0],
         claims_key: str = ANVIL_KEYS[1],
         quoter_key: str = ANVIL_KEYS[2],
-        on_commit: Callable[[], None] | None = None,
+        on_commit: Callable[[], object] | None = None,
         timeout: float = 30.0,
     ):
         self.url = url
@@ -338,6 +338,9 @@ class ChainClient:
         return str(receipt["contractAddress"])
 
     # ------------------------------------------------------------------ deployment
+
+    def use_deployment(self, deployment: Deployment | None) -> None:
+        self._deployment = deployment
 
     def is_deployed(self) -> bool:
         d = self._deployment

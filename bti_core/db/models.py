@@ -94,6 +94,14 @@ class Policy(SQLModel, table=True):
     end_at: datetime = Field(sa_type=UTCDateTime, index=True)
     status: str = Field(max_length=12, index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # on-chain purchase: the trader's wallet, keccak of the terms (unique on-chain too), the
+    # pool's policy id and the purchase tx; pay_deadline is the signed quote's deadline, after
+    # which an unsent payment can never land (reconciliation declines it then)
+    wallet: str | None = Field(default=None, max_length=42)
+    terms_hash: str | None = Field(default=None, max_length=66, unique=True)
+    chain_policy_id: int | None = Field(default=None, index=True)
+    tx_hash: str | None = Field(default=None, max_length=66)
+    pay_deadline: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class PolicyEvent(SQLModel, table=True):

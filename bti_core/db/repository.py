@@ -70,3 +70,12 @@ def policy_events(session: Session, *, policy_id: int) -> Sequence[PolicyEvent]:
         select(PolicyEvent).where(PolicyEvent.policy_id == policy_id).order_by(col(PolicyEvent.id))
     )
     return session.exec(stmt).all()
+
+
+def get_policy(session: Session, *, policy_id: int) -> Policy | None:
+    return session.get(Policy, policy_id)
+
+
+def policies_with_status(session: Session, *, statuses: Sequence[str]) -> Sequence[Policy]:
+    stmt = select(Policy).where(col(Policy.status).in_(list(statuses))).order_by(col(Policy.id))
+    return session.exec(stmt).all()

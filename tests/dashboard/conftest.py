@@ -1,4 +1,4 @@
-"""Fixtures for page tests: a data folder filled with demo markets."""
+"""Fixtures for page tests: a data folder filled with demo markets, and a chain."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bti_core.chain.node import AnvilNode
 from bti_core.db.engine import make_engine, migrate
 from bti_core.market.ingest import Ingestor
 from bti_core.market.schema import Kind
@@ -13,7 +14,10 @@ from bti_core.market.warehouse import Warehouse
 
 
 @pytest.fixture
-def filled(data_dir: Path, demo: dict) -> Path:
+def filled(data_dir: Path, demo: dict, anvil: AnvilNode, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Demo markets in a fresh data folder; the chain is the session's anvil node, where the
+    app deploys its own contracts for this folder."""
+    monkeypatch.setenv("BTI_RPC_URL", anvil.url)
     engine = make_engine()
     migrate(engine)
     ingestor = Ingestor(Warehouse(data_dir / "warehouse"), engine)

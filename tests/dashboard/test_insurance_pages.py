@@ -25,13 +25,26 @@ def test_quote_then_buy_then_listed(filled: Path) -> None:
     assert {"Liquidation price", "P(liquidation)", "Risk index", "Premium (USDT)"} <= set(labels)
     assert len(at.get("plotly_chart")) == 1  # the factor breakdown
     assert not at.error
+    # an empty wallet: a clear error, nothing bought
     at.button(key="buy_go").click().run()
     assert not at.exception
+    assert "holds 0.00 BTI" in at.error[0].value and "faucet" in at.error[0].value
+    assert {m.label: m.value for m in at.metric}["BTI balance"] == "0.00"
+    at.button(key="faucet").click().run()
+    assert {m.label: m.value for m in at.metric}["BTI balance"] == "1,000.00"
+    at.button(key="buy_quote").click().run()
+    at.button(key="buy_go").click().run()
+    assert not at.exception, at.exception
+    assert not at.error
     assert "is active until" in at.success[0].value
+    assert "/chain_explorer?q=0x" in at.success[0].value  # the premium's transaction
+    balance = float(str({m.label: m.value for m in at.metric}["BTI balance"]).replace(",", ""))
+    assert balance < 1000
 
     mine = _page("my_policies.py")
     assert {m.label: m.value for m in mine.metric}["Active policies"] == "1"
     assert len(mine.dataframe) == 1
+    assert mine.dataframe[0].value["purchase_tx"].iloc[0].startswith("/chain_explorer?q=0x")
     assert any("premium_collected" in md.value for md in mine.markdown)
 
 
