@@ -35,6 +35,10 @@ data_app = typer.Typer(help="Inspect and export the market warehouse.", no_args_
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(db_app, name="db")
+chain_app = typer.Typer(
+    help="The chain: local node, contracts, pool, faucet, reconciliation.", no_args_is_help=True
+)
+app.add_typer(chain_app, name="chain")
 console = Console()
 err = Console(stderr=True)
 
@@ -361,6 +365,124 @@ def db_upgrade() -> None:
     settings = get_settings()
     migrate(make_engine(settings.resolved_database_url))
     console.print(f"database at {settings.resolved_database_url} is up to date")
+
+
+@chain_app.command("up")
+def chain_up() -> None:
+    """Start the local anvil node (state under data/chain), deploy BTI's contracts if needed,
+    and keep running until Ctrl-C (the state is snapshotted on the way out)."""
+    import signal
+    import threading
+
+    from bti_core.chain.node import AnvilNode, is_up
+    from bti_core.chain.runtime import connect
+
+    settings = get_settings()
+    if settings.rpc_url:
+        raise _fail(ValueError("BTI_RPC_URL is set: that node is not started by BTI"))
+    node = AnvilNode(settings.chain_dir, port=settings.chain_port)
+    if is_up(node.url):
+        raise _fail(ValueError(f"a node already answers on {node.url}"))
+    try:
+        node.start()
+        client = connect(settings, start_node=False)
+        client.on_commit = node.snapshot
+    except BTIError as exc:
+        node.stop(snapshot=False)
+        raise _fail(exc) from exc
+    d = client.deployment
+    console.print(
+        f"anvil on {node.url} (chain {d.chain_id}); pool {d.pool}; Ctrl-C stops it",
+        soft_wrap=True,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            if node.proc is not None and node.proc.poll() is not None:
+                raise _fail(ValueError(f"anvil exited (code {node.proc.returncode})"))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.stop()
+        console.print(f"stopped; state saved in {node.snapshot_path}")
+
+
+@chain_app.command("status")
+def chain_status() -> None:
+    """The deployment and the pool's books."""
+    from bti_core.chain.runtime import connect
+
+    try:
+        client = connect(get_settings())
+        d, p = client.deployment, client.pool_stats()
+    except BTIError as exc:
+        raise _fail(exc) from exc
+    t = Table(title=f"chain {d.chain_id} at {client.url}")
+    t.add_column("")
+    t.add_column("", justify="right")
+    rows = [
+        ("token", d.token),
+        ("policy NFT", d.policy),
+        ("pool", d.pool),
+        ("reserves", f"{p.reserves:,.2f} BTI"),
+        ("cover locked", f"{p.locked:,.2f} BTI ({p.utilisation:.1%})"),
+        ("free", f"{p.free:,.2f} BTI"),
+        ("premiums in", f"{p.premiums_in:,.2f} BTI"),
+        ("claims paid", f"{p.claims_paid:,.2f} BTI"),
+        ("policies", f"{p.policies:,}"),
+        ("paused", "yes" if p.paused else "no"),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    console.print(t)
+
+
+@chain_app.command("faucet")
+def chain_faucet(
+    user: Annotated[str, typer.Argument(help="Trader id (their demo wallet gets the BTI)")],
+    amount: Annotated[
+        float, typer.Option(min=0.01, max=1_000_000, help="BTI to mint (0.01 – 1,000,000)")
+    ] = 1000.0,
+) -> None:
+    """Mint demo BTI to a trader's wallet (and gas for its transactions)."""
+    from decimal import Decimal
+
+    from bti_core.chain.client import demo_wallet
+    from bti_core.chain.runtime import connect
+
+    try:
+        client = connect(get_settings())
+        wallet = demo_wallet(user)
+        tx = client.faucet(wallet.address, Decimal(str(round(amount, 2))))
+        console.print(
+            f"{amount:,.2f} BTI to {user} ({wallet.address}); balance "
+            f"{client.balance(wallet.address):,.2f} BTI; tx {tx}",
+            soft_wrap=True,
+        )
+    except BTIError as exc:
+        raise _fail(exc) from exc
+
+
+@chain_app.command("reconcile")
+def chain_reconcile() -> None:
+    """Settle policies whose database state and chain disagree (interrupted purchases, expired
+    cover still locked)."""
+    from bti_core.chain.runtime import connect
+    from bti_core.policies import InsuranceService
+    from bti_core.risk.engine import RiskEngine
+
+    settings = get_settings()
+    try:
+        engine = make_engine(settings.resolved_database_url)
+        migrate(engine)
+        svc = InsuranceService(
+            engine, RiskEngine(Warehouse(settings.warehouse_dir)), chain=connect(settings)
+        )
+        svc.expire_due()
+        console.print(f"reconciled: {svc.reconcile()}")
+    except BTIError as exc:
+        raise _fail(exc) from exc
 
 
 if __name__ == "__main__":

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
+from bti_core.chain.node import AnvilNode
 from bti_core.cli import app
 from bti_core.db.engine import make_engine, session_scope
 from bti_core.db.repository import latest_ingest_runs
 from bti_core.market.schema import Kind
 from bti_core.market.sources import write_normalised_csv
 from bti_core.market.warehouse import Warehouse
+from tests.conftest import free_port
 
 runner = CliRunner()
 
@@ -79,3 +86,65 @@ def test_ingest_without_arguments_and_export(data_dir: Path, tmp_path: Path) -> 
     assert res.exit_code == 0 and out.exists()
     bad = runner.invoke(app, ["data", "export", "BTCUSDT", str(tmp_path / "btc.xlsx")])
     assert bad.exit_code == 2 and "usea.parquet" in "".join(bad.output.split())
+
+
+def test_chain_status_faucet_and_reconcile(
+    data_dir: Path, anvil: AnvilNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BTI_RPC_URL", anvil.url)
+    r = runner.invoke(app, ["chain", "faucet", "zoe", "--amount", "250"])
+    assert r.exit_code == 0, r.output
+    assert "250.00 BTI to zoe" in r.output and "balance 250.00 BTI" in r.output
+    r = runner.invoke(app, ["chain", "faucet", "zoe", "--amount", "-5"])
+    assert r.exit_code == 2 and "greater than or equal to 0.01" in r.output
+    r = runner.invoke(app, ["chain", "status"])
+    assert r.exit_code == 0, r.output
+    assert "1,000,000.00 BTI" in r.output and "paused" in r.output
+    r = runner.invoke(app, ["chain", "reconcile"])
+    assert r.exit_code == 0, r.output
+    assert "activated 0, declined 0, cover released 0" in r.output
+
+
+def test_chain_up_runs_a_node_until_stopped_and_keeps_its_state(data_dir: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "BTI_DATA_DIR": str(data_dir), "BTI_CHAIN_PORT": str(port)}
+    env.pop("BTI_RPC_URL", None)
+    bti = str(Path(sys.executable).with_name("bti"))
+    proc = subprocess.Popen(
+        [bti, "chain", "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert f"anvil on http://127.0.0.1:{port}" in line, line
+        r = subprocess.run(
+            [bti, "chain", "faucet", "amy", "--amount", "7"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert "balance 7.00 BTI" in r.stdout, r.stdout + r.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert "state saved" in out
+    assert (data_dir / "chain" / "anvil-state.json").exists()
+    # a fresh start of the node finds the wallet's balance and the same contracts
+    proc = subprocess.Popen(
+        [bti, "chain", "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        r = subprocess.run(
+            [bti, "chain", "faucet", "amy", "--amount", "1"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert "balance 8.00 BTI" in r.stdout, r.stdout + r.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
