@@ -51,6 +51,7 @@ test: setup system-deps lint typecheck pytest
 bench: setup
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/quote.py
+	$(PY) benchmarks/chain.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/artifacts

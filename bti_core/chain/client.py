@@ -229,7 +229,10 @@ class ChainClient:
         timeout: float = 30.0,
     ):
         self.url = url
-        self.w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}))
+        # eth_chainId and other static answers cached: web3 validates every call against them
+        self.w3 = Web3(
+            Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}, cache_allowed_requests=True)
+        )
         self.admin: LocalAccount = Account.from_key(admin_key)
         self.claims: LocalAccount = Account.from_key(claims_key)
         self.quoter: LocalAccount = Account.from_key(quoter_key)
@@ -238,6 +241,7 @@ class ChainClient:
         self._lock = threading.RLock()  # one sender at a time: nonces stay in order
         self._deployment = deployment
         self._chain_id: int | None = None
+        self._contracts: dict[tuple[str, str], Contract] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -256,7 +260,13 @@ class ChainClient:
         return self._deployment
 
     def _contract(self, name: str, address: str) -> Contract:
-        return self.w3.eth.contract(address=to_checksum_address(address), abi=artifact(name).abi)
+        # built once per address: web3 spends ~20 ms building a contract's function table
+        key = (name, address.lower())
+        c = self._contracts.get(key)
+        if c is None:
+            c = self.w3.eth.contract(address=to_checksum_address(address), abi=artifact(name).abi)
+            self._contracts[key] = c
+        return c
 
     @property
     def token(self) -> Contract:
