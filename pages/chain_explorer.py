@@ -20,13 +20,19 @@ def short(h: str | None, n: int = 10) -> str:
 
 
 # --- the pool -----------------------------------------------------------------------------------
+def bti(x: object) -> str:
+    v = float(str(x))
+    return f"{v / 1e6:,.2f}M" if abs(v) >= 1e6 else f"{v:,.2f}"
+
+
 pool = ex.pool()
-m = st.columns(5)
-m[0].metric("Reserves", f"{pool.reserves:,.2f} BTI")
-m[1].metric("Cover locked", f"{pool.locked:,.2f} BTI", f"{pool.utilisation:.1%} used")
-m[2].metric("Premiums in", f"{pool.premiums_in:,.2f} BTI")
-m[3].metric("Claims paid", f"{pool.claims_paid:,.2f} BTI")
-m[4].metric("Policies", f"{pool.policies:,}")
+m = st.columns(6)
+m[0].metric("Reserves (BTI)", bti(pool.reserves), help="Deposits + premiums − claims − withdrawals")
+m[1].metric("Cover locked (BTI)", bti(pool.locked), help="Backs active policies; not withdrawable")
+m[2].metric("Utilisation", f"{pool.utilisation:.2%}", help="Cover locked / reserves")
+m[3].metric("Premiums in (BTI)", bti(pool.premiums_in))
+m[4].metric("Claims paid (BTI)", bti(pool.claims_paid))
+m[5].metric("Policies", f"{pool.policies:,}")
 if pool.paused:
     st.warning("The pool is paused: purchases, payouts and capital movements wait.")
 d = ex.c.deployment
@@ -35,18 +41,21 @@ st.caption(
     f"{link(d.token, short(d.token))} · policy NFT {link(d.policy, short(d.policy))}"
 )
 history = ex.pool_history()
-if not history.empty:
-    flows = history.pivot_table(index="block", columns="kind", values="bti", aggfunc="sum")
-    flows = flows.fillna(0).astype(float).cumsum().reset_index()
+business = history[history["kind"].isin(["premium", "claim"])]
+if not business.empty:
+    flows = business.pivot_table(index="block", columns="kind", values="bti", aggfunc="sum")
+    flows = flows.reindex(columns=["premium", "claim"]).fillna(0).astype(float).cumsum()
+    flows = flows.rename(columns={"premium": "premiums in", "claim": "claims paid"})
     fig = px.line(
-        flows.melt(id_vars="block", var_name="flow", value_name="BTI"),
+        flows.reset_index().melt(id_vars="block", var_name="flow", value_name="BTI"),
         x="block",
         y="BTI",
         color="flow",
-        title="Cumulative flows through the pool",
+        title="Premiums in and claims paid, cumulative",
         line_shape="hv",
+        markers=True,
     )
-    fig.update_layout(height=280, margin={"t": 40, "b": 10})
+    fig.update_layout(height=260, margin={"t": 40, "b": 10})
     st.plotly_chart(fig, width="stretch")
 
 # --- search -------------------------------------------------------------------------------------
@@ -62,7 +71,11 @@ query = st.text_input(
 def show_tx(h: str) -> None:
     tx = ex.transaction(h)
     st.subheader(f"Transaction {short(tx.hash, 18)}")
-    icon = {"success": "✅", "reverted": "⛔", "pending": "⏳"}[tx.status]
+    icon = {
+        "success": ":green[:material/check_circle:]",
+        "reverted": ":red[:material/cancel:]",
+        "pending": ":orange[:material/schedule:]",
+    }[tx.status]
     st.markdown(
         f"{icon} **{tx.status}** in block {link(tx.block)} "
         f"{'· ' + f'{tx.time:%Y-%m-%d %H:%M:%S} UTC' if tx.time else ''} · gas {tx.gas_used:,}"

@@ -207,6 +207,10 @@ def _explain(name: str, a: dict[str, Any]) -> str:
         return name
 
 
+def _hex_bytes(v: Any) -> Any:
+    return HexBytes(v).to_0x_hex() if isinstance(v, bytes | bytearray) else v
+
+
 def _revert_data(exc: ContractLogicError) -> str | None:
     data = exc.data
     if isinstance(data, dict):
@@ -653,7 +657,7 @@ class ChainClient:
                 DecodedEvent(
                     contract_name,
                     abi["name"],
-                    dict(ev["args"]),
+                    {k: _hex_bytes(v) for k, v in ev["args"].items()},
                     int(log["blockNumber"]),
                     HexBytes(log["transactionHash"]).to_0x_hex(),
                     int(log["logIndex"]),

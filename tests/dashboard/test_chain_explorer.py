@@ -37,7 +37,8 @@ def _buy_through_the_buy_page() -> str:
 def test_pool_books_latest_blocks_and_searches(filled: Path) -> None:
     at = _explorer()
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Reserves"] == "1,000,000.00 BTI"  # the seed capital
+    assert metrics["Reserves (BTI)"] == "1.00M"  # the seed capital
+    assert metrics["Utilisation"] == "0.00%"
     assert metrics["Policies"] == "0"
     blocks = at.dataframe[-1].value
     assert len(blocks) >= 5 and blocks["block"].is_monotonic_decreasing

@@ -1,0 +1,107 @@
+"""The running dashboard for browser tests: `bti demo` and `streamlit run` on 127.0.0.1 in a
+temporary data folder, with its own local chain node on a free port (as `make run` has), and
+Debian's chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import pytest
+from playwright.sync_api import Page, sync_playwright
+
+from tests.conftest import ROOT, free_port
+
+CHROMIUM = "/usr/bin/chromium"
+# As root in a container chromium needs --no-sandbox; the rest keep it off the closed network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@dataclass
+class App:
+    url: str
+    data: Path
+    chain_port: int
+    proc: subprocess.Popen[bytes]
+    log: IO[str]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def start_app(data: Path, chain_port: int | None = None) -> App:
+    chain_port = chain_port or free_port()
+    env = {**os.environ, "BTI_DATA_DIR": str(data), "BTI_CHAIN_PORT": str(chain_port)}
+    env.pop("BTI_RPC_URL", None)
+    bin_dir = Path(sys.executable).parent
+    subprocess.run(
+        [str(bin_dir / "bti"), "demo", "--days", "60", "--end", "2025-06-01", "--if-missing"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    log = (data / "streamlit.log").open("w")
+    proc = subprocess.Popen(
+        [
+            str(bin_dir / "streamlit"),
+            "run",
+            str(ROOT / "dashboard" / "app.py"),
+            "--server.address=127.0.0.1",
+            f"--server.port={port}",
+            "--server.headless=true",
+            "--browser.gatherUsageStats=false",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return App(url, data, chain_port, proc, log)
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(
+                    f"streamlit did not start: {(data / 'streamlit.log').read_text()}"
+                ) from None
+            time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def page() -> Iterator[Page]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is missing: `make test` installs Debian's chromium package")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        ctx = browser.new_context(viewport={"width": 1500, "height": 1300})
+        pg = ctx.new_page()
+        pg.set_default_timeout(45_000)
+        yield pg
+        ctx.close()
+        browser.close()

@@ -1,0 +1,78 @@
+"""The purchase journey in a real browser, on the app's own local chain node: faucet, quote,
+buy, the premium's transaction in the Chain Explorer, My policies; then the app stops (its
+node with it) and starts again with every balance and policy kept."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from bti_core.chain.node import is_up
+from tests.browser.conftest import App, start_app
+from tests.conftest import ARTIFACTS
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    a = start_app(tmp_path_factory.mktemp("journey-data"))
+    yield a
+    if a.proc.poll() is None:
+        a.stop()
+
+
+def _metric(page: Page, label: str) -> str:
+    box = page.locator('[data-testid="stMetric"]').filter(has_text=label)
+    return box.locator('[data-testid="stMetricValue"]').first.inner_text()
+
+
+def test_buy_cover_and_find_its_payment_on_chain(app: App, page: Page) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.goto(f"{app.url}/buy_insurance")
+    expect(page.get_by_role("heading", name="Buy insurance")).to_be_visible()
+    page.get_by_role("button", name="Get 1,000 BTI (demo faucet)").click()
+    expect(page.get_by_text("1,000.00", exact=True)).to_be_visible()
+    page.get_by_role("button", name="Get quote").click()
+    expect(page.get_by_text("Premium (USDT)")).to_be_visible()
+    expect(page.locator(".js-plotly-plot").first).to_be_visible()  # the risk factors
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(ARTIFACTS / "buy-insurance.png"), full_page=True)
+    page.get_by_role("button", name="Buy cover for").click()
+    success = page.locator('[data-testid="stAlertContentSuccess"]')
+    expect(success).to_contain_text("is active until")
+    href = success.locator("a").get_attribute("href")
+    assert href is not None and "/chain_explorer?q=0x" in href
+    balance = float(_metric(page, "BTI balance").replace(",", ""))
+    assert 0 < balance < 1000
+
+    page.goto(href if href.startswith("http") else f"{app.url}{href}")
+    expect(page.get_by_role("heading", name="Chain explorer")).to_be_visible()
+    expect(page.get_by_text("Transaction 0x")).to_be_visible()
+    expect(page.get_by_text("buyPolicy")).to_be_visible()
+    expect(page.get_by_text("PolicyPurchased").first).to_be_attached()
+    assert _metric(page, "Policies") == "1"
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(ARTIFACTS / "chain-explorer.png"), full_page=True)
+
+    page.goto(f"{app.url}/my_policies")
+    expect(page.get_by_role("heading", name="My policies")).to_be_visible()
+    assert _metric(page, "Active policies") == "1"
+    page.screenshot(path=str(ARTIFACTS / "my-policies.png"), full_page=True)
+
+
+def test_a_restart_keeps_the_chain_and_the_policy(app: App, page: Page) -> None:
+    app.stop()
+    assert not is_up(f"http://127.0.0.1:{app.chain_port}")  # the app's node stopped with it
+    assert (app.data / "chain" / "anvil-state.json").exists()
+    again = start_app(app.data)
+    try:
+        page.goto(f"{again.url}/chain_explorer")
+        expect(page.get_by_role("heading", name="Chain explorer")).to_be_visible()
+        assert _metric(page, "Policies") == "1"
+        page.goto(f"{again.url}/my_policies")
+        assert _metric(page, "Active policies") == "1"
+    finally:
+        again.stop()
