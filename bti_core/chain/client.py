@@ -168,8 +168,9 @@ def _explain(name: str, a: dict[str, Any]) -> str:
         "PayoutAboveCoverage": lambda: (
             f"payout {bti(a['amount'])} is above the policy's coverage {bti(a['coverage'])}"
         ),
-        "PayoutAboveReserves": lambda: (
-            f"payout {bti(a['amount'])} is above the pool's reserves {bti(a['reserves'])}"
+        "PayoutAboveFreeReserves": lambda: (
+            f"payout {bti(a['amount'])} is above the reserves not locked by other policies "
+            f"({bti(a['available'])})"
         ),
         "WithdrawalAboveFree": lambda: (
             f"withdrawal {bti(a['requested'])} is above the free reserves {bti(a['free'])} "

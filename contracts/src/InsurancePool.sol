@@ -105,7 +105,7 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
     error UnknownPolicy(uint256 policyId);
     error PolicyNotActive(uint256 policyId, Status status);
     error PayoutAboveCoverage(uint256 amount, uint256 coverage);
-    error PayoutAboveReserves(uint256 amount, uint256 reserves);
+    error PayoutAboveFreeReserves(uint256 amount, uint256 available);
     error ReleaseTooEarly(uint256 policyId, uint64 allowedFrom);
     error WithdrawalAboveFree(uint256 requested, uint256 free);
 
@@ -172,7 +172,9 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
     }
 
     /// @notice Pay a claim on `policyId` to the current owner of its policy token, once.
-    /// @dev Only CLAIMS_ROLE. At most the coverage, never above reserves; releases the cover.
+    /// @dev Only CLAIMS_ROLE. At most the coverage, and never more than the reserves not locked
+    ///      by other policies' cover (this policy's own lock is what it pays from); releases the
+    ///      cover.
     /// @param amount Payout in token units (partial payouts allowed; the policy then closes).
     /// @param claimRef The off-chain claim's id, hashed.
     function payClaim(uint256 policyId, uint256 amount, bytes32 claimRef)
@@ -184,7 +186,8 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
         Policy storage p = _active(policyId);
         if (amount == 0) revert ZeroAmount();
         if (amount > p.coverage) revert PayoutAboveCoverage(amount, p.coverage);
-        if (amount > reserves) revert PayoutAboveReserves(amount, reserves);
+        uint256 available = reserves - (lockedCoverage - p.coverage);
+        if (amount > available) revert PayoutAboveFreeReserves(amount, available);
         p.status = Status.Paid;
         p.paid = amount;
         lockedCoverage -= p.coverage;
