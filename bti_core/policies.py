@@ -24,6 +24,7 @@ from hexbytes import HexBytes
 from sqlalchemy.engine import Engine
 
 from bti_core.chain.client import ChainClient, PolicyStatus, Purchase, demo_wallet, terms_hash
+from bti_core.claims.triggers import Insured, find_triggers
 from bti_core.db.engine import session_scope
 from bti_core.db.models import Policy, PolicyEvent, QuoteRecord
 from bti_core.db.repository import (
@@ -39,6 +40,7 @@ from bti_core.db.repository import (
 )
 from bti_core.db.types import utcnow
 from bti_core.errors import BTIError, ChainError, PaymentError
+from bti_core.market.schema import Kind, timeframe_delta
 from bti_core.orders import Cover, MarginMode, Order
 from bti_core.pricing import Premium, PricingConfig, price
 from bti_core.risk.engine import RiskEngine
@@ -47,6 +49,7 @@ from bti_core.risk.liquidation import brackets_for, liquidation_price
 from bti_core.underwriting import Check, Limits, UnderwritingError, check_cover, require
 
 PRICE_PLACES = Decimal("0.00000001")
+EXPIRY_DATA_GRACE = timedelta(days=1)  # how long an ended policy waits for market data
 
 
 class QuoteError(BTIError, LookupError):
@@ -476,18 +479,41 @@ class InsuranceService:
 
     # --- listing and expiry -----------------------------------------------------------------
 
+    def _awaits_claim(self, p: Policy, now: datetime) -> bool:
+        """Whether an ended policy must stay open for the claims scan: its mark price reached
+        the liquidation price inside the window, or the market data does not yet cover the
+        window's end (waited for at most ``EXPIRY_DATA_GRACE``)."""
+        try:
+            tf = self.risk.warehouse.timeframes(p.symbol, Kind.MARK)[0]
+            mark = self.risk.warehouse.query(
+                Kind.MARK, p.symbol, tf, pd.Timestamp(p.start_at), pd.Timestamp(p.end_at)
+            )
+            last_bar = self.risk.warehouse.latest(Kind.MARK, p.symbol, tf)["ts"]
+        except (BTIError, IndexError):
+            return now < p.end_at + EXPIRY_DATA_GRACE
+        insured = Insured(p.id or 0, p.side, float(p.liquidation_price), p.start_at, p.end_at)
+        if find_triggers([insured], mark):
+            return True
+        covered = pd.Timestamp(last_bar) + timeframe_delta(tf) >= pd.Timestamp(p.end_at)
+        return not covered and now < p.end_at + EXPIRY_DATA_GRACE
+
     def expire_due(self) -> int:
-        """Mark active policies whose window has ended as expired and release their cover
-        on-chain; returns how many expired. (A release that fails, node down, is retried by
-        `reconcile`.)"""
+        """Mark active policies whose window has ended without a liquidation as expired and
+        release their cover on-chain; returns how many expired. A policy whose mark reached its
+        liquidation price stays active for the claims scan. (A release that fails, node down,
+        is retried by `reconcile`.)"""
         now = self.clock()
         done: list[Policy] = []
         with session_scope(self.db) as s:
-            for p in active_policies(s):
-                if p.end_at <= now:
-                    p.status = "expired"
-                    add_policy_event(s, policy=p, event="expired")
-                    done.append(p)
+            due = [p for p in active_policies(s) if p.end_at <= now]
+        due = [p for p in due if not self._awaits_claim(p, now)]
+        with session_scope(self.db) as s:
+            for p in due:
+                fresh = s.get(Policy, p.id)
+                if fresh is not None and fresh.status == "active":
+                    fresh.status = "expired"
+                    add_policy_event(s, policy=fresh, event="expired")
+                    done.append(fresh)
         if self.chain is not None:
             for p in done:
                 if p.chain_policy_id is not None:

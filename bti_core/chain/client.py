@@ -570,6 +570,19 @@ class ChainClient:
         self._committed()
         return str(receipt["transactionHash"].to_0x_hex())
 
+    def claim_payment(self, policy_id: int) -> tuple[str, Decimal] | None:
+        """(tx hash, amount) of the payout of ``policy_id`` if the pool paid it, else None."""
+        logs = self._rpc(
+            lambda: self.pool.events.ClaimPaid().get_logs(
+                from_block=self.deployment.block,
+                to_block="latest",
+                argument_filters={"policyId": int(policy_id)},
+            )
+        )
+        for log in logs:
+            return log["transactionHash"].to_0x_hex(), from_units(int(log["args"]["amount"]))
+        return None
+
     def release_cover(self, policy_id: int, sender: LocalAccount | None = None) -> str:
         receipt = self.transact(
             self.pool.functions.releaseCover(int(policy_id)), sender or self.claims, "release cover"

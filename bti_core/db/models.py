@@ -114,3 +114,74 @@ class PolicyEvent(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     event: str = Field(max_length=24)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Claim(SQLModel, table=True):
+    """A claim on a policy (one per policy: a policy pays at most once)."""
+
+    __tablename__ = "claim"
+
+    id: int | None = Field(default=None, primary_key=True)
+    policy_id: int = Field(foreign_key="policy.id", unique=True)
+    user_id: str = Field(max_length=80, index=True)
+    source: str = Field(max_length=16, description="market_scan or trader")
+    state: str = Field(max_length=12, index=True)
+    appealed: bool = False
+    opened_at: datetime = Field(sa_type=UTCDateTime)
+    trigger_at: datetime = Field(sa_type=UTCDateTime)
+    trigger_price: Decimal = Field(sa_type=Money, description="mark price that reached LP")
+    liquidation_price: Decimal = Field(sa_type=Money)
+    evidence: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    checks: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    amount_claimed: Decimal = Field(sa_type=Money, description="the policy's payout terms")
+    amount_approved: Decimal | None = Field(default=None, sa_type=Money)
+    due_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    decided_by: str | None = Field(default=None, max_length=80)
+    decision_reason: str | None = Field(default=None, max_length=2000)
+    claim_ref: str = Field(max_length=66, description="keccak of the claim id, sent on-chain")
+    payout_tx: str | None = Field(default=None, max_length=66)
+    paid_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ClaimAudit(SQLModel, table=True):
+    """Append-only, hash-chained log of every claim transition (see bti_core.claims.ledger)."""
+
+    __tablename__ = "claim_audit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    claim_id: int = Field(foreign_key="claim.id", index=True)
+    at: datetime = Field(sa_type=UTCDateTime)
+    actor: str = Field(max_length=80)
+    event: str = Field(max_length=24)
+    from_state: str | None = Field(default=None, max_length=12)
+    to_state: str = Field(max_length=12)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class ClaimAuditHead(SQLModel, table=True):
+    """The chain's head: one row, updated with every append (its row lock serialises appends
+    on PostgreSQL; a truncated tail no longer matches it)."""
+
+    __tablename__ = "claim_audit_head"
+
+    id: int = Field(default=1, primary_key=True)
+    last_id: int = 0
+    last_hash: str = Field(default="0" * 64, max_length=64)
+
+
+class AppUser(SQLModel, table=True):
+    """A person who signs in: a trader or an underwriter (bcrypt password hash)."""
+
+    __tablename__ = "app_user"
+
+    username: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=80)
+    email: str = Field(max_length=120)
+    role: str = Field(max_length=12, description="trader or underwriter")
+    password_hash: str = Field(max_length=80)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -279,3 +279,44 @@ def _add_quirks(markets: dict[str, DemoMarket], rng: np.random.Generator) -> dic
 
         out[names[1]] = replace(m, ohlcv=maintenance(m.ohlcv), mark=maintenance(m.mark))
     return out
+
+
+def replay_crash(
+    close0: float,
+    *,
+    start: pd.Timestamp | str,
+    hours: int = 6,
+    drop: float = 0.30,
+    rest: int = 6,
+    timeframe: str = "1h",
+    last_wick: float = 0.0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Last-price and mark bars of a crash, for demos and tests: from ``close0`` the price falls
+    by ``drop`` (log-linearly) over ``hours`` bars starting at ``start``, then rests for ``rest``
+    bars. ``drop < 0`` makes a squeeze upwards. ``last_wick`` pushes the last price's extreme of
+    the deepest bar that much further than the mark's (a wick the mark does not confirm)."""
+    if not -5 < drop < 1:
+        raise ValueError(f"drop must be in (−5, 1); got {drop}")
+    if hours < 1 or rest < 0:
+        raise ValueError("hours must be ≥ 1 and rest ≥ 0")
+    step = timeframe_delta(timeframe)
+    t0 = pd.Timestamp(start)
+    t0 = (t0.tz_localize("UTC") if t0.tzinfo is None else t0.tz_convert("UTC")).ceil(step)
+    n = hours + rest
+    ts = pd.DatetimeIndex(pd.date_range(t0, periods=n, freq=step), dtype="datetime64[us, UTC]")
+    path = close0 * np.exp(np.log(1 - drop) * np.minimum(np.arange(1, n + 1), hours) / hours)
+    opens = np.concatenate([[close0], path[:-1]])
+    hi = np.maximum(opens, path) * 1.001
+    lo = np.minimum(opens, path) * 0.999
+    mark = pd.DataFrame(
+        {"ts": ts, "open": opens, "high": hi, "low": lo, "close": path, "volume": 0.0}
+    )
+    last = mark.copy()
+    last["volume"] = 1_000.0
+    deepest = hours - 1
+    if last_wick:
+        if drop >= 0:
+            last.loc[deepest, "low"] = lo[deepest] * (1 - last_wick)
+        else:
+            last.loc[deepest, "high"] = hi[deepest] * (1 + last_wick)
+    return last[list(BAR_COLUMNS)], mark[list(BAR_COLUMNS)]

@@ -1,0 +1,1 @@
+"""Claims: from a liquidation to an exactly-once payout."""

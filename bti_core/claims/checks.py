@@ -1,0 +1,237 @@
+"""Automatic audit of a claim (pure): each check returns pass / fail / unsure with its evidence.
+
+Hard checks (a fail denies the claim automatically): the trigger lies inside the policy's window;
+the mark price confirms the liquidation (a last-price wick alone liquidates nobody); a trader's
+exchange record matches the insured terms. Soft checks (a non-pass refers the claim to an
+underwriter): adverse selection, the trader's signals, the model's score at purchase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+
+class Outcome(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    UNSURE = "unsure"
+
+
+HARD = frozenset({"in_window", "mark_confirms", "terms_match"})
+
+
+@dataclass(frozen=True)
+class AuditCheck:
+    name: str
+    outcome: Outcome
+    reason: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["outcome"] = self.outcome.value
+        return d
+
+
+@dataclass(frozen=True)
+class PolicyFacts:
+    side: str
+    symbol: str
+    quantity: float
+    entry_price: float
+    leverage: float
+    liquidation_price: float
+    start: datetime
+    end: datetime
+    probability: float  # model's P(liquidation) at purchase
+    risk_index: float
+
+
+@dataclass(frozen=True)
+class ClaimFacts:
+    source: str  # market_scan / trader
+    trigger_at: datetime
+    bars: list[dict[str, Any]]  # evidence window: ts, high, low (mark), last_high, last_low
+    record: dict[str, Any] | None = None  # a trader's exchange liquidation record
+    pre_purchase_move: float | None = None  # mark's move toward LP over the 24 h before purchase
+    distance_at_purchase: float | None = None  # |mark − LP| / mark at purchase
+
+
+@dataclass(frozen=True)
+class TraderFacts:
+    claims_last_30d: int = 0
+    earlier_claims: int = 0
+    earlier_leverages: tuple[float, ...] = ()
+
+
+def in_window(p: PolicyFacts, c: ClaimFacts) -> AuditCheck:
+    ev = {
+        "trigger_at": c.trigger_at.isoformat(),
+        "start": p.start.isoformat(),
+        "end": p.end.isoformat(),
+    }
+    if p.start <= c.trigger_at < p.end:
+        return AuditCheck(
+            "in_window", Outcome.PASS, "the liquidation is inside the cover window", ev
+        )
+    return AuditCheck(
+        "in_window",
+        Outcome.FAIL,
+        f"the liquidation at {c.trigger_at:%Y-%m-%d %H:%M} UTC is outside the cover window "
+        f"({p.start:%Y-%m-%d %H:%M} – {p.end:%Y-%m-%d %H:%M} UTC)",
+        ev,
+    )
+
+
+def mark_confirms(p: PolicyFacts, c: ClaimFacts) -> AuditCheck:
+    lp = p.liquidation_price
+    key_mark, key_last = ("low", "last_low") if p.side == "long" else ("high", "last_high")
+    at = c.trigger_at.isoformat()
+    bars = [b for b in c.bars if b.get("ts") is not None]
+    if not bars:
+        return AuditCheck("mark_confirms", Outcome.UNSURE, "no mark-price bars around the event")
+
+    def reached(v: Any) -> bool:
+        return v is not None and (v <= lp if p.side == "long" else v >= lp)
+
+    # the trigger bar, or for a trader's record the bars within an hour of its time
+    near = [b for b in bars if abs(_ts(b["ts"]) - c.trigger_at) <= timedelta(hours=1)]
+    ev = {"liquidation_price": lp, "bars_checked": [b["ts"] for b in near], "trigger_at": at}
+    if any(reached(b.get(key_mark)) for b in near):
+        extreme = (min if p.side == "long" else max)(b[key_mark] for b in near)
+        return AuditCheck(
+            "mark_confirms",
+            Outcome.PASS,
+            f"the mark price reached {extreme:,.2f} against the liquidation price {lp:,.2f}",
+            {**ev, "mark_extreme": extreme},
+        )
+    if any(reached(b.get(key_last)) for b in near):
+        return AuditCheck(
+            "mark_confirms",
+            Outcome.FAIL,
+            "only the last price reached the liquidation price; the mark price did not, and "
+            "liquidation triggers on the mark price (a last-price wick liquidates nobody)",
+            ev,
+        )
+    if not near:
+        return AuditCheck(
+            "mark_confirms", Outcome.UNSURE, "no bars within an hour of the event", ev
+        )
+    return AuditCheck(
+        "mark_confirms",
+        Outcome.FAIL,
+        "neither the mark nor the last price reached the liquidation price",
+        ev,
+    )
+
+
+def terms_match(p: PolicyFacts, c: ClaimFacts, tolerance: float = 0.01) -> AuditCheck:
+    if c.source != "trader" or c.record is None:
+        return AuditCheck(
+            "terms_match", Outcome.PASS, "opened from the insured terms by the market scan"
+        )
+    r = c.record
+    problems = []
+    if str(r.get("symbol", "")).upper() != p.symbol:
+        problems.append(f"symbol {r.get('symbol')} is not the insured {p.symbol}")
+    if str(r.get("side", "")).lower() != p.side:
+        problems.append(f"side {r.get('side')} is not the insured {p.side}")
+    qty = float(r.get("quantity", "nan"))
+    if not abs(qty - p.quantity) <= tolerance * p.quantity:
+        problems.append(
+            f"quantity {qty:g} differs from the insured {p.quantity:g} by more than 1 %"
+        )
+    price = float(r.get("price", "nan"))
+    if not abs(price - p.liquidation_price) <= 0.05 * p.liquidation_price:
+        problems.append(
+            f"liquidation price {price:,.2f} is more than 5 % from the insured "
+            f"{p.liquidation_price:,.2f}"
+        )
+    if problems:
+        return AuditCheck("terms_match", Outcome.FAIL, "; ".join(problems), {"record": r})
+    return AuditCheck(
+        "terms_match", Outcome.PASS, "the exchange record matches the insured order", {"record": r}
+    )
+
+
+def adverse_selection(p: PolicyFacts, c: ClaimFacts) -> AuditCheck:
+    flags = []
+    if c.trigger_at - p.start < timedelta(hours=1):
+        flags.append("liquidated within an hour of buying the cover")
+    if (
+        c.pre_purchase_move is not None
+        and c.distance_at_purchase is not None
+        and c.pre_purchase_move > c.distance_at_purchase
+    ):
+        flags.append(
+            "bought while the mark was moving fast toward liquidation "
+            f"({c.pre_purchase_move:.1%} in the 24 h before purchase, more than the "
+            f"{c.distance_at_purchase:.1%} left)"
+        )
+    ev = {
+        "hours_from_purchase": round((c.trigger_at - p.start).total_seconds() / 3600, 2),
+        "pre_purchase_move": c.pre_purchase_move,
+        "distance_at_purchase": c.distance_at_purchase,
+    }
+    if flags:
+        return AuditCheck("adverse_selection", Outcome.UNSURE, "; ".join(flags), ev)
+    return AuditCheck(
+        "adverse_selection", Outcome.PASS, "no sign the cover was bought into a move", ev
+    )
+
+
+def user_signals(p: PolicyFacts, t: TraderFacts) -> AuditCheck:
+    flags = []
+    if t.claims_last_30d >= 3:
+        flags.append(f"{t.claims_last_30d} claims in the last 30 days")
+    if t.earlier_claims >= 2:
+        flags.append(f"{t.earlier_claims} earlier claims: repeated near-liquidation trading")
+    if t.earlier_leverages:
+        typical = sorted(t.earlier_leverages)[len(t.earlier_leverages) // 2]
+        if p.leverage >= 2 * typical:
+            flags.append(
+                f"leverage {p.leverage:g}× is at least twice the trader's usual {typical:g}×"
+            )
+    ev = {
+        "claims_last_30d": t.claims_last_30d,
+        "earlier_claims": t.earlier_claims,
+        "earlier_leverages": list(t.earlier_leverages),
+    }
+    if flags:
+        return AuditCheck("user_signals", Outcome.UNSURE, "; ".join(flags), ev)
+    return AuditCheck("user_signals", Outcome.PASS, "nothing unusual in the trader's record", ev)
+
+
+def model_score(p: PolicyFacts, floor: float = 0.01) -> AuditCheck:
+    ev = {"probability_at_purchase": p.probability, "risk_index": p.risk_index}
+    if p.probability < floor:
+        return AuditCheck(
+            "model_score",
+            Outcome.UNSURE,
+            f"the model gave this liquidation {p.probability:.2%} at purchase (under {floor:.0%}): "
+            "a surprise worth a look",
+            ev,
+        )
+    return AuditCheck(
+        "model_score", Outcome.PASS, f"the model priced it at {p.probability:.1%} at purchase", ev
+    )
+
+
+def audit(p: PolicyFacts, c: ClaimFacts, t: TraderFacts) -> list[AuditCheck]:
+    return [
+        in_window(p, c),
+        mark_confirms(p, c),
+        terms_match(p, c),
+        adverse_selection(p, c),
+        user_signals(p, t),
+        model_score(p),
+    ]
+
+
+def _ts(v: Any) -> datetime:
+    import pandas as pd
+
+    return pd.Timestamp(v).to_pydatetime()

@@ -1,0 +1,273 @@
+"""Claims end to end on a synthetic crash, with the real chain (anvil) and database; roles;
+appeals; and exactly-once payment when the process is interrupted at every step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from bti_core.auth import AuthError, User
+from bti_core.chain.client import ChainClient, DecodedEvent, PolicyStatus
+from bti_core.claims.service import ClaimError, ClaimsService
+from bti_core.claims.state import TransitionError
+from bti_core.db.models import Claim, ClaimAudit, Policy
+from bti_core.market.ingest import Ingestor
+from bti_core.market.schema import Kind
+from bti_core.market.synthetic import generate_demo_markets, replay_crash
+from bti_core.market.warehouse import Warehouse
+from bti_core.orders import Cover, Order
+from bti_core.policies import InsuranceService
+from bti_core.risk.engine import RiskEngine
+
+UNDERWRITER = User("uw", "Una Underwriter", "underwriter")
+NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+@dataclass
+class World:
+    ins: InsuranceService
+    claims: ClaimsService
+    chain: ChainClient
+    wh: Warehouse
+    ingest: Ingestor
+    db: Engine
+
+
+@pytest.fixture
+def world(tmp_path: Path, engine: Engine, chain: ChainClient) -> World:
+    wh = Warehouse(tmp_path / "wh")
+    ing = Ingestor(wh, None)
+    markets = generate_demo_markets(start=NOW - timedelta(days=60), periods=24 * 60, seed=5)
+    m = markets["BTCUSDT"]
+    ing.ingest_frame(m.mark, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="demo")
+    ing.ingest_frame(m.ohlcv, symbol="BTCUSDT", kind=Kind.OHLCV, timeframe="1h", source="demo")
+    ing.ingest_frame(m.funding, symbol="BTCUSDT", kind=Kind.FUNDING, timeframe="8h", source="d")
+    risk = RiskEngine(wh, n_paths=4_000)
+    ins = InsuranceService(engine, risk, chain=chain)
+    return World(ins, ClaimsService(engine, wh, chain), chain, wh, ing, engine)
+
+
+def buy(
+    w: World, user: str, leverage: str = "20", coverage: str = "100", hours: int = 48
+) -> Policy:
+    w.chain.faucet(w.ins.wallet_of(user).address, Decimal(1000))
+    spot = Decimal(str(round(w.ins.risk.spot("BTCUSDT"), 2)))
+    q = w.ins.quote(
+        user_id=user,
+        order=Order("BTCUSDT", "long", Decimal("0.1"), spot, Decimal(leverage)),
+        cover=Cover(coverage=coverage, duration_hours=hours),
+    )
+    return w.ins.buy(user_id=user, quote_id=q.record.id)
+
+
+def crash(w: World, *, drop: float = 0.3, after_hours: int = 3, wick: float = 0.0) -> None:
+    """Replay a crash starting a few hours after the purchases (as a live feed would bring it)."""
+    close0 = w.ins.risk.spot("BTCUSDT")
+    last, mark = replay_crash(
+        close0, start=NOW + timedelta(hours=after_hours), hours=6, drop=drop, last_wick=wick
+    )
+    w.ingest.ingest_frame(mark, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="replay")
+    w.ingest.ingest_frame(last, symbol="BTCUSDT", kind=Kind.OHLCV, timeframe="1h", source="replay")
+
+
+def claim_of(w: World, policy: Policy) -> Claim:
+    with Session(w.db) as s:
+        return s.exec(select(Claim).where(Claim.policy_id == policy.id)).one()
+
+
+def claim_paid_events(w: World) -> list[DecodedEvent]:
+    return [e for e in w.chain.events() if isinstance(e, DecodedEvent) and e.name == "ClaimPaid"]
+
+
+def test_crash_opens_decides_and_pays_claims(world: World) -> None:
+    w = world
+    small = buy(w, "alice", coverage="100")
+    big = buy(w, "bob", coverage="140", leverage="20")
+    w.claims.auto_limit = Decimal(120)  # bob's payout goes to an underwriter
+    safe = buy(w, "carol", leverage="2", coverage="50")  # far from liquidation
+    wallet = w.ins.wallet_of("alice").address
+    before = w.chain.balance(wallet)
+    assert w.claims.run().opened == []  # no move yet, no claim
+
+    crash(w)
+    report = w.claims.run()
+    assert len(report.opened) == 2 and report.paid == [claim_of(w, small).id]
+    assert report.referred == [claim_of(w, big).id]
+    c = claim_of(w, small)
+    assert c.state == "paid" and c.payout_tx and c.amount_approved == small.payout
+    assert w.chain.balance(wallet) == before + small.payout
+    assert w.chain.policy(small.chain_policy_id or 0).status == PolicyStatus.PAID
+    events = [e.event for e in w.ins.events(small.id or 0)]
+    assert events[-2:] == ["claimed", "paid"]
+    assert {ch["name"]: ch["outcome"] for ch in c.checks}["mark_confirms"] == "pass"
+
+    # the same event never opens two claims
+    assert w.claims.run().opened == []
+    with Session(w.db) as s:
+        assert len(s.exec(select(Claim)).all()) == 2
+        assert s.get(Policy, safe.id).status == "active"  # type: ignore[union-attr]
+
+    # the referred claim waits for an underwriter, soonest due first
+    queue = w.claims.queue(["referred", "appealed"])
+    assert queue["claim"].tolist() == [claim_of(w, big).id]
+    b = claim_of(w, big)
+    assert b.due_at is not None and b.due_at > datetime.now(UTC)
+    with pytest.raises(AuthError, match="only underwriters"):
+        w.claims.decide(b.id or 0, User("bob", "Bob", "trader"), "approve", "I say so")
+    with pytest.raises(ClaimError, match="write the reason"):
+        w.claims.decide(b.id or 0, UNDERWRITER, "approve", "  ")
+    paid = w.claims.decide(b.id or 0, UNDERWRITER, "approve", "mark confirms, terms match")
+    assert paid.state == "paid" and paid.decided_by == "uw"
+    assert len(claim_paid_events(w)) == 2
+    stats = w.chain.pool_stats()
+    assert stats.claims_paid == small.payout + big.payout
+    assert stats.locked == safe.payout  # paid cover released; the safe policy still locked
+    assert w.claims.verify_log().ok
+
+
+def test_a_last_price_wick_is_denied_and_can_be_appealed_once(world: World) -> None:
+    w = world
+    p = buy(w, "dave", leverage="20")
+    lp = float(p.liquidation_price)
+    spot = w.ins.risk.spot("BTCUSDT")
+    # the mark falls to 1 % above the liquidation price; the last price wicks 5 % below it
+    crash(w, drop=1 - lp * 1.01 / spot / 0.999, wick=0.05)
+    assert w.claims.run().opened == []  # the mark never reached LP: no automatic claim
+    t = claim_time = NOW + timedelta(hours=3 + 5)
+    record = (
+        f"symbol,side,quantity,price,time\nBTCUSDT,long,0.1,{lp:.2f},{claim_time.isoformat()}\n"
+    ).encode()
+    cid = w.claims.file_claim(User("dave", "Dave", "trader"), p.id or 0, record, "liq.csv")
+    c = w.claims.process(cid)
+    assert c.state == "denied" and c.decided_by == "system"
+    assert "wick" in (c.decision_reason or "")
+    with pytest.raises(AuthError, match="not eve's"):
+        w.claims.appeal(cid, User("eve", "Eve", "trader"), "not mine but let me try")
+    c = w.claims.appeal(cid, User("dave", "Dave", "trader"), "my exchange liquidated me")
+    assert c.state == "appealed" and c.due_at is not None
+    partial = w.claims.decide(cid, UNDERWRITER, "adjust", "goodwill: half", Decimal("50"))
+    assert partial.state == "paid" and partial.amount_approved == Decimal("50.00")
+    assert t  # the record's time is inside the window
+    with pytest.raises(TransitionError):
+        w.claims.appeal(cid, User("dave", "Dave", "trader"), "again please")
+
+
+def test_bad_records_are_refused_and_write_nothing(world: World) -> None:
+    w = world
+    p = buy(w, "erin")
+    me = User("erin", "Erin", "trader")
+    cases = [
+        (b"symbol,side\nBTCUSDT,long\n", "x.csv", "missing quantity, price, time"),
+        (b"{not json", "x.json", "not valid JSON"),
+        (
+            b'{"symbol":"BTCUSDT","side":"up","quantity":1,"price":1,"time":"2026-01-01"}',
+            "x.json",
+            "side must be long or short",
+        ),
+        (
+            b'{"symbol":"BTCUSDT","side":"long","quantity":-1,"price":1,"time":"2026-01-01"}',
+            "x.json",
+            "must be positive",
+        ),
+        (b"whatever", "x.txt", "upload a .csv or .json"),
+    ]
+    for content, name, msg in cases:
+        with pytest.raises(ClaimError, match=msg):
+            w.claims.file_claim(me, p.id or 0, content, name)
+    good = b"symbol,side,quantity,price,time\nBTCUSDT,long,0.1,1,2026-01-01T00:00:00Z\n"
+    with pytest.raises(ClaimError, match="no policy"):
+        w.claims.file_claim(User("frank", "F", "trader"), p.id or 0, good, "x.csv")
+    with Session(w.db) as s:
+        assert s.exec(select(Claim)).all() == []
+
+
+class Crash(BaseException):
+    """The process dying at an injected point."""
+
+
+def _crash(*_: object, **__: object) -> None:
+    raise Crash
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "after the claim is opened",
+        "after paying is recorded, before the payment is sent",
+        "after the payment is mined, before it is recorded",
+    ],
+)
+def test_interrupted_at_each_step_pays_exactly_once(
+    world: World, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    w = world
+    p = buy(w, "gina")
+    wallet = w.ins.wallet_of("gina").address
+    before = w.chain.balance(wallet)
+    crash(w)
+    target = {
+        "after the claim is opened": (ClaimsService, "audit_and_decide"),
+        "after paying is recorded, before the payment is sent": (ChainClient, "pay_claim"),
+        "after the payment is mined, before it is recorded": (ClaimsService, "_confirm"),
+    }[where]
+    with monkeypatch.context() as m:
+        m.setattr(*target, _crash)
+        with pytest.raises(Crash):
+            w.claims.run()
+    c = claim_of(w, p)  # never lost: the claim is there whatever step died
+    assert c.state in ("opened", "paying")
+    # the restart: a new service object over the same database and chain
+    again = ClaimsService(w.db, w.wh, w.chain)
+    again.reconcile()
+    again.reconcile()  # and a second restart changes nothing
+    c = claim_of(w, p)
+    assert c.state == "paid" and c.payout_tx
+    assert w.chain.balance(wallet) == before + p.payout
+    assert len(claim_paid_events(w)) == 1
+    assert again.run().opened == []
+    assert again.verify_log().ok
+
+
+def test_the_audit_log_detects_an_edit_and_a_removal(world: World) -> None:
+    w = world
+    buy(w, "hank")
+    crash(w)
+    w.claims.run()
+    assert w.claims.verify_log().ok
+    with Session(w.db) as s:
+        entries = s.exec(select(ClaimAudit).order_by(ClaimAudit.id)).all()  # type: ignore[arg-type]
+        assert len(entries) >= 4
+        e = entries[1]
+        e.actor = "mallory"
+        s.add(e)
+        s.commit()
+        bad = w.claims.verify_log()
+        assert not bad.ok and bad.entry_id == e.id and "edited" in str(bad)
+        e.actor = "system"
+        s.add(e)
+        s.commit()
+        assert w.claims.verify_log().ok
+        s.delete(entries[2])
+        s.commit()
+    bad = w.claims.verify_log()
+    assert not bad.ok and "removed" in str(bad)
+
+
+def test_queue_orders_by_due_time_then_amount(world: World) -> None:
+    w = world
+    w.claims.auto_limit = Decimal(1)  # everything goes to an underwriter
+    for user, cov in (("ivy", "60"), ("jon", "120")):
+        buy(w, user, coverage=cov)
+    crash(w)
+    w.claims.run()
+    q = w.claims.queue(["referred"])
+    assert len(q) == 2
+    assert pd.Series(q["due"]).is_monotonic_increasing or q["amount"].iloc[0] >= q["amount"].iloc[1]
+    assert w.claims.queue(symbol="ETHUSDT").empty
