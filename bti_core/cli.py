@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pandas as pd
 import typer
@@ -39,6 +39,12 @@ chain_app = typer.Typer(
     help="The chain: local node, contracts, pool, faucet, reconciliation.", no_args_is_help=True
 )
 app.add_typer(chain_app, name="chain")
+claims_app = typer.Typer(
+    help="Claims: scan the market, decide, pay, verify the audit log.", no_args_is_help=True
+)
+app.add_typer(claims_app, name="claims")
+users_app = typer.Typer(help="People who sign in (traders, underwriters).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 console = Console()
 err = Console(stderr=True)
 
@@ -483,6 +489,115 @@ def chain_reconcile() -> None:
         console.print(f"reconciled: {svc.reconcile()}")
     except BTIError as exc:
         raise _fail(exc) from exc
+
+
+def _claims_service() -> Any:
+    from bti_core.chain.runtime import connect
+    from bti_core.claims.service import ClaimsService
+
+    settings = get_settings()
+    engine = make_engine(settings.resolved_database_url)
+    migrate(engine)
+    return ClaimsService(
+        engine,
+        Warehouse(settings.warehouse_dir),
+        connect(settings),
+        auto_limit=settings.claims_auto_limit,
+        review_hours=settings.claims_review_hours,
+    )
+
+
+@claims_app.command("run")
+def claims_run() -> None:
+    """Scan the market for liquidations of active policies; audit, decide and pay."""
+    try:
+        console.print(f"claims: {_claims_service().run()}")
+    except BTIError as exc:
+        raise _fail(exc) from exc
+
+
+@claims_app.command("reconcile")
+def claims_reconcile() -> None:
+    """Settle claims a crash left half-done (never paying twice)."""
+    try:
+        console.print(f"claims reconciled: {_claims_service().reconcile()}")
+    except BTIError as exc:
+        raise _fail(exc) from exc
+
+
+@claims_app.command("verify")
+def claims_verify() -> None:
+    """Check every hash and link of the claims audit log; exit 1 if it was tampered with."""
+    try:
+        verdict = _claims_service().verify_log()
+    except BTIError as exc:
+        raise _fail(exc) from exc
+    if verdict.ok:
+        console.print(str(verdict))
+    else:
+        err.print(f"[bold red]{verdict}[/]")
+        raise typer.Exit(code=1)
+
+
+@app.command("crash")
+def demo_crash(
+    symbol: Annotated[str, typer.Option(help="Symbol whose market crashes")] = "BTCUSDT",
+    drop: Annotated[
+        float, typer.Option(min=-2.0, max=0.9, help="Fall as a fraction (0.3 = −30 %; < 0 rallies)")
+    ] = 0.3,
+    hours: Annotated[int, typer.Option(min=1, max=240, help="Bars the fall takes")] = 6,
+    after: Annotated[
+        int, typer.Option(min=0, max=240, help="Hours from now until the crash starts")
+    ] = 1,
+) -> None:
+    """Demo: replay a crash into the market data (bars from now on), then run the claims."""
+    import pandas as pd
+
+    from bti_core.market.schema import Kind
+    from bti_core.market.synthetic import replay_crash
+
+    try:
+        with _context() as (_settings, warehouse, ingestor):
+            tf = "1h"
+            last_bar = warehouse.latest(Kind.MARK, symbol, tf)
+            start = max(
+                pd.Timestamp.now(tz="UTC") + pd.Timedelta(hours=after),
+                pd.Timestamp(last_bar["ts"]) + pd.Timedelta(hours=1),
+            )
+            last, mark = replay_crash(float(last_bar["close"]), start=start, hours=hours, drop=drop)
+            ingestor.ingest_frame(mark, symbol=symbol, kind=Kind.MARK, timeframe=tf, source="crash")
+            ingestor.ingest_frame(
+                last, symbol=symbol, kind=Kind.OHLCV, timeframe=tf, source="crash"
+            )
+        console.print(
+            f"{symbol}: {drop:+.0%} over {hours} h from {start:%Y-%m-%d %H:%M} UTC replayed",
+            soft_wrap=True,
+        )
+        console.print(f"claims: {_claims_service().run()}")
+    except (BTIError, ValueError) as exc:
+        raise _fail(exc) from exc
+
+
+@users_app.command("add")
+def users_add(
+    username: Annotated[str, typer.Argument(help="Sign-in name (lowercase)")],
+    role: Annotated[str, typer.Option(help="trader or underwriter")] = "trader",
+    name: Annotated[str, typer.Option(help="Display name")] = "",
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)
+    ] = "",
+) -> None:
+    """Create a user who can sign in (the password is stored as a bcrypt hash)."""
+    from bti_core.auth import add_user
+
+    settings = get_settings()
+    engine = make_engine(settings.resolved_database_url)
+    migrate(engine)
+    try:
+        u = add_user(engine, username=username, name=name, role=role, password=password)
+    except ValueError as exc:
+        raise _fail(exc) from exc
+    console.print(f"user {u.username} ({u.role}) created")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@
                       (default: anvil's public dev accounts 0–2; set real ones for any other node)
 ``BTI_POOL_CAPACITY`` cover the insurance pool can carry, in USDT (default 1,000,000)
 ``BTI_MACRO_FILE``    a CSV ``date,signal`` of macro regime signals for the risk index
+``BTI_CLAIMS_AUTO_LIMIT``     largest payout (BTI) approved without an underwriter (1,000)
+``BTI_CLAIMS_REVIEW_HOURS``   an underwriter's time to decide a referred claim (24)
+``BTI_CLAIMS_WATCH_SECONDS``  how often the dashboard scans the market for liquidations
+                              (30; 0 turns the watcher off)
 """
 
 from __future__ import annotations
@@ -54,10 +58,25 @@ class Settings(BaseSettings):
         default=None, description="CSV date,signal (−1 stress … +1 calm) for the risk index"
     )
 
+    claims_auto_limit: Decimal = Field(default=Decimal("1000"), ge=0)
+    claims_review_hours: int = Field(default=24, ge=1, le=24 * 30)
+    claims_watch_seconds: float = Field(default=30.0, ge=0, le=3600)
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
+
+    def session_key(self) -> str:
+        """Secret for the sign-in cookie: made once per data folder and kept there."""
+        path = self.data_dir / "session.key"
+        if not path.exists():
+            import secrets
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
 
     @cached_property
     def chain_dir(self) -> Path:

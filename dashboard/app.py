@@ -29,6 +29,20 @@ navigation = st.navigation(
             st.Page(PAGES / "buy_insurance.py", title="Buy insurance", icon=":material/shield:"),
             st.Page(PAGES / "my_policies.py", title="My policies", icon=":material/list_alt:"),
         ],
+        **(
+            {}
+            if "trader" in (st.session_state.get("roles") or [])
+            else {
+                "Underwriting": [
+                    st.Page(
+                        PAGES / "claim_review.py",
+                        title="Claim review",
+                        icon=":material/gavel:",
+                        url_path="claim_review",
+                    )
+                ]
+            }
+        ),
         "Chain": [
             st.Page(
                 PAGES / "chain_explorer.py",
@@ -40,4 +54,8 @@ navigation = st.navigation(
     }
 )
 st.sidebar.caption("BTI insures leveraged perpetual orders against liquidation.")
+from dashboard import resources  # noqa: E402 — after the path fix above
+
+if st.runtime.exists():  # a real server (not a bare import, e.g. a spawned child process)
+    resources.start_claims_watcher()
 navigation.run()

@@ -170,3 +170,78 @@ def risk_factors_figure(breakdown: pd.DataFrame, total: float) -> go.Figure:
         xaxis_title="points (grey: the factor's weight)",
     )
     return fig
+
+
+def claim_evidence_figure(
+    bars: list[dict[str, object]],
+    liquidation_price: float,
+    side: str,
+    start: object,
+    end: object,
+    trigger_at: object,
+) -> go.Figure:
+    """Mark price (range and close) and last price around a claim's event, the liquidation
+    line, the policy window shaded and the trigger marked."""
+    df = pd.DataFrame(bars)
+    fig = go.Figure()
+    if not df.empty:
+        df["ts"] = pd.to_datetime(df["ts"], utc=True)
+        extreme = "low" if side == "long" else "high"
+        fig.add_trace(
+            go.Scatter(
+                x=pd.concat([df["ts"], df["ts"][::-1]]),
+                y=pd.concat([df["high"], df["low"][::-1]]),
+                fill="toself",
+                fillcolor="rgba(245,158,11,0.18)",
+                line={"width": 0},
+                name="mark high–low",
+                hoverinfo="skip",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(x=df["ts"], y=df["close"], name="mark close", line={"color": MARK})
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=df["ts"],
+                y=df[extreme],
+                name=f"mark {extreme}",
+                mode="markers",
+                marker={"color": MARK, "symbol": "line-ew-open", "size": 10},
+            )
+        )
+        last_col = f"last_{extreme}"
+        if last_col in df and df[last_col].notna().any():
+            fig.add_trace(
+                go.Scatter(
+                    x=df["ts"],
+                    y=df["last_close"],
+                    name="last close",
+                    line={"color": ACCENT, "dash": "dot"},
+                )
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=df["ts"],
+                    y=df[last_col],
+                    name=f"last {extreme}",
+                    mode="markers",
+                    marker={"color": ACCENT, "symbol": "x", "size": 7},
+                )
+            )
+    fig.add_hline(
+        y=liquidation_price,
+        line={"color": DOWN, "dash": "dash"},
+        annotation_text=f"liquidation {liquidation_price:,.2f}",
+    )
+    fig.add_vrect(x0=start, x1=end, fillcolor="rgba(37,99,235,0.06)", line_width=0)
+    fig.add_vline(x=pd.Timestamp(str(trigger_at)), line={"color": DOWN, "width": 1})
+    if not df.empty:
+        fig.update_xaxes(range=[df["ts"].min(), df["ts"].max()])
+    fig.update_layout(
+        height=360,
+        margin={"t": 30, "b": 10, "l": 10, "r": 10},
+        legend={"orientation": "h", "y": -0.15},
+        title="Evidence: mark vs last price around the event (window shaded)",
+    )
+    return fig

@@ -7,15 +7,21 @@ connections themselves. Resources are keyed by where they point, so a change of
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from decimal import Decimal
+from typing import Any
 from urllib.parse import quote
 
 import streamlit as st
 from sqlalchemy.engine import Engine
 
+from bti_core.auth import User, credentials, ensure_demo_users, get_user
 from bti_core.chain.client import ChainClient, demo_wallet
 from bti_core.chain.explorer import Explorer
 from bti_core.chain.runtime import connect
+from bti_core.claims.service import ClaimsService
 from bti_core.config import Settings, get_settings
 from bti_core.db.engine import make_engine, migrate
 from bti_core.errors import ChainError
@@ -82,8 +88,9 @@ def explorer() -> Explorer:
 
 @st.cache_resource(show_spinner="Settling purchases interrupted by a restart…")
 def _reconciled(db_url: str, rpc_url: str | None, chain_dir: str) -> str:
-    """Reconcile database and chain once per process (and database/chain pair)."""
-    return str(_service().reconcile())
+    """Reconcile database and chain once per process (and database/chain pair): purchases
+    and claim payments a restart interrupted."""
+    return f"policies: {_service().reconcile()}; claims: {claims().reconcile()}"
 
 
 def _service() -> InsuranceService:
@@ -120,13 +127,103 @@ def wallet_panel(trader: str) -> None:
         st.rerun()
 
 
+@st.cache_resource(show_spinner=False)
+def _demo_users(db_url: str) -> bool:
+    ensure_demo_users(engine())
+    return True
+
+
+def _authenticator() -> Any:
+    # imported on first sign-in only: its import is slow and pages that need no sign-in skip it
+    import streamlit_authenticator as stauth
+
+    if "authenticator" not in st.session_state:
+        st.session_state["authenticator"] = stauth.Authenticate(
+            credentials(engine()),
+            cookie_name="bti_session",
+            cookie_key=settings().session_key(),
+            cookie_expiry_days=1,
+            auto_hash=False,  # the database holds bcrypt hashes, never passwords
+        )
+    return st.session_state["authenticator"]
+
+
+def signed_in_user() -> User:
+    """The signed-in user; shows the sign-in form and stops the page until there is one."""
+    _demo_users(settings().resolved_database_url)
+    auth = _authenticator()
+    if not st.session_state.get("authentication_status"):
+        auth.login(location="main", key="login")
+        if st.session_state.get("authentication_status"):
+            st.rerun()  # draw the page without the sign-in form
+        if st.session_state.get("authentication_status") is False:
+            st.error("Wrong username or password.")
+        if not st.session_state.get("authentication_status"):
+            st.caption(
+                "Demo accounts: **trader** / `trader-demo` and **underwriter** / "
+                "`underwriter-demo`."
+            )
+            st.stop()
+    user = get_user(engine(), str(st.session_state.get("username")))
+    if user is None:  # signed in with an account that has since gone
+        st.session_state["authentication_status"] = None
+        st.rerun()
+    assert user is not None
+    st.sidebar.markdown(f"Signed in as **{user.name}** · {user.role}")
+    auth.logout("Sign out", location="sidebar", key="logout")
+    return user
+
+
 def current_trader() -> str:
-    """The trader whose policies the pages show (sign-in replaces this with the signed-in user)."""
-    name = st.sidebar.text_input(
-        "Trader", value=st.session_state.get("trader", "demo-trader"), key="trader_input"
-    ).strip()
-    if not name:
-        st.sidebar.error("Enter a trader name.")
-        st.stop()
-    st.session_state["trader"] = name
-    return name
+    """The signed-in user's name, whose policies and wallet the insurance pages show."""
+    return signed_in_user().username
+
+
+def claims() -> ClaimsService:
+    s = settings()
+    return ClaimsService(
+        engine(),
+        warehouse(),
+        chain(),
+        auto_limit=s.claims_auto_limit,
+        review_hours=s.claims_review_hours,
+    )
+
+
+@st.cache_resource(show_spinner=False)
+def _claims_watcher(db_url: str, warehouse_dir: str, rpc_url: str | None, every: float) -> str:
+    """One background thread per process: scan the market for liquidations, decide and pay,
+    every ``every`` seconds (claims open by themselves while the dashboard runs)."""
+    svc = claims()
+
+    def loop() -> None:
+        while True:
+            time.sleep(every)
+            try:
+                svc.run()
+            except Exception:
+                logging.getLogger("bti.claims").exception("claims scan failed")
+
+    threading.Thread(target=loop, name="bti-claims-watcher", daemon=True).start()
+    return f"every {every:g} s"
+
+
+def start_claims_watcher() -> None:
+    s = settings()
+    if s.claims_watch_seconds > 0:
+        _claims_watcher(
+            s.resolved_database_url, str(s.warehouse_dir), s.rpc_url, s.claims_watch_seconds
+        )
+
+
+def flash(message: str) -> None:
+    """Show ``message`` as a success at the top of the page after a rerun (so everything the
+    action changed is drawn fresh)."""
+    st.session_state["_flash"] = message
+    st.rerun()
+
+
+def show_flash() -> None:
+    message = st.session_state.pop("_flash", None)
+    if message:
+        st.success(message)

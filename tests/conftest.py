@@ -31,6 +31,8 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     d = tmp_path / "data"
     monkeypatch.setenv("BTI_DATA_DIR", str(d))
     monkeypatch.delenv("BTI_DATABASE_URL", raising=False)
+    # no background claims watcher inside the test process (the browser tests' app has one)
+    monkeypatch.setenv("BTI_CLAIMS_WATCH_SECONDS", "0")
     return d
 
 

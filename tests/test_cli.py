@@ -148,3 +148,64 @@ def test_chain_up_runs_a_node_until_stopped_and_keeps_its_state(data_dir: Path) 
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
+
+
+def test_crash_opens_and_pays_a_claim_and_verify_catches_tampering(
+    data_dir: Path, anvil: AnvilNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from decimal import Decimal
+
+    from sqlmodel import Session, select
+
+    from bti_core.chain.runtime import connect
+    from bti_core.config import get_settings
+    from bti_core.db.models import ClaimAudit
+    from bti_core.orders import Cover, Order
+    from bti_core.policies import InsuranceService
+    from bti_core.risk.engine import RiskEngine
+
+    monkeypatch.setenv("BTI_RPC_URL", anvil.url)
+    assert runner.invoke(app, ["demo", "--days", "60"]).exit_code == 0
+    settings = get_settings()
+    engine = make_engine(settings.resolved_database_url)
+    chain = connect(settings)
+    svc = InsuranceService(
+        engine, RiskEngine(Warehouse(settings.warehouse_dir), n_paths=2_000), chain=chain
+    )
+    chain.faucet(svc.wallet_of("kai").address, Decimal(1000))
+    spot = Decimal(str(round(svc.risk.spot("BTCUSDT"), 2)))
+    q = svc.quote(
+        user_id="kai",
+        order=Order("BTCUSDT", "long", Decimal("0.1"), spot, Decimal(20)),
+        cover=Cover(coverage="100", duration_hours=72),
+    )
+    svc.buy(user_id="kai", quote_id=q.record.id)
+
+    r = runner.invoke(app, ["crash", "--drop", "0.4", "--after", "2"])
+    assert r.exit_code == 0, r.output
+    assert "opened 1" in r.output and "paid 1" in r.output
+    r = runner.invoke(app, ["claims", "verify"])
+    assert r.exit_code == 0 and "intact" in r.output
+    with Session(engine) as s:
+        e = s.exec(select(ClaimAudit)).first()
+        assert e is not None
+        e.detail = {"forged": True}
+        s.add(e)
+        s.commit()
+    r = runner.invoke(app, ["claims", "verify"])
+    assert r.exit_code == 1 and "BROKEN at entry" in r.output
+    r = runner.invoke(app, ["crash", "--drop", "3"])
+    assert r.exit_code == 2 and "0.9" in r.output
+
+
+def test_users_add_refuses_bad_input(data_dir: Path) -> None:
+    r = runner.invoke(
+        app, ["users", "add", "lee", "--role", "underwriter", "--password", "s3cret-pass"]
+    )
+    assert r.exit_code == 0 and "lee (underwriter) created" in r.output
+    r = runner.invoke(app, ["users", "add", "lee", "--password", "s3cret-pass"])
+    assert r.exit_code == 2 and "exists already" in r.output
+    r = runner.invoke(app, ["users", "add", "max", "--role", "admin", "--password", "s3cret-pass"])
+    assert r.exit_code == 2 and "role must be one of trader, underwriter" in r.output
+    r = runner.invoke(app, ["users", "add", "ned", "--password", "short"])
+    assert r.exit_code == 2 and "at least 8 characters" in r.output

@@ -24,6 +24,22 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
         a.stop()
 
 
+def sign_in(page: Page, user: str, password: str) -> None:
+    page.get_by_role("textbox", name="Username").fill(user)
+    page.get_by_role("textbox", name="Password").fill(password)
+    page.get_by_role("button", name="Login").click()
+    expect(page.get_by_text(f"· {user}")).to_be_visible()  # "Signed in as … · role"
+
+
+def ensure_signed_in(page: Page, user: str, password: str) -> None:
+    """Sign in unless the session cookie already did."""
+    signed = page.get_by_text(f"· {user}")
+    form = page.get_by_role("textbox", name="Username")
+    expect(signed.or_(form)).to_be_visible()
+    if not signed.is_visible():
+        sign_in(page, user, password)
+
+
 def _metric(page: Page, label: str) -> str:
     box = page.locator('[data-testid="stMetric"]').filter(has_text=label)
     return box.locator('[data-testid="stMetricValue"]').first.inner_text()
@@ -32,6 +48,7 @@ def _metric(page: Page, label: str) -> str:
 def test_buy_cover_and_find_its_payment_on_chain(app: App, page: Page) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.goto(f"{app.url}/buy_insurance")
+    sign_in(page, "trader", "trader-demo")
     expect(page.get_by_role("heading", name="Buy insurance")).to_be_visible()
     page.get_by_role("button", name="Get 1,000 BTI (demo faucet)").click()
     expect(page.get_by_text("1,000.00", exact=True)).to_be_visible()
@@ -57,8 +74,9 @@ def test_buy_cover_and_find_its_payment_on_chain(app: App, page: Page) -> None:
     page.wait_for_timeout(800)
     page.screenshot(path=str(ARTIFACTS / "chain-explorer.png"), full_page=True)
 
-    page.goto(f"{app.url}/my_policies")
+    page.goto(f"{app.url}/my_policies")  # a fresh page load: a new session
     expect(page.get_by_role("heading", name="My policies")).to_be_visible()
+    ensure_signed_in(page, "trader", "trader-demo")
     assert _metric(page, "Active policies") == "1"
     page.screenshot(path=str(ARTIFACTS / "my-policies.png"), full_page=True)
 
@@ -73,6 +91,7 @@ def test_a_restart_keeps_the_chain_and_the_policy(app: App, page: Page) -> None:
         expect(page.get_by_role("heading", name="Chain explorer")).to_be_visible()
         assert _metric(page, "Policies") == "1"
         page.goto(f"{again.url}/my_policies")
+        ensure_signed_in(page, "trader", "trader-demo")
         assert _metric(page, "Active policies") == "1"
     finally:
         again.stop()

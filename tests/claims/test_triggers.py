@@ -21,8 +21,13 @@ def test_first_liquidating_bar_in_the_window_is_found() -> None:
         3, "short", 110.0, t0.to_pydatetime(), (t0 + pd.Timedelta(hours=12)).to_pydatetime()
     )
     # bought after the crash's deepest bar: that bar opened before the cover existed
-    late = Insured(4, "long", 85.0, (t0 + pd.Timedelta(minutes=30)).to_pydatetime(),
-                   (t0 + pd.Timedelta(hours=3)).to_pydatetime())  # fmt: skip
+    late = Insured(
+        4,
+        "long",
+        85.0,
+        (t0 + pd.Timedelta(minutes=30)).to_pydatetime(),
+        (t0 + pd.Timedelta(hours=3)).to_pydatetime(),
+    )
     trig = {t.policy_id: t for t in find_triggers([long_, far, short, late], mark, last)}
     assert set(trig) == {1, 4}
     lows = mark.set_index("ts")["low"]

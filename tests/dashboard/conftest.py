@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from bti_core.chain.node import AnvilNode
 from bti_core.db.engine import make_engine, migrate
@@ -32,3 +33,14 @@ def filled(data_dir: Path, demo: dict, anvil: AnvilNode, monkeypatch: pytest.Mon
         )
     engine.dispose()
     return data_dir
+
+
+def sign_in(at: AppTest, username: str = "trader", password: str = "trader-demo") -> AppTest:
+    """Fill the sign-in form as a person would (the demo accounts exist on first use)."""
+    at.run()
+    assert not at.exception, at.exception
+    at.text_input[0].input(username)
+    at.text_input[1].input(password)
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    return at

@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 from bti_core.chain.client import demo_wallet
 from bti_core.chain.runtime import connect
 from bti_core.config import get_settings
+from tests.dashboard.conftest import sign_in
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,8 +25,7 @@ def _explorer(query: str | None = None) -> AppTest:
 
 
 def _buy_through_the_buy_page() -> str:
-    at = AppTest.from_file(str(ROOT / "pages" / "buy_insurance.py"), default_timeout=120)
-    at.run()
+    at = sign_in(AppTest.from_file(str(ROOT / "pages" / "buy_insurance.py"), default_timeout=120))
     at.button(key="faucet").click().run()
     at.button(key="buy_quote").click().run()
     at.button(key="buy_go").click().run()
@@ -55,7 +55,7 @@ def test_pool_books_latest_blocks_and_searches(filled: Path) -> None:
     at.text_input(key="explorer_q").set_value("policy 1").run()
     assert at.subheader[0].value == "Policy #1 · active"
 
-    wallet = demo_wallet("demo-trader").address
+    wallet = demo_wallet("trader").address
     at.text_input(key="explorer_q").set_value(wallet).run()
     assert at.subheader[0].value == f"Address {wallet}"
     assert any("#1" in m.value for m in at.markdown)  # the policy token it holds

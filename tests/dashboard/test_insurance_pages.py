@@ -6,14 +6,24 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from tests.dashboard.conftest import sign_in
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _page(name: str) -> AppTest:
+def _page(name: str, user: str = "trader", password: str = "trader-demo") -> AppTest:
     at = AppTest.from_file(str(ROOT / "pages" / name), default_timeout=120)
+    return sign_in(at, user, password)
+
+
+def test_pages_ask_for_sign_in_and_refuse_a_wrong_password(filled: Path) -> None:
+    at = AppTest.from_file(str(ROOT / "pages" / "buy_insurance.py"), default_timeout=120)
     at.run()
-    assert not at.exception, at.exception
-    return at
+    assert not at.exception
+    assert "Demo accounts" in at.caption[0].value
+    assert not at.metric  # nothing of the page before sign-in
+    sign_in(at, "trader", "wrong-password")
+    assert "Wrong username or password" in at.error[0].value
 
 
 def test_quote_then_buy_then_listed(filled: Path) -> None:
