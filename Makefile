@@ -52,6 +52,7 @@ bench: setup
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/quote.py
 	$(PY) benchmarks/chain.py
+	$(PY) benchmarks/claims.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/artifacts
