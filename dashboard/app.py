@@ -29,20 +29,15 @@ navigation = st.navigation(
             st.Page(PAGES / "buy_insurance.py", title="Buy insurance", icon=":material/shield:"),
             st.Page(PAGES / "my_policies.py", title="My policies", icon=":material/list_alt:"),
         ],
-        **(
-            {}
-            if "trader" in (st.session_state.get("roles") or [])
-            else {
-                "Underwriting": [
-                    st.Page(
-                        PAGES / "claim_review.py",
-                        title="Claim review",
-                        icon=":material/gavel:",
-                        url_path="claim_review",
-                    )
-                ]
-            }
-        ),
+        # listed for everyone; the page itself refuses anyone but an underwriter
+        "Underwriting": [
+            st.Page(
+                PAGES / "claim_review.py",
+                title="Claim review",
+                icon=":material/gavel:",
+                url_path="claim_review",
+            )
+        ],
         "Chain": [
             st.Page(
                 PAGES / "chain_explorer.py",

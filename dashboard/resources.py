@@ -170,7 +170,8 @@ def signed_in_user() -> User:
         st.rerun()
     assert user is not None
     st.sidebar.markdown(f"Signed in as **{user.name}** · {user.role}")
-    auth.logout("Sign out", location="sidebar", key="logout")
+    # not "logout": streamlit-authenticator keeps its own flag under that session key
+    auth.logout("Sign out", location="sidebar", key="bti_sign_out")
     return user
 
 

@@ -39,6 +39,19 @@ class App:
     chain_port: int
     proc: subprocess.Popen[bytes]
     log: IO[str]
+    env: dict[str, str]
+
+    def bti(self, *args: str) -> str:
+        """Run the `bti` command against this app's data folder and chain."""
+        r = subprocess.run(
+            [str(Path(sys.executable).parent / "bti"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -49,9 +62,14 @@ class App:
         self.log.close()
 
 
-def start_app(data: Path, chain_port: int | None = None) -> App:
+def start_app(data: Path, chain_port: int | None = None, **extra_env: str) -> App:
     chain_port = chain_port or free_port()
-    env = {**os.environ, "BTI_DATA_DIR": str(data), "BTI_CHAIN_PORT": str(chain_port)}
+    env = {
+        **os.environ,
+        "BTI_DATA_DIR": str(data),
+        "BTI_CHAIN_PORT": str(chain_port),
+        **extra_env,
+    }
     env.pop("BTI_RPC_URL", None)
     bin_dir = Path(sys.executable).parent
     subprocess.run(
@@ -83,7 +101,7 @@ def start_app(data: Path, chain_port: int | None = None) -> App:
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
                 if r.status == 200:
-                    return App(url, data, chain_port, proc, log)
+                    return App(url, data, chain_port, proc, log, env)
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()

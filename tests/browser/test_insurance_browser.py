@@ -18,7 +18,8 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    a = start_app(tmp_path_factory.mktemp("journey-data"))
+    # every claim goes to an underwriter, so the journey shows the review
+    a = start_app(tmp_path_factory.mktemp("journey-data"), BTI_CLAIMS_AUTO_LIMIT="1")
     yield a
     if a.proc.poll() is None:
         a.stop()
@@ -81,17 +82,63 @@ def test_buy_cover_and_find_its_payment_on_chain(app: App, page: Page) -> None:
     page.screenshot(path=str(ARTIFACTS / "my-policies.png"), full_page=True)
 
 
+def test_a_crash_opens_a_claim_the_underwriter_approves_and_the_pool_pays(
+    app: App, page: Page
+) -> None:
+    out = app.bti("crash", "--drop", "0.4", "--after", "2")
+    assert "opened 1" in out and "referred 1" in out
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("textbox", name="Username")).to_be_visible()
+    page.goto(f"{app.url}/claim_review")
+    ensure_signed_in(page, "underwriter", "underwriter-demo")
+    expect(page.get_by_role("heading", name="Claim review")).to_be_visible()
+    expect(page.get_by_text("Claim #1 · referred")).to_be_visible()
+    expect(page.locator(".js-plotly-plot").first).to_be_visible()  # the evidence
+    assert _metric(page, "Awaiting review") == "1"
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(ARTIFACTS / "claim-review.png"), full_page=True)
+
+    page.get_by_role("button", name="Submit decision").click()
+    expect(page.get_by_text("write the reason")).to_be_visible()
+    page.get_by_role("textbox", name="Reason (required, kept in the audit log)").fill(
+        "the mark price reached the liquidation price; terms match"
+    )
+    page.get_by_role("button", name="Submit decision").click()
+    success = page.locator('[data-testid="stAlertContentSuccess"]')
+    expect(success).to_contain_text("is paid")
+    href = success.locator("a").get_attribute("href")
+    assert href is not None and "/chain_explorer?q=0x" in href
+
+    page.goto(href if href.startswith("http") else f"{app.url}{href}")
+    expect(page.get_by_text("payClaim")).to_be_visible()
+    expect(page.get_by_text("ClaimPaid").first).to_be_attached()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "claim-paid-explorer.png"), full_page=True)
+
+    page.goto(f"{app.url}/my_policies")
+    ensure_signed_in(page, "underwriter", "underwriter-demo")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("textbox", name="Username")).to_be_visible()
+    sign_in(page, "trader", "trader-demo")
+    expect(page.get_by_role("heading", name="My claims")).to_be_visible()
+    claims = page.locator('[data-testid="stDataFrame"]').nth(1)
+    expect(claims).to_contain_text("paid")
+    page.screenshot(path=str(ARTIFACTS / "my-claims.png"), full_page=True)
+
+
 def test_a_restart_keeps_the_chain_and_the_policy(app: App, page: Page) -> None:
     app.stop()
     assert not is_up(f"http://127.0.0.1:{app.chain_port}")  # the app's node stopped with it
     assert (app.data / "chain" / "anvil-state.json").exists()
-    again = start_app(app.data)
+    again = start_app(app.data, BTI_CLAIMS_AUTO_LIMIT="1")
     try:
         page.goto(f"{again.url}/chain_explorer")
         expect(page.get_by_role("heading", name="Chain explorer")).to_be_visible()
         assert _metric(page, "Policies") == "1"
+        assert _metric(page, "Claims paid (BTI)") != "0.00"
         page.goto(f"{again.url}/my_policies")
         ensure_signed_in(page, "trader", "trader-demo")
-        assert _metric(page, "Active policies") == "1"
+        expect(page.get_by_role("heading", name="My claims")).to_be_visible()
+        expect(page.locator('[data-testid="stDataFrame"]').nth(1)).to_contain_text("paid")
     finally:
         again.stop()
