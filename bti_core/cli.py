@@ -494,6 +494,7 @@ def chain_reconcile() -> None:
 def _claims_service() -> Any:
     from bti_core.chain.runtime import connect
     from bti_core.claims.service import ClaimsService
+    from bti_core.risk.engine import RiskEngine
 
     settings = get_settings()
     engine = make_engine(settings.resolved_database_url)
@@ -504,6 +505,7 @@ def _claims_service() -> Any:
         connect(settings),
         auto_limit=settings.claims_auto_limit,
         review_hours=settings.claims_review_hours,
+        risk=RiskEngine(Warehouse(settings.warehouse_dir)),
     )
 
 

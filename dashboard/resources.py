@@ -188,6 +188,7 @@ def claims() -> ClaimsService:
         chain(),
         auto_limit=s.claims_auto_limit,
         review_hours=s.claims_review_hours,
+        risk=risk_engine(),
     )
 
 

@@ -65,6 +65,8 @@ class TraderFacts:
     claims_last_30d: int = 0
     earlier_claims: int = 0
     earlier_leverages: tuple[float, ...] = ()
+    # other traders who paid from the same wallet or filed records of the same exchange account
+    shared_owner_with: tuple[str, ...] = ()
 
 
 def in_window(p: PolicyFacts, c: ClaimFacts) -> AuditCheck:
@@ -189,6 +191,11 @@ def user_signals(p: PolicyFacts, t: TraderFacts) -> AuditCheck:
         flags.append(f"{t.claims_last_30d} claims in the last 30 days")
     if t.earlier_claims >= 2:
         flags.append(f"{t.earlier_claims} earlier claims: repeated near-liquidation trading")
+    if t.shared_owner_with:
+        flags.append(
+            "the same wallet or exchange account appears for other traders: "
+            + ", ".join(t.shared_owner_with)
+        )
     if t.earlier_leverages:
         typical = sorted(t.earlier_leverages)[len(t.earlier_leverages) // 2]
         if p.leverage >= 2 * typical:
@@ -199,15 +206,26 @@ def user_signals(p: PolicyFacts, t: TraderFacts) -> AuditCheck:
         "claims_last_30d": t.claims_last_30d,
         "earlier_claims": t.earlier_claims,
         "earlier_leverages": list(t.earlier_leverages),
+        "shared_owner_with": list(t.shared_owner_with),
     }
     if flags:
         return AuditCheck("user_signals", Outcome.UNSURE, "; ".join(flags), ev)
     return AuditCheck("user_signals", Outcome.PASS, "nothing unusual in the trader's record", ev)
 
 
-def model_score(p: PolicyFacts, floor: float = 0.01) -> AuditCheck:
-    ev = {"probability_at_purchase": p.probability, "risk_index": p.risk_index}
-    if p.probability < floor:
+def model_score(
+    p: PolicyFacts, probability_before_trigger: float | None = None, floor: float = 0.01
+) -> AuditCheck:
+    """The model at purchase against the model just before the trigger (the probability, from
+    the bar before the event, of reaching the liquidation price in the window's remaining
+    time): a liquidation the model gave under ``floor`` both times is a surprise."""
+    ev = {
+        "probability_at_purchase": p.probability,
+        "probability_before_trigger": probability_before_trigger,
+        "risk_index": p.risk_index,
+    }
+    before = probability_before_trigger
+    if p.probability < floor and (before is None or before < floor):
         return AuditCheck(
             "model_score",
             Outcome.UNSURE,
@@ -215,19 +233,25 @@ def model_score(p: PolicyFacts, floor: float = 0.01) -> AuditCheck:
             "a surprise worth a look",
             ev,
         )
+    tail = f", {before:.1%} just before the event" if before is not None else ""
     return AuditCheck(
-        "model_score", Outcome.PASS, f"the model priced it at {p.probability:.1%} at purchase", ev
+        "model_score",
+        Outcome.PASS,
+        f"the model priced it at {p.probability:.1%} at purchase{tail}",
+        ev,
     )
 
 
-def audit(p: PolicyFacts, c: ClaimFacts, t: TraderFacts) -> list[AuditCheck]:
+def audit(
+    p: PolicyFacts, c: ClaimFacts, t: TraderFacts, probability_before_trigger: float | None = None
+) -> list[AuditCheck]:
     return [
         in_window(p, c),
         mark_confirms(p, c),
         terms_match(p, c),
         adverse_selection(p, c),
         user_signals(p, t),
-        model_score(p),
+        model_score(p, probability_before_trigger),
     ]
 
 

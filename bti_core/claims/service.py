@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
@@ -47,6 +48,7 @@ from bti_core.db.types import utcnow
 from bti_core.errors import BTIError, ChainError
 from bti_core.market.schema import Kind
 from bti_core.market.warehouse import Warehouse
+from bti_core.risk.engine import RiskEngine
 
 SYSTEM = "system"
 
@@ -97,6 +99,7 @@ class ClaimsService:
         clock: Callable[[], datetime] = utcnow,
         auto_limit: Decimal = Decimal(1000),
         review_hours: int = 24,
+        risk: RiskEngine | None = None,
     ) -> None:
         self.db = db
         self.warehouse = warehouse
@@ -104,6 +107,7 @@ class ClaimsService:
         self.clock = clock
         self.auto_limit = auto_limit  # larger payouts always go to an underwriter
         self.review_hours = review_hours
+        self.risk = risk  # for the model's score just before the trigger (optional)
 
     # ------------------------------------------------------------------ audit log
 
@@ -352,8 +356,53 @@ class ClaimsService:
             claims_last_30d=sum(c.opened_at >= month_ago for c in others),
             earlier_claims=len(others),
             earlier_leverages=tuple(float(p.leverage) for p in earlier),
+            shared_owner_with=self._shared_owners(s, claim, policy),
         )
         return pf, cf, tf
+
+    def _shared_owners(self, s: Session, claim: Claim, policy: Policy) -> tuple[str, ...]:
+        """Other traders who paid from this policy's wallet, or whose filed records name the
+        same exchange account as this claim's record (one owner, many accounts)."""
+        users: set[str] = set()
+        if policy.wallet:
+            same_wallet = s.exec(
+                select(Policy.user_id).where(
+                    Policy.wallet == policy.wallet, Policy.user_id != policy.user_id
+                )
+            ).all()
+            users.update(same_wallet)
+        account = (claim.evidence.get("record") or {}).get("account")
+        if account:
+            filed = s.exec(
+                select(Claim).where(Claim.source == "trader", Claim.user_id != claim.user_id)
+            ).all()
+            users.update(
+                c.user_id
+                for c in filed
+                if (c.evidence.get("record") or {}).get("account") == account
+            )
+        return tuple(sorted(users))
+
+    def _probability_before_trigger(self, claim: Claim, policy: Policy) -> float | None:
+        """The engine's P(reaching LP in the window's remaining time) from the mark close of
+        the bar before the trigger (the engine's current paths; evidence for the reviewer)."""
+        if self.risk is None:
+            return None
+        bars = [b for b in claim.evidence.get("bars", []) if b.get("close") is not None]
+        before = [b for b in bars if pd.Timestamp(b["ts"]) < pd.Timestamp(claim.trigger_at)]
+        if not before:
+            return None
+        spot = float(before[-1]["close"])
+        hours = (policy.end_at - claim.trigger_at).total_seconds() / 3600
+        try:
+            sr = self.risk.symbol_risk(policy.symbol)
+            hours = min(max(hours, 1.0), float(sr.table.horizons[-1]))
+            lp = float(policy.liquidation_price)
+            side = 1 if policy.side == "long" else -1
+            p, _ = sr.table.probability(np.log(lp / spot), hours, side)
+        except (BTIError, ValueError):
+            return None
+        return float(p)
 
     def audit_and_decide(self, claim_id: int) -> Claim:
         """Run the automatic audit of an opened claim and decide it: approve when every check
@@ -365,7 +414,9 @@ class ClaimsService:
                 return claim
             policy = s.get(Policy, claim.policy_id)
             assert policy is not None
-            checks = audit(*self._facts(s, claim, policy))
+            checks = audit(
+                *self._facts(s, claim, policy), self._probability_before_trigger(claim, policy)
+            )
             claim.checks = [c.to_dict() for c in checks]
             self._move(s, claim, Event.AUDIT, SYSTEM, {"checks": claim.checks})
             hard = [c for c in checks if c.name in HARD and c.outcome is Outcome.FAIL]
@@ -693,10 +744,13 @@ def parse_record(content: bytes, filename: str) -> dict[str, Any]:
             f"{filename}: time {data['time']!r} is not a date-time (ISO 8601)"
         ) from exc
     t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-    return {
+    record: dict[str, Any] = {
         "symbol": str(data["symbol"]).strip().upper(),
         "side": side,
         "quantity": qty,
         "price": price,
         "time": t,
     }
+    if str(data.get("account", "")).strip():  # the exchange account id, when the export has it
+        record["account"] = str(data["account"]).strip()
+    return record

@@ -106,10 +106,18 @@ def test_user_signals() -> None:
     )
 
 
-def test_model_score() -> None:
+def test_model_score_at_purchase_and_before_the_trigger() -> None:
     assert model_score(POLICY).outcome is Outcome.PASS
     cheap = PolicyFacts(**{**POLICY.__dict__, "probability": 0.002})
     assert model_score(cheap).outcome is Outcome.UNSURE
+    assert model_score(cheap, 0.001).outcome is Outcome.UNSURE  # a surprise both times
+    later = model_score(cheap, 0.4)  # the market had moved: the model saw it coming
+    assert later.outcome is Outcome.PASS and "40.0% just before the event" in later.reason
+
+
+def test_one_owner_many_accounts_is_flagged() -> None:
+    c = user_signals(POLICY, TraderFacts(shared_owner_with=("mallory", "mallory2")))
+    assert c.outcome is Outcome.UNSURE and "mallory, mallory2" in c.reason
 
 
 def test_audit_runs_all_six() -> None:

@@ -271,3 +271,36 @@ def test_queue_orders_by_due_time_then_amount(world: World) -> None:
     assert len(q) == 2
     assert pd.Series(q["due"]).is_monotonic_increasing or q["amount"].iloc[0] >= q["amount"].iloc[1]
     assert w.claims.queue(symbol="ETHUSDT").empty
+
+
+def test_records_of_one_exchange_account_from_two_traders_are_referred(world: World) -> None:
+    w = world
+    a, b = buy(w, "olga"), buy(w, "olga2")
+    crash(w)
+    t = (NOW + timedelta(hours=3 + 2)).isoformat()
+
+    def record(qty: str, lp: Decimal) -> bytes:
+        return f'{{"symbol":"BTCUSDT","side":"long","quantity":{qty},"price":{lp},"time":"{t}","account":"binance-uid-77"}}'.encode()
+
+    first = w.claims.file_claim(
+        User("olga", "O", "trader"), a.id or 0, record("0.1", a.liquidation_price), "r.json"
+    )
+    assert w.claims.process(first).state == "paid"
+    second = w.claims.file_claim(
+        User("olga2", "O2", "trader"), b.id or 0, record("0.1", b.liquidation_price), "r.json"
+    )
+    c = w.claims.process(second)
+    assert c.state == "referred"
+    signals = {ch["name"]: ch for ch in c.checks}["user_signals"]
+    assert "olga" in signals["reason"] and signals["outcome"] == "unsure"
+
+
+def test_the_model_score_before_the_trigger_is_recorded(world: World) -> None:
+    w = world
+    w.claims.risk = w.ins.risk
+    buy(w, "pia")
+    crash(w)
+    (cid,) = w.claims.run().opened
+    score = {ch["name"]: ch for ch in w.claims.get(cid).checks}["model_score"]
+    p = score["evidence"]["probability_before_trigger"]
+    assert p is not None and 0 <= p <= 1
