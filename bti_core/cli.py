@@ -45,8 +45,8 @@ claims_app = typer.Typer(
 app.add_typer(claims_app, name="claims")
 users_app = typer.Typer(help="People who sign in (traders, underwriters).", no_args_is_help=True)
 app.add_typer(users_app, name="users")
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)  # paths and hashes stay on one line
+err = Console(stderr=True, soft_wrap=True)
 
 
 @contextmanager
@@ -137,7 +137,9 @@ def _demo(
     from bti_core.market.synthetic import generate_demo_markets
 
     if if_missing and warehouse.symbols():
-        console.print(f"market data already in {settings.warehouse_dir}; keeping it")
+        console.print(
+            f"market data already in {settings.warehouse_dir}; keeping it", soft_wrap=True
+        )
         return
     step = timeframe_delta(timeframe)
     last = pd.Timestamp(end) if end else pd.Timestamp.now("UTC").floor(step) - step
