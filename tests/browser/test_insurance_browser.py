@@ -14,6 +14,7 @@ from tests.browser.conftest import App, start_app
 from tests.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser
+expect.set_options(timeout=30_000)  # a 2-core CI machine under a full test run is slow
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +27,23 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
 
 
 def sign_in(page: Page, user: str, password: str) -> None:
-    page.get_by_role("textbox", name="Username").fill(user)
-    page.get_by_role("textbox", name="Password").fill(password)
-    page.get_by_role("button", name="Login").click()
-    expect(page.get_by_text(f"· {user}")).to_be_visible()  # "Signed in as … · role"
+    """Fill and submit the sign-in form. The form can be redrawn once while the page settles
+    (the cookie component reports in), dropping what was typed: type until it stays."""
+    name = page.get_by_role("textbox", name="Username")
+    secret = page.get_by_role("textbox", name="Password")
+    signed = page.get_by_text(f"· {user}")  # "Signed in as … · role"
+    for _ in range(10):
+        name.fill(user)
+        secret.fill(password)
+        page.wait_for_timeout(700)
+        if name.input_value() == user and secret.input_value() == password:
+            page.get_by_role("button", name="Login").click()
+            try:
+                expect(signed).to_be_visible(timeout=10_000)
+                return
+            except AssertionError:
+                continue
+    expect(signed).to_be_visible()
 
 
 def ensure_signed_in(page: Page, user: str, password: str) -> None:
