@@ -52,5 +52,5 @@ st.sidebar.caption("BTI insures leveraged perpetual orders against liquidation."
 from dashboard import resources  # noqa: E402 — after the path fix above
 
 if st.runtime.exists():  # a real server (not a bare import, e.g. a spawned child process)
-    resources.start_claims_watcher()
+    resources.start_background_work()
 navigation.run()

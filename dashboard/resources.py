@@ -210,6 +210,29 @@ def _claims_watcher(db_url: str, warehouse_dir: str, rpc_url: str | None, every:
     return f"every {every:g} s"
 
 
+@st.cache_resource(show_spinner=False)
+def _warm_up(warehouse_dir: str) -> str:
+    """Fit and simulate every symbol once in the background when the app starts, so the first
+    quote is a lookup rather than a 2-second fit inside the page."""
+
+    def fit_all() -> None:
+        engine = risk_engine()
+        for symbol in warehouse().symbols():
+            try:
+                engine.symbol_risk(symbol)
+            except Exception:  # a symbol without enough data is quoted later, in the page
+                logging.getLogger("bti.risk").exception("warm-up of %s failed", symbol)
+
+    threading.Thread(target=fit_all, name="bti-risk-warm-up", daemon=True).start()
+    return "started"
+
+
+def start_background_work() -> None:
+    """At app start: the risk warm-up and the claims watcher."""
+    _warm_up(str(settings().warehouse_dir))
+    start_claims_watcher()
+
+
 def start_claims_watcher() -> None:
     s = settings()
     if s.claims_watch_seconds > 0:
