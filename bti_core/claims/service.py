@@ -485,10 +485,31 @@ class ClaimsService:
                 user.username,
                 {"reason": reason, "amount": claim.amount_approved},
             )
-            state = claim.state
+            state, final_denial = claim.state, claim.state == State.DENIED.value and claim.appealed
         if state in (State.APPROVED.value, State.ADJUSTED.value):
             return self.pay(claim_id)
+        if final_denial:
+            self._release_after_final_denial(claim_id)
         return self.get(claim_id)
+
+    def _release_after_final_denial(self, claim_id: int) -> None:
+        """A denial upheld on appeal is final: the policy's cover no longer backs anything, so
+        its capital is released on-chain (retried by anyone after expiry + grace if this
+        fails)."""
+        claim = self.get(claim_id)
+        policy = self.policy_of(claim)
+        if policy.chain_policy_id is None:
+            return
+        try:
+            tx = self.chain.release_cover(policy.chain_policy_id)
+        except ChainError:
+            return
+        with session_scope(self.db) as s:
+            p = s.get(Policy, policy.id)
+            assert p is not None
+            add_policy_event(
+                s, policy=p, event="cover_released", detail={"tx": tx, "claim_id": claim_id}
+            )
 
     def appeal(self, claim_id: int, user: User, reason: str) -> Claim:
         """The claim's trader appeals a denial, once, with a reason; an underwriter reviews it."""

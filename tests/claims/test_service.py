@@ -154,6 +154,7 @@ def test_a_last_price_wick_is_denied_and_can_be_appealed_once(world: World) -> N
     assert c.state == "appealed" and c.due_at is not None
     partial = w.claims.decide(cid, UNDERWRITER, "adjust", "goodwill: half", Decimal("50"))
     assert partial.state == "paid" and partial.amount_approved == Decimal("50.00")
+    assert w.chain.policy(p.chain_policy_id or 0).paid == Decimal(50)
     assert t  # the record's time is inside the window
     with pytest.raises(TransitionError):
         w.claims.appeal(cid, User("dave", "Dave", "trader"), "again please")
@@ -304,3 +305,20 @@ def test_the_model_score_before_the_trigger_is_recorded(world: World) -> None:
     score = {ch["name"]: ch for ch in w.claims.get(cid).checks}["model_score"]
     p = score["evidence"]["probability_before_trigger"]
     assert p is not None and 0 <= p <= 1
+
+
+def test_a_denial_upheld_on_appeal_releases_the_cover(world: World) -> None:
+    w = world
+    w.claims.auto_limit = Decimal(1)
+    p = buy(w, "quinn")
+    crash(w)
+    (cid,) = w.claims.run().referred
+    locked = w.chain.pool_stats().locked
+    w.claims.decide(cid, UNDERWRITER, "deny", "bought into the move")
+    assert w.chain.pool_stats().locked == locked  # an appeal may still come: cover stays
+    w.claims.appeal(cid, User("quinn", "Q", "trader"), "please look again")
+    final = w.claims.decide(cid, UNDERWRITER, "deny", "upheld after review")
+    assert final.state == "denied"
+    assert w.chain.pool_stats().locked == locked - p.payout
+    assert w.chain.policy(p.chain_policy_id or 0).status == PolicyStatus.RELEASED
+    assert [e.event for e in w.ins.events(p.id or 0)][-1] == "cover_released"
