@@ -247,6 +247,7 @@ class ChainClient:
         self._deployment = deployment
         self._chain_id: int | None = None
         self._contracts: dict[tuple[str, str], Contract] = {}
+        self._decoders: dict[tuple[bytes, int], Any] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -661,9 +662,13 @@ class ChainClient:
                 out.append(dict(log))
                 continue
             contract_name, abi = hit
-            c = self.w3.eth.contract(abi=[abi])
+            key = (bytes(topics[0]), len(topics))
+            decoder = self._decoders.get(key)
+            if decoder is None:  # one per event kind: building a web3 contract costs ~20 ms
+                decoder = getattr(self.w3.eth.contract(abi=[abi]).events, abi["name"])()
+                self._decoders[key] = decoder
             try:
-                ev = getattr(c.events, abi["name"])().process_log(log)
+                ev = decoder.process_log(log)
             except Exception:  # same signature, different indexing: show it raw
                 out.append(dict(log))
                 continue

@@ -15,7 +15,7 @@ from eth_utils.address import to_checksum_address
 from hexbytes import HexBytes
 from web3.exceptions import TransactionNotFound
 
-from bti_core.chain.artifacts import PROJECT_CONTRACTS, artifact
+from bti_core.chain.artifacts import PROJECT_CONTRACTS
 from bti_core.chain.client import ChainClient, DecodedEvent, OnChainPolicy, PoolStats
 from bti_core.chain.units import from_units
 from bti_core.errors import ChainError
@@ -171,9 +171,7 @@ class Explorer:
     def _contract_at(self, address: str | None) -> tuple[str, Any] | None:
         name = self.label(address)
         if name in PROJECT_CONTRACTS and address is not None:
-            return name, self.w3.eth.contract(
-                address=to_checksum_address(address), abi=artifact(name).abi
-            )
+            return name, self.c._contract(name, address)  # built once per address
         return None
 
     def _function_name(self, tx: Any) -> str | None:
