@@ -266,7 +266,10 @@ def _download(
 
 @app.command()
 def backtest(
-    data: Annotated[Path, typer.Option(help="Folder of SYMBOL_1h_ohlcv / SYMBOL_1h_mark files")],
+    data: Annotated[
+        Path,
+        typer.Option(help="Folder of SYMBOL_1h_ohlcv / SYMBOL_1h_mark files (or 1m … 30m bars)"),
+    ],
     stride: Annotated[int, typer.Option(min=1, help="Hours between start times")] = 6,
     paths: Annotated[int, typer.Option(min=1000, help="Monte Carlo paths per table")] = 8_000,
     json_out: Annotated[

@@ -14,9 +14,15 @@ from typer.testing import CliRunner
 
 from bti_core.cli import app
 from bti_core.market.schema import Kind
-from bti_core.market.sources import write_normalised_csv
+from bti_core.market.sources import identify, read_source, write_normalised_csv
 from bti_core.market.synthetic import generate_demo_markets
-from bti_core.risk.backtest import BacktestConfig, _future_extremes, run_backtest, summarise
+from bti_core.risk.backtest import (
+    BacktestConfig,
+    _future_extremes,
+    load_folder,
+    run_backtest,
+    summarise,
+)
 
 
 def test_future_extremes_match_a_loop() -> None:
@@ -122,4 +128,44 @@ def test_cli_prints_the_verdict_and_writes_json(folder: Path, tmp_path: Path) ->
 def test_cli_refuses_an_empty_folder(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["backtest", "--data", str(tmp_path)])
     assert res.exit_code == 2
-    assert "noSYMBOL_1h_ohlcvandSYMBOL_1h_markpairsfound" in "".join(res.output.split())
+    assert "noSYMBOL_<timeframe>_ohlcvandSYMBOL_<timeframe>_markpairsfound" in "".join(
+        res.output.split()
+    )
+
+
+@pytest.fixture(scope="module")
+def quarter_hours(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("bars15m")
+    m = generate_demo_markets(start="2023-01-01", periods=4 * 24 * 130, timeframe="15m", seed=4)
+    write_normalised_csv(m["ETHUSDT"].ohlcv, d / "ETHUSDT_15m_ohlcv.csv.gz", Kind.OHLCV)
+    write_normalised_csv(m["ETHUSDT"].mark, d / "ETHUSDT_15m_mark.csv.gz", Kind.MARK)
+    return d
+
+
+def test_sub_hourly_bars_are_aggregated_to_hours(quarter_hours: Path) -> None:
+    """15-minute files (no hourly ones): each hour's high is the max of its four bars, its low
+    the min, open the first, close the last; hours only."""
+    raw = read_source(identify(quarter_hours / "ETHUSDT_15m_mark.csv.gz"))
+    last, mark = load_folder(quarter_hours)["ETHUSDT"]
+    assert (mark["ts"].diff().dropna() == pd.Timedelta(hours=1)).all()
+    hour = raw.groupby(raw["ts"].dt.floor("1h"))
+    np.testing.assert_allclose(mark["high"], hour["high"].max().to_numpy())
+    np.testing.assert_allclose(mark["low"], hour["low"].min().to_numpy())
+    np.testing.assert_allclose(mark["open"], hour["open"].first().to_numpy())
+    np.testing.assert_allclose(mark["close"], hour["close"].last().to_numpy())
+    assert len(last) == len(mark)
+
+
+def test_sub_hourly_backtest_equals_the_hourly_one(quarter_hours: Path, tmp_path: Path) -> None:
+    """The same market as 15-minute bars or as their hourly aggregate: the same predictions and
+    outcomes (a liquidation inside an hour is seen either way)."""
+    last, mark = load_folder(quarter_hours)["ETHUSDT"]
+    write_normalised_csv(last, tmp_path / "ETHUSDT_1h_ohlcv.csv", Kind.OHLCV)
+    write_normalised_csv(mark, tmp_path / "ETHUSDT_1h_mark.csv", Kind.MARK)
+    cfg = BacktestConfig(
+        stride_hours=24, refit_days=60, min_history_days=60, n_paths=1_000, variance_levels=3
+    )
+    fine = run_backtest(quarter_hours, cfg).predictions
+    hourly = run_backtest(tmp_path, cfg).predictions
+    assert len(fine) > 0 and fine["liquidated"].sum() > 0
+    pd.testing.assert_frame_equal(fine, hourly)

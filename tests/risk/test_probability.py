@@ -3,6 +3,8 @@ shared-path engine against the closed form where both must agree."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -45,7 +47,7 @@ def _slow_reference(
     ("lev", "hours", "side"), [(10, 24, 1), (20, 72, 1), (5, 168, -1), (50, 24, -1)]
 )
 def test_closed_form_matches_slow_monte_carlo(lev: float, hours: int, side: int) -> None:
-    b = side * np.log1p(-side / lev)  # the barrier a 1/lev move away
+    b = np.log1p(-side / lev)  # ln(LP/S0): a 1/lev move away, below a long, above a short
     closed = float(
         first_passage_gbm(1.0, np.exp(b), SIGMA_Y, hours / 8760, side, mu=SIGMA_Y**2 / 2)
     )
@@ -103,12 +105,59 @@ def test_engine_with_constant_gaussian_variance_matches_closed_form() -> None:
     levs = np.array([5.0, 10.0, 20.0, 50.0])
     for hours in (6, 24, 72):
         for side in (1, -1):
-            b = side * np.log1p(-side / levs)
+            b = np.log1p(-side / levs)  # ln(LP/S0): below for a long, above for a short
             p, se = table.probability(b, hours, side)
             closed = first_passage_gbm(
                 1.0, np.exp(b), SIGMA_Y, hours / 8760, side, mu=SIGMA_Y**2 / 2
             )
             assert np.all(np.abs(p - closed) <= 4 * se + 1e-3), (hours, side, p, closed)
+
+
+def test_drift_moves_the_paths_as_the_closed_form_says() -> None:
+    """A drift of 0.1 % an hour in the log price: up-barriers are hit more often and
+    down-barriers less, as first passage of GBM with that drift gives (μ = ν + σ²/2)."""
+    mu_h = 1e-3
+    fit = dataclasses.replace(_constant_vol_fit(), mu=mu_h)
+    table = simulate_path_table(
+        fit, n_paths=60_000, horizons=(72,), innovations="normal", seed=4, constant_variance=True
+    )
+    still = simulate_path_table(
+        _constant_vol_fit(),
+        n_paths=60_000,
+        horizons=(72,),
+        innovations="normal",
+        seed=4,
+        constant_variance=True,
+    )
+    mu_y = (mu_h + SIGMA_H**2 / 2) * 8760
+    for side in (1, -1):
+        b = np.log1p(-side / np.array([5.0, 10.0, 20.0]))
+        p, se = table.probability(b, 72, side)
+        closed = first_passage_gbm(1.0, np.exp(b), SIGMA_Y, 72 / 8760, side, mu=mu_y)
+        assert np.all(np.abs(p - closed) <= 4 * se + 1e-3), (side, p, closed)
+        p0, _ = still.probability(b, 72, side)
+        assert (p.sum() < p0.sum()) if side > 0 else (p.sum() > p0.sum()), (side, p, p0)
+
+
+def test_blocks_without_mirroring_keep_the_residuals_skew() -> None:
+    """Four days of gentle rise, then four hours of crash: unmirrored blocks keep the crash side
+    heavy (an 8 % fall within a day is common, an 8 % rise never happens); mirrored blocks
+    make both tails alike."""
+    resid = np.tile(np.r_[np.full(92, 0.05), np.full(4, -1.15)], 100)
+    fit = VolFit(GJRParams(SIGMA_H**2, 0.0, 0.0, 0.0, 5.0), SIGMA_H**2, resid)
+
+    def tails(mirror: bool) -> tuple[float, float]:
+        t = simulate_path_table(
+            fit, n_paths=20_000, horizons=(24,), seed=1, constant_variance=True, mirror=mirror
+        )
+        down, _ = t.probability(-0.08, 24, 1)
+        up, _ = t.probability(0.08, 24, -1)
+        return float(down), float(up)
+
+    down, up = tails(False)
+    assert down > 0.2 and up < 0.005
+    m_down, m_up = tails(True)
+    assert m_down == pytest.approx(m_up, abs=0.02) and 0.05 < m_up < down
 
 
 def test_lookup_is_vectorised_and_rounds_horizons_up() -> None:
@@ -153,6 +202,10 @@ def test_gjr_fit_recovers_the_generator() -> None:
     assert fit.residuals.std() == pytest.approx(1.0, abs=0.1)
     with pytest.raises(ValueError, match="at least 200"):
         fit_gjr(r[:50])
+    assert fit.mu == 0.0
+    drifting = fit_gjr(r + 5e-4, mean="constant")  # +0.05 % an hour added to every return
+    assert drifting.mu == pytest.approx(5e-4, abs=2e-4)
+    assert drifting.residuals.mean() == pytest.approx(0.0, abs=0.05)
 
 
 def test_presorted_book_gives_the_same_answer_and_is_checked() -> None:
