@@ -33,7 +33,7 @@ from bti_core.policies import InsuranceService
 from bti_core.pricing import reprice
 from bti_core.risk.engine import RiskEngine, build_symbol_risk
 from bti_core.risk.liquidation import brackets_for, isolated_liquidation_price
-from bti_core.risk.probability import GJRParams, VolFit, simulate_path_table
+from bti_core.risk.probability import VolFit, VolParams, simulate_path_table
 
 
 def pct(xs: list[float], q: float) -> str:
@@ -131,7 +131,7 @@ def main() -> None:
     t = time.perf_counter()
     raw_rng.standard_normal(40_000_000)
     raw = 40e6 / (time.perf_counter() - t)
-    fit = VolFit(GJRParams(1e-6, 0.05, 0.02, 0.93, 4.0), 6e-5, raw_rng.standard_normal(8_760))
+    fit = VolFit(VolParams(1e-6, 0.05, 0.02, 0.93, 4.0), 6e-5, raw_rng.standard_normal(8_760))
     for inn in ("fhs_block", "fhs", "normal", "t"):
         t = time.perf_counter()
         simulate_path_table(fit, n_paths=20_000, innovations=inn)  # type: ignore[arg-type]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -264,6 +266,20 @@ def _download(
     return results
 
 
+class VolModelChoice(StrEnum):
+    gjr = "gjr"
+    egarch = "egarch"
+
+
+class InnovationsChoice(StrEnum):
+    fhs_block = "fhs_block"
+    fhs_state = "fhs_state"
+    fhs = "fhs"
+    fhs_skewed = "fhs_skewed"
+    t = "t"
+    normal = "normal"
+
+
 @app.command()
 def backtest(
     data: Annotated[
@@ -275,13 +291,32 @@ def backtest(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the results as JSON here")
     ] = None,
+    window_days: Annotated[
+        int | None,
+        typer.Option(min=30, help="Days of history each fit uses (default: the engine's, 180)"),
+    ] = None,
+    model: Annotated[
+        VolModelChoice, typer.Option(help="Volatility model (the engine uses gjr)")
+    ] = VolModelChoice.gjr,
+    innovations: Annotated[
+        InnovationsChoice,
+        typer.Option(help="Shocks of the simulated paths (the engine uses fhs_block)"),
+    ] = InnovationsChoice.fhs_block,
 ) -> None:
     """Walk-forward backtest of the liquidation probability against realised liquidations,
-    beside the GBM baseline; ends with a one-line verdict."""
+    beside the GBM baseline; ends with a one-line verdict. The options other than --data,
+    --stride and --paths try variants of the engine (see bti_core/risk/backtest.py)."""
     from bti_core.risk.backtest import BacktestConfig, format_report, run_backtest, write_json
 
     try:
-        cfg = BacktestConfig(stride_hours=stride, n_paths=paths + paths % 2)
+        cfg = BacktestConfig(
+            stride_hours=stride,
+            n_paths=paths + paths % 2,
+            vol_model=model.value,
+            innovations=innovations.value,
+        )
+        if window_days is not None:
+            cfg = dataclasses.replace(cfg, fit_window_days=window_days)
         with _progress() as progress:
             task = progress.add_task("backtest", total=None)
 

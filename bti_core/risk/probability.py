@@ -67,11 +67,18 @@ def first_passage_gbm(
     return np.clip(np.nan_to_num(p, nan=0.0), 0.0, 1.0)
 
 
-@dataclass(frozen=True)
-class GJRParams:
-    """GJR-GARCH(1,1) on hourly log returns (fractions, not percent).
+_ABS_NORMAL = float(np.sqrt(2 / np.pi))  # E|z| for a standard normal, as `arch` centres it
 
-    ``σ²_{t+1} = ω + (α + γ·1[r_t < 0])·r_t² + β·σ²_t``; ``nu`` the Student-t degrees of freedom.
+
+@dataclass(frozen=True)
+class VolParams:
+    """A volatility model on hourly log returns (fractions, not percent); ``nu`` the Student-t
+    degrees of freedom of the fit.
+
+    - ``gjr`` (default; Glosten, Jagannathan & Runkle 1993):
+      ``σ²_{t+1} = ω + (α + γ·1[r_t < 0])·r_t² + β·σ²_t``.
+    - ``egarch`` (Nelson 1991, as `arch` writes it), with ``z_t = r_t/σ_t``:
+      ``ln σ²_{t+1} = ω + α(|z_t| − √(2/π)) + γ·z_t + β·ln σ²_t``.
     """
 
     omega: float
@@ -79,13 +86,29 @@ class GJRParams:
     gamma: float
     beta: float
     nu: float
+    model: Literal["gjr", "egarch"] = "gjr"
+
+    def next_variance(self, r: FloatArray | float, s2: FloatArray | float) -> FloatArray:
+        """σ²_{t+1} from the return r_t and its variance σ²_t (vectorised)."""
+        r, s2 = np.asarray(r, dtype=float), np.asarray(s2, dtype=float)
+        if self.model == "egarch":
+            z = r / np.sqrt(s2)
+            return np.exp(
+                self.omega
+                + self.alpha * (np.abs(z) - _ABS_NORMAL)
+                + self.gamma * z
+                + self.beta * np.log(s2)
+            )
+        return self.omega + (self.alpha + self.gamma * (r < 0)) * r * r + self.beta * s2
 
     @property
     def persistence(self) -> float:
-        return self.alpha + self.gamma / 2 + self.beta
+        """GJR: α + γ/2 + β (symmetric innovations); EGARCH: β, that of ln σ²."""
+        return self.beta if self.model == "egarch" else self.alpha + self.gamma / 2 + self.beta
 
     @property
     def unconditional_variance(self) -> float:
+        """GJR only (EGARCH's depends on the innovations' law)."""
         return self.omega / max(1e-6, 1 - self.persistence)
 
 
@@ -93,13 +116,19 @@ class GJRParams:
 class VolFit:
     """A fitted volatility model and the state to simulate from."""
 
-    params: GJRParams
+    params: VolParams
     sigma2_next: float  # conditional variance of the next hourly return
     residuals: FloatArray  # standardised residuals, for filtered historical simulation
     mu: float = 0.0  # hourly mean of the log return (drift of the simulated log price)
+    log_var: FloatArray | None = None  # ln σ²_t beside each residual (the state it came from)
 
 
-def fit_gjr(returns: FloatArray, *, mean: Literal["zero", "constant"] = "zero") -> VolFit:
+def fit_gjr(
+    returns: FloatArray,
+    *,
+    mean: Literal["zero", "constant"] = "zero",
+    model: Literal["gjr", "egarch"] = "gjr",
+) -> VolFit:
     """Fit GJR-GARCH(1,1)-t to hourly log returns with `arch` (scaled to percent for the
     optimiser, as `arch` recommends, then scaled back); ``mean="constant"`` estimates a drift."""
     from arch import arch_model
@@ -108,21 +137,29 @@ def fit_gjr(returns: FloatArray, *, mean: Literal["zero", "constant"] = "zero") 
     r = r[np.isfinite(r)]
     if len(r) < 200:
         raise ValueError(f"need at least 200 returns to fit GJR-GARCH, got {len(r)}")
-    res = arch_model(r * 100, mean=mean, vol="GARCH", p=1, o=1, q=1, dist="t").fit(
+    vol: Literal["EGARCH", "GARCH"] = "EGARCH" if model == "egarch" else "GARCH"
+    res = arch_model(r * 100, mean=mean, vol=vol, p=1, o=1, q=1, dist="t").fit(
         disp="off", show_warning=False
     )
     p = res.params
-    params = GJRParams(
-        omega=float(p["omega"]) / 1e4,
+    beta = float(p["beta[1]"])
+    params = VolParams(
+        # percent² → fraction²: σ² scales by 1e-4, ln σ² shifts by ln 1e-4 (times 1 − β)
+        omega=float(p["omega"]) / 1e4
+        if model == "gjr"
+        else float(p["omega"]) + (beta - 1) * np.log(1e4),
         alpha=float(p["alpha[1]"]),
         gamma=float(p["gamma[1]"]),
-        beta=float(p["beta[1]"]),
+        beta=beta,
         nu=float(p["nu"]),
+        model=model,
     )
     forecast = res.forecast(horizon=1, reindex=False).variance.to_numpy()[-1, 0] / 1e4
     std = np.asarray(res.std_resid, dtype=float)
+    log_var = 2 * np.log(np.asarray(res.conditional_volatility, dtype=float) / 100)
+    ok = np.isfinite(std) & np.isfinite(log_var)
     mu = float(p["mu"]) / 100 if mean == "constant" else 0.0
-    return VolFit(params, float(forecast), std[np.isfinite(std)], mu)
+    return VolFit(params, float(forecast), std[ok], mu, log_var[ok])
 
 
 # Horizons (hours) at which running extremes are kept: a policy's horizon is rounded up to the
@@ -213,7 +250,7 @@ class PathTable:
         return p, se
 
 
-Innovations = Literal["fhs_block", "fhs", "fhs_skewed", "t", "normal"]
+Innovations = Literal["fhs_block", "fhs_state", "fhs", "fhs_skewed", "t", "normal"]
 
 
 def simulate_path_table(
@@ -226,8 +263,10 @@ def simulate_path_table(
     constant_variance: bool = False,
     block_hours: int = 24,
     mirror: bool = True,
+    n_states: int = 5,
+    demean: bool = True,
 ) -> PathTable:
-    """Simulate hourly GJR-GARCH paths from the fitted state and tabulate running extremes.
+    """Simulate hourly GARCH paths (GJR or EGARCH) from the fitted state; tabulate running extremes.
 
     Innovations:
 
@@ -239,19 +278,21 @@ def simulate_path_table(
     - ``"fhs_skewed"``: one hour at a time, the residual of rank k paired with that of rank
       M−1−k, i.e. F⁻¹(U) with F⁻¹(1−U), which keeps the empirical law, skew included.
     - ``"t"`` / ``"normal"``: the parametric laws, antithetic ``−z``.
+    - ``"fhs_state"``: 24-hour blocks as above, unmirrored and demeaned, each drawn from the
+      history's blocks that began in the same quantile (of ``n_states``) of the conditional
+      variance as the path is in now, so the skew and the forecast error of volatile and calm
+      states follow them.
 
     ``mirror=False`` draws every path's blocks independently instead of in antithetic pairs,
     keeping the residuals' skew (and their mean: a bull year's residuals drift up).
 
-    Measured on Binance BTC/ETH 2019–21 (`bti backtest`, stride 12 h, 24 cells): block 22
-    calibrated cells, brier 0.1418; ``fhs`` 21 (0.1415); ``fhs_skewed`` 18; ``t`` 17; 48-hour
-    blocks 20; unmirrored blocks 21 (0.1423); the fit window's mean as drift 20 (0.1420: longs
-    then under-priced 1.2×, the year before does not predict the next), half of it 22 (0.1415);
-    GJR refitted without asymmetry where γ < 0 21. Hour-by-hour resampling under-priced a 5×
-    long over 24 h by 1.56× (a −19 % day is a run of shocks, not one); blocks bring it to
-    1.14×. Mirroring rather than keeping the skew was better: a year's residual skew is noisy and
-    follows the regime. No variant prices the short 5× / 24 h cell (a +18 % day, 5× rarer in
-    the data than an −18 % one) within 2.5× of what happened (see `bti_core.risk.backtest`).
+    Measured on Binance BTC/ETH 2019–21 (`bti backtest`, stride 12 h, 24 cells, 1-year fit
+    window): block 22 calibrated cells, brier 0.1418; ``fhs`` 21 (0.1415); ``fhs_skewed`` 18;
+    ``t`` 17; 48-hour blocks 20; unmirrored blocks 21 (0.1423); ``fhs_state`` 19 (0.1431).
+    Hour-by-hour resampling under-priced a 5× long over 24 h by 1.56× (a −19 % day is a run of
+    shocks, not one); blocks bring it to 1.14×. Mirroring rather than keeping the skew was
+    better: a year's residual skew is noisy and follows the regime. The backtest module's
+    docstring has the rest of what was tried.
 
     ``constant_variance`` freezes σ² at its start value (GBM-like paths, for validation).
     """
@@ -272,9 +313,21 @@ def simulate_path_table(
     hi = np.zeros(n_paths)
     s2 = np.full(n_paths, fit.sigma2_next)
     chron = fit.residuals / np.std(fit.residuals)  # in time order, unit variance
-    if innovations == "fhs_block" and len(chron) <= block_hours:
+    if innovations in ("fhs_block", "fhs_state") and len(chron) <= block_hours:
         raise ValueError(f"need more than {block_hours} residuals for blocks, got {len(chron)}")
     resid = np.sort(chron)
+    if innovations == "fhs_state":
+        if fit.log_var is None or len(fit.log_var) != len(chron):
+            raise ValueError("fhs_state needs the fit's conditional variances (log_var)")
+        if demean:
+            chron = chron - chron.mean()  # no drift
+        # candidate block starts grouped by the variance state they began in (quantile bins)
+        first = fit.log_var[: len(chron) - block_hours + 1]
+        edges = np.quantile(first, np.linspace(0, 1, n_states + 1)[1:-1])
+        bins = np.searchsorted(edges, first, side="right")
+        pool = np.argsort(bins, kind="stable")
+        counts = np.bincount(bins, minlength=n_states)
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
     t_scale = np.sqrt((prm.nu - 2) / prm.nu) if innovations == "t" else 1.0
     block_start = np.zeros(half, dtype=np.int64)
     for step in range(steps):
@@ -284,6 +337,11 @@ def simulate_path_table(
                 block_start = rng.integers(0, len(chron) - block_hours + 1, n_blocks)
             z_b = chron[block_start + step % block_hours]
             z = np.concatenate([z_b, -z_b]) if mirror else z_b
+        elif innovations == "fhs_state":
+            if step % block_hours == 0:
+                b = np.searchsorted(edges, np.log(s2), side="right")
+                block_start = pool[offsets[b] + (rng.random(n_paths) * counts[b]).astype(np.int64)]
+            z = chron[block_start + step % block_hours]
         elif innovations == "fhs_skewed":
             k = rng.integers(0, len(resid), half)
             z = np.concatenate([resid[k], resid[len(resid) - 1 - k]])
@@ -306,7 +364,7 @@ def simulate_path_table(
         np.maximum(hi, (x + x1 + spread) / 2, out=hi)
         x = x1
         if not constant_variance:
-            s2 = prm.omega + (prm.alpha + prm.gamma * (r < 0)) * r * r + prm.beta * s2
+            s2 = prm.next_variance(r, s2)
         if step in keep:
             i = keep[step]
             run_min[i] = np.sort(lo)

@@ -169,3 +169,21 @@ def test_sub_hourly_backtest_equals_the_hourly_one(quarter_hours: Path, tmp_path
     hourly = run_backtest(tmp_path, cfg).predictions
     assert len(fine) > 0 and fine["liquidated"].sum() > 0
     pd.testing.assert_frame_equal(fine, hourly)
+
+
+def test_cli_tries_engine_variants_and_refuses_unknown_ones(folder: Path) -> None:
+    args = ["backtest", "--data", str(folder), "--stride", "96", "--paths", "1000"]
+    variant = ["--model", "egarch", "--innovations", "fhs_state", "--window-days", "120"]
+    res = CliRunner().invoke(app, [*args, *variant])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip().splitlines()[-1].startswith("backtest: engine brier=")
+    bad = CliRunner().invoke(app, [*args, "--model", "heston"])
+    assert bad.exit_code == 2
+    assert "'heston'isnotoneof'gjr','egarch'" in _unboxed(bad.output)
+    short = CliRunner().invoke(app, [*args, "--window-days", "7"])
+    assert short.exit_code == 2 and "greaterthanorequalto30" in _unboxed(short.output)
+
+
+def _unboxed(text: str) -> str:
+    """Rich's error panel without its border and line breaks."""
+    return "".join(c for c in text if not c.isspace() and c != "│")

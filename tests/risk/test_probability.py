@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from bti_core.market.synthetic import generate_demo_markets
 from bti_core.risk.probability import (
-    GJRParams,
     VolFit,
+    VolParams,
     first_passage_gbm,
     fit_gjr,
     simulate_path_table,
@@ -90,7 +90,7 @@ def test_probability_is_a_probability_and_rises_with_leverage_and_time(
 
 
 def _constant_vol_fit() -> VolFit:
-    return VolFit(GJRParams(SIGMA_H**2, 0.0, 0.0, 0.0, 5.0), SIGMA_H**2, np.array([-1.0, 1.0]))
+    return VolFit(VolParams(SIGMA_H**2, 0.0, 0.0, 0.0, 5.0), SIGMA_H**2, np.array([-1.0, 1.0]))
 
 
 def test_engine_with_constant_gaussian_variance_matches_closed_form() -> None:
@@ -144,7 +144,7 @@ def test_blocks_without_mirroring_keep_the_residuals_skew() -> None:
     heavy (an 8 % fall within a day is common, an 8 % rise never happens); mirrored blocks
     make both tails alike."""
     resid = np.tile(np.r_[np.full(92, 0.05), np.full(4, -1.15)], 100)
-    fit = VolFit(GJRParams(SIGMA_H**2, 0.0, 0.0, 0.0, 5.0), SIGMA_H**2, resid)
+    fit = VolFit(VolParams(SIGMA_H**2, 0.0, 0.0, 0.0, 5.0), SIGMA_H**2, resid)
 
     def tails(mirror: bool) -> tuple[float, float]:
         t = simulate_path_table(
@@ -158,6 +158,61 @@ def test_blocks_without_mirroring_keep_the_residuals_skew() -> None:
     assert down > 0.2 and up < 0.005
     m_down, m_up = tails(True)
     assert m_down == pytest.approx(m_up, abs=0.02) and 0.05 < m_up < down
+
+
+def test_state_blocks_follow_the_variance_state_they_came_from() -> None:
+    """History: calm hours of small alternating shocks, then volatile ones of slow rises and
+    four-hour crashes. A path starting calm draws only calm blocks (no crash ever); one starting
+    volatile draws crash blocks (falls of eight standard deviations, no such rallies)."""
+    calm = np.tile([0.5, -0.5], 24 * 100)
+    crash = np.tile(np.r_[np.full(92, 0.05), np.full(4, -1.15)], 50)
+    resid = np.r_[calm, crash]
+    jitter = np.random.default_rng(0).uniform(-0.3, 0.3, len(calm) + len(crash))
+    log_var = np.r_[np.full(len(calm), np.log(1e-5)), np.full(len(crash), np.log(1e-4))] + jitter
+    fit = VolFit(VolParams(1e-5, 0.0, 0.0, 0.0, 5.0), 1e-5, resid, 0.0, log_var)
+
+    def tails(s2: float) -> tuple[float, float]:
+        t = simulate_path_table(
+            dataclasses.replace(fit, sigma2_next=s2),
+            n_paths=4_000,
+            horizons=(24,),
+            innovations="fhs_state",
+            n_states=2,
+            seed=3,
+            constant_variance=True,
+        )
+        far = 8 * np.sqrt(s2)  # eight hourly standard deviations
+        return float(t.probability(-far, 24, 1)[0]), float(t.probability(far, 24, -1)[0])
+
+    assert tails(1e-5) == (0.0, 0.0)
+    vol_down, vol_up = tails(1e-4)
+    assert vol_down > 0.15 and vol_up == 0.0
+    with pytest.raises(ValueError, match="log_var"):
+        simulate_path_table(
+            dataclasses.replace(fit, log_var=None), n_paths=2, innovations="fhs_state"
+        )
+
+
+def test_egarch_recursion_is_arch_s() -> None:
+    """The variance recursion used to filter and simulate reproduces `arch`'s own conditional
+    variance, for GJR and EGARCH, after the percent → fraction rescaling."""
+    from arch import arch_model
+
+    m = generate_demo_markets(start="2024-01-01", periods=24 * 120, seed=8)
+    r = np.diff(np.log(m["BTCUSDT"].mark["close"].to_numpy()))
+    for model, vol in (("gjr", "GARCH"), ("egarch", "EGARCH")):
+        fit = fit_gjr(r, model=model)  # type: ignore[arg-type]
+        res = arch_model(r * 100, mean="zero", vol=vol, p=1, o=1, q=1, dist="t").fit(disp="off")
+        theirs = (np.asarray(res.conditional_volatility) / 100) ** 2
+        s2, ours = theirs[0], []
+        for x in r:
+            s2 = float(fit.params.next_variance(x, s2))
+            ours.append(s2)
+        np.testing.assert_allclose(ours[:-1], theirs[1:], rtol=1e-8)
+        assert ours[-1] == pytest.approx(fit.sigma2_next, rel=1e-8)
+        table = simulate_path_table(fit, n_paths=2_000, horizons=(24, 168), seed=1)
+        p, _ = table.probability(np.log([0.8, 0.9, 0.95]), 168, 1)
+        assert (np.diff(p) >= 0).all() and 0 < p[-1] < 1
 
 
 def test_lookup_is_vectorised_and_rounds_horizons_up() -> None:
@@ -176,7 +231,7 @@ def test_lookup_is_vectorised_and_rounds_horizons_up() -> None:
 def test_fat_tails_raise_far_barrier_probability() -> None:
     """Same variance, Student-t(3) innovations: far barriers are hit more often than under the
     normal, the reason the GBM baseline underprices low-leverage cover."""
-    fit = VolFit(GJRParams(SIGMA_H**2, 0.0, 0.0, 0.0, 3.0), SIGMA_H**2, np.array([-1.0, 1.0]))
+    fit = VolFit(VolParams(SIGMA_H**2, 0.0, 0.0, 0.0, 3.0), SIGMA_H**2, np.array([-1.0, 1.0]))
     normal = simulate_path_table(
         fit, n_paths=40_000, horizons=(24,), innovations="normal", seed=5, constant_variance=True
     )
@@ -229,7 +284,7 @@ def test_fhs_skewed_keeps_the_residuals_skew_and_fhs_symmetrises_it() -> None:
     one 4 % above; "fhs" (mirrored antithetics) makes the two alike."""
     rng = np.random.default_rng(4)
     resid = np.concatenate([rng.normal(0.2, 0.8, 9_700), rng.normal(-6, 1.0, 300)])
-    fit = VolFit(GJRParams(SIGMA_H**2, 0.0, 0.0, 0.0, 5.0), SIGMA_H**2, resid)
+    fit = VolFit(VolParams(SIGMA_H**2, 0.0, 0.0, 0.0, 5.0), SIGMA_H**2, resid)
     b = np.log(0.96)
 
     def both(innovations: str) -> tuple[float, float, float]:
@@ -260,7 +315,7 @@ def test_block_bootstrap_keeps_runs_of_shocks_that_hourly_resampling_breaks() ->
     b = np.log(0.93)
 
     def p_hit(resid: np.ndarray, innovations: str) -> tuple[float, float]:
-        fit = VolFit(GJRParams(SIGMA_H**2, 0.0, 0.0, 0.0, 5.0), SIGMA_H**2, resid)
+        fit = VolFit(VolParams(SIGMA_H**2, 0.0, 0.0, 0.0, 5.0), SIGMA_H**2, resid)
         t = simulate_path_table(
             fit,
             n_paths=20_000,
@@ -281,6 +336,6 @@ def test_block_bootstrap_keeps_runs_of_shocks_that_hourly_resampling_breaks() ->
 
 
 def test_block_bootstrap_refuses_too_few_residuals() -> None:
-    fit = VolFit(GJRParams(SIGMA_H**2, 0.0, 0.0, 0.0, 5.0), SIGMA_H**2, np.linspace(-1, 1, 10))
+    fit = VolFit(VolParams(SIGMA_H**2, 0.0, 0.0, 0.0, 5.0), SIGMA_H**2, np.linspace(-1, 1, 10))
     with pytest.raises(ValueError, match="more than 24 residuals"):
         simulate_path_table(fit, n_paths=100, horizons=(24,))
