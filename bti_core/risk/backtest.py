@@ -148,31 +148,35 @@ def load_folder(folder: str | Path) -> dict[str, tuple[pd.DataFrame, pd.DataFram
     """Cleaned hourly (last-price bars, mark-price bars) per symbol from a folder in the format
     of the development data (``SYMBOL_1h_ohlcv``, ``SYMBOL_1h_mark``).
 
-    Sub-hourly files (``SYMBOL_5m_mark`` …) are accepted where no hourly ones are: each kind is
-    cleaned at its own timeframe, then aggregated to hours (high = max, low = min), so a
-    liquidation inside an hour is seen exactly as on hourly bars. Where several timeframes of a
-    kind are present the hourly one is used, else the finest.
+    Binance's monthly files (``BTCUSDT-1h-2022-01.zip``, mark prices under a ``markPriceKlines``
+    folder) are joined. Sub-hourly files (``SYMBOL_5m_mark`` …) are accepted where no hourly
+    ones are: each kind is cleaned at its own timeframe, then aggregated to hours (high = max,
+    low = min), so a liquidation inside an hour is seen exactly as on hourly bars. Where several
+    timeframes of a kind are present the hourly one is used, else the finest.
     """
-    found: dict[str, dict[Kind, dict[str, Path]]] = {}
+    found: dict[str, dict[Kind, dict[str, list[Path]]]] = {}
     for f in discover(folder):
         src = identify(f)
         if src.kind is Kind.FUNDING or not _fits_hours(src.timeframe):
             continue
-        found.setdefault(src.symbol, {}).setdefault(src.kind, {})[src.timeframe] = f
+        found.setdefault(src.symbol, {}).setdefault(src.kind, {}).setdefault(
+            src.timeframe, []
+        ).append(f)
     out: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
     for sym, kinds in sorted(found.items()):
         if Kind.MARK not in kinds or Kind.OHLCV not in kinds:
             continue
         tf_mark, tf_last = _pick_timeframe(kinds[Kind.MARK]), _pick_timeframe(kinds[Kind.OHLCV])
         mark, _ = clean_bars(
-            read_source(identify(kinds[Kind.MARK][tf_mark])),
-            symbol=sym,
-            timeframe=tf_mark,
-            kind=Kind.MARK,
+            _read_all(kinds[Kind.MARK][tf_mark]), symbol=sym, timeframe=tf_mark, kind=Kind.MARK
         )
-        last_raw = read_source(identify(kinds[Kind.OHLCV][tf_last]))
         same = tf_mark == tf_last
-        last, _ = clean_bars(last_raw, symbol=sym, timeframe=tf_last, mark=mark if same else None)
+        last, _ = clean_bars(
+            _read_all(kinds[Kind.OHLCV][tf_last]),
+            symbol=sym,
+            timeframe=tf_last,
+            mark=mark if same else None,
+        )
         out[sym] = (to_hourly(last), to_hourly(mark))
     if not out:
         raise FileNotFoundError(
@@ -187,8 +191,16 @@ def _fits_hours(timeframe: str) -> bool:
     return step <= HOUR and HOUR % step == pd.Timedelta(0)
 
 
-def _pick_timeframe(files: dict[str, Path]) -> str:
+def _pick_timeframe(files: dict[str, list[Path]]) -> str:
     return "1h" if "1h" in files else min(files, key=timeframe_delta)
+
+
+def _read_all(files: list[Path]) -> pd.DataFrame:
+    """One frame from one file or many (Binance's monthly files), in time order; a bar present
+    in two files is kept once."""
+    frames = [read_source(identify(f)) for f in files]
+    df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    return df.sort_values("ts", kind="stable").drop_duplicates("ts", keep="last")
 
 
 def to_hourly(bars: pd.DataFrame) -> pd.DataFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +188,47 @@ def test_cli_tries_engine_variants_and_refuses_unknown_ones(folder: Path) -> Non
 def _unboxed(text: str) -> str:
     """Rich's error panel without its border and line breaks."""
     return "".join(c for c in text if not c.isspace() and c != "│")
+
+
+def _write_binance_months(bars: pd.DataFrame, folder: Path) -> None:
+    """Bars as data.binance.vision lays them out: one zip per month, 12 columns, ms times."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for month, g in bars.groupby(bars["ts"].dt.strftime("%Y-%m")):
+        ms = g["ts"].astype("int64") // 1_000  # µs → ms
+        rows = pd.DataFrame(
+            {
+                "open_time": ms,
+                "open": g["open"],
+                "high": g["high"],
+                "low": g["low"],
+                "close": g["close"],
+                "volume": g["volume"],
+                "close_time": ms + 3_599_999,
+                "quote_volume": 0.0,
+                "count": 0,
+                "taker_buy_volume": 0.0,
+                "taker_buy_quote_volume": 0.0,
+                "ignore": 0,
+            }
+        )
+        with zipfile.ZipFile(folder / f"BTCUSDT-1h-{month}.zip", "w") as z:
+            z.writestr(f"BTCUSDT-1h-{month}.csv", rows.to_csv(index=False))
+
+
+def test_binance_monthly_files_are_joined(folder: Path, tmp_path: Path) -> None:
+    """The same market as one normalised file per kind or as Binance's monthly zips (klines and
+    markPriceKlines folders): the same hourly bars."""
+    one = load_folder(folder)["BTCUSDT"]
+    raw = {
+        kind: read_source(identify(folder / f"BTCUSDT_1h_{name}.csv.gz"))
+        for kind, name in ((Kind.OHLCV, "ohlcv"), (Kind.MARK, "mark"))
+    }
+    monthly = tmp_path / "futures" / "um" / "monthly"
+    _write_binance_months(raw[Kind.OHLCV], monthly / "klines" / "BTCUSDT" / "1h")
+    _write_binance_months(raw[Kind.MARK], monthly / "markPriceKlines" / "BTCUSDT" / "1h")
+    assert len(list(monthly.rglob("*.zip"))) >= 12
+    joined = load_folder(tmp_path)["BTCUSDT"]
+    for a, b in zip(one, joined, strict=True):
+        pd.testing.assert_frame_equal(
+            a[["ts", "open", "high", "low", "close"]], b[["ts", "open", "high", "low", "close"]]
+        )
