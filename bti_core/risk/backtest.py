@@ -66,6 +66,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from bti_core.errors import DataFormatError
 from bti_core.market.cleaning import clean_bars
 from bti_core.market.schema import Kind, timeframe_delta
 from bti_core.market.sources import discover, identify, read_source
@@ -114,6 +115,7 @@ class BacktestResult:
     by_year: pd.DataFrame
     worst_drawdown: float
     predictions: pd.DataFrame = field(repr=False)
+    skipped: list[str] = field(default_factory=list)  # files and symbols left out, and why
 
     @property
     def counted(self) -> pd.DataFrame:
@@ -141,10 +143,13 @@ class BacktestResult:
             "worst_drawdown_margins": self.worst_drawdown,
             "calibrated_cells": self.calibrated,
             "counted_cells": len(self.counted),
+            "skipped": self.skipped,
         }
 
 
-def load_folder(folder: str | Path) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+def load_folder(
+    folder: str | Path, skipped: list[str] | None = None
+) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     """Cleaned hourly (last-price bars, mark-price bars) per symbol from a folder in the format
     of the development data (``SYMBOL_1h_ohlcv``, ``SYMBOL_1h_mark``).
 
@@ -153,11 +158,27 @@ def load_folder(folder: str | Path) -> dict[str, tuple[pd.DataFrame, pd.DataFram
     ones are: each kind is cleaned at its own timeframe, then aggregated to hours (high = max,
     low = min), so a liquidation inside an hour is seen exactly as on hourly bars. Where several
     timeframes of a kind are present the hourly one is used, else the finest.
+
+    What is left out is said in ``skipped`` (when given): files whose name or header is not a
+    known format (a downloaded folder often holds a README or checksums beside the bars), bars
+    coarser than an hour, and symbols without both last-price and mark-price bars.
     """
+    notes = skipped if skipped is not None else []
     found: dict[str, dict[Kind, dict[str, list[Path]]]] = {}
     for f in discover(folder):
-        src = identify(f)
-        if src.kind is Kind.FUNDING or not _fits_hours(src.timeframe):
+        try:
+            src = identify(f)
+        except DataFormatError as exc:
+            notes.append(
+                f"{f.name}: not read ({exc.expected}{f'; got {exc.got!r}' if exc.got else ''})"
+            )
+            continue
+        if src.kind is Kind.FUNDING:
+            continue
+        if not _fits_hours(src.timeframe):
+            notes.append(
+                f"{f.name}: not read ({src.timeframe} bars; the backtest needs 1h or finer)"
+            )
             continue
         found.setdefault(src.symbol, {}).setdefault(src.kind, {}).setdefault(
             src.timeframe, []
@@ -165,6 +186,11 @@ def load_folder(folder: str | Path) -> dict[str, tuple[pd.DataFrame, pd.DataFram
     out: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
     for sym, kinds in sorted(found.items()):
         if Kind.MARK not in kinds or Kind.OHLCV not in kinds:
+            missing = "mark-price" if Kind.MARK not in kinds else "last-price"
+            notes.append(
+                f"{sym}: left out, no {missing} bars (positions open at the last price and are "
+                "liquidated on the mark price)"
+            )
             continue
         tf_mark, tf_last = _pick_timeframe(kinds[Kind.MARK]), _pick_timeframe(kinds[Kind.OHLCV])
         mark, _ = clean_bars(
@@ -182,6 +208,7 @@ def load_folder(folder: str | Path) -> dict[str, tuple[pd.DataFrame, pd.DataFram
         raise FileNotFoundError(
             f"{folder}: no SYMBOL_<timeframe>_ohlcv and SYMBOL_<timeframe>_mark pairs found "
             "(timeframes of one hour or less, e.g. 1h, 15m, 1m)"
+            + "".join(f"; {note}" for note in notes)
         )
     return out
 
@@ -442,16 +469,27 @@ def run_backtest(
     folder: str | Path, cfg: BacktestConfig | None = None, progress: Progress | None = None
 ) -> BacktestResult:
     cfg = cfg or BacktestConfig()
-    data = load_folder(folder)
-    preds = [
-        _symbol_predictions(sym, last, mark, cfg, progress) for sym, (last, mark) in data.items()
-    ]
-    pred = pd.concat([p for p in preds if len(p)], ignore_index=True)
-    if pred.empty:
+    skipped: list[str] = []
+    data = load_folder(folder, skipped)
+    preds = []
+    for sym, (last, mark) in data.items():
+        p = _symbol_predictions(sym, last, mark, cfg, progress)
+        if len(p):
+            preds.append(p)
+        else:
+            days = (mark["ts"].iloc[-1] - mark["ts"].iloc[0]) / pd.Timedelta(days=1)
+            skipped.append(
+                f"{sym}: left out, {days:.0f} days of bars; a start needs "
+                f"{cfg.min_history_days} days before it and {max(cfg.horizons)} hours after"
+            )
+    if not preds:
         raise ValueError(
-            f"{folder}: not enough history for a backtest (need {cfg.min_history_days} days)"
+            f"{folder}: not enough history for a backtest (need {cfg.min_history_days} days "
+            f"before a start and {max(cfg.horizons)} hours after it)"
         )
-    return summarise(pred, cfg)
+    res = summarise(pd.concat(preds, ignore_index=True), cfg)
+    res.skipped = skipped
+    return res
 
 
 def format_report(res: BacktestResult) -> str:
@@ -478,6 +516,7 @@ def format_report(res: BacktestResult) -> str:
             f"payouts {y.payouts:,.0f}, loss ratio {y.loss_ratio:.2f}"
         )
     lines.append(f"pool's worst drawdown: {res.worst_drawdown:,.1f} margins")
+    lines.extend(f"skipped: {note}" for note in res.skipped)
     lines.append(res.summary_line())
     return "\n".join(lines)
 

@@ -232,3 +232,46 @@ def test_binance_monthly_files_are_joined(folder: Path, tmp_path: Path) -> None:
         pd.testing.assert_frame_equal(
             a[["ts", "open", "high", "low", "close"]], b[["ts", "open", "high", "low", "close"]]
         )
+
+
+def test_what_is_left_out_is_said(folder: Path, tmp_path: Path) -> None:
+    """A downloaded folder holds more than bar pairs: files that are not bars, bars coarser
+    than an hour, a symbol without mark prices, one with too little history. The run goes on
+    with the rest and names each, in the report (before the verdict) and in the JSON."""
+    for f in folder.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    (tmp_path / "README.csv").write_text("this folder,holds bars\n1,2\n")
+    m = generate_demo_markets(start="2023-01-01", periods=24 * 40, seed=3)["ETHUSDT"]
+    write_normalised_csv(m.ohlcv, tmp_path / "ETHUSDT_1h_ohlcv.csv.gz", Kind.OHLCV)  # no mark
+    write_normalised_csv(m.ohlcv, tmp_path / "SOLUSDT_1h_ohlcv.csv.gz", Kind.OHLCV)
+    write_normalised_csv(m.mark, tmp_path / "SOLUSDT_1h_mark.csv.gz", Kind.MARK)  # 40 days
+    four = (
+        m.mark.set_index("ts")
+        .resample("4h")
+        .agg({"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"})
+    )
+    write_normalised_csv(four.reset_index(), tmp_path / "ADAUSDT_4h_mark.csv.gz", Kind.MARK)
+
+    notes: list[str] = []
+    assert set(load_folder(tmp_path, notes)) == {"BTCUSDT", "SOLUSDT"}
+    assert any(n.startswith("README.csv: not read") for n in notes), notes
+    assert any(n.startswith("ADAUSDT_4h_mark.csv.gz: not read (4h bars") for n in notes), notes
+    assert any(n.startswith("ETHUSDT: left out, no mark-price bars") for n in notes), notes
+
+    out = tmp_path / "bt.json"
+    args = ["backtest", "--data", str(tmp_path), "--stride", "48", "--paths", "2000"]
+    res = CliRunner().invoke(app, [*args, "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert lines[-1].startswith("backtest: engine brier=")
+    said = [ln for ln in lines if ln.startswith("skipped: ")]
+    assert len(said) == 4, said
+    assert any("SOLUSDT: left out, 40 days of bars; a start needs 90 days" in ln for ln in said)
+    assert len(json.loads(out.read_text())["skipped"]) == 4
+
+
+def test_a_folder_of_nothing_usable_says_what_it_saw(tmp_path: Path) -> None:
+    (tmp_path / "notes.csv").write_text("a,b\n1,2\n")
+    res = CliRunner().invoke(app, ["backtest", "--data", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "notes.csv:notread" in "".join(res.output.split())
