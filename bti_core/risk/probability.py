@@ -308,10 +308,6 @@ def simulate_path_table(
     run_min = np.empty((len(horizons), n_paths), dtype=np.float32)
     run_max = np.empty((len(horizons), n_paths), dtype=np.float32)
 
-    x = np.zeros(n_paths)
-    lo = np.zeros(n_paths)
-    hi = np.zeros(n_paths)
-    s2 = np.full(n_paths, fit.sigma2_next)
     chron = fit.residuals / np.std(fit.residuals)  # in time order, unit variance
     if innovations in ("fhs_block", "fhs_state") and len(chron) <= block_hours:
         raise ValueError(f"need more than {block_hours} residuals for blocks, got {len(chron)}")
@@ -329,44 +325,85 @@ def simulate_path_table(
         counts = np.bincount(bins, minlength=n_states)
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
     t_scale = np.sqrt((prm.nu - 2) / prm.nu) if innovations == "t" else 1.0
+
+    # The paths run in float32 with every step written into buffers allocated once: half the
+    # memory traffic of float64 and twice the SIMD lanes, which is what a step costs. Seven
+    # significant digits are far below the Monte Carlo error (1/√n ≈ 0.7 % at 20,000 paths).
+    f32 = np.float32
+    chron32, resid32 = chron.astype(f32), resid.astype(f32)
+    y = np.zeros(n_paths, f32)  # 2·ln(S_t/S_0), doubled so the bridge midpoint needs no halving
+    lo2 = np.zeros(n_paths, f32)  # 2 × running minimum
+    hi2 = np.zeros(n_paths, f32)  # 2 × running maximum
+    s2 = np.full(n_paths, fit.sigma2_next, f32)
+    z, r, d2, e, c, tmp, coef = (np.empty(n_paths, f32) for _ in range(7))
+    d = r if fit.mu == 0 else np.empty(n_paths, f32)
+    neg = np.empty(n_paths, bool)
+    mu = f32(fit.mu)
+    alpha, gamma, beta, omega = f32(prm.alpha), f32(prm.gamma), f32(prm.beta), f32(prm.omega)
     block_start = np.zeros(half, dtype=np.int64)
     for step in range(steps):
+        k = step % block_hours
         if innovations == "fhs_block":
-            if step % block_hours == 0:
+            if k == 0:
                 n_blocks = half if mirror else n_paths
                 block_start = rng.integers(0, len(chron) - block_hours + 1, n_blocks)
-            z_b = chron[block_start + step % block_hours]
-            z = np.concatenate([z_b, -z_b]) if mirror else z_b
+            if mirror:
+                np.take(chron32, block_start + k, out=z[:half])
+                np.negative(z[:half], out=z[half:])
+            else:
+                np.take(chron32, block_start + k, out=z)
         elif innovations == "fhs_state":
-            if step % block_hours == 0:
+            if k == 0:
                 b = np.searchsorted(edges, np.log(s2), side="right")
                 block_start = pool[offsets[b] + (rng.random(n_paths) * counts[b]).astype(np.int64)]
-            z = chron[block_start + step % block_hours]
+            np.take(chron32, block_start + k, out=z)
         elif innovations == "fhs_skewed":
-            k = rng.integers(0, len(resid), half)
-            z = np.concatenate([resid[k], resid[len(resid) - 1 - k]])
+            rank = rng.integers(0, len(resid), half)
+            np.take(resid32, rank, out=z[:half])
+            np.take(resid32, len(resid) - 1 - rank, out=z[half:])
         elif innovations == "fhs":
-            z_half = resid[rng.integers(0, len(resid), half)]
-            z = np.concatenate([z_half, -z_half])
+            np.take(resid32, rng.integers(0, len(resid), half), out=z[:half])
+            np.negative(z[:half], out=z[half:])
         else:
-            z_half = (
-                rng.standard_t(prm.nu, half) * t_scale
-                if innovations == "t"
-                else rng.standard_normal(half)
-            )
-            z = np.concatenate([z_half, -z_half])  # symmetric laws: −z is F⁻¹(1−U)
-        r = np.sqrt(s2) * z
-        x1 = x + fit.mu + r
-        # exact extremes of the Brownian bridge between the hourly points
-        d = x1 - x
-        spread = np.sqrt(d * d - 2 * s2 * np.log(rng.random(n_paths)))
-        np.minimum(lo, (x + x1 - spread) / 2, out=lo)
-        np.maximum(hi, (x + x1 + spread) / 2, out=hi)
-        x = x1
+            if innovations == "t":
+                z[:half] = rng.standard_t(prm.nu, half) * t_scale
+            else:
+                rng.standard_normal(dtype=f32, out=z[:half])
+            np.negative(z[:half], out=z[half:])  # symmetric laws: −z is F⁻¹(1−U)
+        np.sqrt(s2, out=r)
+        r *= z  # r_t = σ_t·z_t
+        if fit.mu != 0:
+            np.add(r, mu, out=d)  # the step of the log price
+        # Exact extremes of the Brownian bridge between the hourly points, given both ends:
+        # min = (x + x₁ − √(d² + 2σ²E))/2 and max = (x + x₁ + √(…))/2 with E ~ Exp(1)
+        # (the law of the bridge's maximum; −ln U with U uniform is E).
+        np.multiply(d, d, out=d2)
+        rng.standard_exponential(dtype=f32, out=e)
+        e *= s2
+        e += e
+        e += d2
+        np.sqrt(e, out=e)
+        np.add(y, d, out=c)  # x + x₁, doubled units
+        np.subtract(c, e, out=tmp)
+        np.minimum(lo2, tmp, out=lo2)
+        np.add(c, e, out=tmp)
+        np.maximum(hi2, tmp, out=hi2)
+        np.add(c, d, out=y)
         if not constant_variance:
-            s2 = prm.next_variance(r, s2)
+            if prm.model == "gjr":  # σ² ← ω + (α + γ·1[r < 0])·r² + β·σ²
+                np.less(r, 0, out=neg)
+                np.multiply(neg, gamma, out=coef)
+                coef += alpha
+                coef *= d2 if fit.mu == 0 else np.multiply(r, r, out=tmp)
+                s2 *= beta
+                s2 += coef
+                s2 += omega
+            else:
+                s2[:] = prm.next_variance(r.astype(float), s2.astype(float))
         if step in keep:
             i = keep[step]
-            run_min[i] = np.sort(lo)
-            run_max[i] = np.sort(hi)
+            np.multiply(lo2, 0.5, out=run_min[i])
+            run_min[i].sort()
+            np.multiply(hi2, 0.5, out=run_max[i])
+            run_max[i].sort()
     return PathTable.from_rows(horizons, run_min, run_max)
