@@ -94,6 +94,13 @@ _BINANCE_NAME = re.compile(
     rf"^(?P<symbol>[A-Z0-9]+)-(?P<tf>{_TF}|fundingRate)-\d{{4}}-\d{{2}}(?:-\d{{2}})?$"
 )
 _MARK_DIRS = ("markpriceklines", "mark")
+# Binance publishes these beside klines/ under the same file names; they are not prices a
+# position trades or is liquidated at (the premium index is a rate near 0), so they are refused
+# rather than read as last-price bars.
+_OTHER_KLINE_DIRS = {
+    "indexpriceklines": "index-price klines",
+    "premiumindexklines": "premium-index klines",
+}
 
 _KIND_BY_SUFFIX = {
     "ohlcv": Kind.OHLCV,
@@ -174,7 +181,16 @@ def identify(
             fmt, name_tf, name_kind = Format.BINANCE_FUNDING, FUNDING_TIMEFRAME, Kind.FUNDING
         else:
             fmt, name_tf = Format.BINANCE_KLINES, m.group("tf")
-            in_mark_dir = any(part.lower() in _MARK_DIRS for part in p.parts[:-1])
+            dirs = [part.lower() for part in p.parts[:-1]]
+            other = next((_OTHER_KLINE_DIRS[d] for d in dirs if d in _OTHER_KLINE_DIRS), None)
+            if other is not None and kind is None:
+                raise DataFormatError(
+                    p,
+                    "last-price klines (a klines/ folder) or mark-price klines "
+                    "(markPriceKlines/); index and premium-index klines are not read",
+                    got=other,
+                )
+            in_mark_dir = any(d in _MARK_DIRS for d in dirs)
             name_kind = Kind.MARK if in_mark_dir else Kind.OHLCV
     else:
         raise DataFormatError(

@@ -79,6 +79,20 @@ def test_binance_zip_and_mark_price_folder(tmp_path: Path) -> None:
     assert len(df) == 2
 
 
+@pytest.mark.parametrize("kind_dir", ["indexPriceKlines", "premiumIndexKlines"])
+def test_binance_index_and_premium_klines_are_refused(tmp_path: Path, kind_dir: str) -> None:
+    """They share the klines' file names; read as last prices they would overwrite the trades
+    (a premium index is a rate near 0), so the name says what they are and what is read."""
+    folder = tmp_path / "futures" / "um" / "monthly" / kind_dir / "BTCUSDT" / "1h"
+    folder.mkdir(parents=True)
+    p = folder / "BTCUSDT-1h-2024-01.zip"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("BTCUSDT-1h-2024-01.csv", "\n".join([HEADER, *ROWS_MS]))
+    with pytest.raises(DataFormatError, match="index and premium-index klines are not read"):
+        identify(p)
+    assert identify(p, kind=Kind.OHLCV).kind is Kind.OHLCV  # the user's explicit word wins
+
+
 def test_binance_funding_file(tmp_path: Path) -> None:
     p = tmp_path / "BTCUSDT-fundingRate-2024-01.csv"
     p.write_text(

@@ -232,6 +232,14 @@ def test_binance_monthly_files_are_joined(folder: Path, tmp_path: Path) -> None:
         pd.testing.assert_frame_equal(
             a[["ts", "open", "high", "low", "close"]], b[["ts", "open", "high", "low", "close"]]
         )
+    # Binance's tree also holds index-price klines under the same names: they are left out
+    # with a note, not read as trades
+    index = raw[Kind.OHLCV].assign(close=raw[Kind.OHLCV]["close"] * 0.5)
+    _write_binance_months(index, monthly / "indexPriceKlines" / "BTCUSDT" / "1h")
+    notes: list[str] = []
+    with_index = load_folder(tmp_path, notes)["BTCUSDT"]
+    pd.testing.assert_frame_equal(with_index[0], joined[0])
+    assert notes and all("index-price klines" in n for n in notes)
 
 
 def test_what_is_left_out_is_said(folder: Path, tmp_path: Path) -> None:
