@@ -76,6 +76,10 @@ in that year alone, where the default wins 0.1443 to 0.1457):
   brier 0.14045, log loss 0.43057 — but 19 cells in 2021 alone against the default's 21; with
   half the drift 22. Unmirrored blocks demeaned: 21 cells (short 5× / 24 h 0.37): the
   residuals' own skew does not make the day's asymmetry; drawing by state does.
+- Clipping hours beyond 4σ (or 6σ) out of the fit and the filter, as jumps, leaves the volatile
+  fifth's over-priced rallies as they were (short 5× / 24 h 0.37), so those are not the
+  variance spikes of crash hours; 21 and 20 cells. Recent blocks weighted up (half-life 30
+  days, Boudoukh, Richardson & Whitelaw 1998): 21 cells mirrored, 21 unmirrored.
 - A synthetic listing that falls to 1/100,000 of its price in five days (LUNA, May 2022) runs
   through without error; its short 5× / 24 h cell is over-priced 6× like the dev data's.
 
