@@ -199,24 +199,26 @@ def load_folder(
     """
     notes = skipped if skipped is not None else []
     found: dict[str, dict[Kind, dict[str, list[Path]]]] = {}
+    unread: dict[str, list[str]] = {}  # reason → file names (a monthly tree repeats a reason)
     for f in discover(folder):
         try:
             src = identify(f)
         except DataFormatError as exc:
-            notes.append(
-                f"{f.name}: not read ({exc.expected}{f'; got {exc.got!r}' if exc.got else ''})"
-            )
+            why = f"expected {exc.expected}" + (f"; got {exc.got!r}" if exc.got else "")
+            unread.setdefault(why.replace(f.name, "…"), []).append(f.name)
             continue
         if src.kind is Kind.FUNDING:
             continue
         if not _fits_hours(src.timeframe):
-            notes.append(
-                f"{f.name}: not read ({src.timeframe} bars; the backtest needs 1h or finer)"
-            )
+            why = f"{src.timeframe} bars; the backtest needs 1h or finer"
+            unread.setdefault(why, []).append(f.name)
             continue
         found.setdefault(src.symbol, {}).setdefault(src.kind, {}).setdefault(
             src.timeframe, []
         ).append(f)
+    for why, names in unread.items():
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        notes.append(f"{shown}: not read ({why})")
     out: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
     for sym, kinds in sorted(found.items()):
         if Kind.MARK not in kinds or Kind.OHLCV not in kinds:
