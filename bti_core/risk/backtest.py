@@ -71,7 +71,9 @@ in that year alone, where the default wins 0.1443 to 0.1457):
   drift: 23 cells (short 5× / 24 h 0.61 and 0.49) and the smallest errors over the cells (mean
   |ln ratio| 0.08), but 2021 brier 0.1465–0.1468, behind the baseline; without drift 20 cells.
   Eight states starve calm hours of bursts: 20 cells, log loss 0.4426. The same blocks with a
-  random sign each (symmetric): 20 cells.
+  random sign each (symmetric): 20 cells. A path drawing from a neighbouring state a quarter of
+  the time each way (a smoothed conditional bootstrap): 20 cells with five states, 21 with
+  eight.
 - The default with a quarter of the window's drift: 23 cells (only short 5× / 24 h, 0.32),
   brier 0.14045, log loss 0.43057 — but 19 cells in 2021 alone against the default's 21; with
   half the drift 22. Unmirrored blocks demeaned: 21 cells (short 5× / 24 h 0.37): the
