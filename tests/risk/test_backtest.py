@@ -20,7 +20,9 @@ from bti_core.market.synthetic import generate_demo_markets
 from bti_core.risk.backtest import (
     BacktestConfig,
     _future_extremes,
+    format_report,
     load_folder,
+    ratio_interval,
     run_backtest,
     summarise,
 )
@@ -72,6 +74,53 @@ def test_scores_calibration_and_book() -> None:
         r"\| calibrated cells 1/1",
         line,
     )
+
+
+def _cell(monthly_hits: list[int], per_month: int = 100, p: float = 0.02) -> pd.DataFrame:
+    """A cell with ``per_month`` positions a month predicted at ``p``, of which the first
+    ``monthly_hits[m]`` of month m were liquidated."""
+    frames = []
+    for m, hits in enumerate(monthly_hits):
+        ts = pd.date_range(f"2021-{m + 1:02d}-01", periods=per_month, freq="6h", tz="UTC")
+        y = np.zeros(per_month, dtype=np.int8)
+        y[:hits] = 1
+        frames.append(pd.DataFrame({"symbol": "BTCUSDT", "ts": ts, "liquidated": y, "engine": p}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_ratio_interval_collapses_when_every_month_agrees() -> None:
+    lo, hi = ratio_interval(_cell([3] * 12))  # 3 of 100 at 2 %: ratio 1.5 every month
+    assert lo == pytest.approx(1.5) and hi == pytest.approx(1.5)
+
+
+def test_ratio_interval_resamples_months_not_positions() -> None:
+    # 24 liquidations in one month of twelve (one crash): the point ratio is 1.0, but a year
+    # without that month is as likely as one with it twice, so the interval must span both
+    clustered = _cell([24] + [0] * 11)
+    lo, hi = ratio_interval(clustered)
+    assert lo == 0.0 and hi >= 2.0
+    # the same 24 spread two a month: the ratio is the same, the interval tight
+    lo_s, hi_s = ratio_interval(_cell([2] * 12))
+    assert lo_s == hi_s == pytest.approx(1.0)
+    assert ratio_interval(clustered) == (lo, hi)  # seeded: the report does not flicker
+
+
+def test_report_marks_each_cell() -> None:
+    res = summarise(
+        pd.concat(
+            [
+                _cell([2] * 12).assign(side="long", leverage=10, horizon=24),  # ratio 1.0
+                _cell([5] * 12).assign(side="short", leverage=10, horizon=24),  # 2.5
+                _cell([0] * 12, p=0.001).assign(side="long", leverage=50, horizon=24),  # rare
+            ],
+            ignore_index=True,
+        ).assign(baseline=0.01, n_paths=10_000),
+        BacktestConfig(),
+    )
+    rows = {ln.split()[0] + ln.split()[1]: ln for ln in format_report(res).splitlines()[1:4]}
+    assert "1.00–1.00" in rows["long10"] and rows["long10"].split()[8] == "ok"
+    assert rows["short10"].split()[8] == "MISS" and rows["long50"].split()[8] == "-"
+    assert res.summary_line().endswith("calibrated cells 1/2")
 
 
 @pytest.fixture(scope="module")
