@@ -91,6 +91,11 @@ in that year alone, where the default wins 0.1443 to 0.1457):
   0.02 %), up-wicks are 0.79–0.88 of it, least in volatile hours. Yet short 5× / 24 h stays at
   0.30 and the fat down-wicks over-price longs (long 5× / 24 h 1.11 → 0.83, long 10× / 168 h
   0.81 → 0.77): 20 cells. The over-priced day-long rallies are in the closes, not in the wicks.
+- Variance-state blocks each demeaned by their own state's mean (keeping each state's skew,
+  dropping its drift): 21 cells with quintiles, 22 with terciles (short 5× / 24 h 0.78 and
+  0.67), but shorts over 168 h under-priced 1.5× either way. Within a day rallies are rarer
+  than a symmetric law says, over a week they are not: in this bull market they are slow and
+  persistent, which no zero-drift model of the shocks' shape captures.
 - A synthetic listing that falls to 1/100,000 of its price in five days (LUNA, May 2022) runs
   through without error; its short 5× / 24 h cell is over-priced 6× like the dev data's.
 
