@@ -108,6 +108,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -396,7 +397,12 @@ def _symbol_predictions(
                 n_paths=cfg.n_paths,
                 horizons=cfg.horizons,
                 innovations=cfg.innovations,  # type: ignore[arg-type]
-                seed=cfg.seed + 1000 * k + j,
+                # a stream per symbol, refit and level: BTC's and ETH's noise independent
+                seed=int(
+                    np.random.SeedSequence(
+                        [cfg.seed, zlib.crc32(symbol.encode()), k, j]
+                    ).generate_state(1)[0]
+                ),
                 block_hours=cfg.block_hours,
                 mirror=cfg.mirror,
                 demean=cfg.demean,
