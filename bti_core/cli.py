@@ -291,6 +291,10 @@ def backtest(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the results as JSON here")
     ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Write a reliability diagram of the cells here (a self-contained .html)"),
+    ] = None,
     window_days: Annotated[
         int | None,
         typer.Option(min=30, help="Days of history each fit uses (default: the engine's, 180)"),
@@ -308,6 +312,11 @@ def backtest(
     --stride and --paths try variants of the engine (see bti_core/risk/backtest.py)."""
     from bti_core.risk.backtest import BacktestConfig, format_report, run_backtest, write_json
 
+    if plot is not None and plot.suffix.lower() not in (".html", ".htm"):
+        raise _fail(ValueError(f"--plot writes HTML: give a file ending in .html, not {plot.name}"))
+    for out in (json_out, plot):  # say so now, not after the run
+        if out is not None and not out.parent.is_dir():
+            raise _fail(FileNotFoundError(f"no folder {out.parent} to write {out.name} in"))
     try:
         cfg = BacktestConfig(
             stride_hours=stride,
@@ -327,6 +336,13 @@ def backtest(
         if json_out is not None:
             write_json(res, json_out)
             console.print(f"results written to {json_out}", soft_wrap=True)
+        if plot is not None:
+            from bti_core.risk.backtest_chart import calibration_figure
+
+            # plotly.js inlined, so the file opens without a network
+            fig = calibration_figure(res.cells, title=res.summary_line())
+            fig.write_html(plot, include_plotlyjs=True)
+            console.print(f"reliability diagram written to {plot}", soft_wrap=True)
         console.print(format_report(res), highlight=False, soft_wrap=True)  # ends with the verdict
     except (BTIError, ValueError, FileNotFoundError) as exc:
         raise _fail(exc) from exc

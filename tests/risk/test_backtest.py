@@ -26,6 +26,7 @@ from bti_core.risk.backtest import (
     run_backtest,
     summarise,
 )
+from bti_core.risk.backtest_chart import calibration_figure
 
 
 def test_future_extremes_match_a_loop() -> None:
@@ -151,6 +152,39 @@ def test_small_run_end_to_end(folder: Path) -> None:
     assert high > low
 
 
+def test_reliability_diagram_draws_each_cell_where_it_stands() -> None:
+    cells = summarise(
+        pd.concat(
+            [
+                _cell([2] * 6 + [3] * 6).assign(side="long", leverage=10, horizon=24),
+                _cell([5] * 12).assign(side="short", leverage=5, horizon=72),
+                _cell([0] * 12, p=0.001).assign(side="short", leverage=50, horizon=24),
+            ],
+            ignore_index=True,
+        ).assign(baseline=0.01, n_paths=10_000),
+        BacktestConfig(),
+    ).cells
+    fig = calibration_figure(cells, title="engine | baseline | cells 1/2")
+    assert fig.layout.title.text == "engine<br>baseline<br>cells 1/2"
+    engine = {t.name: t for t in fig.data if t.name.endswith("engine")}
+    long, short = engine["long: engine"], engine["short: engine"]
+    c = cells.set_index("side")
+    assert long.x[0] == pytest.approx(0.02) and long.y[0] == pytest.approx(c.at["long", "realised"])
+    # the bar spans the ratio's interval, as realised rates at the engine's prediction
+    top = long.y[0] + long.error_y.array[0]
+    bottom = long.y[0] - long.error_y.arrayminus[0]
+    assert (top, bottom) == pytest.approx(
+        (0.02 * c.at["long", "ratio_hi"], 0.02 * c.at["long", "ratio_lo"])
+    )
+    assert top > bottom  # months disagree (2 and 3 hits): a real interval
+    # the rare cell (no liquidations: not counted) is faint and sits on the axis floor
+    rare = list(short.x).index(pytest.approx(0.001))
+    assert short.marker.opacity[rare] < 1 and short.y[rare] == pytest.approx(1e-4)
+    assert len([t for t in fig.data if t.name.endswith("baseline")]) == 2
+    with pytest.raises(ValueError, match="no cells"):
+        calibration_figure(cells.iloc[:0])
+
+
 def test_cli_prints_the_verdict_and_writes_json(folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "bt.json"
     res = CliRunner().invoke(
@@ -173,6 +207,24 @@ def test_cli_prints_the_verdict_and_writes_json(folder: Path, tmp_path: Path) ->
         out.read_text(), parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}")
     )
     assert len(payload["cells"]) == 24 and "pooled" in payload
+
+
+def test_cli_writes_a_reliability_diagram_that_opens_offline(folder: Path, tmp_path: Path) -> None:
+    args = ["backtest", "--data", str(folder), "--stride", "96", "--paths", "1000"]
+    out = tmp_path / "cal.html"
+    res = CliRunner().invoke(app, [*args, "--plot", str(out)])
+    assert res.exit_code == 0, res.output
+    html = out.read_text()
+    assert "realised liquidation rate" in html and "calibrated cells" in html
+    # plotly.js is inlined (megabytes of it), not fetched: the file opens without a network
+    assert "<script src=" not in html and len(html) > 1_000_000
+    for bad, says in (
+        (tmp_path / "cal.png", "givea file ending in.html"),
+        (tmp_path / "nowhere" / "cal.html", "nofolder"),
+    ):
+        res = CliRunner().invoke(app, [*args, "--plot", str(bad)])
+        assert res.exit_code == 2 and not bad.exists()
+        assert "".join(says.split()) in _unboxed(res.output), res.output
 
 
 def test_cli_refuses_an_empty_folder(tmp_path: Path) -> None:
