@@ -308,8 +308,8 @@ def backtest(
     ] = InnovationsChoice.fhs_block,
 ) -> None:
     """Walk-forward backtest of the liquidation probability against realised liquidations,
-    beside the GBM baseline; ends with a one-line verdict. The options other than --data,
-    --stride and --paths try variants of the engine (see bti_core/risk/backtest.py)."""
+    beside the GBM baseline; ends with a one-line verdict. --window-days, --model and
+    --innovations try variants of the engine (see bti_core/risk/backtest.py)."""
     from bti_core.risk.backtest import BacktestConfig, format_report, run_backtest, write_json
 
     if plot is not None and plot.suffix.lower() not in (".html", ".htm"):
