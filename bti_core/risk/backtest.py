@@ -136,8 +136,6 @@ from bti_core.risk.probability import (
 Progress = Callable[[int, int, str], None]
 CALIBRATED = (0.8, 1.25)  # realised/predicted band of a calibrated cell
 MIN_COUNTED_RATE = 0.003  # cells realised less often are too thin to judge
-
-
 HOUR = pd.Timedelta(hours=1)
 
 
@@ -174,12 +172,11 @@ class BacktestResult:
 
     @property
     def counted(self) -> pd.DataFrame:
-        return self.cells[self.cells["realised"] >= MIN_COUNTED_RATE]
+        return self.cells[self.cells["counted"]]
 
     @property
     def calibrated(self) -> int:
-        c = self.counted
-        return int(c["ratio"].between(*CALIBRATED).sum())
+        return int(self.cells["calibrated"].sum())
 
     def summary_line(self) -> str:
         p = self.pooled
@@ -545,7 +542,10 @@ def summarise(pred: pd.DataFrame, cfg: BacktestConfig) -> BacktestResult:
         if len(pnl)
         else 0.0
     )
-    return BacktestResult(cfg, pd.DataFrame(cells), pooled, by_year, drawdown, pred)
+    table = pd.DataFrame(cells)
+    table["counted"] = table["realised"] >= MIN_COUNTED_RATE
+    table["calibrated"] = table["counted"] & table["ratio"].between(*CALIBRATED)
+    return BacktestResult(cfg, table, pooled, by_year, drawdown, pred)
 
 
 def run_backtest(
@@ -577,11 +577,7 @@ def run_backtest(
 
 def format_report(res: BacktestResult) -> str:
     c = res.cells.copy()
-    c["verdict"] = np.where(
-        c["realised"] < MIN_COUNTED_RATE,
-        "-",
-        np.where(c["ratio"].between(*CALIBRATED), "ok", "MISS"),
-    )
+    c["verdict"] = np.where(~c["counted"], "-", np.where(c["calibrated"], "ok", "MISS"))
     lines = [
         f"{'side':<6}{'lev':>4}{'hours':>6}{'n':>7}{'realised':>10}{'engine':>9}{'real/eng':>9}"
         f"{'90% interval':>14}{'':>6}{'baseline':>9}{'real/base':>10}{'brier e/b':>20}"

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from bti_core.risk.backtest import CALIBRATED, MIN_COUNTED_RATE
+from bti_core.risk.backtest import CALIBRATED
 
 _SIDE_COLOUR = {"long": "#16a34a", "short": "#dc2626"}
 _BASELINE = "#64748b"
@@ -29,7 +29,6 @@ def calibration_figure(cells: pd.DataFrame, title: str = "") -> go.Figure:
             f"{s} {lev}× {h} h"
             for s, lev, h in zip(cells["side"], cells["leverage"], cells["horizon"], strict=True)
         ],
-        counted=cells["realised"] >= MIN_COUNTED_RATE,
     )
     floor = 1e-4  # log axes: a cell with no liquidations is drawn at the floor
     pred = pd.concat([c["engine_mean"], c["baseline_mean"]]).clip(lower=floor)
