@@ -286,7 +286,9 @@ def backtest(
         Path,
         typer.Option(help="Folder of SYMBOL_1h_ohlcv / SYMBOL_1h_mark files (or 1m … 30m bars)"),
     ],
-    stride: Annotated[int, typer.Option(min=1, help="Hours between start times")] = 6,
+    stride: Annotated[
+        int, typer.Option(min=1, help="Hours between start times (1: every hour)")
+    ] = 1,
     paths: Annotated[int, typer.Option(min=1000, help="Monte Carlo paths per table")] = 8_000,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the results as JSON here")

@@ -96,7 +96,8 @@ def calibration_figure(cells: pd.DataFrame, title: str = "") -> go.Figure:
                     f"{lev}×{h}" if p < 0.15 else ""
                     for lev, h, p in zip(g["leverage"], g["horizon"], ep, strict=True)
                 ],
-                textposition="middle right",
+                # longs to the left, shorts to the right: the two sides' cells often coincide
+                textposition="middle left" if side == "long" else "middle right",
                 textfont={"size": 10, "color": colour},
                 error_y={  # the ratio's interval, as realised rates at the engine's prediction
                     "type": "data",
