@@ -102,7 +102,10 @@ in that year alone, where the default wins 0.1443 to 0.1457):
 Every start hour (stride 1, now the default; 49 s, as long as stride 6 since the cost is the
 paths): brier 0.14014, log loss 0.42956 against the baseline's 0.14324 / 0.44851, and 21 cells —
 short 5× / 72 h is 0.79 (0.57–0.98), just under the band, where stride 6's sample of the same
-hours gave 0.81. The thinned run's 22 was the luck of which hours it kept.
+hours gave 0.81. The thinned run's 22 was the luck of which hours it kept. A symmetric
+GARCH(1,1)-t (no leverage term, so shocks of either sign raise the variance alike): 21 cells,
+brier 0.14022 — long 5× / 168 h 0.72 → 0.79 but short 5× / 72 h 0.79 → 0.73, and short 5× /
+24 h stays at 0.29: the leverage term is not where the day's missing rallies went.
 
 So the default stays as it is: every variant that calibrates more cells here either bets on the
 drift of 2020–21 or loses the 2021 Brier score to the baseline, and the models are judged on
