@@ -55,7 +55,7 @@ symbol = f2.selectbox("Symbol", ["all", *symbols], key="f_symbol")
 queue = svc.queue(chosen_states or None, None if symbol == "all" else symbol)
 if queue.empty:
     st.info("No claims match. Claims open by themselves when a mark price reaches an insured "
-            "liquidation price; `bti demo crash` replays a crash for a demo.")  # fmt: skip
+            "liquidation price; `bti crash` replays one for a demo.")  # fmt: skip
     st.stop()
 st.dataframe(
     queue,

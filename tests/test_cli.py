@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from bti_core.chain.node import AnvilNode
@@ -19,7 +21,7 @@ from bti_core.db.repository import latest_ingest_runs
 from bti_core.market.schema import Kind
 from bti_core.market.sources import write_normalised_csv
 from bti_core.market.warehouse import Warehouse
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 
 runner = CliRunner()
 
@@ -209,3 +211,30 @@ def test_users_add_refuses_bad_input(data_dir: Path) -> None:
     assert r.exit_code == 2 and "role must be one of trader, underwriter" in r.output
     r = runner.invoke(app, ["users", "add", "ned", "--password", "short"])
     assert r.exit_code == 2 and "at least 8 characters" in r.output
+
+
+def _named_commands() -> set[tuple[str, ...]]:
+    """Every `bti …` command the README, the pages and the engine's messages tell a user to run."""
+    # in backticks, or at the start of a line of a README code block
+    pattern = re.compile(r"(?:`|^)(?:\.venv/bin/)?bti ((?:[a-z][a-z-]* ?){1,2})", re.MULTILINE)
+    texts = [ROOT / "README.md", *(ROOT / "pages").glob("*.py"), *(ROOT / "bti_core").rglob("*.py")]
+    named: set[tuple[str, ...]] = set()
+    for path in texts:
+        for m in pattern.finditer(path.read_text()):
+            named.add(tuple(m.group(1).split()))
+    return named
+
+
+def test_every_command_the_docs_and_messages_name_exists() -> None:
+    root = typer.main.get_command(app)
+    named = _named_commands()
+    assert ("backtest",) in named and ("claims", "run") in named  # the scan finds them
+    missing = []
+    for words in named:
+        cmd = root.commands.get(words[0])  # type: ignore[attr-defined]
+        sub = getattr(cmd, "commands", None)  # a group's commands; None for a single command
+        # a single command followed by a lower-case word is a subcommand that does not exist
+        wrong = len(words) > 1 and (sub is None or words[1] not in sub)
+        if cmd is None or wrong:
+            missing.append(" ".join(words))
+    assert not missing, f"named but not a bti command: {sorted(missing)}"

@@ -261,7 +261,7 @@ class ChainClient:
     def deployment(self) -> Deployment:
         if self._deployment is None:
             raise ChainError(
-                "BTI's contracts are not deployed on this node; run `bti chain deploy`"
+                "BTI's contracts are not deployed on this node; `bti chain status` deploys them"
             )
         return self._deployment
 
