@@ -629,8 +629,11 @@ def demo_crash(
             ingestor.ingest_frame(
                 last, symbol=symbol, kind=Kind.OHLCV, timeframe=tf, source="crash"
             )
+        # the move as a price change (a drop of 0.3 is −30 %), from the first replayed bar
+        move = f"{-drop:+.0%}".replace("-", "−")
+        first = pd.Timestamp(mark["ts"].iloc[0])
         console.print(
-            f"{symbol}: {drop:+.0%} over {hours} h from {start:%Y-%m-%d %H:%M} UTC replayed",
+            f"{symbol}: {move} over {hours} h from {first:%Y-%m-%d %H:%M} UTC replayed",
             soft_wrap=True,
         )
         console.print(f"claims: {_claims_service().run()}")

@@ -186,6 +186,8 @@ def test_crash_opens_and_pays_a_claim_and_verify_catches_tampering(
     r = runner.invoke(app, ["crash", "--drop", "0.4", "--after", "2"])
     assert r.exit_code == 0, r.output
     assert "opened 1" in r.output and "paid 1" in r.output
+    assert "BTCUSDT: −40% over 6 h from" in r.output  # a drop, said as one, from a whole hour
+    assert re.search(r"from \d{4}-\d\d-\d\d \d\d:00 UTC", r.output), r.output
     r = runner.invoke(app, ["claims", "verify"])
     assert r.exit_code == 0 and "intact" in r.output
     with Session(engine) as s:
