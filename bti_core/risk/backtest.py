@@ -106,6 +106,13 @@ hours gave 0.81. The thinned run's 22 was the luck of which hours it kept. A sym
 GARCH(1,1)-t (no leverage term, so shocks of either sign raise the variance alike): 21 cells,
 brier 0.14022 — long 5× / 168 h 0.72 → 0.79 but short 5× / 72 h 0.79 → 0.73, and short 5× /
 24 h stays at 0.29: the leverage term is not where the day's missing rallies went.
+Variance-state blocks for the first day only, the default's mirrored blocks after it (the state
+known now shapes the next day; beyond it the state is unknown): the day's cells come right
+(short 5× / 24 h 0.83, short 5× / 72 h 0.99) and long 5× / 168 h nearly (0.78), but short 5× /
+168 h goes to 1.33, 22 cells, brier 0.14093 and log loss 0.43355, both worse than the default;
+with the first day's blocks demeaned within their state, 21 cells (short 5× / 168 h 1.32). The
+volatile states' calmer first day takes spread from both weekly 5× cells, and those two (1.20 and
+0.72 in the default) need a drift between them, not a spread.
 
 So the default stays as it is: every variant that calibrates more cells here either bets on the
 drift of 2020–21 or loses the 2021 Brier score to the baseline, and the models are judged on
