@@ -151,6 +151,7 @@ from bti_core.risk.probability import (
 Progress = Callable[[int, int, str], None]
 CALIBRATED = (0.8, 1.25)  # realised/predicted band of a calibrated cell
 MIN_COUNTED_RATE = 0.003  # cells realised less often are too thin to judge
+INTERVAL_DRAWS = 2_000  # bootstrap draws behind each cell's 90 % interval
 HOUR = pd.Timedelta(hours=1)
 
 
@@ -474,7 +475,7 @@ def _scores(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def ratio_interval(
-    cell: pd.DataFrame, *, draws: int = 2_000, level: float = 0.9, seed: int = 0
+    cell: pd.DataFrame, *, draws: int = INTERVAL_DRAWS, level: float = 0.9, seed: int = 0
 ) -> tuple[float, float]:
     """Interval for a cell's realised/predicted ratio by a block bootstrap over symbol × calendar
     month (Künsch 1989): liquidations come in clusters (one crash liquidates every position
@@ -620,7 +621,7 @@ def format_report(res: BacktestResult) -> str:
     lines.append(
         f"ok: real/eng in [{CALIBRATED[0]}, {CALIBRATED[1]}]; cells realised under "
         f"{MIN_COUNTED_RATE:.1%} are not counted (-); the 90% interval resamples symbol × month "
-        "blocks (2,000 draws)"
+        f"blocks ({INTERVAL_DRAWS:,} draws)"
     )
     lines.extend(f"skipped: {note}" for note in res.skipped)
     lines.append(res.summary_line())
