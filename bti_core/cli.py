@@ -272,12 +272,19 @@ class VolModelChoice(StrEnum):
 
 
 class InnovationsChoice(StrEnum):
+    fhs_state_day = "fhs_state_day"
     fhs_block = "fhs_block"
     fhs_state = "fhs_state"
     fhs = "fhs"
     fhs_skewed = "fhs_skewed"
     t = "t"
     normal = "normal"
+
+
+class MeanChoice(StrEnum):
+    shrunk = "shrunk"
+    zero = "zero"
+    constant = "constant"
 
 
 @app.command()
@@ -306,12 +313,22 @@ def backtest(
     ] = VolModelChoice.gjr,
     innovations: Annotated[
         InnovationsChoice,
-        typer.Option(help="Shocks of the simulated paths (the engine uses fhs_block)"),
-    ] = InnovationsChoice.fhs_block,
+        typer.Option(help="Shocks of the simulated paths (the engine uses fhs_state_day)"),
+    ] = InnovationsChoice.fhs_state_day,
+    mean: Annotated[
+        MeanChoice,
+        typer.Option(
+            help="Drift of the paths: the window's mean return shrunk by its t-statistic "
+            "(the engine's), none, or unshrunk"
+        ),
+    ] = MeanChoice.shrunk,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Monte Carlo seed (the same seed gives the same figures)")
+    ] = 0,
 ) -> None:
     """Walk-forward backtest of the liquidation probability against realised liquidations,
-    beside the GBM baseline; ends with a one-line verdict. --window-days, --model and
-    --innovations try variants of the engine (see bti_core/risk/backtest.py)."""
+    beside the GBM baseline; ends with a one-line verdict. --window-days, --model,
+    --innovations and --mean try variants of the engine (see bti_core/risk/backtest.py)."""
     from bti_core.risk.backtest import BacktestConfig, format_report, run_backtest, write_json
 
     if plot is not None and plot.suffix.lower() not in (".html", ".htm"):
@@ -325,6 +342,8 @@ def backtest(
             n_paths=paths + paths % 2,
             vol_model=model.value,
             innovations=innovations.value,
+            mean=mean.value,
+            seed=seed,
         )
         if window_days is not None:
             cfg = dataclasses.replace(cfg, fit_window_days=window_days)

@@ -19,8 +19,10 @@ from bti_core.market.schema import FUNDING_TIMEFRAME, Kind, canonical_symbol
 from bti_core.market.warehouse import Warehouse
 from bti_core.risk.index import MarketFeatures, market_features
 from bti_core.risk.probability import (
+    ENGINE_INNOVATIONS,
     HOURS_PER_YEAR,
     FloatArray,
+    Innovations,
     PathTable,
     VolFit,
     first_passage_gbm,
@@ -101,7 +103,7 @@ def build_symbol_risk(
     funding: pd.DataFrame | None = None,
     n_paths: int = 20_000,
     seed: int = 0,
-    innovations: str = "fhs_block",
+    innovations: Innovations = ENGINE_INNOVATIONS,
 ) -> SymbolRisk:
     """Fit and simulate from hourly mark bars (the last row is 'now'); ``bars`` (last price)
     and ``funding`` feed the risk index's market features."""
@@ -113,7 +115,7 @@ def build_symbol_risk(
     close = mark["close"].to_numpy(dtype=float)
     r = np.diff(np.log(close))
     fit = fit_gjr(r)
-    table = simulate_path_table(fit, n_paths=n_paths, seed=seed, innovations=innovations)  # type: ignore[arg-type]
+    table = simulate_path_table(fit, n_paths=n_paths, seed=seed, innovations=innovations)
     recent = r[-BASELINE_WINDOW_HOURS:]
     sigma = float(np.sqrt(np.mean(recent**2) * HOURS_PER_YEAR))
     features = (

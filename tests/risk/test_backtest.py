@@ -284,6 +284,13 @@ def test_cli_tries_engine_variants_and_refuses_unknown_ones(folder: Path) -> Non
     assert "'heston'isnotoneof'gjr','egarch'" in _unboxed(bad.output)
     short = CliRunner().invoke(app, [*args, "--window-days", "7"])
     assert short.exit_code == 2 and "greaterthanorequalto30" in _unboxed(short.output)
+    plain = ["--innovations", "fhs_block", "--mean", "zero"]
+    seeded = [CliRunner().invoke(app, [*args, *plain, "--seed", str(s)]) for s in (1, 1, 2)]
+    assert all(r.exit_code == 0 for r in seeded), seeded[0].output
+    assert seeded[0].output == seeded[1].output != seeded[2].output
+    bad_mean = CliRunner().invoke(app, [*args, "--mean", "median"])
+    assert bad_mean.exit_code == 2
+    assert "'median'isnotoneof'shrunk','zero','constant'" in _unboxed(bad_mean.output)
 
 
 def _unboxed(text: str) -> str:

@@ -16,6 +16,7 @@ from bti_core.risk.probability import (
     VolParams,
     first_passage_gbm,
     fit_gjr,
+    shrunk_drift,
     simulate_path_table,
 )
 
@@ -148,7 +149,13 @@ def test_blocks_without_mirroring_keep_the_residuals_skew() -> None:
 
     def tails(mirror: bool) -> tuple[float, float]:
         t = simulate_path_table(
-            fit, n_paths=20_000, horizons=(24,), seed=1, constant_variance=True, mirror=mirror
+            fit,
+            n_paths=20_000,
+            horizons=(24,),
+            innovations="fhs_block",
+            seed=1,
+            constant_variance=True,
+            mirror=mirror,
         )
         down, _ = t.probability(-0.08, 24, 1)
         up, _ = t.probability(0.08, 24, -1)
@@ -257,7 +264,10 @@ def test_gjr_fit_recovers_the_generator() -> None:
     assert fit.residuals.std() == pytest.approx(1.0, abs=0.1)
     with pytest.raises(ValueError, match="at least 200"):
         fit_gjr(r[:50])
-    assert fit.mu == 0.0
+    assert fit.mu == shrunk_drift(r)  # the engine's drift
+    assert fit_gjr(r, mean="zero").mu == 0.0
+    with pytest.raises(ValueError, match="shrunk, zero or constant"):
+        fit_gjr(r, mean="median")  # type: ignore[arg-type]
     drifting = fit_gjr(r + 5e-4, mean="constant")  # +0.05 % an hour added to every return
     assert drifting.mu == pytest.approx(5e-4, abs=2e-4)
     assert drifting.residuals.mean() == pytest.approx(0.0, abs=0.05)
@@ -339,3 +349,90 @@ def test_block_bootstrap_refuses_too_few_residuals() -> None:
     fit = VolFit(VolParams(SIGMA_H**2, 0.0, 0.0, 0.0, 5.0), SIGMA_H**2, np.linspace(-1, 1, 10))
     with pytest.raises(ValueError, match="more than 24 residuals"):
         simulate_path_table(fit, n_paths=100, horizons=(24,))
+
+
+def test_shrunk_drift_keeps_what_the_data_pin_down_and_beats_the_raw_mean() -> None:
+    """m·max(0, 1 − se²/m²): nothing when |t| ≤ 1, m·(1 − 1/t²) above, odd in the returns; over
+    windows whose true drifts are about one standard error of the mean apart (as half a year
+    of hourly crypto returns pins them down) its squared error is about 0.73 of the raw mean's."""
+    rng = np.random.default_rng(11)
+    noise = rng.standard_t(4, 4_320) * SIGMA_H / np.sqrt(2)  # 180 days of fat-tailed hours
+    se = np.sqrt(np.sum(noise**2)) / len(noise)
+    flat = noise - noise.mean() + 0.5 * se  # t = 0.5
+    assert shrunk_drift(flat) == 0.0
+    steep = noise - noise.mean() + 3 * se  # t ≈ 3: keeps about 8/9 of the mean
+    m = float(steep.mean())
+    t = m / (np.sqrt(np.sum(steep**2)) / len(steep))
+    assert shrunk_drift(steep) == pytest.approx(m * (1 - 1 / t**2), rel=1e-9)
+    assert 0.85 * m < shrunk_drift(steep) < m
+    assert shrunk_drift(-steep) == pytest.approx(-shrunk_drift(steep), rel=1e-12)
+    assert shrunk_drift(np.array([np.nan])) == 0.0
+
+    raw_err, shrunk_err = [], []
+    for _ in range(400):
+        mu = rng.normal(0, se)
+        r = mu + rng.standard_t(4, 4_320) * SIGMA_H / np.sqrt(2)
+        raw_err.append((r.mean() - mu) ** 2)
+        shrunk_err.append((shrunk_drift(r) - mu) ** 2)
+    assert np.mean(shrunk_err) < 0.85 * np.mean(raw_err)
+
+
+def _state_fit(mu: float = 0.0, s2: float = 1e-5) -> VolFit:
+    """Calm hours of small alternating shocks, then volatile ones of slow rises and four-hour
+    crashes, each with its conditional variance."""
+    calm = np.tile([0.5, -0.5], 24 * 100)
+    crash = np.tile(np.r_[np.full(92, 0.05), np.full(4, -1.15)], 50)
+    jitter = np.random.default_rng(0).uniform(-0.3, 0.3, len(calm) + len(crash))
+    log_var = np.r_[np.full(len(calm), np.log(1e-5)), np.full(len(crash), np.log(1e-4))] + jitter
+    return VolFit(VolParams(1e-5, 0.0, 0.0, 0.0, 5.0), s2, np.r_[calm, crash], mu, log_var)
+
+
+def test_state_day_draws_the_first_day_by_state_and_mirrors_after_it() -> None:
+    """From a volatile start the first day has the volatile history's crashes and none of its
+    mirror-image rallies; from the second day on, blocks are mirrored, so rallies of that size
+    appear (drawing every day by state, as "fhs_state" does, they all but never would). A calm start
+    sees neither on its first day."""
+
+    def tails(s2: float, hours: int, innovations: str = "fhs_state_day") -> tuple[float, float]:
+        t = simulate_path_table(
+            dataclasses.replace(_state_fit(), sigma2_next=s2),
+            n_paths=4_000,
+            horizons=(24, 48),
+            innovations=innovations,  # type: ignore[arg-type]
+            n_states=2,
+            seed=3,
+            constant_variance=True,
+        )
+        far = 8 * np.sqrt(s2)
+        return float(t.probability(-far, hours, 1)[0]), float(t.probability(far, hours, -1)[0])
+
+    assert tails(1e-5, 24) == (0.0, 0.0)
+    down, up = tails(1e-4, 24)
+    assert down > 0.15 and up == 0.0
+    down2, up2 = tails(1e-4, 48)
+    assert down2 >= down and up2 > 0.02
+    assert tails(1e-4, 48, "fhs_state")[1] < up2 / 10
+
+
+def test_state_day_starts_the_drift_after_the_first_day() -> None:
+    """Shocks too small to matter and a drift of 1 % an hour: under "fhs_state_day" the log
+    price is flat for 24 hours and then climbs, reaching 0.48 by hour 72; under "fhs_block" it
+    climbs from the first hour (0.72 by hour 72)."""
+
+    def p_above(innovations: str, level: float, hours: int) -> float:
+        t = simulate_path_table(
+            _state_fit(mu=0.01, s2=1e-12),  # σ of 1e-6 an hour
+            n_paths=2_000,
+            horizons=(24, 72),
+            innovations=innovations,  # type: ignore[arg-type]
+            n_states=2,
+            seed=0,
+            constant_variance=True,
+        )
+        return float(t.probability(level, hours, -1)[0])
+
+    assert p_above("fhs_state_day", 0.01, 24) == 0.0
+    assert p_above("fhs_state_day", 0.47, 72) == 1.0
+    assert p_above("fhs_state_day", 0.49, 72) == 0.0
+    assert p_above("fhs_block", 0.23, 24) == 1.0
+    assert p_above("fhs_block", 0.71, 72) == 1.0
