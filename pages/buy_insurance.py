@@ -147,7 +147,11 @@ with right:
         f"{r.probability:.2%}",
         f"± {r.probability_se:.2%} (MC)",
         delta_color="off",
-        help="Monte Carlo under GJR-GARCH with bootstrapped residuals, on the mark price",
+        help=(
+            "Monte Carlo on the mark price under GJR-GARCH fitted on 180 days, with bootstrapped "
+            "residuals (the first day's from days that began as calm or as volatile as now) and, "
+            "after the first day, the half-year trend shrunk by how sure the data are of it"
+        ),
     )
     m[2].metric(
         "Baseline (GBM)",
