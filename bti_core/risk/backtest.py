@@ -129,8 +129,8 @@ as many cells or more: 2020 14 of 22 (as before), 2021 22 of 24 (21 before); by 
 24 h at 0.81 and long 5× / 168 h at 0.82; over Monte Carlo seeds 0, 1 and 2 they were 0.815 /
 0.816, 0.808 / 0.810 and 0.800 / 0.813 — 24, 24 and 23 cells — and seeds 3 and 4 put short 5× /
 24 h at 0.80 either side of the edge (23 and 24 cells; `bti backtest --seed N`). Calibrated on
-average over seeds, then, with no margin in that one cell: realised 0.32 % against 0.39–0.40 %. The pool's worst drawdown grew
-from 851 to 1,100 margins. What did not work on the way:
+average over seeds, then, with no margin in that one cell: realised 0.32 % against 0.39–0.40 %.
+The pool's worst drawdown grew from 851 to 1,100 margins. What did not work on the way:
 
 - The same with the drift from the first hour: 23 cells, short 5× / 24 h 0.75 (the drift of a
   bull window raises the day's rallies, which the state's own blocks already describe).

@@ -371,6 +371,10 @@ def simulate_path_table(
         pool = np.argsort(bins, kind="stable")
         counts = np.bincount(bins, minlength=n_states)
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        # a state no block began in (tied variances: a fit with no ARCH effect) borrows the
+        # nearest one that has blocks, rather than drawing one block for every path
+        filled = np.flatnonzero(counts)
+        nearest = filled[np.abs(np.arange(n_states)[:, None] - filled).argmin(axis=1)]
     t_scale = np.sqrt((prm.nu - 2) / prm.nu) if innovations == "t" else 1.0
 
     # The paths run in float32 with every step written into buffers allocated once: half the
@@ -396,7 +400,7 @@ def simulate_path_table(
             mu = f32(fit.mu)
         if innovations == "fhs_state" or step < state_steps:
             if k == 0:
-                b = np.searchsorted(edges, np.log(s2), side="right")
+                b = nearest[np.searchsorted(edges, np.log(s2), side="right")]
                 block_start = pool[offsets[b] + (rng.random(n_paths) * counts[b]).astype(np.int64)]
             np.take(state32, block_start + k, out=z)
         elif innovations in ("fhs_block", "fhs_state_day"):

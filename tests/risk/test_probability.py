@@ -436,3 +436,26 @@ def test_state_day_starts_the_drift_after_the_first_day() -> None:
     assert p_above("fhs_state_day", 0.49, 72) == 0.0
     assert p_above("fhs_block", 0.23, 24) == 1.0
     assert p_above("fhs_block", 0.71, 72) == 1.0
+
+
+def test_state_blocks_from_tied_variances_draw_from_the_whole_history() -> None:
+    """A fit with no ARCH effect has one variance for every hour, so only one state has blocks;
+    a path starting below it borrows that state (the whole history) instead of every path
+    drawing the same block: its chance of a 3σ-a-day fall matches the path that starts in it."""
+    resid = np.random.default_rng(0).standard_t(5, 4_000)
+    fit = VolFit(VolParams(1e-5, 0.0, 0.0, 0.0, 5.0), 1e-5, resid, 0.0, np.full(4_000, -11.5))
+
+    def p_fall(s2: float) -> tuple[float, float]:
+        t = simulate_path_table(
+            dataclasses.replace(fit, sigma2_next=s2),
+            n_paths=20_000,
+            horizons=(24,),
+            seed=2,
+            constant_variance=True,
+        )
+        p, se = t.probability(-3 * np.sqrt(24 * s2), 24, 1)
+        return float(p), float(se)
+
+    (low, se_low), (same, se_same) = p_fall(1e-7), p_fall(np.exp(-11.5))
+    assert 0.002 < same < 0.1
+    assert abs(low - same) < 4 * np.hypot(se_low, se_same)
