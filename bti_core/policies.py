@@ -94,6 +94,7 @@ class QuoteView:
     risk: RiskIndex
     premium: Premium
     checks: list[Check]
+    model: str = ""  # what the probability was simulated from (`SymbolRisk.model_summary`)
 
     @property
     def insurable(self) -> bool:
@@ -236,7 +237,7 @@ class InsuranceService:
         )
         with session_scope(self.db) as s:
             add_quote(s, quote=record)
-        return QuoteView(record, order, cover, index, premium, checks)
+        return QuoteView(record, order, cover, index, premium, checks, sr.model_summary())
 
     # --- purchase ---------------------------------------------------------------------------
 

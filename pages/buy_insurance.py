@@ -158,6 +158,7 @@ with right:
         f"{r.baseline_probability:.2%}",
         help="Closed-form first passage with the 30-day realised volatility",
     )
+    st.caption(quote.model)
     m = st.columns(3)
     m[0].metric("Risk index", f"{r.risk_index:.0f} / 100")
     m[1].metric("Premium (USDT)", f"{p.total:,.2f}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -88,6 +89,17 @@ def test_quote_explains_itself(svc: InsuranceService, risk: RiskEngine, engine: 
     assert q.premium.total > q.premium.fee
     assert q.premium.payout == Decimal("100.00")
     assert count(engine, QuoteRecord) == 1
+    assert q.model == risk.symbol_risk("BTCUSDT").model_summary()
+
+
+def test_model_summary_states_the_volatility_and_the_trend(risk: RiskEngine) -> None:
+    sr = risk.symbol_risk("BTCUSDT")
+    fit = dataclasses.replace(sr.fit, sigma2_next=0.6**2 / 8760, mu=1e-4)
+    trending = dataclasses.replace(sr, fit=fit).model_summary()
+    assert "volatility now 60% a year" in trending
+    assert "trend of +1.7% a week" in trending  # e^(168·1e-4) − 1
+    flat = dataclasses.replace(sr, fit=dataclasses.replace(fit, mu=0.0)).model_summary()
+    assert "no trend" in flat and f"on {len(sr.fit.residuals) / 24:.0f} days" in flat
 
 
 def test_premium_rises_with_leverage_duration_and_coverage(

@@ -65,6 +65,24 @@ class SymbolRisk:
             b = np.where(lp > 0, np.log(np.maximum(lp, 1e-300) / self.spot), -np.inf)
         return self.table.probability(b, hours, side)
 
+    def model_summary(self) -> str:
+        """What the paths were simulated from, in a trader's units: the fit's window and tail
+        (ν), the volatility now (√(σ²·8760)) and the trend the paths take after the first day
+        (``e^(168·μ) − 1`` a week)."""
+        days = len(self.fit.residuals) / 24
+        vol = float(np.sqrt(self.fit.sigma2_next * HOURS_PER_YEAR))
+        head = (
+            f"Model: GJR-GARCH-t on {days:.0f} days of hourly mark prices "
+            f"(ν = {self.fit.params.nu:.1f}); volatility now {vol:.0%} a year; "
+        )
+        if self.fit.mu == 0:
+            return head + "no trend (the window's mean return is within a standard error of zero)"
+        week = float(np.expm1(168 * self.fit.mu))
+        return head + (
+            f"from the second day a trend of {week:+.1%} a week "
+            "(the window's mean return, shrunk by its t-statistic)"
+        )
+
     def baseline(
         self,
         liquidation_price: FloatArray | float,

@@ -34,6 +34,8 @@ def test_quote_then_buy_then_listed(filled: Path) -> None:
     labels = [m.label for m in at.metric]
     assert {"Liquidation price", "P(liquidation)", "Risk index", "Premium (USDT)"} <= set(labels)
     assert len(at.get("plotly_chart")) == 1  # the factor breakdown
+    model = next(c.value for c in at.caption if c.value.startswith("Model: GJR-GARCH-t"))
+    assert "a year" in model and "trend" in model
     assert not at.error
     # an empty wallet: a clear error, nothing bought
     at.button(key="buy_go").click().run()
