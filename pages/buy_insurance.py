@@ -147,6 +147,7 @@ with right:
         f"{r.probability:.2%}",
         f"± {r.probability_se:.2%} (MC)",
         delta_color="off",
+        delta_arrow="off",  # an error bar, not a change
         help=(
             "Monte Carlo on the mark price under GJR-GARCH fitted on 180 days, with bootstrapped "
             "residuals (the first day's from days that began as calm or as volatile as now) and, "

@@ -34,6 +34,8 @@ def test_quote_then_buy_then_listed(filled: Path) -> None:
     labels = [m.label for m in at.metric]
     assert {"Liquidation price", "P(liquidation)", "Risk index", "Premium (USDT)"} <= set(labels)
     assert len(at.get("plotly_chart")) == 1  # the factor breakdown
+    p_liq = next(m for m in at.metric if m.label == "P(liquidation)")
+    assert p_liq.proto.delta.startswith("± ") and p_liq.proto.direction == p_liq.proto.NONE
     model = next(c.value for c in at.caption if c.value.startswith("Model: GJR-GARCH-t"))
     assert "a year" in model and "trend" in model
     assert not at.error
