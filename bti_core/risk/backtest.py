@@ -137,7 +137,8 @@ The pool's worst drawdown grew from 851 to 1,100 margins. What did not work on t
 - The shrunk drift with the mirrored-block default: 22 cells (short 5× / 24 h 0.29, short 5× /
   72 h 0.71: the day's asymmetry is the state's, not the drift's).
 - Fixed fractions of the window's mean from the second day: a half gave 24 cells (0.807 /
-  0.816), a third 23. A momentum drift from the last 30 days at half weight: 21, brier 0.14218.
+  0.816), a third 23. Half the last 30 days' mean (momentum) with mirrored blocks: 21, brier
+  0.14218.
 - Undemeaned first-day state blocks (carrying their state's own drift): 21 cells, long 5× /
   24 h 1.30. Terciles instead of quintiles for the first day: 21 cells without drift, 23 with.
 
