@@ -96,8 +96,8 @@ def calibration_figure(cells: pd.DataFrame, title: str = "") -> go.Figure:
                     f"{lev}×{h}" if p < 0.15 else ""
                     for lev, h, p in zip(g["leverage"], g["horizon"], ep, strict=True)
                 ],
-                # longs to the left, shorts to the right: the two sides' cells often coincide
-                textposition="middle left" if side == "long" else "middle right",
+                # longs above left, shorts below right: the two sides' cells often coincide
+                textposition="top left" if side == "long" else "bottom right",
                 textfont={"size": 10, "color": colour},
                 error_y={  # the ratio's interval, as realised rates at the engine's prediction
                     "type": "data",
