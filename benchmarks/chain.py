@@ -24,10 +24,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bti_core.chain.client import ChainClient, demo_wallet, terms_hash
+from bti_core.chain.client import ChainClient, terms_hash
 from bti_core.chain.explorer import Explorer
 from bti_core.chain.node import AnvilNode, free_port
 from bti_core.chain.units import to_units
+from bti_core.chain.wallets import CustodialWallets
 
 N_BUYS = 200
 TARGET_BLOCKS = 10_000
@@ -50,7 +51,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, AnvilNode(Path(tmp), port=free_port()) as node:
         chain = ChainClient(node.url)
         chain.deploy(Decimal(100_000_000))
-        wallets = [demo_wallet(f"bench-{i}") for i in range(8)]
+        demo = CustodialWallets()
+        wallets = [demo.of(f"bench-{i}") for i in range(8)]
         for w in wallets:
             chain.faucet(w.address, Decimal(1_000_000))
             chain.ensure_allowance(w, Decimal(1_000_000))

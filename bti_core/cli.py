@@ -29,6 +29,7 @@ from bti_core.errors import BTIError
 from bti_core.market.ingest import Ingestor, IngestResult
 from bti_core.market.schema import TIMEFRAMES, Kind, timeframe_delta
 from bti_core.market.warehouse import Warehouse
+from bti_core.services import Services, build_services
 
 app = typer.Typer(
     help="BTI: liquidation insurance for perpetual-futures traders.", no_args_is_help=True
@@ -53,18 +54,11 @@ err = Console(stderr=True, soft_wrap=True)
 
 @contextmanager
 def _context() -> Iterator[tuple[Settings, Warehouse, Ingestor]]:
-    settings = get_settings()
-    engine = make_engine(settings.resolved_database_url)
+    svc = _services()
     try:
-        migrate(engine)
-        warehouse = Warehouse(settings.warehouse_dir)
-        yield (
-            settings,
-            warehouse,
-            Ingestor(warehouse, engine, wick_tolerance=settings.wick_tolerance),
-        )
+        yield svc.settings, svc.warehouse, svc.ingestor
     finally:
-        engine.dispose()
+        svc.close()
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -491,17 +485,26 @@ def chain_up() -> None:
         console.print(f"stopped; state saved in {node.snapshot_path}")
 
 
+def _services() -> Services:
+    return build_services(get_settings())
+
+
 @chain_app.command("status")
 def chain_status() -> None:
-    """The deployment and the pool's books."""
+    """The deployment and the pool's books (read-only: never deploys; `bti chain deploy`
+    does)."""
     from bti_core.chain.runtime import connect
 
     try:
-        client = connect(get_settings())
+        client = connect(get_settings(), deploy=False)
         d, p = client.deployment, client.pool_stats()
     except BTIError as exc:
         raise _fail(exc) from exc
-    t = Table(title=f"chain {d.chain_id} at {client.url}")
+    _print_pool(client.chain_id, client.url, d, p)
+
+
+def _print_pool(chain_id: int, url: str, d: Any, p: Any) -> None:
+    t = Table(title=f"chain {chain_id} at {url}")
     t.add_column("")
     t.add_column("", justify="right")
     rows = [
@@ -521,6 +524,32 @@ def chain_status() -> None:
     console.print(t)
 
 
+@chain_app.command("deploy")
+def chain_deploy(
+    seed_capital: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="BTI minted to the admin and deposited as the pool's first capital "
+            "(default: BTI_POOL_CAPACITY)",
+        ),
+    ] = None,
+) -> None:
+    """Deploy BTI's token, policy NFT and pool on the configured chain (once per chain: an
+    existing deployment is kept). Outside the local dev chain, the service keys must be your
+    own (anvil's public keys are refused)."""
+    from decimal import Decimal
+
+    from bti_core.chain.runtime import connect
+
+    try:
+        cap = None if seed_capital is None else Decimal(str(round(seed_capital, 2)))
+        client = connect(get_settings(), deploy=True, seed_capital=cap)
+        _print_pool(client.chain_id, client.url, client.deployment, client.pool_stats())
+    except BTIError as exc:
+        raise _fail(exc) from exc
+
+
 @chain_app.command("faucet")
 def chain_faucet(
     user: Annotated[str, typer.Argument(help="Trader id (their demo wallet gets the BTI)")],
@@ -528,19 +557,16 @@ def chain_faucet(
         float, typer.Option(min=0.01, max=1_000_000, help="BTI to mint (0.01 – 1,000,000)")
     ] = 1000.0,
 ) -> None:
-    """Mint demo BTI to a trader's wallet (and gas for its transactions)."""
+    """Mint demo BTI to a trader's custodial demo wallet (local dev chain only)."""
     from decimal import Decimal
 
-    from bti_core.chain.client import demo_wallet
-    from bti_core.chain.runtime import connect
-
     try:
-        client = connect(get_settings())
-        wallet = demo_wallet(user)
-        tx = client.faucet(wallet.address, Decimal(str(round(amount, 2))))
+        svc = _services()
+        wallet = svc.insurance.wallet_of(user)
+        tx = svc.chain.faucet(wallet.address, Decimal(str(round(amount, 2))))
         console.print(
             f"{amount:,.2f} BTI to {user} ({wallet.address}); balance "
-            f"{client.balance(wallet.address):,.2f} BTI; tx {tx}",
+            f"{svc.chain.balance(wallet.address):,.2f} BTI; tx {tx}",
             soft_wrap=True,
         )
     except BTIError as exc:
@@ -551,46 +577,20 @@ def chain_faucet(
 def chain_reconcile() -> None:
     """Settle policies whose database state and chain disagree (interrupted purchases, expired
     cover still locked)."""
-    from bti_core.chain.runtime import connect
-    from bti_core.policies import InsuranceService
-    from bti_core.risk.engine import RiskEngine
-
-    settings = get_settings()
     try:
-        engine = make_engine(settings.resolved_database_url)
-        migrate(engine)
-        svc = InsuranceService(
-            engine, RiskEngine(Warehouse(settings.warehouse_dir)), chain=connect(settings)
-        )
+        svc = _services().insurance
         svc.expire_due()
         console.print(f"reconciled: {svc.reconcile()}")
     except BTIError as exc:
         raise _fail(exc) from exc
 
 
-def _claims_service() -> Any:
-    from bti_core.chain.runtime import connect
-    from bti_core.claims.service import ClaimsService
-    from bti_core.risk.engine import RiskEngine
-
-    settings = get_settings()
-    engine = make_engine(settings.resolved_database_url)
-    migrate(engine)
-    return ClaimsService(
-        engine,
-        Warehouse(settings.warehouse_dir),
-        connect(settings),
-        auto_limit=settings.claims_auto_limit,
-        review_hours=settings.claims_review_hours,
-        risk=RiskEngine(Warehouse(settings.warehouse_dir)),
-    )
-
-
 @claims_app.command("run")
 def claims_run() -> None:
-    """Scan the market for liquidations of active policies; audit, decide and pay."""
+    """Scan the market for liquidations of active policies; audit, decide and pay (safe beside
+    workers and other runs)."""
     try:
-        console.print(f"claims: {_claims_service().run()}")
+        console.print(f"claims: {_services().claims.run()}")
     except BTIError as exc:
         raise _fail(exc) from exc
 
@@ -599,16 +599,17 @@ def claims_run() -> None:
 def claims_reconcile() -> None:
     """Settle claims a crash left half-done (never paying twice)."""
     try:
-        console.print(f"claims reconciled: {_claims_service().reconcile()}")
+        console.print(f"claims reconciled: {_services().claims.reconcile()}")
     except BTIError as exc:
         raise _fail(exc) from exc
 
 
 @claims_app.command("verify")
 def claims_verify() -> None:
-    """Check every hash and link of the claims audit log; exit 1 if it was tampered with."""
+    """Check every hash and link of the claims audit log, every claim against it and every
+    payout on-chain against the head it anchored; exit 1 if anything was tampered with."""
     try:
-        verdict = _claims_service().verify_log()
+        verdict = _services().claims.verify_log()
     except BTIError as exc:
         raise _fail(exc) from exc
     if verdict.ok:
@@ -616,6 +617,32 @@ def claims_verify() -> None:
     else:
         err.print(f"[bold red]{verdict}[/]")
         raise typer.Exit(code=1)
+
+
+@app.command()
+def worker(
+    every: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1, max=3600, help="Seconds between rounds (default BTI_CLAIMS_WATCH_SECONDS)"
+        ),
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="Run one round and exit")] = False,
+) -> None:
+    """Everything that runs on a clock: scan for liquidations, decide and pay claims, expire
+    policies and release their cover, reconcile. Any number may run beside each other and
+    beside CLI runs; SIGTERM or Ctrl-C stops it after the current step."""
+    from bti_core.worker import Worker
+
+    settings = get_settings()
+    try:
+        w = Worker(build_services(settings), log=lambda m: console.print(m, highlight=False))
+        if once:
+            console.print(w.round())
+            return
+        w.run_forever(every if every is not None else (settings.claims_watch_seconds or 30.0))
+    except BTIError as exc:
+        raise _fail(exc) from exc
 
 
 @app.command("crash")
@@ -655,7 +682,7 @@ def demo_crash(
             f"{symbol}: {move} over {hours} h from {first:%Y-%m-%d %H:%M} UTC replayed",
             soft_wrap=True,
         )
-        console.print(f"claims: {_claims_service().run()}")
+        console.print(f"claims: {_services().claims.run()}")
     except (BTIError, ValueError) as exc:
         raise _fail(exc) from exc
 

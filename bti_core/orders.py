@@ -15,6 +15,9 @@ from bti_core.errors import BTIError
 from bti_core.market.schema import canonical_symbol
 
 MAX_DURATION_HOURS = 720
+# far above any real order (BTC at 10⁵ USDT, 10⁶ coins in existence) and still exact in
+# Decimal's 28 digits at 8 decimal places; beyond it arithmetic would not be exact
+MAX_AMOUNT = Decimal(1_000_000_000)
 
 
 class OrderError(BTIError, ValueError):
@@ -83,6 +86,10 @@ class Order:
             v = to_decimal(getattr(self, name), name.replace("_", " "))
             if v <= 0:
                 raise OrderError(f"{name.replace('_', ' ')} must be positive; got {v}")
+            if v > MAX_AMOUNT:
+                raise OrderError(
+                    f"{name.replace('_', ' ')} must be at most {MAX_AMOUNT:,}; got {v:.6g}"
+                )
             object.__setattr__(self, name, v)
         if self.leverage < 1:
             raise OrderError(f"leverage must be at least 1×; got {self.leverage}")
@@ -119,6 +126,8 @@ class Cover:
         cov = to_decimal(self.coverage, "coverage")
         if cov <= 0:
             raise OrderError(f"coverage must be positive; got {cov}")
+        if cov > MAX_AMOUNT:
+            raise OrderError(f"coverage must be at most {MAX_AMOUNT:,} USDT; got {cov:.6g}")
         object.__setattr__(self, "coverage", cov)
         try:
             hours = int(self.duration_hours)
@@ -138,8 +147,8 @@ class Cover:
             raise OrderError(f"covered share must be in (0, 1]; got {share}")
         object.__setattr__(self, "share", share)
         ded = to_decimal(self.deductible, "deductible")
-        if ded < 0:
-            raise OrderError(f"deductible cannot be negative; got {ded}")
+        if not 0 <= ded <= MAX_AMOUNT:
+            raise OrderError(f"deductible must be from 0 to {MAX_AMOUNT:,} USDT; got {ded:.6g}")
         object.__setattr__(self, "deductible", ded)
 
     def payout(self, lost_margin: Decimal) -> Decimal:

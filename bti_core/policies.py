@@ -10,7 +10,7 @@ contract), so neither a double click nor a crash and retry ever insures or charg
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,17 +22,22 @@ import pandas as pd
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
-from bti_core.chain.client import ChainClient, PolicyStatus, Purchase, demo_wallet, terms_hash
+from bti_core.auth import AuthError, get_user
+from bti_core.chain.client import ChainClient, PolicyStatus, Purchase, terms_hash
+from bti_core.chain.wallets import LOCAL_CHAIN_ID, CustodialWallets
 from bti_core.claims.triggers import Insured, find_triggers
-from bti_core.db.engine import session_scope
+from bti_core.db.engine import session_scope, write_scope
 from bti_core.db.models import Policy, PolicyEvent, QuoteRecord
 from bti_core.db.repository import (
     active_policies,
     add_policy_event,
     add_quote,
+    claims_count,
     get_policy,
     get_quote,
+    open_cover,
     policies_of,
     policies_with_status,
     policy_events,
@@ -46,9 +51,17 @@ from bti_core.pricing import Premium, PricingConfig, price
 from bti_core.risk.engine import RiskEngine
 from bti_core.risk.index import RiskIndex, TraderHistory, macro_signal_at, risk_index
 from bti_core.risk.liquidation import brackets_for, liquidation_price
-from bti_core.underwriting import Check, Limits, UnderwritingError, check_cover, require
+from bti_core.underwriting import (
+    Check,
+    Limits,
+    UnderwritingError,
+    check_cover,
+    check_premium,
+    require,
+)
 
 PRICE_PLACES = Decimal("0.00000001")
+log = logging.getLogger("bti.policies")
 EXPIRY_DATA_GRACE = timedelta(days=1)  # how long an ended policy waits for market data
 
 
@@ -122,6 +135,7 @@ class InsuranceService:
         clock: Callable[[], datetime] = utcnow,
         chain: ChainClient | None = None,
         payment_window: timedelta = timedelta(minutes=2),
+        wallets: CustodialWallets | None = None,
     ) -> None:
         self.db = db
         self.risk = risk
@@ -132,6 +146,7 @@ class InsuranceService:
         self.clock = clock
         self.chain = chain
         self.payment_window = payment_window  # the signed quote's deadline after a purchase
+        self.wallets = wallets or CustodialWallets()
 
     # --- quotes -----------------------------------------------------------------------------
 
@@ -143,23 +158,35 @@ class InsuranceService:
             pols = [p for p in policies_of(s, user_id=user_id) if p.status != "declined"]
         if not pols:
             return TraderHistory()
-        claimed = sum(p.status == "claimed" for p in pols)
+        liquidated = sum(p.status in ("claimed", "paid") for p in pols)
+        with session_scope(self.db) as s:
+            claims = claims_count(s, user_id=user_id)
         return TraderHistory(
             policies=len(pols),
-            liquidations=claimed,
-            claims=claimed,
+            liquidations=liquidated,
+            claims=claims,
             average_leverage=float(np.mean([float(p.leverage) for p in pols])),
         )
 
-    def _exposure(self, user_id: str) -> tuple[Decimal, Decimal]:
-        """(this trader's open cover, the pool's open cover), pending purchases included."""
-        with session_scope(self.db) as s:
-            pool = policies_with_status(s, statuses=["active", "pending"])
-        mine = sum((p.coverage for p in pool if p.user_id == user_id), Decimal(0))
-        return mine, sum((p.coverage for p in pool), Decimal(0))
+    def _exposure(self, user_id: str, s: Session | None = None) -> tuple[Decimal, Decimal]:
+        """(this trader's open cover, the pool's open cover), pending purchases included;
+        in ``s`` when given (the purchase's serialised transaction)."""
+        if s is None:
+            with session_scope(self.db) as fresh:
+                return self._exposure(user_id, fresh)
+        return open_cover(s, user_id=user_id)
+
+    def _require_trader(self, user_id: str) -> None:
+        user = get_user(self.db, user_id)
+        if user is not None and user.is_underwriter:
+            raise AuthError(
+                f"{user_id} is an underwriter: underwriters decide claims and do not buy "
+                "cover with that account; sign in as a trader to insure an order"
+            )
 
     def quote(self, *, user_id: str, order: Order, cover: Cover) -> QuoteView:
         """Price the cover of an order and store the quote (with any failed checks)."""
+        self._require_trader(user_id)
         now = self.clock()
         sr = self.risk.symbol_risk(order.symbol)
         br = brackets_for(order.symbol)
@@ -175,6 +202,7 @@ class InsuranceService:
         base_p = float(sr.baseline(lp, cover.duration_hours, side))
         max_lev = Decimal(str(br.max_leverage_for(q * ep)))
         mine, pool = self._exposure(user_id)
+        payout = cover.payout(order.margin).quantize(Decimal("0.01"))
         checks = check_cover(
             order,
             cover,
@@ -184,6 +212,8 @@ class InsuranceService:
             pool_locked=pool,
             liquidation_reached=reached,
             limits=self.limits,
+            liquidation_price=lp,
+            payout=payout,
         )
         distance = abs(sr.spot - lp) / sr.spot if lp > 0 else 1.0
         index = risk_index(
@@ -203,9 +233,8 @@ class InsuranceService:
             trader=self.trader_history(user_id),
             macro_signal=macro_signal_at(self.macro, pd.Timestamp(now)),
         )
-        payout = cover.payout(order.margin).quantize(Decimal("0.01"))
         capacity = self.limits.pool_capacity
-        utilisation = min(0.99, float((pool + cover.coverage) / capacity)) if capacity > 0 else 0.99
+        utilisation = min(1.0, float((pool + cover.coverage) / capacity)) if capacity > 0 else 1.0
         premium = price(
             payout=payout,
             probability=p,
@@ -213,6 +242,7 @@ class InsuranceService:
             utilisation=utilisation,
             config=self.pricing,
         )
+        checks.append(check_premium(premium.total, payout))
         record = QuoteRecord(
             id=uuid.uuid4().hex,
             created_at=now,
@@ -242,7 +272,14 @@ class InsuranceService:
     # --- purchase ---------------------------------------------------------------------------
 
     def wallet_of(self, user_id: str) -> LocalAccount:
-        return demo_wallet(user_id)
+        """The trader's custodial demo wallet: only on the local dev chain, where BTI may hold
+        keys; on any other chain the trader signs with their own wallet."""
+        if self.chain is not None and self.chain.chain_id != LOCAL_CHAIN_ID:
+            raise PaymentError(
+                f"chain {self.chain.chain_id} is not the local dev chain: BTI holds no trader's "
+                "key there; sign the purchase in your own wallet"
+            )
+        return self.wallets.of(user_id)
 
     def _chain(self) -> ChainClient:
         if self.chain is None:
@@ -258,6 +295,7 @@ class InsuranceService:
         transaction hash. A crash between (1) and (3) is settled by `reconcile`. Buying the
         same quote again returns the same policy (finishing its payment if it was pending).
         """
+        self._require_trader(user_id)
         now = self.clock()
         chain = self._chain()
         with session_scope(self.db) as s:
@@ -266,11 +304,7 @@ class InsuranceService:
                 raise QuoteError(f"no quote {quote_id!r} for {user_id}; ask for a new quote")
             existing = policy_for_quote(s, quote_id=quote_id)
         if existing is not None:
-            if existing.status == "declined":
-                raise QuoteError(f"quote {quote_id} was declined; ask for a new quote")
-            if existing.status == "pending":
-                return self._pay(existing)
-            return existing
+            return self._again(existing, quote_id)
         order = Order(**quote.inputs["order"])
         cover = Cover(
             coverage=Decimal(quote.inputs["cover"]["coverage"]),
@@ -287,21 +321,6 @@ class InsuranceService:
                     f"the quote expired at {quote.expires_at:%H:%M:%S} UTC; ask for a new one",
                 )
             )
-        mine, pool = self._exposure(user_id)
-        if not failed:
-            fresh = check_cover(
-                order,
-                cover,
-                allowed_symbols=self.allowed_symbols(),
-                symbol_max_leverage=self.limits.max_leverage,
-                user_exposure=mine,
-                pool_locked=pool,
-                liquidation_reached=False,
-                limits=self.limits,
-            )
-            failed = [
-                c for c in fresh if not c.passed and c.name in ("pool_capacity", "user_exposure")
-            ]
         wallet = self.wallet_of(user_id)
         if not failed:
             balance = chain.balance(wallet.address)
@@ -325,48 +344,91 @@ class InsuranceService:
             "start": now.isoformat(),
             "end": end_at.isoformat(),
         }
-        with session_scope(self.db) as s:
-            policy = Policy(
-                quote_id=quote.id,
-                user_id=user_id,
-                symbol=order.symbol,
-                side=str(order.side),
-                quantity=order.quantity,
-                entry_price=order.entry_price,
-                leverage=order.leverage,
-                margin_mode=str(order.margin_mode),
-                order_type=str(order.order_type),
-                margin=order.margin.quantize(Decimal("0.01")),
-                liquidation_price=quote.liquidation_price,
-                coverage=cover.coverage,
-                share=cover.share,
-                deductible=cover.deductible,
-                payout=quote.payout,
-                premium=quote.premium,
-                probability=quote.probability,
-                risk_index=quote.risk_index,
-                start_at=now,
-                end_at=end_at,
-                status="pending",
-                created_at=now,
-                wallet=wallet.address,
-                terms_hash=HexBytes(terms_hash(terms)).to_0x_hex(),
-                pay_deadline=now + self.payment_window,
-            )
-            s.add(policy)
-            s.flush()
-            add_policy_event(s, policy=policy, event="created", detail={"quote_id": quote.id})
-            if failed:
-                policy.status = "declined"
-                add_policy_event(
-                    s,
-                    policy=policy,
-                    event="declined",
-                    detail={"reasons": [c.reason for c in failed]},
-                )
+        # the limits are checked and the policy written in one serialised transaction, so
+        # purchases at the same moment (threads or processes) cannot both pass a limit
+        with write_scope(self.db, lock="cover") as s:
+            existing = policy_for_quote(s, quote_id=quote_id)
+            if existing is None:
+                if not failed:
+                    mine, pool = self._exposure(user_id, s)
+                    fresh = check_cover(
+                        order,
+                        cover,
+                        allowed_symbols=self.allowed_symbols(),
+                        symbol_max_leverage=self.limits.max_leverage,
+                        user_exposure=mine,
+                        pool_locked=pool,
+                        liquidation_reached=False,
+                        limits=self.limits,
+                    )
+                    failed = [
+                        c
+                        for c in fresh
+                        if not c.passed and c.name in ("pool_capacity", "user_exposure")
+                    ]
+                policy = self._new_policy(quote, order, cover, wallet.address, terms, now)
+                s.add(policy)
+                s.flush()
+                add_policy_event(s, policy=policy, event="created", detail={"quote_id": quote.id})
+                if failed:
+                    policy.status = "declined"
+                    add_policy_event(
+                        s,
+                        policy=policy,
+                        event="declined",
+                        detail={"reasons": [c.reason for c in failed]},
+                    )
+        if existing is not None:  # a second click got here first
+            return self._again(existing, quote_id)
         if failed:
             require(failed)
         return self._pay(policy)
+
+    def _again(self, existing: Policy, quote_id: str) -> Policy:
+        """Buying a quote that already bought a policy: the same policy (finishing a pending
+        payment), or the reason it was declined."""
+        if existing.status == "declined":
+            raise QuoteError(f"quote {quote_id} was declined; ask for a new quote")
+        if existing.status == "pending":
+            return self._pay(existing)
+        return existing
+
+    def _new_policy(
+        self,
+        quote: QuoteRecord,
+        order: Order,
+        cover: Cover,
+        wallet: str,
+        terms: dict[str, object],
+        now: datetime,
+    ) -> Policy:
+        return Policy(
+            quote_id=quote.id,
+            user_id=quote.user_id,
+            symbol=order.symbol,
+            side=str(order.side),
+            quantity=order.quantity,
+            entry_price=order.entry_price,
+            leverage=order.leverage,
+            margin_mode=str(order.margin_mode),
+            order_type=str(order.order_type),
+            margin=order.margin.quantize(Decimal("0.01")),
+            liquidation_price=quote.liquidation_price,
+            coverage=cover.coverage,
+            share=cover.share,
+            deductible=cover.deductible,
+            payout=quote.payout,
+            premium=quote.premium,
+            probability=quote.probability,
+            risk_index=quote.risk_index,
+            start_at=now,
+            end_at=now + timedelta(hours=cover.duration_hours),
+            status="pending",
+            created_at=now,
+            wallet=wallet,
+            terms_hash=HexBytes(terms_hash(terms)).to_0x_hex(),
+            pay_deadline=now + self.payment_window,
+        )
 
     def _pay(self, policy: Policy) -> Policy:
         """Send (or find) the on-chain purchase of a pending policy and record the outcome."""
@@ -398,7 +460,7 @@ class InsuranceService:
         return self._activate(policy, purchase)
 
     def _activate(self, policy: Policy, purchase: Purchase) -> Policy:
-        with session_scope(self.db) as s:
+        with write_scope(self.db) as s:
             p = get_policy(s, policy_id=policy.id or 0)
             assert p is not None
             if p.status != "pending":
@@ -422,7 +484,7 @@ class InsuranceService:
             return p
 
     def _decline(self, policy: Policy, reason: str) -> None:
-        with session_scope(self.db) as s:
+        with write_scope(self.db) as s:
             p = get_policy(s, policy_id=policy.id or 0)
             if p is not None and p.status == "pending":
                 p.status = "declined"
@@ -472,7 +534,7 @@ class InsuranceService:
         if chain.policy(policy.chain_policy_id).status != PolicyStatus.ACTIVE:
             return False
         tx = chain.release_cover(policy.chain_policy_id)
-        with session_scope(self.db) as s:
+        with write_scope(self.db) as s:
             p = get_policy(s, policy_id=policy.id or 0)
             assert p is not None
             add_policy_event(s, policy=p, event="cover_released", detail={"tx": tx})
@@ -508,7 +570,7 @@ class InsuranceService:
         with session_scope(self.db) as s:
             due = [p for p in active_policies(s) if p.end_at <= now]
         due = [p for p in due if not self._awaits_claim(p, now)]
-        with session_scope(self.db) as s:
+        with write_scope(self.db) as s:
             for p in due:
                 fresh = s.get(Policy, p.id)
                 if fresh is not None and fresh.status == "active":
@@ -518,13 +580,15 @@ class InsuranceService:
         if self.chain is not None:
             for p in done:
                 if p.chain_policy_id is not None:
-                    with contextlib.suppress(ChainError):
+                    try:
                         self._release(p)
+                    except ChainError as exc:  # reconcile retries it
+                        log.warning("releasing the cover of policy %s failed: %s", p.id, exc)
         return len(done)
 
     def policies(self, user_id: str) -> pd.DataFrame:
-        """The trader's policies with the distance from the current mark price to liquidation."""
-        self.expire_due()
+        """The trader's policies with the distance from the current mark price to liquidation
+        (a read: expiring ended policies is the worker's job)."""
         with session_scope(self.db) as s:
             pols = policies_of(s, user_id=user_id)
         rows = []

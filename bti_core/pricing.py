@@ -7,8 +7,9 @@
   at ``z`` standard errors, so Monte Carlo noise is charged to the insurer's favour, never the
   trader's; it rises with p, so the premium keeps rising with leverage and duration;
 - u: the pool's utilisation after this policy (locked cover / capacity); the loading
-  ``λ₀ + κ·u/(1 − u)`` grows without bound as the pool fills, and cover beyond capacity is
-  declined by underwriting rather than priced;
+  ``min(λ_max, λ₀ + κ·u/(1 − u))`` rises with it and is capped at ``λ_max``, so a premium is
+  never more than ``(1 + λ_max)`` times the expected loss; cover that would fill the pool
+  beyond underwriting's utilisation limit is declined, not priced (`underwriting.Limits`);
 - fee: a flat policy fee.
 
 Money is `Decimal`, rounded up to the cent (the premium never rounds against the pool).
@@ -30,6 +31,7 @@ CENT = Decimal("0.01")
 class PricingConfig:
     base_loading: float = 0.20  # λ₀
     utilisation_slope: float = 0.50  # κ
+    max_loading: float = 2.00  # λ_max: reached at u ≈ 0.78 with the defaults
     fee: Decimal = Decimal("1.00")
     confidence_z: float = 1.0
     min_probability: float = 1e-4  # no cover is sold below this price of risk
@@ -58,9 +60,13 @@ def wilson_upper(p: float, n: int, z: float) -> float:
 
 
 def utilisation_loading(utilisation: float, config: PricingConfig) -> float:
-    if not 0 <= utilisation < 1:
-        raise ValueError(f"utilisation must be in [0, 1); got {utilisation}")
-    return config.base_loading + config.utilisation_slope * utilisation / (1 - utilisation)
+    """``min(λ_max, λ₀ + κ·u/(1 − u))`` for a utilisation ``u`` in [0, 1]."""
+    if not 0 <= utilisation <= 1:
+        raise ValueError(f"utilisation must be in [0, 1]; got {utilisation}")
+    if utilisation >= 1:
+        return config.max_loading
+    raw = config.base_loading + config.utilisation_slope * utilisation / (1 - utilisation)
+    return min(config.max_loading, raw)
 
 
 def price(

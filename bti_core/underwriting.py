@@ -17,6 +17,9 @@ class Limits:
     max_coverage_per_policy: Decimal = Decimal("50000")
     max_exposure_per_user: Decimal = Decimal("100000")
     pool_capacity: Decimal = Decimal("1000000")
+    # cover is sold only while the pool stays below this share of its capacity: near full,
+    # one crash would take the whole pool, and the price would have to exceed the payout
+    max_utilisation: Decimal = Decimal("0.9")
 
 
 @dataclass(frozen=True)
@@ -52,13 +55,18 @@ def check_cover(
     pool_locked: Decimal,
     liquidation_reached: bool,
     limits: Limits = Limits(),
+    liquidation_price: float | None = None,
+    payout: Decimal | None = None,
 ) -> list[Check]:
-    """All checks, passed or not (the quote shows them)."""
+    """All checks, passed or not (the quote shows them). ``liquidation_price`` and ``payout``
+    (when known) add the checks that the order can be liquidated at all and that a
+    liquidation pays something."""
     allowed = sorted(allowed_symbols)
     cap_lev = min(limits.max_leverage, symbol_max_leverage)
-    free = max(Decimal(0), limits.pool_capacity - pool_locked)
+    sellable = limits.pool_capacity * limits.max_utilisation
+    free = max(Decimal(0), sellable - pool_locked)
     exposure_left = max(Decimal(0), limits.max_exposure_per_user - user_exposure)
-    return [
+    checks = [
         Check(
             "symbol",
             order.symbol in allowed,
@@ -97,7 +105,8 @@ def check_cover(
         Check(
             "pool_capacity",
             cover.coverage <= free,
-            f"capacity exhausted: the pool has {_usdt(free)} of cover left "
+            f"capacity exhausted: the pool sells cover up to {limits.max_utilisation:.0%} of "
+            f"its {_usdt(limits.pool_capacity)} capacity and has {_usdt(free)} left "
             f"(asked {_usdt(cover.coverage)})",
         ),
         Check(
@@ -106,6 +115,35 @@ def check_cover(
             "the mark price is already beyond this order's liquidation price",
         ),
     ]
+    if liquidation_price is not None:
+        checks.append(
+            Check(
+                "can_be_liquidated",
+                liquidation_price > 0,
+                f"a {order.leverage}× {order.side} has no liquidation price above zero: it "
+                "cannot be liquidated, so there is nothing to insure",
+            )
+        )
+    if payout is not None:
+        checks.append(
+            Check(
+                "payout_positive",
+                payout > 0,
+                f"a liquidation would pay {_usdt(payout)}: insure a larger order, a larger "
+                "share of the margin or a smaller deductible",
+            )
+        )
+    return checks
+
+
+def check_premium(premium: Decimal, payout: Decimal) -> Check:
+    """A premium must stay below what the cover pays, or buying it is a certain loss."""
+    return Check(
+        "premium_below_payout",
+        premium < payout,
+        f"the premium {_usdt(premium)} is not below the payout {_usdt(payout)}: this cover "
+        "costs more than it could pay",
+    )
 
 
 def require(checks: list[Check]) -> None:

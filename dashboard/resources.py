@@ -7,9 +7,9 @@ connections themselves. Resources are keyed by where they point, so a change of
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
-import time
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -18,18 +18,15 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 
 from bti_core.auth import User, credentials, ensure_demo_users, get_user
-from bti_core.chain.client import ChainClient, demo_wallet
+from bti_core.chain.client import ChainClient
 from bti_core.chain.explorer import Explorer
-from bti_core.chain.runtime import connect
 from bti_core.claims.service import ClaimsService
 from bti_core.config import Settings, get_settings
-from bti_core.db.engine import make_engine, migrate
-from bti_core.errors import ChainError
+from bti_core.errors import BTIError, ChainError
 from bti_core.market.warehouse import Warehouse
 from bti_core.policies import InsuranceService
 from bti_core.risk.engine import RiskEngine
-from bti_core.risk.index import load_macro_signals
-from bti_core.underwriting import Limits
+from bti_core.services import Services, build_services
 
 
 def settings() -> Settings:
@@ -37,45 +34,42 @@ def settings() -> Settings:
 
 
 @st.cache_resource(show_spinner=False)
-def _warehouse(root: str) -> Warehouse:
-    return Warehouse(root)
+def _services(key: str, _settings: Settings) -> Services:
+    # one Services per distinct settings, built by the same `build_services` as the CLI and
+    # the worker (``_settings`` is not hashed: ``key`` stands for it)
+    return build_services(_settings)
 
 
-@st.cache_resource(show_spinner="Opening the database…")
-def _engine(url: str) -> Engine:
-    eng = make_engine(url)
-    migrate(eng)
-    return eng
+def _key(s: Settings) -> str:
+    secrets = "".join(k.get_secret_value() for k in (s.admin_key, s.claims_key, s.quoter_key))
+    return s.model_dump_json() + hashlib.sha256(secrets.encode()).hexdigest()
+
+
+def services() -> Services:
+    """The engine's services for the current settings (cached per process)."""
+    s = settings()
+    return _services(_key(s), s)
 
 
 def warehouse() -> Warehouse:
-    return _warehouse(str(settings().warehouse_dir))
+    return services().warehouse
 
 
 def engine() -> Engine:
-    return _engine(settings().resolved_database_url)
-
-
-@st.cache_resource(show_spinner=False)
-def _risk_engine(root: str) -> RiskEngine:
-    return RiskEngine(_warehouse(root))
+    with st.spinner("Opening the database…"):
+        return services().db
 
 
 def risk_engine() -> RiskEngine:
-    return _risk_engine(str(settings().warehouse_dir))
-
-
-@st.cache_resource(show_spinner="Starting the local chain and deploying BTI's contracts…")
-def _chain(rpc_url: str | None, chain_dir: str, port: int) -> ChainClient:
-    return connect(settings())
+    return services().risk
 
 
 def chain() -> ChainClient:
     """The chain client (the local anvil node is started on first use, its state under
     ``data/chain``; ``BTI_RPC_URL`` points elsewhere)."""
-    s = settings()
     try:
-        return _chain(s.rpc_url, str(s.chain_dir), s.chain_port)
+        with st.spinner("Connecting to the chain…"):
+            return services().chain
     except ChainError as exc:
         st.error(f"The chain is not available: {exc}")
         st.stop()
@@ -86,26 +80,10 @@ def explorer() -> Explorer:
     return Explorer(chain())
 
 
-@st.cache_resource(show_spinner="Settling purchases interrupted by a restart…")
-def _reconciled(db_url: str, rpc_url: str | None, chain_dir: str) -> str:
-    """Reconcile database and chain once per process (and database/chain pair): purchases
-    and claim payments a restart interrupted."""
-    return f"policies: {_service().reconcile()}; claims: {claims().reconcile()}"
-
-
-def _service() -> InsuranceService:
-    s = settings()
-    macro = load_macro_signals(s.macro_file) if s.macro_file else None
-    limits = Limits(pool_capacity=s.pool_capacity)
-    return InsuranceService(engine(), risk_engine(), limits=limits, macro=macro, chain=chain())
-
-
 def insurance() -> InsuranceService:
-    """The insurance service (cheap to build: it holds the cached engine, database and chain);
-    the first call of a process reconciles purchases a restart interrupted."""
-    s = settings()
-    _reconciled(s.resolved_database_url, s.rpc_url, str(s.chain_dir))
-    return _service()
+    """The insurance service (the worker, `bti worker`, settles what a restart interrupted)."""
+    chain()  # a clear message on the page when the chain is down
+    return services().insurance
 
 
 def explorer_link(query: object, text: str | None = None) -> str:
@@ -117,7 +95,11 @@ def explorer_link(query: object, text: str | None = None) -> str:
 def wallet_panel(trader: str) -> None:
     """Sidebar: the trader's demo wallet, its BTI balance and the faucet."""
     svc_chain = chain()
-    wallet = demo_wallet(trader).address
+    try:
+        wallet = insurance().wallet_of(trader).address
+    except BTIError as exc:
+        st.sidebar.info(str(exc))
+        return
     bal = svc_chain.balance(wallet)
     st.sidebar.caption(f"Wallet `{wallet[:8]}…{wallet[-6:]}` (demo, custodial)")
     st.sidebar.metric("BTI balance", f"{bal:,.2f}")
@@ -181,33 +163,8 @@ def current_trader() -> str:
 
 
 def claims() -> ClaimsService:
-    s = settings()
-    return ClaimsService(
-        engine(),
-        warehouse(),
-        chain(),
-        auto_limit=s.claims_auto_limit,
-        review_hours=s.claims_review_hours,
-        risk=risk_engine(),
-    )
-
-
-@st.cache_resource(show_spinner=False)
-def _claims_watcher(db_url: str, warehouse_dir: str, rpc_url: str | None, every: float) -> str:
-    """One background thread per process: scan the market for liquidations, decide and pay,
-    every ``every`` seconds (claims open by themselves while the dashboard runs)."""
-    svc = claims()
-
-    def loop() -> None:
-        while True:
-            time.sleep(every)
-            try:
-                svc.run()
-            except Exception:
-                logging.getLogger("bti.claims").exception("claims scan failed")
-
-    threading.Thread(target=loop, name="bti-claims-watcher", daemon=True).start()
-    return f"every {every:g} s"
+    chain()
+    return services().claims
 
 
 @st.cache_resource(show_spinner=False)
@@ -228,17 +185,8 @@ def _warm_up(warehouse_dir: str) -> str:
 
 
 def start_background_work() -> None:
-    """At app start: the risk warm-up and the claims watcher."""
+    """At app start: the risk warm-up (claims are the worker's, `bti worker`)."""
     _warm_up(str(settings().warehouse_dir))
-    start_claims_watcher()
-
-
-def start_claims_watcher() -> None:
-    s = settings()
-    if s.claims_watch_seconds > 0:
-        _claims_watcher(
-            s.resolved_database_url, str(s.warehouse_dir), s.rpc_url, s.claims_watch_seconds
-        )
 
 
 def flash(message: str) -> None:

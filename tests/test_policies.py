@@ -158,7 +158,8 @@ def test_capacity_exhausted_is_declined_with_what_is_left(
     second = svc.quote(user_id="carol", order=big, cover=Cover(coverage="8000", duration_hours=24))
     svc.buy(user_id="whale", quote_id=first.record.id)  # 15,000 of 20,000 now locked
     with pytest.raises(
-        CapacityError, match=r"capacity exhausted: the pool has 5,000.00 USDT of cover left"
+        CapacityError,
+        match=r"capacity exhausted: .* 90% of its 20,000.00 USDT capacity and has 3,000.00 USDT left",
     ):
         svc.buy(user_id="carol", quote_id=second.record.id)
     declined = [p for p in svc.policies("carol").itertuples()]

@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from bti_core.orders import Cover, Order, OrderError
 from bti_core.pricing import PricingConfig, price, utilisation_loading, wilson_upper
-from bti_core.underwriting import CapacityError, Limits, UnderwritingError, check_cover, require
+from bti_core.underwriting import (
+    CapacityError,
+    Limits,
+    UnderwritingError,
+    check_cover,
+    check_premium,
+    require,
+)
 
 
 def order(**kw: object) -> Order:
@@ -57,7 +64,7 @@ def test_bad_orders_are_refused_with_reasons(kw: dict, message: str) -> None:
         ({"duration_hours": 721}, "from 1 to 720"),
         ({"duration_hours": 1.5}, "whole number of hours"),
         ({"share": "1.5"}, r"covered share must be in \(0, 1\]"),
-        ({"deductible": "-1"}, "deductible cannot be negative"),
+        ({"deductible": "-1"}, "deductible must be from 0 to"),
     ],
 )
 def test_bad_cover_is_refused_with_reasons(kw: dict, message: str) -> None:
@@ -112,16 +119,35 @@ def test_wilson_upper_bound() -> None:
     assert wilson_upper(0.1, 20_000, 1.0) == pytest.approx(0.1 + math.sqrt(0.09 / 20_000), rel=1e-3)
 
 
-def test_utilisation_loading_rises_without_bound() -> None:
+@given(
+    p=st.floats(0, 1),
+    u=st.floats(0, 1),
+    payout=st.decimals("0.01", "1000000", places=2),
+)
+def test_the_premium_is_bounded_by_the_capped_loading(p: float, u: float, payout: Decimal) -> None:
+    """At any utilisation the premium is at most (1 + λ_max) × the expected loss + the fee
+    (before the cap, 96 % utilisation priced a 50,000 payout at 343,176)."""
+    cfg = PricingConfig()
+    prem = price(payout=payout, probability=p, n_paths=20_000, utilisation=u, config=cfg)
+    bound = prem.expected_loss * Decimal(repr(1 + cfg.max_loading)) + cfg.fee + Decimal("0.02")
+    assert prem.total <= bound
+
+
+def test_a_premium_at_or_above_the_payout_is_declined() -> None:
+    prem = price(payout=Decimal(50_000), probability=0.9, n_paths=20_000, utilisation=0.96)
+    check = check_premium(prem.total, Decimal(50_000))
+    assert not check.passed and "costs more than it could pay" in check.reason
+    assert check_premium(Decimal("1.00"), Decimal("0.50")).passed is False  # dust: fee ≥ payout
+    assert check_premium(Decimal("10"), Decimal("100")).passed
+
+
+def test_utilisation_loading_rises_then_stops_at_its_cap() -> None:
     cfg = PricingConfig()
     assert utilisation_loading(0.0, cfg) == cfg.base_loading
-    assert (
-        utilisation_loading(0.5, cfg)
-        < utilisation_loading(0.9, cfg)
-        < utilisation_loading(0.99, cfg)
-    )
+    assert utilisation_loading(0.3, cfg) < utilisation_loading(0.5, cfg) < cfg.max_loading
+    assert utilisation_loading(0.9, cfg) == utilisation_loading(1.0, cfg) == cfg.max_loading
     with pytest.raises(ValueError, match="utilisation"):
-        utilisation_loading(1.0, cfg)
+        utilisation_loading(1.01, cfg)
 
 
 def _checks(o: Order, c: Cover, **kw: object) -> list:
@@ -177,9 +203,23 @@ def test_underwriting_passes_a_normal_cover() -> None:
         (
             order(),
             Cover(coverage="2000", duration_hours=24),
-            {"pool_locked": Decimal(9_000)},
+            {"pool_locked": Decimal(7_500)},
             "pool_capacity",
-            "capacity exhausted: the pool has 1,000.00 USDT of cover left",
+            "up to 90% of its 10,000.00 USDT capacity and has 1,500.00 USDT left",
+        ),
+        (
+            order(leverage="1"),
+            Cover(coverage="10", duration_hours=24),
+            {"liquidation_price": 0.0},
+            "can_be_liquidated",
+            "cannot be liquidated, so there is nothing to insure",
+        ),
+        (
+            order(),
+            Cover(coverage="10", duration_hours=24),
+            {"payout": Decimal("0.00")},
+            "payout_positive",
+            "a liquidation would pay 0.00 USDT",
         ),
         (
             order(),

@@ -5,22 +5,29 @@ Amounts cross this boundary as `Decimal` BTI and become integer token units only
 missing deployment) becomes a `ChainError` whose message says what happened and what to do.
 
 Wallets: the service keys (admin, claims, quoter) come from settings (anvil's well-known dev
-keys by default). Traders' wallets in the demo are custodial: a key derived from the trader's
-id, ``keccak("bti-demo-wallet/" + user_id)``; a production deployment would have the trader
-sign in their own wallet instead.
+keys by default, refused on any chain but the local one: `bti_core.chain.wallets`). Traders'
+demo wallets are custodial on the local chain only, derived from a per-install secret.
+
+Nonces: every transaction of a key is signed and sent under that key's nonce lock, a file lock
+shared by every process on the machine (`NonceLock`), so workers, CLI runs and dashboards that
+send from the same key at once never collide on "nonce too low".
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import requests
 from eth_account import Account
@@ -35,14 +42,9 @@ from web3.logs import DISCARD
 
 from bti_core.chain.artifacts import artifact, decode_revert, event_table
 from bti_core.chain.units import format_bti, from_units, to_units
+from bti_core.chain.wallets import ANVIL_KEYS
 from bti_core.errors import ChainError
 
-ANVIL_KEYS = (  # anvil's default dev accounts 0–3 (public knowledge; local chains only)
-    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
-    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
-    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
-    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
-)
 ZERO_HASH = b"\x00" * 32
 
 
@@ -123,11 +125,34 @@ class DecodedEvent:
     address: str
 
 
-def demo_wallet(user_id: str) -> LocalAccount:
-    """The custodial demo wallet of a trader (deterministic from the id)."""
-    if not user_id.strip():
-        raise ChainError("a wallet needs a non-empty user id")
-    return Account.from_key(keccak(text=f"bti-demo-wallet/{user_id}"))
+_NONCE_LOCK_DIR = Path(tempfile.gettempdir()) / "bti-nonce-locks"
+
+
+class NonceLock:
+    """One lock per (chain, sender) shared by every process on this machine: a nonce is read
+    ("pending" count) and its transaction sent while the lock is held, so no two senders ever
+    take the same nonce. Threads of one process also take the in-process lock first."""
+
+    _thread_locks: ClassVar[dict[str, threading.RLock]] = {}
+    _guard: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, directory: Path = _NONCE_LOCK_DIR) -> None:
+        self.directory = directory
+
+    @contextmanager
+    def hold(self, chain_id: int, address: str) -> Iterator[None]:
+        key = f"{chain_id}-{address.lower()}"
+        with NonceLock._guard:
+            tlock = NonceLock._thread_locks.setdefault(key, threading.RLock())
+        with tlock:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.directory / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
 
 
 def terms_hash(terms: dict[str, Any]) -> bytes:
@@ -224,7 +249,7 @@ class ChainClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | Web3,
         deployment: Deployment | None = None,
         *,
         admin_key: str = ANVIL_KEYS[0],
@@ -232,18 +257,27 @@ class ChainClient:
         quoter_key: str = ANVIL_KEYS[2],
         on_commit: Callable[[], object] | None = None,
         timeout: float = 30.0,
+        nonce_lock: NonceLock | None = None,
     ):
-        self.url = url
-        # eth_chainId and other static answers cached: web3 validates every call against them
-        self.w3 = Web3(
-            Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}, cache_allowed_requests=True)
-        )
+        """``url`` is a node's JSON-RPC address or a ready `Web3` (any provider: tests, a
+        wallet's, a node with middleware of its own)."""
+        if isinstance(url, Web3):
+            self.w3 = url
+            self.url = str(getattr(url.provider, "endpoint_uri", None) or url.provider)
+        else:
+            self.url = url
+            # eth_chainId and other static answers cached: web3 checks every call against them
+            self.w3 = Web3(
+                Web3.HTTPProvider(
+                    url, request_kwargs={"timeout": timeout}, cache_allowed_requests=True
+                )
+            )
         self.admin: LocalAccount = Account.from_key(admin_key)
         self.claims: LocalAccount = Account.from_key(claims_key)
         self.quoter: LocalAccount = Account.from_key(quoter_key)
         self.on_commit = on_commit  # called after each transaction that matters (snapshots)
         self.timeout = timeout
-        self._lock = threading.RLock()  # one sender at a time: nonces stay in order
+        self.nonce_lock = nonce_lock or NonceLock()
         self._deployment = deployment
         self._chain_id: int | None = None
         self._contracts: dict[tuple[str, str], Contract] = {}
@@ -309,21 +343,37 @@ class ChainClient:
 
     def transact(self, call: Any, sender: LocalAccount, what: str, *, value: int = 0) -> Any:
         """Estimate (a revert surfaces here with its reason), sign, send, wait; the receipt."""
-        with self._lock:
-            tx_params = {"from": sender.address, "value": value, "chainId": self.chain_id}
+        tx_params = {"from": sender.address, "value": value, "chainId": self.chain_id}
+
+        def build(nonce: int) -> dict[str, Any]:
             gas = self._rpc(lambda: call.estimate_gas(tx_params), what)
-            nonce = self._rpc(
-                lambda: self.w3.eth.get_transaction_count(sender.address, "pending"), what
+            return dict(
+                self._rpc(
+                    lambda: call.build_transaction(
+                        {**tx_params, "nonce": nonce, "gas": int(gas * 1.25) + 10_000}
+                    ),
+                    what,
+                )
             )
-            tx = self._rpc(
-                lambda: call.build_transaction(
-                    {**tx_params, "nonce": nonce, "gas": int(gas * 1.25) + 10_000}
-                ),
-                what,
+
+        return self.send(build, sender, what)
+
+    def send(self, build: Callable[[int], dict[str, Any]], sender: LocalAccount, what: str) -> Any:
+        """The one way a transaction leaves BTI: under the sender's nonce lock, take the next
+        nonce, build (``build(nonce)``), sign and send; then wait for the receipt. A revert is
+        a `ChainError` with the pool's decoded reason."""
+        with self.nonce_lock.hold(self.chain_id, sender.address):
+            nonce = int(
+                self._rpc(
+                    lambda: self.w3.eth.get_transaction_count(sender.address, "pending"), what
+                )
             )
+            tx = build(nonce)
             signed = sender.sign_transaction(tx)
-            tx_hash = self._rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
-        return self._wait(tx_hash, what, tx["gas"])
+            tx_hash = self._rpc(
+                lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction), what
+            )
+        return self._wait(tx_hash, what, int(tx["gas"]))
 
     def _wait(self, tx_hash: Any, what: str, gas_limit: int) -> Any:
         try:
@@ -395,21 +445,20 @@ class ChainClient:
 
     def send_gas(self, to: str, eth: Decimal) -> None:
         """Send ``eth`` of the chain's native coin for gas from the admin."""
-        tx: dict[str, Any] = {
-            "to": to_checksum_address(to),
-            "value": to_units(eth),
-            "chainId": self.chain_id,
-            "gas": 21_000,
-            "maxFeePerGas": int(self._rpc(lambda: self.w3.eth.gas_price)) * 2 + 1,
-            "maxPriorityFeePerGas": 1,
-        }
-        with self._lock:
-            tx["nonce"] = self._rpc(
-                lambda: self.w3.eth.get_transaction_count(self.admin.address, "pending")
-            )
-            signed = self.admin.sign_transaction(tx)
-            h = self._rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
-        self._wait(h, "send gas", 21_000)
+        fee = int(self._rpc(lambda: self.w3.eth.gas_price)) * 2 + 1
+
+        def build(nonce: int) -> dict[str, Any]:
+            return {
+                "to": to_checksum_address(to),
+                "value": to_units(eth),
+                "chainId": self.chain_id,
+                "gas": 21_000,
+                "maxFeePerGas": fee,
+                "maxPriorityFeePerGas": 1,
+                "nonce": nonce,
+            }
+
+        self.send(build, self.admin, "send gas")
 
     def faucet(self, to: str, amount: Decimal, *, gas: Decimal = Decimal("1")) -> str:
         """Demo faucet: mint ``amount`` BTI to ``to`` and top its gas up to ``gas``."""

@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -68,10 +69,18 @@ def free_port() -> int:
 class AnvilNode:
     """An anvil process on 127.0.0.1 whose state lives in ``state_dir``."""
 
-    def __init__(self, state_dir: Path, *, port: int = 8545, host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        port: int = 8545,
+        host: str = "127.0.0.1",
+        chain_id: int = LOCAL_CHAIN_ID,
+    ):
         self.state_dir = Path(state_dir)
         self.port = port
         self.host = host
+        self.chain_id = chain_id  # another id stands in for a public network in tests
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -102,7 +111,7 @@ class AnvilNode:
             "--port",
             str(self.port),
             "--chain-id",
-            str(LOCAL_CHAIN_ID),
+            str(self.chain_id),
             "--preserve-historical-states",
         ]
         if self.snapshot_path.exists() and self.snapshot_path.stat().st_size > 0:
@@ -124,21 +133,35 @@ class AnvilNode:
         raise ChainError(f"anvil did not answer on {self.url} within {timeout:.0f} s")
 
     def snapshot(self) -> Path:
-        """Write the chain's full state durably (temp file, fsync, atomic rename)."""
+        """Write the chain's full state durably (a temp file of this call's own, fsync, atomic
+        rename): processes snapshotting at once each write their own file, and the last rename
+        wins with a complete state. Any failure is a `ChainError`."""
         hexgz = rpc_call(self.url, "anvil_dumpState", timeout=30.0)
-        raw = gzip.decompress(bytes.fromhex(hexgz[2:] if hexgz.startswith("0x") else hexgz))
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.snapshot_path.with_suffix(".tmp")
-        with tmp.open("wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.snapshot_path)
-        dir_fd = os.open(self.state_dir, os.O_RDONLY)
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            raw = gzip.decompress(bytes.fromhex(hexgz[2:] if hexgz.startswith("0x") else hexgz))
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(
+                prefix=".anvil-state.", suffix=".tmp", dir=self.state_dir
+            )
+            tmp = Path(tmp_name)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(raw)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.snapshot_path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            dir_fd = os.open(self.state_dir, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except (OSError, ValueError, EOFError) as exc:
+            raise ChainError(
+                f"could not save the chain's state to {self.snapshot_path}: {exc}"
+            ) from exc
         return self.snapshot_path
 
     def stop(self, *, snapshot: bool = True) -> None:

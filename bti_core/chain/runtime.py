@@ -1,44 +1,100 @@
 """Connect the app to its chain: the local anvil node under data/chain (started on first use
-and stopped at exit) or the node at ``BTI_RPC_URL``; BTI's contracts deployed once per chain,
-their addresses recorded in ``data/chain/deployment-<chain id>.json``."""
+and stopped at exit) or the node at ``BTI_RPC_URL``; BTI's contracts' addresses recorded in
+``data/chain/deployment-<chain id>.json``.
+
+Deploying is a decision, not a side effect. On the local dev chain (chain id 31337, the demo)
+the contracts are deployed the first time the app connects, with ``pool_capacity`` BTI of seed
+capital. On any other chain nothing deploys unless `bti chain deploy` is run (``deploy=True``),
+and anvil's public development keys are refused before anything is sent or read.
+"""
 
 from __future__ import annotations
 
 import atexit
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
 
 from bti_core.chain.client import ChainClient, Deployment
 from bti_core.chain.node import AnvilNode, is_up
+from bti_core.chain.wallets import LOCAL_CHAIN_ID, require_safe_keys
 from bti_core.config import Settings, get_settings
 from bti_core.errors import ChainError
 
 
-def connect(settings: Settings | None = None, *, start_node: bool = True) -> ChainClient:
-    """A client on a node with BTI deployed (deploying with ``pool_capacity`` BTI of seed
-    capital the first time)."""
+def _keys(s: Settings) -> dict[str, str]:
+    return {
+        "admin": s.admin_key.get_secret_value(),
+        "claims": s.claims_key.get_secret_value(),
+        "quoter": s.quoter_key.get_secret_value(),
+    }
+
+
+def connect(
+    settings: Settings | None = None,
+    *,
+    start_node: bool = True,
+    deploy: bool | None = None,
+    seed_capital: Decimal | None = None,
+) -> ChainClient:
+    """A client on a node with BTI deployed.
+
+    ``deploy``: None deploys only on the local dev chain when nothing is deployed yet; True
+    deploys when nothing is deployed (what `bti chain deploy` asks); False never deploys.
+    A chain other than 31337 with anvil's dev keys in the settings is refused."""
     s = settings or get_settings()
-    admin, claims, quoter = (
-        k.get_secret_value() for k in (s.admin_key, s.claims_key, s.quoter_key)
-    )
+    keys = _keys(s)
     if s.rpc_url:
-        client = ChainClient(s.rpc_url, admin_key=admin, claims_key=claims, quoter_key=quoter)
+        client = ChainClient(
+            s.rpc_url, admin_key=keys["admin"], claims_key=keys["claims"], quoter_key=keys["quoter"]
+        )
     else:
         node = AnvilNode(s.chain_dir, port=s.chain_port)
         if not is_up(node.url):
             if not start_node:
                 raise ChainError(f"no chain node on {node.url}; start one with `bti chain up`")
-            node.start()
-            atexit.register(node.stop)
+            with _file_lock(s.chain_dir / "node.lock"):  # the dashboard and a worker at once
+                if not is_up(node.url):
+                    node.start()
+                    atexit.register(node.stop)
         # a node left by an earlier run is adopted: snapshots go through its RPC all the same
         client = ChainClient(
             node.url,
-            admin_key=admin,
-            claims_key=claims,
-            quoter_key=quoter,
+            admin_key=keys["admin"],
+            claims_key=keys["claims"],
+            quoter_key=keys["quoter"],
             on_commit=node.snapshot,
         )
+    require_safe_keys(client.chain_id, keys)
     path = s.chain_dir / f"deployment-{client.chain_id}.json"
     client.use_deployment(Deployment.load(path))
-    if not client.is_deployed():
-        client.deploy(s.pool_capacity)
-        client.deployment.save(path)
+    if client.is_deployed():
+        return client
+    may_deploy = client.chain_id == LOCAL_CHAIN_ID if deploy is None else deploy
+    if not may_deploy:
+        raise ChainError(
+            f"BTI's contracts are not deployed on chain {client.chain_id} at {client.url} "
+            f"(no {path.name} with live contracts); run `bti chain deploy` to deploy them"
+        )
+    # one deployer at a time: processes starting together must not deploy two pools
+    with _file_lock(path.with_suffix(".lock")):
+        client.use_deployment(Deployment.load(path))
+        if not client.is_deployed():
+            client.deploy(s.pool_capacity if seed_capital is None else seed_capital)
+            client.deployment.save(path)
     return client
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

@@ -144,6 +144,10 @@ class Claim(SQLModel, table=True):
     payout_tx: str | None = Field(default=None, max_length=66)
     paid_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # the process sending this claim's payment (host:pid:token) and until when; another
+    # process takes a `paying` claim over only when the lease ran out or its owner died
+    lease_owner: str | None = Field(default=None, max_length=120)
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class ClaimAudit(SQLModel, table=True):

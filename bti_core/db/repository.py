@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from bti_core.db.models import IngestRun, Policy, PolicyEvent, QuoteRecord
+from bti_core.db.models import Claim, IngestRun, Policy, PolicyEvent, QuoteRecord
 
 
 def add_ingest_run(session: Session, *, run: IngestRun) -> IngestRun:
@@ -79,3 +81,20 @@ def get_policy(session: Session, *, policy_id: int) -> Policy | None:
 def policies_with_status(session: Session, *, statuses: Sequence[str]) -> Sequence[Policy]:
     stmt = select(Policy).where(col(Policy.status).in_(list(statuses))).order_by(col(Policy.id))
     return session.exec(stmt).all()
+
+
+def open_cover(session: Session, *, user_id: str) -> tuple[Decimal, Decimal]:
+    """(``user_id``'s open cover, the pool's open cover): active and pending policies."""
+    rows = session.exec(
+        select(Policy.user_id, func.coalesce(func.sum(Policy.coverage), 0))
+        .where(col(Policy.status).in_(["active", "pending"]))
+        .group_by(col(Policy.user_id))
+    ).all()
+    mine = sum((Decimal(str(v)) for u, v in rows if u == user_id), Decimal(0))
+    return mine, sum((Decimal(str(v)) for _, v in rows), Decimal(0))
+
+
+def claims_count(session: Session, *, user_id: str) -> int:
+    return int(
+        session.exec(select(func.count()).select_from(Claim).where(Claim.user_id == user_id)).one()
+    )

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bti_core.chain.artifacts import artifact
-from bti_core.chain.client import ChainClient, DecodedEvent, PolicyStatus, demo_wallet, terms_hash
+from bti_core.chain.client import ChainClient, DecodedEvent, PolicyStatus, terms_hash
 from bti_core.chain.node import AnvilNode, free_port
 from bti_core.chain.units import to_units
 from bti_core.errors import ChainError
@@ -29,7 +29,7 @@ def fresh_terms() -> bytes:
 
 
 def funded(chain: ChainClient, name: str, bti: str = "1000") -> LocalAccount:
-    w = demo_wallet(f"{name}-{time.time_ns()}")
+    w: LocalAccount = Account.create()
     chain.faucet(w.address, Decimal(bti))
     return w
 

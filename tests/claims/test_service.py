@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 
 from bti_core.auth import AuthError, User
 from bti_core.chain.client import ChainClient, DecodedEvent, PolicyStatus
+from bti_core.claims.payments import Payments
 from bti_core.claims.service import ClaimError, ClaimsService
 from bti_core.claims.state import TransitionError
 from bti_core.db.models import Claim, ClaimAudit, Policy
@@ -50,7 +51,10 @@ def world(tmp_path: Path, engine: Engine, chain: ChainClient) -> World:
     ing.ingest_frame(m.funding, symbol="BTCUSDT", kind=Kind.FUNDING, timeframe="8h", source="d")
     risk = RiskEngine(wh, n_paths=4_000)
     ins = InsuranceService(engine, risk, chain=chain)
-    return World(ins, ClaimsService(engine, wh, chain), chain, wh, ing, engine)
+    # the crash is replayed a few hours ahead (as a live feed would bring it): the claims
+    # service's clock is after it, so records of it are not from the future
+    claims = ClaimsService(engine, wh, chain, clock=lambda: datetime.now(UTC) + timedelta(hours=12))
+    return World(ins, claims, chain, wh, ing, engine)
 
 
 def buy(
@@ -213,9 +217,9 @@ def test_interrupted_at_each_step_pays_exactly_once(
     before = w.chain.balance(wallet)
     crash(w)
     target = {
-        "after the claim is opened": (ClaimsService, "audit_and_decide"),
+        "after the claim is opened": (ClaimsService, "_audit_and_decide"),
         "after paying is recorded, before the payment is sent": (ChainClient, "pay_claim"),
-        "after the payment is mined, before it is recorded": (ClaimsService, "_confirm"),
+        "after the payment is mined, before it is recorded": (Payments, "confirm"),
     }[where]
     with monkeypatch.context() as m:
         m.setattr(*target, _crash)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from bti_core.chain.client import demo_wallet
 from bti_core.chain.runtime import connect
+from bti_core.chain.wallets import CustodialWallets
 from bti_core.config import get_settings
 from tests.dashboard.conftest import sign_in
 
@@ -55,7 +55,7 @@ def test_pool_books_latest_blocks_and_searches(filled: Path) -> None:
     at.text_input(key="explorer_q").set_value("policy 1").run()
     assert at.subheader[0].value == "Policy #1 · active"
 
-    wallet = demo_wallet("trader").address
+    wallet = CustodialWallets.at(filled / "wallet.secret").of("trader").address
     at.text_input(key="explorer_q").set_value(wallet).run()
     assert at.subheader[0].value == f"Address {wallet}"
     assert any("#1" in m.value for m in at.markdown)  # the policy token it holds
@@ -78,7 +78,8 @@ def test_bad_searches_say_what_is_allowed(filled: Path) -> None:
 def test_the_app_redeploys_nothing_on_restart(filled: Path) -> None:
     """A second connect finds the recorded deployment (same addresses, balances kept)."""
     first = connect(get_settings())
-    first.faucet(demo_wallet("x").address, Decimal(5))
+    x = CustodialWallets.at(filled / "wallet.secret").of("x").address
+    first.faucet(x, Decimal(5))
     again = connect(get_settings())
     assert again.deployment == first.deployment
-    assert again.balance(demo_wallet("x").address) == Decimal(5)
+    assert again.balance(x) == Decimal(5)

@@ -1,0 +1,222 @@
+"""Paying approved claims through the pool, exactly once, from any number of processes.
+
+The protocol: (1) in one write transaction the claim moves to ``paying``, its ``pay`` entry's
+hash becomes the payout's ``claimRef`` (the audit head anchored on-chain) and this process
+takes the claim's lease; (2) the payout is sent; (3) the claim moves to ``paid`` with the
+transaction. A process that finds a claim ``paying`` under a lease that is still held by a
+live process leaves it alone; one that takes a claim over (the lease ran out, or its owner
+died) first asks the pool whether the payout already happened (`ChainClient.claim_payment`)
+and records it if so. The pool pays a policy at most once (``PolicyNotActive``), so even a
+lease that was wrongly broken cannot pay twice.
+
+This module and `release_cover` are the claims side's only callers of the chain.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from hexbytes import HexBytes
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from bti_core.chain.client import ChainClient
+from bti_core.claims.audit_log import move
+from bti_core.claims.records import ClaimError
+from bti_core.claims.state import Event, State
+from bti_core.db.engine import write_scope
+from bti_core.db.models import Claim, Policy
+from bti_core.db.repository import add_policy_event
+from bti_core.errors import ChainError
+
+SYSTEM = "system"
+log = logging.getLogger("bti.claims")
+
+
+def process_token() -> str:
+    """Who holds a lease: ``host:pid:random`` (the random part tells restarts apart)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+_SENDING: set[str] = set()  # leases this process holds now (each `pay` call has its own)
+_SENDING_LOCK = threading.Lock()
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether the lease owner may still be sending: a process of another host is assumed
+    alive until its lease runs out; one of this host is alive while its pid is; this
+    process's own lease is alive while the `pay` call that took it is running."""
+    host, _, rest = owner.partition(":")
+    pid_s = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_s.isdigit():
+        return True
+    if int(pid_s) == os.getpid():
+        with _SENDING_LOCK:
+            return owner in _SENDING
+    try:
+        os.kill(int(pid_s), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def locked_claim(s: Session, claim_id: int) -> Claim:
+    """The claim, row-locked for the rest of the write transaction (PostgreSQL; SQLite's write
+    transaction is exclusive already)."""
+    claim = s.exec(select(Claim).where(Claim.id == claim_id).with_for_update()).first()
+    if claim is None:
+        raise ClaimError(f"no claim #{claim_id}")
+    return claim
+
+
+class Payments:
+    def __init__(
+        self,
+        db: Engine,
+        chain: ChainClient,
+        *,
+        clock: Callable[[], datetime],
+        lease: timedelta = timedelta(seconds=120),
+    ) -> None:
+        self.db = db
+        self.chain = chain
+        self.clock = clock
+        self.lease = lease
+
+    def _may_take(self, claim: Claim, now: datetime) -> bool:
+        if claim.lease_owner is None:
+            return True
+        if claim.lease_until is not None and claim.lease_until <= now:
+            return True
+        return not owner_alive(claim.lease_owner)
+
+    def pay(self, claim_id: int) -> Claim | None:
+        """Pay an approved, adjusted, failed or interrupted (``paying``) claim. The claim as
+        this call left it; None when another live sender holds its payment."""
+        owner = process_token()
+        with _SENDING_LOCK:
+            _SENDING.add(owner)
+        try:
+            return self._pay(claim_id, owner)
+        finally:
+            with _SENDING_LOCK:
+                _SENDING.discard(owner)
+
+    def _pay(self, claim_id: int, owner: str) -> Claim | None:
+        now = self.clock()
+        with write_scope(self.db) as s:
+            claim = locked_claim(s, claim_id)
+            state = State(claim.state)
+            if state in (State.APPROVED, State.ADJUSTED):
+                anchor = move(
+                    s,
+                    claim,
+                    Event.PAY,
+                    actor=SYSTEM,
+                    at=now,
+                    detail={"amount": claim.amount_approved},
+                )
+                claim.claim_ref = "0x" + anchor  # the audit head the payout carries on-chain
+                resumed = False
+            elif state is State.FAILED:
+                move(s, claim, Event.RETRY, actor=SYSTEM, at=now)
+                resumed = True
+            elif state is State.PAYING:
+                if not self._may_take(claim, now):
+                    return None
+                resumed = True
+            else:
+                return claim
+            claim.lease_owner, claim.lease_until = owner, now + self.lease
+            s.add(claim)
+            policy = s.get(Policy, claim.policy_id)
+            assert policy is not None
+            assert claim.amount_approved is not None
+            chain_id, amount, ref = policy.chain_policy_id, claim.amount_approved, claim.claim_ref
+        # committed as `paying`, under this process's lease, before anything is sent
+        if chain_id is None:
+            return self._fail(claim_id, "the policy has no on-chain record to pay from")
+        if resumed:
+            found = self.chain.claim_payment(chain_id)
+            if found is not None:  # paid before a crash: record it, never pay again
+                return self.confirm(claim_id, found[0])
+        return self._send(claim_id, chain_id, amount, ref)
+
+    def _send(self, claim_id: int, chain_id: int, amount: Decimal, ref: str) -> Claim:
+        try:
+            tx = self.chain.pay_claim(chain_id, amount, bytes(HexBytes(ref)))
+        except ChainError as exc:
+            if exc.reason == "PolicyNotActive":
+                found = self.chain.claim_payment(chain_id)
+                if found is not None:  # another sender's payout landed first
+                    return self.confirm(claim_id, found[0])
+            if exc.reason is not None and exc.reason != "revert":
+                return self._fail(claim_id, str(exc))  # the pool refused, with its reason
+            raise  # node down or an undecoded revert: stays `paying`; reconcile settles it
+        return self.confirm(claim_id, tx)
+
+    def confirm(self, claim_id: int, tx: str) -> Claim:
+        """Record the payout ``tx`` (once: a paid claim is returned as it is)."""
+        now = self.clock()
+        with write_scope(self.db) as s:
+            claim = locked_claim(s, claim_id)
+            if claim.state == State.PAID.value:
+                return claim
+            if claim.state == State.FAILED.value:  # a refusal raced a payout that landed
+                move(s, claim, Event.RETRY, actor=SYSTEM, at=now)
+            claim.payout_tx, claim.paid_at = tx, now
+            claim.lease_owner = claim.lease_until = None
+            move(s, claim, Event.CONFIRM, actor=SYSTEM, at=now, detail={"tx": tx})
+            policy = s.get(Policy, claim.policy_id)
+            assert policy is not None
+            policy.status = "paid"
+            s.add(policy)
+            add_policy_event(
+                s,
+                policy=policy,
+                event="paid",
+                detail={"claim_id": claim_id, "amount": str(claim.amount_approved), "tx": tx},
+            )
+            return claim
+
+    def _fail(self, claim_id: int, reason: str) -> Claim:
+        with write_scope(self.db) as s:
+            claim = locked_claim(s, claim_id)
+            if claim.state != State.PAYING.value:
+                return claim
+            claim.lease_owner = claim.lease_until = None
+            move(s, claim, Event.FAIL, actor=SYSTEM, at=self.clock(), detail={"reason": reason})
+            return claim
+
+    def release_cover(self, policy_id: int, claim_id: int) -> str | None:
+        """Release a policy's cover on-chain after a final denial; the transaction, or None
+        when the chain refused or did not answer (logged: anyone may release it after expiry
+        plus the pool's grace, and reconcile retries)."""
+        with write_scope(self.db) as s:
+            p = s.get(Policy, policy_id)
+            chain_id = None if p is None else p.chain_policy_id
+        if chain_id is None:
+            return None
+        try:
+            tx = self.chain.release_cover(chain_id)
+        except ChainError as exc:
+            log.warning(
+                "releasing the cover of policy %s (claim #%s) failed: %s", policy_id, claim_id, exc
+            )
+            return None
+        with write_scope(self.db) as s:
+            p = s.get(Policy, policy_id)
+            assert p is not None
+            add_policy_event(
+                s, policy=p, event="cover_released", detail={"tx": tx, "claim_id": claim_id}
+            )
+        return tx

@@ -1,0 +1,145 @@
+"""The one composition root: `build_services(settings)` wires every service the CLI, the
+dashboard and the worker use, from one `Settings`, so no entry point can wire a service
+differently (before this, the CLI dropped the pool-capacity limit and the macro table).
+
+Everything is built on first use: the Market page needs no chain, `bti data summary` no risk
+engine. Building is cheap; what is expensive (the chain connection, fitted risk tables) is
+held by the `Services` object, which the dashboard caches once per process.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from bti_core.chain.client import ChainClient
+from bti_core.chain.wallets import CustodialWallets
+from bti_core.claims.service import ClaimsService
+from bti_core.config import Settings
+from bti_core.db.engine import make_engine, migrate
+from bti_core.market.ingest import Ingestor
+from bti_core.market.warehouse import Warehouse
+from bti_core.policies import InsuranceService
+from bti_core.risk.engine import RiskEngine
+from bti_core.risk.index import load_macro_signals
+from bti_core.underwriting import Limits
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What a set of services was built from: two entry points with equal wirings behave
+    alike (the test of the composition root compares these)."""
+
+    database_url: str
+    warehouse_dir: str
+    chain: str
+    limits: Limits
+    pricing: Any
+    macro_days: int
+    claims_auto_limit: str
+    claims_review_hours: int
+
+
+class Services:
+    """The engine's services for one `Settings`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._chain_lock = threading.Lock()
+
+    @cached_property
+    def db(self) -> Engine:
+        eng = make_engine(self.settings.resolved_database_url)
+        migrate(eng)
+        return eng
+
+    @cached_property
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.settings.warehouse_dir)
+
+    @cached_property
+    def ingestor(self) -> Ingestor:
+        return Ingestor(self.warehouse, self.db, wick_tolerance=self.settings.wick_tolerance)
+
+    @cached_property
+    def risk(self) -> RiskEngine:
+        return RiskEngine(self.warehouse)
+
+    @cached_property
+    def macro(self) -> pd.Series | None:
+        s = self.settings
+        return load_macro_signals(s.macro_file) if s.macro_file else None
+
+    @cached_property
+    def limits(self) -> Limits:
+        return Limits(pool_capacity=self.settings.pool_capacity)
+
+    @cached_property
+    def wallets(self) -> CustodialWallets:
+        """The demo's custodial wallets (local dev chain only; the secret is per install)."""
+        return CustodialWallets.at(self.settings.data_dir / "wallet.secret")
+
+    @property
+    def chain(self) -> ChainClient:
+        """The chain client, connected on first use (the local node is started then)."""
+        with self._chain_lock:
+            if "_chain" not in self.__dict__:
+                from bti_core.chain.runtime import connect
+
+                self.__dict__["_chain"] = connect(self.settings)
+            client: ChainClient = self.__dict__["_chain"]
+            return client
+
+    def use_chain(self, client: ChainClient) -> None:
+        """Use an already connected client (tests, `bti chain up`)."""
+        self.__dict__["_chain"] = client
+
+    @cached_property
+    def insurance(self) -> InsuranceService:
+        return InsuranceService(
+            self.db,
+            self.risk,
+            limits=self.limits,
+            macro=self.macro,
+            chain=self.chain,
+            wallets=self.wallets,
+        )
+
+    @cached_property
+    def claims(self) -> ClaimsService:
+        s = self.settings
+        return ClaimsService(
+            self.db,
+            self.warehouse,
+            self.chain,
+            auto_limit=s.claims_auto_limit,
+            review_hours=s.claims_review_hours,
+            risk=self.risk,
+        )
+
+    def wiring(self) -> Wiring:
+        ins, claims = self.insurance, self.claims
+        return Wiring(
+            database_url=self.db.url.render_as_string(hide_password=True),
+            warehouse_dir=str(self.warehouse.root),
+            chain=f"{self.chain.chain_id}@{self.chain.url}/{self.chain.deployment.pool}",
+            limits=ins.limits,
+            pricing=ins.pricing,
+            macro_days=0 if ins.macro is None else len(ins.macro),
+            claims_auto_limit=str(claims.auto_limit),
+            claims_review_hours=claims.review_hours,
+        )
+
+    def close(self) -> None:
+        if "db" in self.__dict__:
+            self.db.dispose()
+
+
+def build_services(settings: Settings) -> Services:
+    """The services for ``settings`` (nothing is opened until it is used)."""
+    return Services(settings)

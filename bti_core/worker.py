@@ -1,0 +1,67 @@
+"""The worker: everything BTI does on a clock, in a process of its own (`bti worker`).
+
+Each round scans the market for liquidations and audits, decides and pays the claims that
+opened; expires policies whose window ended and releases their cover; and reconciles what a
+crash left half-done (purchases and payments). `make run` starts one beside the dashboard, and
+the dashboard itself runs no background payer. Any number of workers may run at once, beside
+CLI runs: every step takes its work under a database lock or a payment lease, so each claim
+is decided once and paid once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from bti_core.errors import BTIError
+from bti_core.services import Services
+
+log = logging.getLogger("bti.worker")
+
+
+class Worker:
+    def __init__(self, services: Services, *, log: Callable[[str], None] | None = None) -> None:
+        self.services = services
+        self.say = log or (lambda m: logging.getLogger("bti.worker").info(m))
+        self.stop = threading.Event()
+
+    def _step(self, name: str, fn: Callable[[], object]) -> str:
+        try:
+            return f"{name}: {fn()}"
+        except BTIError as exc:  # the chain or the data is not there: try again next round
+            return f"{name}: skipped ({exc})"
+        except Exception:
+            log.exception("worker step %s failed", name)
+            return f"{name}: failed (see the log)"
+
+    def round(self) -> str:
+        """One round of every duty; a line saying what each did."""
+        svc = self.services
+        parts = [
+            self._step("claims", svc.claims.run),
+            self._step("expired", svc.insurance.expire_due),
+            self._step("purchases", svc.insurance.reconcile),
+            self._step("payments", svc.claims.reconcile),
+        ]
+        return "; ".join(parts)
+
+    def run_forever(self, every: float) -> None:
+        """Rounds every ``every`` seconds until SIGTERM, SIGINT or `stop` is set."""
+
+        def _stop(_sig: int, _frame: FrameType | None) -> None:
+            self.stop.set()
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _stop)
+            signal.signal(signal.SIGINT, _stop)
+        self.say(f"worker started: a round every {every:g} s")
+        while not self.stop.is_set():
+            t0 = time.monotonic()
+            line = self.round()
+            self.say(f"{time.strftime('%H:%M:%S')} {line}")
+            self.stop.wait(max(0.0, every - (time.monotonic() - t0)))
+        self.say("worker stopped")

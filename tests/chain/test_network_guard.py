@@ -1,0 +1,178 @@
+"""A chain that is not the local dev chain: anvil's public keys are refused, nothing deploys
+unless asked, custodial wallets do not exist there, and demo wallets are not derivable from a
+username. Concurrency at the chain boundary: faucets from several processes at once, and
+snapshots taken at the same moment."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from eth_utils.crypto import keccak
+from typer.testing import CliRunner
+
+from bti_core.chain.client import ChainClient
+from bti_core.chain.node import AnvilNode, free_port, rpc_call
+from bti_core.chain.runtime import connect
+from bti_core.chain.wallets import ANVIL_KEYS, CustodialWallets
+from bti_core.cli import app
+from bti_core.config import Settings
+from bti_core.errors import ChainError, PaymentError
+
+runner = CliRunner()
+PUBLIC_CHAIN = 8453  # any id but 31337 stands for a real network
+
+
+@pytest.fixture(scope="module")
+def public_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
+    node = AnvilNode(tmp_path_factory.mktemp("pub"), port=free_port(), chain_id=PUBLIC_CHAIN)
+    node.start()
+    yield node
+    node.stop(snapshot=False)
+
+
+def _own_keys(node: AnvilNode) -> dict[str, str]:
+    """Three fresh keys with gas (what an operator would bring)."""
+    keys = {}
+    for name in ("admin", "claims", "quoter"):
+        acct = Account.create()
+        rpc_call(node.url, "anvil_setBalance", [acct.address, hex(10**20)])
+        keys[f"BTI_{name.upper()}_KEY"] = acct.key.hex()
+    return keys
+
+
+def test_a_read_on_a_public_chain_never_deploys_with_the_dev_keys(
+    public_node: AnvilNode, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BTI_RPC_URL", public_node.url)
+    block = rpc_call(public_node.url, "eth_blockNumber")
+    for args in (["chain", "status"], ["chain", "deploy"], ["claims", "run"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, r.output
+        assert f"chain {PUBLIC_CHAIN} is not the local dev chain" in r.output
+        assert "BTI_ADMIN_KEY, BTI_CLAIMS_KEY, BTI_QUOTER_KEY" in r.output
+    assert rpc_call(public_node.url, "eth_blockNumber") == block  # not one transaction
+    assert not list((data_dir / "chain").glob("deployment-*.json"))
+
+
+def test_on_a_public_chain_only_bti_chain_deploy_deploys(
+    public_node: AnvilNode, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BTI_RPC_URL", public_node.url)
+    for k, v in _own_keys(public_node).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("BTI_POOL_CAPACITY", "5000")
+    status = runner.invoke(app, ["chain", "status"])
+    assert status.exit_code == 2
+    assert "not deployed on chain 8453" in status.output
+    assert "run `bti chain deploy`" in status.output
+    deployed = runner.invoke(app, ["chain", "deploy", "--seed-capital", "0"])
+    assert deployed.exit_code == 0, deployed.output
+    assert "reserves" in deployed.output
+    again = runner.invoke(app, ["chain", "status"])
+    assert again.exit_code == 0 and "0.00 BTI" in again.output
+    # custodial demo wallets do not exist there: the faucet (a demo of the dev chain) says so
+    faucet = runner.invoke(app, ["chain", "faucet", "alice"])
+    assert faucet.exit_code == 2
+    assert "BTI holds no trader's key there" in faucet.output
+
+
+def test_the_insurance_service_holds_no_trader_key_off_the_dev_chain(
+    public_node: AnvilNode,
+) -> None:
+    from bti_core.policies import InsuranceService
+
+    client = ChainClient(public_node.url)
+    svc = InsuranceService(None, None, chain=client)  # type: ignore[arg-type]
+    with pytest.raises(PaymentError, match="sign the purchase in your own wallet"):
+        svc.wallet_of("alice")
+
+
+def test_connect_refuses_the_dev_keys_before_reading_anything_else(
+    public_node: AnvilNode, tmp_path: Path
+) -> None:
+    s = Settings(data_dir=tmp_path, rpc_url=public_node.url)
+    with pytest.raises(ChainError) as err:
+        connect(s)
+    assert err.value.reason == "DevKeysOnPublicChain"
+
+
+def test_demo_wallets_are_not_derivable_from_the_username(tmp_path: Path) -> None:
+    a = CustodialWallets.at(tmp_path / "a" / "wallet.secret")
+    b = CustodialWallets.at(tmp_path / "b" / "wallet.secret")
+    old = Account.from_key(keccak(text="bti-demo-wallet/alice"))  # what an attacker computes
+    assert a.of("alice").address != old.address
+    assert a.of("alice").address != b.of("alice").address  # each install its own
+    assert CustodialWallets.at(tmp_path / "a" / "wallet.secret").of("alice") == a.of("alice")
+    assert (tmp_path / "a" / "wallet.secret").stat().st_mode & 0o077 == 0
+    assert a.of("alice").address not in {Account.from_key(k).address for k in ANVIL_KEYS}
+
+
+def test_processes_creating_the_wallet_secret_at_once_agree(tmp_path: Path) -> None:
+    path = tmp_path / "wallet.secret"
+    code = (
+        "import sys; from pathlib import Path; from bti_core.chain.wallets import "
+        "CustodialWallets as W; print(W.at(Path(sys.argv[1])).of('x').address)"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    addresses = {p.communicate(timeout=60)[0].strip() for p in procs}
+    assert len(addresses) == 1 and all(p.returncode == 0 for p in procs)
+
+
+def test_faucets_from_four_processes_at_once_all_land(
+    anvil: AnvilNode, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the cross-process nonce lock, four parallel `bti chain faucet` failed on
+    "nonce too low"."""
+    monkeypatch.setenv("BTI_RPC_URL", anvil.url)
+    bti = str(Path(sys.executable).parent / "bti")
+    first = subprocess.run(
+        [bti, "chain", "faucet", "warmup", "--amount", "1"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert first.returncode == 0, first.stderr  # deploys once for this data folder
+    procs = [
+        subprocess.Popen(
+            [bti, "chain", "faucet", f"t{i}", "--amount", "10"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], outs
+    wallets = CustodialWallets.at(data_dir / "wallet.secret")
+    client = connect(Settings(data_dir=data_dir, rpc_url=anvil.url))
+    assert all(client.balance(wallets.of(f"t{i}").address) == Decimal(10) for i in range(4))
+
+
+def test_snapshots_taken_at_once_each_write_a_whole_state(anvil: AnvilNode) -> None:
+    errors: list[BaseException] = []
+
+    def snap() -> None:
+        try:
+            for _ in range(3):
+                anvil.snapshot()
+        except BaseException as exc:  # the old shared temp file raised FileNotFoundError
+            errors.append(exc)
+
+    threads = [threading.Thread(target=snap) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert anvil.snapshot_path.stat().st_size > 0
+    assert not list(anvil.state_dir.glob(".anvil-state.*.tmp"))

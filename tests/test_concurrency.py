@@ -1,0 +1,190 @@
+"""Money under concurrency, with real processes: workers and CLI runs over the same claims
+decide each once and pay each once; simultaneous purchases cannot pass a limit together. Each
+runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, col, select
+
+from bti_core.chain.client import DecodedEvent
+from bti_core.chain.node import AnvilNode
+from bti_core.chain.runtime import connect
+from bti_core.config import Settings
+from bti_core.db.models import Claim, ClaimAudit, Policy
+from bti_core.market.schema import Kind
+from bti_core.market.synthetic import generate_demo_markets, replay_crash
+from bti_core.orders import Cover, Order
+from bti_core.services import Services, build_services
+
+BTI = str(Path(sys.executable).parent / "bti")
+NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+@pytest.fixture
+def env(
+    data_dir: Path, db_url: str, anvil: AnvilNode, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    monkeypatch.setenv("BTI_DATABASE_URL", db_url)
+    monkeypatch.setenv("BTI_RPC_URL", anvil.url)
+    return {**os.environ}
+
+
+def _market(svc: Services) -> None:
+    m = generate_demo_markets(start=NOW - timedelta(days=60), periods=24 * 60, seed=5)["BTCUSDT"]
+    for kind, frame, tf in ((Kind.MARK, m.mark, "1h"), (Kind.OHLCV, m.ohlcv, "1h")):
+        svc.ingestor.ingest_frame(frame, symbol="BTCUSDT", kind=kind, timeframe=tf, source="d")
+    svc.ingestor.ingest_frame(
+        m.funding, symbol="BTCUSDT", kind=Kind.FUNDING, timeframe="8h", source="d"
+    )
+
+
+def _order(svc: Services, qty: str = "0.1", leverage: str = "20") -> Order:
+    spot = Decimal(str(round(svc.risk.spot("BTCUSDT"), 2)))
+    return Order("BTCUSDT", "long", Decimal(qty), spot, Decimal(leverage))
+
+
+def _run_all(cmds: list[list[str]], env: dict[str, str]) -> list[tuple[int, str]]:
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for cmd in cmds
+    ]
+    return [(p.wait(timeout=300), p.communicate()[0]) for p in procs]
+
+
+def test_workers_and_cli_runs_at_once_decide_and_pay_each_claim_once(
+    env: dict[str, str],
+) -> None:
+    svc = build_services(Settings())
+    _market(svc)
+    svc.risk.n_paths = 4_000
+    n = 10
+    for i in range(n):
+        user = f"t{i}"
+        svc.chain.faucet(svc.insurance.wallet_of(user).address, Decimal(1000))
+        q = svc.insurance.quote(
+            user_id=user, order=_order(svc), cover=Cover(coverage="100", duration_hours=48)
+        )
+        svc.insurance.buy(user_id=user, quote_id=q.record.id)
+    last, mark = replay_crash(
+        svc.risk.spot("BTCUSDT"), start=NOW + timedelta(hours=2), hours=6, drop=0.3
+    )
+    svc.ingestor.ingest_frame(mark, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="r")
+    svc.ingestor.ingest_frame(last, symbol="BTCUSDT", kind=Kind.OHLCV, timeframe="1h", source="r")
+
+    cmds = [[BTI, "worker", "--once"]] * 4 + [[BTI, "claims", "run"]] * 2
+    results = _run_all(cmds, env)
+    assert [rc for rc, _ in results] == [0] * len(cmds), results
+    assert not any("nonce too low" in out.lower() for _, out in results)
+
+    with Session(svc.db) as s:
+        claims = s.exec(select(Claim)).all()
+        entries = s.exec(select(ClaimAudit).order_by(col(ClaimAudit.id))).all()
+        policies = s.exec(select(Policy)).all()
+    assert len(claims) == n and {c.state for c in claims} == {"paid"}
+    per_claim = Counter((e.claim_id, e.event) for e in entries)
+    for c in claims:  # each step once: no claim audited again, approved twice or re-paid
+        steps = [e.event for e in entries if e.claim_id == c.id]
+        assert steps == ["open", "audit", "auto_approve", "pay", "confirm"], steps
+    assert max(per_claim.values()) == 1
+    paid = [e for e in svc.chain.events() if isinstance(e, DecodedEvent) and e.name == "ClaimPaid"]
+    assert sorted(int(e.args["policyId"]) for e in paid) == sorted(
+        p.chain_policy_id for p in policies if p.chain_policy_id
+    )
+    assert svc.claims.verify_log().ok
+    svc.close()
+
+
+BUYER = """
+import sys, time
+from bti_core.config import get_settings
+from bti_core.services import build_services
+svc = build_services(get_settings())
+ins = svc.insurance  # connects before the start signal
+user, quote, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+time.sleep(max(0.0, start - time.time()))
+try:
+    print("bought", ins.buy(user_id=user, quote_id=quote).status)
+except Exception as exc:
+    print("refused", type(exc).__name__, exc)
+"""
+
+
+def test_purchases_from_two_processes_at_once_cannot_both_pass_the_pool_limit(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the chain has far more reserves than BTI sells against: only the database check stands
+    connect(Settings(), seed_capital=Decimal(1_000_000))
+    monkeypatch.setenv("BTI_POOL_CAPACITY", "1000")  # 900 sellable at 90 % utilisation
+    env = {**os.environ}
+    svc = build_services(Settings())
+    _market(svc)
+    svc.risk.n_paths = 4_000
+    quotes = []
+    for user in ("ann", "ben"):
+        svc.chain.faucet(svc.insurance.wallet_of(user).address, Decimal(5000))
+        q = svc.insurance.quote(
+            user_id=user,
+            order=_order(svc, qty="0.2", leverage="5"),
+            cover=Cover(coverage="600", duration_hours=24),
+        )
+        assert q.insurable, q.failed
+        quotes.append((user, q.record.id))
+    start = time.time() + 12
+    cmds = [[sys.executable, "-c", BUYER, u, qid, str(start)] for u, qid in quotes]
+    outs = [out for _, out in _run_all(cmds, env)]
+    assert sorted(o.split()[0] for o in outs) == ["bought", "refused"], outs
+    assert any("capacity exhausted" in o for o in outs), outs
+    with Session(svc.db) as s:
+        active = s.exec(select(Policy).where(Policy.status == "active")).all()
+    assert sum(p.coverage for p in active) == Decimal(600)
+    svc.close()
+
+
+def test_purchases_from_threads_at_once_cannot_both_pass_the_trader_limit(
+    env: dict[str, str],
+) -> None:
+    import dataclasses
+    import threading
+
+    svc = build_services(Settings())
+    _market(svc)
+    svc.risk.n_paths = 4_000
+    ins = svc.insurance
+    ins.limits = dataclasses.replace(ins.limits, max_exposure_per_user=Decimal(1000))
+    svc.chain.faucet(ins.wallet_of("cat").address, Decimal(5000))
+    ids = [
+        ins.quote(
+            user_id="cat",
+            order=_order(svc, qty="0.2", leverage="5"),
+            cover=Cover(coverage="600", duration_hours=24),
+        ).record.id
+        for _ in range(2)
+    ]
+    outcome: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def buy(qid: str) -> None:
+        barrier.wait()
+        try:
+            outcome.append(ins.buy(user_id="cat", quote_id=qid).status)
+        except Exception as exc:
+            outcome.append(f"refused: {exc}")
+
+    threads = [threading.Thread(target=buy, args=(q,)) for q in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(o.split(":")[0] for o in outcome) == ["active", "refused"], outcome
+    assert any("above the 1,000.00 USDT limit per trader" in o for o in outcome)
+    svc.close()
