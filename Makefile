@@ -29,9 +29,9 @@ contracts: $(NODE_STAMP)
 demo: setup
 	@$(VENV)/bin/bti demo --if-missing
 
+# the dashboard, the worker (claims, expiry, reconciliation) and the local chain node together
 run: demo
-	@echo "BTI dashboard: http://$(HOST):$(PORT)"
-	$(VENV)/bin/streamlit run dashboard/app.py --server.address $(HOST) --server.port $(PORT) --server.headless true
+	@HOST=$(HOST) PORT=$(PORT) bash scripts/run.sh
 
 system-deps:
 	@bash .ci/system-deps.sh

@@ -119,7 +119,8 @@ def check_cover(
         checks.append(
             Check(
                 "can_be_liquidated",
-                liquidation_price > 0,
+                # above float rounding of 0 (a 1× long's liquidation price is 0 exactly)
+                liquidation_price > float(order.entry_price) * 1e-9,
                 f"a {order.leverage}× {order.side} has no liquidation price above zero: it "
                 "cannot be liquidated, so there is nothing to insure",
             )

@@ -29,25 +29,32 @@ class Worker:
         self.say = log or (lambda m: logging.getLogger("bti.worker").info(m))
         self.stop = threading.Event()
 
-    def _step(self, name: str, fn: Callable[[], object]) -> str:
+    def _step(self, name: str, fn: Callable[[], object]) -> tuple[str, bool]:
+        """Run one duty: what it did, and whether that was anything."""
         try:
-            return f"{name}: {fn()}"
+            result = fn()
         except BTIError as exc:  # the chain or the data is not there: try again next round
-            return f"{name}: skipped ({exc})"
+            return f"{name}: skipped ({exc})", True
         except Exception:
             log.exception("worker step %s failed", name)
-            return f"{name}: failed (see the log)"
+            return f"{name}: failed (see the log)", True
+        busy = (
+            bool(result)
+            if isinstance(result, int)
+            else any(bool(v) for v in getattr(result, "__dict__", {}).values())
+        )
+        return f"{name}: {result}", busy
 
     def round(self) -> str:
-        """One round of every duty; a line saying what each did."""
+        """One round of every duty; a line saying what each did ("idle" when nothing)."""
         svc = self.services
-        parts = [
+        steps = [
             self._step("claims", svc.claims.run),
             self._step("expired", svc.insurance.expire_due),
             self._step("purchases", svc.insurance.reconcile),
             self._step("payments", svc.claims.reconcile),
         ]
-        return "; ".join(parts)
+        return "; ".join(text for text, busy in steps if busy) or "idle"
 
     def run_forever(self, every: float) -> None:
         """Rounds every ``every`` seconds until SIGTERM, SIGINT or `stop` is set."""
@@ -62,6 +69,7 @@ class Worker:
         while not self.stop.is_set():
             t0 = time.monotonic()
             line = self.round()
-            self.say(f"{time.strftime('%H:%M:%S')} {line}")
+            if line != "idle":  # a quiet market writes nothing
+                self.say(f"{time.strftime('%H:%M:%S')} {line}")
             self.stop.wait(max(0.0, every - (time.monotonic() - t0)))
         self.say("worker stopped")

@@ -363,3 +363,101 @@ def test_a_payment_that_never_left_is_declined_after_its_deadline(
     assert len(svc.reconcile().declined) == 1
     assert svc.policies("kim")["status"].tolist() == ["declined"]
     assert chain.balance(svc.wallet_of("kim").address) == Decimal(5000)
+
+
+# --- quotes that cannot be absurd ------------------------------------------------------------
+
+
+def test_at_high_utilisation_the_premium_stays_below_the_payout(
+    engine: Engine, risk: RiskEngine, chain: ChainClient
+) -> None:
+    """Before the cap, a 50,000 payout at 96 % utilisation was quoted 343,176 and insurable."""
+    svc = InsuranceService(
+        engine,
+        risk,
+        chain=chain,
+        limits=Limits(
+            pool_capacity=Decimal(52_000),
+            max_exposure_per_user=Decimal(10**6),
+            max_coverage_per_policy=Decimal(10**6),
+        ),
+    )
+    q = svc.quote(
+        user_id="ola",
+        order=btc_order(risk, leverage="50", qty="60"),
+        cover=Cover(coverage="50000", duration_hours=720),
+    )
+    assert q.record.premium < q.record.payout or not q.insurable
+    assert not q.insurable  # 96 % utilisation is above the 90 % the pool sells to
+    assert "capacity exhausted" in " ".join(c.reason for c in q.failed)
+
+
+def test_dust_and_unliquidatable_orders_are_refused_with_a_reason(
+    svc: InsuranceService, risk: RiskEngine
+) -> None:
+    spot = Decimal(str(round(risk.spot("BTCUSDT"), 2)))
+    dust = svc.quote(
+        user_id="pat",
+        order=Order("BTCUSDT", "long", Decimal("1e-12"), spot, Decimal(20)),
+        cover=Cover(coverage="0.01", duration_hours=24),
+    )
+    assert not dust.insurable
+    assert {c.name for c in dust.failed} >= {"payout_positive", "premium_below_payout"}
+    one_x = svc.quote(
+        user_id="pat",
+        order=Order("BTCUSDT", "long", Decimal("0.1"), spot, Decimal(1)),
+        cover=Cover(coverage="100", duration_hours=24),
+    )
+    assert not one_x.insurable
+    assert "cannot be liquidated" in " ".join(c.reason for c in one_x.failed)
+    with pytest.raises(UnderwritingError, match="cannot be liquidated"):
+        svc.buy(user_id="pat", quote_id=one_x.record.id)  # refused before anything is sent
+
+
+@pytest.mark.parametrize("field", ["entry_price", "quantity"])
+def test_absurd_prices_and_sizes_are_refused_with_the_bound(field: str) -> None:
+    from bti_core.orders import OrderError
+
+    kw = {"entry_price": "50000", "quantity": "1", field: "1e308"}
+    with pytest.raises(
+        OrderError, match=f"{field.replace('_', ' ')} must be at most 1,000,000,000"
+    ):
+        Order("BTCUSDT", "long", kw["quantity"], kw["entry_price"], "10", order_type="limit")
+
+
+def test_paid_liquidations_count_in_the_trader_history(
+    svc: InsuranceService, engine: Engine
+) -> None:
+    fund(svc, "quin")
+    p = svc.buy(
+        user_id="quin",
+        quote_id=svc.quote(
+            user_id="quin", order=btc_order(svc.risk), cover=Cover(coverage="50", duration_hours=24)
+        ).record.id,
+    )
+    with Session(engine) as s:
+        row = s.get(Policy, p.id)
+        assert row is not None
+        row.status = "paid"  # liquidated, claimed and paid
+        s.add(row)
+        s.commit()
+    h = svc.trader_history("quin")
+    assert h.policies == 1 and h.liquidations == 1 and h.claims == 0  # no claim row here
+
+
+def test_listing_policies_writes_nothing_and_sends_nothing(
+    svc: InsuranceService, clock: Clock, engine: Engine
+) -> None:
+    from bti_core.db.models import PolicyEvent
+
+    fund(svc, "rex")
+    q = svc.quote(
+        user_id="rex", order=btc_order(svc.risk), cover=Cover(coverage="50", duration_hours=1)
+    )
+    svc.buy(user_id="rex", quote_id=q.record.id)
+    clock.now += timedelta(hours=3)  # ended: expiring it is the worker's job, not the page's
+    assert svc.chain is not None
+    block, events = svc.chain.w3.eth.block_number, count(engine, PolicyEvent)
+    listing = svc.policies("rex")
+    assert list(listing["status"]) == ["active"]
+    assert svc.chain.w3.eth.block_number == block and count(engine, PolicyEvent) == events

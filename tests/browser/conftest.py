@@ -1,6 +1,6 @@
-"""The running dashboard for browser tests: `bti demo` and `streamlit run` on 127.0.0.1 in a
-temporary data folder, with its own local chain node on a free port (as `make run` has), and
-Debian's chromium driven by Playwright."""
+"""The running dashboard for browser tests: `bti demo`, `streamlit run` on 127.0.0.1 and
+`bti worker` beside it in a temporary data folder, with its own local chain node on a free port
+(as `make run` has), and Debian's chromium driven by Playwright."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ class App:
     proc: subprocess.Popen[bytes]
     log: IO[str]
     env: dict[str, str]
+    worker: subprocess.Popen[bytes] | None = None
 
     def bti(self, *args: str) -> str:
         """Run the `bti` command against this app's data folder and chain."""
@@ -54,11 +55,14 @@ class App:
         return r.stdout
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        for proc in (self.proc, self.worker):
+            if proc is None:
+                continue
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         self.log.close()
 
 
@@ -101,7 +105,14 @@ def start_app(data: Path, chain_port: int | None = None, **extra_env: str) -> Ap
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
                 if r.status == 200:
-                    return App(url, data, chain_port, proc, log, env)
+                    worker = subprocess.Popen(
+                        [str(bin_dir / "bti"), "worker", "--every", "2"],
+                        env=env,
+                        cwd=ROOT,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                    return App(url, data, chain_port, proc, log, env, worker)
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()

@@ -325,3 +325,207 @@ def test_a_denial_upheld_on_appeal_releases_the_cover(world: World) -> None:
     assert w.chain.pool_stats().locked == locked - p.payout
     assert w.chain.policy(p.chain_policy_id or 0).status == PolicyStatus.RELEASED
     assert [e.event for e in w.ins.events(p.id or 0)][-1] == "cover_released"
+
+
+# --- the audit log cannot be rewritten quietly --------------------------------------------
+
+
+def _paid_claim(w: World, user: str) -> Claim:
+    buy(w, user)
+    crash(w)
+    w.claims.run()
+    (c,) = [c for c in _claims(w) if c.user_id == user]
+    assert c.state == "paid"
+    return c
+
+
+def _claims(w: World) -> list[Claim]:
+    with Session(w.db) as s:
+        return list(s.exec(select(Claim)).all())
+
+
+def test_a_rewritten_log_with_every_hash_recomputed_is_caught_by_the_chain(world: World) -> None:
+    from bti_core.claims.ledger import GENESIS, entry_hash
+    from bti_core.db.models import ClaimAuditHead
+
+    w = world
+    c = _paid_claim(w, "rita")
+    with Session(w.db) as s:  # the forger edits an amount and recomputes the whole chain
+        entries = s.exec(select(ClaimAudit).order_by(ClaimAudit.id)).all()  # type: ignore[arg-type]
+        prev = GENESIS
+        from bti_core.claims.audit_log import entry_dict
+
+        for e in entries:
+            if e.event == "auto_approve":
+                e.detail = {**e.detail, "amount": "99999"}
+            e.prev_hash = prev
+            e.hash = entry_hash(prev, entry_dict(e))
+            prev = e.hash
+            s.add(e)
+        head = s.get(ClaimAuditHead, 1)
+        assert head is not None
+        head.last_hash = prev
+        s.add(head)
+        s.commit()
+    bad = w.claims.verify_log()
+    assert not bad.ok
+    assert f"claim #{c.id}'s payout" in str(bad) and "rewritten" in str(bad)
+
+
+def test_deleting_the_whole_log_and_its_head_is_caught(world: World) -> None:
+    from sqlalchemy import delete
+
+    from bti_core.db.models import ClaimAuditHead
+
+    w = world
+    c = _paid_claim(w, "sam")
+    with Session(w.db) as s:
+        s.exec(delete(ClaimAudit))  # type: ignore[call-overload]
+        s.exec(delete(ClaimAuditHead))  # type: ignore[call-overload]
+        s.commit()
+    bad = w.claims.verify_log()
+    assert not bad.ok and "head row is missing" in str(bad)
+    with Session(w.db) as s:  # put an empty head back: the claims still have no entries
+        s.add(ClaimAuditHead(id=1))
+        s.commit()
+    bad = w.claims.verify_log()
+    assert not bad.ok and f"claim #{c.id} has no audit entries" in str(bad)
+
+
+def test_a_missing_head_stops_claim_work_with_a_message_not_a_traceback(world: World) -> None:
+    from sqlalchemy import delete
+
+    from bti_core.claims.audit_log import AuditLogError
+    from bti_core.db.models import ClaimAuditHead
+
+    w = world
+    buy(w, "tess")
+    crash(w)
+    with Session(w.db) as s:
+        s.exec(delete(ClaimAuditHead))  # type: ignore[call-overload]
+        s.commit()
+    with pytest.raises(AuditLogError, match="no head row.*bti claims verify"):
+        w.claims.run()
+    assert _claims(w) == []  # the claim's opening was rolled back whole, nothing half-written
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("amount_approved", Decimal("5000")),
+        ("decided_by", "mallory"),
+        ("payout_tx", "0x" + "1" * 64),
+    ],
+)
+def test_an_edit_of_the_claim_row_itself_is_caught(world: World, field: str, value: object) -> None:
+    w = world
+    c = _paid_claim(w, f"uma-{field}")
+    with Session(w.db) as s:
+        row = s.get(Claim, c.id)
+        setattr(row, field, value)
+        s.add(row)
+        s.commit()
+    bad = w.claims.verify_log()
+    assert not bad.ok and field in str(bad) and "changed outside BTI" in str(bad)
+
+
+def test_the_payout_carries_the_audit_head_on_chain(world: World) -> None:
+    w = world
+    c = _paid_claim(w, "vic")
+    (paid,) = claim_paid_events(w)
+    pay_entry = [e for e in w.claims.log_of(c.id or 0) if e.event == "pay"]
+    assert paid.args["claimRef"] == "0x" + pay_entry[0].hash == c.claim_ref
+
+
+# --- roles ----------------------------------------------------------------------------------
+
+
+def test_nobody_decides_a_claim_on_their_own_policy(world: World) -> None:
+    w = world
+    w.claims.auto_limit = Decimal(1)
+    buy(w, "uw")  # the underwriter's name on a policy (bought before roles were checked)
+    crash(w)
+    (cid,) = w.claims.run().referred
+    with pytest.raises(AuthError, match="own policy: another underwriter must decide it"):
+        w.claims.decide(cid, UNDERWRITER, "approve", "looks fine to me")
+    assert w.claims.get(cid).state == "referred"
+    other = User("uw2", "Other", "underwriter")
+    assert w.claims.decide(cid, other, "approve", "checked the evidence").state == "paid"
+
+
+def test_the_underwriter_account_cannot_buy_cover(world: World) -> None:
+    from bti_core.auth import add_user
+
+    w = world
+    add_user(w.db, username="boss", name="Boss", role="underwriter", password="pw-boss-123")
+    spot = Decimal(str(round(w.ins.risk.spot("BTCUSDT"), 2)))
+    with pytest.raises(AuthError, match="underwriters decide claims and do not buy cover"):
+        w.ins.quote(
+            user_id="boss",
+            order=Order("BTCUSDT", "long", Decimal("0.1"), spot, Decimal(20)),
+            cover=Cover(coverage="100", duration_hours=24),
+        )
+
+
+# --- records that crashed or used up a claim -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("time", "message"),
+    [
+        ("NaT", "is not a date-time"),
+        ("", "missing time"),
+        ("9999-01-01T00:00:00Z", "not a liquidation that can have happened"),
+        ("1970-01-01T00:00:00Z", "not a liquidation that can have happened"),
+        ("5138-11-16T09:46:40Z", "not a liquidation that can have happened"),
+    ],
+)
+def test_records_with_impossible_times_are_refused_and_use_up_nothing(
+    world: World, time: str, message: str
+) -> None:
+    w = world
+    p = buy(w, "walt")
+    rec = f"symbol,side,quantity,price,time\nBTCUSDT,long,0.1,1,{time}\n".encode()
+    with pytest.raises(ClaimError, match=message):
+        w.claims.file_claim(User("walt", "W", "trader"), p.id or 0, rec, "r.csv")
+    assert _claims(w) == []  # the policy's only claim is still there to be made
+
+
+def test_a_failed_payment_is_counted_as_failed_not_approved(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bti_core.errors import ChainError
+
+    w = world
+    buy(w, "xena")
+    crash(w)
+
+    def refuse(*_: object, **__: object) -> str:
+        raise ChainError("pay claim refused: the pool is paused", reason="EnforcedPause")
+
+    monkeypatch.setattr(ChainClient, "pay_claim", refuse)
+    report = w.claims.run()
+    assert len(report.failed) == 1 and report.approved == [] and report.paid == []
+    assert "payment failed 1" in str(report)
+
+
+def test_a_release_that_fails_after_a_final_denial_is_logged(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bti_core.errors import ChainError
+
+    w = world
+    w.claims.auto_limit = Decimal(1)
+    buy(w, "yuri")
+    crash(w)
+    (cid,) = w.claims.run().referred
+    w.claims.decide(cid, UNDERWRITER, "deny", "bought into the move")
+    w.claims.appeal(cid, User("yuri", "Y", "trader"), "please look again")
+
+    def down(*_: object, **__: object) -> str:
+        raise ChainError("chain node at x is not answering")
+
+    monkeypatch.setattr(ChainClient, "release_cover", down)
+    with caplog.at_level("WARNING", logger="bti.claims"):
+        assert w.claims.decide(cid, UNDERWRITER, "deny", "upheld").state == "denied"
+    assert "releasing the cover" in caplog.text and "not answering" in caplog.text
