@@ -404,7 +404,7 @@ def test_a_missing_head_stops_claim_work_with_a_message_not_a_traceback(world: W
     with Session(w.db) as s:
         s.exec(delete(ClaimAuditHead))  # type: ignore[call-overload]
         s.commit()
-    with pytest.raises(AuditLogError, match="no head row.*bti claims verify"):
+    with pytest.raises(AuditLogError, match=r"no head row.*bti claims verify"):
         w.claims.run()
     assert _claims(w) == []  # the claim's opening was rolled back whole, nothing half-written
 
