@@ -64,14 +64,24 @@ with left:
         entry = st.number_input(
             "Limit price (USDT)", min_value=0.0, value=float(round(spot, 2)), key="buy_entry_l"
         )
-    max_lev = int(brackets_for(symbol).max_leverage_for(qty * entry)) if qty * entry > 0 else 125
+    bracket_lev = int(brackets_for(symbol).max_leverage_for(qty * entry)) if qty * entry > 0 else 125
+    platform_lev = int(resources.services().limits.max_leverage)
+    max_lev = min(bracket_lev, platform_lev)
+    if max_lev < 2:  # a 1× order cannot be liquidated, and a slider needs two ends
+        st.error(
+            f"A notional of {qty * entry:,.2f} USDT is in {symbol}'s largest bracket, which "
+            f"allows {bracket_lev}× at most: such an order cannot be liquidated, so there is "
+            "nothing to insure. Lower the quantity."
+        )
+        st.stop()
     leverage = st.slider(
         "Leverage",
-        1,
-        max(1, min(max_lev, 125)),
+        2,
+        max_lev,
         min(20, max_lev),
         key="buy_lev",
-        help=f"{symbol} allows up to {max_lev}× at this notional",
+        help=f"{symbol} allows up to {bracket_lev}× at this notional; BTI insures up to "
+        f"{platform_lev}×",
     )
     wallet = None
     if margin_mode == "cross":

@@ -80,3 +80,14 @@ def test_zero_quantity_is_refused(filled: Path) -> None:
     at.button(key="buy_quote").click().run()
     assert not at.exception
     assert "quantity must be positive" in at.error[0].value
+
+
+def test_an_order_too_large_for_leverage_is_refused_not_a_traceback(filled: Path) -> None:
+    """Before, about 9,000 BTC made the leverage slider's min equal its max and the page
+    raised StreamlitAPIException."""
+    at = _page("buy_insurance.py")
+    at.number_input(key="buy_qty").set_value(20_000.0).run()
+    assert not at.exception, at.exception
+    assert "largest bracket" in at.error[0].value and "Lower the quantity" in at.error[0].value
+    at.number_input(key="buy_qty").set_value(0.1).run()
+    assert not at.exception and at.slider(key="buy_lev").max == 100  # BTI's own cap, not 125
