@@ -64,7 +64,8 @@ with left:
         entry = st.number_input(
             "Limit price (USDT)", min_value=0.0, value=float(round(spot, 2)), key="buy_entry_l"
         )
-    bracket_lev = int(brackets_for(symbol).max_leverage_for(qty * entry)) if qty * entry > 0 else 125
+    notional = qty * entry
+    bracket_lev = int(brackets_for(symbol).max_leverage_for(notional)) if notional > 0 else 125
     platform_lev = int(resources.services().limits.max_leverage)
     max_lev = min(bracket_lev, platform_lev)
     if max_lev < 2:  # a 1× order cannot be liquidated, and a slider needs two ends

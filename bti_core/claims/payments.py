@@ -33,7 +33,7 @@ from bti_core.claims.records import ClaimError
 from bti_core.claims.state import Event, State
 from bti_core.db.engine import write_scope
 from bti_core.db.models import Claim, Policy
-from bti_core.db.repository import add_policy_event
+from bti_core.db.repository import add_policy_event, move_policy
 from bti_core.errors import ChainError
 
 SYSTEM = "system"
@@ -178,9 +178,7 @@ class Payments:
             move(s, claim, Event.CONFIRM, actor=SYSTEM, at=now, detail={"tx": tx})
             policy = s.get(Policy, claim.policy_id)
             assert policy is not None
-            policy.status = "paid"
-            s.add(policy)
-            add_policy_event(
+            move_policy(
                 s,
                 policy=policy,
                 event="paid",

@@ -35,7 +35,7 @@ from bti_core.claims.state import OPEN_FOR_UNDERWRITER, Event, State
 from bti_core.claims.triggers import Insured, Trigger, evidence_window, find_triggers
 from bti_core.db.engine import session_scope, write_scope
 from bti_core.db.models import Claim, ClaimAudit, Policy
-from bti_core.db.repository import add_policy_event
+from bti_core.db.repository import move_policy
 from bti_core.db.types import utcnow
 from bti_core.errors import BTIError
 from bti_core.market.warehouse import Warehouse
@@ -210,9 +210,7 @@ class ClaimsService:
                     from_state=None,
                     detail={"source": source, "trigger_at": trig.at, "price": trig.mark_price},
                 )
-                policy.status = "claimed"
-                s.add(policy)
-                add_policy_event(
+                move_policy(
                     s,
                     policy=policy,
                     event="claimed",

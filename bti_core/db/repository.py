@@ -98,3 +98,16 @@ def claims_count(session: Session, *, user_id: str) -> int:
     return int(
         session.exec(select(func.count()).select_from(Claim).where(Claim.user_id == user_id)).one()
     )
+
+
+def move_policy(
+    session: Session, *, policy: Policy, event: str, detail: dict[str, Any] | None = None
+) -> PolicyEvent:
+    """Change a policy's status by its lifecycle's one `transition` (which refuses what is not
+    allowed) and log the event, in the caller's transaction."""
+    # imported here: the policies package imports this module
+    from bti_core.policies.lifecycle import transition
+
+    policy.status = transition(policy.status, event).value
+    session.add(policy)
+    return add_policy_event(session, policy=policy, event=event, detail=detail)

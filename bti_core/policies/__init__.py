@@ -1,0 +1,17 @@
+"""Policies: quoting, purchase, expiry, listing and the lifecycle (see `service`)."""
+
+from bti_core.policies.lifecycle import PolicyStatus, transition
+from bti_core.policies.purchase import ReconcileReport
+from bti_core.policies.quoting import QuoteError, QuoteView
+from bti_core.policies.service import InsuranceService
+from bti_core.underwriting import UnderwritingError
+
+__all__ = [
+    "InsuranceService",
+    "PolicyStatus",
+    "QuoteError",
+    "QuoteView",
+    "ReconcileReport",
+    "UnderwritingError",
+    "transition",
+]

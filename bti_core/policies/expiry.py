@@ -1,0 +1,68 @@
+"""Expiry: ended policies without a liquidation expire and their cover is released (the
+worker's job; pages never call it)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+import pandas as pd
+
+from bti_core.claims.triggers import Insured, find_triggers
+from bti_core.db.engine import session_scope, write_scope
+from bti_core.db.models import Policy
+from bti_core.db.repository import (
+    active_policies,
+    move_policy,
+)
+from bti_core.errors import BTIError, ChainError
+from bti_core.market.schema import Kind, timeframe_delta
+from bti_core.policies.purchase import Purchases
+
+log = logging.getLogger("bti.policies")
+EXPIRY_DATA_GRACE = timedelta(days=1)  # how long an ended policy waits for market data
+
+
+class Expiry(Purchases):
+    def _awaits_claim(self, p: Policy, now: datetime) -> bool:
+        """Whether an ended policy must stay open for the claims scan: its mark price reached
+        the liquidation price inside the window, or the market data does not yet cover the
+        window's end (waited for at most ``EXPIRY_DATA_GRACE``)."""
+        try:
+            tf = self.risk.warehouse.timeframes(p.symbol, Kind.MARK)[0]
+            mark = self.risk.warehouse.query(
+                Kind.MARK, p.symbol, tf, pd.Timestamp(p.start_at), pd.Timestamp(p.end_at)
+            )
+            last_bar = self.risk.warehouse.latest(Kind.MARK, p.symbol, tf)["ts"]
+        except (BTIError, IndexError):
+            return now < p.end_at + EXPIRY_DATA_GRACE
+        insured = Insured(p.id or 0, p.side, float(p.liquidation_price), p.start_at, p.end_at)
+        if find_triggers([insured], mark):
+            return True
+        covered = pd.Timestamp(last_bar) + timeframe_delta(tf) >= pd.Timestamp(p.end_at)
+        return not covered and now < p.end_at + EXPIRY_DATA_GRACE
+
+    def expire_due(self) -> int:
+        """Mark active policies whose window has ended without a liquidation as expired and
+        release their cover on-chain; returns how many expired. A policy whose mark reached its
+        liquidation price stays active for the claims scan. (A release that fails, node down,
+        is retried by `reconcile`.)"""
+        now = self.clock()
+        done: list[Policy] = []
+        with session_scope(self.db) as s:
+            due = [p for p in active_policies(s) if p.end_at <= now]
+        due = [p for p in due if not self._awaits_claim(p, now)]
+        with write_scope(self.db) as s:
+            for p in due:
+                fresh = s.get(Policy, p.id)
+                if fresh is not None and fresh.status == "active":
+                    move_policy(s, policy=fresh, event="expired")
+                    done.append(fresh)
+        if self.chain is not None:
+            for p in done:
+                if p.chain_policy_id is not None:
+                    try:
+                        self._release(p)
+                    except ChainError as exc:  # reconcile retries it
+                        log.warning("releasing the cover of policy %s failed: %s", p.id, exc)
+        return len(done)

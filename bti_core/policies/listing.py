@@ -1,0 +1,59 @@
+"""Reads for the pages: a trader's policies and a policy's lifecycle log (never writes)."""
+
+from __future__ import annotations
+
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from bti_core.db.engine import session_scope
+from bti_core.db.models import PolicyEvent
+from bti_core.db.repository import (
+    policies_of,
+    policy_events,
+)
+from bti_core.errors import BTIError
+from bti_core.risk.engine import RiskEngine
+
+
+class Listing:
+    db: Engine
+    risk: RiskEngine
+
+    def policies(self, user_id: str) -> pd.DataFrame:
+        """The trader's policies with the distance from the current mark price to liquidation
+        (a read: expiring ended policies is the worker's job)."""
+        with session_scope(self.db) as s:
+            pols = policies_of(s, user_id=user_id)
+        rows = []
+        for p in pols:
+            try:
+                spot = self.risk.spot(p.symbol)
+            except BTIError:
+                spot = float("nan")
+            lp = float(p.liquidation_price)
+            sign = 1 if p.side == "long" else -1
+            rows.append(
+                {
+                    "policy": p.id,
+                    "symbol": p.symbol,
+                    "side": p.side,
+                    "leverage": float(p.leverage),
+                    "status": p.status,
+                    "coverage": float(p.coverage),
+                    "premium": float(p.premium),
+                    "liquidation_price": lp,
+                    "mark_price": spot,
+                    "distance_to_liquidation": sign * (spot - lp) / spot if lp > 0 else 1.0,
+                    "start": p.start_at,
+                    "end": p.end_at,
+                    "probability_at_purchase": p.probability,
+                    "risk_index": p.risk_index,
+                    "chain_policy": p.chain_policy_id,
+                    "purchase_tx": p.tx_hash,
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def events(self, policy_id: int) -> list[PolicyEvent]:
+        with session_scope(self.db) as s:
+            return list(policy_events(s, policy_id=policy_id))

@@ -1,0 +1,331 @@
+"""Purchases: a quote bought on-chain exactly once, and reconciliation of what a crash left
+half-done. The policy side's only caller of the chain."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
+
+from bti_core.chain.client import ChainClient, PolicyStatus, Purchase, terms_hash
+from bti_core.chain.wallets import LOCAL_CHAIN_ID
+from bti_core.db.engine import session_scope, write_scope
+from bti_core.db.models import Policy, QuoteRecord
+from bti_core.db.repository import (
+    add_policy_event,
+    get_policy,
+    get_quote,
+    move_policy,
+    policies_with_status,
+    policy_for_quote,
+)
+from bti_core.errors import ChainError, PaymentError
+from bti_core.orders import Cover, Order
+from bti_core.policies.quoting import QuoteError, Quoting
+from bti_core.underwriting import (
+    Check,
+    check_cover,
+    require,
+)
+
+log = logging.getLogger("bti.policies")
+
+# (node down, timeout) leaves it pending for reconciliation
+_REFUSALS = frozenset(
+    {
+        "InsufficientCapacity",
+        "ERC20InsufficientBalance",
+        "ERC20InsufficientAllowance",
+        "EnforcedPause",
+        "QuoteExpired",
+        "BadExpiry",
+        "BadQuoteSignature",
+        "NotQuoteHolder",
+        "ZeroAmount",
+    }
+)
+
+
+@dataclass
+class ReconcileReport:
+    activated: list[int] = field(default_factory=list)
+    declined: list[int] = field(default_factory=list)
+    released: list[int] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (
+            f"activated {len(self.activated)}, declined {len(self.declined)}, "
+            f"cover released {len(self.released)}"
+        )
+
+
+class Purchases(Quoting):
+    def wallet_of(self, user_id: str) -> LocalAccount:
+        """The trader's custodial demo wallet: only on the local dev chain, where BTI may hold
+        keys; on any other chain the trader signs with their own wallet."""
+        if self.chain is not None and self.chain.chain_id != LOCAL_CHAIN_ID:
+            raise PaymentError(
+                f"chain {self.chain.chain_id} is not the local dev chain: BTI holds no trader's "
+                "key there; sign the purchase in your own wallet"
+            )
+        return self.wallets.of(user_id)
+
+    def _chain(self) -> ChainClient:
+        if self.chain is None:
+            raise ChainError("no chain is configured: buying pays the premium on-chain")
+        return self.chain
+
+    def buy(self, *, user_id: str, quote_id: str) -> Policy:
+        """Buy a quote's cover, paying the premium in BTI on-chain.
+
+        Steps, each durable before the next: (1) the policy is written ``pending`` with the
+        hash of its terms; (2) the pool's ``buyPolicy`` takes the premium (unique per terms
+        hash on-chain, so a retry never charges twice); (3) the policy turns ``active`` with the
+        transaction hash. A crash between (1) and (3) is settled by `reconcile`. Buying the
+        same quote again returns the same policy (finishing its payment if it was pending).
+        """
+        self._require_trader(user_id)
+        now = self.clock()
+        chain = self._chain()
+        with session_scope(self.db) as s:
+            quote = get_quote(s, quote_id=quote_id)
+            if quote is None or quote.user_id != user_id:
+                raise QuoteError(f"no quote {quote_id!r} for {user_id}; ask for a new quote")
+            existing = policy_for_quote(s, quote_id=quote_id)
+        if existing is not None:
+            return self._again(existing, quote_id)
+        order = Order(**quote.inputs["order"])
+        cover = Cover(
+            coverage=Decimal(quote.inputs["cover"]["coverage"]),
+            duration_hours=int(quote.inputs["cover"]["duration_hours"]),
+            share=Decimal(quote.inputs["cover"]["share"]),
+            deductible=Decimal(quote.inputs["cover"]["deductible"]),
+        )
+        failed = [Check(**c) for c in quote.checks if not c["passed"]]
+        if quote.expires_at <= now:
+            failed.append(
+                Check(
+                    "quote_expired",
+                    False,
+                    f"the quote expired at {quote.expires_at:%H:%M:%S} UTC; ask for a new one",
+                )
+            )
+        wallet = self.wallet_of(user_id)
+        if not failed:
+            balance = chain.balance(wallet.address)
+            if balance < quote.premium:
+                raise PaymentError(
+                    f"wallet {wallet.address} holds {balance:,.2f} BTI; the premium is "
+                    f"{quote.premium:,.2f} BTI. Get BTI from the faucet, then buy again "
+                    "(the quote is still valid until "
+                    f"{quote.expires_at:%H:%M:%S} UTC)"
+                )
+        end_at = now + timedelta(hours=cover.duration_hours)
+        terms = {
+            "quote_id": quote.id,
+            "user_id": user_id,
+            "symbol": order.symbol,
+            "order": quote.inputs["order"],
+            "cover": quote.inputs["cover"],
+            "liquidation_price": str(quote.liquidation_price),
+            "payout": str(quote.payout),
+            "premium": str(quote.premium),
+            "start": now.isoformat(),
+            "end": end_at.isoformat(),
+        }
+        # the limits are checked and the policy written in one serialised transaction, so
+        # purchases at the same moment (threads or processes) cannot both pass a limit
+        with write_scope(self.db, lock="cover") as s:
+            existing = policy_for_quote(s, quote_id=quote_id)
+            if existing is None:
+                if not failed:
+                    mine, pool = self._exposure(user_id, s)
+                    fresh = check_cover(
+                        order,
+                        cover,
+                        allowed_symbols=self.allowed_symbols(),
+                        symbol_max_leverage=self.limits.max_leverage,
+                        user_exposure=mine,
+                        pool_locked=pool,
+                        liquidation_reached=False,
+                        limits=self.limits,
+                    )
+                    failed = [
+                        c
+                        for c in fresh
+                        if not c.passed and c.name in ("pool_capacity", "user_exposure")
+                    ]
+                policy = self._new_policy(quote, order, cover, wallet.address, terms, now)
+                s.add(policy)
+                s.flush()
+                add_policy_event(s, policy=policy, event="created", detail={"quote_id": quote.id})
+                if failed:
+                    move_policy(
+                        s,
+                        policy=policy,
+                        event="declined",
+                        detail={"reasons": [c.reason for c in failed]},
+                    )
+        if existing is not None:  # a second click got here first
+            return self._again(existing, quote_id)
+        if failed:
+            require(failed)
+        return self._pay(policy)
+
+    def _again(self, existing: Policy, quote_id: str) -> Policy:
+        """Buying a quote that already bought a policy: the same policy (finishing a pending
+        payment), or the reason it was declined."""
+        if existing.status == "declined":
+            raise QuoteError(f"quote {quote_id} was declined; ask for a new quote")
+        if existing.status == "pending":
+            return self._pay(existing)
+        return existing
+
+    def _new_policy(
+        self,
+        quote: QuoteRecord,
+        order: Order,
+        cover: Cover,
+        wallet: str,
+        terms: dict[str, object],
+        now: datetime,
+    ) -> Policy:
+        return Policy(
+            quote_id=quote.id,
+            user_id=quote.user_id,
+            symbol=order.symbol,
+            side=str(order.side),
+            quantity=order.quantity,
+            entry_price=order.entry_price,
+            leverage=order.leverage,
+            margin_mode=str(order.margin_mode),
+            order_type=str(order.order_type),
+            margin=order.margin.quantize(Decimal("0.01")),
+            liquidation_price=quote.liquidation_price,
+            coverage=cover.coverage,
+            share=cover.share,
+            deductible=cover.deductible,
+            payout=quote.payout,
+            premium=quote.premium,
+            probability=quote.probability,
+            risk_index=quote.risk_index,
+            start_at=now,
+            end_at=now + timedelta(hours=cover.duration_hours),
+            status="pending",
+            created_at=now,
+            wallet=wallet,
+            terms_hash=HexBytes(terms_hash(terms)).to_0x_hex(),
+            pay_deadline=now + self.payment_window,
+        )
+
+    def _pay(self, policy: Policy) -> Policy:
+        """Send (or find) the on-chain purchase of a pending policy and record the outcome."""
+        chain = self._chain()
+        assert policy.terms_hash is not None
+        assert policy.pay_deadline is not None
+        terms = bytes(HexBytes(policy.terms_hash))
+        try:
+            purchase = chain.buy_policy(
+                self.wallet_of(policy.user_id),
+                terms=terms,
+                coverage=policy.payout,
+                premium=policy.premium,
+                expiry=int(policy.end_at.timestamp()),
+                deadline=int(policy.pay_deadline.timestamp()),
+            )
+        except ChainError as exc:
+            if exc.reason == "PolicyExists":  # paid before a crash: record, never re-charge
+                found = chain.purchase_of(terms)
+                assert found is not None
+                return self._activate(policy, found)
+            if exc.reason in _REFUSALS:
+                self._decline(policy, str(exc))
+                raise PaymentError(f"{exc}; no premium was taken") from exc
+            raise ChainError(
+                f"{exc}. Policy {policy.id} stays pending: no premium is taken twice, and it "
+                "settles when the chain answers (reconcile)"
+            ) from exc
+        return self._activate(policy, purchase)
+
+    def _activate(self, policy: Policy, purchase: Purchase) -> Policy:
+        with write_scope(self.db) as s:
+            p = get_policy(s, policy_id=policy.id or 0)
+            assert p is not None
+            if p.status != "pending":
+                return p
+            p.chain_policy_id = purchase.policy_id
+            p.tx_hash = purchase.tx_hash or None
+            add_policy_event(
+                s,
+                policy=p,
+                event="premium_collected",
+                detail={
+                    "amount": str(p.premium),
+                    "currency": "BTI",
+                    "tx": purchase.tx_hash,
+                    "block": purchase.block,
+                    "chain_policy_id": purchase.policy_id,
+                },
+            )
+            move_policy(s, policy=p, event="active", detail={"until": p.end_at.isoformat()})
+            return p
+
+    def _decline(self, policy: Policy, reason: str) -> None:
+        with write_scope(self.db) as s:
+            p = get_policy(s, policy_id=policy.id or 0)
+            if p is not None and p.status == "pending":
+                move_policy(s, policy=p, event="declined", detail={"reasons": [reason]})
+
+    def reconcile(self) -> ReconcileReport:
+        """Settle policies whose database state and chain disagree (run at start and on
+        demand): a pending policy found on-chain is activated with its purchase; one not on
+        chain is paid now if its signed quote is still valid, else declined (nothing was
+        charged, and the signature can no longer be used); expired policies whose cover is
+        still locked on-chain are released."""
+        chain = self._chain()
+        now = self.clock()
+        report = ReconcileReport()
+        with session_scope(self.db) as s:
+            pending = list(policies_with_status(s, statuses=["pending"]))
+            expired = list(policies_with_status(s, statuses=["expired"]))
+        for p in pending:
+            if p.terms_hash is None or p.pay_deadline is None:
+                continue  # recorded before purchases went on-chain: nothing to settle
+            found = chain.purchase_of(bytes(HexBytes(p.terms_hash)))
+            if found is not None:
+                self._activate(p, found)
+                report.activated.append(p.id or 0)
+            elif p.pay_deadline > now + timedelta(seconds=5):
+                try:
+                    self._pay(p)
+                    report.activated.append(p.id or 0)
+                except PaymentError:
+                    report.declined.append(p.id or 0)
+            else:
+                self._decline(
+                    p,
+                    "the payment never reached the chain before the quote's deadline "
+                    f"({p.pay_deadline:%H:%M:%S} UTC); nothing was charged",
+                )
+                report.declined.append(p.id or 0)
+        for p in expired:
+            if p.chain_policy_id is not None and self._release(p):
+                report.released.append(p.id or 0)
+        return report
+
+    def _release(self, policy: Policy) -> bool:
+        """Release an expired policy's cover on-chain (once; the claims role may at any time)."""
+        chain = self._chain()
+        assert policy.chain_policy_id is not None
+        if chain.policy(policy.chain_policy_id).status != PolicyStatus.ACTIVE:
+            return False
+        tx = chain.release_cover(policy.chain_policy_id)
+        with write_scope(self.db) as s:
+            p = get_policy(s, policy_id=policy.id or 0)
+            assert p is not None
+            add_policy_event(s, policy=p, event="cover_released", detail={"tx": tx})
+        return True
