@@ -70,3 +70,13 @@ class ChainError(BTIError):
 
 class PaymentError(BTIError, ValueError):
     """A purchase cannot be paid (e.g. the wallet holds too few BTI); nothing was written."""
+
+
+class ContractRefusalError(ChainError):
+    """A contract refused the call with one of its custom errors (decoded from the ABI): the
+    chain answered, and the answer is no. Each custom error of the project's ABIs has its own
+    subclass, named after it (`bti_core.chain.artifacts.refusal_type`)."""
+
+
+class PaymentTimeoutError(ChainError):
+    """A transaction was sent but not seen mined in time: it may still land (reconcile)."""

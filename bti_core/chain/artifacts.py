@@ -15,6 +15,8 @@ from typing import Any
 from eth_abi.abi import decode as abi_decode
 from eth_utils.crypto import keccak
 
+from bti_core.errors import ContractRefusalError
+
 OUT_DIR = Path(__file__).resolve().parents[2] / "contracts" / "out"
 PROJECT_CONTRACTS = ("BTIToken", "BTIPolicy", "InsurancePool")
 
@@ -106,3 +108,15 @@ def decode_revert(data: bytes | str | None) -> tuple[str, dict[str, Any]] | None
     except Exception:  # malformed data: report the name only
         return err.name, {}
     return err.name, dict(zip(err.arg_names, values, strict=True))
+
+
+@cache
+def refusal_type(name: str) -> type[ContractRefusalError]:
+    """The `ContractRefusalError` subclass of the custom error ``name`` (one class per name, so
+    ``except refusal_type("PolicyExists")`` works anywhere)."""
+    known = {e.name for e in error_table().values()} | {"Error", "Panic"}
+    if name not in known:
+        raise KeyError(f"{name} is not a custom error of BTI's contracts")
+    return type(
+        name, (ContractRefusalError,), {"__module__": __name__, "__doc__": f"{name} revert"}
+    )

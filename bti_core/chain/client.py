@@ -40,10 +40,10 @@ from web3.contract import Contract
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception, Web3RPCError
 from web3.logs import DISCARD
 
-from bti_core.chain.artifacts import artifact, decode_revert, event_table
+from bti_core.chain.artifacts import artifact, decode_revert, event_table, refusal_type
 from bti_core.chain.units import format_bti, from_units, to_units
 from bti_core.chain.wallets import ANVIL_KEYS
-from bti_core.errors import ChainError
+from bti_core.errors import ChainError, PaymentTimeoutError
 
 ZERO_HASH = b"\x00" * 32
 
@@ -339,7 +339,7 @@ class ChainClient:
         if decoded is None:
             return ChainError(f"{what} reverted: {exc.message or exc}", reason="revert")
         name, args = decoded
-        return ChainError(f"{what} refused: {_explain(name, args)}", reason=name, args=args)
+        return refusal_type(name)(f"{what} refused: {_explain(name, args)}", reason=name, args=args)
 
     def transact(self, call: Any, sender: LocalAccount, what: str, *, value: int = 0) -> Any:
         """Estimate (a revert surfaces here with its reason), sign, send, wait; the receipt."""
@@ -381,7 +381,7 @@ class ChainClient:
                 tx_hash, timeout=self.timeout, poll_latency=0.01
             )
         except TimeExhausted as exc:
-            raise ChainError(
+            raise PaymentTimeoutError(
                 f"{what}: transaction {HexBytes(tx_hash).to_0x_hex()} not mined within "
                 f"{self.timeout:.0f} s; it may still be mined (reconcile will settle it)"
             ) from exc

@@ -27,6 +27,7 @@ from hexbytes import HexBytes
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from bti_core.chain.artifacts import refusal_type
 from bti_core.chain.client import ChainClient
 from bti_core.claims.audit_log import move
 from bti_core.claims.records import ClaimError
@@ -34,7 +35,7 @@ from bti_core.claims.state import Event, State
 from bti_core.db.engine import write_scope
 from bti_core.db.models import Claim, Policy
 from bti_core.db.repository import add_policy_event, move_policy
-from bti_core.errors import ChainError
+from bti_core.errors import ChainError, ContractRefusalError
 
 SYSTEM = "system"
 log = logging.getLogger("bti.claims")
@@ -155,11 +156,11 @@ class Payments:
         try:
             tx = self.chain.pay_claim(chain_id, amount, bytes(HexBytes(ref)))
         except ChainError as exc:
-            if exc.reason == "PolicyNotActive":
+            if isinstance(exc, refusal_type("PolicyNotActive")):
                 found = self.chain.claim_payment(chain_id)
                 if found is not None:  # another sender's payout landed first
                     return self.confirm(claim_id, found[0])
-            if exc.reason is not None and exc.reason != "revert":
+            if isinstance(exc, ContractRefusalError) or exc.reason == "out_of_gas":
                 return self._fail(claim_id, str(exc))  # the pool refused, with its reason
             raise  # node down or an undecoded revert: stays `paying`; reconcile settles it
         return self.confirm(claim_id, tx)

@@ -11,6 +11,7 @@ from decimal import Decimal
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 
+from bti_core.chain.artifacts import refusal_type
 from bti_core.chain.client import ChainClient, PolicyStatus, Purchase, terms_hash
 from bti_core.chain.wallets import LOCAL_CHAIN_ID
 from bti_core.db.engine import session_scope, write_scope
@@ -23,7 +24,7 @@ from bti_core.db.repository import (
     policies_with_status,
     policy_for_quote,
 )
-from bti_core.errors import ChainError, PaymentError
+from bti_core.errors import ChainError, ContractRefusalError, PaymentError
 from bti_core.orders import Cover, Order
 from bti_core.policies.quoting import QuoteError, Quoting
 from bti_core.underwriting import (
@@ -33,21 +34,6 @@ from bti_core.underwriting import (
 )
 
 log = logging.getLogger("bti.policies")
-
-# (node down, timeout) leaves it pending for reconciliation
-_REFUSALS = frozenset(
-    {
-        "InsufficientCapacity",
-        "ERC20InsufficientBalance",
-        "ERC20InsufficientAllowance",
-        "EnforcedPause",
-        "QuoteExpired",
-        "BadExpiry",
-        "BadQuoteSignature",
-        "NotQuoteHolder",
-        "ZeroAmount",
-    }
-)
 
 
 @dataclass
@@ -238,11 +224,11 @@ class Purchases(Quoting):
                 deadline=int(policy.pay_deadline.timestamp()),
             )
         except ChainError as exc:
-            if exc.reason == "PolicyExists":  # paid before a crash: record, never re-charge
+            if isinstance(exc, refusal_type("PolicyExists")):  # paid before a crash: record it
                 found = chain.purchase_of(terms)
                 assert found is not None
                 return self._activate(policy, found)
-            if exc.reason in _REFUSALS:
+            if isinstance(exc, ContractRefusalError):  # the pool said no: nothing was charged
                 self._decline(policy, str(exc))
                 raise PaymentError(f"{exc}; no premium was taken") from exc
             raise ChainError(

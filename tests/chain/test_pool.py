@@ -370,3 +370,27 @@ def test_random_operations_keep_the_pools_books(anvil: AnvilNode, ops: list[tupl
 
 
 _pool_fixture: tuple | None = None
+
+
+def test_refusals_are_types_decoded_from_the_abi(chain: ChainClient) -> None:
+    """Every custom error of the contracts is its own `ContractRefusalError` subclass; a node
+    that does not answer is a plain `ChainError`, never a refusal."""
+    from bti_core.chain.artifacts import error_table, refusal_type
+    from bti_core.errors import ContractRefusalError
+
+    w = funded(chain, "typed")
+    terms = fresh_terms()
+    buy(chain, w, terms=terms)
+    with pytest.raises(refusal_type("PolicyExists")) as e:
+        buy(chain, w, terms=terms)
+    assert isinstance(e.value, ContractRefusalError) and isinstance(e.value, ChainError)
+    assert e.value.details["policyId"] >= 1
+    names = {err.name for err in error_table().values()}
+    assert {"InsufficientCapacity", "PolicyNotActive", "ERC20InsufficientBalance"} <= names
+    assert refusal_type("PolicyExists") is refusal_type("PolicyExists")
+    with pytest.raises(KeyError, match="not a custom error"):
+        refusal_type("NoSuchError")
+    down = ChainClient(f"http://127.0.0.1:{free_port()}", chain.deployment)
+    with pytest.raises(ChainError) as gone:
+        down.balance(w.address)
+    assert not isinstance(gone.value, ContractRefusalError)
