@@ -24,9 +24,10 @@ from sqlmodel import Session, col, select
 
 from bti_core.auth import AuthError, User, require_underwriter
 from bti_core.chain.client import ChainClient
-from bti_core.claims import audit_log
+from bti_core.claims import audit_log, queries
+from bti_core.claims.adjudication import Decision, adjudicate
 from bti_core.claims.audit_log import AuditLogError, move
-from bti_core.claims.checks import HARD, AuditCheck, Outcome, audit
+from bti_core.claims.checks import audit
 from bti_core.claims.facts import Evidence
 from bti_core.claims.ledger import Verdict
 from bti_core.claims.payments import SYSTEM, Payments, locked_claim
@@ -76,34 +77,6 @@ class RunReport:
         }
         if claim.state in bins:
             bins[claim.state].append(claim.id)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The automatic decision on an audited claim (pure: `adjudicate`)."""
-
-    event: Event
-    reasons: list[str]
-    amount: Decimal | None
-
-
-def _reasons(checks: list[AuditCheck]) -> list[str]:
-    return [f"{c.name}: {c.reason}" for c in checks]
-
-
-def adjudicate(checks: list[AuditCheck], amount: Decimal, auto_limit: Decimal) -> Decision:
-    """Facts and checks and limits → decision: deny on a failed hard check; approve when every
-    check passes and the amount is within the automatic limit; refer the rest, saying why."""
-    hard = [c for c in checks if c.name in HARD and c.outcome is Outcome.FAIL]
-    soft = [c for c in checks if c.outcome is not Outcome.PASS and c not in hard]
-    if hard:
-        return Decision(Event.AUTO_DENY, _reasons(hard), None)
-    if not soft and amount <= auto_limit:
-        return Decision(Event.AUTO_APPROVE, ["every check passed"], amount)
-    why = _reasons(soft)
-    if amount > auto_limit:
-        why.append(f"payout {amount:,.2f} BTI is above the {auto_limit:,.2f} BTI automatic limit")
-    return Decision(Event.REFER, why, None)
 
 
 class ClaimsService:
@@ -434,58 +407,8 @@ class ClaimsService:
             return p
 
     def queue(self, states: list[str] | None = None, symbol: str | None = None) -> pd.DataFrame:
-        """Claims for review, soonest due and largest first."""
-        with session_scope(self.db) as s:
-            stmt = select(Claim, Policy).where(Claim.policy_id == Policy.id)
-            if states:
-                stmt = stmt.where(col(Claim.state).in_(states))
-            if symbol:
-                stmt = stmt.where(Policy.symbol == symbol)
-            rows = s.exec(stmt).all()
-        far = pd.Timestamp.max.tz_localize("UTC")
-        df = pd.DataFrame(
-            [
-                {
-                    "claim": c.id,
-                    "state": c.state,
-                    "due": c.due_at,
-                    "amount": float(c.amount_claimed),
-                    "approved": None if c.amount_approved is None else float(c.amount_approved),
-                    "symbol": p.symbol,
-                    "side": p.side,
-                    "leverage": float(p.leverage),
-                    "trader": c.user_id,
-                    "source": c.source,
-                    "opened": c.opened_at,
-                    "policy": p.id,
-                }
-                for c, p in rows
-            ],
-            columns=[
-                "claim",
-                "state",
-                "due",
-                "amount",
-                "approved",
-                "symbol",
-                "side",
-                "leverage",
-                "trader",
-                "source",
-                "opened",
-                "policy",
-            ],
-        )
-        if df.empty:
-            return df
-        key = df["due"].map(lambda d: far if d is None or pd.isna(d) else pd.Timestamp(d))
-        return (
-            df.assign(_k=key)
-            .sort_values(["_k", "amount"], ascending=[True, False])
-            .drop(columns="_k")
-        )
+        """Claims for review, soonest due and largest first (`queries.review_queue`)."""
+        return queries.review_queue(self.db, states=states, symbol=symbol)
 
     def claims_of(self, user_id: str) -> list[Claim]:
-        with session_scope(self.db) as s:
-            stmt = select(Claim).where(Claim.user_id == user_id).order_by(col(Claim.id).desc())
-            return list(s.exec(stmt).all())
+        return queries.claims_of(self.db, user_id=user_id)

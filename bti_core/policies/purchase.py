@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
+from sqlmodel import Session
 
 from bti_core.chain.artifacts import refusal_type
 from bti_core.chain.client import ChainClient, PolicyStatus, Purchase, terms_hash
@@ -76,21 +77,10 @@ class Purchases(Quoting):
         """
         self._require_trader(user_id)
         now = self.clock()
-        chain = self._chain()
-        with session_scope(self.db) as s:
-            quote = get_quote(s, quote_id=quote_id)
-            if quote is None or quote.user_id != user_id:
-                raise QuoteError(f"no quote {quote_id!r} for {user_id}; ask for a new quote")
-            existing = policy_for_quote(s, quote_id=quote_id)
+        quote, existing = self._quote_of(user_id, quote_id)
         if existing is not None:
             return self._again(existing, quote_id)
-        order = Order(**quote.inputs["order"])
-        cover = Cover(
-            coverage=Decimal(quote.inputs["cover"]["coverage"]),
-            duration_hours=int(quote.inputs["cover"]["duration_hours"]),
-            share=Decimal(quote.inputs["cover"]["share"]),
-            deductible=Decimal(quote.inputs["cover"]["deductible"]),
-        )
+        order, cover = _order_and_cover(quote)
         failed = [Check(**c) for c in quote.checks if not c["passed"]]
         if quote.expires_at <= now:
             failed.append(
@@ -102,65 +92,72 @@ class Purchases(Quoting):
             )
         wallet = self.wallet_of(user_id)
         if not failed:
-            balance = chain.balance(wallet.address)
-            if balance < quote.premium:
-                raise PaymentError(
-                    f"wallet {wallet.address} holds {balance:,.2f} BTI; the premium is "
-                    f"{quote.premium:,.2f} BTI. Get BTI from the faucet, then buy again "
-                    "(the quote is still valid until "
-                    f"{quote.expires_at:%H:%M:%S} UTC)"
-                )
-        end_at = now + timedelta(hours=cover.duration_hours)
-        terms = {
-            "quote_id": quote.id,
-            "user_id": user_id,
-            "symbol": order.symbol,
-            "order": quote.inputs["order"],
-            "cover": quote.inputs["cover"],
-            "liquidation_price": str(quote.liquidation_price),
-            "payout": str(quote.payout),
-            "premium": str(quote.premium),
-            "start": now.isoformat(),
-            "end": end_at.isoformat(),
-        }
-        # the limits are checked and the policy written in one serialised transaction, so
-        # purchases at the same moment (threads or processes) cannot both pass a limit
-        with write_scope(self.db, lock="cover") as s:
-            existing = policy_for_quote(s, quote_id=quote_id)
-            if existing is None:
-                if not failed:
-                    mine, pool = self._exposure(user_id, s)
-                    fresh = check_cover(
-                        order,
-                        cover,
-                        allowed_symbols=self.allowed_symbols(),
-                        symbol_max_leverage=self.limits.max_leverage,
-                        user_exposure=mine,
-                        pool_locked=pool,
-                        liquidation_reached=False,
-                        limits=self.limits,
-                    )
-                    failed = [
-                        c
-                        for c in fresh
-                        if not c.passed and c.name in ("pool_capacity", "user_exposure")
-                    ]
-                policy = self._new_policy(quote, order, cover, wallet.address, terms, now)
-                s.add(policy)
-                s.flush()
-                add_policy_event(s, policy=policy, event="created", detail={"quote_id": quote.id})
-                if failed:
-                    move_policy(
-                        s,
-                        policy=policy,
-                        event="declined",
-                        detail={"reasons": [c.reason for c in failed]},
-                    )
-        if existing is not None:  # a second click got here first
-            return self._again(existing, quote_id)
+            self._require_balance(wallet.address, quote)
+        policy, failed, ours = self._write_pending(quote, order, cover, wallet.address, now, failed)
+        if not ours:  # a second click got here first
+            return self._again(policy, quote_id)
         if failed:
             require(failed)
         return self._pay(policy)
+
+    def _quote_of(self, user_id: str, quote_id: str) -> tuple[QuoteRecord, Policy | None]:
+        with session_scope(self.db) as s:
+            quote = get_quote(s, quote_id=quote_id)
+            if quote is None or quote.user_id != user_id:
+                raise QuoteError(f"no quote {quote_id!r} for {user_id}; ask for a new quote")
+            return quote, policy_for_quote(s, quote_id=quote_id)
+
+    def _require_balance(self, wallet: str, quote: QuoteRecord) -> None:
+        balance = self._chain().balance(wallet)
+        if balance < quote.premium:
+            raise PaymentError(
+                f"wallet {wallet} holds {balance:,.2f} BTI; the premium is "
+                f"{quote.premium:,.2f} BTI. Get BTI from the faucet, then buy again (the quote "
+                f"is still valid until {quote.expires_at:%H:%M:%S} UTC)"
+            )
+
+    def _write_pending(
+        self,
+        quote: QuoteRecord,
+        order: Order,
+        cover: Cover,
+        wallet: str,
+        now: datetime,
+        failed: list[Check],
+    ) -> tuple[Policy, list[Check], bool]:
+        """The limits are checked and the policy written in one serialised transaction, so
+        purchases at the same moment (threads or processes) cannot both pass a limit. The
+        policy (``pending``, or ``declined`` with the failed checks), or the one a concurrent
+        purchase of the same quote wrote; whether it is this call's."""
+        with write_scope(self.db, lock="cover") as s:
+            existing = policy_for_quote(s, quote_id=quote.id)
+            if existing is not None:
+                return existing, [], False
+            if not failed:
+                failed = self._limits_now(s, order, cover, quote.user_id)
+            policy = self._new_policy(quote, order, cover, wallet, _terms(quote, order, now), now)
+            s.add(policy)
+            s.flush()
+            add_policy_event(s, policy=policy, event="created", detail={"quote_id": quote.id})
+            if failed:
+                reasons = {"reasons": [c.reason for c in failed]}
+                move_policy(s, policy=policy, event="declined", detail=reasons)
+            return policy, failed, True
+
+    def _limits_now(self, s: Session, order: Order, cover: Cover, user_id: str) -> list[Check]:
+        """The pool's and the trader's limits against the open cover at this moment."""
+        mine, pool = self._exposure(user_id, s)
+        fresh = check_cover(
+            order,
+            cover,
+            allowed_symbols=self.allowed_symbols(),
+            symbol_max_leverage=self.limits.max_leverage,
+            user_exposure=mine,
+            pool_locked=pool,
+            liquidation_reached=False,
+            limits=self.limits,
+        )
+        return [c for c in fresh if not c.passed and c.name in ("pool_capacity", "user_exposure")]
 
     def _again(self, existing: Policy, quote_id: str) -> Policy:
         """Buying a quote that already bought a policy: the same policy (finishing a pending
@@ -315,3 +312,31 @@ class Purchases(Quoting):
             assert p is not None
             add_policy_event(s, policy=p, event="cover_released", detail={"tx": tx})
         return True
+
+
+def _order_and_cover(quote: QuoteRecord) -> tuple[Order, Cover]:
+    c = quote.inputs["cover"]
+    cover = Cover(
+        coverage=Decimal(c["coverage"]),
+        duration_hours=int(c["duration_hours"]),
+        share=Decimal(c["share"]),
+        deductible=Decimal(c["deductible"]),
+    )
+    return Order(**quote.inputs["order"]), cover
+
+
+def _terms(quote: QuoteRecord, order: Order, now: datetime) -> dict[str, object]:
+    """The policy's off-chain terms; their hash is the policy's key on-chain."""
+    end_at = now + timedelta(hours=int(quote.inputs["cover"]["duration_hours"]))
+    return {
+        "quote_id": quote.id,
+        "user_id": quote.user_id,
+        "symbol": order.symbol,
+        "order": quote.inputs["order"],
+        "cover": quote.inputs["cover"],
+        "liquidation_price": str(quote.liquidation_price),
+        "payout": str(quote.payout),
+        "premium": str(quote.premium),
+        "start": now.isoformat(),
+        "end": end_at.isoformat(),
+    }

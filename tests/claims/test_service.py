@@ -494,14 +494,14 @@ def test_records_with_impossible_times_are_refused_and_use_up_nothing(
 def test_a_failed_payment_is_counted_as_failed_not_approved(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bti_core.errors import ChainError
-
     w = world
     buy(w, "xena")
     crash(w)
 
     def refuse(*_: object, **__: object) -> str:
-        raise ChainError("pay claim refused: the pool is paused", reason="EnforcedPause")
+        from bti_core.chain.artifacts import refusal_type
+
+        raise refusal_type("EnforcedPause")("pay claim refused: paused", reason="EnforcedPause")
 
     monkeypatch.setattr(ChainClient, "pay_claim", refuse)
     report = w.claims.run()
