@@ -535,6 +535,36 @@ class ChainClient:
         }
         return bytes(self.quoter.sign_typed_data(full_message=typed).signature)
 
+    def _signed_quote(
+        self,
+        holder: str,
+        *,
+        terms: bytes,
+        coverage: Decimal,
+        premium: Decimal,
+        expiry: int,
+        deadline: int,
+    ) -> tuple[tuple[Any, ...], bytes]:
+        quote = {
+            "holder": to_checksum_address(holder),
+            "termsHash": terms,
+            "coverage": to_units(coverage),
+            "premium": to_units(premium),
+            "expiry": int(expiry),
+            "deadline": int(deadline),
+        }
+        fields = ("holder", "termsHash", "coverage", "premium", "expiry", "deadline")
+        return tuple(quote[k] for k in fields), self.sign_quote(quote)
+
+    def _purchase(self, receipt: Any) -> Purchase:
+        (ev,) = self.pool.events.PolicyPurchased().process_receipt(receipt, errors=DISCARD)
+        self._committed()
+        return Purchase(
+            int(ev["args"]["policyId"]),
+            receipt["transactionHash"].to_0x_hex(),
+            int(receipt["blockNumber"]),
+        )
+
     def buy_policy(
         self,
         wallet: LocalAccount,
@@ -545,38 +575,93 @@ class ChainClient:
         expiry: int,
         deadline: int,
     ) -> Purchase:
-        """Pay ``premium`` BTI from ``wallet`` for cover of at most ``coverage`` until
-        ``expiry`` (unix seconds). Idempotent by ``terms``: terms already bought raise a
-        ChainError with reason ``PolicyExists`` and charge nothing."""
+        """Pay ``premium`` BTI from ``wallet`` (a key BTI holds: the demo's custodial wallets)
+        for cover of at most ``coverage`` until ``expiry`` (unix seconds). Idempotent by
+        ``terms``: terms already bought raise ``PolicyExists`` and charge nothing."""
         self.ensure_allowance(wallet, premium)
-        quote = {
-            "holder": wallet.address,
-            "termsHash": terms,
-            "coverage": to_units(coverage),
-            "premium": to_units(premium),
-            "expiry": int(expiry),
-            "deadline": int(deadline),
+        quote, sig = self._signed_quote(
+            wallet.address,
+            terms=terms,
+            coverage=coverage,
+            premium=premium,
+            expiry=expiry,
+            deadline=deadline,
+        )
+        receipt = self.transact(self.pool.functions.buyPolicy(quote, sig), wallet, "buy policy")
+        return self._purchase(receipt)
+
+    def permit_request(self, owner: str, amount: Decimal, deadline: int) -> dict[str, Any]:
+        """The EIP-2612 permit a trader signs in their own wallet (``eth_signTypedData_v4``)
+        to let the pool take ``amount`` BTI for a premium: BTI never holds their key."""
+        nonce = int(
+            self._rpc(lambda: self.token.functions.nonces(to_checksum_address(owner)).call())
+        )
+        return {
+            "types": {
+                "EIP712Domain": [
+                    {"name": "name", "type": "string"},
+                    {"name": "version", "type": "string"},
+                    {"name": "chainId", "type": "uint256"},
+                    {"name": "verifyingContract", "type": "address"},
+                ],
+                "Permit": [
+                    {"name": "owner", "type": "address"},
+                    {"name": "spender", "type": "address"},
+                    {"name": "value", "type": "uint256"},
+                    {"name": "nonce", "type": "uint256"},
+                    {"name": "deadline", "type": "uint256"},
+                ],
+            },
+            "primaryType": "Permit",
+            "domain": {
+                "name": "BTI",
+                "version": "1",
+                "chainId": self.chain_id,
+                "verifyingContract": to_checksum_address(self.deployment.token),
+            },
+            "message": {
+                "owner": to_checksum_address(owner),
+                "spender": to_checksum_address(self.deployment.pool),
+                "value": to_units(amount),
+                "nonce": nonce,
+                "deadline": int(deadline),
+            },
         }
-        sig = self.sign_quote(quote)
-        call = self.pool.functions.buyPolicy(
-            (
-                quote["holder"],
-                quote["termsHash"],
-                quote["coverage"],
-                quote["premium"],
-                quote["expiry"],
-                quote["deadline"],
-            ),
-            sig,
+
+    def buy_policy_with_permit(
+        self,
+        holder: str,
+        permit_signature: bytes,
+        *,
+        permit_deadline: int,
+        terms: bytes,
+        coverage: Decimal,
+        premium: Decimal,
+        expiry: int,
+        deadline: int,
+    ) -> Purchase:
+        """Relay a purchase for ``holder``, whose own wallet signed the permit of ``premium``
+        (`permit_request`); BTI's admin key pays the gas, the policy token goes to the holder.
+        Idempotent by ``terms`` as `buy_policy` is."""
+        sig = bytes(HexBytes(permit_signature))
+        if len(sig) != 65:
+            raise ChainError(
+                f"a permit signature is 65 bytes (r, s, v); got {len(sig)}: sign the permit "
+                "request with eth_signTypedData_v4"
+            )
+        r, s_, v = sig[:32], sig[32:64], sig[64]
+        quote, qsig = self._signed_quote(
+            holder,
+            terms=terms,
+            coverage=coverage,
+            premium=premium,
+            expiry=expiry,
+            deadline=deadline,
         )
-        receipt = self.transact(call, wallet, "buy policy")
-        (ev,) = self.pool.events.PolicyPurchased().process_receipt(receipt, errors=DISCARD)
-        self._committed()
-        return Purchase(
-            int(ev["args"]["policyId"]),
-            receipt["transactionHash"].to_0x_hex(),
-            int(receipt["blockNumber"]),
+        call = self.pool.functions.buyPolicyWithPermit(
+            quote, qsig, int(permit_deadline), v if v >= 27 else v + 27, r, s_
         )
+        return self._purchase(self.transact(call, self.admin, "buy policy (permit)"))
 
     def policy_id_by_terms(self, terms: bytes) -> int:
         return int(self._rpc(lambda: self.pool.functions.policyIdByTerms(terms).call()))

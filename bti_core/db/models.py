@@ -102,6 +102,9 @@ class Policy(SQLModel, table=True):
     chain_policy_id: int | None = Field(default=None, index=True)
     tx_hash: str | None = Field(default=None, max_length=66)
     pay_deadline: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # a purchase from the trader's own wallet: their EIP-2612 permit ({"signature", "deadline"}),
+    # kept so a relay a crash interrupted can be sent again; None for custodial demo wallets
+    permit: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class PolicyEvent(SQLModel, table=True):

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
@@ -35,6 +36,17 @@ from bti_core.underwriting import (
 )
 
 log = logging.getLogger("bti.policies")
+
+
+@dataclass(frozen=True)
+class Permit:
+    """A trader's EIP-2612 permit of a premium, signed in their own wallet."""
+
+    signature: str  # 0x + 65 bytes (r, s, v)
+    deadline: int  # unix seconds
+
+    def as_json(self) -> dict[str, Any]:
+        return {"signature": self.signature, "deadline": self.deadline}
 
 
 @dataclass
@@ -66,8 +78,17 @@ class Purchases(Quoting):
             raise ChainError("no chain is configured: buying pays the premium on-chain")
         return self.chain
 
-    def buy(self, *, user_id: str, quote_id: str) -> Policy:
-        """Buy a quote's cover, paying the premium in BTI on-chain.
+    def buy(
+        self,
+        *,
+        user_id: str,
+        quote_id: str,
+        wallet: str | None = None,
+        permit: Permit | None = None,
+    ) -> Policy:
+        """Buy a quote's cover, paying the premium in BTI on-chain: from the trader's own
+        ``wallet`` with the ``permit`` they signed there (`permit_request`; any chain), or
+        from their custodial demo wallet (the local dev chain only).
 
         Steps, each durable before the next: (1) the policy is written ``pending`` with the
         hash of its terms; (2) the pool's ``buyPolicy`` takes the premium (unique per terms
@@ -90,15 +111,28 @@ class Purchases(Quoting):
                     f"the quote expired at {quote.expires_at:%H:%M:%S} UTC; ask for a new one",
                 )
             )
-        wallet = self.wallet_of(user_id)
+        if (wallet is None) != (permit is None):
+            raise PaymentError("a purchase from your own wallet needs its address and its permit")
+        address = wallet if wallet is not None else self.wallet_of(user_id).address
         if not failed:
-            self._require_balance(wallet.address, quote)
-        policy, failed, ours = self._write_pending(quote, order, cover, wallet.address, now, failed)
+            self._require_balance(address, quote)
+        policy, failed, ours = self._write_pending(
+            quote, order, cover, address, now, failed, permit
+        )
         if not ours:  # a second click got here first
             return self._again(policy, quote_id)
         if failed:
             require(failed)
         return self._pay(policy)
+
+    def permit_request(self, *, user_id: str, quote_id: str, wallet: str) -> dict[str, Any]:
+        """What the trader signs in their own wallet to buy ``quote_id`` from ``wallet``: the
+        EIP-2612 permit of the premium to the pool (``eth_signTypedData_v4``), valid until
+        the quote's payment deadline. Hand the signature to `buy` with ``permit``."""
+        self._require_trader(user_id)
+        quote, _ = self._quote_of(user_id, quote_id)
+        deadline = int((quote.expires_at + self.payment_window).timestamp())
+        return self._chain().permit_request(wallet, quote.premium, deadline)
 
     def _quote_of(self, user_id: str, quote_id: str) -> tuple[QuoteRecord, Policy | None]:
         with session_scope(self.db) as s:
@@ -124,6 +158,7 @@ class Purchases(Quoting):
         wallet: str,
         now: datetime,
         failed: list[Check],
+        permit: Permit | None = None,
     ) -> tuple[Policy, list[Check], bool]:
         """The limits are checked and the policy written in one serialised transaction, so
         purchases at the same moment (threads or processes) cannot both pass a limit. The
@@ -136,6 +171,7 @@ class Purchases(Quoting):
             if not failed:
                 failed = self._limits_now(s, order, cover, quote.user_id)
             policy = self._new_policy(quote, order, cover, wallet, _terms(quote, order, now), now)
+            policy.permit = None if permit is None else permit.as_json()
             s.add(policy)
             s.flush()
             add_policy_event(s, policy=policy, event="created", detail={"quote_id": quote.id})
@@ -211,15 +247,30 @@ class Purchases(Quoting):
         assert policy.terms_hash is not None
         assert policy.pay_deadline is not None
         terms = bytes(HexBytes(policy.terms_hash))
+        coverage, premium = policy.payout, policy.premium
+        expiry, deadline = int(policy.end_at.timestamp()), int(policy.pay_deadline.timestamp())
         try:
-            purchase = chain.buy_policy(
-                self.wallet_of(policy.user_id),
-                terms=terms,
-                coverage=policy.payout,
-                premium=policy.premium,
-                expiry=int(policy.end_at.timestamp()),
-                deadline=int(policy.pay_deadline.timestamp()),
-            )
+            if policy.permit is not None:  # the trader's own wallet: BTI relays their permit
+                assert policy.wallet is not None
+                purchase = chain.buy_policy_with_permit(
+                    policy.wallet,
+                    bytes(HexBytes(policy.permit["signature"])),
+                    permit_deadline=int(policy.permit["deadline"]),
+                    terms=terms,
+                    coverage=coverage,
+                    premium=premium,
+                    expiry=expiry,
+                    deadline=deadline,
+                )
+            else:
+                purchase = chain.buy_policy(
+                    self.wallet_of(policy.user_id),
+                    terms=terms,
+                    coverage=coverage,
+                    premium=premium,
+                    expiry=expiry,
+                    deadline=deadline,
+                )
         except ChainError as exc:
             if isinstance(exc, refusal_type("PolicyExists")):  # paid before a crash: record it
                 found = chain.purchase_of(terms)

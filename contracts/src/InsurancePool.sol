@@ -3,6 +3,7 @@ pragma solidity ^0.8.24;
 
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
 import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
 import {ERC4626} from "@openzeppelin/contracts/token/ERC20/extensions/ERC4626.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
@@ -141,34 +142,33 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
         returns (uint256 policyId)
     {
         if (q.holder != msg.sender) revert NotQuoteHolder(q.holder, msg.sender);
-        if (block.timestamp > q.deadline) revert QuoteExpired(q.deadline, block.timestamp);
-        if (q.expiry <= block.timestamp) revert BadExpiry(q.expiry);
-        if (q.coverage == 0 || q.premium == 0) revert ZeroAmount();
-        uint256 existing = policyIdByTerms[q.termsHash];
-        if (existing != 0) revert PolicyExists(q.termsHash, existing);
-        address signer = ECDSA.recover(_hashTypedDataV4(_quoteHash(q)), signature);
-        if (!hasRole(QUOTER_ROLE, signer)) revert BadQuoteSignature(signer);
-        uint256 available = reserves + q.premium - lockedCoverage;
-        if (q.coverage > available) revert InsufficientCapacity(q.coverage, available);
+        policyId = _buy(q, signature);
+    }
 
-        policyId = ++policyCount;
-        _policies[policyId] = Policy({
-            buyer: msg.sender,
-            start: uint64(block.timestamp),
-            expiry: q.expiry,
-            status: Status.Active,
-            coverage: q.coverage,
-            premium: q.premium,
-            paid: 0,
-            termsHash: q.termsHash
-        });
-        policyIdByTerms[q.termsHash] = policyId;
-        reserves += q.premium;
-        premiumsIn += q.premium;
-        lockedCoverage += q.coverage;
-        IERC20(asset()).safeTransferFrom(msg.sender, address(this), q.premium);
-        emit PolicyPurchased(policyId, msg.sender, q.termsHash, q.coverage, q.premium, q.expiry);
-        policyToken.mint(msg.sender, policyId);
+    /// @notice Buy the policy of a quote for `q.holder`, who authorised its premium with an
+    ///         EIP-2612 permit signed in their own wallet: anyone may relay it (BTI does, so the
+    ///         holder needs no gas), and the policy token is minted to the holder.
+    /// @dev The permit is tried, not required: if someone front-ran it, the allowance it set
+    ///      is there all the same (OpenZeppelin's advice for permits); without an allowance
+    ///      the premium's transfer reverts with ERC20InsufficientAllowance.
+    /// @param q The quote; `q.termsHash` unused.
+    /// @param signature The quoter's EIP-712 signature of `q`.
+    /// @param permitDeadline The permit's deadline (unix seconds).
+    /// @param v The permit signature's recovery id.
+    /// @param r The permit signature's r.
+    /// @param s The permit signature's s.
+    /// @return policyId The new policy's id (also the policy token's id).
+    function buyPolicyWithPermit(
+        Quote calldata q,
+        bytes calldata signature,
+        uint256 permitDeadline,
+        uint8 v,
+        bytes32 r,
+        bytes32 s
+    ) external nonReentrant whenNotPaused returns (uint256 policyId) {
+        try IERC20Permit(asset()).permit(q.holder, address(this), q.premium, permitDeadline, v, r, s) {}
+        catch {}
+        policyId = _buy(q, signature);
     }
 
     /// @notice Pay a claim on `policyId` to the current owner of its policy token, once.
@@ -301,6 +301,38 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
     }
 
     // ------------------------------------------------------------------ internals
+
+    /// @dev A purchase for `q.holder`, paid from the holder's allowance to this pool.
+    function _buy(Quote calldata q, bytes calldata signature) private returns (uint256 policyId) {
+        if (block.timestamp > q.deadline) revert QuoteExpired(q.deadline, block.timestamp);
+        if (q.expiry <= block.timestamp) revert BadExpiry(q.expiry);
+        if (q.coverage == 0 || q.premium == 0) revert ZeroAmount();
+        uint256 existing = policyIdByTerms[q.termsHash];
+        if (existing != 0) revert PolicyExists(q.termsHash, existing);
+        address signer = ECDSA.recover(_hashTypedDataV4(_quoteHash(q)), signature);
+        if (!hasRole(QUOTER_ROLE, signer)) revert BadQuoteSignature(signer);
+        uint256 available = reserves + q.premium - lockedCoverage;
+        if (q.coverage > available) revert InsufficientCapacity(q.coverage, available);
+
+        policyId = ++policyCount;
+        _policies[policyId] = Policy({
+            buyer: q.holder,
+            start: uint64(block.timestamp),
+            expiry: q.expiry,
+            status: Status.Active,
+            coverage: q.coverage,
+            premium: q.premium,
+            paid: 0,
+            termsHash: q.termsHash
+        });
+        policyIdByTerms[q.termsHash] = policyId;
+        reserves += q.premium;
+        premiumsIn += q.premium;
+        lockedCoverage += q.coverage;
+        IERC20(asset()).safeTransferFrom(q.holder, address(this), q.premium);
+        emit PolicyPurchased(policyId, q.holder, q.termsHash, q.coverage, q.premium, q.expiry);
+        policyToken.mint(q.holder, policyId);
+    }
 
     function _active(uint256 policyId) private view returns (Policy storage p) {
         p = _policies[policyId];

@@ -176,3 +176,77 @@ def test_snapshots_taken_at_once_each_write_a_whole_state(anvil: AnvilNode) -> N
     assert errors == []
     assert anvil.snapshot_path.stat().st_size > 0
     assert not list(anvil.state_dir.glob(".anvil-state.*.tmp"))
+
+
+def test_on_a_public_chain_a_trader_buys_with_their_own_wallet(
+    public_node: AnvilNode, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BTI holds no trader key there: the trader signs the premium's EIP-2612 permit in their
+    own wallet, BTI relays it (the trader needs no gas) and the policy token is theirs."""
+    from datetime import UTC, datetime, timedelta
+
+    from bti_core.market.schema import Kind
+    from bti_core.market.synthetic import generate_demo_markets
+    from bti_core.orders import Cover, Order
+    from bti_core.policies import Permit
+    from bti_core.services import build_services
+
+    monkeypatch.setenv("BTI_RPC_URL", public_node.url)
+    for k, v in _own_keys(public_node).items():
+        monkeypatch.setenv(k, v)
+    connect(Settings(), deploy=True, seed_capital=Decimal(100_000))
+    svc = build_services(Settings())
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    m = generate_demo_markets(start=now - timedelta(days=60), periods=24 * 60, seed=5)["BTCUSDT"]
+    for kind, frame, tf in ((Kind.MARK, m.mark, "1h"), (Kind.OHLCV, m.ohlcv, "1h")):
+        svc.ingestor.ingest_frame(frame, symbol="BTCUSDT", kind=kind, timeframe=tf, source="d")
+    svc.risk.n_paths = 4_000
+    trader = Account.create()  # the trader's own key: BTI never sees it
+    svc.chain.faucet(trader.address, Decimal(500), gas=Decimal(0))
+    spot = Decimal(str(round(svc.risk.spot("BTCUSDT"), 2)))
+    ins = svc.insurance
+
+    def quote() -> str:
+        return ins.quote(
+            user_id="zoe",
+            order=Order("BTCUSDT", "long", Decimal("0.05"), spot, Decimal(10)),
+            cover=Cover(coverage="100", duration_hours=24),
+        ).record.id
+
+    # a permit signed by someone else's key is refused by the pool: declined, nothing taken
+    qid = quote()
+    req = ins.permit_request(user_id="zoe", quote_id=qid, wallet=trader.address)
+    forged = Account.create().sign_typed_data(full_message=req).signature.to_0x_hex()
+    with pytest.raises(PaymentError, match="no premium was taken"):
+        ins.buy(
+            user_id="zoe",
+            quote_id=qid,
+            wallet=trader.address,
+            permit=Permit(forged, int(req["message"]["deadline"])),
+        )
+    assert svc.chain.balance(trader.address) == Decimal(500)
+
+    qid = quote()
+    req = ins.permit_request(user_id="zoe", quote_id=qid, wallet=trader.address)
+    assert req["domain"]["chainId"] == PUBLIC_CHAIN and req["primaryType"] == "Permit"
+    signed = trader.sign_typed_data(full_message=req).signature.to_0x_hex()  # in the wallet
+    policy = ins.buy(
+        user_id="zoe",
+        quote_id=qid,
+        wallet=trader.address,
+        permit=Permit(signed, int(req["message"]["deadline"])),
+    )
+    assert policy.status == "active" and policy.wallet == trader.address
+    on_chain = svc.chain.policy(policy.chain_policy_id or 0)
+    assert on_chain.owner == trader.address and on_chain.buyer == trader.address
+    assert svc.chain.balance(trader.address) == Decimal(500) - policy.premium
+    assert svc.chain.gas_balance(trader.address) == 0  # BTI paid the gas
+    again = ins.buy(
+        user_id="zoe",
+        quote_id=qid,
+        wallet=trader.address,
+        permit=Permit(signed, int(req["message"]["deadline"])),
+    )
+    assert again.id == policy.id  # a second click buys nothing more
+    assert svc.chain.balance(trader.address) == Decimal(500) - policy.premium
+    svc.close()
