@@ -249,4 +249,75 @@ def test_on_a_public_chain_a_trader_buys_with_their_own_wallet(
     )
     assert again.id == policy.id  # a second click buys nothing more
     assert svc.chain.balance(trader.address) == Decimal(500) - policy.premium
+
+    # the same from the command line: quote, the permit to sign, buy
+    import json
+    import re
+
+    r = runner.invoke(
+        app,
+        [
+            "policies",
+            "quote",
+            "--user",
+            "zoe",
+            "--symbol",
+            "BTCUSDT",
+            "--side",
+            "long",
+            "--quantity",
+            "0.05",
+            "--leverage",
+            "10",
+            "--coverage",
+            "100",
+            "--hours",
+            "24",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    qid2 = re.search(r"quote ([0-9a-f]{32})", r.output).group(1)  # type: ignore[union-attr]
+    r = runner.invoke(
+        app, ["policies", "permit", qid2, "--user", "zoe", "--wallet", trader.address]
+    )
+    assert r.exit_code == 0, r.output
+    req2 = json.loads(r.output)
+    sig2 = trader.sign_typed_data(full_message=req2).signature.to_0x_hex()
+    r = runner.invoke(
+        app,
+        [
+            "policies",
+            "buy",
+            qid2,
+            "--user",
+            "zoe",
+            "--wallet",
+            trader.address,
+            "--signature",
+            sig2,
+            "--deadline",
+            str(req2["message"]["deadline"]),
+        ],
+    )
+    assert r.exit_code == 0 and "is active until" in r.output, r.output
+    bad = runner.invoke(
+        app,
+        [
+            "policies",
+            "quote",
+            "--user",
+            "zoe",
+            "--symbol",
+            "BTCUSDT",
+            "--side",
+            "sideways",
+            "--quantity",
+            "0.05",
+            "--leverage",
+            "10",
+            "--coverage",
+            "100",
+        ],
+    )
+    assert bad.exit_code == 2 and "side must be one of long, short" in bad.output
     svc.close()
