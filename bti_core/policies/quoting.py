@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -181,22 +182,35 @@ class Quoting:
             expires_at=now + self.quote_ttl,
             user_id=user_id,
             symbol=order.symbol,
-            inputs={
-                "order": {k: None if v is None else str(v) for k, v in asdict(order).items()},
-                "cover": {k: str(v) for k, v in asdict(cover).items()},
-            },
+            inputs=_inputs(order, cover),
             liquidation_price=_dec(lp),
             spot=_dec(sr.spot),
             probability=p,
             probability_se=se,
             baseline_probability=base_p,
-            risk_index=index.value,
-            risk_breakdown=[asdict(c) for c in index.contributions],
-            payout=payout,
-            premium=premium.total,
-            premium_breakdown={k: str(v) for k, v in asdict(premium).items()},
-            checks=[asdict(c) for c in checks],
+            **_explained(index, premium, checks),
         )
         with session_scope(self.db) as s:
             add_quote(s, quote=record)
         return QuoteView(record, order, cover, index, premium, checks, sr.model_summary())
+
+
+def _inputs(order: Order, cover: Cover) -> dict[str, Any]:
+    """The order and the cover as typed, as strings (what `buy` rebuilds them from)."""
+    return {
+        "order": {k: None if v is None else str(v) for k, v in asdict(order).items()},
+        "cover": {k: str(v) for k, v in asdict(cover).items()},
+    }
+
+
+def _explained(index: RiskIndex, premium: Premium, checks: list[Check]) -> dict[str, Any]:
+    """The quote's explanation: the risk index and its factors, the premium and how it is
+    made, and every check."""
+    return {
+        "risk_index": index.value,
+        "risk_breakdown": [asdict(c) for c in index.contributions],
+        "payout": premium.payout,
+        "premium": premium.total,
+        "premium_breakdown": {k: str(v) for k, v in asdict(premium).items()},
+        "checks": [asdict(c) for c in checks],
+    }
