@@ -9,7 +9,8 @@ Prints:
    restart (`reconcile`, then `run`) settles it: double payments, lost claims and the log.
 
 Run: `.venv/bin/python benchmarks/faults.py` (about 15 minutes on two cores; `--runs 10
---claims 40` for a quick look; `--database-url postgresql+psycopg://…` for PostgreSQL).
+--claims 40` for a quick look; `--postgres` starts a throwaway PostgreSQL server on 127.0.0.1
+and runs on it; `--database-url postgresql+psycopg://…` uses yours).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -201,20 +204,53 @@ def faults(svc: Services, env: dict[str, str], runs: int, seed: int) -> None:
     print(f"   {b['verify']}")
 
 
+@contextmanager
+def _postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL server on 127.0.0.1 (as the tests start one; as root it runs as
+    the ``postgres`` user)."""
+    import pwd
+    import shutil
+
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    initdb = shutil.which("initdb") or str(bins[0] / "initdb")
+    pg_ctl = shutil.which("pg_ctl") or str(bins[0] / "pg_ctl")
+    base = Path(tempfile.mkdtemp(prefix="bti-pg-"))
+    (base / "sock").mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        user = "postgres" if "postgres" in {p.pw_name for p in pwd.getpwall()} else "nobody"
+        shutil.chown(base, user)
+        shutil.chown(base / "sock", user)
+        as_user = ["runuser", "-u", user, "--"]
+    port = free_port()
+    run = [*as_user, initdb, "-D", str(base / "data"), "-U", "bti", "-A", "trust", "--no-sync"]
+    subprocess.run(run, check=True, capture_output=True)
+    opts = f"-p {port} -k {base / 'sock'} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    ctl = [*as_user, pg_ctl, "-D", str(base / "data"), "-o", opts, "-l", str(base / "log")]
+    subprocess.run([*ctl, "-w", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://bti@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*ctl, "-m", "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--claims", type=int, default=200)
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--database-url", default=None)
+    ap.add_argument("--postgres", action="store_true", help="start a PostgreSQL server for it")
     args = ap.parse_args()
     with (
         tempfile.TemporaryDirectory() as tmp,
         AnvilNode(Path(tmp) / "chain", port=free_port()) as node,
+        _postgres() if args.postgres else nullcontext(args.database_url) as db_url,
     ):
         env = {**os.environ, "BTI_DATA_DIR": tmp, "BTI_RPC_URL": node.url}
-        if args.database_url:
-            env["BTI_DATABASE_URL"] = args.database_url
+        if db_url:
+            env["BTI_DATABASE_URL"] = db_url
         env.pop("BTI_CLAIMS_AUTO_LIMIT", None)
         os.environ.update(env)
         svc = build_services(Settings())
