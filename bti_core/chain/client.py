@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import tempfile
 import threading
 import time
@@ -45,6 +46,9 @@ from bti_core.chain.units import format_bti, from_units, to_units
 from bti_core.chain.wallets import ANVIL_KEYS
 from bti_core.errors import ChainError, PaymentTimeoutError
 
+# what a node says when another sender of the same key took the nonce first
+_NONCE_TAKEN = ("nonce too low", "replacement transaction underpriced")
+_SEND_ATTEMPTS = 8
 ZERO_HASH = b"\x00" * 32
 
 
@@ -142,8 +146,8 @@ class NonceLock:
     @contextmanager
     def hold(self, chain_id: int, address: str) -> Iterator[None]:
         key = f"{chain_id}-{address.lower()}"
-        with NonceLock._guard:
-            tlock = NonceLock._thread_locks.setdefault(key, threading.RLock())
+        with NonceLock._guard:  # threads of this process that share the lock's folder
+            tlock = NonceLock._thread_locks.setdefault(f"{self.directory}/{key}", threading.RLock())
         with tlock:
             self.directory.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.directory / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -362,17 +366,28 @@ class ChainClient:
         """The one way a transaction leaves BTI: under the sender's nonce lock, take the next
         nonce, build (``build(nonce)``), sign and send; then wait for the receipt. A revert is
         a `ChainError` with the pool's decoded reason."""
-        with self.nonce_lock.hold(self.chain_id, sender.address):
-            nonce = int(
-                self._rpc(
-                    lambda: self.w3.eth.get_transaction_count(sender.address, "pending"), what
+        for attempt in range(_SEND_ATTEMPTS):
+            with self.nonce_lock.hold(self.chain_id, sender.address):
+                nonce = int(
+                    self._rpc(
+                        lambda: self.w3.eth.get_transaction_count(sender.address, "pending"),
+                        what,
+                    )
                 )
-            )
-            tx = build(nonce)
-            signed = sender.sign_transaction(tx)
-            tx_hash = self._rpc(
-                lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction), what
-            )
+                tx = build(nonce)
+                raw = sender.sign_transaction(tx).raw_transaction
+                try:
+                    tx_hash = self._rpc(
+                        lambda raw=raw: self.w3.eth.send_raw_transaction(raw),  # type: ignore[misc]
+                        what,
+                    )
+                    break
+                except ChainError as exc:
+                    # the same key used from another host took this nonce: take the next one
+                    taken = any(m in str(exc).lower() for m in _NONCE_TAKEN)
+                    if not taken or attempt == _SEND_ATTEMPTS - 1:
+                        raise
+            time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))  # let the other host go on
         return self._wait(tx_hash, what, int(tx["gas"]))
 
     def _wait(self, tx_hash: Any, what: str, gas_limit: int) -> Any:

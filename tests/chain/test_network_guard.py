@@ -321,3 +321,34 @@ def test_on_a_public_chain_a_trader_buys_with_their_own_wallet(
     )
     assert bad.exit_code == 2 and "side must be one of long, short" in bad.output
     svc.close()
+
+
+def test_one_key_used_from_two_hosts_at_once_retries_a_taken_nonce(
+    chain: ChainClient, tmp_path: Path
+) -> None:
+    """Two clients whose nonce locks do not see each other (two hosts) send from one key at
+    once: a nonce the other host took is retried with the next, and every transfer lands."""
+    from bti_core.chain.client import NonceLock
+
+    hosts = [
+        ChainClient(chain.url, chain.deployment, nonce_lock=NonceLock(tmp_path / f"host{i}"))
+        for i in range(2)
+    ]
+    targets = [Account.create().address for _ in range(8)]
+    errors: list[BaseException] = []
+
+    def mint(client: ChainClient, to: str) -> None:
+        try:
+            client.faucet(to, Decimal(3), gas=Decimal(0))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=mint, args=(hosts[i % 2], to)) for i, to in enumerate(targets)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [], errors
+    assert all(chain.balance(to) == Decimal(3) for to in targets)
