@@ -133,6 +133,15 @@ def _books(svc: Services) -> dict[str, object]:
         "lost": len(active),
         "paid_without_claim": len(set(paid_on_chain) - {p.chain_policy_id for p in policies}),
         "verify": str(svc.claims.verify_log()),
+        "states": dict(Counter(c.state for c in claims)),
+        "why_unpaid": Counter(
+            (
+                c.decision_reason
+                or "; ".join(str(ch.get("name")) for ch in c.checks if ch.get("outcome") != "pass")
+            )[:90]
+            for c in claims
+            if c.state != "paid"
+        ).most_common(3),
     }
 
 
@@ -196,6 +205,7 @@ def faults(svc: Services, env: dict[str, str], runs: int, seed: int) -> None:
             print(f"   {k + 1} runs ({time.perf_counter() - t_all:.0f} s)", flush=True)
     b = _books(svc)
     print(f"   killed mid-pipeline {killed}, finished before the kill {finished}")
+    print(f"   claims by state {b['states']}; not paid because {b['why_unpaid']}")
     print(
         f"   claims {b['claims']}: double payments {b['paid_twice_chain']} (chain) / "
         f"{b['paid_twice_log']} (log), decided twice {b['decided_twice']}, lost claims "
