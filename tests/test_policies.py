@@ -425,26 +425,6 @@ def test_absurd_prices_and_sizes_are_refused_with_the_bound(field: str) -> None:
         Order("BTCUSDT", "long", kw["quantity"], kw["entry_price"], "10", order_type="limit")
 
 
-def test_paid_liquidations_count_in_the_trader_history(
-    svc: InsuranceService, engine: Engine
-) -> None:
-    fund(svc, "quin")
-    p = svc.buy(
-        user_id="quin",
-        quote_id=svc.quote(
-            user_id="quin", order=btc_order(svc.risk), cover=Cover(coverage="50", duration_hours=24)
-        ).record.id,
-    )
-    with Session(engine) as s:
-        row = s.get(Policy, p.id)
-        assert row is not None
-        row.status = "paid"  # liquidated, claimed and paid
-        s.add(row)
-        s.commit()
-    h = svc.trader_history("quin")
-    assert h.policies == 1 and h.liquidations == 1 and h.claims == 0  # no claim row here
-
-
 def test_listing_policies_writes_nothing_and_sends_nothing(
     svc: InsuranceService, clock: Clock, engine: Engine
 ) -> None:
@@ -461,3 +441,54 @@ def test_listing_policies_writes_nothing_and_sends_nothing(
     listing = svc.policies("rex")
     assert list(listing["status"]) == ["active"]
     assert svc.chain.w3.eth.block_number == block and count(engine, PolicyEvent) == events
+
+
+def test_open_cover_is_summed_exactly(engine: Engine) -> None:
+    """SQLite keeps money as text; its SUM would add floats (0.1 + 0.2 = 0.30000000000000004)."""
+    from bti_core.db.repository import open_cover
+
+    with Session(engine) as s:
+        for i, (user, cov) in enumerate((("a", "0.1"), ("a", "0.2"), ("b", "0.7"))):
+            quote = QuoteRecord(
+                id=f"q{i}",
+                expires_at=datetime.now(UTC),
+                user_id=user,
+                symbol="BTCUSDT",
+                liquidation_price=Decimal(1),
+                spot=Decimal(1),
+                probability=0.1,
+                probability_se=0.0,
+                baseline_probability=0.1,
+                risk_index=1.0,
+                payout=Decimal(cov),
+                premium=Decimal(1),
+            )
+            s.add(quote)
+            s.flush()
+            s.add(
+                Policy(
+                    quote_id=quote.id,
+                    user_id=user,
+                    symbol="BTCUSDT",
+                    side="long",
+                    quantity=Decimal(1),
+                    entry_price=Decimal(1),
+                    leverage=Decimal(2),
+                    margin_mode="isolated",
+                    order_type="market",
+                    margin=Decimal(1),
+                    liquidation_price=Decimal(1),
+                    coverage=Decimal(cov),
+                    share=Decimal(1),
+                    deductible=Decimal(0),
+                    payout=Decimal(cov),
+                    premium=Decimal(1),
+                    probability=0.1,
+                    risk_index=1.0,
+                    start_at=datetime.now(UTC),
+                    end_at=datetime.now(UTC),
+                    status="active",
+                )
+            )
+        s.commit()
+        assert open_cover(s, user_id="a") == (Decimal("0.3"), Decimal("1.0"))

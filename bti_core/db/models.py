@@ -104,7 +104,9 @@ class Policy(SQLModel, table=True):
     pay_deadline: datetime | None = Field(default=None, sa_type=UTCDateTime)
     # a purchase from the trader's own wallet: their EIP-2612 permit ({"signature", "deadline"}),
     # kept so a relay a crash interrupted can be sent again; None for custodial demo wallets
-    permit: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    permit: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JSON(none_as_null=True), nullable=True)
+    )
 
 
 class PolicyEvent(SQLModel, table=True):

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from bti_core.db.models import Claim, IngestRun, Policy, PolicyEvent, QuoteRecord
@@ -84,20 +84,31 @@ def policies_with_status(session: Session, *, statuses: Sequence[str]) -> Sequen
 
 
 def open_cover(session: Session, *, user_id: str) -> tuple[Decimal, Decimal]:
-    """(``user_id``'s open cover, the pool's open cover): active and pending policies."""
+    """(``user_id``'s open cover, the pool's open cover): active and pending policies.
+
+    Summed here in `Decimal`: SQLite keeps money as text, and its SUM would add floats."""
     rows = session.exec(
-        select(Policy.user_id, func.coalesce(func.sum(Policy.coverage), 0))
-        .where(col(Policy.status).in_(["active", "pending"]))
-        .group_by(col(Policy.user_id))
+        select(col(Policy.user_id), col(Policy.coverage)).where(
+            col(Policy.status).in_(["active", "pending"])
+        )
     ).all()
-    mine = sum((Decimal(str(v)) for u, v in rows if u == user_id), Decimal(0))
-    return mine, sum((Decimal(str(v)) for _, v in rows), Decimal(0))
+    mine = sum((cov for u, cov in rows if u == user_id), Decimal(0))
+    return mine, sum((cov for _, cov in rows), Decimal(0))
 
 
-def claims_count(session: Session, *, user_id: str) -> int:
-    return int(
-        session.exec(select(func.count()).select_from(Claim).where(Claim.user_id == user_id)).one()
-    )
+def book_rows(session: Session, *, user_id: str) -> Sequence[tuple[str, Decimal, str, Decimal]]:
+    """``(user_id, coverage, status, leverage)`` of every open policy and of every policy of
+    ``user_id``: one read gives a quote the pool's exposure and the trader's record."""
+    stmt = select(
+        col(Policy.user_id), col(Policy.coverage), col(Policy.status), col(Policy.leverage)
+    ).where(or_(col(Policy.status).in_(["active", "pending"]), col(Policy.user_id) == user_id))
+    return session.exec(stmt).all()
+
+
+def claim_outcomes(session: Session, *, user_id: str) -> Sequence[tuple[str, str]]:
+    """``(source, state)`` of every claim of ``user_id``."""
+    stmt = select(col(Claim.source), col(Claim.state)).where(Claim.user_id == user_id)
+    return session.exec(stmt).all()
 
 
 def move_policy(

@@ -3,11 +3,13 @@ with the risk index and check it against underwriting; the quote is stored with 
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -15,16 +17,16 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from bti_core.auth import AuthError, get_user
+from bti_core.auth import AuthError
 from bti_core.chain.client import ChainClient
 from bti_core.chain.wallets import CustodialWallets
 from bti_core.db.engine import session_scope
-from bti_core.db.models import QuoteRecord
+from bti_core.db.models import AppUser, QuoteRecord
 from bti_core.db.repository import (
     add_quote,
-    claims_count,
+    book_rows,
+    claim_outcomes,
     open_cover,
-    policies_of,
 )
 from bti_core.errors import BTIError
 from bti_core.orders import Cover, MarginMode, Order
@@ -40,6 +42,7 @@ from bti_core.underwriting import (
 )
 
 PRICE_PLACES = Decimal("0.00000001")
+ROLE_TTL = 30.0  # seconds a quote trusts a role it has seen
 
 
 class QuoteError(BTIError, LookupError):
@@ -86,19 +89,33 @@ class Quoting:
     def allowed_symbols(self) -> list[str]:
         return self.risk.warehouse.symbols()
 
-    def trader_history(self, user_id: str) -> TraderHistory:
-        with session_scope(self.db) as s:
-            pols = [p for p in policies_of(s, user_id=user_id) if p.status != "declined"]
-        if not pols:
+    def trader_history(self, user_id: str, s: Session | None = None) -> TraderHistory:
+        """The trader's record for the risk index (in ``s`` when given)."""
+        if s is None:
+            with session_scope(self.db) as fresh:
+                return self.trader_history(user_id, fresh)
+        return self._history(s, user_id, book_rows(s, user_id=user_id))
+
+    @staticmethod
+    def _history(
+        s: Session, user_id: str, rows: Sequence[tuple[str, Decimal, str, Decimal]]
+    ) -> TraderHistory:
+        mine = [
+            (status, lev) for u, _, status, lev in rows if u == user_id and status != "declined"
+        ]
+        if not mine:
             return TraderHistory()
-        liquidated = sum(p.status in ("claimed", "paid") for p in pols)
-        with session_scope(self.db) as s:
-            claims = claims_count(s, user_id=user_id)
+        liquidations = claims = 0
+        if any(status in ("claimed", "paid") for status, _ in mine):  # every claim does that
+            outcomes = claim_outcomes(s, user_id=user_id)
+            claims = len(outcomes)
+            # a liquidation the market showed, or one paid on the trader's own record
+            liquidations = sum(src == "market_scan" or st == "paid" for src, st in outcomes)
         return TraderHistory(
-            policies=len(pols),
-            liquidations=liquidated,
+            policies=len(mine),
+            liquidations=liquidations,
             claims=claims,
-            average_leverage=float(np.mean([float(p.leverage) for p in pols])),
+            average_leverage=float(np.mean([float(lev) for _, lev in mine])),
         )
 
     def _exposure(self, user_id: str, s: Session | None = None) -> tuple[Decimal, Decimal]:
@@ -109,9 +126,30 @@ class Quoting:
                 return self._exposure(user_id, fresh)
         return open_cover(s, user_id=user_id)
 
-    def _require_trader(self, user_id: str) -> None:
-        user = get_user(self.db, user_id)
-        if user is not None and user.is_underwriter:
+    def _require_trader(self, user_id: str, s: Session | None = None) -> None:
+        """Underwriters do not buy cover with their account (read fresh: `buy` calls it)."""
+        if s is None:
+            with session_scope(self.db) as fresh:
+                return self._require_trader(user_id, fresh)
+        user = s.get(AppUser, user_id)
+        self._roles[user_id] = (None if user is None else user.role, time.monotonic())
+        self._refuse_underwriter(user_id, None if user is None else user.role)
+
+    @cached_property
+    def _roles(self) -> dict[str, tuple[str | None, float]]:
+        return {}
+
+    def _role_for_quote(self, s: Session, user_id: str) -> None:
+        """The role check of a quote (no money moves on a quote: a role seen in the last
+        ``ROLE_TTL`` seconds is trusted; `buy` checks afresh)."""
+        seen = self._roles.get(user_id)
+        if seen is None or time.monotonic() - seen[1] > ROLE_TTL:
+            return self._require_trader(user_id, s)
+        self._refuse_underwriter(user_id, seen[0])
+
+    @staticmethod
+    def _refuse_underwriter(user_id: str, role: str | None) -> None:
+        if role == "underwriter":
             raise AuthError(
                 f"{user_id} is an underwriter: underwriters decide claims and do not buy "
                 "cover with that account; sign in as a trader to insure an order"
@@ -119,7 +157,13 @@ class Quoting:
 
     def quote(self, *, user_id: str, order: Order, cover: Cover) -> QuoteView:
         """Price the cover of an order and store the quote (with any failed checks)."""
-        self._require_trader(user_id)
+        with session_scope(self.db) as s:  # one read for who asks, what is open, their record
+            self._role_for_quote(s, user_id)
+            rows = book_rows(s, user_id=user_id)
+            history = self._history(s, user_id, rows)
+        open_ = [(u, cov) for u, cov, status, _ in rows if status in ("active", "pending")]
+        mine = sum((cov for u, cov in open_ if u == user_id), Decimal(0))
+        pool = sum((cov for _, cov in open_), Decimal(0))
         now = self.clock()
         sr = self.risk.symbol_risk(order.symbol)
         br = brackets_for(order.symbol)
@@ -134,7 +178,6 @@ class Quoting:
         se = 0.0 if reached else float(se_arr)
         base_p = float(sr.baseline(lp, cover.duration_hours, side))
         max_lev = Decimal(str(br.max_leverage_for(q * ep)))
-        mine, pool = self._exposure(user_id)
         payout = cover.payout(order.margin).quantize(Decimal("0.01"))
         checks = check_cover(
             order,
@@ -163,7 +206,7 @@ class Quoting:
             margin_mode=str(order.margin_mode),
             distance_to_liquidation=distance,
             market=sr.features,
-            trader=self.trader_history(user_id),
+            trader=history,
             macro_signal=macro_signal_at(self.macro, pd.Timestamp(now)),
         )
         capacity = self.limits.pool_capacity

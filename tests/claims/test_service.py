@@ -529,3 +529,18 @@ def test_a_release_that_fails_after_a_final_denial_is_logged(
     with caplog.at_level("WARNING", logger="bti.claims"):
         assert w.claims.decide(cid, UNDERWRITER, "deny", "upheld").state == "denied"
     assert "releasing the cover" in caplog.text and "not answering" in caplog.text
+
+
+def test_paid_liquidations_and_denied_claims_count_in_the_trader_history(world: World) -> None:
+    """Before, only `claimed` policies counted: a paid liquidation vanished from the risk
+    index's trader factor, and liquidations and claims were always the same number."""
+    w = world
+    _paid_claim(w, "zed")
+    h = w.ins.trader_history("zed")
+    assert (h.policies, h.liquidations, h.claims) == (1, 1, 1)
+    p = buy(w, "zed")  # a second policy, claimed on a record the market does not confirm
+    record = f"symbol,side,quantity,price,time\nBTCUSDT,long,0.1,1,{NOW.isoformat()}\n".encode()
+    cid = w.claims.file_claim(User("zed", "Z", "trader"), p.id or 0, record, "r.csv")
+    assert w.claims.process(cid).state == "denied"
+    h = w.ins.trader_history("zed")
+    assert (h.policies, h.liquidations, h.claims) == (2, 1, 2)
