@@ -78,5 +78,5 @@ class ContractRefusalError(ChainError):
     subclass, named after it (`bti_core.chain.artifacts.refusal_type`)."""
 
 
-class PaymentTimeoutError(ChainError):
+class TransactionTimeoutError(ChainError):
     """A transaction was sent but not seen mined in time: it may still land (reconcile)."""

@@ -76,7 +76,12 @@ def test_workers_and_cli_runs_at_once_decide_and_pay_each_claim_once(
         )
         svc.insurance.buy(user_id=user, quote_id=q.record.id)
     last, mark = replay_crash(
-        svc.risk.spot("BTCUSDT"), start=NOW + timedelta(hours=2), hours=6, drop=0.3
+        # three hours after the purchases, whatever the time now (the audit refers a claim
+        # liquidated within an hour of buying; NOW is the hour the module was imported in)
+        svc.risk.spot("BTCUSDT"),
+        start=datetime.now(UTC) + timedelta(hours=3),
+        hours=6,
+        drop=0.3,
     )
     svc.ingestor.ingest_frame(mark, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="r")
     svc.ingestor.ingest_frame(last, symbol="BTCUSDT", kind=Kind.OHLCV, timeframe="1h", source="r")

@@ -15,9 +15,7 @@ send from the same key at once never collide on "nonce too low".
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import random
 import tempfile
 import threading
@@ -44,11 +42,27 @@ from web3.logs import DISCARD
 from bti_core.chain.artifacts import artifact, decode_revert, event_table, refusal_type
 from bti_core.chain.units import format_bti, from_units, to_units
 from bti_core.chain.wallets import ANVIL_KEYS
-from bti_core.errors import ChainError, PaymentTimeoutError
+from bti_core.errors import ChainError, TransactionTimeoutError
+from bti_core.filelock import file_lock
 
 # what a node says when another sender of the same key took the nonce first
 _NONCE_TAKEN = ("nonce too low", "replacement transaction underpriced")
 _SEND_ATTEMPTS = 8
+_QUOTE_FIELDS = (  # InsurancePool.Quote, as the pool hashes it
+    ("holder", "address"),
+    ("termsHash", "bytes32"),
+    ("coverage", "uint256"),
+    ("premium", "uint256"),
+    ("expiry", "uint64"),
+    ("deadline", "uint64"),
+)
+_PERMIT_FIELDS = (  # EIP-2612
+    ("owner", "address"),
+    ("spender", "address"),
+    ("value", "uint256"),
+    ("nonce", "uint256"),
+    ("deadline", "uint256"),
+)
 ZERO_HASH = b"\x00" * 32
 
 
@@ -148,15 +162,8 @@ class NonceLock:
         key = f"{chain_id}-{address.lower()}"
         with NonceLock._guard:  # threads of this process that share the lock's folder
             tlock = NonceLock._thread_locks.setdefault(f"{self.directory}/{key}", threading.RLock())
-        with tlock:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.directory / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
+        with tlock, file_lock(self.directory / f"{key}.lock"):
+            yield
 
 
 def terms_hash(terms: dict[str, Any]) -> bytes:
@@ -396,7 +403,7 @@ class ChainClient:
                 tx_hash, timeout=self.timeout, poll_latency=0.01
             )
         except TimeExhausted as exc:
-            raise PaymentTimeoutError(
+            raise TransactionTimeoutError(
                 f"{what}: transaction {HexBytes(tx_hash).to_0x_hex()} not mined within "
                 f"{self.timeout:.0f} s; it may still be mined (reconcile will settle it)"
             ) from exc
@@ -522,32 +529,12 @@ class ChainClient:
 
     def sign_quote(self, quote: dict[str, Any]) -> bytes:
         """The quoter's EIP-712 signature of a quote (the struct InsurancePool verifies)."""
-        typed = {
-            "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
-                "Quote": [
-                    {"name": "holder", "type": "address"},
-                    {"name": "termsHash", "type": "bytes32"},
-                    {"name": "coverage", "type": "uint256"},
-                    {"name": "premium", "type": "uint256"},
-                    {"name": "expiry", "type": "uint64"},
-                    {"name": "deadline", "type": "uint64"},
-                ],
-            },
-            "primaryType": "Quote",
-            "domain": {
-                "name": "BTI InsurancePool",
-                "version": "1",
-                "chainId": self.chain_id,
-                "verifyingContract": to_checksum_address(self.deployment.pool),
-            },
-            "message": quote,
-        }
+        typed = self._typed_data(
+            "Quote",
+            _QUOTE_FIELDS,
+            ("BTI InsurancePool", self.deployment.pool),
+            quote,
+        )
         return bytes(self.quoter.sign_typed_data(full_message=typed).signature)
 
     def _signed_quote(
@@ -611,6 +598,28 @@ class ChainClient:
         nonce = int(
             self._rpc(lambda: self.token.functions.nonces(to_checksum_address(owner)).call())
         )
+        return self._typed_data(
+            "Permit",
+            _PERMIT_FIELDS,
+            ("BTI", self.deployment.token),
+            {
+                "owner": to_checksum_address(owner),
+                "spender": to_checksum_address(self.deployment.pool),
+                "value": to_units(amount),
+                "nonce": nonce,
+                "deadline": int(deadline),
+            },
+        )
+
+    def _typed_data(
+        self,
+        primary: str,
+        fields: tuple[tuple[str, str], ...],
+        domain: tuple[str, str],
+        message: dict[str, Any],
+    ) -> dict[str, Any]:
+        """EIP-712 typed data (``eth_signTypedData_v4``) for a struct of one of BTI's
+        contracts; ``domain`` is the contract's EIP-712 name and address (version "1")."""
         return {
             "types": {
                 "EIP712Domain": [
@@ -619,28 +628,16 @@ class ChainClient:
                     {"name": "chainId", "type": "uint256"},
                     {"name": "verifyingContract", "type": "address"},
                 ],
-                "Permit": [
-                    {"name": "owner", "type": "address"},
-                    {"name": "spender", "type": "address"},
-                    {"name": "value", "type": "uint256"},
-                    {"name": "nonce", "type": "uint256"},
-                    {"name": "deadline", "type": "uint256"},
-                ],
+                primary: [{"name": n, "type": t} for n, t in fields],
             },
-            "primaryType": "Permit",
+            "primaryType": primary,
             "domain": {
-                "name": "BTI",
+                "name": domain[0],
                 "version": "1",
                 "chainId": self.chain_id,
-                "verifyingContract": to_checksum_address(self.deployment.token),
+                "verifyingContract": to_checksum_address(domain[1]),
             },
-            "message": {
-                "owner": to_checksum_address(owner),
-                "spender": to_checksum_address(self.deployment.pool),
-                "value": to_units(amount),
-                "nonce": nonce,
-                "deadline": int(deadline),
-            },
+            "message": message,
         }
 
     def buy_policy_with_permit(

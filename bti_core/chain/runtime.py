@@ -11,18 +11,14 @@ and anvil's public development keys are refused before anything is sent or read.
 from __future__ import annotations
 
 import atexit
-import fcntl
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
-from pathlib import Path
 
 from bti_core.chain.client import ChainClient, Deployment
 from bti_core.chain.node import AnvilNode, is_up
 from bti_core.chain.wallets import LOCAL_CHAIN_ID, require_safe_keys
 from bti_core.config import Settings, get_settings
 from bti_core.errors import ChainError
+from bti_core.filelock import file_lock
 
 
 def _keys(s: Settings) -> dict[str, str]:
@@ -56,7 +52,7 @@ def connect(
         if not is_up(node.url):
             if not start_node:
                 raise ChainError(f"no chain node on {node.url}; start one with `bti chain up`")
-            with _file_lock(s.chain_dir / "node.lock"):  # the dashboard and a worker at once
+            with file_lock(s.chain_dir / "node.lock"):  # the dashboard and a worker at once
                 if not is_up(node.url):
                     node.start()
                     atexit.register(node.stop)
@@ -80,21 +76,9 @@ def connect(
             f"(no {path.name} with live contracts); run `bti chain deploy` to deploy them"
         )
     # one deployer at a time: processes starting together must not deploy two pools
-    with _file_lock(path.with_suffix(".lock")):
+    with file_lock(path.with_suffix(".lock")):
         client.use_deployment(Deployment.load(path))
         if not client.is_deployed():
             client.deploy(s.pool_capacity if seed_capital is None else seed_capital)
             client.deployment.save(path)
     return client
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)

@@ -358,18 +358,20 @@ class ClaimsService:
             stmt = select(Claim.id).where(col(Claim.state).in_([x.value for x in states]))
             return [i for i in s.exec(stmt.order_by(col(Claim.id))).all() if i is not None]
 
+    def _decide_and_pay(self, claim_id: int) -> Claim | None:
+        """Audit and decide an opened claim, and pay it if approved; None when another
+        process had already taken it."""
+        decided = self._audit_and_decide(claim_id)
+        if decided is not None and decided.state in (State.APPROVED.value, State.ADJUSTED.value):
+            return self.payments.pay(claim_id)
+        return decided
+
     def run(self) -> RunReport:
         """Scan the market, then audit, decide and pay every claim that is waiting (safe beside
         other runs: each claim is taken by one of them)."""
         report = RunReport(opened=self.scan())
         for cid in self._waiting([State.OPENED]):
-            decided = self._audit_and_decide(cid)
-            if decided is not None and decided.state in (
-                State.APPROVED.value,
-                State.ADJUSTED.value,
-            ):
-                decided = self.payments.pay(cid)
-            report.add(decided)
+            report.add(self._decide_and_pay(cid))
         return report
 
     def reconcile(self) -> RunReport:
@@ -377,13 +379,7 @@ class ClaimsService:
         sent, ``paying`` (sent or not) whose sender is gone, and failed payments."""
         report = RunReport()
         for cid in self._waiting([State.OPENED]):
-            decided = self._audit_and_decide(cid)
-            if decided is not None and decided.state in (
-                State.APPROVED.value,
-                State.ADJUSTED.value,
-            ):
-                decided = self.payments.pay(cid)
-            report.add(decided)
+            report.add(self._decide_and_pay(cid))
         for cid in self._waiting([State.APPROVED, State.ADJUSTED, State.PAYING, State.FAILED]):
             report.add(self.payments.pay(cid))
         return report

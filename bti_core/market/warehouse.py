@@ -14,7 +14,6 @@ one, never half of one, and an import killed halfway leaves the previous state r
 
 from __future__ import annotations
 
-import fcntl
 import os
 import threading
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bti_core.errors import NoDataError, WarehouseError
+from bti_core.filelock import file_lock
 from bti_core.market.schema import TIMEFRAMES, Kind, canonical_symbol, timeframe_delta
 
 ROW_GROUP_SIZE = 131_072
@@ -129,13 +129,8 @@ class Warehouse:
 
     @contextmanager
     def _writer_lock(self, path: Path) -> Iterator[None]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.parent / f".{path.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with file_lock(path.parent / f".{path.name}.lock"):
+            yield
 
     def write(
         self, kind: Kind | str, symbol: str, timeframe: str, frame: pd.DataFrame
