@@ -742,40 +742,45 @@ def demo_crash(
     drop: Annotated[
         float, typer.Option(min=-2.0, max=0.9, help="Fall as a fraction (0.3 = −30 %; < 0 rallies)")
     ] = 0.3,
-    hours: Annotated[int, typer.Option(min=1, max=240, help="Bars the fall takes")] = 6,
-    after: Annotated[
-        int, typer.Option(min=0, max=240, help="Hours from now until the crash starts")
-    ] = 1,
+    minutes: Annotated[
+        int, typer.Option(min=1, max=600, help="Minutes the fall takes, ending now")
+    ] = 30,
 ) -> None:
-    """Demo: replay a crash into the market data (bars from now on), then run the claims."""
+    """Demo: replay a crash that ends now (one-minute bars up to the present, never later),
+    then run the claims. The pages mark the replayed stretch."""
+    import time
+
     import pandas as pd
 
-    from bti_core.market.schema import Kind
-    from bti_core.market.synthetic import replay_crash
+    from bti_core.market.replay import crash_now
 
+    services = _services()
     try:
-        with _context() as (_settings, warehouse, ingestor):
-            tf = "1h"
-            last_bar = warehouse.latest(Kind.MARK, symbol, tf)
-            start = max(
-                pd.Timestamp.now(tz="UTC") + pd.Timedelta(hours=after),
-                pd.Timestamp(last_bar["ts"]) + pd.Timedelta(hours=1),
+        newest = services.insurance.newest_start(symbol)
+        now = pd.Timestamp.now(tz="UTC")
+        if newest is not None and pd.Timestamp(newest) >= now.floor("1min"):
+            # a claim counts bars that open after the purchase: wait for the next minute's
+            wait = (now.floor("1min") + pd.Timedelta(minutes=1) - now).total_seconds()
+            console.print(
+                f"a {symbol} policy was bought this minute: waiting {wait:.0f} s for the next "
+                "minute bar, so that the crash comes after it"
             )
-            last, mark = replay_crash(float(last_bar["close"]), start=start, hours=hours, drop=drop)
-            ingestor.ingest_frame(mark, symbol=symbol, kind=Kind.MARK, timeframe=tf, source="crash")
-            ingestor.ingest_frame(
-                last, symbol=symbol, kind=Kind.OHLCV, timeframe=tf, source="crash"
-            )
-        # the move as a price change (a drop of 0.3 is −30 %), from the first replayed bar
-        move = f"{-drop:+.0%}".replace("-", "−")
-        first = pd.Timestamp(mark["ts"].iloc[0])
+            time.sleep(wait)
+        replay = crash_now(
+            services.warehouse, services.ingestor, symbol, drop=drop, minutes=minutes
+        )
+        move = f"{replay.move:+.1%}".replace("-", "−")
         console.print(
-            f"{symbol}: {move} over {hours} h from {first:%Y-%m-%d %H:%M} UTC replayed",
+            f"{replay.symbol}: {move} over {replay.minutes} min, "
+            f"{replay.fall_start:%Y-%m-%d %H:%M} – {replay.last_bar:%H:%M} UTC replayed "
+            "(ending now)",
             soft_wrap=True,
         )
-        console.print(f"claims: {_services().claims.run()}")
+        console.print(f"claims: {services.claims.run()}")
     except (BTIError, ValueError) as exc:
         raise _fail(exc) from exc
+    finally:
+        services.close()
 
 
 @users_app.command("add")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
@@ -135,6 +136,23 @@ def check_cover(
             )
         )
     return checks
+
+
+MARKET_ENTRY_TOLERANCE = 0.01  # the mark moves while a trader types; a stale form moves more
+
+
+def check_market_entry(order: Order, mark: float) -> Check:
+    """A market order fills at the mark price: its entry may differ from the current mark by
+    at most `MARKET_ENTRY_TOLERANCE` (a form that kept another symbol's or an older price)."""
+    entry = float(order.entry_price)
+    gap = entry / mark - 1 if mark > 0 else math.inf
+    return Check(
+        "market_entry",
+        str(order.order_type) != "market" or abs(gap) <= MARKET_ENTRY_TOLERANCE,
+        f"a market order fills at {order.symbol}'s mark price, {mark:,.2f} USDT now; the entry "
+        f"given, {entry:,.2f} USDT, is {gap:+.1%} from it (at most "
+        f"±{MARKET_ENTRY_TOLERANCE:.0%}): use the current mark, or a limit order for another price",
+    )
 
 
 def check_premium(premium: Decimal, payout: Decimal) -> Check:

@@ -245,3 +245,47 @@ def claim_evidence_figure(
         title="Evidence: mark vs last price around the event (window shaded)",
     )
     return fig
+
+
+def premium_curve_figure(curve: pd.DataFrame, leverage: float, hours: int) -> go.Figure:
+    """What-if: the premium against leverage, one line per cover duration, the quoted order
+    marked. Hover gives P(liquidation) and the payout behind each point."""
+    fig = go.Figure()
+    palette = ["#94a3b8", "#0891b2", ACCENT, "#7c3aed", "#db2777", DOWN]
+    for i, (h, g) in enumerate(curve.groupby("hours")):
+        label = f"{h // 24} d" if h % 24 == 0 else f"{h} h"
+        fig.add_trace(
+            go.Scatter(
+                x=g["leverage"],
+                y=g["premium"],
+                name=label,
+                mode="lines+markers",
+                line={"color": palette[i % len(palette)], "width": 3 if h == hours else 1.5},
+                customdata=g[["probability", "payout"]].to_numpy(),
+                hovertemplate=(
+                    "%{x:.0f}× for " + label + ": %{y:,.2f} BTI<br>P(liq.) %{customdata[0]:.2%}"
+                    " · pays %{customdata[1]:,.2f}<extra></extra>"
+                ),
+            )
+        )
+    here = curve[(curve["leverage"] == leverage) & (curve["hours"] == hours)]
+    if len(here):
+        fig.add_trace(
+            go.Scatter(
+                x=here["leverage"],
+                y=here["premium"],
+                name="this quote",
+                mode="markers",
+                marker={"size": 13, "color": MARK, "symbol": "star"},
+                hoverinfo="skip",
+            )
+        )
+    fig.update_layout(
+        title="What if: premium by leverage and duration",
+        height=300,
+        margin={"t": 40, "b": 10, "l": 10, "r": 10},
+        legend={"title": "cover"},
+        xaxis={"title": "leverage (×)", "type": "log", "tickformat": ".0f"},
+        yaxis={"title": "premium (BTI)", "tickformat": ",.2f"},
+    )
+    return fig

@@ -200,3 +200,49 @@ def show_flash() -> None:
     message = st.session_state.pop("_flash", None)
     if message:
         st.success(message)
+
+
+def replay_notice(symbol: str) -> None:
+    """Say where ``symbol``'s market is a replay (`bti crash`), not market data."""
+    from bti_core.market.replay import replayed_spans
+
+    spans = replayed_spans(engine(), symbol)
+    if spans:
+        first, last = spans[-1]
+        more = f" ({len(spans)} replays in all)" if len(spans) > 1 else ""
+        st.warning(
+            f"{symbol} from {first:%Y-%m-%d %H:%M} to {last:%H:%M} UTC is a replayed crash "
+            f"(`bti crash`), not market data{more}.",
+            icon=":material/replay:",
+        )
+
+
+def countdown(expires_at: object, label: str) -> None:
+    """``label · valid for m:ss``, counted down in the browser (no reruns), then "expired"."""
+    import pandas as pd
+
+    end = pd.Timestamp(expires_at)
+    end = end.tz_localize("UTC") if end.tzinfo is None else end
+    ms = int(end.timestamp() * 1000)
+    tag = hashlib.sha256(f"{label}{ms}".encode()).hexdigest()[:10]
+    st.html(
+        f"""<div style="font-size:0.85rem;opacity:0.75" data-testid="bti-countdown">
+        {label} · valid until {end:%H:%M:%S} UTC ·
+        <span id="cd-{tag}">…</span></div>
+        <script>
+        (() => {{
+          const el = document.getElementById("cd-{tag}");
+          const end = {ms};
+          const tick = () => {{
+            if (!el || !el.isConnected) return;
+            const left = Math.round((end - Date.now()) / 1000);
+            if (left <= 0) {{ el.textContent = "expired: ask for a new quote"; return; }}
+            el.textContent = "valid for " + Math.floor(left / 60) + ":" +
+              String(left % 60).padStart(2, "0");
+            setTimeout(tick, 1000);
+          }};
+          tick();
+        }})();
+        </script>""",
+        unsafe_allow_javascript=True,
+    )

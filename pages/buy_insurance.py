@@ -1,4 +1,9 @@
-"""Buy Insurance: describe the order and the cover, read the quote, buy the policy."""
+"""Buy Insurance: describe the order and the cover, read the quote, buy the policy.
+
+A quote is drawn only beside the inputs it was made from: any change to the form clears it.
+The form offers only what underwriting accepts (leverage up to the symbol's bracket and BTI's
+cap, coverage up to the margin) and says why where it stops.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,10 @@ import streamlit as st
 from bti_core.errors import BTIError
 from bti_core.risk.liquidation import brackets_for
 from dashboard import resources
-from dashboard.charts import risk_factors_figure
+from dashboard.charts import premium_curve_figure, risk_factors_figure
 
 DURATIONS = {"6 hours": 6, "1 day": 24, "3 days": 72, "7 days": 168, "14 days": 336, "30 days": 720}
+WHAT_IF_LEVERAGES = (2, 3, 5, 10, 15, 20, 25, 35, 50, 75, 100, 125)
 
 st.title("Buy insurance")
 trader = resources.current_trader()
@@ -30,6 +36,14 @@ if "bought" in st.session_state:
         f"transaction {resources.explorer_link(tx, tx[:12] + '…')}."
     )
 
+
+def _keep(key: str, value: float, lo: float, hi: float) -> None:
+    """Put a widget's value in session state before the widget is drawn, within [lo, hi] (a
+    widget keyed in session state is drawn without ``value=``: one source of truth)."""
+    current = st.session_state.get(key, value)
+    st.session_state[key] = min(max(current, lo), hi)
+
+
 left, right = st.columns([1, 1.4], gap="large")
 with left:
     st.subheader("Your order")
@@ -41,10 +55,12 @@ with left:
     )
     try:
         with st.spinner(f"Fitting {symbol}'s volatility model and simulating paths…"):
-            spot = resources.risk_engine().symbol_risk(symbol).spot
+            sr = resources.risk_engine().symbol_risk(symbol)
     except BTIError as exc:
         st.error(str(exc))
         st.stop()
+    spot = round(sr.spot, 2)
+    resources.replay_notice(symbol)
     c1, c2 = st.columns(2)
     side = c1.radio("Side", ["long", "short"], horizontal=True, key="buy_side")
     order_type = c2.radio("Order type", ["market", "limit"], horizontal=True, key="buy_type")
@@ -54,15 +70,13 @@ with left:
         "Quantity (base asset)", min_value=0.0, value=0.1, step=0.01, format="%.4f", key="buy_qty"
     )
     if order_type == "market":
-        entry = st.number_input(
-            "Entry price (mark, USDT)",
-            value=float(round(spot, 2)),
-            disabled=True,
-            key="buy_entry_m",
-        )
+        # not a widget: a widget would keep the last symbol's (or the last bar's) price
+        entry = spot
+        st.markdown(f"Entry: **{entry:,.2f} USDT**, {symbol}'s mark price now (a market order)")
     else:
+        # one limit price per symbol: switching symbol starts from that symbol's mark
         entry = st.number_input(
-            "Limit price (USDT)", min_value=0.0, value=float(round(spot, 2)), key="buy_entry_l"
+            "Limit price (USDT)", min_value=0.0, value=spot, key=f"buy_entry_l_{symbol}"
         )
     notional = qty * entry
     bracket_lev = int(brackets_for(symbol).max_leverage_for(notional)) if notional > 0 else 125
@@ -70,38 +84,45 @@ with left:
     max_lev = min(bracket_lev, platform_lev)
     if max_lev < 2:  # a 1× order cannot be liquidated, and a slider needs two ends
         st.error(
-            f"A notional of {qty * entry:,.2f} USDT is in {symbol}'s largest bracket, which "
+            f"A notional of {notional:,.2f} USDT is in {symbol}'s largest bracket, which "
             f"allows {bracket_lev}× at most: such an order cannot be liquidated, so there is "
             "nothing to insure. Lower the quantity."
         )
         st.stop()
-    leverage = st.slider(
-        "Leverage",
-        2,
-        max_lev,
-        min(20, max_lev),
-        key="buy_lev",
-        help=f"{symbol} allows up to {bracket_lev}× at this notional; BTI insures up to "
-        f"{platform_lev}×",
+    _keep("buy_lev", 20, 2, max_lev)
+    why_cap = (
+        f"BTI insures up to {platform_lev}× ({symbol} allows {bracket_lev}× at this notional)"
+        if platform_lev < bracket_lev
+        else f"{symbol} allows up to {bracket_lev}× at this notional"
     )
+    leverage = st.slider("Leverage", 2, max_lev, key="buy_lev", help=why_cap)
+    st.caption(f"Leverage 2–{max_lev}×: {why_cap}.")
     wallet = None
     if margin_mode == "cross":
         wallet = st.number_input(
             "Wallet balance (USDT)",
             min_value=0.0,
-            value=round(qty * entry / leverage * 2, 2),
+            value=round(notional / leverage * 2, 2),
             key="buy_wallet",
+            help="Cross margin: the whole balance backs the order, so it is liquidated later",
         )
-    margin = qty * entry / leverage if leverage else 0.0
-    st.caption(f"Notional {qty * entry:,.2f} USDT · margin {margin:,.2f} USDT")
+    margin = round(notional / leverage, 2)
+    st.caption(f"Notional {notional:,.2f} USDT · margin {margin:,.2f} USDT")
 
     st.subheader("Your cover")
+    # the coverage follows the margin while it is the margin (the default); a smaller amount
+    # the trader typed stays, and shrinks with the margin when it no longer fits
+    typed = st.session_state.get("buy_cov")
+    follows = typed is None or abs(typed - st.session_state.get("_buy_margin", margin)) < 0.005
+    st.session_state["buy_cov"] = margin if follows else min(typed, margin)
+    st.session_state["_buy_margin"] = margin
     coverage = st.number_input(
         "Coverage (USDT)",
         min_value=0.0,
-        value=round(margin, 2),
+        max_value=margin,
         key="buy_cov",
-        help="At most the order's margin",
+        help="At most the order's margin: a liquidation loses the margin, and the cover pays "
+        "a share of that loss",
     )
     duration = st.select_slider("Duration", list(DURATIONS), value="3 days", key="buy_dur")
     c1, c2 = st.columns(2)
@@ -111,6 +132,22 @@ with left:
     deductible = c2.number_input("Deductible (USDT)", min_value=0.0, value=0.0, key="buy_ded")
     ask = st.button("Get quote", type="primary", key="buy_quote")
 
+# what the quote on screen was made from: any difference and it is not shown
+inputs = (
+    trader,
+    symbol,
+    side,
+    order_type,
+    margin_mode,
+    qty,
+    entry,
+    leverage,
+    wallet,
+    coverage,
+    duration,
+    share,
+    deductible,
+)
 if ask:
     from bti_core.orders import Cover, Order
 
@@ -131,14 +168,18 @@ if ask:
             share=Decimal(share) / 100,
             deductible=Decimal(str(deductible)),
         )
-        st.session_state["quote"] = svc.quote(user_id=trader, order=order, cover=cover)
+        st.session_state["quote"] = (inputs, svc.quote(user_id=trader, order=order, cover=cover))
     except (BTIError, ValueError) as exc:
         st.session_state.pop("quote", None)
         left.error(str(exc))
 
-quote = st.session_state.get("quote")
+made_from, quote = st.session_state.get("quote", (None, None))
 with right:
-    if quote is None or quote.record.user_id != trader:
+    if quote is not None and made_from != inputs:
+        st.session_state.pop("quote", None)
+        st.info("The form changed since the last quote: ask for a new one.")
+        st.stop()
+    if quote is None:
         st.info("Describe the order and the cover, then ask for a quote.")
         st.stop()
     r = quote.record
@@ -152,6 +193,7 @@ with right:
         f"{lp:,.2f}" if lp < 1e4 else f"{lp:,.0f}",
         f"{(lp / spot_q - 1):+.2%} from mark",
         delta_color="off",
+        delta_arrow="off",  # a distance, not a change
     )
     m[1].metric(
         "P(liquidation)",
@@ -173,35 +215,13 @@ with right:
     st.caption(quote.model)
     m = st.columns(3)
     m[0].metric("Risk index", f"{r.risk_index:.0f} / 100")
-    m[1].metric("Premium (USDT)", f"{p.total:,.2f}")
-    m[2].metric("Pays if liquidated (USDT)", f"{p.payout:,.2f}")
+    m[1].metric("Premium (BTI)", f"{p.total:,.2f}", help="1 BTI = 1 USDT of cover")
+    m[2].metric("Pays if liquidated (BTI)", f"{p.payout:,.2f}")
     st.caption(f"Pool utilisation after this policy: {p.utilisation:.1%}")
-    st.plotly_chart(risk_factors_figure(quote.risk.frame(), quote.risk.value), width="stretch")
-    with st.expander("How the premium is made"):
-        st.table(
-            pd.DataFrame(
-                {
-                    "part": [
-                        "probability charged (upper 1σ bound)",
-                        "expected loss = payout × p⁺",
-                        "utilisation and risk loading",
-                        "policy fee",
-                        "premium",
-                    ],
-                    "value": [
-                        f"{p.probability_charged:.4%}",
-                        f"{p.expected_loss:,.2f} USDT",
-                        f"{p.loading:,.2f} USDT",
-                        f"{p.fee:,.2f} USDT",
-                        f"{p.total:,.2f} USDT",
-                    ],
-                }
-            )
-        )
     for c in quote.checks:
         if not c.passed:
             st.error(c.reason, icon="⛔")
-    st.caption(f"Quote {r.id[:8]} · valid until {r.expires_at:%H:%M:%S} UTC")
+    resources.countdown(r.expires_at, f"Quote {r.id[:8]}")
     if st.button(
         f"Buy cover for {p.total:,.2f} BTI",
         type="primary",
@@ -217,3 +237,39 @@ with right:
             st.rerun()
         except BTIError as exc:
             st.error(str(exc))
+    tabs = st.tabs(["Risk factors", "What if", "How the premium is made"])
+    with tabs[0]:
+        st.plotly_chart(risk_factors_figure(quote.risk.frame(), quote.risk.value), width="stretch")
+    with tabs[1]:
+        levs = [lv for lv in WHAT_IF_LEVERAGES if lv <= max_lev]
+        levs = sorted({*levs, leverage})
+        curve = svc.premium_curve(quote, levs, list(DURATIONS.values()))
+        st.plotly_chart(
+            premium_curve_figure(curve, float(leverage), DURATIONS[duration]), width="stretch"
+        )
+        st.caption(
+            "The same order and the same share of its margin covered, at other leverages and "
+            "durations: a higher leverage brings the liquidation price closer (a higher "
+            "probability) while the margin, and so the payout, shrinks."
+        )
+    with tabs[2]:
+        st.table(
+            pd.DataFrame(
+                {
+                    "part": [
+                        "probability charged (upper 1σ bound)",
+                        "expected loss = payout × p⁺",
+                        "utilisation and risk loading",
+                        "policy fee",
+                        "premium",
+                    ],
+                    "value": [
+                        f"{p.probability_charged:.4%}",
+                        f"{p.expected_loss:,.2f} BTI",
+                        f"{p.loading:,.2f} BTI",
+                        f"{p.fee:,.2f} BTI",
+                        f"{p.total:,.2f} BTI",
+                    ],
+                }
+            )
+        )

@@ -36,6 +36,9 @@ symbol = c1.selectbox(
 )
 stored = wh.timeframes(symbol)
 finest = timeframe_delta(stored[0])
+# the series with the longest history sets the range (a replay adds minutes beside the hours)
+datasets = [d for d in (wh.dataset("ohlcv", symbol, tf) for tf in stored) if d and d.first]
+base = min(datasets, key=lambda d: d.first) if datasets else None
 choices = [tf for tf in TIMEFRAMES if timeframe_delta(tf) >= finest]
 timeframe = c2.selectbox(
     "Timeframe",
@@ -52,11 +55,11 @@ chosen = c4.multiselect(
     key="market_indicators",
 )
 
-data = wh.dataset("ohlcv", symbol, stored[0])
-if data is None or data.first is None or data.last is None:
+if base is None or base.first is None or base.last is None:
     st.warning(f"{symbol} has no bars stored yet; import some with `bti ingest`.")
     st.stop()
-first, last = data.first, data.last
+first, last = base.first, base.last
+resources.replay_notice(symbol)
 end = None
 if RANGES[span] == -1:
     picked = st.date_input(
@@ -117,6 +120,8 @@ m[1].metric(
     f"{s.mark:,.2f}" if s.mark is not None else "–",
     f"basis {s.last / s.mark - 1:+.3%}" if s.mark else None,
     delta_color="off",
+    delta_arrow="off",  # a spread between two prices, not a change
+    help="Basis: the last traded price against the mark price",
 )
 m[2].metric("24 h volume (USDT)", _money(s.quote_volume_24h))
 m[3].metric(
@@ -124,6 +129,7 @@ m[3].metric(
     f"{s.funding_rate:+.4%}" if s.funding_rate is not None else "–",
     f"{s.funding_annualised:+.1%} a year" if s.funding_annualised is not None else None,
     delta_color="off",
+    delta_arrow="off",  # the same rate a year, not a change
 )
 m[4].metric(
     "Realised vol 30 d",

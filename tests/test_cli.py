@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -161,7 +162,7 @@ def test_crash_opens_and_pays_a_claim_and_verify_catches_tampering(
 
     from bti_core.chain.runtime import connect
     from bti_core.config import get_settings
-    from bti_core.db.models import ClaimAudit
+    from bti_core.db.models import ClaimAudit, Policy
     from bti_core.orders import Cover, Order
     from bti_core.policies import InsuranceService
     from bti_core.risk.engine import RiskEngine
@@ -181,13 +182,28 @@ def test_crash_opens_and_pays_a_claim_and_verify_catches_tampering(
         order=Order("BTCUSDT", "long", Decimal("0.1"), spot, Decimal(20)),
         cover=Cover(coverage="100", duration_hours=72),
     )
-    svc.buy(user_id="kai", quote_id=q.record.id)
+    bought = svc.buy(user_id="kai", quote_id=q.record.id)
+    # as if bought two hours ago: a liquidation within the hour after purchase is referred
+    with Session(engine) as s:
+        pol = s.get(Policy, bought.id)
+        assert pol is not None
+        pol.start_at -= timedelta(hours=2)
+        s.add(pol)
+        s.commit()
 
-    r = runner.invoke(app, ["crash", "--drop", "0.4", "--after", "2"])
+    r = runner.invoke(app, ["crash", "--drop", "0.4"])
     assert r.exit_code == 0, r.output
     assert "opened 1" in r.output and "paid 1" in r.output
-    assert "BTCUSDT: −40% over 6 h from" in r.output  # a drop, said as one, from a whole hour
-    assert re.search(r"from \d{4}-\d\d-\d\d \d\d:00 UTC", r.output), r.output
+    assert "BTCUSDT: −40.0% over 30 min" in r.output  # a drop, said as one
+    assert "waiting" not in r.output
+    # the replay ends at the present: no bar after the current minute, none after the hour's
+    wh = Warehouse(settings.warehouse_dir)
+    now = pd.Timestamp.now(tz="UTC")
+    assert wh.latest(Kind.MARK, "BTCUSDT", "1m")["ts"] <= now
+    assert wh.latest(Kind.MARK, "BTCUSDT", "1m")["ts"] >= now.floor("1min") - pd.Timedelta("1min")
+    assert wh.latest(Kind.MARK, "BTCUSDT", "1h")["ts"] == now.floor("1h")
+    hourly = wh.query(Kind.MARK, "BTCUSDT", "1h", now - pd.Timedelta(days=2), None)
+    assert (hourly["ts"].diff().dropna() == pd.Timedelta("1h")).all()  # no gap before it
     r = runner.invoke(app, ["claims", "verify"])
     assert r.exit_code == 0 and "intact" in r.output
     with Session(engine) as s:

@@ -492,3 +492,46 @@ def test_open_cover_is_summed_exactly(engine: Engine) -> None:
             )
         s.commit()
         assert open_cover(s, user_id="a") == (Decimal("0.3"), Decimal("1.0"))
+
+
+def test_a_market_order_away_from_the_mark_is_not_insurable(
+    svc: InsuranceService, risk: RiskEngine
+) -> None:
+    """A form that kept another symbol's price (BTC's entry for an ETH order) is refused with
+    the mark it should have used; a limit order may name any price."""
+    spot = risk.spot("ETHUSDT")
+    far = Decimal(str(round(spot * 20, 2)))
+    o = Order("ETHUSDT", "long", Decimal("0.1"), far, Decimal(20))
+    q = svc.quote(user_id="gina", order=o, cover=Cover(coverage="1", duration_hours=24))
+    (failed,) = [c for c in q.failed if c.name == "market_entry"]
+    assert f"{spot:,.2f} USDT now" in failed.reason and "limit order" in failed.reason
+    near = Order("ETHUSDT", "long", Decimal("0.1"), Decimal(str(round(spot, 2))), Decimal(20))
+    ok = svc.quote(user_id="gina", order=near, cover=Cover(coverage="1", duration_hours=24))
+    assert "market_entry" not in [c.name for c in ok.failed]
+    limit = dataclasses.replace(near, order_type="limit", entry_price=Decimal(str(spot * 0.9)))
+    assert "market_entry" not in [
+        c.name
+        for c in svc.quote(
+            user_id="gina", order=limit, cover=Cover(coverage="1", duration_hours=24)
+        ).failed
+    ]
+
+
+def test_the_what_if_curve_matches_the_quote_and_rises_with_leverage_and_time(
+    svc: InsuranceService, risk: RiskEngine, engine: Engine
+) -> None:
+    q = svc.quote(user_id="hugo", order=btc_order(risk), cover=Cover("40", 72))
+    stored = count(engine, QuoteRecord)
+    curve = svc.premium_curve(q, [5, 10, 20, 50], [24, 72, 168])
+    assert count(engine, QuoteRecord) == stored  # a read
+    here = curve[(curve["leverage"] == 20) & (curve["hours"] == 72)].iloc[0]
+    assert here["probability"] == pytest.approx(q.record.probability)
+    assert here["payout"] == pytest.approx(float(q.premium.payout))
+    assert here["premium"] == pytest.approx(float(q.premium.total), abs=0.02)
+    for hours, g in curve.groupby("hours"):
+        # p rises with leverage; the payout falls with the margin: the price per payout rises
+        assert (g["probability"].diff().dropna() >= 0).all(), (hours, g)
+        per = (g["premium"] / g["payout"]).to_numpy()
+        assert (per[1:] >= per[:-1]).all()
+    for _, g in curve.groupby("leverage"):
+        assert (g["premium"].diff().dropna() >= 0).all()

@@ -30,16 +30,28 @@ class Evidence:
         self.risk = risk
         self.clock = clock
 
-    def _mark_tf(self, symbol: str) -> str:
+    def mark_timeframes(self, symbol: str) -> list[str]:
+        """The stored mark-price timeframes, finest first (a replay adds 1m bars beside the
+        hourly series)."""
         tfs = self.warehouse.timeframes(symbol, Kind.MARK)
         if not tfs:
             raise ClaimError(f"no mark-price data for {symbol}: claims are judged on the mark")
-        return tfs[0]  # the finest stored
+        return tfs
+
+    def _mark_tf(self, symbol: str, start: datetime) -> str:
+        """The finest series that covers ``start`` (else the finest)."""
+        tfs = self.mark_timeframes(symbol)
+        for tf in tfs:
+            ds = self.warehouse.dataset(Kind.MARK, symbol, tf)
+            if ds is not None and ds.first is not None and ds.first <= pd.Timestamp(start):
+                return tf
+        return tfs[0]
 
     def bars(
-        self, symbol: str, start: datetime, end: datetime
+        self, symbol: str, start: datetime, end: datetime, timeframe: str | None = None
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        tf = self._mark_tf(symbol)
+        """Mark and last-price bars of ``timeframe`` (default: the finest covering ``start``)."""
+        tf = timeframe or self._mark_tf(symbol, start)
         t0, t1 = pd.Timestamp(start), pd.Timestamp(end)
         mark = self.warehouse.query(Kind.MARK, symbol, tf, t0, t1)
         try:

@@ -39,6 +39,7 @@ from bti_core.db.models import Claim, ClaimAudit, Policy
 from bti_core.db.repository import move_policy
 from bti_core.db.types import utcnow
 from bti_core.errors import BTIError
+from bti_core.market.schema import timeframe_delta
 from bti_core.market.warehouse import Warehouse
 from bti_core.risk.engine import RiskEngine
 
@@ -131,19 +132,36 @@ class ClaimsService:
             mine = [p for p in active if p.symbol == symbol]
             start = min(p.start_at for p in mine) - timedelta(days=1)
             end = max(p.end_at for p in mine) + timedelta(hours=1)
-            try:
-                mark, last = self.evidence.bars(symbol, start, end)
-            except BTIError:
-                continue
             insured = [
                 Insured(p.id or 0, p.side, float(p.liquidation_price), p.start_at, p.end_at)
                 for p in mine
             ]
-            for trig in find_triggers(insured, mark, last):
+            for trig in self._first_triggers(symbol, insured, start, end):
                 cid = self._open(trig, source="market_scan", actor=SYSTEM, allowed=("active",))
                 if cid is not None:
                     opened.append(cid)
         return opened
+
+    def _first_triggers(
+        self, symbol: str, insured: list[Insured], start: datetime, end: datetime
+    ) -> list[Trigger]:
+        """Each policy's earliest trigger over every stored mark series (hourly bars, and the
+        minute bars of a replay), the finer series first at equal times."""
+        try:
+            tfs = self.evidence.mark_timeframes(symbol)
+        except BTIError:
+            return []
+        first: dict[int, Trigger] = {}
+        for tf in tfs:
+            try:
+                mark, last = self.evidence.bars(symbol, start, end, tf)
+            except BTIError:
+                continue
+            for trig in find_triggers(insured, mark, last):
+                seen = first.get(trig.policy_id)
+                if seen is None or trig.at < seen.at:
+                    first[trig.policy_id] = trig
+        return sorted(first.values(), key=lambda t: t.policy_id)
 
     def _open(
         self, trig: Trigger, *, source: str, actor: str, allowed: tuple[str, ...]
@@ -209,9 +227,22 @@ class ClaimsService:
             symbol, side = policy.symbol, policy.side
             lp = float(policy.liquidation_price)
         at = record["time"]
+        tfs = self.evidence.mark_timeframes(symbol)
         mark, last = self.evidence.bars(symbol, at - timedelta(hours=12), at + timedelta(hours=12))
+        for tf in tfs:  # the finest series holding the record's time (a replay's minutes)
+            m, lb = self.evidence.bars(symbol, at - timedelta(hours=1), at + timedelta(hours=1), tf)
+            ts = pd.DatetimeIndex(m["ts"])
+            if len(m) and ts[0] <= pd.Timestamp(at) < ts[-1] + timeframe_delta(tf):
+                mark, last = m, lb
+                break
         i = int(pd.DatetimeIndex(mark["ts"]).searchsorted(pd.Timestamp(at), side="right")) - 1
         bars = evidence_window(mark, last, max(i, 0)) if len(mark) else []
+        # the mark's extreme in the bar holding the record's time: what the mark said then
+        mark_then = (
+            float(mark["low"].iloc[i] if side == "long" else mark["high"].iloc[i])
+            if len(mark) and i >= 0
+            else None
+        )
         trig = Trigger(
             policy_id,
             at.to_pydatetime() if isinstance(at, pd.Timestamp) else at,
@@ -221,6 +252,7 @@ class ClaimsService:
                 "record": {k: str(v) for k, v in record.items()},
                 "liquidation_price": lp,
                 "side": side,
+                "mark_at_trigger": mark_then,
                 "bars": bars,
             },
         )

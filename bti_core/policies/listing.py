@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pandas as pd
+from sqlalchemy import func
 from sqlalchemy.engine import Engine
+from sqlmodel import select
 
 from bti_core.db.engine import session_scope
-from bti_core.db.models import PolicyEvent
+from bti_core.db.models import Policy, PolicyEvent
 from bti_core.db.repository import (
     policies_of,
     policy_events,
 )
 from bti_core.errors import BTIError
+from bti_core.market.schema import canonical_symbol
 from bti_core.risk.engine import RiskEngine
 
 
 class Listing:
     db: Engine
     risk: RiskEngine
+
+    def newest_start(self, symbol: str) -> datetime | None:
+        """When the newest active policy on ``symbol`` started (None: no active policy)."""
+        with session_scope(self.db) as s:
+            return s.exec(
+                select(func.max(Policy.start_at)).where(
+                    Policy.symbol == canonical_symbol(symbol), Policy.status == "active"
+                )
+            ).one()
 
     def policies(self, user_id: str) -> pd.DataFrame:
         """The trader's policies with the distance from the current mark price to liquidation

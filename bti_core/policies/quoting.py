@@ -30,14 +30,15 @@ from bti_core.db.repository import (
 )
 from bti_core.errors import BTIError
 from bti_core.orders import Cover, MarginMode, Order
-from bti_core.pricing import Premium, PricingConfig, price
-from bti_core.risk.engine import RiskEngine
+from bti_core.pricing import Premium, PricingConfig, price, reprice
+from bti_core.risk.engine import RiskEngine, SymbolRisk
 from bti_core.risk.index import RiskIndex, TraderHistory, macro_signal_at, risk_index
 from bti_core.risk.liquidation import brackets_for, liquidation_price
 from bti_core.underwriting import (
     Check,
     Limits,
     check_cover,
+    check_market_entry,
     check_premium,
 )
 
@@ -191,6 +192,7 @@ class Quoting:
             liquidation_price=lp,
             payout=payout,
         )
+        checks.append(check_market_entry(order, sr.spot))
         distance = abs(sr.spot - lp) / sr.spot if lp > 0 else 1.0
         index = risk_index(
             probability=p,
@@ -236,6 +238,68 @@ class Quoting:
         with session_scope(self.db) as s:
             add_quote(s, quote=record)
         return QuoteView(record, order, cover, index, premium, checks, sr.model_summary())
+
+    def premium_curve(
+        self, view: QuoteView, leverages: Sequence[float], durations: Sequence[int]
+    ) -> pd.DataFrame:
+        """`what_if` on the symbol's current table (a read: nothing is stored)."""
+        return what_if(
+            view, self.risk.symbol_risk(view.order.symbol), leverages, durations, self.pricing
+        )
+
+
+def what_if(
+    view: QuoteView,
+    sr: SymbolRisk,
+    leverages: Sequence[float],
+    durations: Sequence[int],
+    config: PricingConfig | None = None,
+) -> pd.DataFrame:
+    """The premium of ``view``'s order at other leverages and durations, for a chart beside
+    the quote (nothing is stored; the premium charged is always `price`'s).
+
+    Quantity, entry, side and margin mode stay; the margin is ``notional / L``, the coverage
+    the same share of it as quoted (``coverage / margin``), the payout ``cover.payout`` of
+    that margin; ``p`` from the same Monte Carlo table, priced by `reprice` at the quote's
+    utilisation. Columns: leverage, hours, liquidation_price, probability, payout, premium.
+    """
+    order, cover = view.order, view.cover
+    br = brackets_for(order.symbol)
+    side = order.side.sign
+    q, ep = float(order.quantity), float(order.entry_price)
+    share_of_margin = float(cover.coverage / order.margin) if order.margin > 0 else 0.0
+    rows = []
+    for lev in leverages:
+        margin = q * ep / lev
+        if order.margin_mode is MarginMode.CROSS and order.wallet_balance is not None:
+            basis = max(float(order.wallet_balance), margin)
+        else:
+            basis = margin
+        lp = float(liquidation_price(ep, q, side, basis, br))
+        coverage = Decimal(repr(round(margin * share_of_margin, 2)))
+        payout = float(
+            Cover(coverage, cover.duration_hours, cover.share, cover.deductible).payout(
+                Decimal(repr(margin))
+            )
+        )
+        for hours in durations:
+            rows.append((float(lev), int(hours), lp, payout))
+    frame = pd.DataFrame(rows, columns=["leverage", "hours", "liquidation_price", "payout"])
+    p, _ = sr.probability(frame["liquidation_price"].to_numpy(), frame["hours"].to_numpy(), side)
+    reached = (
+        (sr.spot <= frame["liquidation_price"])
+        if side > 0
+        else (sr.spot >= frame["liquidation_price"])
+    )
+    frame["probability"] = np.where(reached, 1.0, np.asarray(p, dtype=float))
+    frame["premium"] = reprice(
+        payout=frame["payout"].to_numpy(),
+        probability=frame["probability"].to_numpy(),
+        n_paths=sr.table.n_paths,
+        utilisation=view.premium.utilisation,
+        config=config,
+    )
+    return frame
 
 
 def _inputs(order: Order, cover: Cover) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -32,8 +33,8 @@ def test_quote_then_buy_then_listed(filled: Path) -> None:
     at.button(key="buy_quote").click().run()
     assert not at.exception, at.exception
     labels = [m.label for m in at.metric]
-    assert {"Liquidation price", "P(liquidation)", "Risk index", "Premium (USDT)"} <= set(labels)
-    assert len(at.get("plotly_chart")) == 1  # the factor breakdown
+    assert {"Liquidation price", "P(liquidation)", "Risk index", "Premium (BTI)"} <= set(labels)
+    assert len(at.get("plotly_chart")) == 2  # the factor breakdown and the what-if curve
     p_liq = next(m for m in at.metric if m.label == "P(liquidation)")
     assert p_liq.proto.delta.startswith("± ") and p_liq.proto.direction == p_liq.proto.NONE
     model = next(c.value for c in at.caption if c.value.startswith("Model: GJR-GARCH-t"))
@@ -64,14 +65,82 @@ def test_quote_then_buy_then_listed(filled: Path) -> None:
 
 def test_bad_cover_shows_the_reason_and_buys_nothing(filled: Path) -> None:
     at = _page("buy_insurance.py")
-    at.number_input(key="buy_cov").set_value(10_000_000.0).run()
+    cover = at.number_input(key="buy_cov")
+    assert cover.max == cover.value  # the form offers no more than the margin
+    at.number_input(key="buy_ded").set_value(cover.value + 1).run()
     at.button(key="buy_quote").click().run()
     assert not at.exception
     reasons = " ".join(e.value for e in at.error)
-    assert "exceeds the order's margin" in reasons
+    assert "a liquidation would pay 0.00 USDT" in reasons
     assert at.button(key="buy_go").disabled
     mine = _page("my_policies.py")
     assert "No policies yet" in mine.info[0].value
+
+
+def _quoted_subject(at: AppTest) -> str:
+    return next(h.value for h in at.subheader if h.value.startswith("Quote for"))
+
+
+def test_switching_symbol_quotes_at_that_symbols_mark(filled: Path) -> None:
+    """Before, ETHUSDT was quoted at BTCUSDT's entry price (the disabled entry widget kept
+    its value) and came out insurable for a pittance."""
+    at = _page("buy_insurance.py")
+    btc = next(md.value for md in at.markdown if md.value.startswith("Entry:"))
+    at.selectbox(key="buy_symbol").set_value("ETHUSDT").run()
+    eth = next(md.value for md in at.markdown if md.value.startswith("Entry:"))
+    assert btc != eth and "ETHUSDT's mark price" in eth
+    at.button(key="buy_quote").click().run()
+    assert not at.exception, at.exception
+    assert "ETHUSDT" in _quoted_subject(at)
+    q = at.session_state["quote"][1]
+    mark = q.record.spot
+    assert abs(q.order.entry_price / mark - 1) < Decimal("0.001")
+    assert "market_entry" not in [c.name for c in q.failed]
+
+
+def test_a_quote_is_shown_only_for_the_inputs_it_was_made_from(filled: Path) -> None:
+    """Before, after moving leverage from 20× to 5× the 20× quote and its buy button stayed."""
+    at = _page("buy_insurance.py")
+    at.button(key="buy_quote").click().run()
+    assert "20×" in _quoted_subject(at) and at.button(key="buy_go")
+    at.slider(key="buy_lev").set_value(5).run()
+    assert not at.exception
+    assert not [b for b in at.button if b.key == "buy_go"]
+    assert not [h for h in at.subheader if h.value.startswith("Quote for")]
+    assert "The form changed" in at.info[0].value
+    for change in (
+        lambda a: a.radio(key="buy_side").set_value("short"),
+        lambda a: a.number_input(key="buy_qty").set_value(0.2),
+        lambda a: a.select_slider(key="buy_dur").set_value("7 days"),
+        lambda a: a.selectbox(key="buy_symbol").set_value("ETHUSDT"),
+    ):
+        at.button(key="buy_quote").click().run()
+        assert [b for b in at.button if b.key == "buy_go"]
+        change(at).run()
+        assert not [b for b in at.button if b.key == "buy_go"], change
+
+
+def test_coverage_follows_the_margin_and_leverage_stops_where_underwriting_does(
+    filled: Path,
+) -> None:
+    at = _page("buy_insurance.py")
+
+    def margin() -> float:
+        cap = next(c.value for c in at.caption if c.value.startswith("Notional"))
+        return float(cap.split("margin ")[1].split(" USDT")[0].replace(",", ""))
+
+    assert at.number_input(key="buy_cov").value == margin()
+    at.slider(key="buy_lev").set_value(5).run()  # the margin grows four times
+    assert at.number_input(key="buy_cov").value == margin()
+    at.number_input(key="buy_cov").set_value(round(margin() / 10, 2)).run()
+    typed = at.number_input(key="buy_cov").value
+    at.slider(key="buy_lev").set_value(10).run()
+    assert at.number_input(key="buy_cov").value == typed  # a typed amount that fits stays
+    at.slider(key="buy_lev").set_value(100).run()
+    assert at.number_input(key="buy_cov").value == margin() < typed  # shrinks to fit
+    lev = at.slider(key="buy_lev")
+    assert lev.max == 100 and "BTI insures up to 100×" in (lev.help or "")
+    assert any("Leverage 2–100×: BTI insures up to 100×" in c.value for c in at.caption)
 
 
 def test_zero_quantity_is_refused(filled: Path) -> None:

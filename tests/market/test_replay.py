@@ -1,0 +1,99 @@
+"""Crash replays end at the present: no bar after now, no gap before the crash, the minutes
+stored beside the hourly series and their hours aggregated, the replayed stretch on record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy.engine import Engine
+
+from bti_core.claims.triggers import Insured, find_triggers
+from bti_core.market.ingest import Ingestor
+from bti_core.market.replay import ReplayError, crash_now, replayed_spans
+from bti_core.market.schema import Kind
+from bti_core.market.warehouse import Warehouse
+
+
+@pytest.fixture
+def market(tmp_path: Path, demo: dict, engine: Engine) -> tuple[Warehouse, Ingestor]:
+    wh = Warehouse(tmp_path / "warehouse")
+    ing = Ingestor(wh, engine)
+    m = demo["BTCUSDT"]
+    ing.ingest_frame(m.mark, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="demo")
+    ing.ingest_frame(m.ohlcv, symbol="BTCUSDT", kind=Kind.OHLCV, timeframe="1h", source="demo")
+    return wh, ing
+
+
+def test_a_replay_ends_now_after_calm_bars_that_fill_the_gap(
+    market: tuple[Warehouse, Ingestor], engine: Engine
+) -> None:
+    wh, ing = market
+    last = pd.Timestamp(wh.latest(Kind.MARK, "BTCUSDT", "1h")["ts"])
+    now = last + pd.Timedelta(hours=5, minutes=17, seconds=40)
+    r = crash_now(wh, ing, "BTCUSDT", drop=0.3, minutes=30, now=now)
+    assert r.last_bar == now.floor("1min") and r.minutes == 30
+    assert r.move == pytest.approx(-0.3)
+    for kind in (Kind.MARK, Kind.OHLCV):
+        minutes = wh.query(kind, "BTCUSDT", "1m")
+        hours = wh.query(kind, "BTCUSDT", "1h")
+        assert minutes["ts"].max() == now.floor("1min")  # the present, never later
+        assert hours["ts"].max() == now.floor("1h")  # the hour in progress
+        assert r.fall_start == now.floor("1min") - pd.Timedelta("29min")
+        assert (hours["ts"].diff().dropna() == pd.Timedelta("1h")).all()  # no gap
+        assert (minutes["ts"].diff().dropna() == pd.Timedelta("1min")).all()
+        # the minutes start with their hour, and their hour is their aggregate
+        assert minutes["ts"].min() == r.fall_start.floor("1h")
+        for hour, group in minutes.groupby(minutes["ts"].dt.floor("1h")):
+            agg = hours[hours["ts"] == hour].iloc[0]
+            assert agg["low"] == pytest.approx(group["low"].min())
+            assert agg["close"] == pytest.approx(group["close"].iloc[-1])
+    mark = wh.query(Kind.MARK, "BTCUSDT", "1m")
+    falling = mark[mark["ts"] >= r.fall_start]
+    assert len(falling) == 30 and falling["close"].is_monotonic_decreasing
+    assert mark["close"].iloc[-1] == pytest.approx(r.close_before * 0.7)
+    # the calm hours are a walk at the recent volatility, not a flat line
+    first_hour = r.fall_start.floor("1h")
+    calm = wh.query(Kind.MARK, "BTCUSDT", "1h", last + pd.Timedelta("1h"), first_hour)
+    assert len(calm) == 3 == r.calm_bars - int((r.fall_start - first_hour) / pd.Timedelta("1min"))
+    assert calm["close"].nunique() == 3
+    assert replayed_spans(engine, "BTCUSDT") == [(first_hour, now.floor("1min"))]
+
+
+def test_a_policy_bought_minutes_ago_is_liquidated_by_the_minute_bars(
+    market: tuple[Warehouse, Ingestor],
+) -> None:
+    wh, ing = market
+    now = pd.Timestamp(wh.latest(Kind.MARK, "BTCUSDT", "1h")["ts"]) + pd.Timedelta("90min")
+    spot = float(wh.latest(Kind.MARK, "BTCUSDT", "1h")["close"])
+    bought = now - pd.Timedelta(minutes=8)
+    crash_now(wh, ing, "BTCUSDT", drop=0.3, minutes=30, now=now)
+    p = Insured(1, "long", spot * 0.9, bought.to_pydatetime(), (now + pd.Timedelta("3D")))
+    hourly = find_triggers([p], wh.query(Kind.MARK, "BTCUSDT", "1h"))
+    assert hourly == []  # the hour in progress opened before the purchase: it cannot count
+    (trig,) = find_triggers([p], wh.query(Kind.MARK, "BTCUSDT", "1m"))
+    assert bought <= pd.Timestamp(trig.at) <= now
+
+
+def test_replays_never_overwrite_and_refuse_stale_data(
+    market: tuple[Warehouse, Ingestor],
+) -> None:
+    wh, ing = market
+    last = pd.Timestamp(wh.latest(Kind.MARK, "BTCUSDT", "1h")["ts"])
+    now = last + pd.Timedelta(hours=2, minutes=10)
+    crash_now(wh, ing, "BTCUSDT", drop=0.2, minutes=20, now=now)
+    with pytest.raises(ReplayError, match="wait for the next minute"):
+        crash_now(wh, ing, "BTCUSDT", drop=0.2, now=now)
+    before = wh.query(Kind.MARK, "BTCUSDT", "1m")
+    # ten minutes later: a second fall over the ten minutes since, the first one kept
+    r = crash_now(wh, ing, "BTCUSDT", drop=0.2, minutes=30, now=now + pd.Timedelta("10min"))
+    assert r.minutes == 10
+    after = wh.query(Kind.MARK, "BTCUSDT", "1m")
+    pd.testing.assert_frame_equal(after.iloc[: len(before)], before)
+    with pytest.raises(ReplayError, match="more than 31 days ago"):
+        crash_now(wh, ing, "BTCUSDT", now=now + pd.Timedelta(days=40))
+    with pytest.raises(ReplayError, match="drop must be between"):
+        crash_now(wh, ing, "BTCUSDT", drop=1.5, now=now + pd.Timedelta("1h"))
+    with pytest.raises(ReplayError, match="no mark prices"):
+        crash_now(wh, ing, "ETHUSDT", now=now)
