@@ -30,7 +30,7 @@ demo: setup
 	@$(VENV)/bin/bti demo --if-missing
 
 # the dashboard, the worker (claims, expiry, reconciliation) and the local chain node together
-run: demo
+run: setup
 	@HOST=$(HOST) PORT=$(PORT) bash scripts/run.sh
 
 system-deps:

@@ -1,7 +1,7 @@
 """Who may do what: users with bcrypt-hashed passwords and a role (trader or underwriter).
 
-The dashboard signs people in with streamlit-authenticator over these records (pre-hashed,
-``auto_hash=False``); the services check the role again, so a trader can neither open the claim
+The dashboard signs people in against these records (`authenticate`, then a session in
+`bti_core.sessions`); the services check the role again, so a trader can neither open the claim
 review nor call its actions. The contract's claims role is held by the service's key, never by
 a user. Demo accounts (written in the README) are created by `ensure_demo_users`.
 """
@@ -103,23 +103,6 @@ def authenticate(db: Engine, username: str, password: str) -> User:
         if u is None or not check_password(password, u.password_hash):
             raise AuthError("unknown user or wrong password")
         return User(u.username, u.name, u.role)  # type: ignore[arg-type]
-
-
-def credentials(db: Engine) -> dict[str, dict[str, dict[str, str]]]:
-    """All users in streamlit-authenticator's credentials shape (hashes, never passwords)."""
-    with session_scope(db) as s:
-        rows = s.exec(select(AppUser)).all()
-    return {
-        "usernames": {
-            u.username: {
-                "name": u.name,
-                "email": u.email,
-                "password": u.password_hash,
-                "roles": [u.role],  # type: ignore[dict-item]
-            }
-            for u in rows
-        }
-    }
 
 
 def require_underwriter(user: User | None, action: str) -> User:

@@ -71,14 +71,14 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _progress() -> Progress:
+def _progress(disable: bool = False) -> Progress:
     return Progress(
         TextColumn("{task.description:<40}"),
         BarColumn(),
         TaskProgressColumn(),
         TimeElapsedColumn(),
         console=err,
-        transient=False,
+        transient=disable,  # a progress bar while it works, gone afterwards
     )
 
 
@@ -116,11 +116,14 @@ def demo(
     if_missing: Annotated[
         bool, typer.Option("--if-missing", help="Do nothing if market data exists")
     ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="One line of summary, no cleaning reports")
+    ] = False,
 ) -> None:
     """Generate synthetic demo markets (BTC, ETH, SOL, BNB perpetuals) into the warehouse."""
     try:
         with _context() as (settings, warehouse, ingestor):
-            _demo(settings, warehouse, ingestor, seed, days, timeframe, end, if_missing)
+            _demo(settings, warehouse, ingestor, seed, days, timeframe, end, if_missing, quiet)
     except (BTIError, ValueError) as exc:
         raise _fail(exc) from exc
 
@@ -134,12 +137,15 @@ def _demo(
     timeframe: str,
     end: str | None,
     if_missing: bool,
+    quiet: bool = False,
 ) -> None:
     from bti_core.market.synthetic import generate_demo_markets
 
     if if_missing and warehouse.symbols():
         console.print(
-            f"market data already in {settings.warehouse_dir}; keeping it", soft_wrap=True
+            f"market data already in {settings.warehouse_dir}: kept "
+            f"({', '.join(warehouse.symbols())})",
+            soft_wrap=True,
         )
         return
     step = timeframe_delta(timeframe)
@@ -152,7 +158,7 @@ def _demo(
             start=start, periods=periods, timeframe=timeframe, seed=seed
         )
     results = []
-    with _progress() as progress:
+    with _progress(disable=quiet) as progress:
         task = progress.add_task("storing demo markets", total=3 * len(markets))
         for symbol, m in markets.items():
             for kind, frame, tf in (
@@ -171,6 +177,13 @@ def _demo(
                     )
                 )
                 progress.advance(task)
+    if quiet:
+        console.print(
+            f"demo markets: {', '.join(markets)}, {days} days of {timeframe} bars, stored in "
+            f"{settings.warehouse_dir}",
+            soft_wrap=True,
+        )
+        return
     _print_results(results)
     console.print(f"demo markets stored in {settings.warehouse_dir}")
 

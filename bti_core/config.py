@@ -12,6 +12,7 @@
 ``BTI_CLAIMS_REVIEW_HOURS``   an underwriter's time to decide a referred claim (24)
 ``BTI_CLAIMS_WATCH_SECONDS``  how often the dashboard scans the market for liquidations
                               (30; 0 turns the watcher off)
+``BTI_SESSION_HOURS``         how long a dashboard sign-in lasts, across reloads and tabs (24)
 """
 
 from __future__ import annotations
@@ -61,22 +62,14 @@ class Settings(BaseSettings):
     claims_auto_limit: Decimal = Field(default=Decimal("1000"), ge=0)
     claims_review_hours: int = Field(default=24, ge=1, le=24 * 30)
     claims_watch_seconds: float = Field(default=30.0, ge=0, le=3600)
+    session_hours: float = Field(
+        default=24.0, gt=0, le=24 * 90, description="How long a dashboard sign-in lasts"
+    )
 
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
-
-    def session_key(self) -> str:
-        """Secret for the sign-in cookie: made once per data folder and kept there."""
-        path = self.data_dir / "session.key"
-        if not path.exists():
-            import secrets
-
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_hex(32))
-            path.chmod(0o600)
-        return path.read_text().strip()
 
     @cached_property
     def chain_dir(self) -> Path:

@@ -11,13 +11,13 @@ import hashlib
 import logging
 import threading
 from decimal import Decimal
-from typing import Any
 from urllib.parse import quote
 
 import streamlit as st
 from sqlalchemy.engine import Engine
 
-from bti_core.auth import User, credentials, ensure_demo_users, get_user
+from bti_core import sessions
+from bti_core.auth import AuthError, User, authenticate, ensure_demo_users, get_user
 from bti_core.chain.client import ChainClient
 from bti_core.chain.explorer import Explorer
 from bti_core.claims.service import ClaimsService
@@ -115,45 +115,69 @@ def _demo_users(db_url: str) -> bool:
     return True
 
 
-def _authenticator() -> Any:
-    # imported on first sign-in only: its import is slow and pages that need no sign-in skip it
-    import streamlit_authenticator as stauth
+def _cookie_script(value: str, max_age: int) -> None:
+    """Set (or with ``max_age=0`` clear) the session cookie in the browser. Written by a
+    script in the page, not a component: nothing round-trips, so nothing redraws."""
+    st.sidebar.html(
+        f"<script>document.cookie = '{sessions.COOKIE}={value}; Path=/; Max-Age={max_age}; "
+        "SameSite=Strict';</script>",
+        unsafe_allow_javascript=True,
+    )
 
-    if "authenticator" not in st.session_state:
-        st.session_state["authenticator"] = stauth.Authenticate(
-            credentials(engine()),
-            cookie_name="bti_session",
-            cookie_key=settings().session_key(),
-            cookie_expiry_days=1,
-            auto_hash=False,  # the database holds bcrypt hashes, never passwords
-        )
-    return st.session_state["authenticator"]
+
+def _sign_in_form() -> None:
+    """The sign-in form; stops the page until someone signs in."""
+    with st.form("sign_in"):
+        st.markdown("**Sign in**")
+        name = st.text_input("Username", key="sign_in_user")
+        secret = st.text_input("Password", type="password", key="sign_in_password")
+        go = st.form_submit_button("Sign in", type="primary")
+    if go:
+        try:
+            user = authenticate(engine(), name.strip().lower(), secret)
+        except AuthError:
+            st.error("Wrong username or password.")
+        else:
+            hours = settings().session_hours
+            token = sessions.open_session(engine(), user.username, hours)
+            st.session_state.update(_user=user, _token=token, _cookie=(token, int(hours * 3600)))
+            st.session_state.pop("_signed_out", None)
+            st.rerun()
+    st.caption(
+        "Demo accounts: **trader** / `trader-demo` and **underwriter** / `underwriter-demo`."
+    )
+    cleared = st.session_state.pop("_clear_cookie", False)
+    if cleared:
+        _cookie_script("", 0)
+    st.stop()
 
 
 def signed_in_user() -> User:
-    """The signed-in user; shows the sign-in form and stops the page until there is one."""
+    """The signed-in user: this page session's, else the one the browser's session cookie
+    names (a reload, a new tab, a typed URL); else the sign-in form, and the page stops."""
     _demo_users(settings().resolved_database_url)
-    auth = _authenticator()
-    if not st.session_state.get("authentication_status"):
-        auth.login(location="main", key="login")
-        if st.session_state.get("authentication_status"):
-            st.rerun()  # draw the page without the sign-in form
-        if st.session_state.get("authentication_status") is False:
-            st.error("Wrong username or password.")
-        if not st.session_state.get("authentication_status"):
-            st.caption(
-                "Demo accounts: **trader** / `trader-demo` and **underwriter** / "
-                "`underwriter-demo`."
-            )
-            st.stop()
-    user = get_user(engine(), str(st.session_state.get("username")))
-    if user is None:  # signed in with an account that has since gone
-        st.session_state["authentication_status"] = None
-        st.rerun()
+    user: User | None = st.session_state.get("_user")
+    if user is None and not st.session_state.get("_signed_out"):
+        token = st.context.cookies.get(sessions.COOKIE)
+        user = sessions.resume(engine(), token)
+        if user is not None:
+            st.session_state.update(_user=user, _token=token)
+    if user is not None:
+        user = get_user(engine(), user.username)  # an account removed since signs nobody in
+        if user is None:
+            st.session_state.pop("_user", None)
+    if user is None:
+        _sign_in_form()
     assert user is not None
+    if "_cookie" in st.session_state:  # signed in by the form in this page session
+        _cookie_script(*st.session_state["_cookie"])
     st.sidebar.markdown(f"Signed in as **{user.name}** · {user.role}")
-    # not "logout": streamlit-authenticator keeps its own flag under that session key
-    auth.logout("Sign out", location="sidebar", key="bti_sign_out")
+    if st.sidebar.button("Sign out", key="bti_sign_out"):
+        sessions.close_session(engine(), st.session_state.get("_token"))
+        for k in ("_user", "_token", "_cookie"):
+            st.session_state.pop(k, None)
+        st.session_state.update(_signed_out=True, _clear_cookie=True)
+        st.rerun()
     return user
 
 

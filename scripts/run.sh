@@ -1,35 +1,55 @@
 #!/usr/bin/env bash
-# `make run`: the local chain node (unless BTI_RPC_URL names one), the worker and the
-# dashboard, started together and stopped together (Ctrl-C, or any one of them exiting).
+# `make run`: demo markets (if there are none), the local chain node (unless BTI_RPC_URL names
+# one), the worker and the dashboard, started together and stopped together (Ctrl-C, or any
+# one of them exiting). One line per step; each process writes its own log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8501}
+DATA=${BTI_DATA_DIR:-data}
+LOGS="$DATA/logs"
+mkdir -p "$LOGS"
 pids=()
 stop() {
   trap - EXIT INT TERM
+  echo "stopping…"
   # the dashboard and the worker first, the chain node last (it snapshots its state)
   for ((i=${#pids[@]}-1; i>=0; i--)); do
     kill -TERM "${pids[i]}" 2>/dev/null
     wait "${pids[i]}" 2>/dev/null
   done
+  echo "stopped (logs in $LOGS/)"
 }
 trap stop EXIT INT TERM
+fail() { echo "$1 did not start: see $LOGS/$2.log" >&2; tail -n 5 "$LOGS/$2.log" >&2; exit 1; }
+
+printf '1/4 markets:   '
+"$BIN/bti" demo --if-missing --quiet 2>"$LOGS/demo.log" || fail "the demo markets" demo
 
 if [ -z "${BTI_RPC_URL:-}" ]; then
-  "$BIN/bti" chain up &
+  "$BIN/bti" chain up >"$LOGS/chain.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 150); do  # until it answers with BTI deployed (chain up deploys once)
     "$BIN/bti" chain status >/dev/null 2>&1 && break
-    kill -0 "${pids[0]}" 2>/dev/null || { echo "the chain node did not start" >&2; exit 1; }
+    kill -0 "${pids[0]}" 2>/dev/null || fail "the chain node" chain
     sleep 0.2
   done
+  echo "2/4 chain:     $(head -n 1 "$LOGS/chain.log" | sed "s/; Ctrl-C stops it//")"
+else
+  echo "2/4 chain:     $BTI_RPC_URL (BTI_RPC_URL)"
 fi
-"$BIN/bti" worker &
+"$BIN/bti" worker >"$LOGS/worker.log" 2>&1 &
 pids+=($!)
+echo "3/4 worker:    claims, expiry and reconciliation ($LOGS/worker.log)"
 "$BIN/streamlit" run dashboard/app.py --server.address "$HOST" --server.port "$PORT" \
-  --server.headless true &
+  --server.headless true --browser.gatherUsageStats false >"$LOGS/dashboard.log" 2>&1 &
 pids+=($!)
-echo "BTI dashboard: http://$HOST:$PORT (the worker and the chain run beside it; Ctrl-C stops all)"
+for _ in $(seq 1 150); do
+  "$BIN/python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)" \
+    "http://$HOST:$PORT/_stcore/health" >/dev/null 2>&1 && break
+  kill -0 "${pids[-1]}" 2>/dev/null || fail "the dashboard" dashboard
+  sleep 0.2
+done
+echo "4/4 dashboard: http://$HOST:$PORT   (Ctrl-C stops everything)"
 wait -n "${pids[@]}"

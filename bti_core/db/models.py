@@ -194,3 +194,16 @@ class AppUser(SQLModel, table=True):
     role: str = Field(max_length=12, description="trader or underwriter")
     password_hash: str = Field(max_length=80)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class WebSession(SQLModel, table=True):
+    """A signed-in dashboard session: the browser holds a random token in a cookie, the
+    database only its SHA-256 (a leaked table signs nobody in)."""
+
+    __tablename__ = "web_session"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    username: str = Field(foreign_key="app_user.username", index=True, max_length=40)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

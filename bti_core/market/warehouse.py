@@ -14,8 +14,11 @@ one, never half of one, and an import killed halfway leaves the previous state r
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,6 +65,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_OPEN: weakref.WeakSet[Warehouse] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Close every DuckDB connection before the interpreter's teardown: one still open then
+    (held by a cache or a daemon thread) makes DuckDB's bindings print a leak report."""
+    for wh in list(_OPEN):
+        wh.close()
+    gc.collect()
+
+
 class Warehouse:
     """Parquet files under ``root``, queried with an in-process DuckDB."""
 
@@ -70,6 +85,14 @@ class Warehouse:
         self._con = duckdb.connect(":memory:")
         self._con.execute("SET TimeZone = 'UTC'")
         self._lock = threading.Lock()  # one DuckDB connection; cursors per call
+        _OPEN.add(self)
+
+    def close(self) -> None:
+        """Close the DuckDB connection (the Parquet files stay; reads after this fail)."""
+        with self._lock:
+            con = self.__dict__.pop("_con", None)
+            if con is not None:
+                con.close()
 
     # --- paths and catalogue ----------------------------------------------------------------
 
