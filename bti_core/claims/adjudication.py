@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from bti_core.claims.checks import HARD, AuditCheck, Outcome
+from bti_core.claims.checks import HARD, AuditCheck, Outcome, title
 from bti_core.claims.state import Event
 
 
@@ -20,7 +20,7 @@ class Decision:
 
 
 def _reasons(checks: list[AuditCheck]) -> list[str]:
-    return [f"{c.name}: {c.reason}" for c in checks]
+    return [f"{title(c.name)}: {c.reason}" for c in checks]
 
 
 def adjudicate(checks: list[AuditCheck], amount: Decimal, auto_limit: Decimal) -> Decision:

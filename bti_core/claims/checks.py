@@ -21,6 +21,19 @@ class Outcome(StrEnum):
 
 
 HARD = frozenset({"in_window", "mark_confirms", "terms_match"})
+# what each check asks, in words (pages and reasons say these, not the names)
+TITLES = {
+    "in_window": "Inside the cover window",
+    "mark_confirms": "Mark price reached the liquidation price",
+    "terms_match": "Trader's record matches the policy",
+    "adverse_selection": "Not bought into a move",
+    "user_signals": "Trader's history",
+    "model_score": "Model's expectation",
+}
+
+
+def title(name: str) -> str:
+    return TITLES.get(name, name.replace("_", " ").capitalize())
 
 
 @dataclass(frozen=True)
@@ -103,12 +116,22 @@ def mark_confirms(p: PolicyFacts, c: ClaimFacts) -> AuditCheck:
     near = [b for b in bars if abs(_ts(b["ts"]) - c.trigger_at) <= timedelta(hours=1)]
     ev = {"liquidation_price": lp, "bars_checked": [b["ts"] for b in near], "trigger_at": at}
     if any(reached(b.get(key_mark)) for b in near):
-        extreme = (min if p.side == "long" else max)(b[key_mark] for b in near)
+        # the bar holding the event's time says what the mark was then (the figure the claim
+        # shows); else the extreme within the hour around it
+        holding = [b for b in bars if _ts(b["ts"]) <= c.trigger_at]
+        bar = max(holding, key=lambda b: _ts(b["ts"])) if holding else None
+        if bar is not None and reached(bar.get(key_mark)):
+            mark = float(bar[key_mark])
+            where = f"in the bar of {_ts(bar['ts']):%Y-%m-%d %H:%M} UTC"
+        else:
+            mark = float((min if p.side == "long" else max)(b[key_mark] for b in near))
+            where = "within an hour of the event"
         return AuditCheck(
             "mark_confirms",
             Outcome.PASS,
-            f"the mark price reached {extreme:,.2f} against the liquidation price {lp:,.2f}",
-            {**ev, "mark_extreme": extreme},
+            f"the mark price reached {mark:,.2f} {where}, "
+            f"{'below' if p.side == 'long' else 'above'} the liquidation price {lp:,.2f}",
+            {**ev, "mark_extreme": mark, "mark_at_trigger": mark},
         )
     if any(reached(b.get(key_last)) for b in near):
         return AuditCheck(

@@ -117,6 +117,17 @@ class ClaimsService:
         and every payout on-chain against the head it anchored."""
         return audit_log.verify(self.db, self.chain)
 
+    def why(self, claim_id: int) -> list[str]:
+        """Why the claim waits for an underwriter, in the log's words: each reason of its
+        referral, and the trader's appeal if there is one (empty for a claim never referred)."""
+        reasons: list[str] = []
+        for e in self.log_of(claim_id):
+            if e.event == Event.REFER.value:
+                reasons = [str(r) for r in (e.detail or {}).get("reasons", [])]
+            elif e.event == Event.APPEAL.value:
+                reasons.append(f"Appealed by {e.actor}: {(e.detail or {}).get('reason', '')}")
+        return reasons
+
     def log_of(self, claim_id: int) -> list[ClaimAudit]:
         return audit_log.entries_of(self.db, claim_id)
 

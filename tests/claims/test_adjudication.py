@@ -23,9 +23,14 @@ def checks(**outcomes: Outcome) -> list[AuditCheck]:
     [
         ({}, "100", Event.AUTO_APPROVE, "every check passed"),
         ({}, "1595", Event.REFER, "payout 1,595.00 BTI is above the 1,000.00 BTI automatic limit"),
-        ({"mark_confirms": F}, "100", Event.AUTO_DENY, "mark_confirms: mark_confirms said so"),
+        (
+            {"mark_confirms": F},
+            "100",
+            Event.AUTO_DENY,
+            "Mark price reached the liquidation price: mark_confirms said so",
+        ),
         ({"mark_confirms": F, "adverse_selection": U}, "5000", Event.AUTO_DENY, "mark_confirms"),
-        ({"adverse_selection": U}, "100", Event.REFER, "adverse_selection: adverse_selection"),
+        ({"adverse_selection": U}, "100", Event.REFER, "Not bought into a move: adverse_selection"),
         ({"adverse_selection": F}, "100", Event.REFER, "adverse_selection"),  # soft, not hard
     ],
 )

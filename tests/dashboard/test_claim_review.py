@@ -3,16 +3,18 @@ with reasons, the payout, and an appeal — on the session's anvil node and a re
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlmodel import Session, select
 from streamlit.testing.v1 import AppTest
 
 from bti_core.config import get_settings
+from bti_core.db.engine import make_engine
+from bti_core.db.models import Policy
 from bti_core.market.ingest import Ingestor
-from bti_core.market.schema import Kind
-from bti_core.market.synthetic import replay_crash
+from bti_core.market.replay import crash_now
 from bti_core.market.warehouse import Warehouse
 from tests.dashboard.conftest import sign_in
 
@@ -25,26 +27,32 @@ def page(name: str, user: str, password: str) -> AppTest:
     )
 
 
-def buy_and_crash() -> None:
+def buy_and_crash(policies: int = 1) -> None:
+    """Buy ``policies`` policies, date them an hour back (as if bought then), and replay a
+    crash that ends now."""
     at = page("buy_insurance.py", "trader", "trader-demo")
     at.button(key="faucet").click().run()
-    at.button(key="buy_quote").click().run()
-    at.button(key="buy_go").click().run()
-    assert not at.error, [e.value for e in at.error]
-    wh = Warehouse(get_settings().warehouse_dir)
-    close0 = float(wh.query(Kind.MARK, "BTCUSDT", "1h").iloc[-1]["close"])
-    start = datetime.now(UTC) + timedelta(hours=3)
-    last, mark = replay_crash(close0, start=start, hours=6, drop=0.4)
-    ing = Ingestor(wh, None)
-    ing.ingest_frame(mark, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="replay")
-    ing.ingest_frame(last, symbol="BTCUSDT", kind=Kind.OHLCV, timeframe="1h", source="replay")
+    for _ in range(policies):
+        at.button(key="buy_quote").click().run()
+        at.button(key="buy_go").click().run()
+        assert not at.error, [e.value for e in at.error]
+    settings = get_settings()
+    db = make_engine(settings.resolved_database_url)
+    with Session(db) as s:
+        for pol in s.exec(select(Policy)).all():
+            pol.start_at -= timedelta(hours=1)
+            s.add(pol)
+        s.commit()
+    wh = Warehouse(settings.warehouse_dir)
+    crash_now(wh, Ingestor(wh, db), "BTCUSDT", drop=0.4, minutes=20)
+    db.dispose()
 
 
 @pytest.fixture
-def referred(filled: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def referred(recent: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("BTI_CLAIMS_AUTO_LIMIT", "1")  # every claim needs an underwriter
     buy_and_crash()
-    return filled
+    return recent
 
 
 def test_traders_cannot_open_the_review(filled: Path) -> None:
@@ -63,16 +71,28 @@ def test_underwriter_reviews_and_pays_a_referred_claim(referred: Path) -> None:
     assert metrics["Awaiting review"] == "1"
     assert at.subheader[0].value.startswith("Claim #1 · referred")
     assert len(at.get("plotly_chart")) == 1  # the evidence
-    checks = at.dataframe[1].value
-    assert set(checks["check"]) >= {"in_window", "mark_confirms", "model_score"}
+    # why it waits: the limit, in BTI with separators, and the checks that were unsure
+    why = at.warning[0].value
+    assert "Why it waits for you" in why
+    assert "above the 1.00 BTI automatic limit" in why and "Not bought into a move" in why
+    # checks in words, reasons whole; the header's mark is the mark the check judged
+    audit = " ".join(md.value for md in at.markdown)
+    assert "**Inside the cover window** (passed)" in audit
+    assert "**Mark price reached the liquidation price** (passed)" in audit
+    assert "mark_confirms" not in audit and "model_score" not in audit
+    shown = {mt.label: mt.value for mt in at.metric}["Mark at trigger"]
+    assert f"the mark price reached {shown} in the bar of" in audit
+    # the adjusted amount appears only for an adjustment
+    assert not [n for n in at.number_input if n.key.startswith("adjust_amount")]
+    at.radio(key="decision").set_value("adjust").run()
+    assert [n for n in at.number_input if n.key.startswith("adjust_amount")]
     # a decision needs a reason
-    at.radio(key="decision").set_value("approve")
-    at.text_area(key="reason").input("")
-    submit = next(b for b in at.button if b.label == "Submit decision")
-    submit.click().run()
+    at.radio(key="decision").set_value("approve").run()
+    assert not [n for n in at.number_input if n.key.startswith("adjust_amount")]
+    at.button(key="decide").click().run()
     assert "write the reason" in at.error[0].value
-    at.text_area(key="reason").input("mark confirms; terms match")
-    next(b for b in at.button if b.label == "Submit decision").click().run()
+    at.text_area(key="reason_1").input("mark confirms; terms match")
+    at.button(key="decide").click().run()
     assert not at.exception, at.exception
     assert "is paid" in at.success[0].value
     assert "/chain_explorer?q=0x" in at.success[0].value  # the payout transaction
@@ -88,8 +108,8 @@ def test_a_denied_claim_is_appealed_once_from_my_policies(referred: Path) -> Non
     uw = page("claim_review.py", "underwriter", "underwriter-demo")
     uw.button(key="scan").click().run()
     uw.radio(key="decision").set_value("deny")
-    uw.text_area(key="reason").input("bought into the move")
-    next(b for b in uw.button if b.label == "Submit decision").click().run()
+    uw.text_area(key="reason_1").input("bought into the move")
+    uw.button(key="decide").click().run()
     assert "is denied" in uw.success[0].value
 
     mine = page("my_policies.py", "trader", "trader-demo")
@@ -103,3 +123,20 @@ def test_a_denied_claim_is_appealed_once_from_my_policies(referred: Path) -> Non
     uw = page("claim_review.py", "underwriter", "underwriter-demo")
     assert {m.label: m.value for m in uw.metric}["Awaiting review"] == "1"
     assert uw.subheader[0].value.startswith("Claim #1 · appealed")
+
+
+def test_several_claims_are_decided_at_once(recent: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BTI_CLAIMS_AUTO_LIMIT", "1")
+    buy_and_crash(policies=3)
+    uw = page("claim_review.py", "underwriter", "underwriter-demo")
+    uw.button(key="scan").click().run()
+    assert {m.label: m.value for m in uw.metric}["Awaiting review"] == "3"
+    uw.multiselect(key="bulk").set_value([1, 3])
+    uw.radio(key="bulk_dec").set_value("deny")
+    uw.text_area(key="bulk_r").input("bought into the move, all of them")
+    next(b for b in uw.button if b.label == "Decide the chosen claims").click().run()
+    assert not uw.exception, uw.exception
+    assert "Decided: #1 denied, #3 denied." in uw.success[0].value
+    assert {m.label: m.value for m in uw.metric}["Awaiting review"] == "1"
+    mine = page("my_policies.py", "trader", "trader-demo")
+    assert sorted(mine.dataframe[1].value["state"]) == ["denied", "denied", "referred"]
