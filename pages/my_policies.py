@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from bti_core.errors import BTIError
-from dashboard import resources
+from dashboard import resources, text
 
 st.title("My policies")
 resources.show_flash()
@@ -21,56 +21,81 @@ if table.empty:
     st.stop()
 
 active = table[table["status"] == "active"]
-m = st.columns(3)
+m = st.columns(4)
 m[0].metric("Active policies", len(active))
-m[1].metric("Open cover", f"{active['coverage'].sum():,.2f} BTI")
-m[2].metric(
-    "Premiums paid", f"{table.loc[table['status'] != 'declined', 'premium'].sum():,.2f} BTI"
+m[1].metric("Open cover", text.bti(active["coverage"].sum()))
+m[2].metric("Premiums paid", text.bti(table.loc[table["status"] != "declined", "premium"].sum()))
+m[3].metric(
+    "Nearest to liquidation",
+    f"{active['distance_to_liquidation'].min():.1%}" if len(active) else "–",
+    help="The smallest distance from the mark price to an active policy's liquidation price",
+    delta_arrow="off",
 )
 
 shown = table.assign(
-    purchase_tx=[f"/chain_explorer?q={h}" if h else None for h in table["purchase_tx"]]
+    position=[f"{s} {lev:g}×" for s, lev in zip(table["side"], table["leverage"], strict=True)],
+    purchase_tx=[f"/chain_explorer?q={h}" if h else None for h in table["purchase_tx"]],
 )
 st.dataframe(
     shown,
     hide_index=True,
     width="stretch",
+    # what matters first, so nothing needs a sideways scroll; the rest is below the table
+    column_order=[
+        "policy",
+        "symbol",
+        "position",
+        "status",
+        "coverage",
+        "premium",
+        "end",
+        "probability_at_purchase",
+        "distance_to_liquidation",
+        "chain_policy",
+        "purchase_tx",
+    ],
     column_config={
+        "policy": st.column_config.NumberColumn("Policy", format="#%d", width="small"),
+        "symbol": st.column_config.TextColumn("Symbol", width="small"),
+        "position": st.column_config.TextColumn("Position", width="small"),
+        "status": st.column_config.TextColumn("Status", width="small"),
         "distance_to_liquidation": st.column_config.ProgressColumn(
-            "Distance to liquidation",
+            "To liquidation",
             format="percent",
             min_value=0.0,
             max_value=0.5,
-            help="How far the mark price may move against the order before it is liquidated",
+            help="How far the mark price may move against the order before it is liquidated "
+            "(open policies only)",
         ),
         "probability_at_purchase": st.column_config.NumberColumn(
-            "P(liq.) at purchase", format="percent"
+            "P(liquidation)", format="percent", help="At purchase, over the cover window"
         ),
-        "coverage": st.column_config.NumberColumn("Coverage (USDT)", format="%.2f"),
-        "premium": st.column_config.NumberColumn("Premium (USDT)", format="%.2f"),
-        "liquidation_price": st.column_config.NumberColumn("Liquidation price", format="%.2f"),
-        "mark_price": st.column_config.NumberColumn("Mark price", format="%.2f"),
-        "risk_index": st.column_config.NumberColumn("Risk index", format="%.0f"),
-        "start": st.column_config.DatetimeColumn("Start (UTC)", format="YYYY-MM-DD HH:mm"),
-        "end": st.column_config.DatetimeColumn("End (UTC)", format="YYYY-MM-DD HH:mm"),
-        "chain_policy": st.column_config.NumberColumn("On-chain #", format="%d"),
+        "coverage": st.column_config.NumberColumn("Cover (BTI)", format="accounting"),
+        "premium": st.column_config.NumberColumn("Premium (BTI)", format="accounting"),
+        "end": st.column_config.DatetimeColumn("Ends (UTC)", format="YYYY-MM-DD HH:mm"),
+        "chain_policy": st.column_config.NumberColumn("On-chain", format="#%d", width="small"),
         "purchase_tx": st.column_config.LinkColumn(
-            "Purchase tx", display_text="explorer", help="The premium's payment on-chain"
+            "Transaction", display_text="view", help="The premium's payment on-chain"
         ),
     },
 )
 
-chosen = st.selectbox("Lifecycle of policy", table["policy"].tolist(), key="policy_log")
-for ev in svc.events(int(chosen)):
-    detail = ", ".join(
-        f"{k}: {resources.explorer_link(v, v[:12] + '…')}"
-        if k == "tx" and isinstance(v, str) and v
-        else f"{k}: {v}"
-        for k, v in ev.detail.items()
+chosen = st.selectbox(
+    "Policy", table["policy"].tolist(), format_func=lambda p: f"#{p}", key="policy_log"
+)
+row = table[table["policy"] == chosen].iloc[0]
+st.caption(
+    f"{row['side']} {row['leverage']:g}× {row['symbol']} · liquidation price "
+    f"{row['liquidation_price']:,.2f} · mark now {row['mark_price']:,.2f} · risk index "
+    f"{row['risk_index']:.0f} / 100 · cover {row['start']:%Y-%m-%d %H:%M} – "
+    f"{row['end']:%Y-%m-%d %H:%M} UTC"
+)
+st.markdown(
+    "\n".join(
+        "- " + text.policy_event(ev.event, ev.detail, ev.at, resources.explorer_link)
+        for ev in svc.events(int(chosen))
     )
-    st.markdown(
-        f"- **{ev.event}** · {ev.at:%Y-%m-%d %H:%M:%S} UTC {('· ' + detail) if detail else ''}"
-    )
+)
 
 # --- claims -----------------------------------------------------------------------------------
 st.subheader("My claims")
@@ -85,7 +110,9 @@ if mine:
                     "policy": c.policy_id,
                     "state": c.state,
                     "claimed": float(c.amount_claimed),
-                    "paid": float(c.amount_approved or 0) if c.state == "paid" else 0.0,
+                    "paid": float(c.amount_approved or 0) if c.state == "paid" else None,
+                    # a referred claim says when an underwriter decides it at the latest
+                    "due": c.due_at if c.state in ("referred", "appealed") else None,
                     "decision": c.decision_reason,
                     "payout_tx": f"/chain_explorer?q={c.payout_tx}" if c.payout_tx else None,
                 }
@@ -95,9 +122,14 @@ if mine:
         hide_index=True,
         width="stretch",
         column_config={
-            "payout_tx": st.column_config.LinkColumn("Payout tx", display_text="explorer"),
-            "claimed": st.column_config.NumberColumn("Claimed (BTI)", format="%.2f"),
-            "paid": st.column_config.NumberColumn("Paid (BTI)", format="%.2f"),
+            "claim": st.column_config.NumberColumn("Claim", format="#%d", width="small"),
+            "policy": st.column_config.NumberColumn("Policy", format="#%d", width="small"),
+            "state": "State",
+            "due": st.column_config.DatetimeColumn("Decision due (UTC)", format="YYYY-MM-DD HH:mm"),
+            "decision": st.column_config.TextColumn("Decision", width="large"),
+            "payout_tx": st.column_config.LinkColumn("Payout", display_text="view"),
+            "claimed": st.column_config.NumberColumn("Claimed (BTI)", format="accounting"),
+            "paid": st.column_config.NumberColumn("Paid (BTI)", format="accounting"),
         },
     )
     appealable = [c for c in mine if c.state == "denied" and not c.appealed]

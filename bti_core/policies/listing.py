@@ -57,7 +57,12 @@ class Listing:
                     "premium": float(p.premium),
                     "liquidation_price": lp,
                     "mark_price": spot,
-                    "distance_to_liquidation": sign * (spot - lp) / spot if lp > 0 else 1.0,
+                    # only an open policy can still be liquidated
+                    "distance_to_liquidation": (
+                        (sign * (spot - lp) / spot if lp > 0 else 1.0)
+                        if p.status in ("active", "pending")
+                        else None
+                    ),
                     "start": p.start_at,
                     "end": p.end_at,
                     "probability_at_purchase": p.probability,

@@ -101,6 +101,9 @@ def test_underwriter_reviews_and_pays_a_referred_claim(referred: Path) -> None:
     mine = page("my_policies.py", "trader", "trader-demo")
     claims = mine.dataframe[1].value
     assert claims["state"].tolist() == ["paid"]
+    policies = mine.dataframe[0].value
+    assert policies["status"].tolist() == ["paid"]
+    assert policies["distance_to_liquidation"].isna().all()  # closed: nothing to liquidate
     assert claims["payout_tx"].iloc[0].startswith("/chain_explorer?q=0x")
 
 
@@ -139,4 +142,6 @@ def test_several_claims_are_decided_at_once(recent: Path, monkeypatch: pytest.Mo
     assert "Decided: #1 denied, #3 denied." in uw.success[0].value
     assert {m.label: m.value for m in uw.metric}["Awaiting review"] == "1"
     mine = page("my_policies.py", "trader", "trader-demo")
-    assert sorted(mine.dataframe[1].value["state"]) == ["denied", "denied", "referred"]
+    claims = mine.dataframe[1].value.set_index("state")
+    assert sorted(claims.index) == ["denied", "denied", "referred"]
+    assert claims["due"].notna().tolist() == [s == "referred" for s in claims.index]

@@ -60,7 +60,14 @@ def test_quote_then_buy_then_listed(filled: Path) -> None:
     assert {m.label: m.value for m in mine.metric}["Active policies"] == "1"
     assert len(mine.dataframe) == 1
     assert mine.dataframe[0].value["purchase_tx"].iloc[0].startswith("/chain_explorer?q=0x")
-    assert any("premium_collected" in md.value for md in mine.markdown)
+    log = " ".join(md.value for md in mine.markdown)
+    assert "Premium of " in log and " BTI collected" in log and "Cover active until" in log
+    assert "premium_collected" not in log and "{'" not in log and "['" not in log  # no raw keys
+    assert "on-chain policy [#1](/chain_explorer?q=policy%201)" in log
+    table = mine.dataframe[0]
+    shown = table.proto.column_order  # what is visible without a sideways scroll
+    assert list(shown)[:4] == ["policy", "symbol", "position", "status"]
+    assert {"end", "probability_at_purchase", "chain_policy", "purchase_tx"} <= set(shown)
 
 
 def test_bad_cover_shows_the_reason_and_buys_nothing(filled: Path) -> None:

@@ -1,0 +1,61 @@
+"""Sentences for the pages: lifecycle events and amounts in words a trader reads (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+Link = Callable[[object, str], str]  # (what to search in the explorer, text) → markdown link
+
+
+def bti(amount: object) -> str:
+    """``1234.5`` → ``1,234.50 BTI``."""
+    return f"{float(str(amount)):,.2f} BTI"
+
+
+def when(at: datetime) -> str:
+    return f"{at:%Y-%m-%d %H:%M} UTC"
+
+
+def _tx(detail: dict[str, Any], link: Link) -> str:
+    tx = detail.get("tx")
+    return f" (transaction {link(tx, str(tx)[:10] + '…')})" if isinstance(tx, str) and tx else ""
+
+
+def policy_event(event: str, detail: dict[str, Any], at: datetime, link: Link) -> str:
+    """One lifecycle event as a dated sentence."""
+    d = detail or {}
+    match event:
+        case "created":
+            text = "Policy created from the quote; the premium is being paid on-chain"
+        case "premium_collected":
+            chain_id = d.get("chain_policy_id")
+            token = f" · on-chain policy {link(f'policy {chain_id}', f'#{chain_id}')}"
+            text = (
+                f"Premium of {bti(d.get('amount', 0))} collected"
+                f"{token if chain_id is not None else ''}{_tx(d, link)}"
+            )
+        case "active":
+            until = d.get("until")
+            text = "Cover active" + (
+                f" until {datetime.fromisoformat(until):%Y-%m-%d %H:%M} UTC" if until else ""
+            )
+        case "declined":
+            reasons = d.get("reasons") or []
+            text = "Declined, no premium taken" + (
+                ": " + "; ".join(map(str, reasons)) if reasons else ""
+            )
+        case "expired":
+            text = "Cover window ended without a liquidation"
+        case "claimed":
+            source = "found in the market" if d.get("source") == "market_scan" else "filed by you"
+            text = f"Claim #{d.get('claim_id')} opened ({source})"
+        case "paid":
+            text = f"Claim #{d.get('claim_id')} paid: {bti(d.get('amount', 0))}{_tx(d, link)}"
+        case "cover_released":
+            text = f"The pool released the cover it had locked{_tx(d, link)}"
+        case _:
+            extra = ", ".join(f"{k} {v}" for k, v in d.items())
+            text = event.replace("_", " ").capitalize() + (f" ({extra})" if extra else "")
+    return f"**{at:%Y-%m-%d %H:%M}** UTC · {text}"
