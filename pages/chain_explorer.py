@@ -7,24 +7,37 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from bti_core.chain.explorer import readable_args
 from bti_core.errors import ChainError
 from dashboard import resources
 
 st.title("Chain explorer")
 ex = resources.explorer()
 link = resources.explorer_link
+EXPLORER = "/chain_explorer?q="
+# a link column that shows the hash's first characters: ``0x3492f9fb13…``
+HASH_LINK = {"display_text": r"q=(0x[0-9a-fA-F]{10})"}
 
 
 def short(h: str | None, n: int = 10) -> str:
     return "—" if not h else f"{h[:n]}…{h[-4:]}"
 
 
-# --- the pool -----------------------------------------------------------------------------------
+def copyable(value: str) -> None:
+    """The full value in a code box, whose button copies it."""
+    st.code(value, language=None)
+
+
 def bti(x: object) -> str:
     v = float(str(x))
     return f"{v / 1e6:,.2f}M" if abs(v) >= 1e6 else f"{v:,.2f}"
 
 
+def when(t: object) -> str:
+    return "" if t is None else f"{pd.Timestamp(t):%Y-%m-%d %H:%M:%S} UTC"
+
+
+# --- the pool -----------------------------------------------------------------------------------
 pool = ex.pool()
 m = st.columns(6)
 m[0].metric("Reserves (BTI)", bti(pool.reserves), help="Deposits + premiums − claims − withdrawals")
@@ -43,19 +56,25 @@ st.caption(
 history = ex.pool_history()
 business = history[history["kind"].isin(["premium", "claim"])]
 if not business.empty:
-    flows = business.pivot_table(index="block", columns="kind", values="bti", aggfunc="sum")
+    flows = business.pivot_table(index="time", columns="kind", values="bti", aggfunc="sum")
     flows = flows.reindex(columns=["premium", "claim"]).fillna(0).astype(float).cumsum()
     flows = flows.rename(columns={"premium": "premiums in", "claim": "claims paid"})
     fig = px.line(
-        flows.reset_index().melt(id_vars="block", var_name="flow", value_name="BTI"),
-        x="block",
+        flows.reset_index().melt(id_vars="time", var_name="flow", value_name="BTI"),
+        x="time",
         y="BTI",
         color="flow",
         title="Premiums in and claims paid, cumulative",
         line_shape="hv",
         markers=True,
     )
-    fig.update_layout(height=260, margin={"t": 40, "b": 10})
+    fig.update_layout(
+        height=260,
+        margin={"t": 40, "b": 10},
+        xaxis={"title": "time (UTC)", "tickformat": "%b %d\n%H:%M"},
+        yaxis={"title": "BTI", "tickformat": ",.0f", "rangemode": "tozero"},
+        legend={"title": ""},
+    )
     st.plotly_chart(fig, width="stretch")
 
 # --- search -------------------------------------------------------------------------------------
@@ -68,24 +87,53 @@ query = st.text_input(
 ).strip()
 
 
+def events_table(events: list, times: dict) -> None:
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "time": times.get(e.block),
+                    "block": e.block,
+                    "event": f"{e.contract}.{e.name}",
+                    "details": readable_args(e, ex.label),
+                    "tx": EXPLORER + e.tx_hash,
+                }
+                for e in events
+            ],
+            columns=["time", "block", "event", "details", "tx"],
+        ),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "time": st.column_config.DatetimeColumn("Time (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+            "block": st.column_config.NumberColumn("Block", format="%d"),
+            "details": st.column_config.TextColumn("Details", width="large"),
+            "tx": st.column_config.LinkColumn("Transaction", **HASH_LINK),
+        },
+    )
+
+
 def show_tx(h: str) -> None:
     tx = ex.transaction(h)
     st.subheader(f"Transaction {short(tx.hash, 18)}")
+    copyable(tx.hash)
     icon = {
         "success": ":green[:material/check_circle:]",
         "reverted": ":red[:material/cancel:]",
         "pending": ":orange[:material/schedule:]",
     }[tx.status]
+    if tx.gas_used is not None:
+        st.markdown(
+            f"{icon} **{tx.status}** in block {link(tx.block, f'{tx.block:,}')} · "
+            f"{when(tx.time)} · gas used {tx.gas_used:,}"
+        )
+    else:
+        st.markdown(f"{icon} **{tx.status}**")
+    sender = ex.label(tx.sender)
     st.markdown(
-        f"{icon} **{tx.status}** in block {link(tx.block)} "
-        f"{'· ' + f'{tx.time:%Y-%m-%d %H:%M:%S} UTC' if tx.time else ''} · gas {tx.gas_used:,}"
-        if tx.gas_used is not None
-        else f"{icon} **{tx.status}**"
-    )
-    st.markdown(
-        f"From {link(tx.sender)} {('(' + ex.label(tx.sender) + ')') if ex.label(tx.sender) else ''}"
-        f" → {link(tx.to) if tx.to else 'contract creation'} "
-        f"{('(' + tx.contract + ')') if tx.contract else ''}"
+        f"From {link(tx.sender, short(tx.sender))} {f'({sender})' if sender else ''} → "
+        f"{link(tx.to, short(tx.to)) if tx.to else 'contract creation'} "
+        f"{f'({tx.contract})' if tx.contract else ''}"
     )
     if tx.function:
         st.markdown(f"Call: `{tx.function}`")
@@ -100,13 +148,14 @@ def show_tx(h: str) -> None:
                         "#": e.log_index,
                         "contract": e.contract,
                         "event": e.name,
-                        "arguments": ", ".join(f"{k}={v}" for k, v in e.args.items()),
+                        "details": readable_args(e, ex.label),
                     }
                     for e in tx.events
                 ]
             ),
             hide_index=True,
             width="stretch",
+            column_config={"details": st.column_config.TextColumn("Details", width="large")},
         )
     for raw in tx.raw_logs:
         with st.expander(f"Unknown log from {raw.get('address')}"):
@@ -116,29 +165,52 @@ def show_tx(h: str) -> None:
 def show_address(a: str) -> None:
     v = ex.address(a)
     st.subheader(f"Address {v.address}" + (f" · {v.label}" if v.label else ""))
+    copyable(v.address)
     c = st.columns(4)
     c[0].metric("BTI", f"{v.bti:,.2f}")
     c[1].metric("Gas coin", f"{v.eth:,.4f}")
     c[2].metric("Pool shares", f"{v.pool_shares:,.2f}")
-    c[3].metric("Transactions sent", v.nonce)
-    if v.policies:
-        st.markdown("Policies held: " + ", ".join(link(f"policy {p}", f"#{p}") for p in v.policies))
-    if v.events:
-        st.dataframe(
-            pd.DataFrame(
-                [
-                    {
-                        "block": e.block,
-                        "event": f"{e.contract}.{e.name}",
-                        "tx": e.tx_hash,
-                        "arguments": ", ".join(f"{k}={val}" for k, val in e.args.items()),
-                    }
-                    for e in v.events[:200]
-                ]
-            ),
-            hide_index=True,
-            width="stretch",
-        )
+    c[3].metric("Transactions sent", f"{v.nonce:,}")
+    transfers = ex.transfers(v)
+    tabs = st.tabs(
+        [
+            f"Token transfers ({len(transfers)})",
+            f"Policy tokens ({len(v.policies)})",
+            f"All events ({len(v.events[:200])})",
+        ]
+    )
+    with tabs[0]:
+        if transfers.empty:
+            st.caption("No BTI transfers to or from this address.")
+        else:
+            st.dataframe(
+                transfers.assign(tx=EXPLORER + transfers["tx"]),
+                hide_index=True,
+                width="stretch",
+                column_config={
+                    "time": st.column_config.DatetimeColumn(
+                        "Time (UTC)", format="YYYY-MM-DD HH:mm:ss"
+                    ),
+                    "block": st.column_config.NumberColumn("Block", format="%d"),
+                    "direction": "In / out",
+                    "counterparty": "Counterparty",
+                    "bti": st.column_config.NumberColumn("Amount (BTI)", format="accounting"),
+                    "tx": st.column_config.LinkColumn("Transaction", **HASH_LINK),
+                },
+            )
+    with tabs[1]:
+        if not v.policies:
+            st.caption("This address holds no policy token.")
+        for p in v.policies:
+            pol = ex.c.policy(p)
+            st.markdown(
+                f"- {link(f'policy {p}', f'Policy #{p}')} · {pol.status.name.lower()} · covers "
+                f"{pol.coverage:,.2f} BTI until "
+                f"{pd.Timestamp(pol.expiry, unit='s'):%Y-%m-%d %H:%M} UTC"
+            )
+    with tabs[2]:
+        shown = v.events[:200]
+        events_table(shown, ex.block_times(e.block for e in shown))
 
 
 def show_policy(pid: int) -> None:
@@ -150,26 +222,41 @@ def show_policy(pid: int) -> None:
     c[1].metric("Premium", f"{p.premium:,.2f} BTI")
     c[2].metric("Paid out", f"{p.paid:,.2f} BTI")
     c[3].metric("Expiry (UTC)", pd.Timestamp(p.expiry, unit="s").strftime("%Y-%m-%d %H:%M"))
-    st.markdown(f"Holder (token owner): {link(p.owner)} · bought by {link(p.buyer)}")
-    st.markdown(f"Terms hash `{p.terms_hash}`")
-    for e in v.events:
-        st.markdown(f"- block {link(e.block)} · **{e.name}** · {link(e.tx_hash, short(e.tx_hash))}")
+    st.markdown(
+        f"Holder (token owner): {link(p.owner, short(p.owner))} · bought by "
+        f"{link(p.buyer, short(p.buyer))}"
+    )
+    st.markdown("Terms hash")
+    copyable(str(p.terms_hash))
+    events_table(v.events, ex.block_times(e.block for e in v.events))
 
 
 def show_block(n: int) -> None:
     header, txs = ex.block(n)
-    st.subheader(f"Block {header['block']}")
+    st.subheader(f"Block {header['block']:,}")
     st.caption(
-        f"{header['time']:%Y-%m-%d %H:%M:%S} UTC · {header['transactions']} transactions · "
-        f"gas {header['gas_used']:,} · hash {short(header['hash'], 18)}"
+        f"{when(header['time'])} · {header['transactions']:,} transactions · "
+        f"gas used {header['gas_used']:,} of {header['gas_limit']:,}"
     )
+    copyable(header["hash"])
     if not txs.empty:
-        txs = txs.assign(link=[f"/chain_explorer?q={h}" for h in txs["hash"]])
         st.dataframe(
-            txs,
+            txs.assign(
+                hash=EXPLORER + txs["hash"],
+                to=[
+                    f"{short(t)} ({lbl})" if lbl else short(t)
+                    for t, lbl in zip(txs["to"], txs["to_label"], strict=True)
+                ],
+                **{"from": [short(f) for f in txs["from"]]},
+            ).drop(columns=["to_label"]),
             hide_index=True,
             width="stretch",
-            column_config={"link": st.column_config.LinkColumn("Open", display_text="view")},
+            column_config={
+                "hash": st.column_config.LinkColumn("Transaction", **HASH_LINK),
+                "from": "From",
+                "to": "To",
+                "function": "Call",
+            },
         )
 
 
@@ -190,13 +277,17 @@ if query:
 # --- latest blocks ------------------------------------------------------------------------------
 st.subheader("Latest blocks")
 blocks = ex.latest_blocks(50)
-blocks = blocks.assign(link=[f"/chain_explorer?q={b}" for b in blocks["block"]])
+blocks = blocks.assign(block_link=EXPLORER + blocks["block"].astype(str))
 st.dataframe(
     blocks,
     hide_index=True,
     width="stretch",
+    column_order=["block_link", "time", "transactions", "gas_used", "hash"],
     column_config={
+        "block_link": st.column_config.LinkColumn("Block", display_text=r"q=(\d+)"),
         "time": st.column_config.DatetimeColumn("Time (UTC)", format="YYYY-MM-DD HH:mm:ss"),
-        "link": st.column_config.LinkColumn("Open", display_text="view"),
+        "transactions": st.column_config.NumberColumn("Transactions", format="%d"),
+        "gas_used": st.column_config.NumberColumn("Gas used", format="localized"),
+        "hash": st.column_config.TextColumn("Hash"),
     },
 )

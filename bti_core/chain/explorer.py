@@ -5,6 +5,7 @@ head, event queries start at the deployment block; nothing scans from genesis.""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -67,6 +68,37 @@ class PolicyView:
     @property
     def payout_tx(self) -> str | None:
         return next((e.tx_hash for e in self.events if e.name == "ClaimPaid"), None)
+
+
+# event arguments that are token amounts (18 decimals), times (Unix seconds), or token ids
+AMOUNT_ARGS = frozenset({"value", "amount", "premium", "coverage", "assets", "shares"})
+TIME_ARGS = frozenset({"expiry", "deadline"})
+ID_ARGS = frozenset({"policyId", "tokenId"})
+
+
+def readable_arg(name: str, value: Any, label: Callable[[str], str | None] | None = None) -> str:
+    """An event argument as a person reads it: BTI with separators, a date, ``#7``, or an
+    address with its label (``0x5FbD…0aa3 (InsurancePool)``)."""
+    if name in AMOUNT_ARGS and isinstance(value, int):
+        unit = " shares" if name == "shares" else " BTI"
+        return f"{from_units(value):,.2f}{unit}"
+    if name in TIME_ARGS and isinstance(value, int):
+        return f"{datetime.fromtimestamp(value, UTC):%Y-%m-%d %H:%M} UTC"
+    if name in ID_ARGS and isinstance(value, int):
+        return f"#{value}"
+    if isinstance(value, str) and _ADDR.match(value):
+        tag = label(value) if label else None
+        short = f"{value[:6]}…{value[-4:]}"
+        return f"{short} ({tag})" if tag else short
+    if isinstance(value, bytes | bytearray):
+        value = HexBytes(value).to_0x_hex()
+    if isinstance(value, str) and value.startswith("0x") and len(value) > 42:  # a hash
+        return f"{value[:10]}…"
+    return str(value)
+
+
+def readable_args(e: DecodedEvent, label: Callable[[str], str | None] | None = None) -> str:
+    return ", ".join(f"{k} {readable_arg(k, v, label)}" for k, v in e.args.items())
 
 
 def classify(query: str) -> tuple[SearchKind, str | int]:
@@ -289,6 +321,45 @@ class Explorer:
         evs = [e for e in evs if e.contract == "InsurancePool"]
         return PolicyView(p, sorted(evs, key=lambda e: (e.block, e.log_index)))
 
+    def block_times(self, blocks: Iterable[int]) -> dict[int, datetime]:
+        """Each block's time (one batched request for all of them)."""
+        wanted = sorted(set(blocks))
+        if not wanted:
+            return {}
+
+        def fetch() -> list[Any]:
+            with self.w3.batch_requests() as batch:
+                for k in wanted:
+                    batch.add(self.w3.eth.get_block(k))
+                return list(batch.execute())
+
+        got = self.c._rpc(fetch, "block times")
+        return {int(b["number"]): datetime.fromtimestamp(int(b["timestamp"]), UTC) for b in got}
+
+    def transfers(self, view: AddressView) -> pd.DataFrame:
+        """The address's BTI token transfers, newest first: time, direction, counterparty,
+        amount (signed: + in, − out) and the transaction."""
+        rows = [e for e in view.events if e.contract == "BTIToken" and e.name == "Transfer"]
+        times = self.block_times(e.block for e in rows)
+        out = []
+        for e in rows:
+            incoming = e.args.get("to") == view.address
+            other = e.args.get("from") if incoming else e.args.get("to")
+            amount = from_units(int(e.args.get("value", 0)))
+            out.append(
+                {
+                    "time": times.get(e.block),
+                    "block": e.block,
+                    "direction": "in" if incoming else "out",
+                    "counterparty": readable_arg("other", other, self.label),
+                    "bti": float(amount if incoming else -amount),
+                    "tx": e.tx_hash,
+                }
+            )
+        return pd.DataFrame(
+            out, columns=["time", "block", "direction", "counterparty", "bti", "tx"]
+        )
+
     def pool(self) -> PoolStats:
         return self.c.pool_stats()
 
@@ -306,7 +377,10 @@ class Explorer:
             }.get(e.name)
             if amount and amount[1] is not None:
                 rows.append({"block": e.block, "kind": amount[0], "bti": from_units(amount[1])})
-        return pd.DataFrame(rows, columns=["block", "kind", "bti"])
+        frame = pd.DataFrame(rows, columns=["block", "kind", "bti"])
+        times = self.block_times(frame["block"].astype(int))
+        frame["time"] = pd.to_datetime([times[int(b)] for b in frame["block"]], utc=True)
+        return frame
 
     def search(self, query: str) -> tuple[SearchKind, str | int]:
         """Classify a query and check that what it names exists."""

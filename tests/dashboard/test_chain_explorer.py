@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from bti_core.chain.runtime import connect
@@ -49,6 +51,12 @@ def test_pool_books_latest_blocks_and_searches(filled: Path) -> None:
     assert any("buyPolicy" in m.value for m in at.markdown)
     events = at.dataframe[0].value
     assert "PolicyPurchased" in set(events["event"])
+    # amounts in BTI with separators, the expiry as a date; never raw 18-decimal integers
+    bought = events.loc[events["event"] == "PolicyPurchased", "details"].iloc[0]
+    assert re.search(r"premium \d[\d,]*\.\d\d BTI", bought) and " UTC" in bought, bought
+    assert not re.search(r"\d{12,}", " ".join(events["details"])), events["details"].tolist()
+    assert [c.value for c in at.code] == [tx]  # the hash, with a copy button
+    assert any("gas used " in md.value and re.search(r"\d,\d{3}", md.value) for md in at.markdown)
     assert {m.label: m.value for m in at.metric}["Policies"] == "1"
     assert len(at.get("plotly_chart")) == 1  # the pool's flows
 
@@ -58,7 +66,14 @@ def test_pool_books_latest_blocks_and_searches(filled: Path) -> None:
     wallet = CustodialWallets.at(filled / "wallet.secret").of("trader").address
     at.text_input(key="explorer_q").set_value(wallet).run()
     assert at.subheader[0].value == f"Address {wallet}"
-    assert any("#1" in m.value for m in at.markdown)  # the policy token it holds
+    assert any("Policy #1" in m.value for m in at.markdown)  # the policy token it holds
+    assert [t.label for t in at.tabs][:2] == ["Token transfers (2)", "Policy tokens (1)"]
+    transfers = at.dataframe[0].value  # the faucet in, the premium out
+    assert set(transfers["direction"]) == {"in", "out"}
+    assert transfers["bti"].sum() == pytest.approx(
+        float({m.label: m.value for m in at.metric}["BTI"].replace(",", ""))
+    )
+    assert transfers["time"].notna().all()
 
     at.text_input(key="explorer_q").set_value("1").run()
     assert at.subheader[0].value == "Block 1"
