@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page, expect, sync_playwright
 
 from tests.conftest import ROOT, free_port
 
@@ -77,7 +77,8 @@ def start_app(data: Path, chain_port: int | None = None, **extra_env: str) -> Ap
     env.pop("BTI_RPC_URL", None)
     bin_dir = Path(sys.executable).parent
     subprocess.run(
-        [str(bin_dir / "bti"), "demo", "--days", "60", "--end", "2025-06-01", "--if-missing"],
+        # markets up to the present: a crash is replayed now, on bars that end now
+        [str(bin_dir / "bti"), "demo", "--days", "60", "--if-missing", "--quiet"],
         env=env,
         check=True,
         capture_output=True,
@@ -134,3 +135,34 @@ def page() -> Iterator[Page]:
         yield pg
         ctx.close()
         browser.close()
+
+
+def sign_in(page: Page, user: str, password: str) -> None:
+    """Fill and submit the sign-in form, as a person would."""
+    page.get_by_role("textbox", name="Username").fill(user)
+    page.get_by_role("textbox", name="Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_text(f"· {user}")).to_be_visible()  # "Signed in as … · role"
+
+
+def ensure_signed_in(page: Page, user: str, password: str) -> None:
+    """Sign in unless the session cookie already did."""
+    signed = page.get_by_text(f"· {user}")
+    form = page.get_by_role("textbox", name="Username")
+    expect(signed.or_(form)).to_be_visible()
+    if not signed.is_visible():
+        sign_in(page, user, password)
+
+
+def metric(page: Page, label: str) -> str:
+    box = page.locator('[data-testid="stMetric"]').filter(has_text=label)
+    return box.locator('[data-testid="stMetricValue"]').first.inner_text()
+
+
+def settle(page: Page) -> None:
+    """Until the app has finished running the script (the status widget gone) and plotly has
+    drawn."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000
+    )
+    page.wait_for_timeout(400)

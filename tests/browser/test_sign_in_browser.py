@@ -1,5 +1,5 @@
-"""The sign-in form in a real browser: what a person types as soon as the form appears stays
-there while the page settles (the cookie component reporting in must not redraw the form)."""
+"""Signing in, in a real browser: what a person types stays typed, and a signed-in user stays
+signed in across reloads, new tabs, typed URLs and the explorer's links, until they sign out."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, App, start_app
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, App, sign_in, start_app
+
+pytestmark = pytest.mark.browser
+expect.set_options(timeout=30_000)
+RELOADS = 50
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +44,55 @@ def test_typing_at_once_is_kept_and_signs_in(app: App, browser: Browser, path: s
         secret = page.get_by_role("textbox", name="Password")
         name.fill("trader")
         secret.fill("trader-demo")
-        page.wait_for_timeout(2_500)  # the cookie component reports well within this
+        page.wait_for_timeout(2_500)  # nothing may redraw the form meanwhile
         assert (name.input_value(), secret.input_value()) == ("trader", "trader-demo")
-        page.get_by_role("button", name="Login").click()
+        page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_text("· trader")).to_be_visible()
+    finally:
+        ctx.close()
+
+
+def test_a_session_lasts_across_reloads_tabs_and_links_until_sign_out(
+    app: App, browser: Browser
+) -> None:
+    """Before, reloading signed the user out in most tries, and every explorer link opened a
+    tab that was not signed in."""
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    page.set_default_timeout(45_000)
+    signed = page.get_by_text("Signed in as Demo Trader")
+    try:
+        page.goto(f"{app.url}/my_policies")
+        sign_in(page, "trader", "trader-demo")
+        out = 0
+        for _ in range(RELOADS):
+            page.reload()
+            form = page.get_by_role("textbox", name="Username")
+            expect(signed.or_(form)).to_be_visible()
+            out += int(form.count() > 0)
+        assert out == 0, f"{out} of {RELOADS} reloads signed the user out"
+        # a typed URL and a second tab: the same session
+        for path in ("buy_insurance", "claim_review", "my_policies"):
+            page.goto(f"{app.url}/{path}")
+            expect(page.get_by_text("· trader")).to_be_visible()
+        other = ctx.new_page()
+        other.goto(f"{app.url}/chain_explorer?q=1")  # as an explorer link opens it
+        other.goto(f"{app.url}/buy_insurance")
+        expect(other.get_by_text("Signed in as Demo Trader")).to_be_visible()
+        cookie = next(c for c in ctx.cookies() if c["name"] == "bti_session")
+        assert cookie["sameSite"] == "Strict" and cookie["expires"] > 0  # a lasting cookie
+
+        # signing out ends the session everywhere, and the old cookie is worth nothing
+        other.close()
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_role("textbox", name="Username")).to_be_visible()
+        page.reload()
+        expect(page.get_by_role("textbox", name="Username")).to_be_visible()
+        thief = browser.new_context()
+        thief.add_cookies([{"name": "bti_session", "value": cookie["value"], "url": app.url}])
+        stolen = thief.new_page()
+        stolen.goto(f"{app.url}/my_policies")
+        expect(stolen.get_by_role("textbox", name="Username")).to_be_visible()
+        thief.close()
     finally:
         ctx.close()
