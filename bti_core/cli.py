@@ -780,7 +780,12 @@ def demo_crash(
             )
             time.sleep(wait)
         replay = crash_now(
-            services.warehouse, services.ingestor, symbol, drop=drop, minutes=minutes
+            services.warehouse,
+            services.ingestor,
+            symbol,
+            drop=drop,
+            minutes=minutes,
+            not_before=newest,
         )
         move = f"{replay.move:+.1%}".replace("-", "−")
         console.print(

@@ -15,6 +15,7 @@ the pages can say which stretch of a market is a replay and not market data.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -74,10 +75,13 @@ def crash_now(
     drop: float = 0.3,
     minutes: int = 30,
     now: pd.Timestamp | None = None,
+    not_before: pd.Timestamp | datetime | None = None,
 ) -> Replay:
     """Replay a fall of ``drop`` (0.3 = −30 %, < 0 a squeeze up) over the last ``minutes``
     minutes, ending at the current minute; the price path is log-linear,
-    ``c₀·(1 − drop)^(k/minutes)`` for minute k. Bars already stored are kept."""
+    ``c₀·(1 − drop)^(k/minutes)`` for minute k. Bars already stored are kept. The fall starts
+    no earlier than ``not_before`` (the newest purchase: a replay must not rewrite the market
+    a trader was quoted on into one already falling); the minutes before it stay at c₀."""
     if not -5 < drop < 1:
         raise ReplayError(f"drop must be between −5 and 1 (0.3 = −30 %); got {drop}")
     if not 1 <= minutes <= 600:
@@ -111,6 +115,8 @@ def crash_now(
         )
     # the fall takes the last ``minutes`` minutes, or the time since the data end if shorter
     fall_start = max(current - MINUTE * (minutes - 1), last_end)
+    if not_before is not None:
+        fall_start = max(fall_start, min(pd.Timestamp(not_before).ceil(MINUTE), current))
     minutes = int((current - fall_start) / MINUTE) + 1
     first_minute = max(fall_start.floor(step), last_end)
     frames: dict[str, list[pd.DataFrame]] = {"1m": []}

@@ -1,9 +1,12 @@
-"""The purchase journey in a real browser, on the app's own local chain node: faucet, quote,
-buy, the premium's transaction in the Chain Explorer, My policies; then the app stops (its
-node with it) and starts again with every balance and policy kept."""
+"""The whole journey in a real browser, both roles, on the app's own local chain node, with a
+screenshot of every page (tests/artifacts/): the trader's market, quote (a symbol switch, a
+stale quote cleared, the what-if and the countdown), purchase, policies and the explorer; a
+crash replayed now; the underwriter's review with its reasons, the payout; the trader's paid
+claim; then the app stops (its node with it) and starts again with everything kept."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -12,7 +15,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from bti_core.chain.node import is_up
-from tests.browser.conftest import App, start_app
+from tests.browser.conftest import App, ensure_signed_in, metric, settle, sign_in, start_app
 from tests.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser
@@ -28,74 +31,88 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
         a.stop()
 
 
-def sign_in(page: Page, user: str, password: str) -> None:
-    """Fill and submit the sign-in form. The form can be redrawn once while the page settles
-    (the cookie component reports in), dropping what was typed: type until it stays."""
-    name = page.get_by_role("textbox", name="Username")
-    secret = page.get_by_role("textbox", name="Password")
-    signed = page.get_by_text(f"· {user}")  # "Signed in as … · role"
-    for _ in range(10):
-        name.fill(user)
-        secret.fill(password)
-        page.wait_for_timeout(700)
-        if name.input_value() == user and secret.input_value() == password:
-            page.get_by_role("button", name="Login").click()
-            try:
-                expect(signed).to_be_visible(timeout=10_000)
-                return
-            except AssertionError:
-                continue
-    expect(signed).to_be_visible()
-
-
-def ensure_signed_in(page: Page, user: str, password: str) -> None:
-    """Sign in unless the session cookie already did."""
-    signed = page.get_by_text(f"· {user}")
-    form = page.get_by_role("textbox", name="Username")
-    expect(signed.or_(form)).to_be_visible()
-    if not signed.is_visible():
-        sign_in(page, user, password)
-
-
-def _metric(page: Page, label: str) -> str:
-    box = page.locator('[data-testid="stMetric"]').filter(has_text=label)
-    return box.locator('[data-testid="stMetricValue"]').first.inner_text()
-
-
-def test_buy_cover_and_find_its_payment_on_chain(app: App, page: Page) -> None:
+def shot(page: Page, name: str) -> None:
+    settle(page)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def choose(page: Page, label: str, option: str) -> None:
+    page.locator('[data-testid="stSelectbox"]').filter(has_text=label).click()
+    page.get_by_role("option", name=option, exact=True).click()
+    settle(page)
+
+
+def test_market_quote_buy_policies_and_explorer(app: App, page: Page) -> None:
+    page.goto(app.url)
+    expect(page.get_by_role("heading", name="Market")).to_be_visible()
+    expect(page.locator(".js-plotly-plot").first).to_be_visible()
+    basis = page.locator('[data-testid="stMetric"]').filter(has_text="Mark price")
+    expect(basis.get_by_text("basis")).to_be_visible()
+    assert basis.locator('[data-testid="stMetricDeltaIcon-Up"]').count() == 0  # not a change
+    assert basis.locator('[data-testid="stMetricDeltaIcon-Down"]').count() == 0
+    shot(page, "market")
+
     page.goto(f"{app.url}/buy_insurance")
     sign_in(page, "trader", "trader-demo")
     expect(page.get_by_role("heading", name="Buy insurance")).to_be_visible()
     page.get_by_role("button", name="Get 1,000 BTI (demo faucet)").click()
     expect(page.get_by_text("1,000.00", exact=True)).to_be_visible()
+    entry = page.get_by_text(re.compile(r"^Entry: .* mark price now"))
+    btc_entry = entry.inner_text()
+    choose(page, "Symbol", "ETHUSDT")
+    expect(entry).to_contain_text("ETHUSDT's mark price")
+    assert entry.inner_text() != btc_entry  # not BTC's price carried over
     page.get_by_role("button", name="Get quote").click()
-    expect(page.get_by_text("Premium (USDT)")).to_be_visible()
-    expect(page.locator(".js-plotly-plot").first).to_be_visible()  # the risk factors
-    page.wait_for_timeout(800)
-    page.screenshot(path=str(ARTIFACTS / "buy-insurance.png"), full_page=True)
-    page.get_by_role("button", name="Buy cover for").click()
+    expect(page.get_by_text("Quote for a long 20× ETHUSDT order")).to_be_visible()
+    choose(page, "Symbol", "BTCUSDT")
+    expect(page.get_by_text("The form changed since the last quote")).to_be_visible()
+    assert page.get_by_role("button", name=re.compile("^Buy cover for")).count() == 0
+
+    page.get_by_role("button", name="Get quote").click()
+    expect(page.get_by_text("Quote for a long 20× BTCUSDT order")).to_be_visible()
+    expect(page.get_by_text(re.compile(r"valid for \d+:\d\d"))).to_be_visible()  # counting
+    # leverage moved: the 20× quote and its button go
+    page.get_by_role("slider").first.focus()
+    page.keyboard.press("ArrowLeft")
+    settle(page)
+    expect(page.get_by_text("The form changed since the last quote")).to_be_visible()
+    assert page.get_by_role("button", name=re.compile("^Buy cover for")).count() == 0
+    page.get_by_role("button", name="Get quote").click()
+    expect(page.get_by_text("Quote for a long 19× BTCUSDT order")).to_be_visible()
+    page.get_by_role("tab", name="What if").click()
+    expect(page.get_by_text("What if: premium by leverage and duration")).to_be_visible()
+    shot(page, "buy-insurance")
+    page.get_by_role("button", name=re.compile("^Buy cover for")).click()
     success = page.locator('[data-testid="stAlertContentSuccess"]')
     expect(success).to_contain_text("is active until")
     href = success.locator("a").get_attribute("href")
     assert href is not None and "/chain_explorer?q=0x" in href
-    balance = float(_metric(page, "BTI balance").replace(",", ""))
+    balance = float(metric(page, "BTI balance").replace(",", ""))
     assert 0 < balance < 1000
 
     page.goto(href if href.startswith("http") else f"{app.url}{href}")
     expect(page.get_by_role("heading", name="Chain explorer")).to_be_visible()
     expect(page.get_by_text("Transaction 0x")).to_be_visible()
     expect(page.get_by_text("buyPolicy")).to_be_visible()
-    expect(page.get_by_text("PolicyPurchased").first).to_be_attached()
-    assert _metric(page, "Policies") == "1"
-    page.wait_for_timeout(800)
-    page.screenshot(path=str(ARTIFACTS / "chain-explorer.png"), full_page=True)
+    expect(page.get_by_text(re.compile(r"gas used \d{1,3}(,\d{3})+"))).to_be_visible()
+    expect(page.locator('[data-testid="stCode"]').first).to_be_visible()  # copyable hash
+    assert metric(page, "Policies") == "1"
+    shot(page, "chain-explorer")
 
-    page.goto(f"{app.url}/my_policies")  # a fresh page load: a new session
+    page.goto(f"{app.url}/my_policies")  # a fresh page load: the session carries over
     expect(page.get_by_role("heading", name="My policies")).to_be_visible()
-    ensure_signed_in(page, "trader", "trader-demo")
-    assert _metric(page, "Active policies") == "1"
-    page.screenshot(path=str(ARTIFACTS / "my-policies.png"), full_page=True)
+    expect(page.get_by_text("· trader")).to_be_visible()
+    assert metric(page, "Active policies") == "1"
+    expect(page.get_by_text(re.compile(r"Premium of [\d,.]+ BTI collected"))).to_be_visible()
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    for column in ("Ends (UTC)", "P(liquidation)", "On-chain", "Transaction"):
+        expect(grid.get_by_text(column, exact=True)).to_be_attached()
+    # every column fits: the grid (drawn on a canvas) needs no sideways scroll
+    scroller = grid.locator(".dvn-scroller").first
+    wide, shown = scroller.evaluate("e => [e.scrollWidth, e.clientWidth]")
+    assert wide <= shown + 2, (wide, shown)
+    shot(page, "my-policies")
 
 
 def _claim_states(app: App, *, until: str, timeout: float = 30) -> list[str]:
@@ -108,23 +125,34 @@ def _claim_states(app: App, *, until: str, timeout: float = 30) -> list[str]:
         time.sleep(0.5)
 
 
-def test_a_crash_opens_a_claim_the_underwriter_approves_and_the_pool_pays(
-    app: App, page: Page
-) -> None:
-    out = app.bti("crash", "--drop", "0.4", "--after", "2")
-    assert "replayed" in out
+def test_a_crash_now_a_referral_with_its_reasons_and_the_payout(app: App, page: Page) -> None:
+    out = app.bti("crash", "--drop", "0.4")
+    assert "replayed (ending now)" in out
     # the claim opens in this run or in the worker beside it, whichever comes first
     assert _claim_states(app, until="referred") == ["referred"]
+    page.goto(app.url)
+    expect(page.get_by_text(re.compile(r"BTCUSDT from .* is a replayed crash"))).to_be_visible()
+    shot(page, "market-replayed-crash")
+
+    page.goto(f"{app.url}/my_policies")
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("textbox", name="Username")).to_be_visible()
     page.goto(f"{app.url}/claim_review")
-    ensure_signed_in(page, "underwriter", "underwriter-demo")
+    sign_in(page, "underwriter", "underwriter-demo")
     expect(page.get_by_role("heading", name="Claim review")).to_be_visible()
     expect(page.get_by_text("Claim #1 · referred")).to_be_visible()
-    expect(page.locator(".js-plotly-plot").first).to_be_visible()  # the evidence
-    assert _metric(page, "Awaiting review") == "1"
-    page.wait_for_timeout(800)
-    page.screenshot(path=str(ARTIFACTS / "claim-review.png"), full_page=True)
+    why = page.locator('[data-testid="stAlertContentWarning"]').filter(has_text="Why it waits")
+    expect(why).to_contain_text("above the 1.00 BTI automatic limit")
+    expect(page.get_by_text("Inside the cover window", exact=False).first).to_be_visible()
+    shown = metric(page, "Mark at trigger")
+    expect(page.get_by_text(f"the mark price reached {shown} in the bar of")).to_be_visible()
+    assert metric(page, "Awaiting review") == "1"
+    assert page.get_by_role("spinbutton", name="Adjusted amount (BTI)").count() == 0
+    page.get_by_text("adjust", exact=True).click()
+    expect(page.get_by_role("spinbutton", name="Adjusted amount (BTI)")).to_be_visible()
+    page.get_by_text("approve", exact=True).click()
+    expect(page.get_by_role("spinbutton", name="Adjusted amount (BTI)")).to_have_count(0)
+    shot(page, "claim-review")
 
     page.get_by_role("button", name="Submit decision").click()
     expect(page.get_by_text("write the reason")).to_be_visible()
@@ -140,8 +168,7 @@ def test_a_crash_opens_a_claim_the_underwriter_approves_and_the_pool_pays(
     page.goto(href if href.startswith("http") else f"{app.url}{href}")
     expect(page.get_by_text("payClaim")).to_be_visible()
     expect(page.get_by_text("ClaimPaid").first).to_be_attached()
-    page.wait_for_timeout(500)
-    page.screenshot(path=str(ARTIFACTS / "claim-paid-explorer.png"), full_page=True)
+    shot(page, "claim-paid-explorer")
 
     page.goto(f"{app.url}/my_policies")
     ensure_signed_in(page, "underwriter", "underwriter-demo")
@@ -151,7 +178,8 @@ def test_a_crash_opens_a_claim_the_underwriter_approves_and_the_pool_pays(
     expect(page.get_by_role("heading", name="My claims")).to_be_visible()
     claims = page.locator('[data-testid="stDataFrame"]').nth(1)
     expect(claims).to_contain_text("paid")
-    page.screenshot(path=str(ARTIFACTS / "my-claims.png"), full_page=True)
+    expect(page.get_by_text(re.compile(r"Claim #1 paid: [\d,.]+ BTI"))).to_be_visible()
+    shot(page, "my-claims")
 
 
 def test_a_restart_keeps_the_chain_and_the_policy(app: App, page: Page) -> None:
@@ -162,10 +190,10 @@ def test_a_restart_keeps_the_chain_and_the_policy(app: App, page: Page) -> None:
     try:
         page.goto(f"{again.url}/chain_explorer")
         expect(page.get_by_role("heading", name="Chain explorer")).to_be_visible()
-        assert _metric(page, "Policies") == "1"
-        assert _metric(page, "Claims paid (BTI)") != "0.00"
+        assert metric(page, "Policies") == "1"
+        assert metric(page, "Claims paid (BTI)") != "0.00"
         page.goto(f"{again.url}/my_policies")
-        ensure_signed_in(page, "trader", "trader-demo")
+        ensure_signed_in(page, "trader", "trader-demo")  # the session outlived the restart
         expect(page.get_by_role("heading", name="My claims")).to_be_visible()
         expect(page.locator('[data-testid="stDataFrame"]').nth(1)).to_contain_text("paid")
     finally:

@@ -76,6 +76,21 @@ def test_a_policy_bought_minutes_ago_is_liquidated_by_the_minute_bars(
     assert bought <= pd.Timestamp(trig.at) <= now
 
 
+def test_a_replay_does_not_rewrite_the_market_a_trader_was_quoted_on(
+    market: tuple[Warehouse, Ingestor],
+) -> None:
+    wh, ing = market
+    now = pd.Timestamp(wh.latest(Kind.MARK, "BTCUSDT", "1h")["ts"]) + pd.Timedelta("95min")
+    spot = float(wh.latest(Kind.MARK, "BTCUSDT", "1h")["close"])
+    bought = now - pd.Timedelta(minutes=4, seconds=30)
+    r = crash_now(wh, ing, "BTCUSDT", drop=0.3, minutes=30, now=now, not_before=bought)
+    assert r.fall_start == bought.ceil("1min") and r.minutes == 5  # 00:31 … 00:35
+    mark = wh.query(Kind.MARK, "BTCUSDT", "1m")
+    before = mark[mark["ts"] < r.fall_start]
+    assert (before["close"] == spot).all()  # what the trader was quoted on, until they bought
+    assert mark["close"].iloc[-1] == pytest.approx(spot * 0.7)
+
+
 def test_replays_never_overwrite_and_refuse_stale_data(
     market: tuple[Warehouse, Ingestor],
 ) -> None:
