@@ -53,4 +53,5 @@ from dashboard import resources  # noqa: E402 — after the path fix above
 
 if st.runtime.exists():  # a real server (not a bare import, e.g. a spawned child process)
     resources.start_background_work()
+    resources.preload_charts()
 navigation.run()

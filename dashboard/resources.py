@@ -270,3 +270,29 @@ def countdown(expires_at: object, label: str) -> None:
         </script>""",
         unsafe_allow_javascript=True,
     )
+
+
+@st.cache_resource(show_spinner=False)
+def _chart_bundle() -> str | None:
+    """The file name of Streamlit's Plotly chunk (hashed per release), if there is one."""
+    from pathlib import Path
+
+    static = Path(st.__file__).parent / "static" / "static" / "js"
+    found = sorted(static.glob("PlotlyChart.*.js"))
+    return found[0].name if found else None
+
+
+def preload_charts() -> None:
+    """Load the 4.7 MB Plotly chunk while the browser is idle, once per tab, so the first
+    chart a page draws (a quote's) does not wait for it. The import is of the very URL
+    Streamlit imports lazily, so the module is then already evaluated."""
+    name = _chart_bundle()
+    if name is None:
+        return
+    st.sidebar.html(
+        "<script>(() => { if (window.__btiCharts) return; window.__btiCharts = true;"
+        f" const go = () => import(new URL('static/js/{name}', document.baseURI).href)"
+        ".catch(() => {});"
+        " (window.requestIdleCallback || setTimeout)(go, { timeout: 3000 }); })();</script>",
+        unsafe_allow_javascript=True,
+    )

@@ -32,9 +32,19 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
 
 
 def shot(page: Page, name: str) -> None:
+    """The whole page: the app scrolls inside its main container, so the viewport is made as
+    tall as the content for the picture."""
     settle(page)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    size = page.viewport_size or {"width": 1500, "height": 1300}
+    tall = page.evaluate(
+        "() => Math.max(...[...document.querySelectorAll('[data-testid=\"stMain\"], "
+        "[data-testid=\"stAppViewContainer\"]')].map(e => e.scrollHeight), innerHeight)"
+    )
+    page.set_viewport_size({"width": size["width"], "height": min(int(tall), 6000)})
+    settle(page)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.set_viewport_size(size)
 
 
 def choose(page: Page, label: str, option: str) -> None:
