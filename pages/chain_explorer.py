@@ -71,7 +71,7 @@ if not business.empty:
     fig.update_layout(
         height=260,
         margin={"t": 40, "b": 10},
-        xaxis={"title": "time (UTC)", "tickformat": "%b %d\n%H:%M"},
+        xaxis={"title": "time (UTC)"},
         yaxis={"title": "BTI", "tickformat": ",.0f", "rangemode": "tozero"},
         legend={"title": ""},
     )
@@ -155,7 +155,12 @@ def show_tx(h: str) -> None:
             ),
             hide_index=True,
             width="stretch",
-            column_config={"details": st.column_config.TextColumn("Details", width="large")},
+            column_config={
+                "#": st.column_config.NumberColumn("#", width="small"),
+                "contract": st.column_config.TextColumn("Contract", width="small"),
+                "event": st.column_config.TextColumn("Event", width="small"),
+                "details": st.column_config.TextColumn("Details", width="large"),
+            },
         )
     for raw in tx.raw_logs:
         with st.expander(f"Unknown log from {raw.get('address')}"):

@@ -15,7 +15,7 @@ from bti_core.claims.checks import ClaimFacts, PolicyFacts, TraderFacts
 from bti_core.claims.records import ClaimError
 from bti_core.db.models import Claim, Policy
 from bti_core.errors import BTIError
-from bti_core.market.schema import Kind
+from bti_core.market.schema import Kind, timeframe_delta
 from bti_core.market.warehouse import Warehouse
 from bti_core.risk.engine import RiskEngine
 
@@ -77,9 +77,14 @@ class Evidence:
         )
         move = distance = None
         try:
-            before, _ = self.bars(
-                policy.symbol, policy.start_at - timedelta(hours=25), policy.start_at
+            t0 = policy.start_at - timedelta(hours=25)
+            series = self._mark_tf(policy.symbol, t0)
+            before, _ = self.bars(policy.symbol, t0, policy.start_at, series)
+            # only bars that had closed at the purchase (the hour in progress holds later prices)
+            closed = pd.DatetimeIndex(before["ts"]) + timeframe_delta(series) <= pd.Timestamp(
+                policy.start_at
             )
+            before = before[closed]
             if len(before) >= 2:
                 c0, c_prev = float(before["close"].iloc[-1]), float(before["close"].iloc[0])
                 sign = 1 if policy.side == "long" else -1
