@@ -111,19 +111,24 @@ with left:
 
     st.subheader("Your cover")
     # the coverage follows the margin while it is the margin (the default); a smaller amount
-    # the trader typed stays, and shrinks with the margin when it no longer fits
-    typed = st.session_state.get("buy_cov")
-    follows = typed is None or abs(typed - st.session_state.get("_buy_margin", margin)) < 0.005
-    st.session_state["buy_cov"] = margin if follows else min(typed, margin)
-    st.session_state["_buy_margin"] = margin
+    # the trader typed stays, and shrinks with the margin when it no longer fits. One widget
+    # per margin (its key names the margin), drawn with its default: a widget whose value is
+    # set only through session state shows 0.00 in the browser on its first draw.
+    before = st.session_state.get("_buy_cov_key")
+    typed = st.session_state.get(before) if before else None
+    prev = st.session_state.get("_buy_margin")
+    follows = typed is None or prev is None or abs(typed - prev) < 0.005
+    cov_key = f"buy_cov_{margin:.2f}"
     coverage = st.number_input(
         "Coverage (USDT)",
         min_value=0.0,
         max_value=margin,
-        key="buy_cov",
+        value=margin if follows else min(typed, margin),
+        key=cov_key,
         help="At most the order's margin: a liquidation loses the margin, and the cover pays "
         "a share of that loss",
     )
+    st.session_state["_buy_cov_key"], st.session_state["_buy_margin"] = cov_key, margin
     duration = st.select_slider("Duration", list(DURATIONS), value="3 days", key="buy_dur")
     c1, c2 = st.columns(2)
     share = c1.slider(

@@ -68,6 +68,12 @@ def test_market_quote_buy_policies_and_explorer(app: App, page: Page) -> None:
     expect(page.get_by_role("heading", name="Buy insurance")).to_be_visible()
     page.get_by_role("button", name="Get 1,000 BTI (demo faucet)").click()
     expect(page.get_by_text("1,000.00", exact=True)).to_be_visible()
+    # the cover is the margin from the first draw (it showed 0.00 when set only through state)
+    margin = page.get_by_text(re.compile(r"^Notional .* · margin [\d,.]+ USDT$"))
+    coverage = page.get_by_role("spinbutton", name="Coverage (USDT)")
+    expect(coverage).to_have_value(
+        margin.inner_text().split("margin ")[1].split(" ")[0].replace(",", "")
+    )
     entry = page.get_by_text(re.compile(r"^Entry: .* mark price now"))
     btc_entry = entry.inner_text()
     choose(page, "Symbol", "ETHUSDT")
@@ -90,6 +96,9 @@ def test_market_quote_buy_policies_and_explorer(app: App, page: Page) -> None:
     assert page.get_by_role("button", name=re.compile("^Buy cover for")).count() == 0
     page.get_by_role("button", name="Get quote").click()
     expect(page.get_by_text("Quote for a long 19× BTCUSDT order")).to_be_visible()
+    expect(coverage).to_have_value(
+        margin.inner_text().split("margin ")[1].split(" ")[0].replace(",", "")
+    )
     page.get_by_role("tab", name="What if").click()
     expect(page.get_by_text("What if: premium by leverage and duration")).to_be_visible()
     shot(page, "buy-insurance")

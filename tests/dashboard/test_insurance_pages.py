@@ -72,7 +72,7 @@ def test_quote_then_buy_then_listed(filled: Path) -> None:
 
 def test_bad_cover_shows_the_reason_and_buys_nothing(filled: Path) -> None:
     at = _page("buy_insurance.py")
-    cover = at.number_input(key="buy_cov")
+    cover = _coverage(at)
     assert cover.max == cover.value  # the form offers no more than the margin
     at.number_input(key="buy_ded").set_value(cover.value + 1).run()
     at.button(key="buy_quote").click().run()
@@ -82,6 +82,10 @@ def test_bad_cover_shows_the_reason_and_buys_nothing(filled: Path) -> None:
     assert at.button(key="buy_go").disabled
     mine = _page("my_policies.py")
     assert "No policies yet" in mine.info[0].value
+
+
+def _coverage(at: AppTest):  # type: ignore[no-untyped-def]
+    return next(n for n in at.number_input if n.label == "Coverage (USDT)")
 
 
 def _quoted_subject(at: AppTest) -> str:
@@ -136,15 +140,15 @@ def test_coverage_follows_the_margin_and_leverage_stops_where_underwriting_does(
         cap = next(c.value for c in at.caption if c.value.startswith("Notional"))
         return float(cap.split("margin ")[1].split(" USDT")[0].replace(",", ""))
 
-    assert at.number_input(key="buy_cov").value == margin()
+    assert _coverage(at).value == margin()
     at.slider(key="buy_lev").set_value(5).run()  # the margin grows four times
-    assert at.number_input(key="buy_cov").value == margin()
-    at.number_input(key="buy_cov").set_value(round(margin() / 10, 2)).run()
-    typed = at.number_input(key="buy_cov").value
+    assert _coverage(at).value == margin()
+    _coverage(at).set_value(round(margin() / 10, 2)).run()
+    typed = _coverage(at).value
     at.slider(key="buy_lev").set_value(10).run()
-    assert at.number_input(key="buy_cov").value == typed  # a typed amount that fits stays
+    assert _coverage(at).value == typed  # a typed amount that fits stays
     at.slider(key="buy_lev").set_value(100).run()
-    assert at.number_input(key="buy_cov").value == margin() < typed  # shrinks to fit
+    assert _coverage(at).value == margin() < typed  # shrinks to fit
     lev = at.slider(key="buy_lev")
     assert lev.max == 100 and "BTI insures up to 100×" in (lev.help or "")
     assert any("Leverage 2–100×: BTI insures up to 100×" in c.value for c in at.caption)
