@@ -54,24 +54,11 @@ if queue.empty:
             "liquidation price; `bti crash` replays one for a demo.")  # fmt: skip
     st.stop()
 st.dataframe(
-    queue.assign(
+    queue.drop(columns="policy").assign(
         source=queue["source"].map({"market_scan": "market", "trader": "trader's record"})
     ),
     hide_index=True,
     width="stretch",
-    column_order=[
-        "claim",
-        "state",
-        "due",
-        "amount",
-        "approved",
-        "symbol",
-        "side",
-        "leverage",
-        "trader",
-        "source",
-        "opened",
-    ],
     column_config={
         "claim": st.column_config.NumberColumn("Claim", format="#%d"),
         "state": "State",

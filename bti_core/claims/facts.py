@@ -38,20 +38,26 @@ class Evidence:
             raise ClaimError(f"no mark-price data for {symbol}: claims are judged on the mark")
         return tfs
 
-    def _mark_tf(self, symbol: str, start: datetime) -> str:
-        """The finest series that covers ``start`` (else the finest)."""
+    def series_at(self, symbol: str, at: datetime) -> str:
+        """The finest stored series whose bars hold the time ``at`` (a replay's minutes hold
+        only their stretch); else the series with the longest history."""
+        t = pd.Timestamp(at)
         tfs = self.mark_timeframes(symbol)
+        spans: list[tuple[str, pd.Timestamp, pd.Timestamp]] = []
         for tf in tfs:
             ds = self.warehouse.dataset(Kind.MARK, symbol, tf)
-            if ds is not None and ds.first is not None and ds.first <= pd.Timestamp(start):
+            if ds is not None and ds.first is not None and ds.last is not None:
+                spans.append((tf, ds.first, ds.last + timeframe_delta(tf)))
+        for tf, first, end in spans:  # finest first
+            if first <= t < end:
                 return tf
-        return tfs[0]
+        return min(spans, key=lambda sp: sp[1])[0] if spans else tfs[0]
 
     def bars(
         self, symbol: str, start: datetime, end: datetime, timeframe: str | None = None
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Mark and last-price bars of ``timeframe`` (default: the finest covering ``start``)."""
-        tf = timeframe or self._mark_tf(symbol, start)
+        """Mark and last-price bars of ``timeframe`` (default: the finest holding ``start``)."""
+        tf = timeframe or self.series_at(symbol, start)
         t0, t1 = pd.Timestamp(start), pd.Timestamp(end)
         mark = self.warehouse.query(Kind.MARK, symbol, tf, t0, t1)
         try:
@@ -78,7 +84,7 @@ class Evidence:
         move = distance = None
         try:
             t0 = policy.start_at - timedelta(hours=25)
-            series = self._mark_tf(policy.symbol, t0)
+            series = self.series_at(policy.symbol, t0)
             before, _ = self.bars(policy.symbol, t0, policy.start_at, series)
             # only bars that had closed at the purchase (the hour in progress holds later prices)
             closed = pd.DatetimeIndex(before["ts"]) + timeframe_delta(series) <= pd.Timestamp(

@@ -39,7 +39,6 @@ from bti_core.db.models import Claim, ClaimAudit, Policy
 from bti_core.db.repository import move_policy
 from bti_core.db.types import utcnow
 from bti_core.errors import BTIError
-from bti_core.market.schema import timeframe_delta
 from bti_core.market.warehouse import Warehouse
 from bti_core.risk.engine import RiskEngine
 
@@ -238,14 +237,11 @@ class ClaimsService:
             symbol, side = policy.symbol, policy.side
             lp = float(policy.liquidation_price)
         at = record["time"]
-        tfs = self.evidence.mark_timeframes(symbol)
-        mark, last = self.evidence.bars(symbol, at - timedelta(hours=12), at + timedelta(hours=12))
-        for tf in tfs:  # the finest series holding the record's time (a replay's minutes)
-            m, lb = self.evidence.bars(symbol, at - timedelta(hours=1), at + timedelta(hours=1), tf)
-            ts = pd.DatetimeIndex(m["ts"])
-            if len(m) and ts[0] <= pd.Timestamp(at) < ts[-1] + timeframe_delta(tf):
-                mark, last = m, lb
-                break
+        # the finest series holding the record's time (a replay's minutes, else the hours)
+        series = self.evidence.series_at(symbol, at)
+        mark, last = self.evidence.bars(
+            symbol, at - timedelta(hours=12), at + timedelta(hours=12), series
+        )
         i = int(pd.DatetimeIndex(mark["ts"]).searchsorted(pd.Timestamp(at), side="right")) - 1
         bars = evidence_window(mark, last, max(i, 0)) if len(mark) else []
         # the mark's extreme in the bar holding the record's time: what the mark said then

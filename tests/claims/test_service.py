@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -148,6 +149,14 @@ def test_a_last_price_wick_is_denied_and_can_be_appealed_once(world: World) -> N
         f"symbol,side,quantity,price,time\nBTCUSDT,long,0.1,{lp:.2f},{claim_time.isoformat()}\n"
     ).encode()
     cid = w.claims.file_claim(User("dave", "Dave", "trader"), p.id or 0, record, "liq.csv")
+    filed = w.claims.get(cid)
+    # the mark then (the low of the bar holding the record's time), not the trader's price
+    mark = w.claims.evidence.bars(
+        "BTCUSDT", claim_time - timedelta(hours=1), claim_time + timedelta(hours=1), "1h"
+    )[0]
+    held = mark[mark["ts"] <= pd.Timestamp(claim_time)].iloc[-1]
+    assert filed.evidence["mark_at_trigger"] == pytest.approx(float(held["low"]))
+    assert filed.evidence["mark_at_trigger"] > lp  # the mark never reached the trader's price
     c = w.claims.process(cid)
     assert c.state == "denied" and c.decided_by == "system"
     assert "wick" in (c.decision_reason or "")
@@ -155,6 +164,7 @@ def test_a_last_price_wick_is_denied_and_can_be_appealed_once(world: World) -> N
         w.claims.appeal(cid, User("eve", "Eve", "trader"), "not mine but let me try")
     c = w.claims.appeal(cid, User("dave", "Dave", "trader"), "my exchange liquidated me")
     assert c.state == "appealed" and c.due_at is not None
+    assert w.claims.why(cid) == ["Appealed by dave: my exchange liquidated me"]
     partial = w.claims.decide(cid, UNDERWRITER, "adjust", "goodwill: half", Decimal("50"))
     assert partial.state == "paid" and partial.amount_approved == Decimal("50.00")
     assert w.chain.policy(p.chain_policy_id or 0).paid == Decimal(50)
