@@ -27,7 +27,7 @@ from bti_core.db.engine import make_engine, migrate, session_scope
 from bti_core.db.repository import latest_ingest_runs
 from bti_core.errors import BTIError
 from bti_core.market.ingest import Ingestor, IngestResult
-from bti_core.market.schema import TIMEFRAMES, Kind, timeframe_delta
+from bti_core.market.schema import TIMEFRAMES, Kind, allowed_times, timeframe_delta
 from bti_core.market.warehouse import Warehouse
 from bti_core.services import Services, build_services
 
@@ -128,6 +128,28 @@ def demo(
         raise _fail(exc) from exc
 
 
+def _demo_end(end: str | None, step: pd.Timedelta) -> pd.Timestamp:
+    """The demo's last bar: ``--end`` (UTC, not after now) or the last full bar."""
+    if not end:
+        return pd.Timestamp.now("UTC").floor(step) - step
+    bad = typer.BadParameter(
+        f"--end must be a date-time such as 2024-06-30 or 2024-06-30T12:00Z; got {end!r}"
+    )
+    try:
+        last = pd.Timestamp(end)
+    except (ValueError, TypeError, OverflowError):
+        raise bad from None
+    if pd.isna(last):
+        raise bad
+    last = last.tz_localize("UTC") if last.tzinfo is None else last.tz_convert("UTC")
+    lo, hi = allowed_times()
+    if not lo <= last <= hi:
+        raise typer.BadParameter(
+            f"--end must be from {lo:%Y-%m-%d} to now ({hi:%Y-%m-%d %H:%M} UTC); got {end!r}"
+        )
+    return last.floor(step)
+
+
 def _demo(
     settings: Settings,
     warehouse: Warehouse,
@@ -139,44 +161,41 @@ def _demo(
     if_missing: bool,
     quiet: bool = False,
 ) -> None:
+    from bti_core.market.demo import DemoState, demo_lock, read_marker, store_demo
     from bti_core.market.synthetic import generate_demo_markets
 
-    if if_missing and warehouse.symbols():
-        console.print(
-            f"market data already in {settings.warehouse_dir}: kept "
-            f"({', '.join(warehouse.symbols())})",
-            soft_wrap=True,
-        )
-        return
-    step = timeframe_delta(timeframe)
-    last = pd.Timestamp(end) if end else pd.Timestamp.now("UTC").floor(step) - step
-    last = last.tz_localize("UTC") if last.tzinfo is None else last.tz_convert("UTC")
-    periods = int(pd.Timedelta(days=days) / step)
-    start = last - step * (periods - 1)
-    with console.status(f"generating {periods:,} {timeframe} bars per symbol (seed {seed})"):
-        markets = generate_demo_markets(
-            start=start, periods=periods, timeframe=timeframe, seed=seed
-        )
-    results = []
-    with _progress(disable=quiet) as progress:
-        task = progress.add_task("storing demo markets", total=3 * len(markets))
-        for symbol, m in markets.items():
-            for kind, frame, tf in (
-                (Kind.MARK, m.mark, timeframe),
-                (Kind.OHLCV, m.ohlcv, timeframe),
-                (Kind.FUNDING, m.funding, "8h"),
-            ):
-                progress.update(task, description=f"storing {symbol} {kind}")
-                results.append(
-                    ingestor.ingest_frame(
-                        frame,
-                        symbol=symbol,
-                        kind=kind,
-                        timeframe=tf,
-                        source=f"demo seed={seed}",
-                    )
+    with demo_lock(warehouse):
+        marker = read_marker(warehouse)
+        if if_missing:
+            if marker.state is DemoState.PENDING:
+                console.print(
+                    f"an earlier demo in {settings.warehouse_dir} was interrupted: "
+                    "generating it again",
+                    soft_wrap=True,
                 )
-                progress.advance(task)
+            elif warehouse.symbols():  # a complete demo, or the user's own data
+                console.print(
+                    f"market data already in {settings.warehouse_dir}: kept "
+                    f"({', '.join(warehouse.symbols())})",
+                    soft_wrap=True,
+                )
+                return
+        step = timeframe_delta(timeframe)
+        last = _demo_end(end, step)
+        periods = int(pd.Timedelta(days=days) / step)
+        start = last - step * (periods - 1)
+        with console.status(f"generating {periods:,} {timeframe} bars per symbol (seed {seed})"):
+            markets = generate_demo_markets(
+                start=start, periods=periods, timeframe=timeframe, seed=seed
+            )
+        with _progress(disable=quiet) as progress:
+            task = progress.add_task("storing demo markets", total=3 * len(markets))
+
+            def on_file(done: int, symbol: str, kind: Kind) -> None:
+                progress.update(task, completed=done, description=f"storing {symbol} {kind}")
+
+            results = store_demo(ingestor, markets, timeframe=timeframe, seed=seed, on_file=on_file)
+            progress.update(task, completed=3 * len(markets))
     if quiet:
         console.print(
             f"demo markets: {', '.join(markets)}, {days} days of {timeframe} bars, stored in "
@@ -448,7 +467,9 @@ def data_export(
         elif out.name.endswith((".csv", ".csv.gz")):
             write_normalised_csv(frame, out, kind)
         else:
-            raise ValueError(f"cannot write {out.name}: use a .parquet, .csv or .csv.gz name")
+            raise typer.BadParameter(
+                f"cannot write {out.name}: use a .parquet, .csv or .csv.gz name"
+            )
         console.print(f"wrote {len(frame):,} rows to {out}")
     except (BTIError, ValueError) as exc:
         raise _fail(exc) from exc

@@ -52,6 +52,20 @@ class Settings(BaseSettings):
         "low (high) of the same bar is flagged as a wick the mark price does not confirm",
     )
 
+    import_max_mb: int = Field(
+        default=1024,
+        ge=1,
+        le=1 << 20,
+        description="Largest decompressed size of one imported file, in MiB (a small archive "
+        "can hold a huge CSV)",
+    )
+    import_max_rows: int = Field(
+        default=5_000_000,
+        ge=1,
+        le=1_000_000_000,
+        description="Most rows one imported file may hold",
+    )
+
     pool_capacity: Decimal = Field(
         default=Decimal("1000000"), gt=0, description="Cover the pool can carry, in USDT"
     )

@@ -19,7 +19,8 @@ class ConfigError(BTIError, ValueError):
 
 
 class DataFormatError(BTIError, ValueError):
-    """A market-data file is malformed: names the file, the line and what was expected."""
+    """A market-data file is malformed: names the file, the line (a text file) or the row (a
+    Parquet file or a frame), what was expected there and what was found."""
 
     def __init__(
         self,
@@ -27,13 +28,19 @@ class DataFormatError(BTIError, ValueError):
         expected: str,
         *,
         line: int | None = None,
+        row: int | None = None,
         got: str | None = None,
     ) -> None:
         self.path = str(path)
         self.line = line
+        self.row = row
         self.expected = expected
         self.got = got
-        where = f"{self.path}, line {line}" if line is not None else self.path
+        where = self.path
+        if line is not None:
+            where += f", line {line}"
+        elif row is not None:  # Parquet and in-memory frames have rows, not lines
+            where += f", row {row}"
         detail = f"{where}: expected {expected}"
         if got is not None:
             detail += f"; got {got!r}"
@@ -42,6 +49,10 @@ class DataFormatError(BTIError, ValueError):
 
 class UnknownSymbolError(BTIError, ValueError):
     """A symbol name that is not a USDT/USDC/USD-margined perpetual BTI can read."""
+
+
+class UnknownTimeframeError(BTIError, ValueError):
+    """A bar length BTI does not know."""
 
 
 class NoDataError(BTIError, LookupError):

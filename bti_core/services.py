@@ -23,6 +23,7 @@ from bti_core.claims.service import ClaimsService
 from bti_core.config import Settings
 from bti_core.db.engine import make_engine, migrate
 from bti_core.market.ingest import Ingestor
+from bti_core.market.sources import ImportLimits
 from bti_core.market.warehouse import Warehouse
 from bti_core.policies import InsuranceService
 from bti_core.risk.engine import RiskEngine
@@ -64,7 +65,12 @@ class Services:
 
     @cached_property
     def ingestor(self) -> Ingestor:
-        return Ingestor(self.warehouse, self.db, wick_tolerance=self.settings.wick_tolerance)
+        return Ingestor(
+            self.warehouse,
+            self.db,
+            wick_tolerance=self.settings.wick_tolerance,
+            limits=ImportLimits.from_settings(self.settings),
+        )
 
     @cached_property
     def risk(self) -> RiskEngine:

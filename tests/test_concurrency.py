@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from sqlmodel import Session, col, select
 
@@ -21,6 +22,7 @@ from bti_core.chain.node import AnvilNode
 from bti_core.chain.runtime import connect
 from bti_core.config import Settings
 from bti_core.db.models import Claim, ClaimAudit, Policy
+from bti_core.market.ingest import Ingestor
 from bti_core.market.schema import Kind
 from bti_core.market.synthetic import generate_demo_markets, replay_crash
 from bti_core.orders import Cover, Order
@@ -83,8 +85,12 @@ def test_workers_and_cli_runs_at_once_decide_and_pay_each_claim_once(
         hours=6,
         drop=0.3,
     )
-    svc.ingestor.ingest_frame(mark, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="r")
-    svc.ingestor.ingest_frame(last, symbol="BTCUSDT", kind=Kind.OHLCV, timeframe="1h", source="r")
+    # a feed whose clock runs ahead of the workers' (the importer refuses bars after its present)
+    feed = Ingestor(
+        svc.warehouse, svc.db, clock=lambda: pd.Timestamp.now("UTC") + pd.Timedelta(hours=24)
+    )
+    feed.ingest_frame(mark, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="r")
+    feed.ingest_frame(last, symbol="BTCUSDT", kind=Kind.OHLCV, timeframe="1h", source="r")
 
     cmds = [[BTI, "worker", "--once"]] * 4 + [[BTI, "claims", "run"]] * 2
     results = _run_all(cmds, env)

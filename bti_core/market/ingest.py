@@ -1,8 +1,9 @@
 """The ingest service: read → clean → store in the warehouse → record the run and its report.
 
-Files are all read and checked before anything is written, so a malformed file in a folder stops
-the import with nothing half-written. Within a symbol, mark-price bars are stored before
-last-price bars so that the last-price cleaning can check wicks against the mark price.
+Files are all read, checked and cleaned before anything is written, so a malformed file in a
+folder, or one whose every row is dropped, stops the import with nothing written. Within a
+symbol, mark-price bars come first (the last-price cleaning checks wicks against them) and
+last-price bars last (they are what lists a symbol).
 """
 
 from __future__ import annotations
@@ -24,12 +25,39 @@ from bti_core.market.cleaning import (
     clean_bars,
     clean_funding,
 )
-from bti_core.market.schema import Kind, canonical_symbol
-from bti_core.market.sources import SourceFile, discover, identify, read_source
+from bti_core.market.schema import Kind, allowed_times, canonical_symbol
+from bti_core.market.sources import (
+    DEFAULT_LIMITS,
+    ImportLimits,
+    SourceFile,
+    discover,
+    identify,
+    read_source,
+)
 from bti_core.market.warehouse import Warehouse, WriteResult
 
 Progress = Callable[[int, int, str], None]
-_KIND_ORDER = {Kind.MARK: 0, Kind.OHLCV: 1, Kind.FUNDING: 2}
+# Mark first (last-price wicks are checked against it), funding next, last price last: a symbol
+# is listed once its last-price bars exist, so an import killed halfway never lists a symbol
+# without its mark price and funding.
+_KIND_ORDER = {Kind.MARK: 0, Kind.FUNDING: 1, Kind.OHLCV: 2}
+
+
+def _check_frame_times(frame: pd.DataFrame, source: str, now: pd.Timestamp) -> None:
+    """The importers' time rule for frames from elsewhere (an exchange, the demo, a replay)."""
+    if "ts" not in frame.columns or not len(frame):
+        return
+    ts = pd.to_datetime(frame["ts"], utc=True)
+    lo, hi = allowed_times(now)
+    bad = ((ts < lo) | (ts > hi)).to_numpy()
+    if bad.any():
+        i = int(bad.argmax())
+        raise DataFormatError(
+            source,
+            f"times from {lo:%Y-%m-%d} to now ({hi:%Y-%m-%d %H:%M} UTC)",
+            row=i + 1,
+            got=f"{ts.iloc[i]:%Y-%m-%d %H:%M:%S} UTC",
+        )
 
 
 @dataclass(frozen=True)
@@ -43,8 +71,23 @@ class IngestResult:
     run_id: int | None
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A frame cleaned and checked, not yet stored."""
+
+    source: str
+    symbol: str
+    kind: Kind
+    timeframe: str
+    clean: pd.DataFrame
+    report: CleaningReport
+
+
 class Ingestor:
-    """Stores market data; one per warehouse and database."""
+    """Stores market data; one per warehouse and database.
+
+    ``limits``: ceilings per imported file; ``clock``: the present, which no stored time may
+    pass (tests set it)."""
 
     def __init__(
         self,
@@ -52,35 +95,51 @@ class Ingestor:
         engine: Engine | None,
         *,
         wick_tolerance: float = DEFAULT_WICK_TOLERANCE,
+        limits: ImportLimits = DEFAULT_LIMITS,
+        clock: Callable[[], pd.Timestamp] | None = None,
     ) -> None:
         self.warehouse = warehouse
         self.engine = engine
         self.wick_tolerance = wick_tolerance
+        self.limits = limits
+        self.clock = clock or (lambda: pd.Timestamp.now("UTC"))
 
     def ingest_frame(
         self, frame: pd.DataFrame, *, symbol: str, kind: Kind, timeframe: str, source: str
     ) -> IngestResult:
-        """Clean one canonical frame and merge it into the warehouse."""
+        """Clean one canonical frame and merge it into the warehouse. A frame with a time
+        outside 2009..now, or whose every row is dropped, is refused and nothing is stored."""
         symbol = canonical_symbol(symbol)
         kind = Kind(kind)
+        _check_frame_times(frame, source, self.clock())
+        prepared = self._prepare(frame, source, symbol, kind, timeframe, pending=[])
+        return self._store(prepared)
+
+    def _prepare(
+        self,
+        frame: pd.DataFrame,
+        source: str,
+        symbol: str,
+        kind: Kind,
+        timeframe: str,
+        *,
+        pending: list[_Prepared],
+    ) -> _Prepared:
+        """Clean a frame against what is stored and what ``pending`` (earlier files of the same
+        import, not yet stored) holds; refuse it if no row survives."""
         if kind is Kind.FUNDING:
             clean, report = clean_funding(frame, symbol=symbol, interval=timeframe)
         else:
-            mark = None
-            stored_first = self._stored_first(kind, symbol, timeframe)
+            same = [
+                p.clean
+                for p in pending
+                if (p.symbol, p.kind, p.timeframe) == (symbol, kind, timeframe) and len(p.clean)
+            ]
+            firsts = [f for f in [self._stored_first(kind, symbol, timeframe)] if f is not None]
+            firsts += [c["ts"].iloc[0] for c in same]
             first_new = pd.to_datetime(frame["ts"], utc=True).min() if len(frame) else None
-            at_listing = stored_first is None or (
-                first_new is not None and first_new <= stored_first
-            )
-            if (
-                kind is Kind.OHLCV
-                and self.warehouse.exists(Kind.MARK, symbol, timeframe)
-                and len(frame)
-            ):
-                ts = pd.to_datetime(frame["ts"], utc=True)
-                mark = self.warehouse.query(
-                    Kind.MARK, symbol, timeframe, ts.min(), ts.max() + pd.Timedelta(microseconds=1)
-                )
+            at_listing = not firsts or (first_new is not None and first_new <= min(firsts))
+            mark = self._mark(symbol, timeframe, frame, pending) if kind is Kind.OHLCV else None
             clean, report = clean_bars(
                 frame,
                 symbol=symbol,
@@ -90,9 +149,44 @@ class Ingestor:
                 wick_tolerance=self.wick_tolerance,
                 at_listing=at_listing,
             )
-        written = self.warehouse.write(kind, symbol, timeframe, clean)
-        run_id = self._record(source, symbol, kind, timeframe, report, written)
-        return IngestResult(source, symbol, kind, timeframe, report, written, run_id)
+        if report.rows_out == 0:
+            what = "; ".join(line.strip() for line in report.lines()[1:]) or "no rows"
+            raise DataFormatError(
+                source,
+                f"at least one valid {kind} row at {timeframe} "
+                "(times on the timeframe's grid, positive prices with low ≤ open, close ≤ high)",
+                got=f"none kept of {report.rows_in:,}: {what}",
+            )
+        return _Prepared(source, symbol, kind, timeframe, clean, report)
+
+    def _mark(
+        self, symbol: str, timeframe: str, frame: pd.DataFrame, pending: list[_Prepared]
+    ) -> pd.DataFrame | None:
+        """Mark-price bars over the frame's span, stored or about to be, to check wicks."""
+        if not len(frame):
+            return None
+        ts = pd.to_datetime(frame["ts"], utc=True)
+        parts = []
+        if self.warehouse.exists(Kind.MARK, symbol, timeframe):
+            parts.append(
+                self.warehouse.query(
+                    Kind.MARK, symbol, timeframe, ts.min(), ts.max() + pd.Timedelta(microseconds=1)
+                )
+            )
+        parts += [
+            p.clean
+            for p in pending
+            if (p.symbol, p.kind, p.timeframe) == (symbol, Kind.MARK, timeframe)
+        ]
+        if not parts:
+            return None
+        mark = pd.concat([p[["ts", "low", "high"]] for p in parts], ignore_index=True)
+        return mark.drop_duplicates("ts", keep="last")
+
+    def _store(self, p: _Prepared) -> IngestResult:
+        written = self.warehouse.write(p.kind, p.symbol, p.timeframe, p.clean)
+        run_id = self._record(p.source, p.symbol, p.kind, p.timeframe, p.report, written)
+        return IngestResult(p.source, p.symbol, p.kind, p.timeframe, p.report, written, run_id)
 
     def _stored_first(self, kind: Kind, symbol: str, timeframe: str) -> pd.Timestamp | None:
         d = self.warehouse.dataset(kind, symbol, timeframe)
@@ -136,7 +230,8 @@ class Ingestor:
         timeframe: str | None = None,
         progress: Progress | None = None,
     ) -> list[IngestResult]:
-        """Import files and folders. Every file is read and checked before the first write."""
+        """Import files and folders. Every file is read, checked and cleaned before the first
+        write, so a bad file anywhere stores nothing."""
         paths = list(paths)
         files = [f for p in paths for f in discover(p)]
         if not files:
@@ -150,21 +245,22 @@ class Ingestor:
             if progress:
                 progress(i, total, f"reading {f.name}")
             src = identify(f, kind=kind, symbol=symbol, timeframe=timeframe)
-            loaded.append((src, read_source(src)))
+            loaded.append((src, read_source(src, limits=self.limits, now=self.clock())))
         loaded.sort(key=lambda sf: (sf[0].symbol, _KIND_ORDER[sf[0].kind], sf[0].path.name))
-        results = []
-        for j, (src, frame) in enumerate(loaded):
-            if progress:
-                progress(len(files) + j, total, f"storing {src.path.name}")
-            results.append(
-                self.ingest_frame(
-                    frame,
-                    symbol=src.symbol,
-                    kind=src.kind,
-                    timeframe=src.timeframe,
-                    source=str(src.path),
+        prepared: list[_Prepared] = []
+        for src, frame in loaded:
+            prepared.append(
+                self._prepare(
+                    frame, str(src.path), src.symbol, src.kind, src.timeframe, pending=prepared
                 )
             )
+        del loaded
+        self.warehouse.sweep()
+        results = []
+        for j, p in enumerate(prepared):
+            if progress:
+                progress(len(files) + j, total, f"storing {Path(p.source).name}")
+            results.append(self._store(p))
         if progress:
             progress(total, total, "done")
         return results

@@ -14,7 +14,7 @@ from enum import IntFlag, StrEnum
 
 import pandas as pd
 
-from bti_core.errors import UnknownSymbolError
+from bti_core.errors import UnknownSymbolError, UnknownTimeframeError
 
 
 class Kind(StrEnum):
@@ -62,13 +62,29 @@ TIMEFRAMES: dict[str, pd.Timedelta] = {
 }
 FUNDING_TIMEFRAME = "8h"
 
+# No crypto price is older than Bitcoin's genesis block; an earlier time is a unit mistake
+# (seconds read as milliseconds land in January 1970).
+EARLIEST_TIME = pd.Timestamp("2009-01-03", tz="UTC")
+# A bar may open up to this far after our clock (exchange and host clocks differ a little);
+# anything later has not happened yet and would pay claims on prices nobody has seen.
+CLOCK_SKEW = pd.Timedelta(minutes=5)
+
+
+def allowed_times(now: pd.Timestamp | None = None) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The first and last open time a stored bar or funding time may have, as of ``now``."""
+    now = pd.Timestamp.now("UTC") if now is None else pd.Timestamp(now)
+    now = now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
+    return EARLIEST_TIME, now + CLOCK_SKEW
+
 
 def timeframe_delta(timeframe: str) -> pd.Timedelta:
     try:
         return TIMEFRAMES[timeframe]
     except KeyError:
         allowed = ", ".join(TIMEFRAMES)
-        raise ValueError(f"unknown timeframe {timeframe!r}; allowed: {allowed}") from None
+        raise UnknownTimeframeError(
+            f"unknown timeframe {timeframe!r}; allowed: {allowed}"
+        ) from None
 
 
 QUOTES: tuple[str, ...] = ("USDT", "USDC", "BUSD", "USD")

@@ -9,7 +9,9 @@ Writes merge with what is stored (the newer row wins on equal ``ts``), so re-imp
 adds nothing. A write goes to a temporary file in the same folder, is fsync'd and then renamed
 over the old file (``os.replace`` is atomic on POSIX): a reader sees the old file or the new
 one, never half of one, and an import killed halfway leaves the previous state readable. An
-``flock`` on a lock file beside the data serialises writers of one file across processes.
+``flock`` on a lock file beside the data serialises writers of one file across processes. A
+writer killed mid-write leaves a ``.tmp-<pid>-…`` file, which no listing counts and `sweep` (or
+the next write of that file) deletes.
 """
 
 from __future__ import annotations
@@ -63,6 +65,16 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 _OPEN: weakref.WeakSet[Warehouse] = weakref.WeakSet()
@@ -137,16 +149,47 @@ class Warehouse:
                     out.append(d)
         return out
 
+    @staticmethod
+    def _has_rows(path: Path) -> bool:
+        """A data file (not a writer's temp file) holding at least one row."""
+        if path.stem not in TIMEFRAMES:
+            return False
+        try:
+            return pq.ParquetFile(path).metadata.num_rows > 0
+        except (pa.ArrowInvalid, OSError):
+            return False
+
     def symbols(self, kind: Kind = Kind.OHLCV) -> list[str]:
+        """Symbols with at least one non-empty dataset of ``kind``. A folder holding only an
+        interrupted writer's temp file, or an empty file, lists nothing."""
         base = self.root / str(kind)
         if not base.is_dir():
             return []
-        return sorted(d.name for d in base.iterdir() if d.is_dir() and any(d.glob("*.parquet")))
+        return sorted(
+            d.name
+            for d in base.iterdir()
+            if d.is_dir() and not d.name.startswith(".") and any(map(self._has_rows, d.iterdir()))
+        )
 
     def timeframes(self, symbol: str, kind: Kind = Kind.OHLCV) -> list[str]:
         base = self.root / str(kind) / canonical_symbol(symbol)
-        have = {f.stem for f in base.glob("*.parquet")} if base.is_dir() else set()
+        have = (
+            {f.stem for f in base.glob("*.parquet") if self._has_rows(f)}
+            if base.is_dir()
+            else set()
+        )
         return [tf for tf in TIMEFRAMES if tf in have]
+
+    def sweep(self) -> int:
+        """Delete temp files left by writers that died (their process is gone); returns how
+        many. A live writer's temp file is left alone."""
+        removed = 0
+        for tmp in self.root.glob(f"*/*/{_TMP_PREFIX}*"):
+            pid = tmp.name[len(_TMP_PREFIX) :].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -168,6 +211,8 @@ class Warehouse:
                 stale.unlink(missing_ok=True)
             old = self._read_all(path)
             new = frame.sort_values("ts", kind="stable").drop_duplicates("ts", keep="last")
+            if (old is None or old.empty) and new.empty:  # never create an empty dataset
+                return WriteResult(path, 0, 0, 0)
             if old is None or old.empty:
                 merged, added, updated = new, len(new), 0
             elif new.empty:
