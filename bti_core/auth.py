@@ -29,6 +29,10 @@ DEMO_USERS: tuple[tuple[str, str, Role, str], ...] = (
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,39}$")
 
 
+class UserError(BTIError, ValueError):
+    """A user cannot be created as asked (bad name, unknown role, weak password, taken)."""
+
+
 class AuthError(BTIError, PermissionError):
     """Not signed in, or signed in without the role an action needs."""
 
@@ -60,16 +64,16 @@ def add_user(
 ) -> User:
     """Create a user; refuses a bad name, an unknown role, a short password or a taken name."""
     if not _USERNAME.match(username):
-        raise ValueError(
+        raise UserError(
             f"username {username!r} must be 2–40 characters: lowercase letters, digits, . _ -"
         )
     if role not in ROLES:
-        raise ValueError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
+        raise UserError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
     if len(password) < 8:
-        raise ValueError("password must have at least 8 characters")
+        raise UserError("password must have at least 8 characters")
     with session_scope(db) as s:
         if s.get(AppUser, username) is not None:
-            raise ValueError(f"user {username!r} exists already")
+            raise UserError(f"user {username!r} exists already")
         s.add(
             AppUser(
                 username=username,

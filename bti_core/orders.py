@@ -7,6 +7,8 @@ where it needs arrays. Every rejection says what was wrong and what is allowed.
 from __future__ import annotations
 
 import math
+import numbers
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -43,17 +45,60 @@ class OrderType(StrEnum):
     LIMIT = "limit"
 
 
+# A number as people type it: digits with a dot for decimals, commas only between groups of
+# three (1,000.5); "1,5" is refused, not read as 15 (a decimal comma in much of the world).
+_GROUPED = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$")
+
+
 def to_decimal(value: object, name: str) -> Decimal:
     """A finite Decimal from user input, or an `OrderError` naming the field."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str, Decimal)):
+        raise OrderError(f"{name} must be a number; got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise OrderError(f"{name} must be a finite number; got {value}")
+    text = str(value).strip().replace("_", "")
+    if "," in text:
+        if not _GROUPED.match(text):
+            raise OrderError(
+                f"{name} must be a number with a dot for decimals (1.5, or 1,000.5 with "
+                f"commas between thousands); got {value!r}"
+            )
+        text = text.replace(",", "")
+    if len(text) > 64:
+        raise OrderError(f"{name} must be a number of at most 64 characters; got {len(text)}")
     try:
-        d = Decimal(str(value).strip().replace(",", "").replace("_", ""))
+        d = Decimal(text)
     except (InvalidOperation, ValueError):
         raise OrderError(f"{name} must be a number; got {value!r}") from None
     if not d.is_finite():
         raise OrderError(f"{name} must be a finite number; got {value}")
     return d
+
+
+def to_hours(value: object, name: str = "duration", *, most: int = 720) -> int:
+    """A whole number of hours from 1 to ``most``, from an int or text such as "24"."""
+    allowed = f"a whole number of hours from 1 to {most}"
+    if isinstance(value, bool):
+        raise OrderError(f"{name} must be {allowed}; got {value!r}")
+    if isinstance(value, str):
+        text = value.strip().replace("_", "")
+        hours: object = int(text) if re.fullmatch(r"[+-]?\d{1,9}", text) else None
+    elif (
+        isinstance(value, numbers.Integral)
+        or (isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value())
+        or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
+    ):
+        hours = int(value)
+    else:
+        hours = None
+    if not isinstance(hours, int) or not 1 <= hours <= most:
+        raise OrderError(f"{name} must be {allowed} (30 days); got {value!r}")
+    return hours
+
+
+def _amount(d: Decimal) -> str:
+    """An amount for a message: 2 decimals, more when it is smaller than a cent."""
+    return f"{d:,.2f}" if abs(d) >= Decimal("0.01") or d == 0 else f"{d.normalize():f}"
 
 
 @dataclass(frozen=True)
@@ -97,8 +142,8 @@ class Order:
             wb = to_decimal(self.wallet_balance, "wallet balance")
             if wb < self.margin:
                 raise OrderError(
-                    f"wallet balance {wb:,.2f} USDT is below the order's margin of "
-                    f"{self.margin:,.2f} USDT"
+                    "wallet balance must be at least the order's margin of "
+                    f"{_amount(self.margin)} USDT in cross mode; got {_amount(wb)} USDT"
                 )
             object.__setattr__(self, "wallet_balance", wb)
 
@@ -129,18 +174,7 @@ class Cover:
         if cov > MAX_AMOUNT:
             raise OrderError(f"coverage must be at most {MAX_AMOUNT:,} USDT; got {cov:.6g}")
         object.__setattr__(self, "coverage", cov)
-        try:
-            hours = int(self.duration_hours)
-        except (TypeError, ValueError):
-            raise OrderError(
-                f"duration must be a whole number of hours; got {self.duration_hours!r}"
-            ) from None
-        if not 1 <= hours <= MAX_DURATION_HOURS or hours != self.duration_hours:
-            raise OrderError(
-                f"duration must be a whole number of hours from 1 to {MAX_DURATION_HOURS} "
-                "(30 days); "
-                f"got {self.duration_hours}"
-            )
+        hours = to_hours(self.duration_hours, most=MAX_DURATION_HOURS)
         object.__setattr__(self, "duration_hours", hours)
         share = to_decimal(self.share, "covered share")
         if not Decimal("0") < share <= Decimal("1"):

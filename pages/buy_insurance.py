@@ -89,14 +89,18 @@ with left:
             "nothing to insure. Lower the quantity."
         )
         st.stop()
-    _keep("buy_lev", 20, 2, max_lev)
     why_cap = (
         f"BTI insures up to {platform_lev}× ({symbol} allows {bracket_lev}× at this notional)"
         if platform_lev < bracket_lev
         else f"{symbol} allows up to {bracket_lev}× at this notional"
     )
-    leverage = st.slider("Leverage", 2, max_lev, key="buy_lev", help=why_cap)
-    st.caption(f"Leverage 2–{max_lev}×: {why_cap}.")
+    if max_lev == 2:  # a slider needs two different ends
+        leverage = 2
+        st.markdown(f"Leverage: **2×**, the only one to insure here: {why_cap}.")
+    else:
+        _keep("buy_lev", 20, 2, max_lev)
+        leverage = st.slider("Leverage", 2, max_lev, key="buy_lev", help=why_cap)
+        st.caption(f"Leverage 2–{max_lev}×: {why_cap}.")
     wallet = None
     if margin_mode == "cross":
         wallet = st.number_input(

@@ -43,7 +43,7 @@ def parse_record(content: bytes, filename: str, *, now: datetime | None = None) 
             if not isinstance(data, dict):
                 raise ClaimError(f"{filename}: expected one JSON object with {', '.join(REQUIRED)}")
         elif filename.lower().endswith(".csv"):
-            rows = list(csv.DictReader(io.StringIO(text)))
+            rows = list(csv.DictReader(io.StringIO(text, newline="")))
             if len(rows) != 1:
                 raise ClaimError(
                     f"{filename}: expected a header row and one record; got {len(rows)} records"
@@ -53,6 +53,10 @@ def parse_record(content: bytes, filename: str, *, now: datetime | None = None) 
             raise ClaimError(f"{filename}: upload a .csv or .json liquidation record")
     except json.JSONDecodeError as exc:
         raise ClaimError(f"{filename}: not valid JSON ({exc.msg}, line {exc.lineno})") from exc
+    except csv.Error as exc:
+        raise ClaimError(
+            f"{filename}: not a valid CSV file ({exc}); expected a header row and one record"
+        ) from exc
     data = {str(k).strip().lower(): v for k, v in data.items()}
     missing = [k for k in REQUIRED if k not in data or str(data[k]).strip() == ""]
     if missing:
@@ -84,8 +88,8 @@ def parse_record(content: bytes, filename: str, *, now: datetime | None = None) 
     latest = pd.Timestamp(now or datetime.now(UTC)).tz_convert("UTC") + FUTURE_TOLERANCE
     if not EARLIEST <= t <= latest:
         raise ClaimError(
-            f"{filename}: time {t:%Y-%m-%d %H:%M} UTC is not a liquidation that can have "
-            f"happened: allowed from {EARLIEST:%Y-%m-%d} to now ({latest:%Y-%m-%d %H:%M} UTC)"
+            f"{filename}: time {data['time']!r} is not a liquidation that can have happened: "
+            f"allowed from {EARLIEST:%Y-%m-%d} to now ({latest:%Y-%m-%d %H:%M} UTC)"
         )
     record: dict[str, Any] = {
         "symbol": str(data["symbol"]).strip().upper(),
