@@ -1,0 +1,141 @@
+"""The fuzzing suite's profiles, seed and tally.
+
+Profiles (``BTI_FUZZ_PROFILE``): ``ci`` (the default, what ``make test`` runs: over 10,000
+cases in all) and ``long`` (ten times as many, for a local soak). The seed is random per run
+unless ``BTI_FUZZ_SEED`` is set; it is printed in the header and beside every failure, so a
+failure found once can be replayed exactly. Each entry point's cases are tallied (accepted,
+refused) and printed at the end, and written to ``tests/artifacts/fuzz-stats.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import sqlite3
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import HealthCheck, seed, settings
+
+PROFILE = os.environ.get("BTI_FUZZ_PROFILE", "ci")
+SEED = int(os.environ.get("BTI_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
+SCALE = {"ci": 1, "long": 10}.get(PROFILE)
+if SCALE is None:
+    raise pytest.UsageError(f"BTI_FUZZ_PROFILE must be ci or long; got {PROFILE!r}")
+
+settings.register_profile(
+    "bti-fuzz",
+    deadline=None,  # a case's time varies with the machine; timings are the benchmarks' job
+    database=None,  # the seed replays a run; no state left in a fresh clone
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("bti-fuzz")
+
+TALLY: dict[str, Counter[str]] = defaultdict(Counter)
+SECONDS: dict[str, float] = defaultdict(float)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def cases(n: int) -> Callable[[F], F]:
+    """``n`` cases in the ci profile (×10 in long), with the run's seed."""
+
+    def wrap(fn: F) -> F:
+        return seed(SEED)(settings(max_examples=n * SCALE)(fn))  # type: ignore[no-any-return]
+
+    return wrap
+
+
+def tally(entry: str, outcome: str) -> None:
+    """Count one case of ``entry``: 'accepted' or 'refused'."""
+    TALLY[entry][outcome] += 1
+
+
+def tree_hash(*roots: Path) -> str:
+    """One hash of what is stored under ``roots``: every warehouse file's name and bytes, and
+    every row of each SQLite database (its SQL dump, which reads the write-ahead log too).
+
+    Left out: lock files (taking a lock stores nothing) and SQLite's ``-wal``/``-shm`` files
+    themselves, whose bytes change when a reader marks its place or a checkpoint moves pages
+    into the main file, with the rows unchanged."""
+    h = hashlib.sha256()
+    for root in roots:
+        files = [root] if root.is_file() else sorted(root.rglob("*")) if root.exists() else []
+        for f in files:
+            if not f.is_file() or f.name.endswith((".lock", "-wal", "-shm", "-journal")):
+                continue
+            h.update(str(f.relative_to(root.parent)).encode())
+            if f.suffix == ".db":
+                con = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
+                try:
+                    for line in con.iterdump():
+                        h.update(line.encode())
+                finally:
+                    con.close()
+            else:
+                h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def assert_names(message: str, *needles: str) -> None:
+    """A refusal says what was wrong and what is allowed."""
+    for n in needles:
+        assert n in message, f"refusal {message!r} does not name {n!r}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    start = time.perf_counter()
+    yield
+    SECONDS[item.module.__name__.rsplit(".", 1)[-1] if item.module else item.name] += (
+        time.perf_counter() - start
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        report.sections.append(
+            ("fuzz seed", f"seed {SEED}: rerun with BTI_FUZZ_SEED={SEED} pytest {item.nodeid}")
+        )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not TALLY:
+        return
+    tr = terminalreporter
+    failed = len(tr.stats.get("failed", []))
+    tr.section(f"fuzzing: profile {PROFILE}, seed {SEED}")
+    total = 0
+    for entry in sorted(TALLY):
+        c = TALLY[entry]
+        n = sum(c.values())
+        total += n
+        tr.write_line(
+            f"{entry:<34} {n:>6,} cases  {c['accepted']:>6,} accepted  {c['refused']:>6,} refused"
+        )
+    tr.write_line(f"{'all entry points':<34} {total:>6,} cases; failures found: {failed}")
+    for module, s in sorted(SECONDS.items()):
+        tr.write_line(f"  {module}: {s:.1f} s")
+    out = Path(__file__).resolve().parents[1] / "artifacts" / "fuzz-stats.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "profile": PROFILE,
+                "seed": SEED,
+                "failures": failed,
+                "cases": {e: dict(c) for e, c in sorted(TALLY.items())},
+                "seconds": {m: round(s, 1) for m, s in sorted(SECONDS.items())},
+            },
+            indent=1,
+        )
+    )
