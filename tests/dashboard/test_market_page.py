@@ -60,3 +60,20 @@ def test_custom_range_and_candle_cap(filled: Path, demo: dict) -> None:
     at.selectbox(key="market_range").select("All").run()
     at.selectbox(key="market_timeframe").select("1h").run()
     assert not at.exception
+
+
+def test_an_interrupted_first_import_is_not_offered(filled: Path) -> None:
+    """Before, a writer killed during a new symbol's first file left a temp Parquet file that
+    listed the symbol, and choosing it raised IndexError; an empty dataset did the same."""
+    import pandas as pd
+
+    wh = filled / "warehouse"
+    half = wh / "ohlcv" / "DOGEUSDT"
+    half.mkdir(parents=True)
+    (half / ".tmp-999999-1-1h.parquet").write_bytes(b"PAR1 half a file")
+    empty = wh / "ohlcv" / "XRPUSDT"
+    empty.mkdir(parents=True)
+    frame = pd.DataFrame({"ts": pd.Series([], dtype="datetime64[us, UTC]"), "open": []})
+    frame.to_parquet(empty / "1h.parquet")
+    at = _app()
+    assert at.selectbox(key="market_symbol").options == ["BTCUSDT", "ETHUSDT"]
