@@ -548,6 +548,15 @@ def _times(
     return _utc_series(checked, nulls)
 
 
+def _frame(ts: pd.Series, values: list[pa.Table]) -> pd.DataFrame:
+    """The canonical frame from ``ts`` and a table of the value columns, handed over in a list
+    that is emptied, so that the table's last reference is here: Arrow then frees each column's
+    buffers as it is converted (one copy of the data in memory at a time, not three)."""
+    frame = values.pop().to_pandas(split_blocks=True, self_destruct=True)
+    frame.insert(0, "ts", ts)
+    return frame
+
+
 def _read_normalised(
     src: SourceFile, limits: ImportLimits, now: pd.Timestamp | None
 ) -> pd.DataFrame:
@@ -562,11 +571,10 @@ def _read_normalised(
     except pa.ArrowException:  # naive times are taken as UTC
         types = {"timestamp_utc": pa.timestamp("us"), **value_types}
         table = _read_table(src, limits, names, types, checks, skip_header=True)
-    frame = pd.DataFrame({c: table.column(c).to_numpy() for c in cols[1:]})
-    frame.insert(
-        0, "ts", _times(src, table.column("timestamp_utc"), limits, now=now, skip_header=True)
-    )
-    return frame
+    ts = _times(src, table.column("timestamp_utc"), limits, now=now, skip_header=True)
+    values = [table.select(list(cols[1:]))]
+    del table
+    return _frame(ts, values)
 
 
 def _read_binance_klines(
@@ -594,13 +602,10 @@ def _read_binance_klines(
         "close_time": _integer,
     }
     table = _read_table(src, limits, names, types, checks, skip_header=has_header)
-    frame = pd.DataFrame({c: table.column(c).to_numpy() for c in BAR_COLUMNS[1:]})
-    frame.insert(
-        0,
-        "ts",
-        _times(src, table.column("open_time"), limits, now=now, skip_header=has_header, epoch=True),
-    )
-    return frame
+    ts = _times(src, table.column("open_time"), limits, now=now, skip_header=has_header, epoch=True)
+    values = [table.select(list(BAR_COLUMNS[1:]))]
+    del table
+    return _frame(ts, values)
 
 
 def _read_binance_funding(
