@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from bti_core.errors import BTIError
+from bti_core.orders import MAX_AMOUNT
 from bti_core.risk.liquidation import brackets_for
 from dashboard import resources
 from dashboard.charts import premium_curve_figure, risk_factors_figure
@@ -123,11 +124,12 @@ with left:
     prev = st.session_state.get("_buy_margin")
     follows = typed is None or prev is None or abs(typed - prev) < 0.005
     cov_key = f"buy_cov_{margin:.2f}"
+    most = min(margin, float(MAX_AMOUNT))  # a cover is at most 10⁹ USDT, whatever the margin
     coverage = st.number_input(
         "Coverage (USDT)",
         min_value=0.0,
-        max_value=margin,
-        value=margin if follows else min(typed, margin),
+        max_value=most,
+        value=most if follows else min(typed, most),
         key=cov_key,
         help="At most the order's margin: a liquidation loses the margin, and the cover pays "
         "a share of that loss",
