@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bti_core.market.cleaning import clean_bars
 from bti_core.market.ingest import Ingestor
 from bti_core.market.schema import Kind
-from bti_core.market.sources import write_normalised_csv
+from bti_core.market.sources import BINANCE_KLINE_COLUMNS, write_normalised_csv
 from bti_core.market.synthetic import DEFAULT_SYMBOLS, DemoMarket, generate_demo_markets
 from bti_core.market.warehouse import Warehouse
 
@@ -67,22 +67,10 @@ def import_files(root: Path, m: DemoMarket) -> None:
     files = root / "files"
     (files / "markPriceKlines").mkdir(parents=True)
     ms_open = m.ohlcv["ts"].astype("int64").to_numpy() // 1000
-    kl = pd.DataFrame(
-        {
-            "open_time": ms_open,
-            **{c: m.ohlcv[c] for c in ("open", "high", "low", "close", "volume")},
-        }
-    )
-    for c in (
-        "close_time",
-        "quote_volume",
-        "count",
-        "taker_buy_volume",
-        "taker_buy_quote_volume",
-        "ignore",
-    ):
-        kl[c] = 0
-    kl["close_time"] = ms_open + 59_999
+    kl = pd.DataFrame({c: 0 for c in BINANCE_KLINE_COLUMNS}, index=m.ohlcv.index)
+    kl["open_time"], kl["close_time"] = ms_open, ms_open + 59_999
+    for c in ("open", "high", "low", "close", "volume"):
+        kl[c] = m.ohlcv[c]
     csv_bytes = kl.to_csv(index=False, header=False).encode()
     zpath = files / "BTCUSDT-1m-2024-01.zip"
     with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as z:

@@ -28,26 +28,18 @@ from bti_core.errors import BTIError
 from bti_core.market.cleaning import MAX_ABS_FUNDING_RATE, OHLC_RELATIVE_SLACK
 from bti_core.market.ingest import Ingestor
 from bti_core.market.schema import Kind, allowed_times, timeframe_delta
-from bti_core.market.sources import ImportLimits
+from bti_core.market.sources import (
+    BINANCE_FUNDING_COLUMNS,
+    BINANCE_KLINE_COLUMNS,
+    ImportLimits,
+)
 from bti_core.market.warehouse import Warehouse
 from tests.fuzz.conftest import assert_names, cases, tally, tree_hash
 
 NOW = pd.Timestamp("2024-06-01 12:00", tz="UTC")
-KLINE_HEADER = (
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "close_time",
-    "quote_volume",
-    "count",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-    "ignore",
-)
-FUNDING_HEADER = ("calc_time", "funding_interval_hours", "last_funding_rate")
+# the formats' own column names: what a well-formed file's header holds
+KLINE_HEADER = BINANCE_KLINE_COLUMNS
+FUNDING_HEADER = BINANCE_FUNDING_COLUMNS
 BAR_HEADER = ("timestamp_utc", "open", "high", "low", "close", "volume")
 
 

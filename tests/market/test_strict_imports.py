@@ -19,14 +19,11 @@ from bti_core.db.engine import make_engine, migrate
 from bti_core.errors import DataFormatError
 from bti_core.market.ingest import Ingestor
 from bti_core.market.schema import Kind
-from bti_core.market.sources import ImportLimits, read_file
+from bti_core.market.sources import BINANCE_KLINE_COLUMNS, ImportLimits, read_file
 from bti_core.market.warehouse import Warehouse
 from tests.fuzz.conftest import tree_hash
 
-HEADER = (
-    "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,"
-    "taker_buy_quote_volume,ignore"
-)
+HEADER = ",".join(BINANCE_KLINE_COLUMNS)
 NOW = pd.Timestamp("2024-06-01 12:00", tz="UTC")
 
 
@@ -408,27 +405,27 @@ def test_a_190_mb_csv_in_a_small_zip_is_read_in_blocks(tmp_path: Path) -> None:
 # --- 6. messages with a place ------------------------------------------------------------------
 
 
-def test_mixed_zoned_and_naive_times_name_the_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("rows", "line", "says"),
+    [  # blank lines count: the line is the one an editor shows
+        (
+            "2024-01-01T00:00:00Z,1,2,0.5,1.5,1\n\n2024-01-01 01:00:00,1,2,0.5,1.5,1",
+            4,
+            "mixes times with and without a zone",
+        ),
+        (
+            "2024-01-01T00:00:00Z,1,2,0.5,1.5,1\n\n\n2099-01-01T00:00:00Z,1,2,0.5,1.5,1",
+            5,
+            "expected times from 2009-01-03",
+        ),
+    ],
+)
+def test_a_bad_time_names_its_line(tmp_path: Path, rows: str, line: int, says: str) -> None:
     f = tmp_path / "BTCUSDT_1h_ohlcv.csv"
-    f.write_text(
-        "timestamp_utc,open,high,low,close,volume\n"
-        "2024-01-01T00:00:00Z,1,2,0.5,1.5,1\n\n2024-01-01 01:00:00,1,2,0.5,1.5,1\n"
-    )
+    f.write_text(f"timestamp_utc,open,high,low,close,volume\n{rows}\n")
     with pytest.raises(DataFormatError) as info:
         read_file(f, now=NOW)
-    assert info.value.line == 4
-    assert "mixes times with and without a zone" in str(info.value)
-
-
-def test_the_line_of_a_bad_time_counts_blank_lines(tmp_path: Path) -> None:
-    f = tmp_path / "BTCUSDT_1h_ohlcv.csv"
-    f.write_text(
-        "timestamp_utc,open,high,low,close,volume\n"
-        "2024-01-01T00:00:00Z,1,2,0.5,1.5,1\n\n\n2099-01-01T00:00:00Z,1,2,0.5,1.5,1\n"
-    )
-    with pytest.raises(DataFormatError) as info:
-        read_file(f, now=NOW)
-    assert info.value.line == 5
+    assert info.value.line == line and says in str(info.value)
 
 
 def test_a_parquet_time_out_of_range_names_the_row(tmp_path: Path) -> None:
