@@ -333,15 +333,7 @@ def simulate_path_table(
     ``mirror=False`` draws every path's blocks independently instead of in antithetic pairs,
     keeping the residuals' skew (and their mean: a bull year's residuals drift up).
 
-    Measured on Binance BTC/ETH 2019–21 (`bti backtest`, stride 12 h, 24 cells, 1-year fit
-    window): block 22 calibrated cells, brier 0.1418; ``fhs`` 21 (0.1415); ``fhs_skewed`` 18;
-    ``t`` 17; 48-hour blocks 20; unmirrored blocks 21 (0.1423); ``fhs_state`` 19 (0.1431).
-    Hour-by-hour resampling under-priced a 5× long over 24 h by 1.56× (a −19 % day is a run of
-    shocks, not one); blocks bring it to 1.14×. Mirroring rather than keeping the skew was
-    better: a year's residual skew is noisy and follows the regime. Later, every start hour on a
-    180-day window: ``fhs_block`` without drift 21 cells (brier 0.14014), ``fhs_state_day`` with
-    the shrunk drift 24 (0.14046; 0.14043 at the live engine's 20,000 paths). The backtest
-    module's docstring has the rest of what was tried.
+    What each variant scored in the backtest is in `docs/2026-12-02-engine-research-log.md`.
 
     ``constant_variance`` freezes σ² at its start value (GBM-like paths, for validation).
     """

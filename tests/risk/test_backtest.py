@@ -395,3 +395,32 @@ def test_a_folder_of_nothing_usable_says_what_it_saw(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["backtest", "--data", str(tmp_path)])
     assert res.exit_code == 2
     assert "notes.csv:notread" in "".join(res.output.split())
+
+
+def test_backtest_at_a_refit_hour_is_the_live_engines_quote() -> None:
+    """The backtest and the live engine build their paths by different code (a variance grid
+    interpolated per start hour against one table from the last bar): at a refit hour both know
+    the same bars, so every cell's probability must agree within the two Monte Carlo errors (and
+    the one return by which their fit windows differ)."""
+    from bti_core.risk.backtest import _symbol_predictions
+    from bti_core.risk.engine import FIT_WINDOW, build_symbol_risk
+    from bti_core.risk.liquidation import brackets_for, isolated_liquidation_price
+
+    m = generate_demo_markets(start="2023-01-01", periods=24 * 230, seed=12)["BTCUSDT"]
+    cfg = BacktestConfig(
+        refit_days=400, min_history_days=200, n_paths=20_000, horizons=(24, 72, 168)
+    )
+    pred = _symbol_predictions("BTCUSDT", m.ohlcv, m.mark, cfg, None)
+    t0 = pred["ts"].min()  # the refit hour: the first start
+    assert t0 == pd.Timestamp("2023-07-20", tz="UTC")
+    window = m.mark[(m.mark["ts"] <= t0) & (m.mark["ts"] > t0 - FIT_WINDOW)]
+    live = build_symbol_risk("BTCUSDT", window.reset_index(drop=True), n_paths=20_000)
+    entry = m.ohlcv.loc[m.ohlcv["ts"] == t0, "close"].to_numpy()
+    rows = pred[pred["ts"] == t0]
+    assert len(rows) == 24
+    for row in rows.itertuples():
+        side = 1 if row.side == "long" else -1
+        lp = isolated_liquidation_price(entry, float(row.leverage), side, brackets_for("BTCUSDT"))
+        p, se = live.probability(lp, row.horizon, side)
+        se_both = np.hypot(se[0], np.sqrt(row.engine * (1 - row.engine) / cfg.n_paths))
+        assert abs(row.engine - p[0]) <= 4 * se_both + 3e-3, row

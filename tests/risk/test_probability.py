@@ -459,3 +459,92 @@ def test_state_blocks_from_tied_variances_draw_from_the_whole_history() -> None:
     (low, se_low), (same, se_same) = p_fall(1e-7), p_fall(np.exp(-11.5))
     assert 0.002 < same < 0.1
     assert abs(low - same) < 4 * np.hypot(se_low, se_same)
+
+
+def _float64_paths(fit: VolFit, innovations: str, horizons: tuple[int, ...], n: int, seed: int):
+    """The path recursion written plainly: one path at a time, in float64, drawing from the
+    generator in the order `simulate_path_table` does (so both see the same shocks).
+
+    Per hour: ``r = σ·z``, ``x₁ = x + r + μ``, the bridge's extremes
+    ``(x + x₁ ∓ √((x₁ − x)² + 2σ²E))/2``, then ``σ² ← ω + (α + γ·1[r < 0])·r² + β·σ²``."""
+    rng = np.random.default_rng(seed)
+    p, half, block = fit.params, n // 2, 24
+    chron = fit.residuals / np.std(fit.residuals)
+    state = chron - chron.mean()
+    z_all = np.zeros((max(horizons), n))
+    e_all = np.zeros((max(horizons), n))
+    starts = np.zeros(n, dtype=np.int64)
+    for step in range(max(horizons)):
+        k = step % block
+        if innovations == "normal":
+            zh = rng.standard_normal(half, dtype=np.float32).astype(float)
+            z_all[step] = np.concatenate([zh, -zh])
+        elif innovations == "fhs_state_day" and step < block:
+            if k == 0:  # every path starts in the same state: blocks from the days that did
+                assert fit.log_var is not None
+                first = fit.log_var[: len(chron) - block + 1]
+                edges = np.quantile(first, np.linspace(0, 1, 6)[1:-1])
+                bins = np.searchsorted(edges, first, side="right")
+                pool = np.argsort(bins, kind="stable")
+                counts = np.bincount(bins, minlength=5)
+                b = int(np.searchsorted(edges, np.log(np.float32(fit.sigma2_next)), side="right"))
+                offset = int(np.concatenate([[0], np.cumsum(counts)[:-1]])[b])
+                starts = pool[offset + (rng.random(n) * counts[b]).astype(np.int64)]
+            z_all[step] = state[starts + k]
+        else:  # mirrored 24-hour blocks
+            if k == 0:
+                starts = rng.integers(0, len(chron) - block + 1, half)
+            zh = chron[starts + k]
+            z_all[step] = np.concatenate([zh, -zh])
+        e_all[step] = rng.standard_exponential(n, dtype=np.float32).astype(float)
+    mins = np.zeros((len(horizons), n))
+    maxs = np.zeros((len(horizons), n))
+    for j in range(n):
+        x = lo = hi = 0.0
+        s2 = fit.sigma2_next
+        for step in range(max(horizons)):
+            mu = fit.mu if innovations != "fhs_state_day" or step >= block else 0.0
+            r = np.sqrt(s2) * z_all[step, j]
+            x1 = x + r + mu
+            half_width = np.sqrt((x1 - x) ** 2 + 2 * s2 * e_all[step, j])
+            lo = min(lo, (x + x1 - half_width) / 2)
+            hi = max(hi, (x + x1 + half_width) / 2)
+            s2 = p.omega + (p.alpha + p.gamma * (r < 0)) * r * r + p.beta * s2
+            x = x1
+            if step + 1 in horizons:
+                i = horizons.index(step + 1)
+                mins[i, j], maxs[i, j] = lo, hi
+    return np.sort(mins, axis=1), np.sort(maxs, axis=1)
+
+
+@pytest.mark.parametrize("innovations", ["normal", "fhs_block", "fhs_state_day"])
+def test_float32_kernel_is_the_gjr_recursion_with_fitted_parameters(innovations: str) -> None:
+    """The vectorised float32 kernel against the plain float64 loop, on the same shocks, with
+    a fit's own non-zero α, γ, β and a drift (every other engine test freezes the variance)."""
+    m = generate_demo_markets(
+        start="2024-01-01",
+        periods=24 * 200,
+        seed=3,
+        crash_days_per_year=0,
+        with_exchange_quirks=False,
+    )
+    fit = fit_gjr(np.diff(np.log(m["ETHUSDT"].mark["close"].to_numpy())))
+    assert min(fit.params.alpha, fit.params.gamma, fit.params.beta) > 1e-3
+    fit = dataclasses.replace(fit, mu=3e-4, sigma2_next=4 * fit.sigma2_next)  # a volatile start
+    horizons, n = (1, 7, 24, 48), 64
+    table = simulate_path_table(fit, n_paths=n, horizons=horizons, innovations=innovations, seed=5)
+    mins, maxs = _float64_paths(fit, innovations, horizons, n, seed=5)
+    for i in range(len(horizons)):
+        row = slice(i * n, (i + 1) * n)
+        np.testing.assert_allclose(table.flat_min[row] - i * 100.0, mins[i], rtol=2e-4, atol=2e-6)
+        np.testing.assert_allclose(table.flat_max[row] - i * 100.0, maxs[i], rtol=2e-4, atol=2e-6)
+    # the variance did move: the paths' spread at 48 h is not the frozen-variance one
+    frozen = simulate_path_table(
+        fit,
+        n_paths=n,
+        horizons=horizons,
+        innovations=innovations,
+        seed=5,
+        constant_variance=True,
+    )
+    assert np.abs(frozen.flat_min[3 * n :] - table.flat_min[3 * n :]).max() > 1e-3
