@@ -53,6 +53,10 @@ policies_app = typer.Typer(
 )
 app.add_typer(policies_app, name="policies")
 app.add_typer(users_app, name="users")
+models_app = typer.Typer(
+    help="Learned liquidation-probability models and their cards.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
 console = Console(soft_wrap=True)  # paths and hashes stay on one line
 err = Console(stderr=True, soft_wrap=True)
 
@@ -842,6 +846,149 @@ def users_add(
     except ValueError as exc:
         raise _fail(exc) from exc
     console.print(f"user {u.username} ({u.role}) created")
+
+
+@app.command()
+def train(
+    data: Annotated[
+        Path,
+        typer.Option(help="Folder of SYMBOL_1h_ohlcv / SYMBOL_1h_mark (and funding) files"),
+    ],
+    candidates: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated candidates (default all ten: logistic, forest, svm, "
+            "boosting, mlp, each also +engine)"
+        ),
+    ] = None,
+    folds: Annotated[int, typer.Option(min=2, max=12, help="Walk-forward folds")] = 4,
+    stride: Annotated[
+        int, typer.Option(min=1, max=24, help="Hours between start times in the training set")
+    ] = 2,
+    paths: Annotated[
+        int, typer.Option(min=1000, help="Monte Carlo paths behind the engine's probability")
+    ] = 8_000,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the paths and the models")] = 0,
+) -> None:
+    """Build features and labels from a data folder, compare the candidates by purged
+    walk-forward validation (and leaving a symbol, then a year, out), refit the best, write
+    its model (skops) and card (JSON, HTML) and register it."""
+    from bti_core.risk.backtest import BacktestConfig
+    from bti_core.risk.models import Candidate, build_training_set
+    from bti_core.risk.registry import register, save
+    from bti_core.risk.registry import train as train_models
+
+    try:
+        chosen = (
+            [Candidate.parse(c.strip()) for c in candidates.split(",") if c.strip()]
+            if candidates
+            else None
+        )
+        if candidates is not None and not chosen:
+            raise ValueError("--candidates is empty; give at least one, e.g. logistic+engine")
+        settings = get_settings()
+        cfg = BacktestConfig(stride_hours=stride, n_paths=paths + paths % 2, seed=seed)
+        skipped: list[str] = []
+        with _progress() as progress:
+            task = progress.add_task("features", total=None)
+
+            def report(done: int, total: int, what: str) -> None:
+                progress.update(task, completed=done, total=total, description=what)
+
+            frame = build_training_set(data, cfg, progress=report, skipped=skipped)
+            trained = train_models(
+                frame,
+                candidates=chosen,
+                n_folds=folds,
+                seed=seed,
+                progress=report,
+                source=str(data),
+            )
+        for note in skipped:
+            console.print(f"note: {note}", soft_wrap=True, highlight=False)
+        path = save(trained, settings.data_dir / "models")
+        engine = make_engine(settings.resolved_database_url)
+        migrate(engine)
+        model_id = register(engine, trained, path)
+    except (BTIError, ValueError, FileNotFoundError) as exc:
+        raise _fail(exc) from exc
+    console.print(trained.table, highlight=False)
+    console.print(trained.card["reason"], highlight=False)
+    console.print(f"model {model_id} written to {path} (card: {path.with_suffix('.html')})")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Registered models, newest first, with their later-fold scores beside the engine's."""
+    from bti_core.risk.registry import list_models
+
+    engine = make_engine(get_settings().resolved_database_url)
+    migrate(engine)
+    rows = list_models(engine)
+    if not rows:
+        console.print("no model is registered yet: train one with `bti train --data DIR`")
+        return
+    table = Table(title="Models")
+    table.add_column("id", no_wrap=True)  # copied into `bti models show`
+    for col in ("trained", "data", "log loss", "engine's", "prices cover"):
+        table.add_column(col)
+    for m in rows:
+        mine, eng = m.metrics.get(m.candidate, {}), m.metrics.get("engine", {})
+        table.add_row(
+            m.id,
+            f"{m.created_at:%Y-%m-%d %H:%M}",
+            f"{', '.join(m.symbols)} {m.data_start:%Y-%m}…{m.data_end:%Y-%m}",
+            f"{mine.get('logloss', float('nan')):.5f}",
+            f"{eng.get('logloss', float('nan')):.5f}",
+            "yes" if m.uses_model else "no (the engine does)",
+        )
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    model_id: Annotated[str, typer.Argument(help="A model id from `bti models list`")],
+) -> None:
+    """A model's card: data, decision, validation table, calibration per cell, features."""
+    import json
+
+    from bti_core.risk.registry import get_model
+
+    engine = make_engine(get_settings().resolved_database_url)
+    migrate(engine)
+    try:
+        rec = get_model(engine, model_id)
+        card_path = Path(rec.path).with_suffix(".json")
+        if not card_path.is_file():
+            raise FileNotFoundError(f"the card of {model_id} is missing: no file {card_path}")
+        card = json.loads(card_path.read_text())
+    except (BTIError, FileNotFoundError) as exc:
+        raise _fail(exc) from exc
+    d = card["data"]
+    console.print(f"[bold]{card['id']}[/] ({card['model']}), trained {card['created']}")
+    console.print(
+        f"data: {d['rows']:,} rows of {', '.join(d['symbols'])}, {d['start'][:10]} to "
+        f"{d['end'][:10]}, sha256 {d['sha256']}",
+        highlight=False,
+    )
+    console.print(f"decision: {card['reason']}", highlight=False)
+    console.print(f"validation: {card['validation']['scheme']}", highlight=False)
+    table = Table(title="Later folds")
+    for col in ("candidate", "brier", "log loss", "AUC within cell", "calibrated cells"):
+        table.add_column(col)
+    for name, r in card["validation"]["reports"].items():
+        later = r["later"]
+        table.add_row(
+            name,
+            f"{later['brier']:.5f}",
+            f"{later['logloss']:.5f}",
+            f"{later['auc_within_cell']:.3f}",
+            f"{int(later['calibrated_cells'])}/{int(later['counted_cells'])}",
+        )
+    console.print(table)
+    top = ", ".join(f"{i['feature']} ({i['logloss_rise']:+.4f})" for i in card["importances"][:8])
+    console.print(f"features that matter most (log-loss rise when shuffled): {top}")
+    console.print(f"card: {Path(rec.path).with_suffix('.html')}")
 
 
 if __name__ == "__main__":

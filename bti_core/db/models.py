@@ -207,3 +207,23 @@ class WebSession(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
     expires_at: datetime = Field(sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class RiskModelRecord(SQLModel, table=True):
+    """A trained liquidation-probability model: its files (model, card) and what its card says
+    of it, so a quote can name it and the pages can list it without opening the files."""
+
+    __tablename__ = "model"
+
+    id: str = Field(primary_key=True, max_length=120)
+    created_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    candidate: str = Field(max_length=40, description="e.g. logistic+engine")
+    uses_model: bool = Field(description="whether its validation beat the Monte Carlo engine")
+    reason: str = Field(max_length=1000)
+    data_sha256: str = Field(max_length=64)
+    data_start: datetime = Field(sa_type=UTCDateTime)
+    data_end: datetime = Field(sa_type=UTCDateTime)
+    symbols: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    features: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    path: str = Field(max_length=1000, description="the .skops file; the card beside it")

@@ -197,6 +197,20 @@ def load_folder(
     return out
 
 
+def load_funding(folder: str | Path) -> dict[str, pd.DataFrame]:
+    """Realised funding (``ts, funding_rate``) per symbol from the same folder, where there is
+    any (Binance's monthly funding files are joined); a symbol without it is left out."""
+    files: dict[str, list[Path]] = {}
+    for f in discover(folder):
+        try:
+            src = identify(f)
+        except DataFormatError:
+            continue
+        if src.kind is Kind.FUNDING:
+            files.setdefault(src.symbol, []).append(f)
+    return {sym: _read_all(paths)[["ts", "funding_rate"]] for sym, paths in sorted(files.items())}
+
+
 def _fits_hours(timeframe: str) -> bool:
     step = timeframe_delta(timeframe)
     return step <= HOUR and HOUR % step == pd.Timedelta(0)
@@ -375,6 +389,9 @@ def _symbol_predictions(
                                 "baseline": base[ok],
                                 "liquidated": reached[ok].astype(np.int8),
                                 "n_paths": cfg.n_paths,
+                                # what the learned models read beside the two probabilities
+                                "sigma2": s2_start[ok],
+                                "log_barrier": b[ok],
                             }
                         )
                     )
