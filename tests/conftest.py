@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,7 +23,20 @@ from bti_core.db.engine import make_engine, migrate
 from bti_core.market.synthetic import DemoMarket, generate_demo_markets
 
 ROOT = Path(__file__).resolve().parent.parent
+_PYTEST_MAIN = sys.modules.get("__main__")
 ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module() -> Iterator[None]:
+    """Streamlit's script runner (AppTest) installs each page as ``sys.modules["__main__"]``
+    and leaves it there; a process started with ``spawn`` later in the same run re-executes
+    ``__main__``'s file, so a child of a warehouse test used to run the sign-in page (and lock
+    the default database). Put pytest's own back after every test (taken when this file was
+    imported, before any fixture could run a page)."""
+    yield
+    if _PYTEST_MAIN is not None:
+        sys.modules["__main__"] = _PYTEST_MAIN
 
 
 @pytest.fixture

@@ -535,3 +535,16 @@ def test_the_what_if_curve_matches_the_quote_and_rises_with_leverage_and_time(
         assert (per[1:] >= per[:-1]).all()
     for _, g in curve.groupby("leverage"):
         assert (g["premium"].diff().dropna() >= 0).all()
+
+
+def test_the_what_if_curve_of_a_tiny_order_shows_no_cover_where_it_rounds_to_none(
+    svc: InsuranceService, risk: RiskEngine
+) -> None:
+    """Found by fuzzing the Buy form: 0.001 BTC covered for 0.05 USDT at 2× leaves a cent or
+    less of cover at 125×, which used to raise 'coverage must be positive' inside the page."""
+    q = svc.quote(
+        user_id="hugo", order=btc_order(risk, leverage="2", qty="0.001"), cover=Cover("0.05", 24)
+    )
+    curve = svc.premium_curve(q, [2, 50, 125], [24])
+    assert curve["payout"].iloc[0] > 0
+    assert curve["payout"].iloc[-1] == 0 and curve["premium"].iloc[-1] == 0

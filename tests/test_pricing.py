@@ -47,7 +47,7 @@ def order(**kw: object) -> Order:
         ({"symbol": "NOPE"}, "expected a perpetual"),
         (
             {"margin_mode": "cross", "wallet_balance": "100"},
-            "below the order's margin of 2,000.00 USDT",
+            "at least the order's margin of 2,000.00 USDT in cross mode; got 100.00 USDT",
         ),
     ],
 )

@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import lzma
 import re
 import zipfile
 import zlib
@@ -220,7 +221,18 @@ class ImportLimits:
 
 
 DEFAULT_LIMITS = ImportLimits()
-_READ_ERRORS = (zipfile.BadZipFile, gzip.BadGzipFile, zlib.error, EOFError, OSError)
+# zipfile raises NotImplementedError for a compression method, version or flag it cannot read
+# and RuntimeError for an encrypted member; bz2 raises OSError, lzma its own error
+_READ_ERRORS = (
+    zipfile.BadZipFile,
+    gzip.BadGzipFile,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+)
 
 
 def _too_big(path: Path, limits: ImportLimits, got: str) -> DataFormatError:

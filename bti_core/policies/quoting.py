@@ -277,9 +277,14 @@ def what_if(
             basis = margin
         lp = float(liquidation_price(ep, q, side, basis, br))
         coverage = Decimal(repr(round(margin * share_of_margin, 2)))
-        payout = float(
-            Cover(coverage, cover.duration_hours, cover.share, cover.deductible).payout(
-                Decimal(repr(margin))
+        # a tiny order at high leverage: its share of the margin rounds to no cover at all
+        payout = (
+            0.0
+            if coverage <= 0
+            else float(
+                Cover(coverage, cover.duration_hours, cover.share, cover.deductible).payout(
+                    Decimal(repr(margin))
+                )
             )
         )
         for hours in durations:
@@ -299,6 +304,7 @@ def what_if(
         utilisation=view.premium.utilisation,
         config=config,
     )
+    frame.loc[frame["payout"] <= 0, "premium"] = 0.0  # no cover is sold, so none is charged
     return frame
 
 

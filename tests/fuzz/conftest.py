@@ -1,9 +1,10 @@
 """The fuzzing suite's profiles, seed and tally.
 
 Profiles (``BTI_FUZZ_PROFILE``): ``ci`` (the default, what ``make test`` runs: over 10,000
-cases in all) and ``long`` (ten times as many, for a local soak). The seed is random per run
-unless ``BTI_FUZZ_SEED`` is set; it is printed in the header and beside every failure, so a
-failure found once can be replayed exactly. Each entry point's cases are tallied (accepted,
+cases in all) and ``long`` (ten times as many, for a local soak). The ``ci`` profile's seed is
+fixed (`CI_SEED`), so ``make test`` gives the same cases on every machine; the ``long`` profile
+draws a new one each run, to find what the fixed one does not. ``BTI_FUZZ_SEED`` sets it; it is
+printed in the header and beside every failure, so a failure found once can be replayed exactly. Each entry point's cases are tallied (accepted,
 refused) and printed at the end, and written to ``tests/artifacts/fuzz-stats.json``.
 """
 
@@ -24,7 +25,14 @@ import pytest
 from hypothesis import HealthCheck, seed, settings
 
 PROFILE = os.environ.get("BTI_FUZZ_PROFILE", "ci")
-SEED = int(os.environ.get("BTI_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
+# A random seed in `make test` made CI a lottery: a fresh clone's run drew 2732014804, which
+# found two real bugs (a zip with an unsupported compression method, a what-if cover that
+# rounds to nothing) — found, fixed and kept as tests; exploring is the long profile's job.
+CI_SEED = 2732014804
+SEED = int(
+    os.environ.get("BTI_FUZZ_SEED")
+    or (CI_SEED if PROFILE == "ci" else random.SystemRandom().randrange(2**32))
+)
 SCALE = {"ci": 1, "long": 10}.get(PROFILE)
 if SCALE is None:
     raise pytest.UsageError(f"BTI_FUZZ_PROFILE must be ci or long; got {PROFILE!r}")

@@ -363,6 +363,30 @@ def test_a_lying_zip_header_is_caught_by_counting(tmp_path: Path) -> None:
     assert "at most 1 MiB" in str(err.value) or "readable" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("offset_local", "offset_central", "value", "why"),
+    [
+        (8, 10, 99, "That compression method is not supported"),  # method 99 (AES)
+        (6, 8, 0x20, "compressed patched data"),  # flag bit 5
+        (4, 6, 235, "zip file version 23.5"),  # needs a later zip version
+    ],
+)
+def test_a_zip_python_cannot_read_is_refused_with_the_reason(
+    tmp_path: Path, offset_local: int, offset_central: int, value: int, why: str
+) -> None:
+    """Found by fuzzing: zipfile raises NotImplementedError (not BadZipFile) for these, which
+    escaped the importer as a crash."""
+    z = _bomb(tmp_path / "BTCUSDT-1h-2024-01.zip", 10)
+    data = bytearray(z.read_bytes())
+    local, central = data.index(b"PK\x03\x04"), data.index(b"PK\x01\x02")
+    data[local + offset_local : local + offset_local + 2] = value.to_bytes(2, "little")
+    data[central + offset_central : central + offset_central + 2] = value.to_bytes(2, "little")
+    z.write_bytes(bytes(data))
+    with pytest.raises(DataFormatError, match=r"a readable CSV, \.csv\.gz or \.zip file") as err:
+        read_file(z, now=NOW)
+    assert why in str(err.value) and z.name in str(err.value)
+
+
 def test_the_ceilings_come_from_the_settings(data_dir: Path, tmp_path: Path) -> None:
     z = _bomb(tmp_path / "BTCUSDT-1h-2024-01.zip", 50_000)
     out = CliRunner().invoke(app, ["ingest", str(z)], env={"BTI_IMPORT_MAX_ROWS": "100"})
