@@ -13,11 +13,9 @@ from bti_core.risk.models import (
     CellCalibrator,
     all_candidates,
     cell_of,
-    evaluate,
     fit_model,
     leave_one_out,
     purged_walk_forward,
-    select,
 )
 
 
@@ -123,17 +121,3 @@ def test_each_candidate_fits_and_predicts_probabilities(training: pd.DataFrame, 
     assert p[training["leverage"] == 50].mean() > 2 * p[training["leverage"] == 10].mean()
     with pytest.raises(ValueError, match="lack the model's features: distance_garch"):
         model.predict(training.drop(columns=["distance_garch"]))
-
-
-def test_evaluation_scores_every_candidate_beside_the_engine(training: pd.DataFrame) -> None:
-    reports = evaluate(training, [Candidate("logistic", True), Candidate("svm", False)], n_folds=3)
-    assert list(reports) == ["engine", "baseline", "logistic+engine", "svm"]
-    for r in reports.values():
-        assert len(r.folds) == 3 and set(r.by_symbol) == {"BTCUSDT", "ETHUSDT"}
-        assert 0 < r.later["brier"] < 0.25 and 0 < r.later["logloss"] < 0.7
-        assert 0.5 < r.later["auc_within_cell"] <= 1
-        assert len(r.cells) == 2 * 3 * 2
-    sel = select(reports)
-    assert sel.best in ("logistic+engine", "svm")
-    assert ("the premium uses it" in sel.reason) == sel.uses_model
-    assert "engine's" in sel.reason

@@ -46,7 +46,10 @@ def test_the_card_says_what_the_model_is_and_how_it_scored(trained, training) ->
     assert card["data"]["sha256"] == data_hash(training)
     assert card["data"]["start"] == training["ts"].min().isoformat()
     assert set(card["validation"]["reports"]) == {"engine", "baseline", "logistic+engine", "svm"}
-    for rep in card["validation"]["reports"].values():
+    for rep in card["validation"]["reports"].values():  # the candidates and the references
+        assert 0 < rep["later"]["brier"] < 0.25 and 0 < rep["later"]["logloss"] < 0.7
+        assert 0.5 < rep["later"]["auc_within_cell"] <= 1
+        assert len(rep["cells"]) == 2 * 3 * 2
         assert len(rep["folds"]) == 3
         assert set(rep["leave_one_symbol_out"]) == {"BTCUSDT", "ETHUSDT"}
         assert set(rep["leave_one_year_out"]) == {"2022", "2023"}
