@@ -423,6 +423,19 @@ def ratio_interval(
     return float(np.quantile(ratio, tail)), float(np.quantile(ratio, 1 - tail))
 
 
+def _auc(p: np.ndarray, y: np.ndarray) -> float:
+    """Area under the ROC curve (Mann–Whitney: the chance a liquidated start was given a higher
+    probability than one that was not, ties counting half); NaN without both outcomes."""
+    n1 = int(y.sum())
+    n0 = len(y) - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    from scipy.stats import rankdata
+
+    ranks = rankdata(p)
+    return float((ranks[y > 0].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
 def summarise(pred: pd.DataFrame, cfg: BacktestConfig) -> BacktestResult:
     cells = []
     for key, g in pred.groupby(["side", "leverage", "horizon"]):
@@ -449,6 +462,10 @@ def summarise(pred: pd.DataFrame, cfg: BacktestConfig) -> BacktestResult:
                 "engine_logloss": el,
                 "baseline_brier": bb,
                 "baseline_logloss": bl,
+                # how well each ranks the cell's start hours (pooled across cells, leverage
+                # alone would rank most of it)
+                "engine_auc": _auc(g["engine"].to_numpy(), y),
+                "baseline_auc": _auc(g["baseline"].to_numpy(), y),
             }
         )
     y = pred["liquidated"].to_numpy(float)
@@ -490,6 +507,8 @@ def summarise(pred: pd.DataFrame, cfg: BacktestConfig) -> BacktestResult:
         else 0.0
     )
     table = pd.DataFrame(cells)
+    pooled["engine_auc_within_cell"] = float(table["engine_auc"].mean())
+    pooled["baseline_auc_within_cell"] = float(table["baseline_auc"].mean())
     table["counted"] = table["realised"] >= MIN_COUNTED_RATE
     table["calibrated"] = table["counted"] & table["ratio"].between(*CALIBRATED)
     return BacktestResult(cfg, table, pooled, by_year, drawdown, pred)
@@ -528,7 +547,7 @@ def format_report(res: BacktestResult) -> str:
     lines = [
         f"{'side':<6}{'lev':>4}{'hours':>6}{'n':>7}{'realised':>10}{'engine':>9}{'real/eng':>9}"
         f"{'90% interval':>14}{'':>6}{'baseline':>9}{'real/base':>10}{'brier e/b':>20}"
-        f"{'logloss e/b':>20}"
+        f"{'logloss e/b':>20}{'AUC e/b':>12}"
     ]
     for r in c.itertuples():
         lines.append(
@@ -536,11 +555,13 @@ def format_report(res: BacktestResult) -> str:
             f"{r.ratio:>9.2f}{f'{r.ratio_lo:.2f}–{r.ratio_hi:.2f}':>14}{r.verdict:>6}"
             f"{r.baseline_mean:>9.4f}{r.baseline_ratio:>10.2f}"
             f"{r.engine_brier:>10.5f}/{r.baseline_brier:<9.5f}{r.engine_logloss:>10.5f}/{r.baseline_logloss:<9.5f}"
+            f"{r.engine_auc:>6.3f}/{r.baseline_auc:<5.3f}"
         )
     p = res.pooled
     lines.append(
         f"pooled: n={int(p['n'])} realised={p['realised']:.4f} engine={p['engine_mean']:.4f} "
-        f"baseline={p['baseline_mean']:.4f}"
+        f"baseline={p['baseline_mean']:.4f} AUC within cell (mean) engine="
+        f"{p['engine_auc_within_cell']:.3f} baseline={p['baseline_auc_within_cell']:.3f}"
     )
     lines.append("book by year (premium p⁺·(1 + loading) per margin insured):")
     for y in res.by_year.itertuples():

@@ -69,12 +69,26 @@ def test_scores_calibration_and_book() -> None:
     assert res.pooled["engine_brier"] < res.pooled["baseline_brier"]
     assert set(res.by_year["year"]) == {2021}
     assert res.worst_drawdown >= 0
+    assert cell["engine_auc"] == 0.5  # one probability for every start: no ranking at all
+    assert np.isnan(res.cells[res.cells["leverage"] == 50].iloc[0]["engine_auc"])  # no events
     line = res.summary_line()
     assert re.fullmatch(
         r"backtest: engine brier=[\d.]+ logloss=[\d.]+ \| baseline brier=[\d.]+ logloss=[\d.]+ "
         r"\| calibrated cells 1/1",
         line,
     )
+
+
+def test_within_cell_auc_is_mann_whitney() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from bti_core.risk.backtest import _auc
+
+    rng = np.random.default_rng(1)
+    p = rng.uniform(size=500).round(2)  # ties count half
+    y = (rng.uniform(size=500) < p).astype(float)
+    assert _auc(p, y) == pytest.approx(roc_auc_score(y, p))
+    assert _auc(y, y) == 1.0 and _auc(-y, y) == 0.0
 
 
 def _cell(monthly_hits: list[int], per_month: int = 100, p: float = 0.02) -> pd.DataFrame:
