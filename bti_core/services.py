@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from sqlalchemy.engine import Engine
@@ -29,6 +29,9 @@ from bti_core.policies import InsuranceService
 from bti_core.risk.engine import RiskEngine
 from bti_core.risk.index import load_macro_signals
 from bti_core.underwriting import Limits
+
+if TYPE_CHECKING:
+    from bti_core.risk.registry import LiveModel
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,16 @@ class Services:
             macro=self.macro,
             chain=self.chain,
             wallets=self.wallets,
+            learned=self.learned,
         )
+
+    @cached_property
+    def learned(self) -> LiveModel | None:
+        """The newest registered learned model that loads (None before `bti train`)."""
+        from bti_core.risk.registry import load_latest
+
+        model, _ = load_latest(self.db)
+        return model
 
     @cached_property
     def claims(self) -> ClaimsService:

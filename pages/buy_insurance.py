@@ -224,6 +224,14 @@ with right:
         help="Closed-form first passage with the 30-day realised volatility",
     )
     st.caption(quote.model)
+    if r.ml_probability is not None:
+        st.metric(
+            "Learned model",
+            f"{r.ml_probability:.2%}",
+            help="A model trained by `bti train` on the engine's probability and market features",
+        )
+    if quote.learned:
+        st.caption(f"Learned model: {quote.learned}")
     m = st.columns(3)
     m[0].metric("Risk index", f"{r.risk_index:.0f} / 100")
     m[1].metric("Premium (BTI)", f"{p.total:,.2f}", help="1 BTI = 1 USDT of cover")

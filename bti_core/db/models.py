@@ -52,6 +52,9 @@ class QuoteRecord(SQLModel, table=True):
     probability: float
     probability_se: float
     baseline_probability: float
+    # the learned model consulted (`bti train`), if any, and its probability
+    ml_probability: float | None = Field(default=None)
+    model_id: str | None = Field(default=None, max_length=120)
     risk_index: float
     risk_breakdown: list[dict[str, Any]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False)

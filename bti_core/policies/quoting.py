@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,9 @@ from bti_core.pricing import Premium, PricingConfig, price, reprice
 from bti_core.risk.engine import RiskEngine, SymbolRisk
 from bti_core.risk.index import RiskIndex, TraderHistory, macro_signal_at, risk_index
 from bti_core.risk.liquidation import brackets_for, liquidation_price
+
+if TYPE_CHECKING:
+    from bti_core.risk.registry import LiveModel
 from bti_core.underwriting import (
     Check,
     Limits,
@@ -59,6 +62,7 @@ class QuoteView:
     premium: Premium
     checks: list[Check]
     model: str = ""  # what the probability was simulated from (`SymbolRisk.model_summary`)
+    learned: str = ""  # the learned model consulted, and whether it priced the premium
 
     @property
     def insurable(self) -> bool:
@@ -86,6 +90,7 @@ class Quoting:
     chain: ChainClient | None
     payment_window: timedelta
     wallets: CustodialWallets
+    learned: LiveModel | None
 
     def allowed_symbols(self) -> list[str]:
         return self.risk.warehouse.symbols()
@@ -178,6 +183,7 @@ class Quoting:
         p = 1.0 if reached else float(p_arr)
         se = 0.0 if reached else float(se_arr)
         base_p = float(sr.baseline(lp, cover.duration_hours, side))
+        ml_p, priced_p, learned_note = self._learned(sr, lp, cover, order, side, p, reached)
         max_lev = Decimal(str(br.max_leverage_for(q * ep)))
         payout = cover.payout(order.margin).quantize(Decimal("0.01"))
         checks = check_cover(
@@ -215,7 +221,7 @@ class Quoting:
         utilisation = min(1.0, float((pool + cover.coverage) / capacity)) if capacity > 0 else 1.0
         premium = price(
             payout=payout,
-            probability=p,
+            probability=priced_p,
             n_paths=sr.table.n_paths,
             utilisation=utilisation,
             config=self.pricing,
@@ -233,11 +239,40 @@ class Quoting:
             probability=p,
             probability_se=se,
             baseline_probability=base_p,
+            ml_probability=ml_p,
+            model_id=self.learned.id if self.learned is not None and ml_p is not None else None,
             **_explained(index, premium, checks),
         )
         with session_scope(self.db) as s:
             add_quote(s, quote=record)
-        return QuoteView(record, order, cover, index, premium, checks, sr.model_summary())
+        return QuoteView(
+            record, order, cover, index, premium, checks, sr.model_summary(), learned_note
+        )
+
+    def _learned(
+        self,
+        sr: SymbolRisk,
+        lp: float,
+        cover: Cover,
+        order: Order,
+        side: int,
+        p: float,
+        reached: bool,
+    ) -> tuple[float | None, float, str]:
+        """(the learned model's probability, the one the premium uses, what the quote says of
+        it). The premium uses the model only if its validation beat the Monte Carlo engine."""
+        if self.learned is None:
+            return None, p, ""
+        ml = sr.learned_probability(
+            self.learned.model, lp, cover.duration_hours, side, float(order.leverage)
+        )
+        if ml is None:
+            return None, p, f"{self.learned.id}: no market features for {order.symbol} yet"
+        if reached:
+            return ml, p, f"{self.learned.id}: the liquidation price is already reached"
+        if self.learned.uses_model:
+            return ml, ml, f"{self.learned.id} prices this premium ({self.learned.reason})"
+        return ml, p, f"{self.learned.id}, shown for comparison: {self.learned.reason}"
 
     def premium_curve(
         self, view: QuoteView, leverages: Sequence[float], durations: Sequence[int]

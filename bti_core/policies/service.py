@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from sqlalchemy.engine import Engine
@@ -28,6 +29,9 @@ from bti_core.risk.engine import RiskEngine
 from bti_core.underwriting import (
     Limits,
 )
+
+if TYPE_CHECKING:
+    from bti_core.risk.registry import LiveModel
 
 
 class InsuranceService(Expiry, Listing):
@@ -44,6 +48,7 @@ class InsuranceService(Expiry, Listing):
         chain: ChainClient | None = None,
         payment_window: timedelta = timedelta(minutes=2),
         wallets: CustodialWallets | None = None,
+        learned: LiveModel | None = None,
     ) -> None:
         self.db = db
         self.risk = risk
@@ -55,3 +60,4 @@ class InsuranceService(Expiry, Listing):
         self.chain = chain
         self.payment_window = payment_window  # the signed quote's deadline after a purchase
         self.wallets = wallets or CustodialWallets()
+        self.learned = learned  # a registered model, shown beside the engine (`bti train`)

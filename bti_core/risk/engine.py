@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ import pandas as pd
 from bti_core.errors import NoDataError
 from bti_core.market.schema import FUNDING_TIMEFRAME, Kind, canonical_symbol
 from bti_core.market.warehouse import Warehouse
+from bti_core.risk.features import market_frame, order_features
 from bti_core.risk.index import MarketFeatures, market_features
 from bti_core.risk.probability import (
     ENGINE_INNOVATIONS,
@@ -29,6 +31,9 @@ from bti_core.risk.probability import (
     fit_gjr,
     simulate_path_table,
 )
+
+if TYPE_CHECKING:
+    from bti_core.risk.models import RiskModel
 
 # Half a year of hourly bars for the fit. On Binance BTC/ETH 2020–21 (`bti backtest`, stride
 # 12 h) shorter windows follow volatility regimes sooner: brier 0.1421 (2 years), 0.1418 (1 year),
@@ -52,6 +57,7 @@ class SymbolRisk:
     table: PathTable
     baseline_sigma: float  # annualised, realised over the last 30 days
     features: MarketFeatures  # market state for the risk index
+    market: pd.Series | None = None  # `features.market_frame` at the last bar (learned models)
 
     def probability(
         self,
@@ -64,6 +70,31 @@ class SymbolRisk:
         with np.errstate(divide="ignore"):
             b = np.where(lp > 0, np.log(np.maximum(lp, 1e-300) / self.spot), -np.inf)
         return self.table.probability(b, hours, side)
+
+    def learned_probability(
+        self, model: RiskModel, liquidation_price: float, hours: float, side: int, leverage: float
+    ) -> float | None:
+        """A learned model's P(liquidation) for one order, from this refresh's market features,
+        GARCH variance and the engine's and baseline's probabilities; None without features."""
+        if self.market is None or liquidation_price <= 0:
+            return None
+        p, _ = self.probability(liquidation_price, hours, side)
+        row = pd.DataFrame(
+            {
+                "ts": [self.as_of],
+                "side": ["long" if side > 0 else "short"],
+                "leverage": [float(leverage)],
+                "horizon": [float(hours)],
+                "engine": [float(p)],
+                "baseline": [float(self.baseline(liquidation_price, hours, side))],
+                "sigma2": [self.fit.sigma2_next],
+                "log_barrier": [float(np.log(liquidation_price / self.spot))],
+            }
+        )
+        market = self.market.to_frame().T
+        market.index = pd.DatetimeIndex([self.as_of])
+        feats = order_features(row, market)
+        return float(model.predict(pd.concat([row, feats], axis=1))[0])
 
     def model_summary(self) -> str:
         """What the paths were simulated from, in a trader's units: the fit's window and tail
@@ -141,8 +172,18 @@ def build_symbol_risk(
         if bars is not None and len(bars) >= 60
         else MarketFeatures.neutral(float(close[-1]))
     )
+    market = None
+    if bars is not None and len(bars) >= 24 * 7:
+        market = market_frame(bars, mark, funding).iloc[-1]
     return SymbolRisk(
-        canonical_symbol(symbol), mark["ts"].iloc[-1], float(close[-1]), fit, table, sigma, features
+        canonical_symbol(symbol),
+        mark["ts"].iloc[-1],
+        float(close[-1]),
+        fit,
+        table,
+        sigma,
+        features,
+        market,
     )
 
 

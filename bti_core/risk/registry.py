@@ -356,6 +356,33 @@ def list_models(engine: Any) -> list[Any]:
         return list(rows)
 
 
+@dataclass(frozen=True)
+class LiveModel:
+    """The model quotes consult: its id, whether it may price cover, and why."""
+
+    id: str
+    model: RiskModel
+    uses_model: bool
+    reason: str
+
+
+def load_latest(engine: Any) -> tuple[LiveModel | None, str]:
+    """The newest registered model whose file loads, and a note on what was passed over (a
+    model whose features no longer match is skipped, not used). ``(None, note)`` if none."""
+    notes = []
+    for rec in list_models(engine):
+        try:
+            model = load(Path(rec.path))
+        except ModelMismatchError as exc:
+            notes.append(f"{rec.id} not used: {exc}")
+            continue
+        inner = model.pipeline.named_steps["model"]
+        if hasattr(inner, "n_jobs"):
+            inner.n_jobs = 1  # one row at a time: threads cost more than they save
+        return LiveModel(rec.id, model, bool(rec.uses_model), rec.reason), "; ".join(notes)
+    return None, "; ".join(notes) or "no learned model is registered (`bti train --data DIR`)"
+
+
 def get_model(engine: Any, model_id: str) -> Any:
     """The registered model ``model_id``, or a `ModelMismatchError` listing the known ones."""
     from sqlmodel import Session

@@ -158,3 +158,59 @@ def test_cli_trains_lists_and_shows(model_folder: Path, tmp_path: Path, data_dir
     assert out.exit_code == 2 and "unknown model 'gbm'" in out.output
     out = runner.invoke(app, ["train", "--data", str(tmp_path / "nowhere")])
     assert out.exit_code == 2 and "error" in out.output
+
+
+def test_a_quote_shows_the_learned_probability_and_prices_with_it_only_if_it_won(
+    trained, tmp_path: Path, demo
+) -> None:
+    """The registered model is consulted on every quote: its probability is stored and shown
+    beside the engine's; the premium uses it only when its validation beat the engine."""
+    import dataclasses
+    from decimal import Decimal
+
+    from bti_core.market.ingest import Ingestor
+    from bti_core.market.schema import Kind
+    from bti_core.market.warehouse import Warehouse
+    from bti_core.orders import Cover, Order
+    from bti_core.policies import InsuranceService
+    from bti_core.risk.engine import RiskEngine
+    from bti_core.risk.registry import load_latest
+
+    db = make_engine(f"sqlite:///{tmp_path / 'bti.db'}")
+    migrate(db)
+    none, why = load_latest(db)
+    assert none is None and "bti train" in why
+    register(db, trained, save(trained, tmp_path / "models"))
+    live, _ = load_latest(db)
+    assert live is not None and live.id == trained.card["id"]
+    wh = Warehouse(tmp_path / "wh")
+    ing = Ingestor(wh, None)
+    m = demo["BTCUSDT"]
+    ing.ingest_frame(m.mark, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="demo")
+    ing.ingest_frame(m.ohlcv, symbol="BTCUSDT", kind=Kind.OHLCV, timeframe="1h", source="demo")
+    ing.ingest_frame(m.funding, symbol="BTCUSDT", kind=Kind.FUNDING, timeframe="8h", source="demo")
+    risk = RiskEngine(wh, n_paths=4_000)
+    spot = Decimal(str(round(risk.spot("BTCUSDT"), 2)))
+    order = Order("BTCUSDT", "long", Decimal("0.1"), spot, Decimal(20))
+    cover = Cover("40", 72)
+
+    plain = InsuranceService(db, risk).quote(user_id="ana", order=order, cover=cover)
+    assert plain.record.ml_probability is None and plain.learned == ""
+
+    for uses in (False, True):
+        svc = InsuranceService(db, risk, learned=dataclasses.replace(live, uses_model=uses))
+        q = svc.quote(user_id="ana", order=order, cover=cover)
+        r = q.record
+        assert r.model_id == live.id and r.ml_probability is not None
+        assert 0 < r.ml_probability < 1
+        priced = r.ml_probability if uses else r.probability
+        assert q.premium.probability == pytest.approx(priced)
+        assert (live.id + (" prices this premium" if uses else ", shown for comparison")) in (
+            q.learned
+        )
+    assert (
+        plain.premium.total
+        == InsuranceService(db, risk, learned=dataclasses.replace(live, uses_model=False))
+        .quote(user_id="ana", order=order, cover=cover)
+        .premium.total
+    )
