@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path)
     ap.add_argument("--no-leave-out", action="store_true")
     ap.add_argument("--max-rows", type=int, default=200_000, help="rows each fit samples")
+    ap.add_argument("--calibration", choices=["recent", "crossfit"], default="recent")
     args = ap.parse_args()
     cands = (
         [Candidate.parse(c.strip()) for c in args.candidates.split(",") if c.strip()]
@@ -81,6 +82,7 @@ def main() -> None:
             n_folds=args.folds,
             leave_out=not args.no_leave_out,
             max_rows=args.max_rows,
+            calibration=args.calibration,
             progress=_progress,
         )
         reports = {**got, **reports} if reports else got
@@ -100,7 +102,7 @@ def main() -> None:
     print("\n2. prediction time per 1,000,000 rows")
     big = frame.sample(1_000_000, replace=True, random_state=0).reset_index(drop=True)
     for cand in cands:
-        model = fit_model(frame, cand, max_rows=args.max_rows)
+        model = fit_model(frame, cand, max_rows=args.max_rows, calibration=args.calibration)
         t = time.perf_counter()
         model.predict(big)
         batch = time.perf_counter() - t
