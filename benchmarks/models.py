@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path)
     ap.add_argument("--no-leave-out", action="store_true")
     ap.add_argument("--max-rows", type=int, default=200_000, help="rows each fit samples")
-    ap.add_argument("--calibration", choices=["recent", "crossfit"], default="recent")
+    ap.add_argument("--calibration", choices=["recent", "crossfit"], default="crossfit")
     args = ap.parse_args()
     cands = (
         [Candidate.parse(c.strip()) for c in args.candidates.split(",") if c.strip()]

@@ -21,12 +21,16 @@ the order and market features alone and **stacked** on the Monte Carlo and GBM p
 (their logits as two more features). Feature selection (L1-penalised logistic regression,
 `SelectFromModel`) is a step of each pipeline, so it sees only the training fold.
 
-**Calibration out of time**: inside each training set the last `CALIBRATION_FRACTION` of time
-(purged like a test block) is held out; the fitted model's scores there are mapped to
-probabilities per cell (side × leverage bucket × horizon bucket) — isotonic regression where a
-cell has at least `ISOTONIC_MIN_EVENTS` events and as many non-events, Platt scaling (a logistic
-regression on the score's logit; Platt 1999) where it has fewer, the side's pooled Platt map
-where it has almost none.
+**Calibration out of time**: inside each training set, time is cut into `CROSSFIT_BLOCKS`
+blocks and each block after the first is scored by a model fitted on the blocks before it
+(purged like a test block); those out-of-time scores are mapped to probabilities per cell
+(side × leverage bucket × horizon bucket) — isotonic regression where a cell has at least
+`ISOTONIC_MIN_EVENTS` events and as many non-events, Platt scaling (a logistic regression on
+the score's logit; Platt 1999) where it has fewer, the side's pooled Platt map where it has
+almost none. The model that predicts is then fitted on every training row (as
+``CalibratedClassifierCV(ensemble=False)`` does with its folds). Calibrating on the last fifth
+of the training time alone (``calibration="recent"``) lost 3–6 % more log loss on every
+candidate: one recent stretch is one regime.
 
 **Scores** on each test block: Brier ``mean((p − y)²)``, log loss, AUC within each cell (pooled
 AUC across leverage flatters every model: leverage alone ranks most of it), and calibrated cells
@@ -379,7 +383,7 @@ def fit_model(
     seed: int = 0,
     max_rows: int = MAX_TRAIN_ROWS,
     embargo_hours: float | None = None,
-    calibration: Calibration = "recent",
+    calibration: Calibration = "crossfit",
 ) -> RiskModel:
     """Fit a candidate and calibrate it out of time.
 
@@ -513,10 +517,12 @@ class Report:
     by_symbol: dict[str, dict[str, float]] = field(default_factory=dict)  # left out
     by_year: dict[str, dict[str, float]] = field(default_factory=dict)
     train_seconds: float = 0.0  # mean over the walk-forward folds
+    notes: list[str] = field(default_factory=list)  # left-out folds too small to fit
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "notes": self.notes,
             "folds": self.folds,
             "later": self.later,
             "cells": self.cells.to_dict(orient="records"),
@@ -541,7 +547,7 @@ def evaluate(
     leave_out: bool = True,
     seed: int = 0,
     max_rows: int = MAX_TRAIN_ROWS,
-    calibration: Calibration = "recent",
+    calibration: Calibration = "crossfit",
     progress: Progress | None = None,
 ) -> dict[str, Report]:
     """Every candidate and the two references on the same purged walk-forward folds (and,
@@ -581,13 +587,21 @@ def evaluate(
                     progress(done, total, f"{cand.name}: {key} {f.name}")
                 done += 1
                 t0 = time.perf_counter()
-                model = fit_model(
-                    frame.iloc[f.train],
-                    cand,
-                    seed=seed,
-                    max_rows=max_rows,
-                    calibration=calibration,
-                )
+                try:
+                    model = fit_model(
+                        frame.iloc[f.train],
+                        cand,
+                        seed=seed,
+                        max_rows=max_rows,
+                        calibration=calibration,
+                    )
+                except ValueError as exc:
+                    if key == "walk":
+                        raise
+                    # a symbol or a year left out can leave too little to train on (a short
+                    # folder): that fold is not scored, and the card says so
+                    rep.notes.append(f"{key} {f.name} left out: {exc}")
+                    continue
                 if key == "walk":
                     seconds.append(time.perf_counter() - t0)
                 rows = frame.iloc[f.test]

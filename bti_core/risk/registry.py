@@ -119,6 +119,7 @@ def train(
         },
         "validation": {
             "scheme": f"purged walk-forward, {n_folds} folds, embargo = the longest horizon; "
+            "calibration per cell, cross-fitted over thirds of each training set; "
             "selection by log loss on the later half of the folds",
             "reports": {k: r.to_json() for k, r in reports.items()},
         },

@@ -125,7 +125,7 @@ def test_each_candidate_fits_and_predicts_probabilities(training: pd.DataFrame, 
 
 def test_crossfit_calibration_scores_each_block_with_a_model_of_the_past(training) -> None:
     cand = Candidate("logistic", True)
-    recent = fit_model(training, cand)
+    recent = fit_model(training, cand, calibration="recent")
     cross = fit_model(training, cand, calibration="crossfit")
     p_recent, p_cross = recent.predict(training), cross.predict(training)
     assert np.isfinite(p_cross).all() and not np.allclose(p_recent, p_cross)
