@@ -34,9 +34,6 @@ from bti_core.pricing import Premium, PricingConfig, price, reprice
 from bti_core.risk.engine import RiskEngine, SymbolRisk
 from bti_core.risk.index import RiskIndex, TraderHistory, macro_signal_at, risk_index
 from bti_core.risk.liquidation import brackets_for, liquidation_price
-
-if TYPE_CHECKING:
-    from bti_core.risk.registry import LiveModel
 from bti_core.underwriting import (
     Check,
     Limits,
@@ -44,6 +41,9 @@ from bti_core.underwriting import (
     check_market_entry,
     check_premium,
 )
+
+if TYPE_CHECKING:
+    from bti_core.risk.registry import LiveModel
 
 PRICE_PLACES = Decimal("0.00000001")
 ROLE_TTL = 30.0  # seconds a quote trusts a role it has seen

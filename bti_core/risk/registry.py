@@ -35,6 +35,7 @@ from bti_core.risk.models import (
     Progress,
     RiskModel,
     all_candidates,
+    cell_of,
     evaluate,
     fit_model,
     format_reports,
@@ -260,11 +261,7 @@ def card_html(card: dict[str, Any]) -> str:
     cells = card["calibration"]["cells"]
     methods = card["calibration"]["methods"]
     for c in cells:
-        code = (
-            (100 if c["side"] == "long" else 0)
-            + 10 * int(np.searchsorted((7.5, 15.0, 35.0), c["leverage"]))
-            + int(np.searchsorted((48.0, 120.0), c["horizon"]))
-        )
+        code = int(cell_of([c["side"]], [c["leverage"]], [c["horizon"]])[0])
         c["map"] = methods.get(str(code), "pooled Platt")
     parts = [
         "<!doctype html><meta charset='utf-8'>",

@@ -84,8 +84,8 @@ def test_a_model_on_other_features_is_refused(trained, tmp_path: Path) -> None:
     sio.dump(payload, path)
     with pytest.raises(
         ModelMismatchError,
-        match=r"no longer computed: .*; new: .*open_interest|"
-        r"other features than BTI computes now",
+        match=r"other features than BTI computes now; no longer computed: open_interest; "
+        r"new: side_sign\. Train it again",
     ):
         load(path)
 
