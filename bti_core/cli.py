@@ -316,6 +316,12 @@ class InnovationsChoice(StrEnum):
     normal = "normal"
 
 
+class ProbChoice(StrEnum):
+    engine = "engine"
+    ml = "ml"
+    blend = "blend"
+
+
 class MeanChoice(StrEnum):
     shrunk = "shrunk"
     zero = "zero"
@@ -360,10 +366,28 @@ def backtest(
     seed: Annotated[
         int, typer.Option(min=0, help="Monte Carlo seed (the same seed gives the same figures)")
     ] = 0,
+    prob: Annotated[
+        ProbChoice,
+        typer.Option(
+            help="The probability judged: the Monte Carlo engine's, a learned model's "
+            "retrained on the past at each refit, or the two blended in log-odds"
+        ),
+    ] = ProbChoice.engine,
+    candidate: Annotated[
+        str,
+        typer.Option(help="The learned model for --prob ml|blend (see `bti train --candidates`)"),
+    ] = "boosting+engine",
+    train_days: Annotated[
+        int,
+        typer.Option(
+            min=30, help="Days of known outcomes before the learned model's first fit (--prob ml)"
+        ),
+    ] = 180,
 ) -> None:
     """Walk-forward backtest of the liquidation probability against realised liquidations,
     beside the GBM baseline; ends with a one-line verdict. --window-days, --model,
-    --innovations and --mean try variants of the engine (see bti_core/risk/backtest.py)."""
+    --innovations and --mean try variants of the engine (see bti_core/risk/backtest.py);
+    --prob ml judges a learned model the same way."""
     from bti_core.risk.backtest import BacktestConfig, format_report, run_backtest, write_json
 
     if plot is not None and plot.suffix.lower() not in (".html", ".htm"):
@@ -388,7 +412,20 @@ def backtest(
             def report(done: int, total: int, what: str) -> None:
                 progress.update(task, completed=done, total=total, description=what)
 
-            res = run_backtest(data, cfg, progress=report)
+            if prob is ProbChoice.engine:
+                res = run_backtest(data, cfg, progress=report)
+            else:
+                from bti_core.risk.models import Candidate, learned_backtest
+
+                res = learned_backtest(
+                    data,
+                    cfg,
+                    prob=prob.value,  # type: ignore[arg-type]
+                    candidate=Candidate.parse(candidate),
+                    min_train_days=train_days,
+                    seed=seed,
+                    progress=report,
+                )
         if json_out is not None:
             write_json(res, json_out)
             console.print(f"results written to {json_out}", soft_wrap=True)
@@ -396,7 +433,7 @@ def backtest(
             from bti_core.risk.backtest_chart import calibration_figure
 
             # plotly.js inlined, so the file opens without a network
-            fig = calibration_figure(res.cells, title=res.summary_line())
+            fig = calibration_figure(res.cells, title=res.summary_line(), prob=res.prob)
             fig.write_html(plot, include_plotlyjs=True)
             console.print(f"reliability diagram written to {plot}", soft_wrap=True)
         console.print(format_report(res), highlight=False, soft_wrap=True)  # ends with the verdict

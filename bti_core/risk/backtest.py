@@ -99,6 +99,8 @@ class BacktestResult:
     worst_drawdown: float
     predictions: pd.DataFrame = field(repr=False)
     skipped: list[str] = field(default_factory=list)  # files and symbols left out, and why
+    prob: str = "engine"  # the probability judged: the engine's, a learned model's, or a blend
+    model: str = ""  # the learned model behind "ml" and "blend", and how it was retrained
 
     @property
     def counted(self) -> pd.DataFrame:
@@ -110,15 +112,20 @@ class BacktestResult:
 
     def summary_line(self) -> str:
         p = self.pooled
+        parts = [
+            f"{name} brier={p[f'{name}_brier']:.5f} logloss={p[f'{name}_logloss']:.5f}"
+            for name in dict.fromkeys([self.prob, "engine", "baseline"])
+        ]
         return (
-            f"backtest: engine brier={p['engine_brier']:.5f} logloss={p['engine_logloss']:.5f} | "
-            f"baseline brier={p['baseline_brier']:.5f} logloss={p['baseline_logloss']:.5f} | "
+            "backtest: " + " | ".join(parts) + " | "
             f"calibrated cells {self.calibrated}/{len(self.counted)}"
         )
 
     def to_json(self) -> dict[str, Any]:
         return {
             "config": asdict(self.config),
+            "prob": self.prob,
+            "model": self.model,
             "cells": self.cells.to_dict(orient="records"),
             "pooled": self.pooled,
             "by_year": self.by_year.to_dict(orient="records"),
@@ -406,7 +413,12 @@ def _scores(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def ratio_interval(
-    cell: pd.DataFrame, *, draws: int = INTERVAL_DRAWS, level: float = 0.9, seed: int = 0
+    cell: pd.DataFrame,
+    *,
+    column: str = "engine",
+    draws: int = INTERVAL_DRAWS,
+    level: float = 0.9,
+    seed: int = 0,
 ) -> tuple[float, float]:
     """Interval for a cell's realised/predicted ratio by a block bootstrap over symbol × calendar
     month (Künsch 1989): liquidations come in clusters (one crash liquidates every position
@@ -415,8 +427,8 @@ def ratio_interval(
     liquidations by their summed predictions; the interval is the draws' central ``level``."""
     ts = cell["ts"]
     month = (ts.dt.tz_convert(None) if ts.dt.tz is not None else ts).dt.to_period("M")
-    sums = cell.groupby([cell["symbol"], month])[["liquidated", "engine"]].sum()
-    y, p = sums["liquidated"].to_numpy(float), sums["engine"].to_numpy(float)
+    sums = cell.groupby([cell["symbol"], month])[["liquidated", column]].sum()
+    y, p = sums["liquidated"].to_numpy(float), sums[column].to_numpy(float)
     pick = np.random.default_rng(seed).integers(0, len(y), (draws, len(y)))
     ratio = y[pick].sum(axis=1) / np.maximum(p[pick].sum(axis=1), 1e-12)
     tail = (1 - level) / 2
@@ -436,55 +448,56 @@ def _auc(p: np.ndarray, y: np.ndarray) -> float:
     return float((ranks[y > 0].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def summarise(pred: pd.DataFrame, cfg: BacktestConfig) -> BacktestResult:
+PROBABILITIES = ("engine", "ml", "blend")  # what a backtest can judge; "baseline" is the reference
+
+
+def summarise(pred: pd.DataFrame, cfg: BacktestConfig, prob: str = "engine") -> BacktestResult:
+    """Judge the probability column ``prob`` cell by cell, beside the engine's and the GBM
+    baseline's on the same rows: ``{name}_mean``, ``_brier``, ``_logloss`` and ``_auc`` for each
+    of them, and the ratio, its interval and the verdict for ``prob``."""
+    if prob not in pred.columns:
+        raise ValueError(f"the predictions carry no {prob!r} probability")
+    names = list(dict.fromkeys([prob, "engine", "baseline"]))
     cells = []
     for key, g in pred.groupby(["side", "leverage", "horizon"]):
         side, lev, h = cast(tuple[str, int, int], key)
         y = g["liquidated"].to_numpy(float)
-        eb, el = _scores(g["engine"].to_numpy(), y)
-        bb, bl = _scores(g["baseline"].to_numpy(), y)
         realised = float(y.mean())
-        ci_lo, ci_hi = ratio_interval(g)
-        cells.append(
-            {
-                "side": side,
-                "leverage": int(lev),
-                "horizon": int(h),
-                "n": len(g),
-                "realised": realised,
-                "engine_mean": float(g["engine"].mean()),
-                "baseline_mean": float(g["baseline"].mean()),
-                "ratio": realised / max(float(g["engine"].mean()), 1e-12),
-                "ratio_lo": ci_lo,  # 90 % month-block bootstrap interval of the ratio
-                "ratio_hi": ci_hi,
-                "baseline_ratio": realised / max(float(g["baseline"].mean()), 1e-12),
-                "engine_brier": eb,
-                "engine_logloss": el,
-                "baseline_brier": bb,
-                "baseline_logloss": bl,
-                # how well each ranks the cell's start hours (pooled across cells, leverage
-                # alone would rank most of it)
-                "engine_auc": _auc(g["engine"].to_numpy(), y),
-                "baseline_auc": _auc(g["baseline"].to_numpy(), y),
-            }
-        )
+        ci_lo, ci_hi = ratio_interval(g, column=prob)
+        cell: dict[str, Any] = {
+            "side": side,
+            "leverage": int(lev),
+            "horizon": int(h),
+            "n": len(g),
+            "realised": realised,
+            "ratio": realised / max(float(g[prob].mean()), 1e-12),
+            "ratio_lo": ci_lo,  # 90 % month-block bootstrap interval of the ratio
+            "ratio_hi": ci_hi,
+            "baseline_ratio": realised / max(float(g["baseline"].mean()), 1e-12),
+        }
+        for name in names:
+            b, ll = _scores(g[name].to_numpy(), y)
+            cell[f"{name}_mean"] = float(g[name].mean())
+            cell[f"{name}_brier"] = b
+            cell[f"{name}_logloss"] = ll
+            # how well each ranks the cell's start hours (pooled across cells, leverage
+            # alone would rank most of it)
+            cell[f"{name}_auc"] = _auc(g[name].to_numpy(), y)
+        cells.append(cell)
     y = pred["liquidated"].to_numpy(float)
-    eb, el = _scores(pred["engine"].to_numpy(), y)
-    bb, bl = _scores(pred["baseline"].to_numpy(), y)
-    pooled = {
-        "n": float(len(pred)),
-        "realised": float(y.mean()),
-        "engine_mean": float(pred["engine"].mean()),
-        "baseline_mean": float(pred["baseline"].mean()),
-        "engine_brier": eb,
-        "engine_logloss": el,
-        "baseline_brier": bb,
-        "baseline_logloss": bl,
-    }
-    n = pred["n_paths"].to_numpy()
-    p_up = np.array(
-        [wilson_upper(float(p), int(k), 1.0) for p, k in zip(pred["engine"], n, strict=True)]
-    )
+    pooled = {"n": float(len(pred)), "realised": float(y.mean())}
+    for name in names:
+        b, ll = _scores(pred[name].to_numpy(), y)
+        pooled[f"{name}_mean"] = float(pred[name].mean())
+        pooled[f"{name}_brier"] = b
+        pooled[f"{name}_logloss"] = ll
+    if prob == "engine":  # the engine's own Monte Carlo error: price its upper bound
+        n = pred["n_paths"].to_numpy()
+        p_up = np.array(
+            [wilson_upper(float(p), int(k), 1.0) for p, k in zip(pred["engine"], n, strict=True)]
+        )
+    else:
+        p_up = pred[prob].to_numpy(float)
     premium = np.maximum(p_up, 1e-4) * (1 + cfg.loading)
     book = pd.DataFrame(
         {
@@ -507,11 +520,11 @@ def summarise(pred: pd.DataFrame, cfg: BacktestConfig) -> BacktestResult:
         else 0.0
     )
     table = pd.DataFrame(cells)
-    pooled["engine_auc_within_cell"] = float(table["engine_auc"].mean())
-    pooled["baseline_auc_within_cell"] = float(table["baseline_auc"].mean())
+    for name in names:
+        pooled[f"{name}_auc_within_cell"] = float(table[f"{name}_auc"].mean())
     table["counted"] = table["realised"] >= MIN_COUNTED_RATE
     table["calibrated"] = table["counted"] & table["ratio"].between(*CALIBRATED)
-    return BacktestResult(cfg, table, pooled, by_year, drawdown, pred)
+    return BacktestResult(cfg, table, pooled, by_year, drawdown, pred, prob=prob)
 
 
 def run_backtest(
@@ -544,25 +557,41 @@ def run_backtest(
 def format_report(res: BacktestResult) -> str:
     c = res.cells.copy()
     c["verdict"] = np.where(~c["counted"], "-", np.where(c["calibrated"], "ok", "MISS"))
+    judged = res.prob
+    refs = [n for n in ("engine", "baseline") if n != judged]
+    names = [judged, *refs]
+    short = {"engine": "eng", "baseline": "base", "ml": "ml", "blend": "blend"}
+    slash = "/".join(short[n][0] if n != "blend" else "bl" for n in names)
+    w = 9 * len(names) + 2
     lines = [
-        f"{'side':<6}{'lev':>4}{'hours':>6}{'n':>7}{'realised':>10}{'engine':>9}{'real/eng':>9}"
-        f"{'90% interval':>14}{'':>6}{'baseline':>9}{'real/base':>10}{'brier e/b':>20}"
-        f"{'logloss e/b':>20}{'AUC e/b':>12}"
+        f"{'side':<6}{'lev':>4}{'hours':>6}{'n':>7}{'realised':>10}{judged:>9}"
+        f"{'real/' + short[judged]:>10}{'90% interval':>14}{'':>6}"
+        + "".join(f"{ref:>9}{'real/' + short[ref]:>10}" for ref in refs)
+        + f"{'brier ' + slash:>{w}}{'logloss ' + slash:>{w}}{'AUC ' + slash:>{6 * len(names) + 3}}"
     ]
-    for r in c.itertuples():
-        lines.append(
-            f"{r.side:<6}{r.leverage:>4}{r.horizon:>6}{r.n:>7}{r.realised:>10.4f}{r.engine_mean:>9.4f}"
-            f"{r.ratio:>9.2f}{f'{r.ratio_lo:.2f}–{r.ratio_hi:.2f}':>14}{r.verdict:>6}"
-            f"{r.baseline_mean:>9.4f}{r.baseline_ratio:>10.2f}"
-            f"{r.engine_brier:>10.5f}/{r.baseline_brier:<9.5f}{r.engine_logloss:>10.5f}/{r.baseline_logloss:<9.5f}"
-            f"{r.engine_auc:>6.3f}/{r.baseline_auc:<5.3f}"
+    for r in c.to_dict(orient="records"):
+        interval = f"{r['ratio_lo']:.2f}–{r['ratio_hi']:.2f}"
+        row = (
+            f"{r['side']:<6}{r['leverage']:>4}{r['horizon']:>6}{r['n']:>7}{r['realised']:>10.4f}"
+            f"{r[f'{judged}_mean']:>9.4f}{r['ratio']:>10.2f}"
+            f"{interval:>14}{r['verdict']:>6}"
         )
+        for ref in refs:
+            real_ref = r["realised"] / max(r[f"{ref}_mean"], 1e-12)
+            row += f"{r[f'{ref}_mean']:>9.4f}{real_ref:>10.2f}"
+        for metric, fmt in (("brier", ".5f"), ("logloss", ".5f")):
+            row += f"{'/'.join(format(r[f'{n}_{metric}'], fmt) for n in names):>{w}}"
+        row += f"{'/'.join(format(r[f'{n}_auc'], '.3f') for n in names):>{6 * len(names) + 3}}"
+        lines.append(row)
     p = res.pooled
     lines.append(
-        f"pooled: n={int(p['n'])} realised={p['realised']:.4f} engine={p['engine_mean']:.4f} "
-        f"baseline={p['baseline_mean']:.4f} AUC within cell (mean) engine="
-        f"{p['engine_auc_within_cell']:.3f} baseline={p['baseline_auc_within_cell']:.3f}"
+        f"pooled: n={int(p['n'])} realised={p['realised']:.4f} "
+        + " ".join(f"{n}={p[f'{n}_mean']:.4f}" for n in names)
+        + " AUC within cell (mean) "
+        + " ".join(f"{n}={p[f'{n}_auc_within_cell']:.3f}" for n in names)
     )
+    if res.model:
+        lines.append(f"{judged}: {res.model}")
     lines.append("book by year (premium p⁺·(1 + loading) per margin insured):")
     for y in res.by_year.itertuples():
         lines.append(
@@ -571,7 +600,7 @@ def format_report(res: BacktestResult) -> str:
         )
     lines.append(f"pool's worst drawdown: {res.worst_drawdown:,.1f} margins")
     lines.append(
-        f"ok: real/eng in [{CALIBRATED[0]}, {CALIBRATED[1]}]; cells realised under "
+        f"ok: real/{short[judged]} in [{CALIBRATED[0]}, {CALIBRATED[1]}]; cells realised under "
         f"{MIN_COUNTED_RATE:.1%} are not counted (-); the 90% interval resamples symbol × month "
         f"blocks ({INTERVAL_DRAWS:,} draws)"
     )

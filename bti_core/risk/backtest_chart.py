@@ -2,8 +2,10 @@
 
 Each cell (side × leverage × horizon) is a point at (mean predicted probability, realised rate)
 on log axes: a calibrated model's points sit on the diagonal, inside the shaded band
-realised/predicted ∈ [0.8, 1.25]. The engine's points carry the 90 % month-block interval of
-their ratio as a vertical bar; the GBM baseline's are drawn hollow beside them, so the fat-tail
+realised/predicted ∈ [0.8, 1.25]. The judged probability's points (the engine's, or with
+`--prob` a learned model's or a blend) carry the 90 % month-block interval of
+their ratio as a vertical
+bar; the GBM baseline's are drawn hollow beside them, so the fat-tail
 fix (baseline under the band at low leverage) and the high-leverage one (above it) show at a
 glance. Cells realised under the counting floor are drawn faint.
 """
@@ -20,8 +22,9 @@ _SIDE_COLOUR = {"long": "#16a34a", "short": "#dc2626"}
 _BASELINE = "#64748b"
 
 
-def calibration_figure(cells: pd.DataFrame, title: str = "") -> go.Figure:
-    """Reliability diagram of a backtest's cells (`BacktestResult.cells`)."""
+def calibration_figure(cells: pd.DataFrame, title: str = "", prob: str = "engine") -> go.Figure:
+    """Reliability diagram of a backtest's cells (`BacktestResult.cells`), the probability
+    ``prob`` judged (`BacktestResult.prob`: the engine's, a learned model's or a blend)."""
     if cells.empty:
         raise ValueError("no cells to draw: the backtest priced no positions")
     c = cells.assign(
@@ -31,7 +34,7 @@ def calibration_figure(cells: pd.DataFrame, title: str = "") -> go.Figure:
         ],
     )
     floor = 1e-4  # log axes: a cell with no liquidations is drawn at the floor
-    pred = pd.concat([c["engine_mean"], c["baseline_mean"]]).clip(lower=floor)
+    pred = pd.concat([c[f"{prob}_mean"], c["baseline_mean"]]).clip(lower=floor)
     real = c["realised"].clip(lower=floor)
     lo = float(min(pred.min(), real.min())) / 1.5
     hi = min(1.0, float(max(pred.max(), real.max())) * 1.5)
@@ -60,7 +63,7 @@ def calibration_figure(cells: pd.DataFrame, title: str = "") -> go.Figure:
     )
     for side, g in c.groupby("side"):
         colour = _SIDE_COLOUR.get(str(side), "#7c3aed")
-        ep = g["engine_mean"].clip(lower=floor)
+        ep = g[f"{prob}_mean"].clip(lower=floor)
         y = g["realised"].clip(lower=floor)
         fig.add_trace(
             go.Scatter(
@@ -99,20 +102,20 @@ def calibration_figure(cells: pd.DataFrame, title: str = "") -> go.Figure:
                 # longs above left, shorts below right: the two sides' cells often coincide
                 textposition="top left" if side == "long" else "bottom right",
                 textfont={"size": 10, "color": colour},
-                error_y={  # the ratio's interval, as realised rates at the engine's prediction
+                error_y={  # the ratio's interval, as realised rates at the judged prediction
                     "type": "data",
                     "symmetric": False,
-                    "array": (g["ratio_hi"] * g["engine_mean"] - g["realised"]).clip(lower=0),
-                    "arrayminus": (g["realised"] - g["ratio_lo"] * g["engine_mean"]).clip(lower=0),
+                    "array": (g["ratio_hi"] * g[f"{prob}_mean"] - g["realised"]).clip(lower=0),
+                    "arrayminus": (g["realised"] - g["ratio_lo"] * g[f"{prob}_mean"]).clip(lower=0),
                     "color": colour,
                     "thickness": 1,
                 },
-                name=f"{side}: engine",
+                name=f"{side}: {prob}",
                 customdata=np.column_stack(
                     [g["label"], g["ratio"], g["ratio_lo"], g["ratio_hi"], g["counted"]]
                 ),
                 hovertemplate=(
-                    "%{customdata[0]} engine<br>predicted %{x:.3%}, realised %{y:.3%}"
+                    "%{customdata[0]} " + prob + "<br>predicted %{x:.3%}, realised %{y:.3%}"
                     "<br>realised/predicted %{customdata[1]:.2f} "
                     "(90 %: %{customdata[2]:.2f}–%{customdata[3]:.2f})"
                     "<br>counted: %{customdata[4]}<extra></extra>"
