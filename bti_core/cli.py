@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pandas as pd
 import typer
@@ -27,9 +28,18 @@ from bti_core.db.engine import make_engine, migrate, session_scope
 from bti_core.db.repository import latest_ingest_runs
 from bti_core.errors import BTIError
 from bti_core.market.ingest import Ingestor, IngestResult
-from bti_core.market.schema import TIMEFRAMES, Kind, allowed_times, timeframe_delta
+from bti_core.market.schema import (
+    TIMEFRAMES,
+    Kind,
+    allowed_times,
+    canonical_symbol,
+    timeframe_delta,
+)
 from bti_core.market.warehouse import Warehouse
 from bti_core.services import Services, build_services
+
+if TYPE_CHECKING:
+    from bti_core.risk.forecast import Forecast
 
 app = typer.Typer(
     help="BTI: liquidation insurance for perpetual-futures traders.", no_args_is_help=True
@@ -777,7 +787,6 @@ def policies_permit(
     wallet: Annotated[str, typer.Option(help="Your wallet's address (it pays the premium)")],
 ) -> None:
     """Print the EIP-2612 permit to sign in your own wallet (eth_signTypedData_v4 JSON)."""
-    import json
 
     try:
         req = _services().insurance.permit_request(user_id=user, quote_id=quote, wallet=wallet)
@@ -952,6 +961,152 @@ def train(
     console.print(trained.table, highlight=False)
     console.print(trained.card["reason"], highlight=False)
     console.print(f"model {model_id} written to {path} (card: {path.with_suffix('.html')})")
+
+
+class TargetChoice(StrEnum):
+    price = "price"
+    vol = "vol"
+    both = "both"
+
+
+@app.command("forecast")
+def forecast_cmd(
+    symbols: Annotated[
+        list[str] | None, typer.Argument(help="Symbols to forecast (default: every stored one)")
+    ] = None,
+    target: Annotated[
+        TargetChoice, typer.Option(help="The mark price, its realised volatility, or both")
+    ] = TargetChoice.both,
+    forecaster: Annotated[
+        str | None,
+        typer.Option(
+            help="price: random_walk or prophet; vol: ewma, garch, har or prophet "
+            "(default: the best of the last --evaluate)"
+        ),
+    ] = None,
+    evaluate: Annotated[
+        bool,
+        typer.Option(
+            "--evaluate",
+            help="Backtest every forecaster on --data against the naive ones (MASE, interval "
+            "coverage, CRPS per horizon) and make the best the one pages use",
+        ),
+    ] = False,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Folder of SYMBOL_1h_mark files (or 1m … 30m) for --evaluate"),
+    ] = None,
+    step_days: Annotated[
+        int, typer.Option(min=1, help="Days between forecast origins in --evaluate")
+    ] = 7,
+    window_days: Annotated[
+        int, typer.Option(min=31, max=730, help="Days of history each fit sees")
+    ] = 90,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the evaluation as JSON here")
+    ] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the forecasts' samples")] = 0,
+) -> None:
+    """Forecasts of the mark price and realised volatility, 1 hour to 7 days ahead, with 80 %
+    and 95 % intervals (cached on disk for the pages); --evaluate judges Prophet against the
+    random walk, EWMA, GARCH and HAR on a data folder."""
+    from bti_core.risk import forecast as fc
+
+    settings = get_settings()
+    folder = settings.data_dir / "forecasts"
+    try:
+        if evaluate:
+            if data is None:
+                raise ValueError("--evaluate needs --data FOLDER (SYMBOL_1h_mark files)")
+            if forecaster is not None:
+                raise ValueError("--evaluate compares every forecaster; leave out --forecaster")
+            if json_out is not None and not json_out.parent.is_dir():
+                raise FileNotFoundError(f"no folder {json_out.parent} to write {json_out.name} in")
+            from bti_core.risk.backtest import load_folder
+
+            skipped: list[str] = []
+            loaded = load_folder(data, skipped)
+            wanted = {canonical_symbol(s) for s in symbols or []}
+            unknown = wanted - set(loaded)
+            if unknown:
+                raise ValueError(
+                    f"no mark bars for {', '.join(sorted(unknown))} in {data}; it holds "
+                    f"{', '.join(sorted(loaded)) or 'none'}"
+                )
+            closes = {
+                s: fc.hourly_mark_closes(mark)
+                for s, (_, mark) in loaded.items()
+                if not wanted or s in wanted
+            }
+            chosen = (
+                None
+                if target is TargetChoice.both
+                else {t: fc.FORECASTERS[t] for t in fc.TARGETS if t == target.value}
+            )
+            with _progress() as progress:
+                task = progress.add_task("forecasts", total=None)
+
+                def report(done: int, total: int, what: str) -> None:
+                    progress.update(task, completed=done, total=total, description=what)
+
+                rep = fc.evaluate(
+                    closes,
+                    forecasters=chosen,  # type: ignore[arg-type]
+                    window_days=window_days,
+                    step_days=step_days,
+                    seed=seed,
+                    progress=report,
+                )
+            rep.skipped[:0] = skipped
+            console.print(fc.format_report(rep), highlight=False, soft_wrap=True)
+            path = fc.save_skill(rep, folder)
+            console.print(f"the pages now use the best forecasters (written to {path})")
+            if json_out is not None:
+                json_out.write_text(json.dumps(rep.to_json(), indent=2, default=str))
+                console.print(f"results written to {json_out}", soft_wrap=True)
+            return
+        if data is not None:
+            raise ValueError("--data is for --evaluate; forecasts read the warehouse")
+        warehouse = Warehouse(settings.warehouse_dir)
+        names = [canonical_symbol(s) for s in symbols] if symbols else warehouse.symbols()
+        if not names:
+            raise ValueError(
+                f"the warehouse at {settings.warehouse_dir} is empty: run `bti demo` or "
+                "`bti ingest PATH`"
+            )
+        targets = [t for t in fc.TARGETS if target.value in (t, "both")]
+        for sym in names:
+            series = fc.warehouse_closes(warehouse, sym, window_days)
+            for t in targets:
+                f = fc.refresh(
+                    folder, sym, series, t, forecaster, window_days=window_days, seed=seed
+                )
+                _print_forecast(f)
+    except (BTIError, ValueError, FileNotFoundError) as exc:
+        raise _fail(exc) from exc
+
+
+def _print_forecast(f: Forecast) -> None:
+    unit = "USDT" if f.target == "price" else "annualised"
+    table = Table(
+        title=f"{f.symbol} {'mark price' if f.target == 'price' else 'realised volatility'} "
+        f"from {f.origin:%Y-%m-%d %H:%M} UTC by {f.forecaster} ({unit})"
+    )
+    for col in ("hours", "at (UTC)", "median", "80 %", "95 %"):
+        table.add_column(col, justify="right")
+
+    def fmt(x: Any) -> str:
+        return f"{float(x):,.2f}" if f.target == "price" else f"{float(x):.1%}"
+
+    for r in f.frame().itertuples():
+        table.add_row(
+            str(r.horizon),
+            f"{r.ts:%m-%d %H:%M}",
+            fmt(r.median),
+            f"{fmt(r.lo80)} – {fmt(r.hi80)}",
+            f"{fmt(r.lo95)} – {fmt(r.hi95)}",
+        )
+    console.print(table)
 
 
 @models_app.command("list")

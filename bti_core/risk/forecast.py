@@ -1,0 +1,659 @@
+"""Forecasts of the mark price and of realised volatility, 1 hour to 7 days ahead, with 80 %
+and 95 % intervals: Prophet beside the naive forecasts it has to beat.
+
+**Targets**, at an origin t and horizon h hours, from hourly mark-price log returns r:
+the mark price ``p(t + h)``, and the realised volatility over the horizon
+``v_h(t) = sqrt(8760 · mean(r²(t+1), …, r²(t+h)))`` (annualised).
+
+**Forecasters** each give a predictive distribution as samples (`N_SAMPLES` per horizon):
+
+- price, *random walk*: ``log p(t+h) = log p(t) + σ √h z`` with σ the window's hourly return
+  deviation;
+- price, *Prophet* (Taylor & Letham 2018) on the log price: piecewise-linear trend, daily and
+  weekly seasonality, its posterior-predictive samples (trend changes and noise);
+- volatility: a variance path ``σ²(t+k)`` from *EWMA* (RiskMetrics 1996, λ = 0.94 a day, so
+  ``0.94^(1/24)`` an hour; flat ahead), *GARCH(1,1)* (Bollerslev 1986, `arch`, Gaussian, zero
+  mean), *HAR* (Corsi 2009: log realised variance over the horizon regressed on the last day's,
+  week's and month's, by least squares over the window; its residuals bootstrapped), or
+  *Prophet* on ``log r²`` (trend + intraday and weekly seasonality; ``exp`` of the fit times
+  the mean of its exponentiated residuals — Duan's 1983 smearing — is a variance whatever the
+  shocks' law). Each path is turned into samples of the
+  realised variance as ``mean_k σ²(t+k) · χ²₁`` (the sampling noise of squared returns; HAR's
+  samples are its bootstrapped residuals instead).
+
+Every forecaster sees the `WINDOW_DAYS` before the origin only (Prophet's fit is bounded).
+
+**Scores** per horizon over the origins of a folder (`evaluate`):
+MASE (Hyndman & Koehler 2006) — the median's absolute error divided by the window's in-sample
+error of the h-step no-change forecast (``p(s+h)`` by ``p(s)``; ``v_h(s)`` by ``v_h(s−h)``), so
+below 1 beats what doing nothing did in the window; coverage of the 80 % and 95 % intervals;
+CRPS (Gneiting & Raftery 2007), from the samples as ``E|X − y| − ½ E|X − X'|``, of
+``100 · log p`` for price (percent, comparable across symbols) and of ``100 · v`` for
+volatility (vol points). The forecaster with the lowest CRPS relative to the naive reference,
+averaged over the horizons, is the best one and drives what the pages show.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+Progress = Callable[[int, int, str], None]
+Target = Literal["price", "vol"]
+TARGETS: tuple[Target, ...] = ("price", "vol")
+HORIZONS = (1, 4, 24, 72, 168)
+LEVELS = (0.8, 0.95)
+WINDOW_DAYS = 90
+N_SAMPLES = 500
+HOURS_PER_YEAR = 8760.0
+EWMA_LAMBDA = 0.94 ** (1 / 24)
+CACHE_VERSION = 1
+VAR_FLOOR = 1e-10  # an hour's squared return when the bar did not move (log of it is finite)
+FORECASTERS: dict[Target, tuple[str, ...]] = {
+    "price": ("random_walk", "prophet"),
+    "vol": ("ewma", "garch", "har", "prophet"),
+}
+REFERENCE: dict[Target, str] = {"price": "random_walk", "vol": "ewma"}
+DEFAULT_BEST: dict[Target, str] = REFERENCE  # until an evaluation says otherwise
+
+
+def _check(target: str, forecaster: str) -> None:
+    if target not in FORECASTERS:
+        raise ValueError(f"unknown target {target!r}; the targets are price and vol")
+    if forecaster not in FORECASTERS[target]:
+        allowed = ", ".join(FORECASTERS[target])
+        raise ValueError(f"unknown {target} forecaster {forecaster!r}; choose one of {allowed}")
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """A predictive distribution per horizon, as samples in the target's units (price in the
+    quote currency, volatility annualised as a fraction)."""
+
+    symbol: str
+    target: Target
+    forecaster: str
+    origin: pd.Timestamp
+    last: float  # the target at the origin: the mark price, or the realised vol of the last day
+    horizons: tuple[int, ...]
+    samples: np.ndarray = field(repr=False)  # (len(horizons), n_samples)
+
+    def quantiles(self, q: Sequence[float]) -> np.ndarray:
+        return np.asarray(np.quantile(self.samples, q, axis=1).T, dtype=float)
+
+    def frame(self) -> pd.DataFrame:
+        """Per horizon: the time it lands, the median and the 80 % and 95 % bounds."""
+        qs = self.quantiles([0.5, 0.1, 0.9, 0.025, 0.975])
+        return pd.DataFrame(
+            {
+                "horizon": list(self.horizons),
+                "ts": [self.origin + pd.Timedelta(hours=h) for h in self.horizons],
+                "median": qs[:, 0],
+                "lo80": qs[:, 1],
+                "hi80": qs[:, 2],
+                "lo95": qs[:, 3],
+                "hi95": qs[:, 4],
+            }
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# forecasters: (log prices of the window, horizons, rng) -> samples (len(horizons), N)
+
+
+def _returns(log_p: np.ndarray) -> np.ndarray:
+    r = np.diff(log_p)
+    return r[np.isfinite(r)]
+
+
+def _price_random_walk(log_p: np.ndarray, hz: Sequence[int], rng: np.random.Generator) -> Any:
+    sigma = float(np.std(_returns(log_p), ddof=1))
+    z = rng.standard_normal((len(hz), N_SAMPLES))
+    return np.exp(log_p[-1] + sigma * np.sqrt(np.asarray(hz, float))[:, None] * z)
+
+
+def _prophet_paths(
+    y: np.ndarray, origin: pd.Timestamp, hmax: int, seed: int
+) -> tuple[Any, Any, Any]:
+    """Prophet on an hourly series ending at ``origin``: posterior-predictive samples of the
+    next ``hmax`` hours (with noise), of their noise-free mean (trend samples + seasonality),
+    and the fit's residuals in the window."""
+    from cmdstanpy.utils import get_logger
+    from prophet import Prophet
+
+    get_logger().setLevel(logging.WARNING)  # its first call sets DEBUG: call it, then quiet it
+    ok = np.isfinite(y)
+    ds = pd.date_range(end=origin.tz_convert(None), periods=len(y), freq="h")
+    m = Prophet(
+        daily_seasonality=True,
+        weekly_seasonality=True,
+        yearly_seasonality=False,
+        uncertainty_samples=N_SAMPLES,
+    )
+    m.fit(pd.DataFrame({"ds": ds[ok], "y": y[ok]}), seed=seed)
+    future = pd.DataFrame(
+        {"ds": pd.date_range(ds[-1] + pd.Timedelta(hours=1), periods=hmax, freq="h")}
+    )
+    state = np.random.get_state()  # noqa: NPY002 - Prophet samples from numpy's global generator
+    try:
+        np.random.seed(seed % 2**32)  # noqa: NPY002
+        draws = m.predictive_samples(future)
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
+    point = m.predict(future)
+    seasonal = (point["yhat"] - point["trend"]).to_numpy()[:, None]
+    fitted = m.predict(pd.DataFrame({"ds": ds[ok]}))["yhat"].to_numpy()
+    return draws["yhat"], draws["trend"] + seasonal, y[ok] - fitted
+
+
+def _price_prophet(log_p: np.ndarray, hz: Sequence[int], origin: pd.Timestamp, seed: int) -> Any:
+    yhat, _, _ = _prophet_paths(log_p, origin, max(hz), seed)
+    return np.exp(yhat[np.asarray(hz) - 1])
+
+
+def _realised_variance(var_path: np.ndarray, hz: Sequence[int], rng: np.random.Generator) -> Any:
+    """Samples of mean(r²) over each horizon from variance paths (hmax, S) or one path (hmax,):
+    ``mean_k σ²(t+k) z_k²``."""
+    hmax = max(hz)
+    paths = var_path if var_path.ndim == 2 else np.repeat(var_path[:, None], N_SAMPLES, axis=1)
+    sq = paths[:hmax] * rng.chisquare(1, (hmax, paths.shape[1]))
+    cum = np.cumsum(sq, axis=0)
+    return cum[np.asarray(hz) - 1] / np.asarray(hz, float)[:, None]
+
+
+def _ewma_variance(r: np.ndarray) -> float:
+    s2 = float(np.mean(r[: min(len(r), 24 * 7)] ** 2))
+    w = EWMA_LAMBDA ** np.arange(len(r))[::-1]  # the recursion, unrolled: weights on r²
+    return float(EWMA_LAMBDA ** len(r) * s2 + (1 - EWMA_LAMBDA) * np.sum(w * r**2))
+
+
+def _vol_ewma(r: np.ndarray, hz: Sequence[int], rng: np.random.Generator) -> Any:
+    return _realised_variance(np.full(max(hz), _ewma_variance(r)), hz, rng)
+
+
+def _vol_garch(r: np.ndarray, hz: Sequence[int], rng: np.random.Generator) -> Any:
+    from arch import arch_model
+
+    scale = 100.0  # arch fits best on returns in percent
+    res = arch_model(r * scale, mean="Zero", vol="GARCH", p=1, q=1, dist="normal").fit(
+        disp="off", show_warning=False
+    )
+    path = res.forecast(horizon=max(hz), reindex=False).variance.to_numpy()[-1] / scale**2
+    return _realised_variance(np.asarray(path, float), hz, rng)
+
+
+def _har_regressors(r2: np.ndarray) -> np.ndarray:
+    """log of the mean squared return over the last day, week and month at each hour."""
+    c = np.concatenate([[0.0], np.cumsum(r2)])
+    out = np.full((len(r2), 3), np.nan)
+    for j, n in enumerate((24, 168, 720)):
+        idx = np.arange(n, len(r2) + 1)
+        out[idx - 1, j] = np.log(np.maximum((c[idx] - c[idx - n]) / n, VAR_FLOOR))
+    return out
+
+
+def _vol_har(r: np.ndarray, hz: Sequence[int], rng: np.random.Generator) -> Any:
+    r2 = r**2
+    x = _har_regressors(r2)
+    c = np.concatenate([[0.0], np.cumsum(r2)])
+    out = np.empty((len(hz), N_SAMPLES))
+    for i, h in enumerate(hz):
+        t = np.arange(len(r2) - h)  # an hour whose next h returns are inside the window
+        y = np.log(np.maximum((c[t + 1 + h] - c[t + 1]) / h, VAR_FLOOR))
+        ok = np.isfinite(x[t]).all(axis=1)
+        a = np.column_stack([np.ones(ok.sum()), x[t][ok]])
+        if len(a) < 50:
+            raise ValueError(
+                f"HAR at {h} h needs at least 50 fitted hours; the window gave {len(a)}"
+            )
+        beta, *_ = np.linalg.lstsq(a, y[ok], rcond=None)
+        resid = y[ok] - a @ beta
+        mean = float(np.r_[1.0, x[-1]] @ beta)
+        out[i] = np.exp(mean + rng.choice(resid, N_SAMPLES))
+    return out
+
+
+def _vol_prophet(
+    r: np.ndarray, hz: Sequence[int], origin: pd.Timestamp, seed: int, rng: np.random.Generator
+) -> Any:
+    r2 = r**2
+    floor = max(0.01 * float(np.nanmean(r2)), VAR_FLOOR)  # an hour that did not move
+    _, mean, resid = _prophet_paths(np.log(np.maximum(r2, floor)), origin, max(hz), seed)
+    # Duan's (1983) smearing: E[r²] = exp(fit) · mean(exp(residual)), whatever the shocks' law
+    smear = float(np.mean(np.exp(resid)))
+    return _realised_variance(np.exp(mean) * smear, hz, rng)
+
+
+def forecast(
+    closes: pd.Series,
+    target: Target,
+    forecaster: str,
+    *,
+    symbol: str = "",
+    horizons: Sequence[int] = HORIZONS,
+    window_days: int = WINDOW_DAYS,
+    seed: int = 0,
+) -> Forecast:
+    """Forecast ``target`` from hourly mark closes (a Series on a UTC time index, up to the
+    origin, which is its last hour) with ``forecaster``, fitted on the last ``window_days``."""
+    _check(target, forecaster)
+    hz = tuple(sorted({int(h) for h in horizons}))
+    if not hz or hz[0] < 1:
+        raise ValueError(f"horizons must be whole hours of at least 1, got {list(horizons)}")
+    s = closes.dropna()
+    s = s[s > 0]
+    if s.empty:
+        raise ValueError(f"{symbol or 'the series'}: no positive closes to forecast from")
+    origin = pd.Timestamp(s.index[-1])
+    origin = origin.tz_localize("UTC") if origin.tzinfo is None else origin.tz_convert("UTC")
+    grid = pd.date_range(end=origin, periods=window_days * 24, freq="h")
+    window = s.reindex(grid)  # hours without a bar stay NaN: no return spans a gap
+    if window.notna().sum() < 24 * 30:
+        raise ValueError(
+            f"{symbol or 'the series'}: {int(window.notna().sum())} hourly bars in the "
+            f"{window_days} days before {origin:%Y-%m-%d %H:%M}; a forecast needs at least 720"
+        )
+    log_p = np.log(window.to_numpy(dtype=float))
+    r = np.diff(log_p)
+    r_ok = r[np.isfinite(r)]
+    rng = np.random.default_rng(seed)
+    if target == "price":
+        log_p_f = pd.Series(log_p).ffill().to_numpy()
+        if forecaster == "random_walk":
+            samples = _price_random_walk(log_p_f, hz, rng)
+        else:
+            samples = _price_prophet(log_p, hz, origin, seed)
+        last = float(s.iloc[-1])
+    else:
+        if forecaster == "ewma":
+            var = _vol_ewma(r_ok, hz, rng)
+        elif forecaster == "garch":
+            var = _vol_garch(r_ok, hz, rng)
+        elif forecaster == "har":
+            var = _vol_har(np.nan_to_num(r), hz, rng)
+        else:
+            var = _vol_prophet(r, hz, origin, seed, rng)
+        samples = np.sqrt(HOURS_PER_YEAR * np.maximum(var, 0.0))
+        last = float(np.sqrt(HOURS_PER_YEAR * np.mean(r_ok[-24:] ** 2)))
+    return Forecast(symbol, target, forecaster, origin, last, hz, np.asarray(samples, float))
+
+
+# ---------------------------------------------------------------------------------------------
+# scores
+
+
+def crps(samples: np.ndarray, y: float) -> float:
+    """CRPS of a sample forecast: ``E|X − y| − ½ E|X − X'|`` (Gneiting & Raftery 2007, eq. 21),
+    the second term from the sorted samples in O(n log n)."""
+    x = np.sort(np.asarray(samples, float))
+    n = len(x)
+    spread = 2.0 * np.sum((2 * np.arange(1, n + 1) - n - 1) * x) / n**2
+    return float(np.mean(np.abs(x - y)) - 0.5 * spread)
+
+
+def realised_vol(log_p: np.ndarray, i: int, h: int) -> float:
+    """``v_h`` at position ``i``: annualised root mean squared return of the next h hours."""
+    r = np.diff(log_p[i : i + h + 1])
+    if len(r) < h or not np.isfinite(r).all():
+        return math.nan
+    return float(np.sqrt(HOURS_PER_YEAR * np.mean(r**2)))
+
+
+def _naive_scale(log_p: np.ndarray, target: Target, h: int) -> float:
+    """The window's mean absolute error of the h-step no-change forecast (MASE's denominator)."""
+    if target == "price":
+        p = np.exp(log_p)
+        err = np.abs(p[h:] - p[:-h])
+    else:
+        r2 = np.diff(log_p) ** 2
+        c = np.concatenate([[0.0], np.cumsum(np.nan_to_num(r2))])
+        v = np.sqrt(HOURS_PER_YEAR * (c[h:] - c[:-h]) / h)  # v over the h hours ending at each
+        err = np.abs(v[h:] - v[:-h])
+    err = err[np.isfinite(err)]
+    return float(np.mean(err)) if len(err) else math.nan
+
+
+@dataclass
+class ForecastReport:
+    scores: pd.DataFrame  # target, forecaster, horizon, n, mase, cover80, cover95, crps, crps_ratio
+    best: dict[str, str]
+    verdicts: list[str]
+    config: dict[str, Any]
+    skipped: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        rows = json.loads(self.scores.to_json(orient="records"))
+        return {
+            "config": self.config,
+            "scores": rows,
+            "best": self.best,
+            "verdicts": self.verdicts,
+            "skipped": self.skipped,
+        }
+
+
+def evaluate(
+    closes: dict[str, pd.Series],
+    *,
+    forecasters: dict[Target, Sequence[str]] | None = None,
+    horizons: Sequence[int] = HORIZONS,
+    window_days: int = WINDOW_DAYS,
+    step_days: int = 7,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> ForecastReport:
+    """Every forecaster at origins every ``step_days`` (each with only the window before it),
+    scored against what happened ``h`` hours later."""
+    chosen = {t: tuple(forecasters.get(t, ())) for t in TARGETS} if forecasters else FORECASTERS
+    for t, names in chosen.items():
+        for n in names:
+            _check(t, n)
+    hz = tuple(sorted({int(h) for h in horizons}))
+    plan: list[tuple[str, pd.Timestamp]] = []
+    series: dict[str, pd.Series] = {}
+    skipped: list[str] = []
+    for sym, s in closes.items():
+        s = s.dropna()
+        idx = pd.DatetimeIndex(s.index)
+        full = s.reindex(pd.date_range(idx[0], idx[-1], freq="h"))
+        series[sym] = full
+        first = idx[0] + pd.Timedelta(days=window_days)
+        last = idx[-1] - pd.Timedelta(hours=max(hz))
+        if first > last:
+            skipped.append(f"{sym}: {len(s)} hours; an origin needs {window_days} days before it")
+            continue
+        plan.extend((sym, o) for o in pd.date_range(first, last, freq=f"{step_days}D"))
+    if not plan:
+        raise ValueError(
+            f"too little history to evaluate a forecast: an origin needs {window_days} days of "
+            f"hourly bars before it and {max(hz)} hours after it"
+        )
+    rows: list[dict[str, Any]] = []
+    total = len(plan)
+    for k, (sym, origin) in enumerate(plan):
+        if progress:
+            progress(k, total, f"{sym} {origin:%Y-%m-%d}")
+        full = series[sym]
+        i = int(full.index.get_indexer(pd.DatetimeIndex([origin]))[0])
+        if i < 0 or not np.isfinite(full.iloc[i]):
+            continue
+        log_all = np.log(full.to_numpy(dtype=float))
+        hist = full.iloc[: i + 1]
+        window = log_all[max(0, i + 1 - window_days * 24) : i + 1]
+        for target, names in chosen.items():
+            actual = {
+                h: (log_all[i + h] if target == "price" else realised_vol(log_all, i, h))
+                for h in hz
+            }
+            scale = {h: _naive_scale(window, target, h) for h in hz}
+            for name in names:
+                try:
+                    f = forecast(
+                        hist,
+                        target,
+                        name,
+                        symbol=sym,
+                        horizons=hz,
+                        window_days=window_days,
+                        seed=seed + k,
+                    )
+                except (ValueError, np.linalg.LinAlgError, RuntimeError) as exc:
+                    skipped.append(f"{sym} {origin:%Y-%m-%d} {target} {name}: {exc}")
+                    continue
+                for j, h in enumerate(hz):
+                    y = actual[h]
+                    if not np.isfinite(y):
+                        continue
+                    x = f.samples[j]
+                    if target == "price":
+                        truth, point = float(np.exp(y)), float(np.median(x))
+                        c = crps(100 * np.log(x), 100 * y)
+                    else:
+                        truth, point = float(y), float(np.median(x))
+                        c = crps(100 * x, 100 * y)
+                    lo80, hi80, lo95, hi95 = np.quantile(x, [0.1, 0.9, 0.025, 0.975])
+                    rows.append(
+                        {
+                            "symbol": sym,
+                            "origin": origin,
+                            "target": target,
+                            "forecaster": name,
+                            "horizon": h,
+                            "ae_scaled": abs(point - truth) / scale[h]
+                            if scale[h] > 0
+                            else math.nan,
+                            "in80": lo80 <= truth <= hi80,
+                            "in95": lo95 <= truth <= hi95,
+                            "crps": c,
+                        }
+                    )
+    if progress:
+        progress(total, total, "done")
+    if not rows:
+        raise ValueError("no forecast could be scored: " + "; ".join(skipped[:3]))
+    obs = pd.DataFrame(rows)
+    scores = (
+        obs.groupby(["target", "forecaster", "horizon"], sort=False)
+        .agg(
+            n=("crps", "size"),
+            mase=("ae_scaled", "mean"),
+            cover80=("in80", "mean"),
+            cover95=("in95", "mean"),
+            crps=("crps", "mean"),
+        )
+        .reset_index()
+    )
+    ref = scores[scores["forecaster"] == scores["target"].map(REFERENCE)]
+    ref_crps = ref.set_index(["target", "horizon"])["crps"]
+    scores["crps_ratio"] = [
+        c / ref_crps.get((t, h), math.nan)
+        for t, h, c in zip(scores["target"], scores["horizon"], scores["crps"], strict=True)
+    ]
+    best: dict[str, str] = {}
+    verdicts: list[str] = []
+    for tgt, g in scores.groupby("target", sort=False):
+        tname = str(tgt)
+        ratio = g.groupby("forecaster", sort=False)["crps_ratio"].mean()
+        if ratio.notna().any():
+            best[tname] = str(ratio.idxmin())
+        if "prophet" in set(g["forecaster"]):
+            others = g[g["forecaster"] != "prophet"]
+            for row in g[g["forecaster"] == "prophet"].to_dict(orient="records"):
+                h = int(row["horizon"])
+                rivals = others[others["horizon"] == h]
+                if rivals.empty:
+                    continue
+                top = rivals.sort_values("crps").iloc[0]
+                word = "beats" if row["crps"] < top["crps"] else "does not beat"
+                verdicts.append(
+                    f"{tname} {h} h: Prophet {word} {top['forecaster']} "
+                    f"(CRPS {row['crps']:.3f} against {top['crps']:.3f}; "
+                    f"MASE {row['mase']:.2f} against {top['mase']:.2f})"
+                )
+    config = {
+        "horizons": list(hz),
+        "window_days": window_days,
+        "step_days": step_days,
+        "seed": seed,
+        "symbols": sorted(closes),
+        "origins": len(plan),
+        "forecasters": {t: list(v) for t, v in chosen.items()},
+    }
+    return ForecastReport(scores, best, verdicts, config, skipped)
+
+
+def format_report(rep: ForecastReport) -> str:
+    lines = [
+        f"{'target':<7}{'forecaster':<13}{'hours':>6}{'n':>6}{'MASE':>7}{'cover80':>9}"
+        f"{'cover95':>9}{'CRPS':>9}{'/naive':>8}"
+    ]
+    for r in rep.scores.itertuples():
+        best = " *" if rep.best.get(str(r.target)) == r.forecaster else ""
+        lines.append(
+            f"{r.target:<7}{r.forecaster:<13}{r.horizon:>6}{r.n:>6}{r.mase:>7.2f}"
+            f"{r.cover80:>9.1%}{r.cover95:>9.1%}{r.crps:>9.3f}{r.crps_ratio:>8.3f}{best}"
+        )
+    lines.append(
+        "MASE: error of the median over the window's h-step no-change error; CRPS: price in % "
+        "of log price, volatility in annualised vol points; /naive: CRPS over the random walk's "
+        "(price) or EWMA's (vol); * the best forecaster (lowest mean /naive)"
+    )
+    lines.extend(rep.verdicts)
+    lines.extend(f"skipped: {s}" for s in rep.skipped[:10])
+    if len(rep.skipped) > 10:
+        lines.append(f"skipped: … and {len(rep.skipped) - 10} more")
+    lines.append("best: " + ", ".join(f"{t} → {n}" for t, n in rep.best.items()))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# the chosen forecaster, and forecasts cached on disk
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_skill(rep: ForecastReport, folder: Path) -> Path:
+    """The evaluation, where the pages read which forecaster is best (``skill.json``)."""
+    path = folder / "skill.json"
+    _atomic_write(path, json.dumps(rep.to_json(), indent=2, default=str))
+    return path
+
+
+def load_skill(folder: Path) -> dict[str, Any] | None:
+    path = folder / "skill.json"
+    try:
+        return dict(json.loads(path.read_text()))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def best_forecaster(folder: Path, target: Target) -> str:
+    skill = load_skill(folder)
+    name = (skill or {}).get("best", {}).get(target)
+    return name if name in FORECASTERS[target] else DEFAULT_BEST[target]
+
+
+def _cache_path(
+    folder: Path, symbol: str, target: str, forecaster: str, origin: pd.Timestamp, window_days: int
+) -> Path:
+    # the version in the name: a cache written by older forecasting code is never read
+    return folder / (
+        f"{symbol}_{target}_{forecaster}_{origin:%Y%m%dT%H}_{window_days}d_v{CACHE_VERSION}.json"
+    )
+
+
+def _to_json(f: Forecast) -> str:
+    return json.dumps(
+        {
+            "symbol": f.symbol,
+            "target": f.target,
+            "forecaster": f.forecaster,
+            "origin": f.origin.isoformat(),
+            "last": f.last,
+            "horizons": list(f.horizons),
+            "samples": np.round(f.samples, 10).tolist(),
+        }
+    )
+
+
+def _from_json(text: str) -> Forecast:
+    d = json.loads(text)
+    return Forecast(
+        d["symbol"],
+        d["target"],
+        d["forecaster"],
+        pd.Timestamp(d["origin"]),
+        float(d["last"]),
+        tuple(d["horizons"]),
+        np.asarray(d["samples"], float),
+    )
+
+
+def cached(
+    folder: Path, symbol: str, target: Target, forecaster: str | None = None
+) -> Forecast | None:
+    """The latest cached forecast of ``symbol`` by the best (or the given) forecaster, without
+    fitting anything: what a page reads."""
+    name = forecaster or best_forecaster(folder, target)
+    files = sorted(folder.glob(f"{symbol}_{target}_{name}_*_v{CACHE_VERSION}.json"))
+    for path in reversed(files):
+        try:
+            return _from_json(path.read_text())
+        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            continue
+    return None
+
+
+def refresh(
+    folder: Path,
+    symbol: str,
+    closes: pd.Series,
+    target: Target,
+    forecaster: str | None = None,
+    *,
+    window_days: int = WINDOW_DAYS,
+    seed: int = 0,
+) -> Forecast:
+    """The forecast at the series' last hour, from the cache when it holds one for that hour
+    (so many processes fit each hour once), else fitted and written; older ones are swept."""
+    name = forecaster or best_forecaster(folder, target)
+    _check(target, name)
+    s = closes.dropna()
+    if s.empty:
+        raise ValueError(f"{symbol}: no bars to forecast from")
+    origin = pd.Timestamp(s.index[-1])
+    origin = origin.tz_localize("UTC") if origin.tzinfo is None else origin.tz_convert("UTC")
+    path = _cache_path(folder, symbol, target, name, origin, window_days)
+    if path.exists():
+        try:
+            return _from_json(path.read_text())
+        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            pass  # a damaged file is refitted below
+    f = forecast(s, target, name, symbol=symbol, window_days=window_days, seed=seed)
+    _atomic_write(path, _to_json(f))
+    for old in folder.glob(f"{symbol}_{target}_{name}_*.json"):
+        if old != path:
+            old.unlink(missing_ok=True)
+    return f
+
+
+def hourly_mark_closes(frame: pd.DataFrame) -> pd.Series:
+    """Hourly closes (on a UTC index) from bars of any timeframe up to an hour."""
+    ts = pd.DatetimeIndex(frame["ts"])
+    ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+    s = pd.Series(frame["close"].to_numpy(dtype=float), index=ts)
+    return s.resample("1h", label="left", closed="left").last().dropna()
+
+
+def warehouse_closes(warehouse: Any, symbol: str, window_days: int = WINDOW_DAYS) -> pd.Series:
+    """The last ``window_days`` of hourly mark closes of ``symbol`` from the warehouse (the
+    exchange liquidates on the mark price; last-price bars where no mark is stored)."""
+    from bti_core.market.schema import Kind
+
+    kind = Kind.MARK if warehouse.timeframes(symbol, Kind.MARK) else Kind.OHLCV
+    tfs = warehouse.timeframes(symbol, kind)
+    if not tfs:
+        raise ValueError(f"{symbol}: no bars stored; import some with `bti ingest` or `bti demo`")
+    end = max(warehouse.latest(kind, symbol, tf)["ts"] for tf in tfs)
+    start = pd.Timestamp(end) - pd.Timedelta(days=window_days + 1)
+    return hourly_mark_closes(warehouse.bars(symbol, "1h", start, kind=kind))
