@@ -1013,7 +1013,7 @@ def forecast_cmd(
     from bti_core.risk import forecast as fc
 
     settings = get_settings()
-    folder = settings.data_dir / "forecasts"
+    folder = settings.forecasts_dir
     try:
         if evaluate:
             if data is None:

@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     def warehouse_dir(self) -> Path:
         return self.data_dir / "warehouse"
 
+    @cached_property
+    def forecasts_dir(self) -> Path:
+        """Forecasts cached for the pages, and the evaluation that chose their forecaster."""
+        return self.data_dir / "forecasts"
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'bti.db'}"

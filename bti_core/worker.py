@@ -1,8 +1,9 @@
 """The worker: everything BTI does on a clock, in a process of its own (`bti worker`).
 
 Each round scans the market for liquidations and audits, decides and pays the claims that
-opened; expires policies whose window ended and releases their cover; and reconciles what a
-crash left half-done (purchases and payments). `make run` starts one beside the dashboard, and
+opened; expires policies whose window ended and releases their cover; reconciles what a
+crash left half-done (purchases and payments); and fits each symbol's price and volatility
+forecasts once an hour, for the pages to read. `make run` starts one beside the dashboard, and
 the dashboard itself runs no background payer. Any number of workers may run at once, beside
 CLI runs: every step takes its work under a database lock or a payment lease, so each claim
 is decided once and paid once.
@@ -17,6 +18,8 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
+import pandas as pd
+
 from bti_core.errors import BTIError
 from bti_core.services import Services
 
@@ -28,6 +31,7 @@ class Worker:
         self.services = services
         self.say = log or (lambda m: logging.getLogger("bti.worker").info(m))
         self.stop = threading.Event()
+        self._forecast_hours: dict[str, pd.Timestamp] = {}  # the last bar each forecast is from
 
     def _step(self, name: str, fn: Callable[[], object]) -> tuple[str, bool]:
         """Run one duty: what it did, and whether that was anything."""
@@ -45,6 +49,12 @@ class Worker:
         )
         return f"{name}: {result}", busy
 
+    def _forecasts(self) -> int:
+        from bti_core.risk.forecast import refresh_due
+
+        svc = self.services
+        return refresh_due(svc.warehouse, svc.settings.forecasts_dir, self._forecast_hours)
+
     def round(self) -> str:
         """One round of every duty; a line saying what each did ("idle" when nothing)."""
         svc = self.services
@@ -53,6 +63,7 @@ class Worker:
             self._step("expired", svc.insurance.expire_due),
             self._step("purchases", svc.insurance.reconcile),
             self._step("payments", svc.claims.reconcile),
+            self._step("forecasts", self._forecasts),
         ]
         return "; ".join(text for text, busy in steps if busy) or "idle"
 

@@ -289,3 +289,61 @@ def premium_curve_figure(curve: pd.DataFrame, leverage: float, hours: int) -> go
         yaxis={"title": "premium (BTI)", "tickformat": ",.2f"},
     )
     return fig
+
+
+def forecast_figure(
+    history: pd.Series, forecast: pd.DataFrame, *, title: str, y_title: str, percent: bool
+) -> go.Figure:
+    """The recent series and a forecast fan: the median, and the 80 % and 95 % intervals at each
+    horizon (``Forecast.frame()``), drawn from the origin."""
+    fmt = ".1%" if percent else ",.2f"
+    origin_t, origin_y = history.index[-1], float(history.iloc[-1])
+    f = forecast.sort_values("ts")
+    x = [origin_t, *f["ts"]]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=history.index,
+            y=history.to_numpy(),
+            name="realised",
+            line={"color": "#334155", "width": 1.5},
+            hovertemplate="%{x|%m-%d %H:%M}: %{y:" + fmt + "}<extra></extra>",
+        )
+    )
+    for lo, hi, colour, name in (
+        ("lo95", "hi95", "rgba(37, 99, 235, 0.12)", "95 % interval"),
+        ("lo80", "hi80", "rgba(37, 99, 235, 0.25)", "80 % interval"),
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=[*x, *x[::-1]],
+                y=[origin_y, *f[hi], *f[lo][::-1], origin_y],
+                fill="toself",
+                fillcolor=colour,
+                line={"width": 0},
+                name=name,
+                hoverinfo="skip",
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=[origin_y, *f["median"]],
+            name="median",
+            mode="lines+markers",
+            line={"color": ACCENT, "dash": "dot"},
+            customdata=[[0, origin_y, origin_y], *f[["horizon", "lo80", "hi80"]].to_numpy()],
+            hovertemplate=(
+                "+%{customdata[0]} h: %{y:" + fmt + "} (80 %: %{customdata[1]:" + fmt + "} – "
+                "%{customdata[2]:" + fmt + "})<extra></extra>"
+            ),
+        )
+    )
+    fig.update_layout(
+        title=title,
+        height=320,
+        margin={"t": 40, "b": 10, "l": 10, "r": 10},
+        legend={"orientation": "h", "y": -0.15},
+        yaxis={"title": y_title, "tickformat": ".0%" if percent else ",.0f"},
+    )
+    return fig

@@ -657,3 +657,64 @@ def warehouse_closes(warehouse: Any, symbol: str, window_days: int = WINDOW_DAYS
     end = max(warehouse.latest(kind, symbol, tf)["ts"] for tf in tfs)
     start = pd.Timestamp(end) - pd.Timedelta(days=window_days + 1)
     return hourly_mark_closes(warehouse.bars(symbol, "1h", start, kind=kind))
+
+
+def refresh_due(
+    warehouse: Any, folder: Path, seen: dict[str, pd.Timestamp], *, window_days: int = WINDOW_DAYS
+) -> int:
+    """The worker's duty: for every stored symbol whose last bar moved since ``seen``, fit the
+    price and volatility forecasts by the best forecasters (once an hour a symbol; the cache
+    makes a second worker's fit of the same hour a read). Returns how many symbols it fitted."""
+    from bti_core.market.schema import Kind
+
+    fitted = 0
+    for symbol in warehouse.symbols(Kind.MARK) or warehouse.symbols():
+        kind = Kind.MARK if warehouse.timeframes(symbol, Kind.MARK) else Kind.OHLCV
+        tfs = warehouse.timeframes(symbol, kind)
+        if not tfs:
+            continue
+        last = max(pd.Timestamp(warehouse.latest(kind, symbol, tf)["ts"]) for tf in tfs)
+        hour = last.floor("h")
+        if seen.get(symbol) == hour:
+            continue
+        seen[symbol] = hour  # a symbol with too little history is not retried until it moves
+        try:
+            closes = warehouse_closes(warehouse, symbol, window_days)
+            for target in TARGETS:
+                refresh(folder, symbol, closes, target, window_days=window_days)
+        except (ValueError, np.linalg.LinAlgError):
+            continue
+        fitted += 1
+    return fitted
+
+
+def skill_note(folder: Path, target: Target, forecaster: str, horizon: int = 24) -> str:
+    """A sentence on how ``forecaster`` scored in the last evaluation, for a page caption."""
+    skill = load_skill(folder)
+    if skill is None:
+        return (
+            "No evaluation has been run, so this is the naive reference; "
+            "`bti forecast --evaluate --data FOLDER` chooses the best forecaster."
+        )
+    rows = [
+        r
+        for r in skill.get("scores", [])
+        if r.get("target") == target and r.get("forecaster") == forecaster
+    ]
+    row = next((r for r in rows if r.get("horizon") == horizon), rows[-1] if rows else None)
+    if row is None:
+        return f"{forecaster} was not in the last evaluation."
+    ref = REFERENCE[target].replace("_", " ")
+    cfg = skill.get("config", {})
+    return (
+        f"In the last evaluation ({cfg.get('origins', '?')} origins on "
+        f"{', '.join(cfg.get('symbols', []))}), at {row['horizon']} h its CRPS was "
+        f"{row['crps_ratio']:.2f}× the {ref}'s; its 80 % interval held the outcome "
+        f"{row['cover80']:.0%} of the time and its 95 % one {row['cover95']:.0%}."
+    )
+
+
+def realised_vol_series(closes: pd.Series, hours: int = 24) -> pd.Series:
+    """Annualised realised volatility over the trailing ``hours`` at each hour."""
+    r = np.log(closes).diff()
+    return np.sqrt(HOURS_PER_YEAR * (r**2).rolling(hours, min_periods=hours // 2).mean()).dropna()

@@ -77,3 +77,21 @@ def test_an_interrupted_first_import_is_not_offered(filled: Path) -> None:
     frame.to_parquet(empty / "1h.parquet")
     at = _app()
     assert at.selectbox(key="market_symbol").options == ["BTCUSDT", "ETHUSDT"]
+
+
+def test_forecasts_show_what_the_worker_cached(filled: Path) -> None:
+    from bti_core.market.warehouse import Warehouse
+    from bti_core.risk.forecast import refresh_due
+
+    at = _app()
+    captions = " ".join(c.value for c in at.caption)
+    assert "No forecast for BTCUSDT yet" in captions and "bti forecast BTCUSDT" in captions
+    seen: dict = {}
+    wh = Warehouse(filled / "warehouse")
+    assert refresh_due(wh, filled / "forecasts", seen) == 2  # BTC and ETH, price and vol
+    assert refresh_due(wh, filled / "forecasts", seen) == 0  # the same hour: nothing to fit
+    at = _app()
+    assert len(at.get("plotly_chart")) == 3  # the market, and the two forecast fans
+    captions = " ".join(c.value for c in at.caption)
+    assert "by random walk. No evaluation has been run, so this is the naive" in captions
+    assert "by ewma. No evaluation" in captions
