@@ -3,7 +3,8 @@
 Prints:
 1. quote latency, warm (the symbol's paths already simulated): the full service call (liquidation
    price, lookup, risk index, underwriting, premium, and the quote's row written to SQLite), and
-   the pricing alone without the database; p50 and p99 (goals: p50 ≤ 5 ms, p99 ≤ 50 ms);
+   the pricing alone without the database; p50 and p99 (goals: p50 ≤ 5 ms, p99 ≤ 50 ms); then
+   the full call again with each stacked learned candidate consulted beside the engine;
 2. re-pricing 1,000,000 open policies across 10 symbols, probability and premium (goal ≤ 0.2 s);
 3. Monte Carlo path-steps per second beside numpy's raw normal draws per second measured in the
    same run (goal ≥ 70 %).
@@ -28,14 +29,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bti_core.db.engine import make_engine, migrate
 from bti_core.market.ingest import Ingestor
 from bti_core.market.schema import Kind
+from bti_core.market.sources import write_normalised_csv
 from bti_core.market.synthetic import generate_demo_markets
 from bti_core.market.warehouse import Warehouse
 from bti_core.orders import Cover, Order
 from bti_core.policies import InsuranceService
 from bti_core.pricing import reprice
+from bti_core.risk.backtest import BacktestConfig
 from bti_core.risk.engine import RiskEngine, build_symbol_risk
 from bti_core.risk.liquidation import brackets_for, isolated_liquidation_price
+from bti_core.risk.models import KINDS, Candidate, build_training_set, fit_model
 from bti_core.risk.probability import VolFit, VolParams, simulate_path_table
+from bti_core.risk.registry import LiveModel
 
 
 def pct(xs: list[float], q: float) -> str:
@@ -50,6 +55,30 @@ def best_of(n: int, fn: Callable[[], object]) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return min(times)
+
+
+def learned_models(root: Path) -> dict[str, LiveModel]:
+    """Each stacked candidate fitted on a small demo folder (two symbols, 300 days), as a
+    registered model is loaded for quotes."""
+    folder = root / "models"
+    folder.mkdir()
+    demo = generate_demo_markets(start="2024-01-01", periods=24 * 300, seed=21)
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        m = demo[sym]
+        write_normalised_csv(m.ohlcv, folder / f"{sym}_1h_ohlcv.csv.gz", Kind.OHLCV)
+        write_normalised_csv(m.mark, folder / f"{sym}_1h_mark.csv.gz", Kind.MARK)
+        write_normalised_csv(m.funding, folder / f"{sym}_1h_funding_rate.csv.gz", Kind.FUNDING)
+    cfg = BacktestConfig(stride_hours=6, min_history_days=60, n_paths=2_000, variance_levels=5)
+    frame = build_training_set(folder, cfg)
+    out = {}
+    for kind in KINDS:
+        cand = Candidate(kind, True)
+        model = fit_model(frame, cand, max_rows=20_000)
+        inner = model.pipeline.named_steps["model"]
+        if hasattr(inner, "n_jobs"):
+            inner.n_jobs = 1  # as `registry.load_latest` does
+        out[cand.name] = LiveModel(cand.name, model, True, "benchmark")
+    return out
 
 
 def main() -> None:
@@ -96,6 +125,34 @@ def main() -> None:
         "  (goal p50 ≤ 5 ms, p99 ≤ 50 ms)"
     )
     print(f"quote, pricing only (LP + lookup + premium): p50 {pct(bare, 50)}, p99 {pct(bare, 99)}")
+
+    print("\n== quote with a learned model beside the engine (trained on a demo folder)")
+    models = learned_models(root)
+    for name, live in models.items():
+        svc_ml = InsuranceService(db, risk, learned=live)
+        times, alone = [], []
+        for _ in range(200):
+            lev = int(rng.choice([5, 10, 20, 50]))
+            order = Order(
+                "BTCUSDT",
+                "long" if rng.random() < 0.5 else "short",
+                Decimal("0.1"),
+                Decimal(str(round(sr.spot, 2))),
+                Decimal(lev),
+            )
+            cover = Cover(coverage=Decimal("50"), duration_hours=int(rng.choice([24, 72, 168])))
+            t = time.perf_counter()
+            q = svc_ml.quote(user_id="bench", order=order, cover=cover)
+            times.append(time.perf_counter() - t)
+            lp = float(q.record.liquidation_price)
+            t = time.perf_counter()
+            sr.learned_probability(live.row, lp, cover.duration_hours, order.side.sign, lev)
+            alone.append(time.perf_counter() - t)
+        assert q.record.ml_probability is not None, q.learned
+        print(
+            f"  {name:<17} full service call p50 {pct(times, 50)}, p99 {pct(times, 99)}; "
+            f"the learned probability alone p50 {pct(alone, 50)}"
+        )
 
     print("\n== re-price 1,000,000 open policies across 10 symbols")
     mark = markets["BTCUSDT"].mark

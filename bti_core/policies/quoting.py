@@ -264,7 +264,7 @@ class Quoting:
         if self.learned is None:
             return None, p, ""
         ml = sr.learned_probability(
-            self.learned.model, lp, cover.duration_hours, side, float(order.leverage)
+            self.learned.row, lp, cover.duration_hours, side, float(order.leverage)
         )
         if ml is None:
             return None, p, f"{self.learned.id}: no market features for {order.symbol} yet"

@@ -18,7 +18,7 @@ import pandas as pd
 from bti_core.errors import NoDataError
 from bti_core.market.schema import FUNDING_TIMEFRAME, Kind, canonical_symbol
 from bti_core.market.warehouse import Warehouse
-from bti_core.risk.features import market_frame, order_features
+from bti_core.risk.features import market_frame, order_vector
 from bti_core.risk.index import MarketFeatures, market_features
 from bti_core.risk.probability import (
     ENGINE_INNOVATIONS,
@@ -33,7 +33,7 @@ from bti_core.risk.probability import (
 )
 
 if TYPE_CHECKING:
-    from bti_core.risk.models import RiskModel
+    from bti_core.risk.models import RowPredictor
 
 # Half a year of hourly bars for the fit. On Binance BTC/ETH 2020–21 (`bti backtest`, stride
 # 12 h) shorter windows follow volatility regimes sooner: brier 0.1421 (2 years), 0.1418 (1 year),
@@ -72,29 +72,29 @@ class SymbolRisk:
         return self.table.probability(b, hours, side)
 
     def learned_probability(
-        self, model: RiskModel, liquidation_price: float, hours: float, side: int, leverage: float
+        self,
+        model: RowPredictor,
+        liquidation_price: float,
+        hours: float,
+        side: int,
+        leverage: float,
     ) -> float | None:
         """A learned model's P(liquidation) for one order, from this refresh's market features,
         GARCH variance and the engine's and baseline's probabilities; None without features."""
         if self.market is None or liquidation_price <= 0:
             return None
         p, _ = self.probability(liquidation_price, hours, side)
-        row = pd.DataFrame(
-            {
-                "ts": [self.as_of],
-                "side": ["long" if side > 0 else "short"],
-                "leverage": [float(leverage)],
-                "horizon": [float(hours)],
-                "engine": [float(p)],
-                "baseline": [float(self.baseline(liquidation_price, hours, side))],
-                "sigma2": [self.fit.sigma2_next],
-                "log_barrier": [float(np.log(liquidation_price / self.spot))],
-            }
+        x = order_vector(
+            self.market.to_dict(),
+            side=side,
+            leverage=float(leverage),
+            horizon=float(hours),
+            engine=float(p),
+            baseline=float(self.baseline(liquidation_price, hours, side)),
+            sigma2=self.fit.sigma2_next,
+            log_barrier=float(np.log(liquidation_price / self.spot)),
         )
-        market = self.market.to_frame().T
-        market.index = pd.DatetimeIndex([self.as_of])
-        feats = order_features(row, market)
-        return float(model.predict(pd.concat([row, feats], axis=1))[0])
+        return model(x, side=side, leverage=float(leverage), horizon=float(hours))
 
     def model_summary(self) -> str:
         """What the paths were simulated from, in a trader's units: the fit's window and tail

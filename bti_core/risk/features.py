@@ -25,6 +25,10 @@ The label is the backtest's: 1 when the mark price reached the liquidation price
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -216,3 +220,66 @@ def order_features(rows: pd.DataFrame, market: pd.DataFrame) -> pd.DataFrame:
     out["logit_engine"] = _logit(rows["engine"])
     out["logit_baseline"] = _logit(rows["baseline"])
     return out.replace([np.inf, -np.inf], np.nan)[list(ALL_COLUMNS)]
+
+
+def order_vector(
+    market: Mapping[Any, Any],
+    *,
+    side: int,
+    leverage: float,
+    horizon: float,
+    engine: float,
+    baseline: float,
+    sigma2: float,
+    log_barrier: float,
+) -> np.ndarray:
+    """`order_features` for one order, in plain floats (a quote's ≤ 5 ms has no room for a
+    one-row DataFrame): the same formulas, in `ALL_COLUMNS` order; a test holds the two equal."""
+    sgn = 1.0 if side > 0 else -1.0
+    m = market.get
+
+    def f(name: str) -> float:
+        v = m(name)
+        return float("nan") if v is None else float(v)
+
+    dist = abs(log_barrier)
+    garch_vol = math.sqrt(sigma2) if sigma2 > 0 else float("nan")
+    rv_hourly = f("rv_30d") / math.sqrt(HOURS_PER_YEAR)
+    root_h = math.sqrt(horizon)
+
+    def ratio(a: float, b: float) -> float:
+        return a / b if b and math.isfinite(b) else float("nan")
+
+    def log_ratio(a: float, b: float) -> float:
+        r = ratio(a, b)
+        return math.log(r) if r > 0 else float("nan")
+
+    def logit(p: float) -> float:
+        q = min(max(p, 1e-6), 1 - 1e-6)
+        return math.log(q / (1 - q))
+
+    values = {
+        "side_sign": sgn,
+        "log_leverage": math.log(leverage),
+        "log_horizon": math.log(horizon),
+        "distance_garch": ratio(dist, garch_vol * root_h),
+        "distance_rv": ratio(dist, rv_hourly * root_h),
+        "garch_over_rv": log_ratio(garch_vol, rv_hourly),
+        "rv_ratio_day_month": f("rv_ratio_day_month"),
+        "bb_width": f("bb_width"),
+        "atr_pct": f("atr_pct"),
+        "adverse_30d": f("drawdown_30d") if sgn > 0 else -f("runup_30d"),
+        "funding_side": sgn * f("funding_rate"),
+        "funding_z_side": sgn * f("funding_z"),
+        "basis_side": sgn * f("basis"),
+        "macro": f("macro"),
+        "logit_engine": logit(engine),
+        "logit_baseline": logit(baseline),
+    }
+    for col in ("trend_24h", "trend_168h", "slope_168h", "momentum_24h", "momentum_7d", "rsi"):
+        values[f"{col}_side"] = sgn * f(col)
+    for col in ("volume_shock", "amihud_ratio", "hour_sin", "hour_cos", "dow_sin", "dow_cos"):
+        values[col] = f(col)
+    out = np.array([values[c] for c in ALL_COLUMNS], dtype=float)
+    out[~np.isfinite(out)] = np.nan
+    return out

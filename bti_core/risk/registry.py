@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from bti_core.risk.models import (
     CellCalibrator,
     Progress,
     RiskModel,
+    RowPredictor,
     all_candidates,
     cell_of,
     evaluate,
@@ -363,6 +365,11 @@ class LiveModel:
     uses_model: bool
     reason: str
 
+    @cached_property
+    def row(self) -> RowPredictor:
+        """The one-order predictor quotes call (`RowPredictor`)."""
+        return RowPredictor(self.model)
+
 
 def load_latest(engine: Any) -> tuple[LiveModel | None, str]:
     """The newest registered model whose file loads, and a note on what was passed over (a
@@ -377,7 +384,9 @@ def load_latest(engine: Any) -> tuple[LiveModel | None, str]:
         inner = model.pipeline.named_steps["model"]
         if hasattr(inner, "n_jobs"):
             inner.n_jobs = 1  # one row at a time: threads cost more than they save
-        return LiveModel(rec.id, model, bool(rec.uses_model), rec.reason), "; ".join(notes)
+        live = LiveModel(rec.id, model, bool(rec.uses_model), rec.reason)
+        live.row  # noqa: B018 - compiled now, not in the first quote
+        return live, "; ".join(notes)
     return None, "; ".join(notes) or "no learned model is registered (`bti train --data DIR`)"
 
 

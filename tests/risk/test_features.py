@@ -84,3 +84,38 @@ def test_order_features_turn_the_market_to_the_side(market) -> None:
     assert f.loc[0, "adverse_30d"] == mk.loc[t, "drawdown_30d"] <= 0
     assert f.loc[1, "adverse_30d"] == -mk.loc[t, "runup_30d"] <= 0
     assert np.isfinite(f["logit_engine"]).all() and np.isfinite(f["logit_baseline"]).all()
+
+
+def test_one_order_vector_is_the_frame_row(market) -> None:
+    from bti_core.risk.features import order_vector
+
+    mk = _frame(market)
+    rng = np.random.default_rng(5)
+    n = 200
+    ts = mk.index[rng.integers(0, len(mk), n)]
+    rows = pd.DataFrame(
+        {
+            "ts": ts,
+            "side": rng.choice(["long", "short"], n),
+            "leverage": rng.choice([3.0, 10.0, 25.0, 50.0], n),
+            "horizon": rng.choice([6.0, 24.0, 168.0], n),
+            "engine": rng.uniform(0, 1, n),
+            "baseline": np.r_[0.0, rng.uniform(0, 1, n - 1)],  # 0 clipped like the frame's
+            "sigma2": np.r_[0.0, rng.uniform(1e-6, 1e-4, n - 1)],  # 0: no distance, NaN
+            "log_barrier": rng.uniform(-0.3, 0.3, n),
+        }
+    )
+    frame = order_features(rows, mk).to_numpy(dtype=float)
+    for i, r in enumerate(rows.itertuples()):
+        x = order_vector(
+            mk.loc[r.ts].to_dict(),
+            side=1 if r.side == "long" else -1,
+            leverage=r.leverage,
+            horizon=r.horizon,
+            engine=r.engine,
+            baseline=r.baseline,
+            sigma2=r.sigma2,
+            log_barrier=r.log_barrier,
+        )
+        np.testing.assert_allclose(x, frame[i], rtol=1e-12, equal_nan=True, err_msg=f"row {i}")
+    assert np.isnan(frame[0]).any()  # the rows with early (unwarmed) hours and σ² = 0 do hold NaN

@@ -10,6 +10,7 @@ import pytest
 from bti_core.risk.features import ALL_COLUMNS
 from bti_core.risk.models import (
     Candidate,
+    RowPredictor,
     CellCalibrator,
     all_candidates,
     cell_of,
@@ -119,6 +120,27 @@ def test_each_candidate_fits_and_predicts_probabilities(training: pd.DataFrame, 
     assert np.isfinite(p).all() and (p > 0).all() and (p < 1).all()
     # it learned something: 50× positions are liquidated far more often than 10× ones
     assert p[training["leverage"] == 50].mean() > 2 * p[training["leverage"] == 10].mean()
+    # the quote's one-order path (plain numpy, no pipeline) gives the same probabilities
+    row = RowPredictor(model)
+    some = training.sample(300, random_state=1)
+    some.loc[some.index[:20], "rsi_side"] = np.nan  # imputed the same way too
+    expected = model.predict(some)
+    got = [
+        row(
+            x,
+            side=1 if s == "long" else -1,
+            leverage=lev,
+            horizon=h,
+        )
+        for x, s, lev, h in zip(
+            some[list(ALL_COLUMNS)].to_numpy(dtype=float),
+            some["side"],
+            some["leverage"],
+            some["horizon"],
+            strict=True,
+        )
+    ]
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="lack the model's features: distance_garch"):
         model.predict(training.drop(columns=["distance_garch"]))
 
