@@ -565,7 +565,7 @@ def format_report(res: BacktestResult) -> str:
     w = 9 * len(names) + 2
     lines = [
         f"{'side':<6}{'lev':>4}{'hours':>6}{'n':>7}{'realised':>10}{judged:>9}"
-        f"{'real/' + short[judged]:>10}{'90% interval':>14}{'':>6}"
+        f"{'real/' + short[judged]:>11}{'90% interval':>14}{'':>6}"
         + "".join(f"{ref:>9}{'real/' + short[ref]:>10}" for ref in refs)
         + f"{'brier ' + slash:>{w}}{'logloss ' + slash:>{w}}{'AUC ' + slash:>{6 * len(names) + 3}}"
     ]
@@ -573,7 +573,7 @@ def format_report(res: BacktestResult) -> str:
         interval = f"{r['ratio_lo']:.2f}–{r['ratio_hi']:.2f}"
         row = (
             f"{r['side']:<6}{r['leverage']:>4}{r['horizon']:>6}{r['n']:>7}{r['realised']:>10.4f}"
-            f"{r[f'{judged}_mean']:>9.4f}{r['ratio']:>10.2f}"
+            f"{r[f'{judged}_mean']:>9.4f}{r['ratio']:>11.2f}"
             f"{interval:>14}{r['verdict']:>6}"
         )
         for ref in refs:

@@ -280,7 +280,7 @@ def forecast(
         elif forecaster == "garch":
             var = _vol_garch(r_ok, hz, rng)
         elif forecaster == "har":
-            var = _vol_har(np.nan_to_num(r), hz, rng)
+            var = _vol_har(r_ok, hz, rng)
         else:
             var = _vol_prophet(r, hz, origin, seed, rng)
         samples = np.sqrt(HOURS_PER_YEAR * np.maximum(var, 0.0))

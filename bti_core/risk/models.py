@@ -857,6 +857,15 @@ def learned_backtest(
         raise ValueError(f"--prob must be engine, ml or blend, got {prob!r}")
     cfg = cfg or BacktestConfig()
     cand = candidate or Candidate.parse(DEFAULT_CANDIDATE)
+    need = pd.Timedelta(days=cfg.min_history_days + min_train_days, hours=max(cfg.horizons))
+    spans = {s: m["ts"].iloc[-1] - m["ts"].iloc[0] for s, (_, m) in load_folder(folder).items()}
+    if spans and max(spans.values()) <= need:  # said now, not after the engine's run
+        raise ValueError(
+            f"{folder}: too little history to judge a learned model: its first fit needs "
+            f"{cfg.min_history_days} days of bars before the first start, then {min_train_days} "
+            f"days of known outcomes, then {max(cfg.horizons)} hours to judge; the longest "
+            f"symbol has {max(spans.values()) / pd.Timedelta(days=1):.0f} days"
+        )
     skipped: list[str] = []
     frame = build_training_set(folder, cfg, progress=progress, skipped=skipped)
     p = retrained_probabilities(

@@ -10,8 +10,8 @@ import pytest
 from bti_core.risk.features import ALL_COLUMNS
 from bti_core.risk.models import (
     Candidate,
-    RowPredictor,
     CellCalibrator,
+    RowPredictor,
     all_candidates,
     cell_of,
     fit_model,
