@@ -29,8 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bti_core.db.engine import make_engine, migrate
 from bti_core.market.ingest import Ingestor
 from bti_core.market.schema import Kind
-from bti_core.market.sources import write_normalised_csv
-from bti_core.market.synthetic import generate_demo_markets
+from bti_core.market.synthetic import generate_demo_markets, write_demo_folder
 from bti_core.market.warehouse import Warehouse
 from bti_core.orders import Cover, Order
 from bti_core.policies import InsuranceService
@@ -57,17 +56,22 @@ def best_of(n: int, fn: Callable[[], object]) -> float:
     return min(times)
 
 
+def random_order(rng: np.random.Generator, spot: float) -> tuple[Order, Cover]:
+    """A BTCUSDT order at the mark price, 5–50×, with 50 USDT of cover for 1, 3 or 7 days."""
+    order = Order(
+        "BTCUSDT",
+        "long" if rng.random() < 0.5 else "short",
+        Decimal("0.1"),
+        Decimal(str(round(spot, 2))),
+        Decimal(int(rng.choice([5, 10, 20, 50]))),
+    )
+    return order, Cover(coverage=Decimal("50"), duration_hours=int(rng.choice([24, 72, 168])))
+
+
 def learned_models(root: Path) -> dict[str, LiveModel]:
     """Each stacked candidate fitted on a small demo folder (two symbols, 300 days), as a
     registered model is loaded for quotes."""
-    folder = root / "models"
-    folder.mkdir()
-    demo = generate_demo_markets(start="2024-01-01", periods=24 * 300, seed=21)
-    for sym in ("BTCUSDT", "ETHUSDT"):
-        m = demo[sym]
-        write_normalised_csv(m.ohlcv, folder / f"{sym}_1h_ohlcv.csv.gz", Kind.OHLCV)
-        write_normalised_csv(m.mark, folder / f"{sym}_1h_mark.csv.gz", Kind.MARK)
-        write_normalised_csv(m.funding, folder / f"{sym}_1h_funding_rate.csv.gz", Kind.FUNDING)
+    folder = write_demo_folder(root / "models", start="2024-01-01")
     cfg = BacktestConfig(stride_hours=6, min_history_days=60, n_paths=2_000, variance_levels=5)
     frame = build_training_set(folder, cfg)
     out = {}
@@ -101,15 +105,8 @@ def main() -> None:
 
     full, bare = [], []
     for _ in range(300):
-        lev = int(rng.choice([5, 10, 20, 50]))
-        order = Order(
-            "BTCUSDT",
-            "long" if rng.random() < 0.5 else "short",
-            Decimal("0.1"),
-            Decimal(str(round(sr.spot, 2))),
-            Decimal(lev),
-        )
-        cover = Cover(coverage=Decimal("50"), duration_hours=int(rng.choice([24, 72, 168])))
+        order, cover = random_order(rng, sr.spot)
+        lev = int(order.leverage)
         t = time.perf_counter()
         svc.quote(user_id="bench", order=order, cover=cover)
         full.append(time.perf_counter() - t)
@@ -132,15 +129,8 @@ def main() -> None:
         svc_ml = InsuranceService(db, risk, learned=live)
         times, alone = [], []
         for _ in range(200):
-            lev = int(rng.choice([5, 10, 20, 50]))
-            order = Order(
-                "BTCUSDT",
-                "long" if rng.random() < 0.5 else "short",
-                Decimal("0.1"),
-                Decimal(str(round(sr.spot, 2))),
-                Decimal(lev),
-            )
-            cover = Cover(coverage=Decimal("50"), duration_hours=int(rng.choice([24, 72, 168])))
+            order, cover = random_order(rng, sr.spot)
+            lev = int(order.leverage)
             t = time.perf_counter()
             q = svc_ml.quote(user_id="bench", order=order, cover=cover)
             times.append(time.perf_counter() - t)

@@ -46,6 +46,7 @@ window (two flat zero-volume bars then three missing bars) in the second.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -320,3 +321,27 @@ def replay_crash(
         else:
             last.loc[deepest, "high"] = hi[deepest] * (1 + last_wick)
     return last[list(BAR_COLUMNS)], mark[list(BAR_COLUMNS)]
+
+
+def write_demo_folder(
+    folder: Path,
+    symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT"),
+    *,
+    start: str = "2022-09-01",
+    days: int = 300,
+    seed: int = 21,
+) -> Path:
+    """Demo markets as a data folder in the development data's layout (``SYMBOL_1h_ohlcv``,
+    ``_mark`` and ``_funding_rate`` .csv.gz), for `bti backtest`, `bti train` and
+    `bti forecast --evaluate` without the real data."""
+    from bti_core.market.schema import Kind
+    from bti_core.market.sources import write_normalised_csv
+
+    folder.mkdir(parents=True, exist_ok=True)
+    markets = generate_demo_markets(start=start, periods=24 * days, seed=seed)
+    for sym in symbols:
+        m = markets[sym]
+        write_normalised_csv(m.ohlcv, folder / f"{sym}_1h_ohlcv.csv.gz", Kind.OHLCV)
+        write_normalised_csv(m.mark, folder / f"{sym}_1h_mark.csv.gz", Kind.MARK)
+        write_normalised_csv(m.funding, folder / f"{sym}_1h_funding_rate.csv.gz", Kind.FUNDING)
+    return folder

@@ -7,9 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bti_core.market.schema import Kind
-from bti_core.market.sources import write_normalised_csv
-from bti_core.market.synthetic import generate_demo_markets
+from bti_core.market.synthetic import write_demo_folder
 from bti_core.risk.backtest import BacktestConfig
 from bti_core.risk.models import build_training_set
 
@@ -27,14 +25,7 @@ SMALL = BacktestConfig(
 @pytest.fixture(scope="session")
 def model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two demo symbols, 300 days of hourly last, mark and funding files."""
-    d = tmp_path_factory.mktemp("models")
-    markets = generate_demo_markets(start="2022-09-01", periods=24 * 300, seed=21)
-    for sym in ("BTCUSDT", "ETHUSDT"):
-        m = markets[sym]
-        write_normalised_csv(m.ohlcv, d / f"{sym}_1h_ohlcv.csv.gz", Kind.OHLCV)
-        write_normalised_csv(m.mark, d / f"{sym}_1h_mark.csv.gz", Kind.MARK)
-        write_normalised_csv(m.funding, d / f"{sym}_1h_funding_rate.csv.gz", Kind.FUNDING)
-    return d
+    return write_demo_folder(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")
