@@ -14,6 +14,11 @@ Prints, per candidate and for the engine and the GBM baseline on the same rows:
 
 The training set (the backtest's walk-forward engine at every ``--stride`` hours, ~5 minutes on
 the dev data) is cached with ``--cache`` so candidates can be compared again without it.
+
+With ``--forecasts STEP_DAYS`` it prints instead the forecasts' evaluation on the folder (an
+origin every STEP_DAYS days): per target, forecaster and horizon the MASE, the 80 % and 95 %
+intervals' coverage, the CRPS and its ratio to the naive reference, and the seconds per
+forecast — what `bti forecast --evaluate` prints.
 """
 
 from __future__ import annotations
@@ -44,6 +49,17 @@ def _progress(done: int, total: int, what: str) -> None:
     print(f"  [{done}/{total}] {what}", file=sys.stderr, flush=True)
 
 
+def forecasts(folder: Path, step_days: int) -> None:
+    from bti_core.risk import forecast as fc
+    from bti_core.risk.backtest import load_folder
+
+    t0 = time.perf_counter()
+    closes = {s: fc.hourly_mark_closes(mark) for s, (_, mark) in load_folder(folder).items()}
+    rep = fc.evaluate(closes, step_days=step_days, progress=_progress)
+    print(fc.format_report(rep))
+    print(f"\n{rep.config['origins']} origins in {time.perf_counter() - t0:.0f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path)
@@ -54,7 +70,11 @@ def main() -> None:
     ap.add_argument("--no-leave-out", action="store_true")
     ap.add_argument("--max-rows", type=int, default=200_000, help="rows each fit samples")
     ap.add_argument("--calibration", choices=["recent", "crossfit"], default="crossfit")
+    ap.add_argument("--forecasts", type=int, metavar="STEP_DAYS", help="evaluate the forecasts")
     args = ap.parse_args()
+    if args.forecasts:
+        forecasts(args.data, args.forecasts)
+        return
     cands = (
         [Candidate.parse(c.strip()) for c in args.candidates.split(",") if c.strip()]
         if args.candidates

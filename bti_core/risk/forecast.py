@@ -40,6 +40,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,7 +326,8 @@ def _naive_scale(log_p: np.ndarray, target: Target, h: int) -> float:
 
 @dataclass
 class ForecastReport:
-    scores: pd.DataFrame  # target, forecaster, horizon, n, mase, cover80, cover95, crps, crps_ratio
+    # target, forecaster, horizon, n, mase, cover80, cover95, crps, fit_s, crps_ratio
+    scores: pd.DataFrame
     best: dict[str, str]
     verdicts: list[str]
     config: dict[str, Any]
@@ -397,6 +399,7 @@ def evaluate(
             }
             scale = {h: _naive_scale(window, target, h) for h in hz}
             for name in names:
+                t0 = time.perf_counter()
                 try:
                     f = forecast(
                         hist,
@@ -410,6 +413,7 @@ def evaluate(
                 except (ValueError, np.linalg.LinAlgError, RuntimeError) as exc:
                     skipped.append(f"{sym} {origin:%Y-%m-%d} {target} {name}: {exc}")
                     continue
+                seconds = time.perf_counter() - t0
                 for j, h in enumerate(hz):
                     y = actual[h]
                     if not np.isfinite(y):
@@ -435,6 +439,7 @@ def evaluate(
                             "in80": lo80 <= truth <= hi80,
                             "in95": lo95 <= truth <= hi95,
                             "crps": c,
+                            "seconds": seconds,  # the fit and its samples, all horizons
                         }
                     )
     if progress:
@@ -450,6 +455,7 @@ def evaluate(
             cover80=("in80", "mean"),
             cover95=("in95", "mean"),
             crps=("crps", "mean"),
+            fit_s=("seconds", "mean"),
         )
         .reset_index()
     )
@@ -495,18 +501,20 @@ def evaluate(
 def format_report(rep: ForecastReport) -> str:
     lines = [
         f"{'target':<7}{'forecaster':<13}{'hours':>6}{'n':>6}{'MASE':>7}{'cover80':>9}"
-        f"{'cover95':>9}{'CRPS':>9}{'/naive':>8}"
+        f"{'cover95':>9}{'CRPS':>9}{'/naive':>8}{'fit s':>7}"
     ]
     for r in rep.scores.itertuples():
         best = " *" if rep.best.get(str(r.target)) == r.forecaster else ""
         lines.append(
             f"{r.target:<7}{r.forecaster:<13}{r.horizon:>6}{r.n:>6}{r.mase:>7.2f}"
-            f"{r.cover80:>9.1%}{r.cover95:>9.1%}{r.crps:>9.3f}{r.crps_ratio:>8.3f}{best}"
+            f"{r.cover80:>9.1%}{r.cover95:>9.1%}{r.crps:>9.3f}{r.crps_ratio:>8.3f}"
+            f"{r.fit_s:>7.2f}{best}"
         )
     lines.append(
         "MASE: error of the median over the window's h-step no-change error; CRPS: price in % "
         "of log price, volatility in annualised vol points; /naive: CRPS over the random walk's "
-        "(price) or EWMA's (vol); * the best forecaster (lowest mean /naive)"
+        "(price) or EWMA's (vol); fit s: seconds per forecast (fit and samples, all horizons); "
+        "* the best forecaster (lowest mean /naive)"
     )
     lines.extend(rep.verdicts)
     lines.extend(f"skipped: {s}" for s in rep.skipped[:10])
