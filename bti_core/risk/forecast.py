@@ -65,7 +65,8 @@ FORECASTERS: dict[Target, tuple[str, ...]] = {
     "vol": ("ewma", "garch", "har", "prophet"),
 }
 REFERENCE: dict[Target, str] = {"price": "random_walk", "vol": "ewma"}
-DEFAULT_BEST: dict[Target, str] = REFERENCE  # until an evaluation says otherwise
+# the evaluation on the development data, shipped: what pages use until `--evaluate` runs here
+DEV_SKILL = Path(__file__).with_name("forecast_skill_dev.json")
 
 
 def _check(target: str, forecaster: str) -> None:
@@ -548,17 +549,21 @@ def save_skill(rep: ForecastReport, folder: Path) -> Path:
 
 
 def load_skill(folder: Path) -> dict[str, Any] | None:
-    path = folder / "skill.json"
-    try:
-        return dict(json.loads(path.read_text()))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    """The last evaluation run here (``skill.json``), else the one shipped from the development
+    data (`DEV_SKILL`, marked by its ``source``); None if neither reads."""
+    for path in (folder / "skill.json", DEV_SKILL):
+        try:
+            return dict(json.loads(path.read_text()))
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue
+    return None
 
 
 def best_forecaster(folder: Path, target: Target) -> str:
+    """The evaluation's winner for ``target``; the naive reference if it names none we know."""
     skill = load_skill(folder)
     name = (skill or {}).get("best", {}).get(target)
-    return name if name in FORECASTERS[target] else DEFAULT_BEST[target]
+    return name if name in FORECASTERS[target] else REFERENCE[target]
 
 
 def _cache_path(
@@ -700,10 +705,7 @@ def skill_note(folder: Path, target: Target, forecaster: str, horizon: int = 24)
     """A sentence on how ``forecaster`` scored in the last evaluation, for a page caption."""
     skill = load_skill(folder)
     if skill is None:
-        return (
-            "No evaluation has been run, so this is the naive reference; "
-            "`bti forecast --evaluate --data FOLDER` chooses the best forecaster."
-        )
+        return "No evaluation has been run, so this is the naive reference."
     rows = [
         r
         for r in skill.get("scores", [])
@@ -714,11 +716,17 @@ def skill_note(folder: Path, target: Target, forecaster: str, horizon: int = 24)
         return f"{forecaster} was not in the last evaluation."
     ref = REFERENCE[target].replace("_", " ")
     cfg = skill.get("config", {})
+    where = "the development data's evaluation" if "source" in skill else "the last evaluation"
     return (
-        f"In the last evaluation ({cfg.get('origins', '?')} origins on "
+        f"In {where} ({cfg.get('origins', '?')} origins on "
         f"{', '.join(cfg.get('symbols', []))}), at {row['horizon']} h its CRPS was "
         f"{row['crps_ratio']:.2f}× the {ref}'s; its 80 % interval held the outcome "
         f"{row['cover80']:.0%} of the time and its 95 % one {row['cover95']:.0%}."
+        + (
+            " `bti forecast --evaluate --data FOLDER` judges them on yours."
+            if "source" in skill
+            else ""
+        )
     )
 
 

@@ -93,5 +93,7 @@ def test_forecasts_show_what_the_worker_cached(filled: Path) -> None:
     at = _app()
     assert len(at.get("plotly_chart")) == 3  # the market, and the two forecast fans
     captions = " ".join(c.value for c in at.caption)
-    assert "by random walk. No evaluation has been run, so this is the naive" in captions
-    assert "by ewma. No evaluation" in captions
+    # no evaluation here: the development data's, shipped, chose them and says how they scored
+    assert "by random walk. In the development data's evaluation (226 origins" in captions
+    assert "by har. In the development data's evaluation" in captions
+    assert "its 80 % interval held the outcome" in captions
