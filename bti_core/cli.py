@@ -1075,6 +1075,14 @@ def forecast_cmd(
                 "`bti ingest PATH`"
             )
         targets = [t for t in fc.TARGETS if target.value in (t, "both")]
+        if forecaster is not None and target is TargetChoice.both:  # the targets it forecasts
+            targets = [t for t in targets if forecaster in fc.FORECASTERS[t]]
+            if not targets:
+                raise ValueError(
+                    f"unknown forecaster {forecaster!r}; for price: "
+                    f"{', '.join(fc.FORECASTERS['price'])}; for vol: "
+                    f"{', '.join(fc.FORECASTERS['vol'])}"
+                )
         for sym in names:
             series = fc.warehouse_closes(warehouse, sym, window_days)
             for t in targets:

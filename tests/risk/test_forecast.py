@@ -181,9 +181,12 @@ def test_cli_evaluates_then_forecasts_with_the_best(
     out = runner.invoke(app, ["forecast", "BTCUSDT", "--target", "vol"])
     assert out.exit_code == 0, out.output
     assert f"by {best}" in out.output and "168" in out.output
+    out = runner.invoke(app, ["forecast", "BTCUSDT", "--forecaster", "garch"])  # vol's only
+    assert out.exit_code == 0 and "by garch" in out.output and "mark price" not in out.output
     assert list((data_dir / "forecasts").glob(f"BTCUSDT_vol_{best}_*.json"))
     for args, message in (
-        (["forecast", "BTCUSDT", "--forecaster", "arima"], "choose one of"),
+        (["forecast", "BTCUSDT", "--forecaster", "arima"], "for vol: ewma, garch, har"),
+        (["forecast", "BTCUSDT", "--target", "price", "--forecaster", "har"], "choose one of"),
         (["forecast", "--evaluate"], "--evaluate needs --data"),
         (["forecast", "DOGEUSDT"], "DOGEUSDT: no bars stored"),
         (["forecast", "--evaluate", "--data", str(model_folder), "XRPUSDT"], "no mark bars"),
