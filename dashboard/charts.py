@@ -292,14 +292,25 @@ def premium_curve_figure(curve: pd.DataFrame, leverage: float, hours: int) -> go
 
 
 def forecast_figure(
-    history: pd.Series, forecast: pd.DataFrame, *, title: str, y_title: str, percent: bool
+    history: pd.Series,
+    forecast: pd.DataFrame,
+    *,
+    title: str,
+    y_title: str,
+    percent: bool,
+    anchored: bool = True,
 ) -> go.Figure:
     """The recent series and a forecast fan: the median, and the 80 % and 95 % intervals at each
-    horizon (``Forecast.frame()``), drawn from the origin."""
+    horizon (``Forecast.frame()``), drawn from the origin's value when ``anchored`` (a price is
+    known at the origin; a volatility over the coming hours is not)."""
     fmt = ".1%" if percent else ",.2f"
     origin_t, origin_y = history.index[-1], float(history.iloc[-1])
     f = forecast.sort_values("ts")
-    x = [origin_t, *f["ts"]]
+    if anchored:
+        x = [origin_t, *f["ts"]]
+        start: list[float] = [origin_y]
+    else:
+        x, start = list(f["ts"]), []
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
@@ -317,7 +328,8 @@ def forecast_figure(
         fig.add_trace(
             go.Scatter(
                 x=[*x, *x[::-1]],
-                y=[origin_y, *f[hi], *f[lo][::-1], origin_y],
+                y=[*start, *f[hi], *f[lo][::-1], *start],
+                mode="lines",
                 fill="toself",
                 fillcolor=colour,
                 line={"width": 0},
@@ -328,11 +340,14 @@ def forecast_figure(
     fig.add_trace(
         go.Scatter(
             x=x,
-            y=[origin_y, *f["median"]],
+            y=[*start, *f["median"]],
             name="median",
             mode="lines+markers",
             line={"color": ACCENT, "dash": "dot"},
-            customdata=[[0, origin_y, origin_y], *f[["horizon", "lo80", "hi80"]].to_numpy()],
+            customdata=[
+                *([[0, origin_y, origin_y]] if anchored else []),
+                *f[["horizon", "lo80", "hi80"]].to_numpy(),
+            ],
             hovertemplate=(
                 "+%{customdata[0]} h: %{y:" + fmt + "} (80 %: %{customdata[1]:" + fmt + "} – "
                 "%{customdata[2]:" + fmt + "})<extra></extra>"

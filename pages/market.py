@@ -164,7 +164,7 @@ else:
             right,
             vol_fc,
             forecast.realised_vol_series(recent).iloc[-24 * 7 :],
-            "Realised volatility (annualised)",
+            "Realised volatility to each horizon (annualised)",
             "volatility",
             True,
         ),
@@ -173,7 +173,14 @@ else:
             col.caption("Not forecast yet.")
             continue
         col.plotly_chart(
-            forecast_figure(series, fc.frame(), title=title, y_title=y_title, percent=percent),
+            forecast_figure(
+                series,
+                fc.frame(),
+                title=title,
+                y_title=y_title,
+                percent=percent,
+                anchored=fc.target == "price",
+            ),
             width="stretch",
         )
         stale = (s.as_of - fc.origin) / pd.Timedelta(hours=1)

@@ -714,14 +714,25 @@ def skill_note(folder: Path, target: Target, forecaster: str, horizon: int = 24)
     row = next((r for r in rows if r.get("horizon") == horizon), rows[-1] if rows else None)
     if row is None:
         return f"{forecaster} was not in the last evaluation."
-    ref = REFERENCE[target].replace("_", " ")
+    h = row["horizon"]
+    rivals = [
+        r
+        for r in skill.get("scores", [])
+        if r.get("target") == target and r.get("horizon") == h and r.get("forecaster") != forecaster
+    ]
+    rival = min(rivals, key=lambda r: r["crps"]) if rivals else None
     cfg = skill.get("config", {})
     where = "the development data's evaluation" if "source" in skill else "the last evaluation"
+    against = (
+        f"its CRPS was {row['crps'] / rival['crps']:.2f}× that of "
+        f"{rival['forecaster'].replace('_', ' ')}, the best of the others; "
+        if rival
+        else ""
+    )
     return (
         f"In {where} ({cfg.get('origins', '?')} origins on "
-        f"{', '.join(cfg.get('symbols', []))}), at {row['horizon']} h its CRPS was "
-        f"{row['crps_ratio']:.2f}× the {ref}'s; its 80 % interval held the outcome "
-        f"{row['cover80']:.0%} of the time and its 95 % one {row['cover95']:.0%}."
+        f"{', '.join(cfg.get('symbols', []))}), at {h} h {against}its 80 % interval held the "
+        f"outcome {row['cover80']:.0%} of the time and its 95 % one {row['cover95']:.0%}."
         + (
             " `bti forecast --evaluate --data FOLDER` judges them on yours."
             if "source" in skill

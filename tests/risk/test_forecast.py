@@ -176,7 +176,7 @@ def test_cli_evaluates_then_forecasts_with_the_best(
     assert (data_dir / "forecasts" / "skill.json").is_file()
     note = fc.skill_note(data_dir / "forecasts", "vol", best)
     assert note.startswith("In the last evaluation (") and "BTCUSDT, ETHUSDT" in note
-    assert "× the ewma's" in note and "at 24 h" in note
+    assert "the best of the others" in note and "at 24 h its CRPS was" in note
     assert runner.invoke(app, ["ingest", str(model_folder)]).exit_code == 0
     out = runner.invoke(app, ["forecast", "BTCUSDT", "--target", "vol"])
     assert out.exit_code == 0, out.output
