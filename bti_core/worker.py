@@ -31,7 +31,8 @@ class Worker:
         self.services = services
         self.say = log or (lambda m: logging.getLogger("bti.worker").info(m))
         self.stop = threading.Event()
-        self._forecast_hours: dict[str, pd.Timestamp] = {}  # the last bar each forecast is from
+        # per symbol: the hour and the forecasters its cached forecasts are from
+        self._forecast_hours: dict[str, tuple[pd.Timestamp, tuple[str, ...]]] = {}
 
     def _step(self, name: str, fn: Callable[[], object]) -> tuple[str, bool]:
         """Run one duty: what it did, and whether that was anything."""

@@ -658,43 +658,50 @@ def hourly_mark_closes(frame: pd.DataFrame) -> pd.Series:
     return s.resample("1h", label="left", closed="left").last().dropna()
 
 
-def warehouse_closes(warehouse: Any, symbol: str, window_days: int = WINDOW_DAYS) -> pd.Series:
-    """The last ``window_days`` of hourly mark closes of ``symbol`` from the warehouse (the
-    exchange liquidates on the mark price; last-price bars where no mark is stored)."""
+def _last_bar(warehouse: Any, symbol: str) -> tuple[Any, pd.Timestamp]:
+    """The series forecasts read (mark bars; last-price bars where no mark is stored) and the
+    time of its newest bar over every stored timeframe."""
     from bti_core.market.schema import Kind
 
     kind = Kind.MARK if warehouse.timeframes(symbol, Kind.MARK) else Kind.OHLCV
     tfs = warehouse.timeframes(symbol, kind)
     if not tfs:
         raise ValueError(f"{symbol}: no bars stored; import some with `bti ingest` or `bti demo`")
-    end = max(warehouse.latest(kind, symbol, tf)["ts"] for tf in tfs)
-    start = pd.Timestamp(end) - pd.Timedelta(days=window_days + 1)
+    return kind, max(pd.Timestamp(warehouse.latest(kind, symbol, tf)["ts"]) for tf in tfs)
+
+
+def warehouse_closes(warehouse: Any, symbol: str, window_days: int = WINDOW_DAYS) -> pd.Series:
+    """The last ``window_days`` of hourly mark closes of ``symbol`` from the warehouse (the
+    exchange liquidates on the mark price; last-price bars where no mark is stored)."""
+    kind, end = _last_bar(warehouse, symbol)
+    start = end - pd.Timedelta(days=window_days + 1)
     return hourly_mark_closes(warehouse.bars(symbol, "1h", start, kind=kind))
 
 
 def refresh_due(
-    warehouse: Any, folder: Path, seen: dict[str, pd.Timestamp], *, window_days: int = WINDOW_DAYS
+    warehouse: Any, folder: Path, seen: dict[str, Any], *, window_days: int = WINDOW_DAYS
 ) -> int:
-    """The worker's duty: for every stored symbol whose last bar moved since ``seen``, fit the
-    price and volatility forecasts by the best forecasters (once an hour a symbol; the cache
-    makes a second worker's fit of the same hour a read). Returns how many symbols it fitted."""
+    """The worker's duty: for every stored symbol whose last bar moved since ``seen`` (or whose
+    best forecasters changed: an evaluation just ran), fit the price and volatility forecasts
+    by the best forecasters — once an hour a symbol; the cache makes a second worker's fit of
+    the same hour a read. Returns how many symbols it fitted."""
     from bti_core.market.schema import Kind
 
+    names = tuple(best_forecaster(folder, t) for t in TARGETS)
     fitted = 0
     for symbol in warehouse.symbols(Kind.MARK) or warehouse.symbols():
-        kind = Kind.MARK if warehouse.timeframes(symbol, Kind.MARK) else Kind.OHLCV
-        tfs = warehouse.timeframes(symbol, kind)
-        if not tfs:
+        try:
+            _, last = _last_bar(warehouse, symbol)
+        except ValueError:
             continue
-        last = max(pd.Timestamp(warehouse.latest(kind, symbol, tf)["ts"]) for tf in tfs)
-        hour = last.floor("h")
-        if seen.get(symbol) == hour:
+        key = (last.floor("h"), names)
+        if seen.get(symbol) == key:
             continue
-        seen[symbol] = hour  # a symbol with too little history is not retried until it moves
+        seen[symbol] = key  # a symbol with too little history is not retried until it moves
         try:
             closes = warehouse_closes(warehouse, symbol, window_days)
-            for target in TARGETS:
-                refresh(folder, symbol, closes, target, window_days=window_days)
+            for target, name in zip(TARGETS, names, strict=True):
+                refresh(folder, symbol, closes, target, name, window_days=window_days)
         except (ValueError, np.linalg.LinAlgError):
             continue
         fitted += 1

@@ -90,6 +90,12 @@ def test_forecasts_show_what_the_worker_cached(filled: Path) -> None:
     wh = Warehouse(filled / "warehouse")
     assert refresh_due(wh, filled / "forecasts", seen) == 2  # BTC and ETH, price and vol
     assert refresh_due(wh, filled / "forecasts", seen) == 0  # the same hour: nothing to fit
+    # an evaluation that picks another forecaster is followed at once, not an hour later
+    (filled / "forecasts" / "skill.json").write_text('{"best": {"vol": "garch"}}')
+    assert refresh_due(wh, filled / "forecasts", seen) == 2
+    assert list((filled / "forecasts").glob("BTCUSDT_vol_garch_*.json"))
+    (filled / "forecasts" / "skill.json").unlink()
+    assert refresh_due(wh, filled / "forecasts", seen) == 2  # back to the shipped choice
     at = _app()
     assert len(at.get("plotly_chart")) == 3  # the market, and the two forecast fans
     captions = " ".join(c.value for c in at.caption)
