@@ -1,0 +1,262 @@
+"""The Risk Queries report: the selection in plain sentences, and the same numbers as CSV,
+HTML and PDF. Every format is built from one `Report`, computed once from the filtered book,
+so the page, the text and the files cannot disagree."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import pandas as pd
+
+from bti_core.analytics.book import (
+    BookFilter,
+    ClaimsSummary,
+    Totals,
+    claims_summary,
+    exposure,
+    riskiest_cells,
+    totals,
+)
+
+EXPORT_COLUMNS = [
+    "policy",
+    "trader",
+    "symbol",
+    "side",
+    "order_type",
+    "margin_mode",
+    "leverage",
+    "duration_hours",
+    "liquidation_price",
+    "coverage",
+    "payout",
+    "premium",
+    "probability",
+    "expected_loss",
+    "risk_index",
+    "status",
+    "start",
+    "end",
+    "trend",
+    "vol_regime",
+    "claim_state",
+    "amount_paid",
+]
+
+
+def _bti(x: object) -> str:
+    return f"{float(x):,.2f} BTI"  # type: ignore[arg-type]
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None or pd.isna(x) else f"{x:.1%}"
+
+
+@dataclass(frozen=True)
+class Report:
+    title: str
+    described: str  # the filter in words
+    generated: pd.Timestamp
+    totals: Totals
+    by_symbol: pd.DataFrame
+    by_side: pd.DataFrame
+    by_leverage: pd.DataFrame
+    riskiest: pd.DataFrame
+    claims: ClaimsSummary
+    rows: pd.DataFrame  # the filtered policies, EXPORT_COLUMNS
+    forecast_note: str = ""
+
+    def sentences(self) -> list[str]:
+        """The summary in plain sentences (the text report, the PDF's first section)."""
+        t = self.totals
+        if t.policies == 0:
+            return [f"No policies match ({self.described})."]
+        out = [
+            f"Selection: {self.described}.",
+            f"{t.policies:,} policies from {t.traders:,} trader{'s' if t.traders != 1 else ''}; "
+            f"{t.open_policies:,} open with {_bti(t.open_cover)} of cover.",
+            f"Premiums collected {_bti(t.premiums)}; expected loss (probability × payout) "
+            f"{_bti(t.expected_loss)}, of which {_bti(t.open_expected_loss)} on open policies; "
+            f"realised loss (claims paid) {_bti(t.realised_loss)}, a loss ratio of "
+            f"{_pct(t.loss_ratio)}.",
+        ]
+        top = self.by_symbol[self.by_symbol["open_cover"] > 0].head(3)
+        if len(top):
+            parts = [f"{r.symbol} {_bti(r.open_cover)}" for r in top.itertuples()]
+            out.append("Largest open exposures: " + ", ".join(parts) + ".")
+        if len(self.riskiest):
+            parts = [
+                f"{r.side} {r.leverage_bucket} for {r.duration_bucket} "
+                f"({r.policies} polic{'y' if r.policies == 1 else 'ies'}, "
+                f"expected loss {_bti(r.expected_loss)})"
+                for r in self.riskiest.itertuples()
+            ]
+            out.append("Riskiest open cells: " + "; ".join(parts) + ".")
+        c = self.claims
+        n_claims = int(c.by_state["claims"].sum()) if len(c.by_state) else 0
+        if n_claims:
+            med = c.median_hours_to_decision
+            out.append(
+                f"{n_claims:,} claims: {c.automatic:,} decided automatically, {c.referred:,} "
+                f"referred to an underwriter, {c.undecided:,} undecided; median time to a "
+                f"decision {'–' if med is None else f'{med:.1f} h'}; paid {_bti(c.paid)}."
+            )
+        else:
+            out.append("No claims.")
+        if self.forecast_note:
+            out.append(self.forecast_note)
+        return out
+
+    def text(self) -> str:
+        return (
+            "\n".join(
+                [
+                    self.title,
+                    f"Generated {self.generated:%Y-%m-%d %H:%M} UTC",
+                    "",
+                    *self.sentences(),
+                ]
+            )
+            + "\n"
+        )
+
+    def csv(self) -> bytes:
+        return self.rows.to_csv(index=False).encode()
+
+    def html(self) -> str:
+        def table(df: pd.DataFrame) -> str:
+            return df.to_html(index=False, float_format=lambda v: f"{v:,.2f}", na_rep="–", border=0)
+
+        paras = "".join(f"<p>{html.escape(s)}</p>" for s in self.sentences())
+        return (
+            "<!doctype html><html><head><meta charset='utf-8'>"
+            f"<title>{html.escape(self.title)}</title>"
+            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+            "table{border-collapse:collapse}td,th{padding:2px 8px;text-align:right}"
+            "th{border-bottom:1px solid #999}</style></head><body>"
+            f"<h1>{html.escape(self.title)}</h1>"
+            f"<p><small>Generated {self.generated:%Y-%m-%d %H:%M} UTC</small></p>{paras}"
+            f"<h2>By symbol</h2>{table(self.by_symbol)}"
+            f"<h2>By side</h2>{table(self.by_side)}"
+            f"<h2>By leverage</h2>{table(self.by_leverage)}"
+            f"<h2>Claims by state</h2>{table(self.claims.by_state)}"
+            f"<h2>Policies ({len(self.rows):,})</h2>{table(self.rows.head(1000))}"
+            "</body></html>"
+        )
+
+    def pdf(self) -> bytes:
+        """A PDF with the sentences, a bar chart of open cover by symbol and by leverage
+        (drawn with fpdf2's own shapes: no browser needed) and the tables."""
+        from fpdf import FPDF
+
+        pdf = FPDF(orientation="P", unit="mm", format="A4")
+        pdf.set_auto_page_break(auto=True, margin=15)
+        pdf.add_page()
+        pdf.set_font("helvetica", "B", 16)
+        pdf.cell(0, 10, pdf_safe(self.title), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("helvetica", "", 9)
+        pdf.cell(
+            0, 6, f"Generated {self.generated:%Y-%m-%d %H:%M} UTC", new_x="LMARGIN", new_y="NEXT"
+        )
+        pdf.set_font("helvetica", "", 10)
+        for s in self.sentences():
+            pdf.multi_cell(0, 5, pdf_safe(s), new_x="LMARGIN", new_y="NEXT")
+            pdf.ln(1)
+        for title, df, key in (
+            ("Open cover by symbol (BTI)", self.by_symbol, "symbol"),
+            ("Open cover by leverage (BTI)", self.by_leverage, "leverage_bucket"),
+        ):
+            _bar_chart(pdf, title, [str(v) for v in df[key]], [float(v) for v in df["open_cover"]])
+        for title, df in (
+            ("By symbol", self.by_symbol),
+            ("By side", self.by_side),
+            ("By leverage", self.by_leverage),
+            ("Claims by state", self.claims.by_state),
+        ):
+            _table(pdf, title, df)
+        out = pdf.output()
+        return bytes(out)
+
+
+def pdf_safe(s: str) -> str:
+    """fpdf2's core fonts are Latin-1: spell out what they cannot draw."""
+    for a, b in (("×", "x"), ("–", "-"), ("−", "-"), ("≤", "<="), ("·", "*"), ("’", "'")):
+        s = s.replace(a, b)
+    return s.encode("latin-1", "replace").decode("latin-1")
+
+
+def _bar_chart(pdf: object, title: str, labels: list[str], values: list[float]) -> None:
+    from fpdf import FPDF
+
+    assert isinstance(pdf, FPDF)
+    pdf.ln(2)
+    pdf.set_font("helvetica", "B", 11)
+    pdf.cell(0, 7, pdf_safe(title), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("helvetica", "", 8)
+    top = max(values, default=0.0)
+    width = 120.0
+    for label, v in zip(labels, values, strict=True):
+        y = pdf.get_y()
+        pdf.cell(30, 5, pdf_safe(label))
+        pdf.set_fill_color(31, 119, 180)
+        w = width * v / top if top > 0 else 0.0
+        if w > 0:
+            pdf.rect(pdf.l_margin + 30, y + 1, w, 3.5, style="F")
+        pdf.set_xy(pdf.l_margin + 32 + width, y)
+        pdf.cell(30, 5, f"{v:,.2f}", new_x="LMARGIN", new_y="NEXT")
+
+
+def _table(pdf: object, title: str, df: pd.DataFrame) -> None:
+    from fpdf import FPDF
+
+    assert isinstance(pdf, FPDF)
+    pdf.ln(3)
+    pdf.set_font("helvetica", "B", 11)
+    pdf.cell(0, 7, pdf_safe(title), new_x="LMARGIN", new_y="NEXT")
+    if df.empty:
+        pdf.set_font("helvetica", "", 9)
+        pdf.cell(0, 5, "none", new_x="LMARGIN", new_y="NEXT")
+        return
+    pdf.set_font("helvetica", "", 8)
+    cols = list(df.columns)
+    w = (pdf.w - pdf.l_margin - pdf.r_margin) / len(cols)
+
+    def fmt(v: object) -> str:
+        if isinstance(v, float):
+            return "-" if pd.isna(v) else f"{v:,.2f}"
+        return pdf_safe(str(v))
+
+    with pdf.table(col_widths=tuple([w] * len(cols)), text_align="RIGHT") as t:
+        head = t.row()
+        for c in cols:
+            head.cell(pdf_safe(c.replace("_", " ")))
+        for rec in df.itertuples(index=False):
+            r = t.row()
+            for v in rec:
+                r.cell(fmt(v))
+
+
+def build_report(
+    book: pd.DataFrame,
+    flt: BookFilter,
+    *,
+    title: str = "BTI risk report",
+    now: pd.Timestamp | None = None,
+    forecast_note: str = "",
+) -> Report:
+    """The report of ``book`` (already filtered by ``flt``)."""
+    rows = book[EXPORT_COLUMNS] if not book.empty else pd.DataFrame(columns=EXPORT_COLUMNS)
+    return Report(
+        title=title,
+        described=flt.describe(),
+        generated=now if now is not None else pd.Timestamp.now("UTC"),
+        totals=totals(book),
+        by_symbol=exposure(book, "symbol"),
+        by_side=exposure(book, "side"),
+        by_leverage=exposure(book, "leverage_bucket"),
+        riskiest=riskiest_cells(book),
+        claims=claims_summary(book),
+        rows=rows.reset_index(drop=True),
+        forecast_note=forecast_note,
+    )
