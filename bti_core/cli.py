@@ -142,6 +142,44 @@ def demo(
         raise _fail(exc) from exc
 
 
+@app.command("demo-book")
+def demo_book(
+    policies: Annotated[int, typer.Option(min=1, max=5000, help="Policies to buy")] = 300,
+    traders: Annotated[int, typer.Option(min=1, max=500, help="Demo traders buying them")] = 30,
+    seed: Annotated[int, typer.Option(help="The same seed buys the same book")] = 7,
+    if_missing: Annotated[
+        bool, typer.Option("--if-missing", help="Do nothing if any policy exists")
+    ] = False,
+) -> None:
+    """Demo: buy an insured book over the demo markets' history through the real service
+    path on the local chain (its clock moved to each purchase), then run the claims once."""
+    from bti_core.demo_book import build_demo_book
+
+    services = _services()
+    try:
+        if if_missing:
+            from bti_core.demo_book import has_policies
+
+            n = has_policies(services)
+            if n:
+                console.print(f"demo book: {n} policies exist; nothing to do")
+                return
+        with _progress() as progress:
+            task = progress.add_task("demo book", total=policies)
+
+            def report(done: int, total: int, what: str) -> None:
+                progress.update(task, completed=done, total=total, description=what)
+
+            result = build_demo_book(
+                services, policies=policies, traders=traders, seed=seed, progress=report
+            )
+        console.print(result.line())
+    except BTIError as exc:
+        raise _fail(exc) from exc
+    finally:
+        services.close()
+
+
 def _demo_end(end: str | None, step: pd.Timedelta) -> pd.Timestamp:
     """The demo's last bar: ``--end`` (UTC, not after now) or the last full bar."""
     if not end:

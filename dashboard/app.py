@@ -29,6 +29,14 @@ navigation = st.navigation(
             st.Page(PAGES / "buy_insurance.py", title="Buy insurance", icon=":material/shield:"),
             st.Page(PAGES / "my_policies.py", title="My policies", icon=":material/list_alt:"),
         ],
+        "Analytics": [
+            st.Page(
+                PAGES / "risk_queries.py",
+                title="Risk queries",
+                icon=":material/query_stats:",
+                url_path="risk_queries",
+            ),
+        ],
         # listed for everyone; the page itself refuses anyone but an underwriter
         "Underwriting": [
             st.Page(

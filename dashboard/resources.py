@@ -13,6 +13,7 @@ import threading
 from decimal import Decimal
 from urllib.parse import quote
 
+import pandas as pd
 import streamlit as st
 from sqlalchemy.engine import Engine
 
@@ -296,3 +297,19 @@ def preload_charts() -> None:
         " (window.requestIdleCallback || setTimeout)(go, { timeout: 3000 }); })();</script>",
         unsafe_allow_javascript=True,
     )
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _book(db_url: str, version: tuple[object, ...]) -> pd.DataFrame:
+    from bti_core.analytics.book import load_book
+
+    return load_book(engine(), warehouse())
+
+
+def book() -> pd.DataFrame:
+    """The whole insured book (`bti_core.analytics.book.load_book`), read again only when a
+    policy or claim changed. Shared by every session: never modify it, filter it."""
+    from bti_core.analytics.book import book_version
+
+    with st.spinner("Reading the book…"):
+        return _book(settings().resolved_database_url, book_version(engine()))

@@ -11,9 +11,8 @@ from bti_core.errors import NoDataError
 from bti_core.indicators import INDICATORS
 from bti_core.market.schema import timeframe_delta
 from bti_core.market.service import market_view
-from bti_core.risk import forecast
-from dashboard import resources
-from dashboard.charts import forecast_figure, market_figure
+from dashboard import resources, views
+from dashboard.charts import market_figure
 
 RANGES = {"7 days": 7, "30 days": 30, "90 days": 90, "1 year": 365, "All": None, "Custom…": -1}
 TIMEFRAMES = ["1m", "5m", "15m", "1h", "4h", "1d"]
@@ -147,49 +146,7 @@ st.caption(
 st.plotly_chart(market_figure(view.bars, view.funding, chosen, view.symbol), width="stretch")
 
 st.subheader("Forecasts")
-forecasts_dir = resources.settings().forecasts_dir
-price_fc = forecast.cached(forecasts_dir, symbol, "price")
-vol_fc = forecast.cached(forecasts_dir, symbol, "vol")
-if price_fc is None and vol_fc is None:
-    st.caption(
-        f"No forecast for {symbol} yet: the worker fits one each hour (`bti worker`, started by "
-        f"`make run`), or run `bti forecast {symbol}`."
-    )
-else:
-    recent = forecast.warehouse_closes(wh, symbol, window_days=14)
-    left, right = st.columns(2)
-    for col, fc, series, title, y_title, percent in (
-        (left, price_fc, recent.iloc[-24 * 7 :], "Mark price, next 7 days", "USDT", False),
-        (
-            right,
-            vol_fc,
-            forecast.realised_vol_series(recent).iloc[-24 * 7 :],
-            "Realised volatility to each horizon (annualised)",
-            "volatility",
-            True,
-        ),
-    ):
-        if fc is None:
-            col.caption("Not forecast yet.")
-            continue
-        col.plotly_chart(
-            forecast_figure(
-                series,
-                fc.frame(),
-                title=title,
-                y_title=y_title,
-                percent=percent,
-                anchored=fc.target == "price",
-            ),
-            width="stretch",
-        )
-        stale = (s.as_of - fc.origin) / pd.Timedelta(hours=1)
-        col.caption(
-            f"From {fc.origin:%Y-%m-%d %H:%M} UTC"
-            + (f" ({stale:.0f} h before the last bar)" if stale >= 2 else "")
-            + f" by {fc.forecaster.replace('_', ' ')}. "
-            + forecast.skill_note(forecasts_dir, fc.target, fc.forecaster)
-        )
+views.forecasts(symbol, s.as_of)
 
 with st.expander("Cleaning reports", expanded=False):
     if not view.reports:

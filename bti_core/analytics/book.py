@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
@@ -58,7 +58,13 @@ STATUSES = ("pending", "active", "expired", "claimed", "paid", "declined")
 OPEN = ("pending", "active")
 TREND_BAND = 0.01
 VOL_LOW, VOL_HIGH = 0.8, 1.25
-DECISIONS = ("auto_approve", "auto_deny", "refer")
+DECISIONS = (
+    "auto_approve",
+    "auto_deny",
+    "underwriter_approve",
+    "underwriter_deny",
+    "underwriter_adjust",
+)
 PAID_STATES = ("paid",)
 
 COLUMNS = [
@@ -154,15 +160,14 @@ def _policy_frame(db: Engine) -> pd.DataFrame:
         .order_by(pc.id)
     )
     ac = ClaimAudit.__table__.c  # type: ignore[attr-defined]
-    decisions = (
-        select(
-            ac.claim_id.label("claim"),
-            func.min(ac.at).label("decided"),
-            func.max(func.coalesce((ac.event == "refer"), False)).label("referred"),
-        )
-        .where(ac.event.in_(DECISIONS))
-        .group_by(ac.claim_id)
-    )
+    # the first final decision (the rules' or an underwriter's), and whether it was referred
+    decided = case((ac.event.in_(DECISIONS), ac.at), else_=None)
+    referred = case((ac.event == "refer", 1), else_=0)
+    decisions = select(
+        ac.claim_id.label("claim"),
+        func.min(decided).label("decided"),
+        func.max(referred).label("referred"),
+    ).group_by(ac.claim_id)
     with db.connect() as conn:
         rows = conn.execute(stmt).all()
         dec = conn.execute(decisions).all()
@@ -224,7 +229,7 @@ def load_book(db: Engine, warehouse: Warehouse | None = None) -> pd.DataFrame:
     f["leverage_bucket"] = _bucket(f["leverage"], LEVERAGE_BUCKETS)
     f["duration_bucket"] = _bucket(f["duration_hours"], DURATION_BUCKETS)
     f["expected_loss"] = f["probability"] * f["payout"]
-    f["referred"] = f["referred"].fillna(False).astype(bool)
+    f["referred"] = pd.to_numeric(f["referred"], errors="coerce").fillna(0).astype(bool)
     f["hours_to_decision"] = (f["decided"] - f["claim_opened"]).dt.total_seconds() / 3600.0
     paid = f["claim_state"].isin(PAID_STATES)
     f["amount_paid"] = np.where(paid, f["amount_approved"].fillna(0.0), 0.0)

@@ -1,0 +1,303 @@
+"""Risk Queries: the insured book under one filter kept in the URL — exposure, the liquidation
+map with a stress slider, the probability surface, reliability, forecasts, claims — and the
+report of the selection as text, CSV, HTML and PDF. An underwriter sees the whole book, a
+trader only their own."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pandas as pd
+import streamlit as st
+
+from bti_core.analytics import book as bk
+from bti_core.analytics.report import build_report
+from bti_core.analytics.surface import probability_surface, reliability, stored_backtests
+from bti_core.errors import BTIError
+from dashboard import resources, risk_charts, text, views
+
+st.title("Risk queries")
+user = resources.signed_in_user()
+uw = user.is_underwriter
+full = resources.book()
+now = pd.Timestamp.now("UTC")
+
+# ------------------------------------------------------------------ the filter, from the URL
+url = {k: st.query_params[k] for k in st.query_params}
+try:
+    flt = bk.BookFilter.from_params(url)
+except bk.FilterError as exc:
+    st.error(f"The link's filter was not understood — {exc}. Showing the whole book.")
+    flt = bk.BookFilter()
+
+KEYS = {  # widget key -> (filter field, choices)
+    "rq_symbols": ("symbols", sorted(set(full["symbol"]) | set(resources.warehouse().symbols()))),
+    "rq_sides": ("sides", list(bk.SIDES)),
+    "rq_types": ("order_types", list(bk.ORDER_TYPES)),
+    "rq_margin": ("margin_modes", list(bk.MARGIN_MODES)),
+    "rq_lev": ("leverage", [b[0] for b in bk.LEVERAGE_BUCKETS]),
+    "rq_dur": ("duration", [b[0] for b in bk.DURATION_BUCKETS]),
+    "rq_trend": ("trends", list(bk.TRENDS)),
+    "rq_vol": ("vol_regimes", list(bk.VOL_REGIMES)),
+    "rq_status": ("statuses", list(bk.STATUSES)),
+    "rq_traders": ("traders", sorted(set(full["trader"]))),
+}
+if st.session_state.get("_rq_seeded") != flt.to_params():  # a new link: the widgets follow it
+    st.session_state["rq_range"] = flt.range
+    st.session_state["rq_from"] = None if flt.start is None else flt.start.date()
+    st.session_state["rq_to"] = None if flt.end is None else flt.end.date()
+    for key, (name, choices) in KEYS.items():
+        st.session_state[key] = [v for v in getattr(flt, name) if v in choices]
+
+with st.container(border=True):
+    top = st.columns([2, 3, 3])
+    rng = top[0].selectbox(
+        "Bought in",
+        list(bk.RANGES),
+        key="rq_range",
+        format_func=lambda r: {
+            "7d": "the last 7 days",
+            "30d": "the last 30 days",
+            "90d": "the last 90 days",
+            "1y": "the last year",
+            "all": "all time",
+            "custom": "a custom range…",
+        }[r],
+    )
+    start = end = None
+    if rng == "custom":
+        start = top[0].date_input("From", key="rq_from", value=None)
+        end = top[0].date_input("To", key="rq_to", value=None)
+    top[1].multiselect("Symbol", KEYS["rq_symbols"][1], key="rq_symbols", placeholder="all")
+    top[2].multiselect("Status", KEYS["rq_status"][1], key="rq_status", placeholder="all")
+    if uw:
+        top[2].multiselect("Trader", KEYS["rq_traders"][1], key="rq_traders", placeholder="all")
+    row = st.columns(4)
+    row[0].pills("Side", KEYS["rq_sides"][1], key="rq_sides", selection_mode="multi")
+    row[1].pills("Order", KEYS["rq_types"][1], key="rq_types", selection_mode="multi")
+    row[2].pills("Margin", KEYS["rq_margin"][1], key="rq_margin", selection_mode="multi")
+    row[3].pills("Trend at purchase", KEYS["rq_trend"][1], key="rq_trend", selection_mode="multi")
+    row = st.columns([3, 3, 2])
+    row[0].pills("Leverage", KEYS["rq_lev"][1], key="rq_lev", selection_mode="multi")
+    row[1].pills("Cover duration", KEYS["rq_dur"][1], key="rq_dur", selection_mode="multi")
+    row[2].pills("Volatility at purchase", KEYS["rq_vol"][1], key="rq_vol", selection_mode="multi")
+
+chosen = {name: tuple(st.session_state.get(key) or ()) for key, (name, _) in KEYS.items()}
+if not uw:
+    chosen["traders"] = ()
+flt = bk.BookFilter(
+    range=rng,
+    start=None if start is None else pd.Timestamp(start, tz="UTC"),
+    end=None if end is None else pd.Timestamp(end, tz="UTC"),
+    **chosen,
+)
+params = flt.to_params()
+if url != params:
+    st.query_params.from_dict(params)  # the URL reproduces this view
+st.session_state["_rq_seeded"] = params
+mine = flt.for_user(user.username, uw)
+sel = mine.apply(full, now)
+t = bk.totals(sel)
+
+scope = "the whole book" if uw else "your policies"
+m = st.columns(6)
+m[0].metric("Policies", f"{t.policies:,}", help=f"In {scope}, under the filter")
+m[1].metric("Open cover", text.bti(t.open_cover), help="Payout of the pending and active ones")
+m[2].metric("Premiums", text.bti(t.premiums))
+m[3].metric("Expected loss", text.bti(t.expected_loss), help="Σ P(liquidation) × payout")
+m[4].metric("Realised loss", text.bti(t.realised_loss), help="Claims paid")
+m[5].metric("Loss ratio", "–" if t.loss_ratio is None else f"{t.loss_ratio:.1%}")
+if full.empty:
+    st.info("No policies yet: buy cover on the Buy insurance page (or run `bti demo book`).")
+
+tabs = st.tabs(
+    [
+        "Book",
+        "Liquidation map",
+        "Probability surface",
+        "Reliability",
+        "Forecasts",
+        "Claims",
+        "Report",
+    ]
+)
+
+with tabs[0]:
+    for key, title in (("symbol", "symbol"), ("side", "side"), ("leverage_bucket", "leverage")):
+        by = bk.exposure(sel, key)
+        left, right = st.columns([3, 2])
+        left.plotly_chart(
+            risk_charts.exposure_figure(by, key, f"By {title}"), width="stretch", key=f"by_{key}"
+        )
+        right.dataframe(
+            by,
+            hide_index=True,
+            column_config={
+                "loss_ratio": st.column_config.NumberColumn("loss ratio", format="percent")
+            },
+        )
+    left, right = st.columns(2)
+    left.plotly_chart(
+        risk_charts.risk_index_figure(bk.risk_index_distribution(sel)), width="stretch"
+    )
+    lr = bk.loss_ratio_over_time(sel)
+    if len(lr):
+        right.plotly_chart(risk_charts.loss_ratio_figure(lr), width="stretch")
+    else:
+        right.caption("No premiums in the selection: no loss ratio to draw.")
+
+with tabs[1]:
+    symbols = sorted(set(sel["symbol"])) or KEYS["rq_symbols"][1]
+    if not symbols:
+        st.caption("No symbols.")
+    else:
+        c = st.columns([2, 3, 2])
+        sym = c[0].selectbox("Symbol", symbols, key="rq_map_symbol")
+        move = c[1].slider(
+            "Stress: mark price move within 24 h",
+            min_value=-50,
+            max_value=50,
+            value=-20,
+            step=1,
+            format="%d%%",
+            key="rq_stress",
+        )
+        try:
+            mark = resources.risk_engine().spot(sym)
+        except BTIError as exc:
+            st.warning(str(exc))
+        else:
+            pool = None
+            with contextlib.suppress(BTIError):
+                pool = resources.services().chain.pool_stats()
+            s = bk.stress(
+                sel,
+                sym,
+                move / 100,
+                mark,
+                now=now,
+                reserves=None if pool is None else float(pool.reserves),
+                locked=None if pool is None else float(pool.locked),
+            )
+            lmap = bk.liquidation_map(sel, sym, mark)
+            left, right = st.columns([3, 2])
+            left.plotly_chart(
+                risk_charts.liquidation_map_figure(lmap, mark, sym, s.price), width="stretch"
+            )
+            with right:
+                st.markdown(
+                    f"**{sym} {move:+d} % within 24 h** → mark {s.price:,.2f}".replace("-", "−")
+                )
+                st.metric("Claims", f"{s.claims:,}", help=f"from {s.traders} traders")
+                st.metric("Payout", text.bti(s.payout))
+                if s.reserves_after is not None:
+                    st.metric(
+                        "Pool reserves after",
+                        text.bti(s.reserves_after),
+                        delta=text.bti(-s.payout),
+                        delta_color="inverse",
+                    )
+                    st.metric("Free reserves after", text.bti(s.free_after))
+                    st.caption(
+                        "Cover is fully collateralised: paying a claim takes its payout from the "
+                        "reserves and releases the same locked cover, so free reserves stay."
+                    )
+                else:
+                    st.caption("The pool's reserves are unknown: the chain did not answer.")
+            st.caption(
+                f"Open {sym} policies only: longs below the mark (claimed at or above the level), "
+                "shorts above. The chart and the numbers follow the filter."
+            )
+
+with tabs[2]:
+    syms = KEYS["rq_symbols"][1]
+    if not syms:
+        st.caption("No market data.")
+    else:
+        c = st.columns([2, 2, 4])
+        sym = c[0].selectbox("Symbol", syms, key="rq_surface_symbol")
+        side = c[1].segmented_control(
+            "Side", ["long", "short"], default="long", key="rq_surface_side"
+        )
+        try:
+            sr = resources.risk_engine().symbol_risk(sym)
+        except BTIError as exc:
+            st.warning(str(exc))
+        else:
+            learned = resources.services().learned
+            surf = probability_surface(
+                sr, 1 if side != "short" else -1, model=None if learned is None else learned.row
+            )
+            st.plotly_chart(risk_charts.surface_figure(surf), width="stretch")
+            st.caption(
+                f"An isolated {side or 'long'} opened at the mark price ({sr.spot:,.2f}, "
+                f"{sr.as_of:%Y-%m-%d %H:%M} UTC). "
+                + (
+                    "No learned model is registered (`bti train`)."
+                    if learned is None
+                    else f"Learned model: {learned.id}."
+                )
+            )
+            with st.expander("The numbers"):
+                st.dataframe(surf, hide_index=True)
+
+with tabs[3]:
+    runs = stored_backtests(resources.settings().data_dir / "backtests")
+    if not runs:
+        st.caption("No backtest stored yet: run `bti backtest --data DIR`.")
+    else:
+        c = st.columns([4, 2, 2])
+        run = c[0].selectbox("Backtest", runs, format_func=lambda r: r.label, key="rq_bt")
+        all_cells = reliability(run)
+        hs = c[1].multiselect("Horizon (h)", sorted(all_cells["horizon"].unique()), key="rq_bt_h")
+        ls = c[2].multiselect("Leverage", sorted(all_cells["leverage"].unique()), key="rq_bt_l")
+        cells = reliability(run, sides=flt.sides, horizons=tuple(hs), leverages=tuple(ls))
+        left, right = st.columns([3, 2])
+        left.plotly_chart(risk_charts.reliability_figure(cells), width="stretch")
+        right.dataframe(
+            cells[
+                ["side", "leverage", "horizon", "n", "realised", "predicted", "ratio", "calibrated"]
+            ],
+            hide_index=True,
+        )
+        st.caption(
+            f"{run.label}. A cell is calibrated when its realised rate is within the "
+            "predicted one's interval. Side follows the filter above."
+        )
+
+with tabs[4]:
+    syms = KEYS["rq_symbols"][1]
+    if syms:
+        sym = st.selectbox("Symbol", syms, key="rq_fc_symbol")
+        try:
+            views.forecasts(sym, resources.risk_engine().symbol_risk(sym).as_of)
+        except (BTIError, ValueError) as exc:
+            st.warning(str(exc))
+
+with tabs[5]:
+    cs = bk.claims_summary(sel)
+    if cs.by_state.empty:
+        st.caption("No claims in the selection.")
+    else:
+        left, right = st.columns([3, 2])
+        left.plotly_chart(risk_charts.claims_figure(cs.by_state), width="stretch")
+        with right:
+            st.dataframe(cs.by_state, hide_index=True)
+            a, b = st.columns(2)
+            a.metric("Decided automatically", f"{cs.automatic:,}")
+            b.metric("Referred", f"{cs.referred:,}")
+            med = cs.median_hours_to_decision
+            a.metric("Median time to decision", "–" if med is None else f"{med:.1f} h")
+            b.metric("Paid / premiums", f"{cs.paid / cs.premiums:.1%}" if cs.premiums else "–")
+
+with tabs[6]:
+    report = build_report(sel, mine, now=now, title="BTI risk report")
+    st.markdown("\n\n".join(report.sentences()))
+    d = st.columns(4)
+    d[0].download_button("Text", report.text(), "bti-risk-report.txt", "text/plain")
+    d[1].download_button("CSV", report.csv(), "bti-risk-report.csv", "text/csv")
+    d[2].download_button("HTML", report.html(), "bti-risk-report.html", "text/html")
+    d[3].download_button(
+        "PDF", report.pdf, "bti-risk-report.pdf", "application/pdf", on_click="ignore"
+    )
+    st.dataframe(report.rows, hide_index=True, height=300)
