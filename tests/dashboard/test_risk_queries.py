@@ -1,0 +1,109 @@
+"""Risk Queries under AppTest, over a book bought through the real service path on the
+session's anvil node: the filters and the URL, the trader's own view, the views' numbers
+against the read model, and the report tab's sentences."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from bti_core.analytics.book import BookFilter, load_book, totals
+from bti_core.config import get_settings
+from bti_core.orders import Cover, Order
+from bti_core.services import build_services
+from dashboard import text
+from tests.dashboard.conftest import sign_in
+
+ROOT = Path(__file__).resolve().parents[2]
+# (trader, symbol, side, leverage, coverage)
+BOOK = [
+    ("trader", "BTCUSDT", "long", "10", "100"),
+    ("trader", "BTCUSDT", "short", "20", "80"),
+    ("trader", "ETHUSDT", "long", "5", "60"),
+    ("tina", "BTCUSDT", "long", "50", "40"),
+    ("tina", "ETHUSDT", "short", "3", "120"),
+]
+
+
+@pytest.fixture
+def booked(recent: Path) -> Path:
+    svc = build_services(get_settings())
+    try:
+        for trader, symbol, side, lev, cov in BOOK:
+            svc.chain.faucet(svc.insurance.wallet_of(trader).address, Decimal(2000))
+            spot = Decimal(str(round(svc.risk.spot(symbol), 2)))
+            qty = Decimal("0.05") if symbol == "BTCUSDT" else Decimal("1")
+            q = svc.insurance.quote(
+                user_id=trader,
+                order=Order(symbol, side, qty, spot, Decimal(lev)),
+                cover=Cover(coverage=cov, duration_hours=48),
+            )
+            assert q.insurable, [c.message for c in q.failed]
+            svc.insurance.buy(user_id=trader, quote_id=q.record.id)
+    finally:
+        svc.close()
+    return recent
+
+
+def page(user: str = "underwriter", password: str = "underwriter-demo", **params: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / "risk_queries.py"), default_timeout=120)
+    for k, v in params.items():
+        at.query_params[k] = v
+    return sign_in(at, user, password)
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def expected(**params: str) -> tuple[int, str]:
+    svc = build_services(get_settings())
+    try:
+        book = load_book(svc.db, svc.warehouse)
+    finally:
+        svc.close()
+    import pandas as pd
+
+    t = totals(BookFilter.from_params(params).apply(book, pd.Timestamp.now("UTC")))
+    return t.policies, text.bti(t.open_cover)
+
+
+def test_the_underwriter_sees_the_book_and_each_filter_narrows_it(booked: Path) -> None:
+    at = page()
+    assert not at.exception and not at.error
+    assert metric(at, "Policies") == "5"
+    assert metric(at, "Open cover") == expected()[1]
+    # side: the pills change the numbers and the URL, and only what they should
+    at.pills(key="rq_sides").set_value(["short"]).run()
+    n, cover = expected(side="short")
+    assert (metric(at, "Policies"), metric(at, "Open cover")) == (str(n), cover) and n == 2
+    assert dict(at.query_params) == {"side": "short"}  # a link to this view
+    at.multiselect(key="rq_symbols").set_value(["ETHUSDT"]).run()
+    assert metric(at, "Policies") == "1"
+    at.pills(key="rq_sides").set_value([]).run()
+    assert metric(at, "Policies") == "2"  # both ETH policies
+    at.multiselect(key="rq_traders").set_value(["tina"]).run()
+    assert metric(at, "Policies") == "1"
+    # the report tab says the same
+    report = "\n".join(m.value for m in at.markdown)
+    assert "1 policies from 1 trader" in report and "trader tina" in report
+
+
+def test_a_link_reproduces_the_view_and_a_bad_one_says_what_is_allowed(booked: Path) -> None:
+    at = page(lev="≤5×", side="long")
+    assert metric(at, "Policies") == "1"  # the ETH 5× long
+    assert at.pills(key="rq_lev").value == ["≤5×"]
+    bad = page(side="sideways")
+    assert "side: 'sideways' is not allowed; choose from long, short" in bad.error[0].value
+    assert metric(bad, "Policies") == "5"  # the whole book instead, nothing lost
+
+
+def test_a_trader_sees_only_their_own_policies(booked: Path) -> None:
+    at = page("trader", "trader-demo", trader="tina")  # a link naming someone else's book
+    assert metric(at, "Policies") == "3"
+    assert not [w for w in at.multiselect if w.key == "rq_traders"]  # no trader filter
+    report = "\n".join(m.value for m in at.markdown)
+    assert "3 policies from 1 trader" in report and "tina" not in report
