@@ -148,7 +148,8 @@ def demo_book(
     traders: Annotated[int, typer.Option(min=1, max=500, help="Demo traders buying them")] = 30,
     seed: Annotated[int, typer.Option(help="The same seed buys the same book")] = 7,
     if_missing: Annotated[
-        bool, typer.Option("--if-missing", help="Do nothing if any policy exists")
+        bool,
+        typer.Option("--if-missing", help="Do nothing if a policy or an earlier demo book exists"),
     ] = False,
 ) -> None:
     """Demo: buy an insured book over the demo markets' history through the real service
@@ -158,11 +159,11 @@ def demo_book(
     services = _services()
     try:
         if if_missing:
-            from bti_core.demo_book import has_policies
+            from bti_core.demo_book import book_state, has_policies
 
-            n = has_policies(services)
-            if n:
-                console.print(f"demo book: {n} policies exist; nothing to do")
+            n, state = has_policies(services), book_state(services)
+            if n or state != "absent":
+                console.print(f"demo book: {state}, {n} policies stored; nothing to do")
                 return
         with _progress() as progress:
             task = progress.add_task("demo book", total=policies)
@@ -477,6 +478,12 @@ def backtest(
         if json_out is not None:
             write_json(res, json_out)
             console.print(f"results written to {json_out}", soft_wrap=True)
+        from bti_core.analytics.surface import store_backtest
+        from bti_core.risk.backtest import json_payload
+
+        # every run is kept for the Risk Queries page's reliability view
+        stored = store_backtest(json_payload(res), get_settings().data_dir / "backtests")
+        console.print(f"stored for the Risk Queries page as {stored}", soft_wrap=True)
         if plot is not None:
             from bti_core.risk.backtest_chart import calibration_figure
 

@@ -57,9 +57,13 @@ class AsOfRiskEngine(RiskEngine):
     """The risk engine as it stood at ``as_of``: fitted on the hourly bars closed by then and
     refitted once a month of demo time (a lookup between refits, as live quotes are)."""
 
-    def __init__(self, warehouse: object, *, n_paths: int = 4_000, refit: str = "30D") -> None:
+    def __init__(
+        self, warehouse: object, start: pd.Timestamp, *, n_paths: int = 4_000, refit: str = "30D"
+    ) -> None:
         super().__init__(warehouse, n_paths=n_paths)  # type: ignore[arg-type]
-        self.as_of = pd.Timestamp.now("UTC")
+        # the first refit (the last bar closed by the first purchase); then every `refit`
+        self.start = (start - pd.Timedelta(hours=1)).floor("1h")
+        self.as_of = start
         self.refit = pd.Timedelta(refit)
         self._fits: dict[tuple[str, pd.Timestamp], SymbolRisk] = {}
 
@@ -67,8 +71,7 @@ class AsOfRiskEngine(RiskEngine):
         return (self.as_of - pd.Timedelta(hours=1)).floor("1h")  # the last closed bar's open
 
     def symbol_risk(self, symbol: str) -> SymbolRisk:
-        epoch = pd.Timestamp("2000-01-01", tz="UTC")
-        fit_at = epoch + ((self._known() - epoch) // self.refit) * self.refit
+        fit_at = self.start + ((self._known() - self.start) // self.refit) * self.refit
         key = (symbol, fit_at)
         if key not in self._fits:
             mark = hourly_mark(self.warehouse, symbol, end=fit_at)
@@ -225,7 +228,7 @@ def build_demo_book(
     )
     sym_w /= sym_w.sum()
 
-    risk = AsOfRiskEngine(wh)
+    risk = AsOfRiskEngine(wh, lo)
     clock_at = [datetime.now().astimezone()]
     ins = InsuranceService(
         services.db,

@@ -24,7 +24,7 @@ stop() {
 trap stop EXIT INT TERM
 fail() { echo "$1 did not start: see $LOGS/$2.log" >&2; tail -n 5 "$LOGS/$2.log" >&2; exit 1; }
 
-printf '1/4 markets:   '
+printf '1/5 markets:   '
 "$BIN/bti" demo --if-missing --quiet 2>"$LOGS/demo.log" || fail "the demo markets" demo
 
 if [ -z "${BTI_RPC_URL:-}" ]; then
@@ -35,13 +35,17 @@ if [ -z "${BTI_RPC_URL:-}" ]; then
     kill -0 "${pids[0]}" 2>/dev/null || fail "the chain node" chain
     sleep 0.2
   done
-  echo "2/4 chain:     $(head -n 1 "$LOGS/chain.log" | sed "s/; Ctrl-C stops it//")"
+  echo "2/5 chain:     $(head -n 1 "$LOGS/chain.log" | sed "s/; Ctrl-C stops it//")"
+  # a fresh install gets an insured book to explore (bought on the local chain, once)
+  printf '3/5 book:      '
+  "$BIN/bti" demo-book --if-missing 2>"$LOGS/demo-book.log" | tail -n 1 || fail "the demo book" demo-book
 else
-  echo "2/4 chain:     $BTI_RPC_URL (BTI_RPC_URL)"
+  echo "2/5 chain:     $BTI_RPC_URL (BTI_RPC_URL)"
+  echo "3/5 book:      no demo book on a chain other than the local one"
 fi
 "$BIN/bti" worker >"$LOGS/worker.log" 2>&1 &
 pids+=($!)
-echo "3/4 worker:    claims, expiry and reconciliation ($LOGS/worker.log)"
+echo "4/5 worker:    claims, expiry and reconciliation ($LOGS/worker.log)"
 "$BIN/streamlit" run dashboard/app.py --server.address "$HOST" --server.port "$PORT" \
   --server.headless true --browser.gatherUsageStats false >"$LOGS/dashboard.log" 2>&1 &
 pids+=($!)
@@ -51,5 +55,5 @@ for _ in $(seq 1 150); do
   kill -0 "${pids[-1]}" 2>/dev/null || fail "the dashboard" dashboard
   sleep 0.2
 done
-echo "4/4 dashboard: http://$HOST:$PORT   (Ctrl-C stops everything)"
+echo "5/5 dashboard: http://$HOST:$PORT   (Ctrl-C stops everything)"
 wait -n "${pids[@]}"

@@ -103,6 +103,7 @@ def store_backtest(payload: dict[str, Any], folder: Path) -> Path:
     return path
 
 
+# `bti backtest` on ../shared/data/binance-perp-dev (five symbols, 2019–2021), shipped
 SHIPPED = Path(__file__).resolve().parent.parent / "risk" / "backtest_dev.json"
 
 
@@ -162,7 +163,7 @@ def reliability(
             "n": cells["n"].astype(int),
             "realised": cells["realised"].astype(float),
             "predicted": cells[pred_col].astype(float),
-            "gbm": cells["gbm_mean"].astype(float) if "gbm_mean" in cells else np.nan,
+            "gbm": cells["baseline_mean"].astype(float) if "baseline_mean" in cells else np.nan,
             "counted": cells.get("counted", pd.Series(True, index=cells.index)).astype(bool),
             "calibrated": cells.get("calibrated", pd.Series(False, index=cells.index)).astype(bool),
         }

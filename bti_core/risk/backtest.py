@@ -133,6 +133,11 @@ class BacktestResult:
             "calibrated_cells": self.calibrated,
             "counted_cells": len(self.counted),
             "skipped": self.skipped,
+            "symbols": (
+                sorted(map(str, self.predictions["symbol"].unique()))
+                if "symbol" in self.predictions
+                else []
+            ),
         }
 
 
@@ -622,6 +627,11 @@ def _finite(x: Any) -> Any:
     return x
 
 
+def json_payload(res: BacktestResult) -> dict[str, Any]:
+    """``res.to_json()`` as plain JSON values (no NaN: they become null)."""
+    payload: dict[str, Any] = _finite(json.loads(json.dumps(res.to_json(), default=str)))
+    return payload
+
+
 def write_json(res: BacktestResult, path: str | Path) -> None:
-    payload = _finite(json.loads(json.dumps(res.to_json(), default=str)))
-    Path(path).write_text(json.dumps(payload, indent=2, allow_nan=False))
+    Path(path).write_text(json.dumps(json_payload(res), indent=2, allow_nan=False))

@@ -66,7 +66,15 @@ class App:
         self.log.close()
 
 
-def start_app(data: Path, chain_port: int | None = None, **extra_env: str) -> App:
+def start_app(
+    data: Path,
+    chain_port: int | None = None,
+    *,
+    setup: tuple[tuple[str, ...], ...] = (),
+    **extra_env: str,
+) -> App:
+    """`bti demo`, then each `bti` command of ``setup`` (before anything else uses the chain),
+    then the dashboard and the worker."""
     chain_port = chain_port or free_port()
     env = {
         **os.environ,
@@ -83,6 +91,8 @@ def start_app(data: Path, chain_port: int | None = None, **extra_env: str) -> Ap
         check=True,
         capture_output=True,
     )
+    for args in setup:
+        subprocess.run([str(bin_dir / "bti"), *args], env=env, check=True, capture_output=True)
     port = free_port()
     log = (data / "streamlit.log").open("w")
     proc = subprocess.Popen(

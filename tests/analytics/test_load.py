@@ -1,0 +1,86 @@
+"""`load_book` on SQLite and PostgreSQL after a real crash: claims, decisions (automatic and
+by an underwriter), payouts and the market state at purchase, read back as the views see
+them; and the demo book bought over a demo history on its own anvil node."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bti_core.analytics.book import book_version, claims_summary, load_book, totals
+from bti_core.chain.node import AnvilNode, free_port
+from tests.claims.test_service import UNDERWRITER, World, buy, claim_of, crash, world  # noqa: F401
+
+
+def test_the_book_after_a_crash(world: World) -> None:  # noqa: F811
+    w = world
+    small = buy(w, "alice", coverage="100")
+    big = buy(w, "bob", coverage="140", leverage="20")
+    safe = buy(w, "carol", leverage="2", coverage="50")
+    w.claims.auto_limit = Decimal(120)
+    v0 = book_version(w.db)
+    crash(w)
+    w.claims.run()
+    assert book_version(w.db) != v0  # a claim changes the fingerprint the page caches on
+    w.claims.decide(claim_of(w, big).id or 0, UNDERWRITER, "approve", "mark confirms it")
+    book = load_book(w.db, w.wh).set_index("policy")
+    assert book.loc[small.id, "claim_state"] == "paid"
+    assert book.loc[small.id, "amount_paid"] == float(small.payout)
+    assert not book.loc[small.id, "referred"] and book.loc[big.id, "referred"]
+    assert book.loc[safe.id, "status"] == "active" and pd.isna(book.loc[safe.id, "claim"])
+    assert book.loc[big.id, "hours_to_decision"] >= 0
+    assert set(book["trend"]) <= {"up", "down", "sideways"}
+    assert set(book["vol_regime"]) <= {"low", "normal", "high"}
+    assert book.loc[big.id, "leverage_bucket"] == "10–20×"
+    t = totals(book.reset_index())
+    assert t.realised_loss == float(small.payout + big.payout)
+    assert t.open_cover == float(safe.payout)
+    c = claims_summary(book.reset_index())
+    assert (c.automatic, c.referred, c.undecided) == (1, 1, 0)
+
+
+@pytest.fixture
+def own_anvil(tmp_path: Path) -> Iterator[AnvilNode]:
+    """The demo book moves its chain's clock: its own node, not the session's."""
+    node = AnvilNode(tmp_path / "chain", port=free_port()).start()
+    yield node
+    node.stop(snapshot=False)
+
+
+def test_the_demo_book_is_bought_through_the_service_once(
+    data_dir: Path, own_anvil: AnvilNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bti_core.config import get_settings
+    from bti_core.demo_book import DemoBookError, book_state, build_demo_book
+    from bti_core.market.synthetic import generate_demo_markets
+    from bti_core.services import build_services
+    from tests.dashboard.conftest import _fill
+
+    last = pd.Timestamp.now(tz="UTC").floor("1h") - pd.Timedelta("1h")
+    markets = generate_demo_markets(
+        start=last - pd.Timedelta(hours=24 * 50 - 1), periods=24 * 50, seed=4
+    )
+    _fill(data_dir, markets, own_anvil, monkeypatch)
+    svc = build_services(get_settings())
+    try:
+        rep = build_demo_book(svc, policies=24, traders=4, seed=3)
+        assert rep.bought + rep.refused == 24 and rep.bought >= 12
+        book = load_book(svc.db, svc.warehouse)
+        assert len(book) == rep.bought and book["trader"].nunique() <= 4
+        assert book["start"].min() < last - pd.Timedelta(days=7)  # spread over the history
+        stats = svc.chain.pool_stats()
+        assert stats.policies == rep.bought  # every one bought on-chain
+        assert float(stats.premiums_in) == pytest.approx(book["premium"].sum())
+        assert float(stats.claims_paid) == pytest.approx(book["amount_paid"].sum())
+        assert book_state(svc) == "complete"
+        # the chain's clock is back at the present
+        block = svc.chain.w3.eth.get_block("latest")
+        assert abs(block["timestamp"] - pd.Timestamp.now("UTC").timestamp()) < 120
+        with pytest.raises(DemoBookError, match="already holds"):
+            build_demo_book(svc, policies=5)
+    finally:
+        svc.close()
