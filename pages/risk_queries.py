@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from bti_core.analytics import book as bk
-from bti_core.analytics.report import build_report
+from bti_core.analytics.report import build_report, forecast_note
 from bti_core.analytics.surface import probability_surface, reliability, stored_backtests
 from bti_core.errors import BTIError
 from dashboard import resources, risk_charts, text, views
@@ -97,15 +97,22 @@ if url != params:
 st.session_state["_rq_seeded"] = params
 mine = flt.for_user(user.username, uw)
 sel = mine.apply(full, now)
-t = bk.totals(sel)
+v = bk.book_views(sel)
+t = v.totals
 
 scope = "the whole book" if uw else "your policies"
+
+
+def whole(x: float) -> str:
+    return f"{x:,.0f} BTI"  # whole BTI: six figures side by side stay readable
+
+
 m = st.columns(6)
 m[0].metric("Policies", f"{t.policies:,}", help=f"In {scope}, under the filter")
-m[1].metric("Open cover", text.bti(t.open_cover), help="Payout of the pending and active ones")
-m[2].metric("Premiums", text.bti(t.premiums))
-m[3].metric("Expected loss", text.bti(t.expected_loss), help="Σ P(liquidation) × payout")
-m[4].metric("Realised loss", text.bti(t.realised_loss), help="Claims paid")
+m[1].metric("Open cover", whole(t.open_cover), help="Payout of the pending and active ones")
+m[2].metric("Premiums", whole(t.premiums))
+m[3].metric("Expected loss", whole(t.expected_loss), help="Σ P(liquidation) × payout")
+m[4].metric("Realised loss", whole(t.realised_loss), help="Claims paid")
 m[5].metric("Loss ratio", "–" if t.loss_ratio is None else f"{t.loss_ratio:.1%}")
 if full.empty:
     st.info("No policies yet: buy cover on the Buy insurance page (or run `bti demo book`).")
@@ -123,8 +130,11 @@ tabs = st.tabs(
 )
 
 with tabs[0]:
-    for key, title in (("symbol", "symbol"), ("side", "side"), ("leverage_bucket", "leverage")):
-        by = bk.exposure(sel, key)
+    for key, title, by in (
+        ("symbol", "symbol", v.by_symbol),
+        ("side", "side", v.by_side),
+        ("leverage_bucket", "leverage", v.by_leverage),
+    ):
         left, right = st.columns([3, 2])
         left.plotly_chart(
             risk_charts.exposure_figure(by, key, f"By {title}"), width="stretch", key=f"by_{key}"
@@ -137,17 +147,17 @@ with tabs[0]:
             },
         )
     left, right = st.columns(2)
-    left.plotly_chart(
-        risk_charts.risk_index_figure(bk.risk_index_distribution(sel)), width="stretch"
-    )
-    lr = bk.loss_ratio_over_time(sel)
+    left.plotly_chart(risk_charts.risk_index_figure(v.risk_index), width="stretch")
+    lr = v.loss_ratio
     if len(lr):
         right.plotly_chart(risk_charts.loss_ratio_figure(lr), width="stretch")
     else:
         right.caption("No premiums in the selection: no loss ratio to draw.")
 
 with tabs[1]:
-    symbols = sorted(set(sel["symbol"])) or KEYS["rq_symbols"][1]
+    # the symbols with open cover first, largest first (the map of an empty side is flat)
+    by_cover = v.by_symbol
+    symbols = list(by_cover["symbol"]) if len(by_cover) else KEYS["rq_symbols"][1]
     if not symbols:
         st.caption("No symbols.")
     else:
@@ -181,9 +191,12 @@ with tabs[1]:
             )
             lmap = bk.liquidation_map(sel, sym, mark)
             left, right = st.columns([3, 2])
-            left.plotly_chart(
-                risk_charts.liquidation_map_figure(lmap, mark, sym, s.price), width="stretch"
-            )
+            if lmap["claimed"].any():
+                left.plotly_chart(
+                    risk_charts.liquidation_map_figure(lmap, mark, sym, s.price), width="stretch"
+                )
+            else:
+                left.info(f"No open {sym} policy in the selection: nothing would be claimed.")
             with right:
                 st.markdown(
                     f"**{sym} {move:+d} % within 24 h** → mark {s.price:,.2f}".replace("-", "−")
@@ -194,7 +207,7 @@ with tabs[1]:
                     st.metric(
                         "Pool reserves after",
                         text.bti(s.reserves_after),
-                        delta=text.bti(-s.payout),
+                        delta=text.bti(-s.payout) if s.payout else None,
                         delta_color="inverse",
                     )
                     st.metric("Free reserves after", text.bti(s.free_after))
@@ -275,7 +288,7 @@ with tabs[4]:
             st.warning(str(exc))
 
 with tabs[5]:
-    cs = bk.claims_summary(sel)
+    cs = v.claims
     if cs.by_state.empty:
         st.caption("No claims in the selection.")
     else:
@@ -291,7 +304,10 @@ with tabs[5]:
             b.metric("Paid / premiums", f"{cs.paid / cs.premiums:.1%}" if cs.premiums else "–")
 
 with tabs[6]:
-    report = build_report(sel, mine, now=now, title="BTI risk report")
+    note = forecast_note(
+        resources.settings().forecasts_dir, [str(x) for x in v.by_symbol["symbol"].head(3)]
+    )
+    report = build_report(sel, mine, now=now, title="BTI risk report", views=v, forecast_note=note)
     st.markdown("\n\n".join(report.sentences()))
     d = st.columns(4)
     d[0].download_button("Text", report.text(), "bti-risk-report.txt", "text/plain")

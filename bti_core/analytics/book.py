@@ -729,3 +729,31 @@ def riskiest_cells(book: pd.DataFrame, n: int = 3) -> pd.DataFrame:
 
 def as_money(x: float | Decimal | None) -> str:
     return "–" if x is None else f"{float(x):,.2f} BTI"
+
+
+@dataclass(frozen=True)
+class BookViews:
+    """Every view of one selection, computed once per filter change (the page, the report and
+    the benchmark all take them from here)."""
+
+    totals: Totals
+    by_symbol: pd.DataFrame
+    by_side: pd.DataFrame
+    by_leverage: pd.DataFrame
+    risk_index: pd.DataFrame
+    loss_ratio: pd.DataFrame
+    claims: ClaimsSummary
+    riskiest: pd.DataFrame
+
+
+def book_views(sel: pd.DataFrame) -> BookViews:
+    return BookViews(
+        totals=totals(sel),
+        by_symbol=exposure(sel, "symbol"),
+        by_side=exposure(sel, "side"),
+        by_leverage=exposure(sel, "leverage_bucket"),
+        risk_index=risk_index_distribution(sel),
+        loss_ratio=loss_ratio_over_time(sel),
+        claims=claims_summary(sel),
+        riskiest=riskiest_cells(sel),
+    )

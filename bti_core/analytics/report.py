@@ -6,18 +6,11 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
-from bti_core.analytics.book import (
-    BookFilter,
-    ClaimsSummary,
-    Totals,
-    claims_summary,
-    exposure,
-    riskiest_cells,
-    totals,
-)
+from bti_core.analytics.book import BookFilter, BookViews, ClaimsSummary, Totals, book_views
 
 EXPORT_COLUMNS = [
     "policy",
@@ -244,19 +237,45 @@ def build_report(
     title: str = "BTI risk report",
     now: pd.Timestamp | None = None,
     forecast_note: str = "",
+    views: BookViews | None = None,
 ) -> Report:
-    """The report of ``book`` (already filtered by ``flt``)."""
+    """The report of ``book`` (already filtered by ``flt``; ``views``: its `book_views`, when
+    the caller has them already)."""
+    v = views if views is not None else book_views(book)
     rows = book[EXPORT_COLUMNS] if not book.empty else pd.DataFrame(columns=EXPORT_COLUMNS)
     return Report(
         title=title,
         described=flt.describe(),
         generated=now if now is not None else pd.Timestamp.now("UTC"),
-        totals=totals(book),
-        by_symbol=exposure(book, "symbol"),
-        by_side=exposure(book, "side"),
-        by_leverage=exposure(book, "leverage_bucket"),
-        riskiest=riskiest_cells(book),
-        claims=claims_summary(book),
+        totals=v.totals,
+        by_symbol=v.by_symbol,
+        by_side=v.by_side,
+        by_leverage=v.by_leverage,
+        riskiest=v.riskiest,
+        claims=v.claims,
         rows=rows.reset_index(drop=True),
         forecast_note=forecast_note,
     )
+
+
+def forecast_note(forecasts_dir: Path, symbols: list[str], horizon: int = 168) -> str:
+    """What the cached forecasts say of ``symbols`` over ``horizon`` hours, in one sentence:
+    the 80 % band of the mark price and the forecast volatility against today's."""
+    from bti_core.risk import forecast
+
+    parts = []
+    for sym in symbols:
+        price = forecast.cached(forecasts_dir, sym, "price")
+        vol = forecast.cached(forecasts_dir, sym, "vol")
+        if price is None or horizon not in price.horizons:
+            continue
+        row = price.frame().set_index("horizon").loc[horizon]
+        lo, hi = row["lo80"] / price.last - 1, row["hi80"] / price.last - 1
+        text = f"{sym} between {lo:+.1%} and {hi:+.1%} (80 %)"
+        if vol is not None and horizon in vol.horizons:
+            med = float(vol.frame()["median"].to_numpy()[list(vol.horizons).index(horizon)])
+            text += f", volatility {med:.0%} a year against {vol.last:.0%} over the last day"
+        parts.append(text.replace("-", "−"))
+    if not parts:
+        return ""
+    return f"The forecasts over the next {horizon // 24} days: " + "; ".join(parts) + "."
