@@ -12,7 +12,9 @@ _LAYOUT = {"margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "height": 330}
 
 
 def exposure_figure(by: pd.DataFrame, key: str, title: str) -> go.Figure:
-    """Open cover, expected and realised loss per value of ``key``."""
+    """Open cover, expected and realised loss per value of ``key`` (the first 25 values: the
+    table beside the chart has them all)."""
+    by = by.head(25)
     fig = go.Figure()
     x = by[key].astype(str)
     fig.add_bar(x=x, y=by["open_cover"], name="Open cover", marker_color=ACCENT)

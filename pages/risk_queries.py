@@ -11,10 +11,23 @@ import pandas as pd
 import streamlit as st
 
 from bti_core.analytics import book as bk
-from bti_core.analytics.report import build_report, forecast_note
+from bti_core.analytics.report import EXPORT_COLUMNS, build_report, forecast_note
 from bti_core.analytics.surface import probability_surface, reliability, stored_backtests
 from bti_core.errors import BTIError
 from dashboard import resources, risk_charts, text, views
+
+GROUPS = {
+    "symbol": "symbol",
+    "side": "side",
+    "leverage_bucket": "leverage",
+    "duration_bucket": "cover duration",
+    "order_type": "order type",
+    "margin_mode": "margin",
+    "trend": "trend at purchase",
+    "vol_regime": "volatility at purchase",
+    "trader": "trader",
+}
+SHOWN_ROWS = 1_000  # more rows than a person scrolls; they would only slow every rerun
 
 st.title("Risk queries")
 user = resources.signed_in_user()
@@ -117,6 +130,7 @@ m[5].metric("Loss ratio", "–" if t.loss_ratio is None else f"{t.loss_ratio:.1%
 if full.empty:
     st.info("No policies yet: buy cover on the Buy insurance page (or run `bti demo book`).")
 
+# lazy: only the open tab runs and is sent (one view's charts per filter change, not eleven)
 tabs = st.tabs(
     [
         "Book",
@@ -126,18 +140,22 @@ tabs = st.tabs(
         "Forecasts",
         "Claims",
         "Report",
-    ]
+    ],
+    key="rq_tab",
+    on_change="rerun",
 )
 
-with tabs[0]:
-    for key, title, by in (
-        ("symbol", "symbol", v.by_symbol),
-        ("side", "side", v.by_side),
-        ("leverage_bucket", "leverage", v.by_leverage),
-    ):
+if tabs[0].open:
+    with tabs[0]:
+        group = st.segmented_control(
+            "Group by", list(GROUPS), default="symbol", key="rq_group", format_func=GROUPS.get
+        )
+        key = group or "symbol"
+        ready = {"symbol": v.by_symbol, "side": v.by_side, "leverage_bucket": v.by_leverage}
+        by = ready[key] if key in ready else bk.exposure(sel, key)
         left, right = st.columns([3, 2])
         left.plotly_chart(
-            risk_charts.exposure_figure(by, key, f"By {title}"), width="stretch", key=f"by_{key}"
+            risk_charts.exposure_figure(by, key, f"By {GROUPS[key]}"), width="stretch"
         )
         right.dataframe(
             by,
@@ -146,174 +164,202 @@ with tabs[0]:
                 "loss_ratio": st.column_config.NumberColumn("loss ratio", format="percent")
             },
         )
-    left, right = st.columns(2)
-    left.plotly_chart(risk_charts.risk_index_figure(v.risk_index), width="stretch")
-    lr = v.loss_ratio
-    if len(lr):
-        right.plotly_chart(risk_charts.loss_ratio_figure(lr), width="stretch")
-    else:
-        right.caption("No premiums in the selection: no loss ratio to draw.")
-
-with tabs[1]:
-    # the symbols with open cover first, largest first (the map of an empty side is flat)
-    by_cover = v.by_symbol
-    symbols = list(by_cover["symbol"]) if len(by_cover) else KEYS["rq_symbols"][1]
-    if not symbols:
-        st.caption("No symbols.")
-    else:
-        c = st.columns([2, 3, 2])
-        sym = c[0].selectbox("Symbol", symbols, key="rq_map_symbol")
-        move = c[1].slider(
-            "Stress: mark price move within 24 h",
-            min_value=-50,
-            max_value=50,
-            value=-20,
-            step=1,
-            format="%d%%",
-            key="rq_stress",
-        )
-        try:
-            mark = resources.risk_engine().spot(sym)
-        except BTIError as exc:
-            st.warning(str(exc))
+        left, right = st.columns(2)
+        left.plotly_chart(risk_charts.risk_index_figure(v.risk_index), width="stretch")
+        lr = v.loss_ratio
+        if len(lr):
+            right.plotly_chart(risk_charts.loss_ratio_figure(lr), width="stretch")
         else:
-            pool = None
-            with contextlib.suppress(BTIError):
-                pool = resources.services().chain.pool_stats()
-            s = bk.stress(
-                sel,
-                sym,
-                move / 100,
-                mark,
-                now=now,
-                reserves=None if pool is None else float(pool.reserves),
-                locked=None if pool is None else float(pool.locked),
+            right.caption("No premiums in the selection: no loss ratio to draw.")
+
+if tabs[1].open:
+    with tabs[1]:
+        # the symbols with open cover first, largest first (the map of an empty side is flat)
+        by_cover = v.by_symbol
+        symbols = list(by_cover["symbol"]) if len(by_cover) else KEYS["rq_symbols"][1]
+        if not symbols:
+            st.caption("No symbols.")
+        else:
+            c = st.columns([2, 3, 2])
+            sym = c[0].selectbox("Symbol", symbols, key="rq_map_symbol")
+            move = c[1].slider(
+                "Stress: mark price move within 24 h",
+                min_value=-50,
+                max_value=50,
+                value=-20,
+                step=1,
+                format="%d%%",
+                key="rq_stress",
             )
-            lmap = bk.liquidation_map(sel, sym, mark)
-            left, right = st.columns([3, 2])
-            if lmap["claimed"].any():
-                left.plotly_chart(
-                    risk_charts.liquidation_map_figure(lmap, mark, sym, s.price), width="stretch"
-                )
+            try:
+                mark = resources.risk_engine().spot(sym)
+            except BTIError as exc:
+                st.warning(str(exc))
             else:
-                left.info(f"No open {sym} policy in the selection: nothing would be claimed.")
-            with right:
-                st.markdown(
-                    f"**{sym} {move:+d} % within 24 h** → mark {s.price:,.2f}".replace("-", "−")
+                pool = None
+                with contextlib.suppress(BTIError):
+                    pool = resources.services().chain.pool_stats()
+                s = bk.stress(
+                    sel,
+                    sym,
+                    move / 100,
+                    mark,
+                    now=now,
+                    reserves=None if pool is None else float(pool.reserves),
+                    locked=None if pool is None else float(pool.locked),
                 )
-                st.metric("Claims", f"{s.claims:,}", help=f"from {s.traders} traders")
-                st.metric("Payout", text.bti(s.payout))
-                if s.reserves_after is not None:
-                    st.metric(
-                        "Pool reserves after",
-                        text.bti(s.reserves_after),
-                        delta=text.bti(-s.payout) if s.payout else None,
-                        delta_color="inverse",
-                    )
-                    st.metric("Free reserves after", text.bti(s.free_after))
-                    st.caption(
-                        "Cover is fully collateralised: paying a claim takes its payout from the "
-                        "reserves and releases the same locked cover, so free reserves stay."
+                lmap = bk.liquidation_map(sel, sym, mark)
+                left, right = st.columns([3, 2])
+                if lmap["claimed"].any():
+                    left.plotly_chart(
+                        risk_charts.liquidation_map_figure(lmap, mark, sym, s.price),
+                        width="stretch",
                     )
                 else:
-                    st.caption("The pool's reserves are unknown: the chain did not answer.")
-            st.caption(
-                f"Open {sym} policies only: longs below the mark (claimed at or above the level), "
-                "shorts above. The chart and the numbers follow the filter."
-            )
-
-with tabs[2]:
-    syms = KEYS["rq_symbols"][1]
-    if not syms:
-        st.caption("No market data.")
-    else:
-        c = st.columns([2, 2, 4])
-        sym = c[0].selectbox("Symbol", syms, key="rq_surface_symbol")
-        side = c[1].segmented_control(
-            "Side", ["long", "short"], default="long", key="rq_surface_side"
-        )
-        try:
-            sr = resources.risk_engine().symbol_risk(sym)
-        except BTIError as exc:
-            st.warning(str(exc))
-        else:
-            learned = resources.services().learned
-            surf = probability_surface(
-                sr, 1 if side != "short" else -1, model=None if learned is None else learned.row
-            )
-            st.plotly_chart(risk_charts.surface_figure(surf), width="stretch")
-            st.caption(
-                f"An isolated {side or 'long'} opened at the mark price ({sr.spot:,.2f}, "
-                f"{sr.as_of:%Y-%m-%d %H:%M} UTC). "
-                + (
-                    "No learned model is registered (`bti train`)."
-                    if learned is None
-                    else f"Learned model: {learned.id}."
+                    left.info(f"No open {sym} policy in the selection: nothing would be claimed.")
+                with right:
+                    st.markdown(
+                        f"**{sym} {move:+d} % within 24 h** → mark {s.price:,.2f}".replace("-", "−")
+                    )
+                    st.metric("Claims", f"{s.claims:,}", help=f"from {s.traders} traders")
+                    st.metric("Payout", text.bti(s.payout))
+                    if s.reserves_after is not None:
+                        st.metric(
+                            "Pool reserves after",
+                            text.bti(s.reserves_after),
+                            delta=text.bti(-s.payout) if s.payout else None,
+                            delta_color="inverse",
+                        )
+                        st.metric("Free reserves after", text.bti(s.free_after))
+                        st.caption(
+                            "Cover is fully collateralised: paying a claim takes its payout "
+                            "from the reserves and releases the same locked cover, so free "
+                            "reserves stay."
+                        )
+                    else:
+                        st.caption("The pool's reserves are unknown: the chain did not answer.")
+                st.caption(
+                    f"Open {sym} policies only: longs below the mark (claimed at or above the "
+                    "level), shorts above. The chart and the numbers follow the filter."
                 )
+
+if tabs[2].open:
+    with tabs[2]:
+        syms = KEYS["rq_symbols"][1]
+        if not syms:
+            st.caption("No market data.")
+        else:
+            c = st.columns([2, 2, 4])
+            sym = c[0].selectbox("Symbol", syms, key="rq_surface_symbol")
+            side = c[1].segmented_control(
+                "Side", ["long", "short"], default="long", key="rq_surface_side"
             )
-            with st.expander("The numbers"):
-                st.dataframe(surf, hide_index=True)
+            try:
+                sr = resources.risk_engine().symbol_risk(sym)
+            except BTIError as exc:
+                st.warning(str(exc))
+            else:
+                learned = resources.services().learned
+                surf = probability_surface(
+                    sr, 1 if side != "short" else -1, model=None if learned is None else learned.row
+                )
+                st.plotly_chart(risk_charts.surface_figure(surf), width="stretch")
+                st.caption(
+                    f"An isolated {side or 'long'} opened at the mark price ({sr.spot:,.2f}, "
+                    f"{sr.as_of:%Y-%m-%d %H:%M} UTC). "
+                    + (
+                        "No learned model is registered (`bti train`)."
+                        if learned is None
+                        else f"Learned model: {learned.id}."
+                    )
+                )
+                with st.expander("The numbers"):
+                    st.dataframe(surf, hide_index=True)
 
-with tabs[3]:
-    runs = stored_backtests(resources.settings().data_dir / "backtests")
-    if not runs:
-        st.caption("No backtest stored yet: run `bti backtest --data DIR`.")
-    else:
-        c = st.columns([4, 2, 2])
-        run = c[0].selectbox("Backtest", runs, format_func=lambda r: r.label, key="rq_bt")
-        all_cells = reliability(run)
-        hs = c[1].multiselect("Horizon (h)", sorted(all_cells["horizon"].unique()), key="rq_bt_h")
-        ls = c[2].multiselect("Leverage", sorted(all_cells["leverage"].unique()), key="rq_bt_l")
-        cells = reliability(run, sides=flt.sides, horizons=tuple(hs), leverages=tuple(ls))
-        left, right = st.columns([3, 2])
-        left.plotly_chart(risk_charts.reliability_figure(cells), width="stretch")
-        right.dataframe(
-            cells[
-                ["side", "leverage", "horizon", "n", "realised", "predicted", "ratio", "calibrated"]
-            ],
-            hide_index=True,
+if tabs[3].open:
+    with tabs[3]:
+        runs = stored_backtests(resources.settings().data_dir / "backtests")
+        if not runs:
+            st.caption("No backtest stored yet: run `bti backtest --data DIR`.")
+        else:
+            c = st.columns([4, 2, 2])
+            run = c[0].selectbox("Backtest", runs, format_func=lambda r: r.label, key="rq_bt")
+            all_cells = reliability(run)
+            hs = c[1].multiselect(
+                "Horizon (h)", sorted(all_cells["horizon"].unique()), key="rq_bt_h"
+            )
+            ls = c[2].multiselect("Leverage", sorted(all_cells["leverage"].unique()), key="rq_bt_l")
+            cells = reliability(run, sides=flt.sides, horizons=tuple(hs), leverages=tuple(ls))
+            left, right = st.columns([3, 2])
+            left.plotly_chart(risk_charts.reliability_figure(cells), width="stretch")
+            right.dataframe(
+                cells[
+                    [
+                        "side",
+                        "leverage",
+                        "horizon",
+                        "n",
+                        "realised",
+                        "predicted",
+                        "ratio",
+                        "calibrated",
+                    ]
+                ],
+                hide_index=True,
+            )
+            st.caption(
+                f"{run.label}. A cell is calibrated when its realised rate is within the "
+                "predicted one's interval. Side follows the filter above."
+            )
+
+if tabs[4].open:
+    with tabs[4]:
+        syms = KEYS["rq_symbols"][1]
+        if syms:
+            sym = st.selectbox("Symbol", syms, key="rq_fc_symbol")
+            try:
+                views.forecasts(sym, resources.risk_engine().symbol_risk(sym).as_of)
+            except (BTIError, ValueError) as exc:
+                st.warning(str(exc))
+
+if tabs[5].open:
+    with tabs[5]:
+        cs = v.claims
+        if cs.by_state.empty:
+            st.caption("No claims in the selection.")
+        else:
+            left, right = st.columns([3, 2])
+            left.plotly_chart(risk_charts.claims_figure(cs.by_state), width="stretch")
+            with right:
+                st.dataframe(cs.by_state, hide_index=True)
+                a, b = st.columns(2)
+                a.metric("Decided automatically", f"{cs.automatic:,}")
+                b.metric("Referred", f"{cs.referred:,}")
+                med = cs.median_hours_to_decision
+                a.metric("Median time to decision", "–" if med is None else f"{med:.1f} h")
+                b.metric("Paid / premiums", f"{cs.paid / cs.premiums:.1%}" if cs.premiums else "–")
+
+if tabs[6].open:
+    with tabs[6]:
+        note = forecast_note(
+            resources.settings().forecasts_dir, [str(x) for x in v.by_symbol["symbol"].head(3)]
         )
-        st.caption(
-            f"{run.label}. A cell is calibrated when its realised rate is within the "
-            "predicted one's interval. Side follows the filter above."
+        report = build_report(
+            sel, mine, now=now, title="BTI risk report", views=v, forecast_note=note
         )
-
-with tabs[4]:
-    syms = KEYS["rq_symbols"][1]
-    if syms:
-        sym = st.selectbox("Symbol", syms, key="rq_fc_symbol")
-        try:
-            views.forecasts(sym, resources.risk_engine().symbol_risk(sym).as_of)
-        except (BTIError, ValueError) as exc:
-            st.warning(str(exc))
-
-with tabs[5]:
-    cs = v.claims
-    if cs.by_state.empty:
-        st.caption("No claims in the selection.")
-    else:
-        left, right = st.columns([3, 2])
-        left.plotly_chart(risk_charts.claims_figure(cs.by_state), width="stretch")
-        with right:
-            st.dataframe(cs.by_state, hide_index=True)
-            a, b = st.columns(2)
-            a.metric("Decided automatically", f"{cs.automatic:,}")
-            b.metric("Referred", f"{cs.referred:,}")
-            med = cs.median_hours_to_decision
-            a.metric("Median time to decision", "–" if med is None else f"{med:.1f} h")
-            b.metric("Paid / premiums", f"{cs.paid / cs.premiums:.1%}" if cs.premiums else "–")
-
-with tabs[6]:
-    note = forecast_note(
-        resources.settings().forecasts_dir, [str(x) for x in v.by_symbol["symbol"].head(3)]
-    )
-    report = build_report(sel, mine, now=now, title="BTI risk report", views=v, forecast_note=note)
-    st.markdown("\n\n".join(report.sentences()))
-    d = st.columns(4)
-    d[0].download_button("Text", report.text(), "bti-risk-report.txt", "text/plain")
-    d[1].download_button("CSV", report.csv(), "bti-risk-report.csv", "text/csv")
-    d[2].download_button("HTML", report.html(), "bti-risk-report.html", "text/html")
-    d[3].download_button(
-        "PDF", report.pdf, "bti-risk-report.pdf", "application/pdf", on_click="ignore"
-    )
-    st.dataframe(report.rows, hide_index=True, height=300)
+        st.markdown("\n\n".join(report.sentences()))
+        # built when clicked (a 100,000-row CSV takes a second and a half; a rerun should not)
+        d = st.columns(4)
+        for col, label, build, name, mime in (
+            (d[0], "Text", report.text, "bti-risk-report.txt", "text/plain"),
+            (d[1], "CSV", report.csv, "bti-risk-report.csv", "text/csv"),
+            (d[2], "HTML", report.html, "bti-risk-report.html", "text/html"),
+            (d[3], "PDF", report.pdf, "bti-risk-report.pdf", "application/pdf"),
+        ):
+            col.download_button(label, build, name, mime, on_click="ignore", key=f"rq_dl_{label}")
+        shown = report.selection.head(SHOWN_ROWS)[list(EXPORT_COLUMNS)]
+        st.dataframe(shown, hide_index=True, height=300)
+        if len(report.selection) > SHOWN_ROWS:
+            st.caption(
+                f"The first {SHOWN_ROWS:,} of {len(report.selection):,} policies; the CSV has all."
+            )

@@ -248,7 +248,26 @@ def load_book(db: Engine, warehouse: Warehouse | None = None) -> pd.DataFrame:
             ).set_index("index")
             f.loc[joined.index, "trend"] = joined["trend"].fillna("sideways")
             f.loc[joined.index, "vol_regime"] = joined["vol_regime"].fillna("normal")
-    return f[COLUMNS].reset_index(drop=True)
+    out = f[COLUMNS].reset_index(drop=True)
+    # few distinct values each: categories make every filter and group-by several times faster
+    for c in CATEGORIES:
+        out[c] = out[c].astype("category")
+    return out
+
+
+CATEGORIES = (
+    "trader",
+    "symbol",
+    "side",
+    "order_type",
+    "margin_mode",
+    "leverage_bucket",
+    "duration_bucket",
+    "status",
+    "trend",
+    "vol_regime",
+    "claim_state",
+)
 
 
 # ------------------------------------------------------------------ filters
@@ -534,18 +553,23 @@ def loss_ratio_over_time(book: pd.DataFrame, freq: str = "MS") -> pd.DataFrame:
     sold = book[_sold(book)] if not book.empty else book
     if sold.empty:
         return pd.DataFrame(columns=cols)
+    unit = {"MS": "M", "W": "W", "D": "D"}.get(freq)
+    if unit is None:
+        raise ValueError(f"freq must be MS, W or D; got {freq!r}")
+    # numpy's month (or week, day) of each purchase: a cast, not a Period per row
     period = (
         sold["start"]
         .dt.tz_convert("UTC")
         .dt.tz_localize(None)
-        .dt.to_period("M" if freq == "MS" else freq)
+        .to_numpy()
+        .astype(f"datetime64[{unit}]")
     )
     g = (
         pd.DataFrame(
             {
-                "period": period.dt.start_time,
-                "premiums": sold["premium"],
-                "realised_loss": sold["realised_loss"],
+                "period": period.astype("datetime64[ns]"),
+                "premiums": sold["premium"].to_numpy(),
+                "realised_loss": sold["realised_loss"].to_numpy(),
             }
         )
         .groupby("period")
@@ -690,7 +714,7 @@ def claims_summary(book: pd.DataFrame) -> ClaimsSummary:
                 "paid": c["amount_paid"],
             }
         )
-        .groupby("state")
+        .groupby("state", observed=True)
         .sum()
         .reset_index()
         .sort_values("claims", ascending=False)

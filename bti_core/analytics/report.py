@@ -5,7 +5,7 @@ so the page, the text and the files cannot disagree."""
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -57,8 +57,15 @@ class Report:
     by_leverage: pd.DataFrame
     riskiest: pd.DataFrame
     claims: ClaimsSummary
-    rows: pd.DataFrame  # the filtered policies, EXPORT_COLUMNS
+    selection: pd.DataFrame = field(repr=False)  # the filtered book
     forecast_note: str = ""
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        """The filtered policies, `EXPORT_COLUMNS` (built when a file is asked for)."""
+        if self.selection.empty:
+            return pd.DataFrame(columns=EXPORT_COLUMNS)
+        return self.selection[EXPORT_COLUMNS].reset_index(drop=True)
 
     def sentences(self) -> list[str]:
         """The summary in plain sentences (the text report, the PDF's first section)."""
@@ -67,7 +74,8 @@ class Report:
             return [f"No policies match ({self.described})."]
         out = [
             f"Selection: {self.described}.",
-            f"{t.policies:,} policies from {t.traders:,} trader{'s' if t.traders != 1 else ''}; "
+            f"{t.policies:,} polic{'y' if t.policies == 1 else 'ies'} from {t.traders:,} "
+            f"trader{'s' if t.traders != 1 else ''}; "
             f"{t.open_policies:,} open with {_bti(t.open_cover)} of cover.",
             f"Premiums collected {_bti(t.premiums)}; expected loss (probability × payout) "
             f"{_bti(t.expected_loss)}, of which {_bti(t.open_expected_loss)} on open policies; "
@@ -242,7 +250,6 @@ def build_report(
     """The report of ``book`` (already filtered by ``flt``; ``views``: its `book_views`, when
     the caller has them already)."""
     v = views if views is not None else book_views(book)
-    rows = book[EXPORT_COLUMNS] if not book.empty else pd.DataFrame(columns=EXPORT_COLUMNS)
     return Report(
         title=title,
         described=flt.describe(),
@@ -253,7 +260,7 @@ def build_report(
         by_leverage=v.by_leverage,
         riskiest=v.riskiest,
         claims=v.claims,
-        rows=rows.reset_index(drop=True),
+        selection=book,
         forecast_note=forecast_note,
     )
 
