@@ -84,3 +84,31 @@ def test_the_demo_book_is_bought_through_the_service_once(
             build_demo_book(svc, policies=5)
     finally:
         svc.close()
+
+
+def test_the_market_state_at_purchase_reads_no_later_bar(tmp_path: Path, demo: dict) -> None:
+    from bti_core.analytics.book import market_regimes
+    from bti_core.market.ingest import Ingestor
+    from bti_core.market.schema import Kind
+    from bti_core.market.warehouse import Warehouse
+
+    mark = demo["BTCUSDT"].mark
+    cut = mark["ts"].iloc[24 * 40]  # a purchase at this bar's open (of 60 days)
+    early = Warehouse(tmp_path / "early")
+    Ingestor(early, None).ingest_frame(
+        mark[mark["ts"] < cut], symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="t"
+    )
+    later = mark.copy()
+    after = later["ts"] >= cut
+    later.loc[after, ["open", "high", "low", "close"]] *= 0.5  # a crash from the purchase on
+    full = Warehouse(tmp_path / "full")
+    Ingestor(full, None).ingest_frame(
+        later, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="t"
+    )
+    a, b = market_regimes(early, "BTCUSDT"), market_regimes(full, "BTCUSDT")
+    known_a = a[a["known_at"] <= cut].iloc[-1]
+    known_b = b[b["known_at"] <= cut].iloc[-1]
+    assert known_a["known_at"] == known_b["known_at"] == cut  # the bar that closed at purchase
+    assert (known_a["trend"], known_a["vol_regime"]) == (known_b["trend"], known_b["vol_regime"])
+    # and the crash does show once its bars have closed
+    assert b[b["known_at"] > cut + pd.Timedelta(hours=30)]["trend"].iloc[0] == "down"
