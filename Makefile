@@ -53,6 +53,7 @@ bench: setup
 	$(PY) benchmarks/quote.py
 	$(PY) benchmarks/chain.py
 	$(PY) benchmarks/claims.py
+	$(PY) benchmarks/risk_queries.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/artifacts

@@ -27,7 +27,16 @@ GROUPS = {
     "vol_regime": "volatility at purchase",
     "trader": "trader",
 }
-SHOWN_ROWS = 1_000  # more rows than a person scrolls; they would only slow every rerun
+SHOWN_ROWS = 1_000
+MONEY_COLUMNS = {
+    "open_cover": st.column_config.NumberColumn("open cover", format="accounting"),
+    "premiums": st.column_config.NumberColumn("premiums", format="accounting"),
+    "expected_loss": st.column_config.NumberColumn("expected loss", format="accounting"),
+    "realised_loss": st.column_config.NumberColumn("realised loss", format="accounting"),
+    "loss_ratio": st.column_config.NumberColumn("loss ratio", format="percent"),
+    "claimed": st.column_config.NumberColumn("claimed", format="accounting"),
+    "paid": st.column_config.NumberColumn("paid", format="accounting"),
+}  # more rows than a person scrolls; they would only slow every rerun
 
 st.title("Risk queries")
 user = resources.signed_in_user()
@@ -157,13 +166,7 @@ if tabs[0].open:
         left.plotly_chart(
             risk_charts.exposure_figure(by, key, f"By {GROUPS[key]}"), width="stretch"
         )
-        right.dataframe(
-            by,
-            hide_index=True,
-            column_config={
-                "loss_ratio": st.column_config.NumberColumn("loss ratio", format="percent")
-            },
-        )
+        right.dataframe(by, hide_index=True, column_config=MONEY_COLUMNS)
         left, right = st.columns(2)
         left.plotly_chart(risk_charts.risk_index_figure(v.risk_index), width="stretch")
         lr = v.loss_ratio
@@ -331,7 +334,7 @@ if tabs[5].open:
             left, right = st.columns([3, 2])
             left.plotly_chart(risk_charts.claims_figure(cs.by_state), width="stretch")
             with right:
-                st.dataframe(cs.by_state, hide_index=True)
+                st.dataframe(cs.by_state, hide_index=True, column_config=MONEY_COLUMNS)
                 a, b = st.columns(2)
                 a.metric("Decided automatically", f"{cs.automatic:,}")
                 b.metric("Referred", f"{cs.referred:,}")
