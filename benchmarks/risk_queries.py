@@ -91,15 +91,15 @@ def fill(data: Path, n: int, seed: int = 0) -> tuple[str, dict[str, float]]:
                 "user_id": f"t{i % 300}",
                 "symbol": sym[i],
                 "inputs": {},
-                "liquidation_price": D(lp[i], 4),
-                "spot": D(entry[i], 4),
+                "liquidation_price": dec(lp[i], 4),
+                "spot": dec(entry[i], 4),
                 "probability": 0.05,
                 "probability_se": 0.001,
                 "baseline_probability": 0.04,
                 "risk_index": 40.0,
                 "risk_breakdown": [],
-                "payout": D(payout[i], 2),
-                "premium": D(payout[i] * 0.08, 2),
+                "payout": dec(payout[i], 2),
+                "premium": dec(payout[i] * 0.08, 2),
                 "premium_breakdown": {},
                 "checks": [],
             }
@@ -112,17 +112,17 @@ def fill(data: Path, n: int, seed: int = 0) -> tuple[str, dict[str, float]]:
                 "symbol": sym[i],
                 "side": side[i],
                 "quantity": Decimal(1),
-                "entry_price": D(entry[i], 4),
+                "entry_price": dec(entry[i], 4),
                 "leverage": Decimal(int(lev[i])),
                 "margin_mode": "isolated" if i % 7 else "cross",
                 "order_type": "market" if i % 4 else "limit",
-                "margin": D(payout[i], 2),
-                "liquidation_price": D(lp[i], 4),
-                "coverage": D(payout[i], 2),
+                "margin": dec(payout[i], 2),
+                "liquidation_price": dec(lp[i], 4),
+                "coverage": dec(payout[i], 2),
                 "share": Decimal(1),
                 "deductible": Decimal(0),
-                "payout": D(payout[i], 2),
-                "premium": D(payout[i] * 0.08, 2),
+                "payout": dec(payout[i], 2),
+                "premium": dec(payout[i] * 0.08, 2),
                 "probability": float(rng.uniform(0.005, 0.3)),
                 "risk_index": float(rng.uniform(0, 100)),
                 "start_at": s0,
@@ -140,12 +140,12 @@ def fill(data: Path, n: int, seed: int = 0) -> tuple[str, dict[str, float]]:
                     "state": "paid",
                     "opened_at": e0,
                     "trigger_at": e0,
-                    "trigger_price": D(lp[i], 4),
-                    "liquidation_price": D(lp[i], 4),
+                    "trigger_price": dec(lp[i], 4),
+                    "liquidation_price": dec(lp[i], 4),
                     "evidence": {},
                     "checks": [],
-                    "amount_claimed": D(payout[i], 2),
-                    "amount_approved": D(payout[i], 2),
+                    "amount_claimed": dec(payout[i], 2),
+                    "amount_approved": dec(payout[i], 2),
                     "claim_ref": "0x",
                     "updated_at": e0,
                 }
@@ -158,7 +158,7 @@ def fill(data: Path, n: int, seed: int = 0) -> tuple[str, dict[str, float]]:
     return url, spots
 
 
-def D(x: float, places: int) -> Decimal:
+def dec(x: float, places: int) -> Decimal:
     return Decimal(f"{float(x):.{places}f}")
 
 
@@ -259,7 +259,8 @@ def browser(data: Path, policies: int, clicks: int) -> None:
                 page.wait_for_function(idle, timeout=60_000)
             b.close()
         print(
-            f"browser: filter click → settled, {clicks} clicks: p50 {pct(times, 50) * 1000:.0f} ms, "
+            f"browser: filter click → settled, {clicks} clicks: "
+            f"p50 {pct(times, 50) * 1000:.0f} ms, "
             f"p95 {pct(times, 95) * 1000:.0f} ms (goal ≤ 1000 ms)"
         )
     finally:
@@ -286,7 +287,8 @@ def main() -> None:
             book = bk.load_book(eng, Warehouse(data / "warehouse"))
             loads.append(time.perf_counter() - t0)
         print(
-            f"load_book: {min(loads) * 1000:.0f} ms (best of 3; read again only when the book changes)"
+            f"load_book: {min(loads) * 1000:.0f} ms "
+            "(best of 3; read again only when the book changes)"
         )
         now = pd.Timestamp.now("UTC")
         rng = np.random.default_rng(1)
@@ -301,15 +303,17 @@ def main() -> None:
         filter_change(book, bk.BookFilter(), spots, now)
         whole = time.perf_counter() - t0
         print(
-            f"filter change, every view, {args.changes} random filters: p50 {pct(times, 50) * 1000:.0f} ms, "
-            f"p95 {pct(times, 95) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms; the whole book "
+            f"filter change, every view, {args.changes} random filters: "
+            f"p50 {pct(times, 50) * 1000:.0f} ms, p95 {pct(times, 95) * 1000:.0f} ms, "
+            f"max {max(times) * 1000:.0f} ms; the whole book "
             f"{whole * 1000:.0f} ms (goal ≤ 300 ms)"
         )
         t0 = time.perf_counter()
         rep = build_report(book, bk.BookFilter(), now=now)
         pdf = rep.pdf()
         print(
-            f"PDF report of the whole book: {time.perf_counter() - t0:.2f} s, {len(pdf) / 1024:.0f} KiB (goal ≤ 5 s)"
+            f"PDF report of the whole book: {time.perf_counter() - t0:.2f} s, "
+            f"{len(pdf) / 1024:.0f} KiB (goal ≤ 5 s)"
         )
         t0 = time.perf_counter()
         csv = rep.csv()

@@ -214,7 +214,7 @@ def _demo(
     if_missing: bool,
     quiet: bool = False,
 ) -> None:
-    from bti_core.market.demo import DemoState, demo_lock, read_marker, store_demo
+    from bti_core.market.demo import DEMO_FILES, DemoState, demo_lock, read_marker, store_demo
     from bti_core.market.synthetic import generate_demo_markets
 
     with demo_lock(warehouse):
@@ -242,13 +242,13 @@ def _demo(
                 start=start, periods=periods, timeframe=timeframe, seed=seed
             )
         with _progress(disable=quiet) as progress:
-            task = progress.add_task("storing demo markets", total=3 * len(markets))
+            task = progress.add_task("storing demo markets", total=DEMO_FILES * len(markets))
 
             def on_file(done: int, symbol: str, kind: Kind) -> None:
                 progress.update(task, completed=done, description=f"storing {symbol} {kind}")
 
             results = store_demo(ingestor, markets, timeframe=timeframe, seed=seed, on_file=on_file)
-            progress.update(task, completed=3 * len(markets))
+            progress.update(task, completed=DEMO_FILES * len(markets))
     if quiet:
         console.print(
             f"demo markets: {', '.join(markets)}, {days} days of {timeframe} bars, stored in "

@@ -1,6 +1,6 @@
 """A demo insured book, bought through the real service path over the demo markets' history.
 
-`bti demo book` (and `make run`, on a fresh install) walks the stored year in time order and,
+`bti demo-book` (and `make run`, on a fresh install) walks the stored year in time order and,
 at each purchase time ``t``: prices the quote from the market as it stood at ``t`` (the risk
 engine refitted monthly on the bars closed by then), moves the local chain's clock to ``t``
 (anvil's ``evm_setTime``) and buys through `InsuranceService.buy`, which pays the premium

@@ -146,3 +146,48 @@ def claims_figure(by_state: pd.DataFrame) -> go.Figure:
     fig = go.Figure(go.Bar(x=by_state["state"], y=by_state["claims"], marker_color=ACCENT))
     fig.update_layout(title="Claims by state", yaxis_title="claims", **_LAYOUT)
     return fig
+
+
+def context_figure(ctx: pd.DataFrame, symbol: str) -> go.Figure | None:
+    """Basis, funding, open interest and the long/short ratio, one panel each where the data
+    exist (None when none do)."""
+    panels = [
+        (c, title, fmt)
+        for c, title, fmt in (
+            ("basis", "Basis (mark ÷ last − 1)", ".3%"),
+            ("funding_rate", "Funding (per 8 h)", ".3%"),
+            ("open_interest_value", "Open interest (USDT)", "~s"),
+            ("long_short_ratio", "Long/short accounts", ".2f"),
+        )
+        if c in ctx and ctx[c].notna().any()
+    ]
+    if not panels:
+        return None
+    fig = make_subplots(
+        rows=len(panels),
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.06,
+        subplot_titles=[p[1] for p in panels],
+    )
+    colours = [ACCENT, MARK, UP, DOWN]
+    for i, (c, _title, fmt) in enumerate(panels, start=1):
+        fig.add_scatter(
+            x=ctx["ts"],
+            y=ctx[c],
+            mode="lines",
+            line={"color": colours[i - 1]},
+            showlegend=False,
+            row=i,
+            col=1,
+        )
+        fig.update_yaxes(tickformat=fmt, row=i, col=1)
+    if any(p[0] == "long_short_ratio" for p in panels):
+        row = [p[0] for p in panels].index("long_short_ratio") + 1
+        fig.add_hline(y=1.0, line_dash="dot", line_color="#6b7280", row=row, col=1)
+    fig.update_layout(
+        title=f"{symbol}: market context",
+        height=140 + 150 * len(panels),
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+    )
+    return fig

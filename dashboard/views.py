@@ -56,3 +56,41 @@ def forecasts(symbol: str, last_bar: pd.Timestamp) -> None:
             + f" by {fc.forecaster.replace('_', ' ')}. "
             + forecast.skill_note(forecasts_dir, fc.target, fc.forecaster)
         )
+
+
+def market_context(symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> None:
+    """Basis, funding, open interest and the long/short ratio of ``symbol`` (where stored)."""
+    from bti_core.analytics.context import market_context as read
+    from dashboard.risk_charts import context_figure
+
+    ctx = read(resources.warehouse(), symbol, start, end)
+    fig = context_figure(ctx, symbol)
+    if fig is None:
+        st.caption(f"No market context stored for {symbol}.")
+        return
+    st.plotly_chart(fig, width="stretch")
+    last = ctx.dropna(subset=["mark"]).iloc[-1] if ctx["mark"].notna().any() else None
+    missing = [
+        name
+        for col, name in (
+            ("open_interest_value", "open interest"),
+            ("long_short_ratio", "long/short ratio"),
+        )
+        if ctx[col].isna().all()
+    ]
+    parts = []
+    if last is not None:
+        parts.append(f"Latest ({last['ts']:%Y-%m-%d %H:%M} UTC): basis {last['basis']:+.3%}")
+        if pd.notna(last["funding_rate"]):
+            parts.append(f"funding {last['funding_rate']:+.4%} per 8 h")
+        if pd.notna(last["open_interest_value"]):
+            parts.append(f"open interest {last['open_interest_value'] / 1e6:,.1f} M USDT")
+        if pd.notna(last["long_short_ratio"]):
+            parts.append(f"{last['long_account']:.0%} of accounts long")
+    note = " · ".join(parts)
+    if missing:
+        note += (
+            f". No {' or '.join(missing)} stored: `bti ingest --exchange binanceusdm "
+            f"--symbol {symbol} --since …  --kind open_interest` (Binance keeps 30 days)."
+        )
+    st.caption(note)

@@ -148,6 +148,9 @@ st.plotly_chart(market_figure(view.bars, view.funding, chosen, view.symbol), wid
 st.subheader("Forecasts")
 views.forecasts(symbol, s.as_of)
 
+st.subheader("Market context")
+views.market_context(symbol, view.bars["ts"].iloc[0], view.bars["ts"].iloc[-1])
+
 with st.expander("Cleaning reports", expanded=False):
     if not view.reports:
         st.caption("No imports recorded for this symbol.")

@@ -137,7 +137,7 @@ m[3].metric("Expected loss", whole(t.expected_loss), help="Σ P(liquidation) × 
 m[4].metric("Realised loss", whole(t.realised_loss), help="Claims paid")
 m[5].metric("Loss ratio", "–" if t.loss_ratio is None else f"{t.loss_ratio:.1%}")
 if full.empty:
-    st.info("No policies yet: buy cover on the Buy insurance page (or run `bti demo book`).")
+    st.info("No policies yet: buy cover on the Buy insurance page (or run `bti demo-book`).")
 
 # lazy: only the open tab runs and is sent (one view's charts per filter change, not eleven)
 tabs = st.tabs(
@@ -147,6 +147,7 @@ tabs = st.tabs(
         "Probability surface",
         "Reliability",
         "Forecasts",
+        "Market context",
         "Claims",
         "Report",
     ],
@@ -327,6 +328,17 @@ if tabs[4].open:
 
 if tabs[5].open:
     with tabs[5]:
+        syms = KEYS["rq_symbols"][1]
+        if syms:
+            sym = st.selectbox("Symbol", syms, key="rq_ctx_symbol")
+            lo, hi = flt.window(now)
+            hi = now if hi is None else hi
+            lo = hi - pd.Timedelta(days=30) if lo is None else lo
+            views.market_context(sym, lo, hi)
+            st.caption("Over the filter's time range (the last 30 days when it has none).")
+
+if tabs[6].open:
+    with tabs[6]:
         cs = v.claims
         if cs.by_state.empty:
             st.caption("No claims in the selection.")
@@ -342,8 +354,8 @@ if tabs[5].open:
                 a.metric("Median time to decision", "–" if med is None else f"{med:.1f} h")
                 b.metric("Paid / premiums", f"{cs.paid / cs.premiums:.1%}" if cs.premiums else "–")
 
-if tabs[6].open:
-    with tabs[6]:
+if tabs[7].open:
+    with tabs[7]:
         note = forecast_note(
             resources.settings().forecasts_dir, [str(x) for x in v.by_symbol["symbol"].head(3)]
         )

@@ -39,6 +39,7 @@ from bti_core.market.schema import (
     PRICE_COLUMNS,
     BarFlag,
     Kind,
+    columns_for,
     timeframe_delta,
 )
 
@@ -54,6 +55,7 @@ REPORT_KINDS: dict[str, str] = {
     "missing_values": "rows with a missing value, dropped",
     "invalid_bars": "impossible bars (price ≤ 0, high < low, …), dropped",
     "invalid_rates": "funding rates beyond ±5 %, dropped",
+    "invalid_values": "readings not positive (or a long share not below 1), dropped",
     "out_of_order": "rows out of time order, sorted",
     "duplicates": "duplicate times, later row kept",
     "misaligned": "open times off the timeframe grid, dropped",
@@ -317,6 +319,39 @@ def clean_funding(
     df["ts"] = rounded
     df = _order_and_dedupe(df, report)
     _gaps(df["ts"], timeframe_delta(interval), report)
+    return _finish(df.reset_index(drop=True), report)
+
+
+def clean_context(
+    frame: pd.DataFrame, *, symbol: str, kind: Kind, timeframe: str
+) -> tuple[pd.DataFrame, CleaningReport]:
+    """Clean market-context readings (open interest, long/short ratio): one row per period,
+    on the timeframe's grid; values must be finite and positive, and the share of accounts
+    long within 0–1. Gaps are reported."""
+    cols = list(columns_for(kind))
+    report = CleaningReport(symbol=symbol, kind=str(kind), timeframe=timeframe, rows_in=len(frame))
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{kind} readings need the columns {', '.join(cols)}; missing {missing}")
+    df = _normalise_times(frame.loc[:, cols].copy(), report)
+    values = df[cols[1:]].apply(pd.to_numeric, errors="coerce")
+    df[cols[1:]] = values
+    df = _drop(
+        df,
+        values.isna().any(axis=1).to_numpy() | df["ts"].isna().to_numpy(),
+        "missing_values",
+        report,
+    )
+    v = df[cols[1:]].to_numpy(dtype=float)
+    bad = ~np.isfinite(v).all(axis=1) | (v <= 0).any(axis=1)
+    if kind is Kind.LONG_SHORT:
+        bad |= df["long_account"].to_numpy(dtype=float) >= 1
+    df = _drop(df, bad, "invalid_values", report)
+    step = timeframe_delta(timeframe)
+    off = (df["ts"] - df["ts"].dt.floor(step)) != pd.Timedelta(0)
+    df = _drop(df, off.to_numpy(), "misaligned", report)
+    df = _order_and_dedupe(df, report)
+    _gaps(df["ts"], step, report)
     return _finish(df.reset_index(drop=True), report)
 
 

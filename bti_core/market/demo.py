@@ -5,8 +5,9 @@ A demo killed halfway must not leave a symbol without its funding that ``bti dem
 
 - a marker, ``<warehouse>/.demo.json``, says ``pending`` before the first write and ``complete``
   after the last (written atomically);
-- each symbol is stored mark price, funding, then last price: a symbol is listed once its
-  last-price bars exist (`Warehouse.symbols`), so a listed demo symbol always has all three;
+- each symbol is stored mark price, funding, open interest, long/short ratio, then last price:
+  a symbol is listed once its last-price bars exist (`Warehouse.symbols`), so a listed demo
+  symbol always has all five;
 - ``--if-missing`` keeps a complete demo, and any warehouse without a marker (the user's own
   data), but redoes an interrupted one, first deleting what it had stored;
 - one lock serialises demos, so two ``make run`` at once make one demo.
@@ -28,10 +29,11 @@ import pandas as pd
 from bti_core.filelock import file_lock
 from bti_core.market.ingest import Ingestor, IngestResult
 from bti_core.market.schema import FUNDING_TIMEFRAME, Kind
-from bti_core.market.synthetic import DemoMarket
+from bti_core.market.synthetic import DemoMarket, market_context
 from bti_core.market.warehouse import Warehouse
 
 MARKER = ".demo.json"
+DEMO_FILES = 5  # per symbol: mark, funding, open interest, long/short ratio, last price
 
 
 class DemoState(StrEnum):
@@ -106,6 +108,8 @@ def store_demo(
         for symbol in previous.symbols:
             for kind, tf in (
                 (Kind.OHLCV, previous.timeframe),
+                (Kind.LONG_SHORT, previous.timeframe),
+                (Kind.OPEN_INTEREST, previous.timeframe),
                 (Kind.FUNDING, FUNDING_TIMEFRAME),
                 (Kind.MARK, previous.timeframe),
             ):
@@ -116,9 +120,12 @@ def store_demo(
     wh.sweep()
     results: list[IngestResult] = []
     for symbol, m in markets.items():
+        oi, ls = market_context(m, seed)
         for kind, frame, tf in (
             (Kind.MARK, m.mark, timeframe),
             (Kind.FUNDING, m.funding, FUNDING_TIMEFRAME),
+            (Kind.OPEN_INTEREST, oi, timeframe),
+            (Kind.LONG_SHORT, ls, timeframe),
             (Kind.OHLCV, m.ohlcv, timeframe),  # last: this lists the symbol
         ):
             if on_file:

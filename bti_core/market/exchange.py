@@ -12,7 +12,15 @@ from typing import Any
 import pandas as pd
 
 from bti_core.errors import ExchangeError
-from bti_core.market.schema import BAR_COLUMNS, FUNDING_COLUMNS, Kind, ccxt_symbol, timeframe_delta
+from bti_core.market.schema import (
+    BAR_COLUMNS,
+    CONTEXT_KINDS,
+    FUNDING_COLUMNS,
+    Kind,
+    ccxt_symbol,
+    columns_for,
+    timeframe_delta,
+)
 
 Progress = Callable[[int, int, str], None]
 
@@ -53,7 +61,8 @@ def download(
     """Page through an exchange's history from ``since`` to ``until`` (default: now).
 
     Bars still open at the time of the call are dropped: a bar is stored once it is final.
-    Mark-price bars use ccxt's ``params={"price": "mark"}``.
+    Mark-price bars use ccxt's ``params={"price": "mark"}``; open interest and the long/short
+    ratio are readings per ``timeframe`` (Binance: 5m … 1d, the last 30 days).
     """
     import ccxt
 
@@ -66,7 +75,9 @@ def download(
         exchange.load_markets()
         if market not in exchange.markets:
             raise ExchangeError(f"{exchange.id} has no market {market}")
-        if kind is Kind.FUNDING:
+        if kind in CONTEXT_KINDS:
+            frame = _context(exchange, market, kind, timeframe, start, end, span, progress)
+        elif kind is Kind.FUNDING:
             rows = _page(
                 lambda cur: exchange.fetch_funding_rate_history(
                     market, since=cur, limit=page_limit
@@ -109,6 +120,56 @@ def download(
         raise ExchangeError(f"{exchange.id}: {type(exc).__name__}: {exc}") from exc
     frame["ts"] = frame["ts"].astype("datetime64[us, UTC]")
     return frame.astype({c: "float64" for c in frame.columns if c != "ts"})
+
+
+CONTEXT_PAGE = 500  # Binance's most per request for its futures data statistics
+
+
+def _context(
+    exchange: Any,
+    market: str,
+    kind: Kind,
+    timeframe: str,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    span: int,
+    progress: Progress | None,
+) -> pd.DataFrame:
+    """Open interest or the accounts' long/short ratio, one reading per period, through
+    ccxt's ``fetch_open_interest_history`` / ``fetch_long_short_ratio_history`` (Binance keeps
+    the last 30 days of these). Each page asks for ``[cursor, cursor + 500 periods]``."""
+    step_ms = int(timeframe_delta(timeframe).total_seconds() * 1000)
+
+    def fetch(cursor: int) -> list[Any]:
+        until = {"until": cursor + step_ms * CONTEXT_PAGE}
+        if kind is Kind.OPEN_INTEREST:
+            return list(
+                exchange.fetch_open_interest_history(
+                    market, timeframe, since=cursor, limit=CONTEXT_PAGE, params=until
+                )
+            )
+        return list(
+            exchange.fetch_long_short_ratio_history(
+                market, timeframe, since=cursor, limit=CONTEXT_PAGE, params=until
+            )
+        )
+
+    rows = _page(fetch, lambda r: int(r["timestamp"]), start, end, span, progress, step_ms=step_ms)
+    ts = pd.to_datetime([int(r["timestamp"]) for r in rows], unit="ms", utc=True)
+    if kind is Kind.OPEN_INTEREST:
+        data = {
+            "open_interest": [r.get("openInterestAmount") for r in rows],
+            "open_interest_value": [r.get("openInterestValue") for r in rows],
+        }
+    else:
+        data = {
+            "long_short_ratio": [r.get("longShortRatio") for r in rows],
+            "long_account": [(r.get("info") or {}).get("longAccount") for r in rows],
+        }
+    frame = pd.DataFrame({"ts": ts, **data}, columns=list(columns_for(kind)))
+    for c in frame.columns[1:]:
+        frame[c] = pd.to_numeric(frame[c], errors="coerce")
+    return frame
 
 
 def _page(

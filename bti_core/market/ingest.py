@@ -23,9 +23,10 @@ from bti_core.market.cleaning import (
     DEFAULT_WICK_TOLERANCE,
     CleaningReport,
     clean_bars,
+    clean_context,
     clean_funding,
 )
-from bti_core.market.schema import Kind, allowed_times, canonical_symbol
+from bti_core.market.schema import CONTEXT_KINDS, Kind, allowed_times, canonical_symbol
 from bti_core.market.sources import (
     DEFAULT_LIMITS,
     ImportLimits,
@@ -40,7 +41,13 @@ Progress = Callable[[int, int, str], None]
 # Mark first (last-price wicks are checked against it), funding next, last price last: a symbol
 # is listed once its last-price bars exist, so an import killed halfway never lists a symbol
 # without its mark price and funding.
-_KIND_ORDER = {Kind.MARK: 0, Kind.FUNDING: 1, Kind.OHLCV: 2}
+_KIND_ORDER = {
+    Kind.MARK: 0,
+    Kind.FUNDING: 1,
+    Kind.OPEN_INTEREST: 2,
+    Kind.LONG_SHORT: 3,
+    Kind.OHLCV: 4,
+}
 
 
 def _check_frame_times(frame: pd.DataFrame, source: str, now: pd.Timestamp) -> None:
@@ -129,6 +136,8 @@ class Ingestor:
         import, not yet stored) holds; refuse it if no row survives."""
         if kind is Kind.FUNDING:
             clean, report = clean_funding(frame, symbol=symbol, interval=timeframe)
+        elif kind in CONTEXT_KINDS:
+            clean, report = clean_context(frame, symbol=symbol, kind=kind, timeframe=timeframe)
         else:
             same = [
                 p.clean

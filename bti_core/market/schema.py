@@ -21,15 +21,27 @@ class Kind(StrEnum):
     OHLCV = "ohlcv"
     MARK = "mark"
     FUNDING = "funding"
+    # market context (Binance's futures data statistics, through ccxt): readings, not bars
+    OPEN_INTEREST = "open_interest"
+    LONG_SHORT = "long_short"
 
 
 BAR_COLUMNS: tuple[str, ...] = ("ts", "open", "high", "low", "close", "volume")
 FUNDING_COLUMNS: tuple[str, ...] = ("ts", "funding_rate")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
+# open interest in contracts (base units) and in USDT, at the end of each period
+OPEN_INTEREST_COLUMNS: tuple[str, ...] = ("ts", "open_interest", "open_interest_value")
+# accounts long ÷ accounts short, and the share of accounts long (0–1)
+LONG_SHORT_COLUMNS: tuple[str, ...] = ("ts", "long_short_ratio", "long_account")
+CONTEXT_KINDS: tuple[Kind, ...] = (Kind.OPEN_INTEREST, Kind.LONG_SHORT)
 
 
 def columns_for(kind: Kind) -> tuple[str, ...]:
-    return FUNDING_COLUMNS if kind is Kind.FUNDING else BAR_COLUMNS
+    return {
+        Kind.FUNDING: FUNDING_COLUMNS,
+        Kind.OPEN_INTEREST: OPEN_INTEREST_COLUMNS,
+        Kind.LONG_SHORT: LONG_SHORT_COLUMNS,
+    }.get(kind, BAR_COLUMNS)
 
 
 class BarFlag(IntFlag):

@@ -244,6 +244,36 @@ def _bars_for(
     return DemoMarket(spec.symbol, timeframe, ohlcv[list(BAR_COLUMNS)], mark, funding)
 
 
+def market_context(m: DemoMarket, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Demo open interest and long/short ratio for ``m``, one reading per bar, made from its
+    mark prices so that they behave as the real series do: open interest (in contracts)
+    drifts with a slow AR(1) and is cut by deleveraging when the price falls fast (a 5 % fall
+    in a bar closes about 15 % of it); the accounts' long share mean-reverts around one half
+    and chases the last day's move (retail buys strength)."""
+    rng = np.random.default_rng(seed + 7919 * len(m.symbol))
+    close = m.mark["close"].to_numpy(dtype=float)
+    r = np.diff(np.log(close), prepend=np.log(close[0]))
+    n = len(close)
+    level = _ar1(rng, n, 0.995, 0.08) + np.log(2.5e8 / close[0])  # ≈ 250 M USDT at the start
+    cut = np.cumsum(np.minimum(0.0, 3.0 * np.minimum(r, 0.0) + 0.01) * (r < -0.01))
+    oi = np.exp(level + cut)
+    day = pd.Series(r).rolling(24, min_periods=1).sum().to_numpy()
+    share = 0.5 + 0.5 * np.tanh(_ar1(rng, n, 0.98, 0.15) + 4.0 * day)
+    share = np.clip(share, 0.2, 0.8)
+    ts = m.mark["ts"]
+    open_interest = pd.DataFrame(
+        {"ts": ts, "open_interest": np.round(oi, 3), "open_interest_value": np.round(oi * close, 2)}
+    )
+    long_short = pd.DataFrame(
+        {
+            "ts": ts,
+            "long_short_ratio": np.round(share / (1 - share), 4),
+            "long_account": np.round(share, 4),
+        }
+    )
+    return open_interest, long_short
+
+
 def _ar1(rng: np.random.Generator, n: int, phi: float, sd: float) -> np.ndarray:
     """Stationary AR(1) ``x_t = φ·x_{t−1} + ε_t`` with standard deviation ``sd``.
 

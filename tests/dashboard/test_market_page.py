@@ -24,7 +24,9 @@ def test_market_page_shows_symbol_figures_and_chart(filled: Path, demo: dict) ->
     last_close = demo["BTCUSDT"].ohlcv["close"].iloc[-1]
     assert metrics["Last price"] == f"{last_close:,.2f}"
     assert metrics["Funding (8 h)"].endswith("%")
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("plotly_chart")) == 2  # the market, and its context (basis, funding)
+    captions = "\n".join(c.value for c in at.caption)
+    assert "No open interest or long/short ratio stored" in captions  # none imported here
     reports = "\n".join(t.value for t in at.text)
     assert "2 exchange listing placeholders, removed" in reports
 
@@ -97,7 +99,7 @@ def test_forecasts_show_what_the_worker_cached(filled: Path) -> None:
     (filled / "forecasts" / "skill.json").unlink()
     assert refresh_due(wh, filled / "forecasts", seen) == 2  # back to the shipped choice
     at = _app()
-    assert len(at.get("plotly_chart")) == 3  # the market, and the two forecast fans
+    assert len(at.get("plotly_chart")) == 4  # the market, the two forecast fans, the context
     captions = " ".join(c.value for c in at.caption)
     # no evaluation here: the development data's, shipped, chose them and says how they scored
     assert "by random walk. In the development data's evaluation (226 origins" in captions

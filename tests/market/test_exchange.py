@@ -33,9 +33,15 @@ class Replay:
             return json.loads((GOLDEN / "exchangeInfo.json").read_text())
         q = {k: v[0] for k, v in parse_qs(u.query).items()}
         rows = json.loads((GOLDEN / f"{endpoint}.json").read_text())
-        time_of = (lambda r: r["fundingTime"]) if endpoint == "fundingRate" else (lambda r: r[0])
+
+        def time_of(r: Any) -> int:
+            if isinstance(r, dict):
+                return int(r.get("fundingTime", r.get("timestamp", 0)))
+            return int(r[0])
+
         start, limit = int(q.get("startTime", 0)), int(q.get("limit", 500))
-        return [r for r in rows if time_of(r) >= start][:limit]
+        end = int(q.get("endTime", 2**62))
+        return [r for r in rows if start <= time_of(r) <= end][:limit]
 
 
 @pytest.fixture
@@ -68,6 +74,37 @@ def test_funding_history(exchange: Any) -> None:
     )
     assert df["funding_rate"].tolist()[:2] == [0.00037409, 0.00022]
     assert len(df) == 6
+
+
+def test_open_interest_and_long_short_history(exchange: Any) -> None:
+    from bti_core.market.ingest import Ingestor
+    from bti_core.market.warehouse import Warehouse
+
+    oi = download(exchange, "BTCUSDT", Kind.OPEN_INTEREST, since="2024-01-01", until="2024-01-03")
+    assert len(oi) == 48 and list(oi.columns) == ["ts", "open_interest", "open_interest_value"]
+    assert oi["ts"].diff().dropna().eq(pd.Timedelta(hours=1)).all()
+    first = json.loads((GOLDEN / "openInterestHist.json").read_text())[0]
+    assert oi["open_interest"].iloc[0] == pytest.approx(float(first["sumOpenInterest"]))
+    assert oi["open_interest_value"].iloc[0] == pytest.approx(float(first["sumOpenInterestValue"]))
+    assert any("openInterestHist" in c for c in exchange.fetch.calls)
+    ls = download(exchange, "BTCUSDT", Kind.LONG_SHORT, since="2024-01-01", until="2024-01-03")
+    assert len(ls) == 49  # as sent: one repeated, one zero
+    assert ls["long_account"].between(0, 1).all()
+    # through the importer: the repeat and the zero reading are dropped and reported
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ing = Ingestor(Warehouse(tmp), None)
+        res = ing.ingest_frame(
+            ls, symbol="BTCUSDT", kind=Kind.LONG_SHORT, timeframe="1h", source="t"
+        )
+        assert res.report.rows_out == 47
+        text = "\n".join(res.report.lines())
+        assert "not positive" in text and "duplicate times" in text
+        stored = ing.warehouse.query(Kind.LONG_SHORT, "BTCUSDT", "1h")
+        assert len(stored) == 47 and (stored["long_short_ratio"] > 0).all()
+        ing.ingest_frame(oi, symbol="BTCUSDT", kind=Kind.OPEN_INTEREST, timeframe="1h", source="t")
+        assert len(ing.warehouse.query(Kind.OPEN_INTEREST, "BTCUSDT", "1h")) == 48
 
 
 def test_unknown_market_and_exchange(exchange: Any) -> None:
