@@ -302,6 +302,21 @@ def _time(name: str, value: str | None) -> pd.Timestamp | None:
     return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
+# each choice of a filter: its field, the book's column it filters, and its name in words
+CHOICES: dict[str, tuple[str, str]] = {
+    "symbols": ("symbol", "symbol"),
+    "sides": ("side", "side"),
+    "order_types": ("order_type", "order type"),
+    "margin_modes": ("margin_mode", "margin"),
+    "leverage": ("leverage_bucket", "leverage"),
+    "duration": ("duration_bucket", "duration"),
+    "trends": ("trend", "trend at purchase"),
+    "vol_regimes": ("vol_regime", "volatility at purchase"),
+    "statuses": ("status", "status"),
+    "traders": ("trader", "trader"),
+}
+
+
 @dataclass(frozen=True)
 class BookFilter:
     """What a Risk Queries view shows; an empty choice means all. Kept in the page's URL
@@ -414,18 +429,8 @@ class BookFilter:
             keep &= (book["start"] >= lo).to_numpy()
         if hi is not None:
             keep &= (book["start"] < hi).to_numpy()
-        for column, chosen in (
-            ("symbol", self.symbols),
-            ("side", self.sides),
-            ("order_type", self.order_types),
-            ("margin_mode", self.margin_modes),
-            ("leverage_bucket", self.leverage),
-            ("duration_bucket", self.duration),
-            ("trend", self.trends),
-            ("vol_regime", self.vol_regimes),
-            ("status", self.statuses),
-            ("trader", self.traders),
-        ):
+        for name, (column, _label) in CHOICES.items():
+            chosen = getattr(self, name)
             if chosen:
                 keep &= book[column].isin(chosen).to_numpy()
         return book[keep]
@@ -441,18 +446,8 @@ class BookFilter:
             parts.append(
                 f"bought in the last {self.range.replace('d', ' days').replace('1y', 'year')}"
             )
-        for label, chosen in (
-            ("symbol", self.symbols),
-            ("side", self.sides),
-            ("order type", self.order_types),
-            ("margin", self.margin_modes),
-            ("leverage", self.leverage),
-            ("duration", self.duration),
-            ("trend at purchase", self.trends),
-            ("volatility at purchase", self.vol_regimes),
-            ("status", self.statuses),
-            ("trader", self.traders),
-        ):
+        for name, (_column, label) in CHOICES.items():
+            chosen = getattr(self, name)
             if chosen:
                 parts.append(f"{label} {' or '.join(chosen)}")
         return "; ".join(parts) if parts else "the whole book"

@@ -10,31 +10,31 @@ from pathlib import Path
 
 import pandas as pd
 
-from bti_core.analytics.book import BookFilter, BookViews, ClaimsSummary, Totals, book_views
+from bti_core.analytics.book import (
+    COLUMNS,
+    BookFilter,
+    BookViews,
+    ClaimsSummary,
+    Totals,
+    book_views,
+)
 
+# the book's columns a person reads (buckets and claim bookkeeping left out)
 EXPORT_COLUMNS = [
-    "policy",
-    "trader",
-    "symbol",
-    "side",
-    "order_type",
-    "margin_mode",
-    "leverage",
-    "duration_hours",
-    "liquidation_price",
-    "coverage",
-    "payout",
-    "premium",
-    "probability",
-    "expected_loss",
-    "risk_index",
-    "status",
-    "start",
-    "end",
-    "trend",
-    "vol_regime",
-    "claim_state",
-    "amount_paid",
+    c
+    for c in COLUMNS
+    if c
+    not in (
+        "leverage_bucket",
+        "duration_bucket",
+        "entry_price",
+        "claim",
+        "claim_opened",
+        "decided",
+        "referred",
+        "hours_to_decision",
+        "realised_loss",
+    )
 ]
 
 
