@@ -1,0 +1,1 @@
+"""Real-time analysis: the scoring module shared by every streaming engine."""

@@ -1,0 +1,154 @@
+"""The streaming scoring module: events on a hand-made path, windows, the GJR update, bad
+ticks, a restart from the JSON state, and the same events and state whether the ticks come in
+one batch or in many."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bti_core.stream.scoring import HOUR_MS, Book, Rules, SymbolState, prob_points, score
+
+T0 = 1_700_000_000_000 // HOUR_MS * HOUR_MS  # on the hour
+
+
+def state(**kw: float) -> SymbolState:
+    base = {"omega": 1e-6, "alpha": 0.05, "gamma": 0.04, "beta": 0.9, "sigma2": 1e-4}
+    return SymbolState("BTCUSDT", **{**base, **kw})
+
+
+def book(*rows: tuple[int, int, float, int, int]) -> Book:
+    """(policy, side, liquidation price, start, end) — times in minutes after T0."""
+    return Book.of(
+        [
+            {
+                "policy": pid,
+                "side": side,
+                "liquidation": lp,
+                "payout": 100.0,
+                "start_ms": T0 + a * 60_000,
+                "end_ms": T0 + b * 60_000,
+                "probability0": 0.05,
+                "risk_index0": 40.0,
+            }
+            for pid, side, lp, a, b in rows
+        ]
+    )
+
+
+def ticks(
+    prices: list[float], every_s: int = 60, start_min: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    ts = T0 + start_min * 60_000 + np.arange(len(prices), dtype=np.int64) * every_s * 1000
+    return ts, np.asarray(prices, dtype=float)
+
+
+def test_a_long_and_a_short_on_a_hand_made_path() -> None:
+    b = book((1, +1, 90.0, -10, 600), (2, -1, 110.0, -10, 600))
+    ts, px = ticks([100, 95, 93, 89, 91, 105, 108.5, 111, 100])
+    _, events, scores = score(state(), b, ts, px)
+    got = [(e.kind, e.policy, e.price, e.value) for e in events]
+    # long: 5 % barrier 90/0.95 = 94.74 (first at 93), 2 % 90/0.98 = 91.84 (at 89), LP at 89
+    # short: 5 % barrier 110/1.05 = 104.76 (at 105), 2 % 110/1.02 = 107.84 (at 108.5), LP at 111
+    assert got == [
+        ("near_liquidation", 1, 93.0, 0.05),
+        ("liquidation", 1, 89.0, 0.0),
+        ("near_liquidation", 1, 89.0, 0.02),
+        ("near_liquidation", 2, 105.0, 0.05),
+        ("near_liquidation", 2, 108.5, 0.02),
+        ("liquidation", 2, 111.0, 0.0),
+    ]
+    assert scores is not None and scores.price == 100.0
+    assert scores.distance.tolist() == pytest.approx([0.10, 0.10])
+
+
+def test_a_tick_outside_the_window_liquidates_nothing() -> None:
+    # policy 1 starts after the dip; policy 2 has ended before it
+    b = book((1, +1, 90.0, 5, 600), (2, +1, 90.0, -60, 2))
+    ts, px = ticks([100, 100, 100, 89, 95, 95, 88])  # the dips at minutes 4 and 7
+    _, events, _ = score(state(), b, ts, px)
+    liq = [(e.policy, e.price) for e in events if e.kind == "liquidation"]
+    assert liq == [(1, 88.0)]  # policy 1 only, at its first dip after its start
+
+
+def test_each_hour_close_updates_the_gjr_variance_and_raises_a_spike() -> None:
+    st0 = state(sigma2=1e-4)
+    # closes: hour 0 at 100, hour 1 at 90 (a −10.5 % hour: > 4σ at σ = 1 %), hour 2 at 91
+    ts = np.array([T0 + 30 * 60_000, T0 + HOUR_MS + 30 * 60_000, T0 + 2 * HOUR_MS + 60_000])
+    new, events, _ = score(st0, book(), ts, np.array([100.0, 90.0, 91.0]))
+    r = math.log(90 / 100)
+    want = st0.omega + (st0.alpha + st0.gamma) * r * r + st0.beta * st0.sigma2
+    assert new.sigma2 == pytest.approx(want)  # hour 1 closed when hour 2's tick came
+    spike = [e for e in events if e.kind == "volatility_spike"]
+    assert len(spike) == 1 and spike[0].at_ms == T0 + 2 * HOUR_MS
+    assert spike[0].value == pytest.approx(r / 0.01)
+
+
+def test_the_risk_index_re_scores_the_probability_factor() -> None:
+    b = book((1, +1, 99.0, -10, 6000))
+    st0 = state(sigma2=(0.02) ** 2)
+    ts = np.array([T0 + 60_000, T0 + HOUR_MS + 60_000])
+    _, events, scores = score(st0, b, ts, np.array([100.0, 99.5]), Rules(risk_index_level=50))
+    assert scores is not None
+    p = float(scores.probability[0])
+    assert scores.risk_index[0] == pytest.approx(
+        40 - float(prob_points(0.05)) + float(prob_points(p))
+    )
+    assert [e.kind for e in events].count("risk_index") == 1
+
+
+@pytest.mark.parametrize(
+    ("ts", "px", "message"),
+    [
+        ([T0 + 2, T0 + 1], [100.0, 100.0], "time order"),
+        ([T0 + 1], [-5.0], "positive"),
+        ([T0 + 1], [float("nan")], "positive"),
+        ([T0 + 1, T0 + 2], [100.0], "2 tick times but 1 prices"),
+    ],
+)
+def test_bad_ticks_are_refused(ts: list[int], px: list[float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        score(state(), book(), np.array(ts), np.array(px))
+
+
+def _random_case(seed: int, n: int) -> tuple[Book, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ts = T0 + np.cumsum(rng.integers(1, 90_000, n)).astype(np.int64)  # ticks up to 90 s apart
+    px = 100 * np.exp(np.cumsum(rng.normal(0, 0.004, n)))
+    span = int(ts[-1] - T0) // 60_000
+    rows = []
+    for pid in range(40):
+        side = int(rng.choice([1, -1]))
+        lev = float(rng.choice([5, 10, 20, 50]))
+        lp = 100 * (1 - side * 0.9 / lev)
+        a = int(rng.integers(-60, span))
+        rows.append((pid, side, lp, a, a + int(rng.integers(10, 3 * span))))
+    return book(*rows), ts, px
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), cuts=st.lists(st.integers(1, 1999), max_size=12))
+def test_one_batch_or_many_give_the_same_events_and_state(seed: int, cuts: list[int]) -> None:
+    b, ts, px = _random_case(seed, 2000)
+    rules = Rules(risk_index_level=45, spike_sigmas=2.0)  # low enough that every kind fires
+    whole, events, scores = score(state(), b, ts, px, rules)
+    assert {"liquidation", "near_liquidation", "risk_index"} <= {e.kind for e in events}
+    bounds = [0, *sorted(set(cuts)), len(ts)]
+    s, split_events, last = state(), [], None
+    for lo, hi in itertools.pairwise(bounds):
+        # each batch restarts from the JSON checkpoint, as a restarted process would
+        s = SymbolState.from_json(s.to_json())
+        s, ev, sc = score(s, b, ts[lo:hi], px[lo:hi], rules)
+        split_events += ev
+        last = sc if sc is not None else last
+    assert split_events == events
+    assert s.to_json() == whole.to_json()
+    assert last is not None and scores is not None
+    assert np.array_equal(last.risk_index, scores.risk_index)
+    assert np.array_equal(last.probability, scores.probability)
+    assert whole.offset == len(ts)
