@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, BigInteger, Column
 from sqlmodel import Field, SQLModel
 
 from bti_core.db.types import Money, UTCDateTime, utcnow
@@ -230,3 +230,37 @@ class RiskModelRecord(SQLModel, table=True):
     features: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     path: str = Field(max_length=1000, description="the .skops file; the card beside it")
+
+
+class Alert(SQLModel, table=True):
+    """An alert of the real-time pipeline: on a trader's policy (``user_id`` its trader) or
+    global (``user_id`` None, for underwriters). ``key`` makes writing it idempotent: a batch
+    processed again after a restart adds nothing."""
+
+    __tablename__ = "alert"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=64, unique=True)
+    symbol: str = Field(max_length=40, index=True)
+    kind: str = Field(max_length=24)
+    policy_id: int | None = Field(default=None, index=True)
+    user_id: str | None = Field(default=None, max_length=80, index=True)
+    at: datetime = Field(sa_type=UTCDateTime, index=True)
+    price: float
+    value: float
+    message: str = Field(max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    acknowledged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    acknowledged_by: str | None = Field(default=None, max_length=80)
+
+
+class StreamCheckpoint(SQLModel, table=True):
+    """Where a stream is: its source offset and every symbol's scoring state, written in the
+    same transaction as the alerts of the ticks up to that offset."""
+
+    __tablename__ = "stream_checkpoint"
+
+    name: str = Field(primary_key=True, max_length=120)
+    offset: int = Field(sa_type=BigInteger)
+    state: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -1,0 +1,147 @@
+"""Where the real-time pipeline writes: alerts and checkpoints, in one transaction.
+
+A batch's alerts and the checkpoint after it (every symbol's `SymbolState` and the source
+offset) are written together, so a process killed at any point either wrote both or neither;
+each alert also carries a key (a hash of what raised it) that the table holds unique, so a
+batch processed again after a restart — from an older checkpoint, by another process — adds
+nothing. Claims need no such key: a policy has at most one claim (a unique column).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col, select
+
+from bti_core.auth import User
+from bti_core.db.engine import session_scope, write_scope
+from bti_core.db.models import Alert, StreamCheckpoint
+from bti_core.db.types import utcnow
+from bti_core.errors import BTIError
+from bti_core.stream.scoring import Event
+
+MESSAGES: dict[str, Callable[[Event], str]] = {
+    "liquidation": lambda e: (
+        f"{e.symbol} policy #{e.policy}: the mark price reached its liquidation price at "
+        f"{e.price:,.4g}; its claim opens now"
+    ),
+    "near_liquidation": lambda e: (
+        f"{e.symbol} policy #{e.policy}: the mark price {e.price:,.4g} is within "
+        f"{e.value:.0%} of its liquidation price"
+    ),
+    "risk_index": lambda e: f"{e.symbol} policy #{e.policy}: risk index {e.value:.0f} of 100",
+    "volatility_spike": lambda e: (
+        f"{e.symbol}: an hourly move of {e.value:+.1f} σ (close {e.price:,.4g})".replace("-", "−")
+    ),
+}
+
+
+class AlertError(BTIError, ValueError):
+    """An alert that cannot be acknowledged by who asks (unknown, someone else's)."""
+
+
+def alert_key(stream: str, e: Event) -> str:
+    """What raised the alert, hashed: the same event of the same stream has the same key."""
+    raw = f"{stream}|{e.symbol}|{e.kind}|{e.policy}|{e.at_ms}|{e.value:.12g}"
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _insert(db: Engine, table: Any) -> Any:
+    return (postgresql if db.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+@dataclass(frozen=True)
+class Written:
+    alerts: int  # new rows (events seen before are not counted)
+    offset: int
+
+
+def write_batch(
+    db: Engine,
+    stream: str,
+    events: Sequence[Event],
+    *,
+    owners: dict[int, str],
+    offset: int,
+    state: dict[str, Any],
+) -> Written:
+    """Store ``events`` as alerts (``owners``: policy id → trader) and the checkpoint, in one
+    transaction; an alert already stored is skipped, a checkpoint never moves back."""
+    now = utcnow()
+    rows = [
+        {
+            "key": alert_key(stream, e),
+            "symbol": e.symbol,
+            "kind": e.kind,
+            "policy_id": e.policy,
+            "user_id": None if e.policy is None else owners.get(e.policy),
+            "at": datetime.fromtimestamp(e.at_ms / 1000, tz=UTC),
+            "price": float(e.price),
+            "value": float(e.value),
+            "message": MESSAGES[e.kind](e)[:500],
+            "created_at": now,
+        }
+        for e in events
+    ]
+    with write_scope(db, lock=f"stream:{stream}") as s:
+        added = 0
+        if rows:
+            # the stream's writes are serialised (the lock above; SQLite's writes all are), so
+            # the keys seen here are exact; the unique key stays the guarantee
+            keys = [r["key"] for r in rows]
+            seen = set(s.exec(select(Alert.key).where(col(Alert.key).in_(keys))).all())
+            fresh = [r for r in rows if r["key"] not in seen]
+            if fresh:
+                stmt = _insert(db, Alert.__table__).on_conflict_do_nothing(  # type: ignore[attr-defined]
+                    index_elements=["key"]
+                )
+                s.connection().execute(stmt, fresh)
+            added = len(fresh)
+        cp = s.get(StreamCheckpoint, stream, with_for_update=True)
+        if cp is None:
+            s.add(StreamCheckpoint(name=stream, offset=offset, state=state, updated_at=now))
+        elif offset >= cp.offset:
+            cp.offset, cp.state, cp.updated_at = offset, state, now
+            s.add(cp)
+    return Written(added, offset)
+
+
+def load_checkpoint(db: Engine, stream: str) -> tuple[int, dict[str, Any]]:
+    """(offset, state) of ``stream``: (0, {}) before its first batch."""
+    with session_scope(db) as s:
+        cp = s.get(StreamCheckpoint, stream)
+        return (0, {}) if cp is None else (int(cp.offset), dict(cp.state))
+
+
+def alerts_for(
+    db: Engine, user: User, *, unacknowledged: bool = False, limit: int = 200
+) -> list[Alert]:
+    """A trader's alerts on their policies; an underwriter's: every alert. Newest first."""
+    with session_scope(db) as s:
+        stmt = select(Alert)
+        if not user.is_underwriter:
+            stmt = stmt.where(Alert.user_id == user.username)
+        if unacknowledged:
+            stmt = stmt.where(col(Alert.acknowledged_at).is_(None))
+        stmt = stmt.order_by(col(Alert.at).desc(), col(Alert.id).desc()).limit(limit)
+        return list(s.exec(stmt).all())
+
+
+def acknowledge(db: Engine, alert_id: int, user: User) -> Alert:
+    """Mark an alert seen: a trader their own, an underwriter any. Acknowledging twice keeps
+    the first time."""
+    with write_scope(db) as s:
+        a = s.get(Alert, alert_id, with_for_update=True)
+        if a is None or (not user.is_underwriter and a.user_id != user.username):
+            raise AlertError(f"no alert #{alert_id} of yours to acknowledge")
+        if a.acknowledged_at is None:
+            a.acknowledged_at, a.acknowledged_by = utcnow(), user.username
+            s.add(a)
+        s.flush()
+        return a
