@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pandas as pd
 from sqlalchemy.engine import Engine
@@ -33,7 +34,13 @@ from bti_core.claims.ledger import Verdict
 from bti_core.claims.payments import SYSTEM, Payments, locked_claim
 from bti_core.claims.records import ClaimError, parse_record
 from bti_core.claims.state import OPEN_FOR_UNDERWRITER, Event, State
-from bti_core.claims.triggers import Insured, Trigger, evidence_window, find_triggers
+from bti_core.claims.triggers import (
+    EVIDENCE_BARS,
+    Insured,
+    Trigger,
+    evidence_window,
+    find_triggers,
+)
 from bti_core.db.engine import session_scope, write_scope
 from bti_core.db.models import Claim, ClaimAudit, Policy
 from bti_core.db.repository import move_policy
@@ -220,6 +227,42 @@ class ClaimsService:
                 return claim.id
         except IntegrityError:
             return None  # the same policy's claim exists: an event never opens two claims
+
+    def open_from_tick(
+        self, policy_id: int, symbol: str, at: datetime, price: float, stream: str
+    ) -> int | None:
+        """The claim of a policy whose mark price a stream saw reach its liquidation price at a
+        tick (`bti_core.stream`), with the stored bars around it as evidence where they exist;
+        None when the policy already has its claim or is no longer active (a second stream,
+        or the scan, got there first: a policy is claimed once)."""
+        bars: list[dict[str, Any]] = []
+        try:
+            mark, last = self.evidence.bars(
+                symbol, at - timedelta(hours=EVIDENCE_BARS), at + timedelta(hours=EVIDENCE_BARS)
+            )
+            if len(mark):
+                # the bar the tick falls in
+                i = int((pd.to_datetime(mark["ts"], utc=True) <= pd.Timestamp(at)).sum()) - 1
+                bars = evidence_window(mark, last, max(i, 0))
+        except BTIError:
+            pass
+        with session_scope(self.db) as s:
+            policy = s.get(Policy, policy_id)
+            lp = None if policy is None else float(policy.liquidation_price)
+        trig = Trigger(
+            policy_id,
+            at,
+            Decimal(repr(float(price))),
+            {
+                "kind": "mark_tick_reached_liquidation_price",
+                "stream": stream,
+                "tick": {"at": at.isoformat(), "mark": float(price)},
+                "mark_extreme": float(price),
+                "liquidation_price": lp,
+                "bars": bars,
+            },
+        )
+        return self._open(trig, source="stream", actor=SYSTEM, allowed=("active",))
 
     def file_claim(self, user: User, policy_id: int, content: bytes, filename: str) -> int:
         """A trader files a claim with their exchange's liquidation record (CSV with a header

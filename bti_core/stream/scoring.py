@@ -55,6 +55,9 @@ class Rules:
     spike_sigmas: float = 4.0
 
 
+DEFAULT_RULES = Rules()
+
+
 @dataclass(frozen=True)
 class Book:
     """The open policies on one symbol, as arrays (one row a policy)."""
@@ -187,7 +190,7 @@ def score(
     book: Book,
     ts: IntArray,
     price: FloatArray,
-    rules: Rules = Rules(),
+    rules: Rules = DEFAULT_RULES,
 ) -> tuple[SymbolState, list[Event], Scores | None]:
     """Consume one micro-batch of ``state.symbol``'s mark-price ticks (times in ms, not
     decreasing, and not before the last tick consumed). Returns the new state (``state`` is
