@@ -1,12 +1,13 @@
 """The worker: everything BTI does on a clock, in a process of its own (`bti worker`).
 
-Each round scans the market for liquidations and audits, decides and pays the claims that
-opened; expires policies whose window ended and releases their cover; reconciles what a
-crash left half-done (purchases and payments); and fits each symbol's price and volatility
-forecasts once an hour, for the pages to read. `make run` starts one beside the dashboard, and
-the dashboard itself runs no background payer. Any number of workers may run at once, beside
-CLI runs: every step takes its work under a database lock or a payment lease, so each claim
-is decided once and paid once.
+Each round runs the embedded streaming engine over the newest mark bars (alerts; a claim at
+the tick that reaches a liquidation price), scans the market for liquidations and audits,
+decides and pays the claims that opened; expires policies whose window ended and releases
+their cover; reconciles what a crash left half-done (purchases and payments); and fits each
+symbol's price and volatility forecasts once an hour, for the pages to read. `make run` starts
+one beside the dashboard, and the dashboard itself runs no background payer. Any number of
+workers may run at once, beside CLI runs: every step takes its work under a database lock or a
+payment lease, so each claim is decided once and paid once.
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from bti_core.errors import BTIError
 from bti_core.services import Services
+
+if TYPE_CHECKING:
+    from bti_core.stream.engine import EmbeddedEngine
 
 log = logging.getLogger("bti.worker")
 
@@ -33,6 +38,7 @@ class Worker:
         self.stop = threading.Event()
         # per symbol: the hour and the forecasters its cached forecasts are from
         self._forecast_hours: dict[str, tuple[pd.Timestamp, tuple[str, ...]]] = {}
+        self._engine: EmbeddedEngine | None = None
 
     def _step(self, name: str, fn: Callable[[], object]) -> tuple[str, bool]:
         """Run one duty: what it did, and whether that was anything."""
@@ -56,10 +62,22 @@ class Worker:
         svc = self.services
         return refresh_due(svc.warehouse, svc.settings.forecasts_dir, self._forecast_hours)
 
+    def _stream(self) -> int:
+        """The embedded streaming engine over the warehouse's newest mark bars: alerts, and a
+        claim at the tick that reaches a liquidation price. Returns the ticks scored."""
+        from bti_core.stream.engine import EmbeddedEngine, TailSource
+
+        if self._engine is None:
+            self._engine = EmbeddedEngine(
+                self.services, TailSource(self.services.warehouse), name="worker"
+            )
+        return sum(r.ticks for r in self._engine.run())
+
     def round(self) -> str:
         """One round of every duty; a line saying what each did ("idle" when nothing)."""
         svc = self.services
         steps = [
+            self._step("stream", self._stream),
             self._step("claims", svc.claims.run),
             self._step("expired", svc.insurance.expire_due),
             self._step("purchases", svc.insurance.reconcile),

@@ -43,6 +43,20 @@ if TYPE_CHECKING:
     from bti_core.services import Services
 
 
+def bar_ticks(bars: pd.DataFrame, step_ms: int) -> tuple[np.ndarray, np.ndarray]:
+    """A bar's four ticks: open, the extreme met first on the way to the close (the low on an
+    up bar), the other extreme, and the close, a quarter of the bar apart."""
+    if bars.empty:
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    since_epoch = pd.to_datetime(bars["ts"], utc=True) - pd.Timestamp(0, tz="UTC")
+    t0 = (since_epoch // pd.Timedelta(milliseconds=1)).to_numpy(dtype=np.int64)
+    o, h, lo, c = (bars[k].to_numpy(dtype=float) for k in ("open", "high", "low", "close"))
+    up = c >= o
+    ts = np.stack([t0, t0 + step_ms // 4, t0 + step_ms // 2, t0 + 3 * step_ms // 4], axis=1)
+    px = np.stack([o, np.where(up, lo, h), np.where(up, h, lo), c], axis=1)
+    return ts.ravel(), px.ravel()
+
+
 class ReplaySource:
     """Ticks from stored mark bars of ``symbols`` between ``start`` and ``end`` (module
     docstring)."""
@@ -61,15 +75,8 @@ class ReplaySource:
             bars = warehouse.bars(sym, timeframe, start, end, kind=Kind.MARK)
             if bars.empty:
                 continue
-            since_epoch = pd.to_datetime(bars["ts"], utc=True) - pd.Timestamp(0, tz="UTC")
-            t0 = (since_epoch // pd.Timedelta(milliseconds=1)).to_numpy(dtype=np.int64)
-            o, h, lo, c = (bars[k].to_numpy(dtype=float) for k in ("open", "high", "low", "close"))
-            up = c >= o
-            first = np.where(up, lo, h)
-            second = np.where(up, h, lo)
-            ts = np.stack([t0, t0 + step // 4, t0 + step // 2, t0 + 3 * step // 4], axis=1)
-            px = np.stack([o, first, second, c], axis=1)
-            parts.append((np.full(ts.size, sym, dtype=object), ts.ravel(), px.ravel()))
+            ts, px = bar_ticks(bars, step)
+            parts.append((np.full(ts.size, sym, dtype=object), ts, px))
         if not parts:
             raise BTIError(f"no mark-price bars of {', '.join(symbols)} to replay in that range")
         names = np.concatenate([p[0] for p in parts])
@@ -88,6 +95,69 @@ class ReplaySource:
         return self.symbols[sl], self.ts[sl], self.price[sl]
 
 
+class TailSource:
+    """The warehouse's newest mark bars as ticks, for the worker: each symbol from just after
+    the last tick its state consumed (a first start: the last ``lookback``). Every stored
+    timeframe is read and a finer bar wins over the coarser one it falls in, so a replayed
+    crash's minute bars come through minute by minute and the hours around them by the hour."""
+
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        symbols: Sequence[str] | None = None,
+        *,
+        lookback: pd.Timedelta = pd.Timedelta(hours=2),  # noqa: B008 — immutable
+    ) -> None:
+        self.warehouse = warehouse
+        self.symbols = list(symbols) if symbols is not None else None
+        self.lookback = lookback
+
+    def read_after(
+        self, last_ms: dict[str, int], limit: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        now_ms = int(pd.Timestamp.now("UTC").timestamp() * 1000)
+        first_ms = now_ms - int(self.lookback.total_seconds() * 1000)
+        names, times, prices = [], [], []
+        for sym in self.symbols or self.warehouse.symbols(Kind.MARK):
+            after = last_ms.get(sym, first_ms)
+            tfs = sorted(self.warehouse.timeframes(sym, Kind.MARK), key=timeframe_delta)
+            kept_ts: list[np.ndarray] = []
+            kept_px: list[np.ndarray] = []
+            finer: list[tuple[np.ndarray, int]] = []  # bar opens of the finer series read
+            for tf in tfs:
+                step = int(timeframe_delta(tf).total_seconds() * 1000)
+                start = pd.Timestamp(after - step, unit="ms", tz="UTC")
+                bars = self.warehouse.query(Kind.MARK, sym, tf, start)
+                ts, px = bar_ticks(bars, step)
+                opens = ts[::4] if len(ts) else np.empty(0, dtype=np.int64)
+                keep = ts > after
+                for f_opens, _f_step in finer:  # a coarser bar holding finer bars gives way
+                    bar_open = np.repeat(opens, 4)
+                    j = np.searchsorted(f_opens, bar_open, side="left")
+                    inside = (j < len(f_opens)) & (
+                        f_opens[np.minimum(j, len(f_opens) - 1)] < bar_open + step
+                    )
+                    keep &= ~inside
+                kept_ts.append(ts[keep])
+                kept_px.append(px[keep])
+                finer.append((opens, step))
+            if kept_ts:
+                t = np.concatenate(kept_ts)
+                p = np.concatenate(kept_px)
+                o = np.argsort(t, kind="stable")
+                names.append(np.full(len(t), sym, dtype=object))
+                times.append(t[o])
+                prices.append(p[o])
+        if not times:
+            return np.empty(0, dtype=object), np.empty(0, dtype=np.int64), np.empty(0)
+        n, t, p = np.concatenate(names), np.concatenate(times), np.concatenate(prices)
+        order = np.lexsort((np.arange(len(t)), t))[:limit]
+        return n[order], t[order].astype(np.int64), p[order]
+
+    def __len__(self) -> int:
+        return 0  # unbounded
+
+
 @dataclass
 class BatchReport:
     offset: int
@@ -103,7 +173,7 @@ class EmbeddedEngine:
     def __init__(
         self,
         services: Services,
-        source: ReplaySource,
+        source: ReplaySource | TailSource,
         *,
         name: str = "replay",
         rules: Rules = DEFAULT_RULES,
@@ -118,7 +188,12 @@ class EmbeddedEngine:
         self.before_commit = before_commit  # a hook for the kill tests
 
     def _fresh_state(self, symbol: str) -> SymbolState:
-        fit = self.services.risk.symbol_risk(symbol).fit
+        """A symbol's first state, from the risk engine's fit (a symbol with too little history
+        for a fit starts from a plain GARCH at 1 % an hour, rather than stopping the stream)."""
+        try:
+            fit = self.services.risk.symbol_risk(symbol).fit
+        except BTIError:
+            return SymbolState(symbol, 1e-6, 0.05, 0.05, 0.9, 1e-4)
         p = fit.params
         return SymbolState(symbol, p.omega, p.alpha, p.gamma, p.beta, float(fit.sigma2_next))
 
@@ -155,11 +230,16 @@ class EmbeddedEngine:
     def step(self) -> BatchReport | None:
         """One micro-batch from the checkpoint; None when the source has no more ticks."""
         offset, saved = load_checkpoint(self.services.db, self.name)
-        syms, ts, px = self.source.read(offset, self.batch)
+        states = {k: SymbolState.from_json(v) for k, v in saved.items()}
+        if isinstance(self.source, TailSource):
+            syms, ts, px = self.source.read_after(
+                {k: v.last_ms for k, v in states.items()}, self.batch
+            )
+        else:
+            syms, ts, px = self.source.read(offset, self.batch)
         if len(ts) == 0:
             return None
         report = BatchReport(offset, len(ts))
-        states = {k: SymbolState.from_json(v) for k, v in saved.items()}
         owners: dict[int, str] = {}
         for sym in dict.fromkeys(syms.tolist()):
             mine = syms == sym
@@ -207,7 +287,7 @@ class EmbeddedEngine:
             done.append(r)
             if progress is not None:
                 progress(r.offset + r.ticks, len(self.source), r)
-            if speed:
+            if speed and isinstance(self.source, ReplaySource):
                 _, ts, _ = self.source.read(r.offset + r.ticks - 1, 1)
                 t_first = t_first if t_first is not None else int(self.source.ts[0])
                 due = (int(ts[0]) - t_first) / 1000 / speed

@@ -85,3 +85,39 @@ def test_a_killed_stream_pays_each_claim_once(recent: Path) -> None:  # noqa: F8
         assert "0 new alerts, 0 claims opened" in again.stdout  # nothing left to do
     finally:
         svc.close()
+
+
+def test_the_worker_opens_the_claim_at_the_tick(recent: Path) -> None:  # noqa: F811
+    from bti_core.worker import Worker
+
+    svc = build_services(get_settings())
+    try:
+        svc.chain.faucet(svc.insurance.wallet_of("alice").address, Decimal(1000))
+        spot = Decimal(str(round(svc.risk.spot("BTCUSDT"), 2)))
+        q = svc.insurance.quote(
+            user_id="alice",
+            order=Order("BTCUSDT", "long", Decimal("0.05"), spot, Decimal("20")),
+            cover=Cover(coverage="60", duration_hours=48),
+        )
+        svc.insurance.buy(user_id="alice", quote_id=q.record.id)
+        with Session(svc.db) as s:
+            for p in s.exec(select(Policy)).all():
+                p.start_at -= timedelta(hours=1)
+                s.add(p)
+            s.commit()
+        w = Worker(svc)
+        assert "claims" not in w.round()  # nothing has happened yet
+        wh = Warehouse(svc.settings.warehouse_dir)
+        crash_now(wh, Ingestor(wh, svc.db), "BTCUSDT", drop=0.4, minutes=20)
+        line = w.round()
+        assert line.startswith("stream: ")  # the stream scored the crash's minute bars
+        with Session(svc.db) as s:
+            claim = s.exec(select(Claim)).one()
+            alerts = s.exec(select(Alert).where(Alert.user_id == "alice")).all()
+        # audited and decided in the same round (referred here: the policy was back-dated an
+        # hour, so the audit cannot tell whether it was bought into the move)
+        assert claim.source == "stream" and claim.state in ("paid", "referred") and claim.checks
+        assert {"near_liquidation", "liquidation"} <= {a.kind for a in alerts}
+        assert "stream" not in w.round()  # nothing new to score
+    finally:
+        svc.close()
