@@ -36,6 +36,12 @@ navigation = st.navigation(
                 icon=":material/query_stats:",
                 url_path="risk_queries",
             ),
+            st.Page(
+                PAGES / "alerts.py",
+                title="Alerts",
+                icon=":material/notifications:",
+                url_path="alerts",
+            ),
         ],
         # listed for everyone; the page itself refuses anyone but an underwriter
         "Underwriting": [
