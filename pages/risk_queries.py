@@ -14,6 +14,7 @@ from bti_core.analytics import book as bk
 from bti_core.analytics.report import EXPORT_COLUMNS, build_report, forecast_note
 from bti_core.analytics.surface import probability_surface, reliability, stored_backtests
 from bti_core.errors import BTIError
+from bti_core.risk import forecast
 from dashboard import resources, risk_charts, text, views
 
 GROUPS = {
@@ -312,8 +313,9 @@ if tabs[3].open:
                 hide_index=True,
             )
             st.caption(
-                f"{run.label}. A cell is calibrated when its realised rate is within the "
-                "predicted one's interval. Side follows the filter above."
+                f"{run.label}. A cell is calibrated when realised ÷ predicted is within "
+                "0.8–1.25 (cells realised under 0.3 % are not counted). Side follows the "
+                "filter above."
             )
 
 if tabs[4].open:
@@ -322,7 +324,8 @@ if tabs[4].open:
         if syms:
             sym = st.selectbox("Symbol", syms, key="rq_fc_symbol")
             try:
-                views.forecasts(sym, resources.risk_engine().symbol_risk(sym).as_of)
+                # the last bar's time, not a risk fit: a page renders no model
+                views.forecasts(sym, forecast.last_bar_time(resources.warehouse(), sym))
             except (BTIError, ValueError) as exc:
                 st.warning(str(exc))
 

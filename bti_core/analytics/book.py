@@ -21,7 +21,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from decimal import Decimal
 from typing import Any, ClassVar
 
 import numpy as np
@@ -758,10 +757,6 @@ def riskiest_cells(book: pd.DataFrame, n: int = 3) -> pd.DataFrame:
         .reset_index()
     )
     return g.sort_values("expected_loss", ascending=False).head(n).reset_index(drop=True)[cols]
-
-
-def as_money(x: float | Decimal | None) -> str:
-    return "–" if x is None else f"{float(x):,.2f} BTI"
 
 
 @dataclass(frozen=True)

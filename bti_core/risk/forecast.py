@@ -670,6 +670,12 @@ def _last_bar(warehouse: Any, symbol: str) -> tuple[Any, pd.Timestamp]:
     return kind, max(pd.Timestamp(warehouse.latest(kind, symbol, tf)["ts"]) for tf in tfs)
 
 
+def last_bar_time(warehouse: Any, symbol: str) -> pd.Timestamp:
+    """Open time of ``symbol``'s newest stored bar (what a forecast's staleness is told
+    against)."""
+    return _last_bar(warehouse, symbol)[1]
+
+
 def warehouse_closes(warehouse: Any, symbol: str, window_days: int = WINDOW_DAYS) -> pd.Series:
     """The last ``window_days`` of hourly mark closes of ``symbol`` from the warehouse (the
     exchange liquidates on the mark price; last-price bars where no mark is stored)."""

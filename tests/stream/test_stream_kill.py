@@ -31,7 +31,8 @@ from tests.dashboard.conftest import demo_now, recent  # noqa: F401 — the fixt
 BTI = str(Path(sys.executable).parent / "bti")
 
 
-def test_a_killed_stream_pays_each_claim_once(recent: Path) -> None:  # noqa: F811
+def _insure_and_crash() -> None:
+    """Three BTC longs (20×, 25×, 2×) bought an hour ago, then a 40 % crash replayed now."""
     svc = build_services(get_settings())
     try:
         for user, lev in (("alice", "20"), ("bob", "25"), ("carol", "2")):
@@ -53,6 +54,24 @@ def test_a_killed_stream_pays_each_claim_once(recent: Path) -> None:  # noqa: F8
     finally:
         svc.close()
 
+
+def _outcome() -> tuple[list[Claim], int, list[str]]:
+    """The claims, the pool's ClaimPaid events and the alert keys after a stream ran."""
+    svc = build_services(get_settings())
+    try:
+        with Session(svc.db) as s:
+            claims = list(s.exec(select(Claim)).all())
+            keys = list(s.exec(select(Alert.key)).all())
+        paid_events = [
+            e for e in svc.chain.events() if isinstance(e, DecodedEvent) and e.name == "ClaimPaid"
+        ]
+        return claims, len(paid_events), keys
+    finally:
+        svc.close()
+
+
+def test_a_killed_stream_pays_each_claim_once(recent: Path) -> None:  # noqa: F811
+    _insure_and_crash()
     since = (pd.Timestamp.now("UTC") - pd.Timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
     cmd = [BTI, "stream", "replay", "--since", since, "--batch", "3", "--name", "kill"]
     rng = random.Random(7)
@@ -87,6 +106,23 @@ def test_a_killed_stream_pays_each_claim_once(recent: Path) -> None:  # noqa: F8
         assert "0 new alerts, 0 claims opened" in again.stdout  # nothing left to do
     finally:
         svc.close()
+
+
+def test_two_streams_at_once_claim_and_alert_once(recent: Path) -> None:  # noqa: F811
+    _insure_and_crash()
+    since = (pd.Timestamp.now("UTC") - pd.Timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
+    cmd = [BTI, "stream", "replay", "--since", since, "--batch", "2", "--name", "both"]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    for p in procs:
+        out, errs = p.communicate(timeout=300)
+        assert p.returncode == 0, out + errs
+    claims, paid_events, keys = _outcome()
+    assert sorted(c.user_id for c in claims) == ["alice", "bob"]  # one claim a policy
+    assert paid_events == sum(c.state == "paid" for c in claims)
+    assert keys and len(keys) == len(set(keys))
 
 
 def test_the_worker_opens_the_claim_at_the_tick(recent: Path) -> None:  # noqa: F811
