@@ -54,6 +54,7 @@ bench: setup
 	$(PY) benchmarks/chain.py
 	$(PY) benchmarks/claims.py
 	$(PY) benchmarks/risk_queries.py
+	$(PY) benchmarks/stream.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/artifacts

@@ -25,14 +25,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import func
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
-from bti_core.db.engine import session_scope
-from bti_core.db.models import Policy
+from bti_core.db.models import Policy, PolicyEvent
 from bti_core.errors import BTIError
 from bti_core.market.schema import Kind, timeframe_delta
 from bti_core.market.warehouse import Warehouse
@@ -57,7 +58,31 @@ def bar_ticks(bars: pd.DataFrame, step_ms: int) -> tuple[np.ndarray, np.ndarray]
     return ts.ravel(), px.ravel()
 
 
-class ReplaySource:
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+class ArraySource:
+    """Ticks held in arrays (symbol, time in ms, mark price), in the order they are consumed;
+    an offset is a position in them. The base of the replay, and of a feed that grows (a
+    subclass may append)."""
+
+    def __init__(self, symbols: np.ndarray, ts: np.ndarray, price: np.ndarray) -> None:
+        if not (len(symbols) == len(ts) == len(price)):
+            raise ValueError("symbols, times and prices must have the same length")
+        self.symbols: np.ndarray = np.asarray(symbols, dtype=object)
+        self.ts: np.ndarray = np.asarray(ts, dtype=np.int64)
+        self.price: np.ndarray = np.asarray(price, dtype=np.float64)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def read(self, offset: int, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        sl = slice(offset, min(offset + limit, len(self.ts)))
+        return self.symbols[sl], self.ts[sl], self.price[sl]
+
+
+class ReplaySource(ArraySource):
     """Ticks from stored mark bars of ``symbols`` between ``start`` and ``end`` (module
     docstring)."""
 
@@ -83,16 +108,7 @@ class ReplaySource:
         times = np.concatenate([p[1] for p in parts])
         prices = np.concatenate([p[2] for p in parts])
         order = np.lexsort((np.arange(len(times)), times))  # time; ties keep the symbols' order
-        self.symbols: np.ndarray = names[order]
-        self.ts: np.ndarray = times[order].astype(np.int64)
-        self.price: np.ndarray = prices[order]
-
-    def __len__(self) -> int:
-        return len(self.ts)
-
-    def read(self, offset: int, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        sl = slice(offset, min(offset + limit, len(self.ts)))
-        return self.symbols[sl], self.ts[sl], self.price[sl]
+        super().__init__(names[order], times[order], prices[order])
 
 
 class TailSource:
@@ -173,7 +189,7 @@ class EmbeddedEngine:
     def __init__(
         self,
         services: Services,
-        source: ReplaySource | TailSource,
+        source: ArraySource | TailSource,
         *,
         name: str = "replay",
         rules: Rules = DEFAULT_RULES,
@@ -186,6 +202,7 @@ class EmbeddedEngine:
         self.rules = rules
         self.batch = batch
         self.before_commit = before_commit  # a hook for the kill tests
+        self._books: dict[str, tuple[Any, int, Book, dict[int, str]]] = {}
 
     def _fresh_state(self, symbol: str) -> SymbolState:
         """A symbol's first state, from the risk engine's fit (a symbol with too little history
@@ -197,35 +214,59 @@ class EmbeddedEngine:
         p = fit.params
         return SymbolState(symbol, p.omega, p.alpha, p.gamma, p.beta, float(fit.sigma2_next))
 
+    def _fingerprint(self) -> tuple[Any, ...]:
+        """Changes whenever a policy is added or changes status (each change is logged)."""
+        with self.services.db.connect() as conn:
+            p = conn.execute(select(func.count(col(Policy.id)), func.max(Policy.id))).one()
+            e = conn.execute(select(func.max(PolicyEvent.id))).one()
+        return (*p, *e)
+
     def _book(self, symbol: str, first_ms: int, last_ms: int) -> tuple[Book, dict[int, str]]:
         """Every sold policy on ``symbol`` whose window overlaps the batch — claimed and paid
         ones too: a batch processed again after a crash must raise the same events (their
-        claims exist, so nothing is paid twice; their alerts exist, so nothing is added)."""
-        lo = datetime.fromtimestamp(first_ms / 1000, tz=UTC)
-        hi = datetime.fromtimestamp(last_ms / 1000, tz=UTC)
-        with session_scope(self.services.db) as s:
-            pols = s.exec(
-                select(Policy).where(
-                    Policy.symbol == symbol,
-                    col(Policy.status).in_(["active", "claimed", "paid", "expired"]),
-                    Policy.end_at >= lo,
-                    Policy.start_at <= hi,
-                )
-            ).all()
-        rows = [
-            {
-                "policy": p.id,
-                "side": 1 if p.side == "long" else -1,
-                "liquidation": float(p.liquidation_price),
-                "payout": float(p.payout),
-                "start_ms": int(p.start_at.timestamp() * 1000),
-                "end_ms": int(p.end_at.timestamp() * 1000),
-                "probability0": p.probability,
-                "risk_index0": p.risk_index,
-            }
-            for p in pols
-        ]
-        return Book.of(rows), {int(p.id or 0): p.user_id for p in pols}
+        claims exist, so nothing is paid twice; their alerts exist, so nothing is added).
+
+        The symbol's policies still open at the batch's start are read once and kept until a
+        policy is added or changes status; each batch takes its overlapping rows from them
+        (ticks only move forward, so a later batch needs a subset)."""
+        fp = self._fingerprint()
+        cached = self._books.get(symbol)
+        if cached is None or cached[0] != fp or first_ms < cached[1]:
+            lo = datetime.fromtimestamp(first_ms / 1000, tz=UTC)
+            t = Policy.__table__.c  # type: ignore[attr-defined]
+            stmt = sa_select(
+                t.id,
+                t.side,
+                t.liquidation_price,
+                t.payout,
+                t.start_at,
+                t.end_at,
+                t.probability,
+                t.risk_index,
+                t.user_id,
+            ).where(
+                t.symbol == symbol,
+                t.status.in_(["active", "claimed", "paid", "expired"]),
+                t.end_at >= lo,
+            )
+            with self.services.db.connect() as conn:
+                rows = conn.execute(stmt).all()
+            book = Book(
+                np.array([r[0] for r in rows], dtype=np.int64),
+                np.array([1 if r[1] == "long" else -1 for r in rows], dtype=np.int64),
+                np.array([float(r[2]) for r in rows], dtype=np.float64),
+                np.array([float(r[3]) for r in rows], dtype=np.float64),
+                np.array([_ms(r[4]) for r in rows], dtype=np.int64),
+                np.array([_ms(r[5]) for r in rows], dtype=np.int64),
+                np.array([r[6] for r in rows], dtype=np.float64),
+                np.array([r[7] for r in rows], dtype=np.float64),
+            )
+            owners = {int(r[0]): str(r[8]) for r in rows}
+            cached = (fp, first_ms, book, owners)
+            self._books[symbol] = cached
+        _, _, book, owners = cached
+        mine = book.take((book.end_ms >= first_ms) & (book.start_ms <= last_ms))
+        return mine, {int(p): owners[int(p)] for p in mine.policy}
 
     def step(self) -> BatchReport | None:
         """One micro-batch from the checkpoint; None when the source has no more ticks."""
@@ -287,7 +328,7 @@ class EmbeddedEngine:
             done.append(r)
             if progress is not None:
                 progress(r.offset + r.ticks, len(self.source), r)
-            if speed and isinstance(self.source, ReplaySource):
+            if speed and isinstance(self.source, ArraySource):
                 _, ts, _ = self.source.read(r.offset + r.ticks - 1, 1)
                 t_first = t_first if t_first is not None else int(self.source.ts[0])
                 due = (int(ts[0]) - t_first) / 1000 / speed

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -86,6 +86,14 @@ class Book:
             col("probability0", np.float64),
             col("risk_index0", np.float64),
         )
+
+    @classmethod
+    def empty(cls) -> Book:
+        return cls.of([])
+
+    def take(self, rows: npt.NDArray[np.bool_] | IntArray) -> Book:
+        """The policies at ``rows`` (a mask or indices)."""
+        return Book(*(getattr(self, f.name)[rows] for f in fields(self)))
 
     def __len__(self) -> int:
         return len(self.policy)
