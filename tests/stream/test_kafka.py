@@ -208,3 +208,19 @@ def test_a_tick_message_says_what_is_wrong(raw: bytes, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         decode_tick(raw)
     assert decode_tick(b'{"symbol": "btcusdt", "ts": 1, "mark": 2}') == ("BTCUSDT", 1, 2.0)
+
+
+def test_a_batch_decodes_as_its_messages_one_by_one() -> None:
+    from bti_core.stream.kafka import _reason, decode_ticks, encode_tick
+
+    good = [encode_tick("BTCUSDT", i, 100.0 + i) for i in range(5)]
+    odd = [
+        b'{"symbol": "ETHUSDT", "ts": 7, "mark": 3}',  # an integer mark: still a tick
+        b'{"symbol": "ETHUSDT", "ts": 7, "mark": 1e400}',  # infinite
+        b'{"symbol": "ETHUSDT", "ts": 7, "mark": 3.0, "extra": 1}',  # an extra field is fine
+        b"1, 2",  # two JSON values: would shift a joined array by one
+        None,
+    ]
+    for batch in (good, good + odd, odd[:3], [odd[3], *good]):
+        assert decode_ticks(batch) == [_reason(v) for v in batch]
+    assert decode_ticks(good)[2] == ("BTCUSDT", 2, 102.0)
