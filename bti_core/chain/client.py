@@ -20,7 +20,7 @@ import random
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from decimal import Decimal
@@ -233,6 +233,10 @@ def _explain(name: str, a: dict[str, Any]) -> str:
         ),
         "ReentrancyGuardReentrantCall": lambda: "re-entrant call refused",
         "ZeroAmount": lambda: "amounts must be positive",
+        "LengthMismatch": lambda: (
+            f"a batch payout needs as many amounts and claim references as policies; got "
+            f"{a['policyIds']} policies, {a['amounts']} amounts, {a['claimRefs']} references"
+        ),
         "Error": lambda: str(a.get("message")),
     }
     f = msgs.get(name)
@@ -716,6 +720,25 @@ class ChainClient:
         receipt = self.transact(call, self.claims, "pay claim")
         self._committed()
         return str(receipt["transactionHash"].to_0x_hex())
+
+    def pay_claims(self, items: Sequence[tuple[int, Decimal, bytes]]) -> tuple[str, set[int]]:
+        """Pay each ``(policy id, amount, claim ref)`` in one transaction (claims role); the
+        transaction and the policies it paid (the others were no longer active: skipped).
+        Any other refusal reverts the whole batch (`ChainError` with the reason)."""
+        if not items:
+            raise ValueError("a batch payout needs at least one claim")
+        call = self.pool.functions.payClaims(
+            [int(p) for p, _, _ in items],
+            [to_units(a) for _, a, _ in items],
+            [bytes(r) for _, _, r in items],
+        )
+        receipt = self.transact(call, self.claims, f"pay {len(items)} claims")
+        self._committed()
+        paid = {
+            int(ev["args"]["policyId"])
+            for ev in self.pool.events.ClaimPaid().process_receipt(receipt, errors=DISCARD)
+        }
+        return str(receipt["transactionHash"].to_0x_hex()), paid
 
     def claim_payment(self, policy_id: int) -> tuple[str, Decimal] | None:
         """(tx hash, amount) of the payout of ``policy_id`` if the pool paid it, else None."""

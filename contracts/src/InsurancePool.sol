@@ -90,6 +90,9 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
     /// @notice A claim on `policyId` paid `amount` to the policy token's owner `to`.
     event ClaimPaid(uint256 indexed policyId, address indexed to, uint256 amount, bytes32 claimRef);
     /// @notice A policy's cover was released without a claim (expired or closed).
+    /// @notice A batch payout passed over a policy that is no longer active (already paid).
+    event ClaimSkipped(uint256 indexed policyId, Status status, bytes32 claimRef);
+
     event CoverReleased(uint256 indexed policyId, uint256 coverage);
     /// @notice Capital came in from `provider` for `shares` pool shares.
     event CapitalDeposited(address indexed provider, uint256 assets, uint256 shares);
@@ -97,6 +100,7 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
     event CapitalWithdrawn(address indexed provider, address indexed receiver, uint256 assets, uint256 shares);
 
     error ZeroAmount();
+    error LengthMismatch(uint256 policyIds, uint256 amounts, uint256 claimRefs);
     error QuoteExpired(uint64 deadline, uint256 nowTs);
     error BadExpiry(uint64 expiry);
     error NotQuoteHolder(address holder, address caller);
@@ -183,19 +187,34 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
         whenNotPaused
         onlyRole(CLAIMS_ROLE)
     {
-        Policy storage p = _active(policyId);
-        if (amount == 0) revert ZeroAmount();
-        if (amount > p.coverage) revert PayoutAboveCoverage(amount, p.coverage);
-        uint256 available = reserves - (lockedCoverage - p.coverage);
-        if (amount > available) revert PayoutAboveFreeReserves(amount, available);
-        p.status = Status.Paid;
-        p.paid = amount;
-        lockedCoverage -= p.coverage;
-        reserves -= amount;
-        claimsPaid += amount;
-        address to = policyToken.ownerOf(policyId);
-        IERC20(asset()).safeTransfer(to, amount);
-        emit ClaimPaid(policyId, to, amount, claimRef);
+        _pay(_active(policyId), policyId, amount, claimRef);
+    }
+
+    /// @notice Pay many claims in one transaction, each exactly as `payClaim` would.
+    /// @dev Only CLAIMS_ROLE. A policy no longer active (paid or released by an earlier
+    ///      transaction, or earlier in this batch) is skipped with `ClaimSkipped`, so a batch
+    ///      sent again after a crash pays nobody twice and holds nobody up; every other refusal
+    ///      (unknown policy, zero, above coverage or free reserves) reverts the whole batch,
+    ///      which the caller then pays claim by claim to learn which one was refused.
+    function payClaims(uint256[] calldata policyIds, uint256[] calldata amounts, bytes32[] calldata claimRefs)
+        external
+        nonReentrant
+        whenNotPaused
+        onlyRole(CLAIMS_ROLE)
+    {
+        uint256 n = policyIds.length;
+        if (amounts.length != n || claimRefs.length != n) {
+            revert LengthMismatch(n, amounts.length, claimRefs.length);
+        }
+        for (uint256 i = 0; i < n; ++i) {
+            Policy storage p = _policies[policyIds[i]];
+            if (p.status == Status.None) revert UnknownPolicy(policyIds[i]);
+            if (p.status != Status.Active) {
+                emit ClaimSkipped(policyIds[i], p.status, claimRefs[i]);
+                continue;
+            }
+            _pay(p, policyIds[i], amounts[i], claimRefs[i]);
+        }
     }
 
     /// @notice Release an unclaimed policy's cover so the capital backs new policies again.
@@ -338,6 +357,21 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
         p = _policies[policyId];
         if (p.status == Status.None) revert UnknownPolicy(policyId);
         if (p.status != Status.Active) revert PolicyNotActive(policyId, p.status);
+    }
+
+    function _pay(Policy storage p, uint256 policyId, uint256 amount, bytes32 claimRef) private {
+        if (amount == 0) revert ZeroAmount();
+        if (amount > p.coverage) revert PayoutAboveCoverage(amount, p.coverage);
+        uint256 available = reserves - (lockedCoverage - p.coverage);
+        if (amount > available) revert PayoutAboveFreeReserves(amount, available);
+        p.status = Status.Paid;
+        p.paid = amount;
+        lockedCoverage -= p.coverage;
+        reserves -= amount;
+        claimsPaid += amount;
+        address to = policyToken.ownerOf(policyId);
+        IERC20(asset()).safeTransfer(to, amount);
+        emit ClaimPaid(policyId, to, amount, claimRef);
     }
 
     function _quoteHash(Quote calldata q) private pure returns (bytes32) {

@@ -161,6 +161,54 @@ def test_claims_are_paid_once_to_the_policy_tokens_owner(chain: ChainClient) -> 
     assert chain.balance(heir.address) == Decimal("80.01")
 
 
+def test_a_batch_payout_pays_each_policy_once_and_skips_the_paid(chain: ChainClient) -> None:
+    a, b, c = (funded(chain, n) for n in "abc")
+    pa, pb, pc = (buy(chain, w, coverage="100", premium="5") for w in (a, b, c))
+    chain.pay_claim(pa, Decimal(40), b"\x01" * 32)  # paid before: the batch skips it
+    before = chain.pool_stats()
+    bal = {w.address: chain.balance(w.address) for w in (a, b, c)}
+    tx, paid = chain.pay_claims(
+        [
+            (pa, Decimal(100), b"\x02" * 32),
+            (pb, Decimal(100), b"\x03" * 32),
+            (pc, Decimal(60), b"\x04" * 32),
+            (pb, Decimal(100), b"\x05" * 32),  # twice in one batch: paid once
+        ]
+    )
+    assert paid == {pb, pc} and tx.startswith("0x")
+    assert chain.balance(a.address) == bal[a.address]
+    assert chain.balance(b.address) == bal[b.address] + 100
+    assert chain.balance(c.address) == bal[c.address] + 60
+    after = chain.pool_stats()
+    assert after.reserves == before.reserves - 160 and after.locked == before.locked - 200
+    skipped = [
+        e for e in chain.events() if isinstance(e, DecodedEvent) and e.name == "ClaimSkipped"
+    ]
+    assert sorted(int(e.args["policyId"]) for e in skipped) == sorted([pa, pb])
+    assert chain.claim_payment(pb) == (tx, Decimal(100))
+
+
+def test_a_refused_claim_reverts_the_whole_batch(chain: ChainClient) -> None:
+    a, b = funded(chain, "a"), funded(chain, "b")
+    pa, pb = buy(chain, a, coverage="100"), buy(chain, b, coverage="100")
+    bal = chain.balance(a.address)
+    with pytest.raises(ChainError, match="above the policy's coverage"):
+        chain.pay_claims([(pa, Decimal(100), b"\x01" * 32), (pb, Decimal(101), b"\x02" * 32)])
+    assert chain.balance(a.address) == bal and chain.policy(pa).status == PolicyStatus.ACTIVE
+    with pytest.raises(ChainError, match="no policy 999"):
+        chain.pay_claims([(pa, Decimal(1), b"\x01" * 32), (999, Decimal(1), b"\x02" * 32)])
+    with pytest.raises(ChainError, match="as many amounts"):
+        chain.transact(
+            chain.pool.functions.payClaims([pa, pb], [to_units(Decimal(1))], [b"\x01" * 32] * 2),
+            chain.claims,
+            "pay",
+        )
+    stranger = ChainClient(chain.url, chain.deployment, claims_key=a.key.hex())
+    with pytest.raises(ChainError, match="lacks the role"):
+        stranger.pay_claims([(pa, Decimal(1), b"\x01" * 32)])
+    assert chain.policy(pa).status == PolicyStatus.ACTIVE
+
+
 def test_payout_attacks_revert(chain: ChainClient) -> None:
     w = funded(chain, "victim")
     pid = buy(chain, w, coverage="100", premium="5")
