@@ -4,12 +4,13 @@ write transaction that decides, since fitting the risk engine can take seconds).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from bti_core.claims.checks import ClaimFacts, PolicyFacts, TraderFacts
 from bti_core.claims.records import ClaimError
@@ -69,63 +70,110 @@ class Evidence:
     def facts(
         self, s: Session, claim: Claim, policy: Policy
     ) -> tuple[PolicyFacts, ClaimFacts, TraderFacts]:
-        pf = PolicyFacts(
-            side=policy.side,
-            symbol=policy.symbol,
-            quantity=float(policy.quantity),
-            entry_price=float(policy.entry_price),
-            leverage=float(policy.leverage),
-            liquidation_price=float(policy.liquidation_price),
-            start=policy.start_at,
-            end=policy.end_at,
-            probability=policy.probability,
-            risk_index=policy.risk_index,
-        )
-        move = distance = None
-        try:
-            t0 = policy.start_at - timedelta(hours=25)
-            series = self.series_at(policy.symbol, t0)
-            before, _ = self.bars(policy.symbol, t0, policy.start_at, series)
-            # only bars that had closed at the purchase (the hour in progress holds later prices)
-            closed = pd.DatetimeIndex(before["ts"]) + timeframe_delta(series) <= pd.Timestamp(
-                policy.start_at
+        return self.facts_many(s, [claim], {policy.id or 0: policy})[0]
+
+    def facts_many(
+        self, s: Session, claims: Sequence[Claim], policies: dict[int, Policy]
+    ) -> list[tuple[PolicyFacts, ClaimFacts, TraderFacts]]:
+        """The audit's facts of each claim (``policies``: id → policy, covering the claims'),
+        with one read per symbol of the bars before purchase and one per table of the
+        traders' histories, however many claims (a crash opens thousands at once)."""
+        before = self._pre_purchase_bars([policies[c.policy_id] for c in claims])
+        users = sorted({c.user_id for c in claims} | {p.user_id for p in policies.values()})
+        their_claims: dict[str, list[tuple[int, datetime]]] = defaultdict(list)
+        their_policies: dict[str, list[tuple[int, datetime, float]]] = defaultdict(list)
+        for i in range(0, len(users), 500):
+            chunk = users[i : i + 500]
+            for cid, uid, opened in s.exec(
+                select(Claim.id, Claim.user_id, Claim.opened_at).where(
+                    col(Claim.user_id).in_(chunk)
+                )
+            ).all():
+                their_claims[uid].append((cid or 0, opened))
+            for pid, uid, start, lev in s.exec(
+                select(col(Policy.id), Policy.user_id, Policy.start_at, col(Policy.leverage)).where(
+                    col(Policy.user_id).in_(chunk), Policy.status != "declined"
+                )
+            ).all():
+                their_policies[uid].append((pid or 0, start, float(lev)))
+        month_ago = self.clock() - timedelta(days=30)
+        out = []
+        for claim in claims:
+            policy = policies[claim.policy_id]
+            pf = PolicyFacts(
+                side=policy.side,
+                symbol=policy.symbol,
+                quantity=float(policy.quantity),
+                entry_price=float(policy.entry_price),
+                leverage=float(policy.leverage),
+                liquidation_price=float(policy.liquidation_price),
+                start=policy.start_at,
+                end=policy.end_at,
+                probability=policy.probability,
+                risk_index=policy.risk_index,
             )
-            before = before[closed]
-            if len(before) >= 2:
-                c0, c_prev = float(before["close"].iloc[-1]), float(before["close"].iloc[0])
+            move = distance = None
+            closes = before.get(policy.id or 0)
+            if closes is not None and len(closes) >= 2:
+                c0, c_prev = float(closes[-1]), float(closes[0])
                 sign = 1 if policy.side == "long" else -1
                 move = sign * (c_prev - c0) / c0
                 distance = abs(c0 - float(policy.liquidation_price)) / c0
-        except BTIError:
-            pass
-        ev = claim.evidence
-        cf = ClaimFacts(
-            source=claim.source,
-            trigger_at=claim.trigger_at,
-            bars=list(ev.get("bars", [])),
-            record=ev.get("record"),
-            pre_purchase_move=move,
-            distance_at_purchase=distance,
-        )
-        month_ago = self.clock() - timedelta(days=30)
-        others = s.exec(
-            select(Claim).where(Claim.user_id == claim.user_id, Claim.id != claim.id)
-        ).all()
-        earlier = s.exec(
-            select(Policy).where(
-                Policy.user_id == policy.user_id,
-                Policy.id != policy.id,
-                Policy.start_at < policy.start_at,
-                Policy.status != "declined",
+            ev = claim.evidence
+            cf = ClaimFacts(
+                source=claim.source,
+                trigger_at=claim.trigger_at,
+                bars=list(ev.get("bars", [])),
+                record=ev.get("record"),
+                pre_purchase_move=move,
+                distance_at_purchase=distance,
             )
-        ).all()
-        tf = TraderFacts(
-            claims_last_30d=sum(c.opened_at >= month_ago for c in others),
-            earlier_claims=len(others),
-            earlier_leverages=tuple(float(p.leverage) for p in earlier),
-            shared_owner_with=self._shared_owners(s, claim, policy),
-        )
-        return pf, cf, tf
+            others = [t for cid, t in their_claims[claim.user_id] if cid != claim.id]
+            earlier = [
+                lev
+                for pid, start, lev in their_policies[policy.user_id]
+                if pid != policy.id and start < policy.start_at
+            ]
+            tf = TraderFacts(
+                claims_last_30d=sum(t >= month_ago for t in others),
+                earlier_claims=len(others),
+                earlier_leverages=tuple(earlier),
+                shared_owner_with=self._shared_owners(s, claim, policy),
+            )
+            out.append((pf, cf, tf))
+        return out
+
+    def _pre_purchase_bars(self, policies: Sequence[Policy]) -> dict[int, np.ndarray]:
+        """Per policy, the closes of the bars of the 25 hours before its purchase that had
+        closed by then (the hour in progress holds later prices), read once per symbol and
+        series."""
+        groups: dict[tuple[str, str], list[Policy]] = defaultdict(list)
+        for p in policies:
+            try:
+                groups[
+                    (p.symbol, self.series_at(p.symbol, p.start_at - timedelta(hours=25)))
+                ].append(p)
+            except BTIError:
+                continue
+        out: dict[int, np.ndarray] = {}
+        for (symbol, series), mine in groups.items():
+            lo = min(p.start_at for p in mine) - timedelta(hours=25)
+            hi = max(p.start_at for p in mine)
+            try:
+                bars, _ = self.bars(symbol, lo, hi, series)
+            except BTIError:
+                continue
+            step = timeframe_delta(series)
+            opens = pd.DatetimeIndex(pd.to_datetime(bars["ts"], utc=True))
+            closes_at = (opens + step).asi8
+            opens_ns = opens.asi8
+            close = bars["close"].to_numpy(dtype=float)
+            for p in mine:
+                t0 = pd.Timestamp(p.start_at - timedelta(hours=25)).value
+                t1 = pd.Timestamp(p.start_at).value
+                keep = (opens_ns >= t0) & (opens_ns <= t1) & (closes_at <= t1)
+                out[p.id or 0] = close[keep]
+        return out
 
     def _shared_owners(self, s: Session, claim: Claim, policy: Policy) -> tuple[str, ...]:
         """Other traders who paid from this policy's wallet, or whose filed records name the

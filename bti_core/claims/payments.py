@@ -19,7 +19,7 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -32,7 +32,7 @@ from bti_core.chain.client import ChainClient
 from bti_core.claims.audit_log import move
 from bti_core.claims.records import ClaimError
 from bti_core.claims.state import Event, State
-from bti_core.db.engine import write_scope
+from bti_core.db.engine import session_scope, write_scope
 from bti_core.db.models import Claim, Policy
 from bti_core.db.repository import add_policy_event, move_policy
 from bti_core.errors import ChainError, ContractRefusalError
@@ -112,37 +112,48 @@ class Payments:
             with _SENDING_LOCK:
                 _SENDING.discard(owner)
 
+    def _take(
+        self, s: Session, claim: Claim, owner: str, now: datetime
+    ) -> tuple[int | None, Decimal, str, bool] | None:
+        """Take ``claim``'s payment under ``owner``'s lease in the caller's write transaction:
+        (on-chain policy id, amount, claimRef, resumed); None when there is nothing to pay or
+        another live sender holds it."""
+        state = State(claim.state)
+        if state in (State.APPROVED, State.ADJUSTED):
+            anchor = move(
+                s,
+                claim,
+                Event.PAY,
+                actor=SYSTEM,
+                at=now,
+                detail={"amount": claim.amount_approved},
+            )
+            claim.claim_ref = "0x" + anchor  # the audit head the payout carries on-chain
+            resumed = False
+        elif state is State.FAILED:
+            move(s, claim, Event.RETRY, actor=SYSTEM, at=now)
+            resumed = True
+        elif state is State.PAYING:
+            if not self._may_take(claim, now):
+                return None
+            resumed = True
+        else:
+            return None
+        claim.lease_owner, claim.lease_until = owner, now + self.lease
+        s.add(claim)
+        policy = s.get(Policy, claim.policy_id)
+        assert policy is not None
+        assert claim.amount_approved is not None
+        return policy.chain_policy_id, claim.amount_approved, claim.claim_ref, resumed
+
     def _pay(self, claim_id: int, owner: str) -> Claim | None:
         now = self.clock()
         with write_scope(self.db) as s:
             claim = locked_claim(s, claim_id)
-            state = State(claim.state)
-            if state in (State.APPROVED, State.ADJUSTED):
-                anchor = move(
-                    s,
-                    claim,
-                    Event.PAY,
-                    actor=SYSTEM,
-                    at=now,
-                    detail={"amount": claim.amount_approved},
-                )
-                claim.claim_ref = "0x" + anchor  # the audit head the payout carries on-chain
-                resumed = False
-            elif state is State.FAILED:
-                move(s, claim, Event.RETRY, actor=SYSTEM, at=now)
-                resumed = True
-            elif state is State.PAYING:
-                if not self._may_take(claim, now):
-                    return None
-                resumed = True
-            else:
-                return claim
-            claim.lease_owner, claim.lease_until = owner, now + self.lease
-            s.add(claim)
-            policy = s.get(Policy, claim.policy_id)
-            assert policy is not None
-            assert claim.amount_approved is not None
-            chain_id, amount, ref = policy.chain_policy_id, claim.amount_approved, claim.claim_ref
+            taken = self._take(s, claim, owner, now)
+            if taken is None:
+                return None if State(claim.state) is State.PAYING else claim
+            chain_id, amount, ref, resumed = taken
         # committed as `paying`, under this process's lease, before anything is sent
         if chain_id is None:
             return self._fail(claim_id, "the policy has no on-chain record to pay from")
@@ -151,6 +162,87 @@ class Payments:
             if found is not None:  # paid before a crash: record it, never pay again
                 return self.confirm(claim_id, found[0])
         return self._send(claim_id, chain_id, amount, ref)
+
+    def pay_many(self, claim_ids: Sequence[int], *, batch: int = 200) -> list[Claim]:
+        """Pay many claims with few transactions (`ChainClient.pay_claims`, ``batch`` a
+        transaction), under the same protocol as `pay`: every claim is committed ``paying``
+        under this process's lease before its batch is sent, and recorded ``paid`` with the
+        transaction after. A policy the pool skips (already paid: a crash between a batch and
+        its record) is recorded with the payout found on-chain; a batch the pool refuses is
+        paid claim by claim, so one bad claim fails alone. The claims as left, in no order;
+        claims another live sender holds are left out."""
+        owner = process_token()
+        with _SENDING_LOCK:
+            _SENDING.add(owner)
+        try:
+            out: list[Claim] = []
+            for i in range(0, len(claim_ids), batch):
+                out += self._pay_batch(list(claim_ids[i : i + batch]), owner)
+            return out
+        finally:
+            with _SENDING_LOCK:
+                _SENDING.discard(owner)
+
+    def _pay_batch(self, claim_ids: list[int], owner: str) -> list[Claim]:
+        now = self.clock()
+        send: list[tuple[int, int, Decimal, str]] = []  # claim, chain id, amount, ref
+        resumed: list[tuple[int, int]] = []
+        done: list[Claim] = []
+        no_record: list[int] = []
+        with write_scope(self.db) as s:
+            for cid in claim_ids:
+                claim = locked_claim(s, cid)
+                taken = self._take(s, claim, owner, now)
+                if taken is None:
+                    if State(claim.state) is not State.PAYING:
+                        done.append(claim)
+                    continue
+                chain_id, amount, ref, again = taken
+                if chain_id is None:
+                    no_record.append(cid)
+                elif again:
+                    resumed.append((cid, chain_id))
+                else:
+                    send.append((cid, chain_id, amount, ref))
+        done += [self._fail(c, "the policy has no on-chain record to pay from") for c in no_record]
+        for cid, chain_id in resumed:  # rare: a crash or a refusal left these
+            found = self.chain.claim_payment(chain_id)
+            if found is not None:
+                done.append(self.confirm(cid, found[0]))
+            else:
+                claim = self.get_claim(cid)
+                assert claim.amount_approved is not None
+                send.append((cid, chain_id, claim.amount_approved, claim.claim_ref))
+        if not send:
+            return done
+        try:
+            tx, paid = self.chain.pay_claims(
+                [(chain_id, amount, bytes(HexBytes(ref))) for _, chain_id, amount, ref in send]
+            )
+        except ChainError as exc:
+            if not (isinstance(exc, ContractRefusalError) or exc.reason == "out_of_gas"):
+                raise  # node down: the claims stay `paying` under a lease; reconcile settles
+            log.info("a batch of %d payouts was refused (%s): paying one by one", len(send), exc)
+            return done + [self._send(cid, chain_id, a, ref) for cid, chain_id, a, ref in send]
+        confirmed = self.confirm_many(
+            [(cid, tx) for cid, chain_id, _, _ in send if chain_id in paid]
+        )
+        skipped = [(cid, chain_id) for cid, chain_id, _, _ in send if chain_id not in paid]
+        for cid, chain_id in skipped:  # paid by another sender first, or earlier in the batch
+            found = self.chain.claim_payment(chain_id)
+            confirmed.append(
+                self.confirm(cid, found[0])
+                if found is not None
+                else self._fail(cid, f"the pool skipped policy {chain_id}: it is not active")
+            )
+        return done + confirmed
+
+    def get_claim(self, claim_id: int) -> Claim:
+        with session_scope(self.db) as s:
+            claim = s.get(Claim, claim_id)
+            if claim is None:
+                raise ClaimError(f"no claim #{claim_id}")
+            return claim
 
     def _send(self, claim_id: int, chain_id: int, amount: Decimal, ref: str) -> Claim:
         try:
@@ -167,25 +259,32 @@ class Payments:
 
     def confirm(self, claim_id: int, tx: str) -> Claim:
         """Record the payout ``tx`` (once: a paid claim is returned as it is)."""
+        return self.confirm_many([(claim_id, tx)])[0]
+
+    def confirm_many(self, paid: Sequence[tuple[int, str]]) -> list[Claim]:
+        """Record each ``(claim, payout tx)``, in one write transaction."""
         now = self.clock()
+        out: list[Claim] = []
         with write_scope(self.db) as s:
-            claim = locked_claim(s, claim_id)
-            if claim.state == State.PAID.value:
-                return claim
-            if claim.state == State.FAILED.value:  # a refusal raced a payout that landed
-                move(s, claim, Event.RETRY, actor=SYSTEM, at=now)
-            claim.payout_tx, claim.paid_at = tx, now
-            claim.lease_owner = claim.lease_until = None
-            move(s, claim, Event.CONFIRM, actor=SYSTEM, at=now, detail={"tx": tx})
-            policy = s.get(Policy, claim.policy_id)
-            assert policy is not None
-            move_policy(
-                s,
-                policy=policy,
-                event="paid",
-                detail={"claim_id": claim_id, "amount": str(claim.amount_approved), "tx": tx},
-            )
-            return claim
+            for claim_id, tx in paid:
+                claim = locked_claim(s, claim_id)
+                out.append(claim)
+                if claim.state == State.PAID.value:
+                    continue
+                if claim.state == State.FAILED.value:  # a refusal raced a payout that landed
+                    move(s, claim, Event.RETRY, actor=SYSTEM, at=now)
+                claim.payout_tx, claim.paid_at = tx, now
+                claim.lease_owner = claim.lease_until = None
+                move(s, claim, Event.CONFIRM, actor=SYSTEM, at=now, detail={"tx": tx})
+                policy = s.get(Policy, claim.policy_id)
+                assert policy is not None
+                move_policy(
+                    s,
+                    policy=policy,
+                    event="paid",
+                    detail={"claim_id": claim_id, "amount": str(claim.amount_approved), "tx": tx},
+                )
+        return out
 
     def _fail(self, claim_id: int, reason: str) -> Claim:
         with write_scope(self.db) as s:

@@ -12,7 +12,7 @@ first audit entry before anything else happens to it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -49,7 +49,25 @@ from bti_core.errors import BTIError
 from bti_core.market.warehouse import Warehouse
 from bti_core.risk.engine import RiskEngine
 
-__all__ = ["SYSTEM", "AuditLogError", "ClaimError", "ClaimsService", "Decision", "RunReport"]
+__all__ = [
+    "SYSTEM",
+    "AuditLogError",
+    "ClaimError",
+    "ClaimsService",
+    "Decision",
+    "RunReport",
+    "TickHit",
+]
+
+
+@dataclass(frozen=True)
+class TickHit:
+    """A stream's liquidation: the policy whose liquidation price the mark reached at a tick."""
+
+    policy_id: int
+    symbol: str
+    at: datetime
+    price: float
 
 
 @dataclass
@@ -185,48 +203,78 @@ class ClaimsService:
     ) -> int | None:
         """Write the claim and its first audit entry; None when the policy has a claim or is
         no longer in an ``allowed`` status (another process got there first)."""
+        opened = self._open_many([trig], source=source, actor=actor, allowed=allowed)
+        return opened[0] if opened else None
+
+    def _open_many(
+        self,
+        triggers: Sequence[Trigger],
+        *,
+        source: str,
+        actor: str,
+        allowed: tuple[str, ...] = ("active",),
+    ) -> list[int]:
+        """`_open` for many triggers in one write transaction (each policy once: its row is
+        locked and must still be ``allowed``). Should the unique claim of a policy race
+        another process's anyway, the triggers are opened one by one."""
         now = self.clock()
         try:
             with write_scope(self.db) as s:
-                policy = s.exec(
-                    select(Policy).where(Policy.id == trig.policy_id).with_for_update()
-                ).first()
-                if policy is None or policy.status not in allowed:
-                    return None
-                claim = Claim(
-                    policy_id=trig.policy_id,
-                    user_id=policy.user_id,
-                    source=source,
-                    state=State.OPENED.value,
-                    opened_at=now,
-                    trigger_at=trig.at,
-                    trigger_price=trig.mark_price,
-                    liquidation_price=policy.liquidation_price,
-                    evidence=json.loads(json.dumps(trig.evidence, default=str)),
-                    amount_claimed=policy.payout,
-                    claim_ref="",
-                    updated_at=now,
-                )
-                s.add(claim)
-                s.flush()
-                audit_log.append(
-                    s,
-                    claim,
-                    at=now,
-                    actor=actor,
-                    event="open",
-                    from_state=None,
-                    detail={"source": source, "trigger_at": trig.at, "price": trig.mark_price},
-                )
-                move_policy(
-                    s,
-                    policy=policy,
-                    event="claimed",
-                    detail={"claim_id": claim.id, "source": source},
-                )
-                return claim.id
+                return [
+                    cid
+                    for trig in triggers
+                    if (cid := self._write_claim(s, trig, source, actor, allowed, now)) is not None
+                ]
         except IntegrityError:
-            return None  # the same policy's claim exists: an event never opens two claims
+            if len(triggers) == 1:
+                return []  # the same policy's claim exists: an event never opens two claims
+            return [
+                cid
+                for trig in triggers
+                for cid in self._open_many([trig], source=source, actor=actor, allowed=allowed)
+            ]
+
+    def _write_claim(
+        self,
+        s: Session,
+        trig: Trigger,
+        source: str,
+        actor: str,
+        allowed: tuple[str, ...],
+        now: datetime,
+    ) -> int | None:
+        policy = s.exec(select(Policy).where(Policy.id == trig.policy_id).with_for_update()).first()
+        if policy is None or policy.status not in allowed:
+            return None
+        claim = Claim(
+            policy_id=trig.policy_id,
+            user_id=policy.user_id,
+            source=source,
+            state=State.OPENED.value,
+            opened_at=now,
+            trigger_at=trig.at,
+            trigger_price=trig.mark_price,
+            liquidation_price=policy.liquidation_price,
+            evidence=json.loads(json.dumps(trig.evidence, default=str)),
+            amount_claimed=policy.payout,
+            claim_ref="",
+            updated_at=now,
+        )
+        s.add(claim)
+        s.flush()
+        audit_log.append(
+            s,
+            claim,
+            at=now,
+            actor=actor,
+            event="open",
+            from_state=None,
+            detail={"source": source, "trigger_at": trig.at, "price": trig.mark_price},
+        )
+        move_policy(
+            s, policy=policy, event="claimed", detail={"claim_id": claim.id, "source": source}
+        )
+        return claim.id
 
     def open_from_tick(
         self, policy_id: int, symbol: str, at: datetime, price: float, stream: str
@@ -235,34 +283,64 @@ class ClaimsService:
         tick (`bti_core.stream`), with the stored bars around it as evidence where they exist;
         None when the policy already has its claim or is no longer active (a second stream,
         or the scan, got there first: a policy is claimed once)."""
-        bars: list[dict[str, Any]] = []
+        opened = self.open_from_ticks([TickHit(policy_id, symbol, at, price)], stream)
+        return opened[0] if opened else None
+
+    def open_from_ticks(
+        self, hits: Sequence[TickHit], stream: str, *, chunk: int = 500
+    ) -> list[int]:
+        """`open_from_tick` for many policies at once (a crash liquidates thousands on one
+        tick): the bars around each tick read once per symbol and bar, and ``chunk`` claims
+        a write transaction. The new claims' ids, in the order of ``hits``."""
+        windows: dict[tuple[str, datetime], list[dict[str, Any]]] = {}
+        for h in hits:
+            key = (h.symbol, h.at.replace(second=0, microsecond=0))
+            if key not in windows:
+                windows[key] = self._tick_bars(h.symbol, h.at)
+        with session_scope(self.db) as s:
+            ids = list({h.policy_id for h in hits})
+            lps = {
+                pid: float(lp)
+                for i in range(0, len(ids), 500)
+                for pid, lp in s.exec(
+                    select(col(Policy.id), col(Policy.liquidation_price)).where(
+                        col(Policy.id).in_(ids[i : i + 500])
+                    )
+                ).all()
+            }
+        triggers = [
+            Trigger(
+                h.policy_id,
+                h.at,
+                Decimal(repr(float(h.price))),
+                {
+                    "kind": "mark_tick_reached_liquidation_price",
+                    "stream": stream,
+                    "tick": {"at": h.at.isoformat(), "mark": float(h.price)},
+                    "mark_extreme": float(h.price),
+                    "liquidation_price": lps.get(h.policy_id),
+                    "bars": windows[(h.symbol, h.at.replace(second=0, microsecond=0))],
+                },
+            )
+            for h in hits
+        ]
+        opened: list[int] = []
+        for i in range(0, len(triggers), chunk):
+            opened += self._open_many(triggers[i : i + chunk], source="stream", actor=SYSTEM)
+        return opened
+
+    def _tick_bars(self, symbol: str, at: datetime) -> list[dict[str, Any]]:
+        """The stored bars around the bar a tick falls in (none stored: no bars)."""
         try:
             mark, last = self.evidence.bars(
                 symbol, at - timedelta(hours=EVIDENCE_BARS), at + timedelta(hours=EVIDENCE_BARS)
             )
-            if len(mark):
-                # the bar the tick falls in
-                i = int((pd.to_datetime(mark["ts"], utc=True) <= pd.Timestamp(at)).sum()) - 1
-                bars = evidence_window(mark, last, max(i, 0))
         except BTIError:
-            pass
-        with session_scope(self.db) as s:
-            policy = s.get(Policy, policy_id)
-            lp = None if policy is None else float(policy.liquidation_price)
-        trig = Trigger(
-            policy_id,
-            at,
-            Decimal(repr(float(price))),
-            {
-                "kind": "mark_tick_reached_liquidation_price",
-                "stream": stream,
-                "tick": {"at": at.isoformat(), "mark": float(price)},
-                "mark_extreme": float(price),
-                "liquidation_price": lp,
-                "bars": bars,
-            },
-        )
-        return self._open(trig, source="stream", actor=SYSTEM, allowed=("active",))
+            return []
+        if not len(mark):
+            return []
+        i = int((pd.to_datetime(mark["ts"], utc=True) <= pd.Timestamp(at)).sum()) - 1
+        return evidence_window(mark, last, max(i, 0))
 
     def file_claim(self, user: User, policy_id: int, content: bytes, filename: str) -> int:
         """A trader files a claim with their exchange's liquidation record (CSV with a header
@@ -320,32 +398,78 @@ class ClaimsService:
         return self._audit_and_decide(claim_id) or self.get(claim_id)
 
     def _audit_and_decide(self, claim_id: int) -> Claim | None:
+        decided = self._audit_and_decide_many([claim_id])
+        return decided[0] if decided else None
+
+    def _audit_and_decide_many(self, claim_ids: Sequence[int]) -> list[Claim]:
+        """Audit and decide the ``opened`` claims among ``claim_ids``: the facts read for all
+        of them at once, outside the lock (`Evidence.facts_many`), then each decision
+        written in one write transaction, after re-reading the claim under it (a claim
+        another process decided meanwhile is left out)."""
         with session_scope(self.db) as s:  # facts first: reads, some slow, outside the lock
-            claim = self._get(s, claim_id)
-            if claim.state != State.OPENED.value:
-                return None
-            policy = s.get(Policy, claim.policy_id)
-            assert policy is not None
-            facts = self.evidence.facts(s, claim, policy)
-        checks = audit(*facts, self.evidence.probability_before_trigger(claim, policy))
-        decision = adjudicate(checks, claim.amount_claimed, self.auto_limit)
+            claims = [
+                c
+                for c in s.exec(select(Claim).where(col(Claim.id).in_(list(claim_ids)))).all()
+                if c.state == State.OPENED.value
+            ]
+            if not claims:
+                return []
+            pids = list({c.policy_id for c in claims})
+            policies = {
+                p.id or 0: p for p in s.exec(select(Policy).where(col(Policy.id).in_(pids))).all()
+            }
+            facts = self.evidence.facts_many(s, claims, policies)
+            decisions = []
+            for claim, f in zip(claims, facts, strict=True):
+                p_before = self.evidence.probability_before_trigger(
+                    claim, policies[claim.policy_id]
+                )
+                checks = audit(*f, p_before)
+                decisions.append(
+                    (
+                        claim.id or 0,
+                        checks,
+                        adjudicate(checks, claim.amount_claimed, self.auto_limit),
+                    )
+                )
         now = self.clock()
+        out: list[Claim] = []
         with write_scope(self.db) as s:
-            claim = locked_claim(s, claim_id)
-            if claim.state != State.OPENED.value:  # another process decided it meanwhile
-                return None
-            claim.checks = [c.to_dict() for c in checks]
-            move(s, claim, Event.AUDIT, actor=SYSTEM, at=now, detail={"checks": claim.checks})
-            if decision.event is Event.REFER:
-                claim.due_at = now + timedelta(hours=self.review_hours)
-                detail: dict[str, object] = {"reasons": decision.reasons, "due": claim.due_at}
-            else:
-                claim.decided_by = SYSTEM
-                claim.decision_reason = "; ".join(decision.reasons)
-                claim.amount_approved = decision.amount
-                detail = {"reasons": decision.reasons, "amount": decision.amount}
-            move(s, claim, decision.event, actor=SYSTEM, at=now, detail=detail)
-            return claim
+            for cid, checks, decision in decisions:
+                claim = locked_claim(s, cid)
+                if claim.state != State.OPENED.value:  # another process decided it meanwhile
+                    continue
+                claim.checks = [c.to_dict() for c in checks]
+                move(s, claim, Event.AUDIT, actor=SYSTEM, at=now, detail={"checks": claim.checks})
+                if decision.event is Event.REFER:
+                    claim.due_at = now + timedelta(hours=self.review_hours)
+                    detail: dict[str, object] = {"reasons": decision.reasons, "due": claim.due_at}
+                else:
+                    claim.decided_by = SYSTEM
+                    claim.decision_reason = "; ".join(decision.reasons)
+                    claim.amount_approved = decision.amount
+                    detail = {"reasons": decision.reasons, "amount": decision.amount}
+                move(s, claim, decision.event, actor=SYSTEM, at=now, detail=detail)
+                out.append(claim)
+        return out
+
+    def process_many(self, claim_ids: Sequence[int], *, chunk: int = 500) -> RunReport:
+        """Audit, decide and pay many opened claims (a crash at scale): ``chunk`` claims a
+        decision transaction, the approved paid in batches (`Payments.pay_many`)."""
+        report = RunReport()
+        for i in range(0, len(claim_ids), chunk):
+            decided = self._audit_and_decide_many(claim_ids[i : i + chunk])
+            approved = [
+                c.id or 0
+                for c in decided
+                if c.state in (State.APPROVED.value, State.ADJUSTED.value)
+            ]
+            for c in decided:
+                if c.state not in (State.APPROVED.value, State.ADJUSTED.value):
+                    report.add(c)
+            for c in self.payments.pay_many(approved) if approved else []:
+                report.add(c)
+        return report
 
     def decide(
         self,

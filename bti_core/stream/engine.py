@@ -33,7 +33,8 @@ from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
-from bti_core.db.models import Policy, PolicyEvent
+from bti_core.claims.service import TickHit
+from bti_core.db.models import Claim, Policy, PolicyEvent
 from bti_core.errors import BTIError
 from bti_core.market.schema import Kind, timeframe_delta
 from bti_core.market.warehouse import Warehouse
@@ -308,22 +309,38 @@ class EmbeddedEngine:
             report.events += events
         report.events.sort(key=lambda e: (e.at_ms, e.symbol, e.kind))
         claims = self.services.claims
-        for e in report.events:
-            if e.kind != "liquidation" or e.policy is None:
-                continue
-            at = datetime.fromtimestamp(e.at_ms / 1000, tz=UTC)
-            cid = claims.open_from_tick(e.policy, e.symbol, at, e.price, self.name)
-            if cid is not None:
-                report.claims.append(cid)
-                c = claims.process(cid)
+        hits = [
+            TickHit(e.policy, e.symbol, datetime.fromtimestamp(e.at_ms / 1000, tz=UTC), e.price)
+            for e in report.events
+            if e.kind == "liquidation" and e.policy is not None
+        ]
+        if hits:
+            # a crash liquidates thousands at one tick: opened, audited, decided and paid in
+            # batches (a policy has one claim, so a batch processed again opens nothing)
+            report.claims = claims.open_from_ticks(hits, self.name)
+            claims.process_many(report.claims)
+            with self.services.db.connect() as conn:
+                c = Claim.__table__.c  # type: ignore[attr-defined]
+                rows = [
+                    r
+                    for i in range(0, len(report.claims), 500)
+                    for r in conn.execute(
+                        sa_select(c.id, c.policy_id, c.state).where(
+                            c.id.in_(report.claims[i : i + 500])
+                        )
+                    ).all()
+                ]
+            first = {h.policy_id: h for h in hits}
+            for cid, pid, state in sorted(rows):
+                h = first[int(pid)]
                 report.opened.append(
                     {
-                        "claim": cid,
-                        "policy": e.policy,
-                        "symbol": e.symbol,
-                        "at": e.at_ms,
-                        "price": e.price,
-                        "state": c.state,
+                        "claim": int(cid),
+                        "policy": h.policy_id,
+                        "symbol": h.symbol,
+                        "at": int(h.at.timestamp() * 1000),
+                        "price": h.price,
+                        "state": str(state),
                     }
                 )
         if self.sink is not None:
