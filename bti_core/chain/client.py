@@ -740,6 +740,27 @@ class ChainClient:
         }
         return str(receipt["transactionHash"].to_0x_hex()), paid
 
+    def claim_payments(self, policy_ids: Iterable[int]) -> dict[int, tuple[str, Decimal]]:
+        """`claim_payment` of many policies with one log query: policy → (tx, amount), for
+        those the pool paid."""
+        wanted = {int(p) for p in policy_ids}
+        if not wanted:
+            return {}
+        logs = self._rpc(
+            lambda: self.pool.events.ClaimPaid().get_logs(
+                from_block=self.deployment.block, to_block="latest"
+            )
+        )
+        out: dict[int, tuple[str, Decimal]] = {}
+        for log in logs:
+            pid = int(log["args"]["policyId"])
+            if pid in wanted and pid not in out:
+                out[pid] = (
+                    log["transactionHash"].to_0x_hex(),
+                    from_units(int(log["args"]["amount"])),
+                )
+        return out
+
     def claim_payment(self, policy_id: int) -> tuple[str, Decimal] | None:
         """(tx hash, amount) of the payout of ``policy_id`` if the pool paid it, else None."""
         logs = self._rpc(

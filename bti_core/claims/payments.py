@@ -92,6 +92,8 @@ class Payments:
         self.chain = chain
         self.clock = clock
         self.lease = lease
+        # payouts a transaction: ~60k gas each, so 200 stay far below a 30M-gas block
+        self.batch = 200
 
     def _may_take(self, claim: Claim, now: datetime) -> bool:
         if claim.lease_owner is None:
@@ -163,7 +165,7 @@ class Payments:
                 return self.confirm(claim_id, found[0])
         return self._send(claim_id, chain_id, amount, ref)
 
-    def pay_many(self, claim_ids: Sequence[int], *, batch: int = 200) -> list[Claim]:
+    def pay_many(self, claim_ids: Sequence[int], *, batch: int | None = None) -> list[Claim]:
         """Pay many claims with few transactions (`ChainClient.pay_claims`, ``batch`` a
         transaction), under the same protocol as `pay`: every claim is committed ``paying``
         under this process's lease before its batch is sent, and recorded ``paid`` with the
@@ -172,12 +174,13 @@ class Payments:
         paid claim by claim, so one bad claim fails alone. The claims as left, in no order;
         claims another live sender holds are left out."""
         owner = process_token()
+        size = batch or self.batch
         with _SENDING_LOCK:
             _SENDING.add(owner)
         try:
             out: list[Claim] = []
-            for i in range(0, len(claim_ids), batch):
-                out += self._pay_batch(list(claim_ids[i : i + batch]), owner)
+            for i in range(0, len(claim_ids), size):
+                out += self._pay_batch(list(claim_ids[i : i + size]), owner)
             return out
         finally:
             with _SENDING_LOCK:
@@ -205,9 +208,10 @@ class Payments:
                 else:
                     send.append((cid, chain_id, amount, ref))
         done += [self._fail(c, "the policy has no on-chain record to pay from") for c in no_record]
-        for cid, chain_id in resumed:  # rare: a crash or a refusal left these
-            found = self.chain.claim_payment(chain_id)
-            if found is not None:
+        landed = self.chain.claim_payments(c for _, c in resumed) if resumed else {}
+        for cid, chain_id in resumed:  # a crash or a refusal left these
+            found = landed.get(chain_id)
+            if found is not None:  # paid before a crash: record it, never pay again
                 done.append(self.confirm(cid, found[0]))
             else:
                 claim = self.get_claim(cid)
@@ -228,8 +232,9 @@ class Payments:
             [(cid, tx) for cid, chain_id, _, _ in send if chain_id in paid]
         )
         skipped = [(cid, chain_id) for cid, chain_id, _, _ in send if chain_id not in paid]
+        landed = self.chain.claim_payments(c for _, c in skipped) if skipped else {}
         for cid, chain_id in skipped:  # paid by another sender first, or earlier in the batch
-            found = self.chain.claim_payment(chain_id)
+            found = landed.get(chain_id)
             confirmed.append(
                 self.confirm(cid, found[0])
                 if found is not None

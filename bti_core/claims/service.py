@@ -564,30 +564,21 @@ class ClaimsService:
             stmt = select(Claim.id).where(col(Claim.state).in_([x.value for x in states]))
             return [i for i in s.exec(stmt.order_by(col(Claim.id))).all() if i is not None]
 
-    def _decide_and_pay(self, claim_id: int) -> Claim | None:
-        """Audit and decide an opened claim, and pay it if approved; None when another
-        process had already taken it."""
-        decided = self._audit_and_decide(claim_id)
-        if decided is not None and decided.state in (State.APPROVED.value, State.ADJUSTED.value):
-            return self.payments.pay(claim_id)
-        return decided
-
     def run(self) -> RunReport:
         """Scan the market, then audit, decide and pay every claim that is waiting (safe beside
         other runs: each claim is taken by one of them)."""
-        report = RunReport(opened=self.scan())
-        for cid in self._waiting([State.OPENED]):
-            report.add(self._decide_and_pay(cid))
+        opened = self.scan()
+        report = self.process_many(self._waiting([State.OPENED]))
+        report.opened = opened
         return report
 
     def reconcile(self) -> RunReport:
         """Settle claims a crash left half-done: opened but not audited, approved but not yet
         sent, ``paying`` (sent or not) whose sender is gone, and failed payments."""
-        report = RunReport()
-        for cid in self._waiting([State.OPENED]):
-            report.add(self._decide_and_pay(cid))
-        for cid in self._waiting([State.APPROVED, State.ADJUSTED, State.PAYING, State.FAILED]):
-            report.add(self.payments.pay(cid))
+        report = self.process_many(self._waiting([State.OPENED]))
+        waiting = self._waiting([State.APPROVED, State.ADJUSTED, State.PAYING, State.FAILED])
+        for c in self.payments.pay_many(waiting) if waiting else []:
+            report.add(c)
         return report
 
     # ------------------------------------------------------------------ reading

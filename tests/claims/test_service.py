@@ -229,9 +229,9 @@ def test_interrupted_at_each_step_pays_exactly_once(
     before = w.chain.balance(wallet)
     crash(w)
     target = {
-        "after the claim is opened": (ClaimsService, "_audit_and_decide"),
-        "after paying is recorded, before the payment is sent": (ChainClient, "pay_claim"),
-        "after the payment is mined, before it is recorded": (Payments, "confirm"),
+        "after the claim is opened": (ClaimsService, "_audit_and_decide_many"),
+        "after paying is recorded, before the payment is sent": (ChainClient, "pay_claims"),
+        "after the payment is mined, before it is recorded": (Payments, "confirm_many"),
     }[where]
     with monkeypatch.context() as m:
         m.setattr(*target, _crash)
@@ -516,6 +516,7 @@ def test_a_failed_payment_is_counted_as_failed_not_approved(
         raise refusal_type("EnforcedPause")("pay claim refused: paused", reason="EnforcedPause")
 
     monkeypatch.setattr(ChainClient, "pay_claim", refuse)
+    monkeypatch.setattr(ChainClient, "pay_claims", refuse)
     report = w.claims.run()
     assert len(report.failed) == 1 and report.approved == [] and report.paid == []
     assert "payment failed 1" in str(report)

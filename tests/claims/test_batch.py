@@ -1,0 +1,121 @@
+"""Claims of a crash at scale, in batches, on the real chain and database: opened from a
+stream's ticks in few transactions, decided in chunks, paid a batch a transaction — each
+policy once, whatever was paid before, refused, or interrupted."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlmodel import Session, select
+
+from bti_core.chain.client import ChainClient
+from bti_core.claims.payments import Payments
+from bti_core.claims.service import ClaimsService, TickHit
+from bti_core.db.models import Claim, Policy
+from tests.claims.test_service import NOW, World, buy, claim_paid_events, crash, world  # noqa: F401
+
+
+class CrashError(Exception):
+    pass
+
+
+def _crash(*_: object, **__: object) -> None:
+    raise CrashError
+
+
+def insured(w: World, n: int) -> list[Policy]:
+    return [buy(w, f"trader{i}", leverage="20", coverage="100") for i in range(n)]
+
+
+def hits_of(policies: list[Policy]) -> list[TickHit]:
+    at = NOW + timedelta(hours=4, minutes=30)  # inside the replayed crash's bar
+    return [TickHit(p.id or 0, "BTCUSDT", at, float(p.liquidation_price) * 0.99) for p in policies]
+
+
+def claims_of(w: World) -> list[Claim]:
+    with Session(w.db) as s:
+        return list(s.exec(select(Claim).order_by(Claim.id)).all())  # type: ignore[arg-type]
+
+
+def test_a_crash_pays_every_claim_once_in_few_transactions(world: World) -> None:  # noqa: F811
+    w = world
+    pols = insured(w, 5)
+    crash(w, drop=0.3, after_hours=3)
+    w.claims.payments.batch = 2
+    opened = w.claims.open_from_ticks(hits_of(pols), "test")
+    assert len(opened) == 5
+    assert w.claims.open_from_ticks(hits_of(pols), "test") == []  # a policy is claimed once
+    report = w.claims.process_many(opened)
+    assert sorted(report.paid) == sorted(opened), report
+    claims = claims_of(w)
+    assert all(c.state == "paid" for c in claims)
+    assert len({c.payout_tx for c in claims}) == 3  # 2 + 2 + 1 a transaction
+    assert len(claim_paid_events(w)) == 5
+    for p in pols:
+        assert w.chain.balance(w.ins.wallet_of(p.user_id).address) >= p.payout
+    assert w.claims.verify_log().ok  # each payout anchors its own audit head
+
+
+def test_a_claim_paid_meanwhile_is_recorded_not_paid_again(world: World) -> None:  # noqa: F811
+    w = world
+    pols = insured(w, 3)
+    crash(w, drop=0.3, after_hours=3)
+    opened = w.claims.open_from_ticks(hits_of(pols), "test")
+    decided = w.claims._audit_and_decide_many(opened)
+    assert all(c.state == "approved" for c in decided)
+    # another sender paid the first policy on-chain before this batch went out
+    other_tx = w.chain.pay_claim(pols[0].chain_policy_id or 0, pols[0].payout, b"\x09" * 32)
+    w.claims.payments.pay_many(opened)
+    claims = {c.policy_id: c for c in claims_of(w)}
+    assert claims[pols[0].id].state == "paid" and claims[pols[0].id].payout_tx == other_tx
+    assert all(c.state == "paid" for c in claims.values())
+    assert len(claim_paid_events(w)) == 3
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["before the batch is sent", "after the batch is mined, before it is recorded"],
+)
+def test_a_batch_interrupted_is_settled_once_by_reconcile(
+    world: World,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    w = world
+    pols = insured(w, 4)
+    crash(w, drop=0.3, after_hours=3)
+    opened = w.claims.open_from_ticks(hits_of(pols), "test")
+    target = {
+        "before the batch is sent": (ChainClient, "pay_claims"),
+        "after the batch is mined, before it is recorded": (Payments, "confirm_many"),
+    }[where]
+    with monkeypatch.context() as m:
+        m.setattr(*target, _crash)
+        with pytest.raises(CrashError):
+            w.claims.process_many(opened)
+    assert {c.state for c in claims_of(w)} == {"paying"}
+    again = ClaimsService(w.db, w.wh, w.chain)
+    again.payments.lease = timedelta(0)  # the dead process's leases have run out
+    again.reconcile()
+    again.reconcile()
+    assert {c.state for c in claims_of(w)} == {"paid"}
+    assert len(claim_paid_events(w)) == 4
+
+
+def test_a_refused_batch_is_paid_claim_by_claim(world: World) -> None:  # noqa: F811
+    w = world
+    pols = insured(w, 3)
+    crash(w, drop=0.3, after_hours=3)
+    opened = w.claims.open_from_ticks(hits_of(pols), "test")
+    w.claims._audit_and_decide_many(opened)
+    # one amount above its policy's coverage makes the pool refuse the whole batch
+    with Session(w.db) as s:
+        c = s.exec(select(Claim).where(Claim.policy_id == pols[1].id)).one()
+        c.amount_approved = pols[1].payout * 2  # as if an edit slipped past the checks
+        s.add(c)
+        s.commit()
+    w.claims.payments.pay_many(opened)
+    states = {c.policy_id: c.state for c in claims_of(w)}
+    assert states == {pols[0].id: "paid", pols[1].id: "failed", pols[2].id: "paid"}
+    assert len(claim_paid_events(w)) == 2
