@@ -17,6 +17,7 @@ from typing import Any
 
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
+from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -68,16 +69,10 @@ def append(
 ) -> str:
     """Append one entry for ``claim`` (its fields already set to the new state); the new head
     hash."""
-    # the head row locked for the rest of the transaction (SQLite renders no FOR UPDATE: its
-    # write transactions, `write_scope`, are exclusive already)
-    head = s.exec(select(ClaimAuditHead).where(ClaimAuditHead.id == 1).with_for_update()).first()
-    if head is None:
-        raise AuditLogError(
-            "the claims audit log has no head row: it was deleted outside BTI, so no claim can "
-            "be changed until it is restored; `bti claims verify` reports what is missing"
-        )
+    head, next_id = _locked_head(s)
     body = {**(detail or {}), "claim": snapshot(claim)}
     entry = ClaimAudit(
+        id=next_id,
         claim_id=claim.id or 0,
         at=at,
         actor=actor,
@@ -88,12 +83,34 @@ def append(
         prev_hash=head.last_hash,
         hash="",
     )
-    s.add(entry)
-    s.flush()
     entry.hash = entry_hash(head.last_hash, entry_dict(entry))
-    head.last_id, head.last_hash = entry.id or 0, entry.hash
+    s.add(entry)  # inserted with the transaction's other writes: no round trip per entry
+    head.last_id, head.last_hash = next_id, entry.hash
     s.add(head)
+    s.info[_HEAD] = (s.get_transaction(), head, next_id + 1)
     return entry.hash
+
+
+_HEAD = "bti.claims.audit_head"
+
+
+def _locked_head(s: Session) -> tuple[ClaimAuditHead, int]:
+    """The head row, locked for the rest of the transaction (SQLite renders no FOR UPDATE: its
+    write transactions, `write_scope`, are exclusive already), and the next entry's id. Read
+    once a transaction: the entries a transaction appends get the ids after the head's, set
+    here rather than by the database, so each entry's hash is known before it is written."""
+    cached = s.info.get(_HEAD)
+    if cached is not None and cached[0] is s.get_transaction():
+        return cached[1], cached[2]
+    head = s.exec(select(ClaimAuditHead).where(ClaimAuditHead.id == 1).with_for_update()).first()
+    if head is None:
+        raise AuditLogError(
+            "the claims audit log has no head row: it was deleted outside BTI, so no claim can "
+            "be changed until it is restored; `bti claims verify` reports what is missing"
+        )
+    # past every stored entry, should the head lag them (a verify then reports the gap)
+    top = s.exec(select(func.max(ClaimAudit.id))).one() or 0
+    return head, max(int(top), head.last_id) + 1
 
 
 def entries_of(db: Engine, claim_id: int) -> list[ClaimAudit]:

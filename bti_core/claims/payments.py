@@ -19,13 +19,13 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from hexbytes import HexBytes
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from bti_core.chain.artifacts import refusal_type
 from bti_core.chain.client import ChainClient
@@ -77,6 +77,31 @@ def locked_claim(s: Session, claim_id: int) -> Claim:
     if claim is None:
         raise ClaimError(f"no claim #{claim_id}")
     return claim
+
+
+def locked_claims(s: Session, claim_ids: Sequence[int]) -> dict[int, Claim]:
+    """`locked_claim` of many claims, a query for 500 (each must exist)."""
+    ids = list(dict.fromkeys(claim_ids))
+    out: dict[int, Claim] = {}
+    for i in range(0, len(ids), 500):
+        stmt = select(Claim).where(col(Claim.id).in_(ids[i : i + 500])).with_for_update()
+        out.update({c.id or 0: c for c in s.exec(stmt).all()})
+    missing = [i for i in ids if i not in out]
+    if missing:
+        raise ClaimError(f"no claim #{missing[0]}")
+    return out
+
+
+def load_policies(
+    s: Session, policy_ids: Iterable[int], *, lock: bool = False
+) -> dict[int, Policy]:
+    """The policies, a query for 500 (into the session, so that `Session.get` needs none)."""
+    ids = list(dict.fromkeys(policy_ids))
+    out: dict[int, Policy] = {}
+    for i in range(0, len(ids), 500):
+        stmt = select(Policy).where(col(Policy.id).in_(ids[i : i + 500]))
+        out.update({p.id or 0: p for p in s.exec(stmt.with_for_update() if lock else stmt).all()})
+    return out
 
 
 class Payments:
@@ -193,8 +218,10 @@ class Payments:
         done: list[Claim] = []
         no_record: list[int] = []
         with write_scope(self.db) as s:
-            for cid in claim_ids:
-                claim = locked_claim(s, cid)
+            locked = locked_claims(s, claim_ids)
+            load_policies(s, (c.policy_id for c in locked.values()))
+            for cid in dict.fromkeys(claim_ids):
+                claim = locked[cid]
                 taken = self._take(s, claim, owner, now)
                 if taken is None:
                     if State(claim.state) is not State.PAYING:
@@ -271,8 +298,10 @@ class Payments:
         now = self.clock()
         out: list[Claim] = []
         with write_scope(self.db) as s:
+            locked = locked_claims(s, [c for c, _ in paid])
+            load_policies(s, (c.policy_id for c in locked.values()))
             for claim_id, tx in paid:
-                claim = locked_claim(s, claim_id)
+                claim = locked[claim_id]
                 out.append(claim)
                 if claim.state == State.PAID.value:
                     continue

@@ -31,7 +31,7 @@ from bti_core.claims.audit_log import AuditLogError, move
 from bti_core.claims.checks import audit
 from bti_core.claims.facts import Evidence
 from bti_core.claims.ledger import Verdict
-from bti_core.claims.payments import SYSTEM, Payments, locked_claim
+from bti_core.claims.payments import SYSTEM, Payments, load_policies, locked_claim, locked_claims
 from bti_core.claims.records import ClaimError, parse_record
 from bti_core.claims.state import OPEN_FOR_UNDERWRITER, Event, State
 from bti_core.claims.triggers import (
@@ -220,6 +220,7 @@ class ClaimsService:
         now = self.clock()
         try:
             with write_scope(self.db) as s:
+                load_policies(s, (t.policy_id for t in triggers), lock=True)
                 return [
                     cid
                     for trig in triggers
@@ -243,7 +244,7 @@ class ClaimsService:
         allowed: tuple[str, ...],
         now: datetime,
     ) -> int | None:
-        policy = s.exec(select(Policy).where(Policy.id == trig.policy_id).with_for_update()).first()
+        policy = s.get(Policy, trig.policy_id)  # locked by the caller
         if policy is None or policy.status not in allowed:
             return None
         claim = Claim(
@@ -435,8 +436,9 @@ class ClaimsService:
         now = self.clock()
         out: list[Claim] = []
         with write_scope(self.db) as s:
+            locked = locked_claims(s, [d[0] for d in decisions])
             for cid, checks, decision in decisions:
-                claim = locked_claim(s, cid)
+                claim = locked[cid]
                 if claim.state != State.OPENED.value:  # another process decided it meanwhile
                     continue
                 claim.checks = [c.to_dict() for c in checks]

@@ -50,8 +50,7 @@ def add_policy_event(
 ) -> PolicyEvent:
     assert policy.id is not None, "flush the policy before logging its events"
     ev = PolicyEvent(policy_id=policy.id, event=event, detail=detail or {})
-    session.add(ev)
-    session.flush()
+    session.add(ev)  # written with the transaction (a crash's thousands at once)
     return ev
 
 
