@@ -220,11 +220,16 @@ class ClaimsService:
         now = self.clock()
         try:
             with write_scope(self.db) as s:
-                load_policies(s, (t.policy_id for t in triggers), lock=True)
+                policies = load_policies(s, (t.policy_id for t in triggers), lock=True)
                 return [
                     cid
                     for trig in triggers
-                    if (cid := self._write_claim(s, trig, source, actor, allowed, now)) is not None
+                    if (
+                        cid := self._write_claim(
+                            s, trig, policies.get(trig.policy_id), source, actor, allowed, now
+                        )
+                    )
+                    is not None
                 ]
         except IntegrityError:
             if len(triggers) == 1:
@@ -239,12 +244,12 @@ class ClaimsService:
         self,
         s: Session,
         trig: Trigger,
+        policy: Policy | None,
         source: str,
         actor: str,
         allowed: tuple[str, ...],
         now: datetime,
     ) -> int | None:
-        policy = s.get(Policy, trig.policy_id)  # locked by the caller
         if policy is None or policy.status not in allowed:
             return None
         claim = Claim(

@@ -1,15 +1,17 @@
 """The embedded streaming engine (the default: no servers, run in-process).
 
-A source gives ticks from an offset; each micro-batch is scored per symbol by
-`bti_core.stream.scoring`, then:
+A source gives ticks from an offset (Kafka: from per-partition offsets kept in the
+checkpoint); each micro-batch is scored per symbol by `bti_core.stream.scoring`, then:
 
 1. every liquidation opens its claim through the claims service at the crossing tick, which
-   audits, decides and — when approved automatically — pays it (a policy has one claim, so a
-   batch processed again opens nothing new);
-2. the batch's alerts and the checkpoint (each symbol's state and the new offset) are written
+   audits, decides and — when approved automatically — pays it, in batches when a crash
+   liquidates many at once (a policy has one claim, so a batch processed again opens nothing
+   new);
+2. an optional sink (`bti_core.stream.kafka.KafkaSink`) publishes the batch's alerts and claims;
+3. the batch's alerts and the checkpoint (each symbol's state and the new offset) are written
    in one transaction (`bti_core.stream.store`).
 
-Killed before step 2, a restart processes the batch again from the last checkpoint: its claims
+Killed before step 3, a restart processes the batch again from the last checkpoint: its claims
 exist, its alerts are written once. Killed after it, the restart goes on from the new offset.
 
 `ReplaySource` turns the warehouse's stored mark-price bars into ticks — each bar its open,
