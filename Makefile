@@ -55,6 +55,7 @@ bench: setup
 	$(PY) benchmarks/claims.py
 	$(PY) benchmarks/risk_queries.py
 	$(PY) benchmarks/stream.py
+	$(PY) benchmarks/crash.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/artifacts
