@@ -40,6 +40,7 @@ from bti_core.services import Services, build_services
 
 if TYPE_CHECKING:
     from bti_core.risk.forecast import Forecast
+    from bti_core.stream.engine import ReplaySource
 
 app = typer.Typer(
     help="BTI: liquidation insurance for perpetual-futures traders.", no_args_is_help=True
@@ -808,17 +809,12 @@ def stream_replay(
     """Replay stored mark prices as ticks through the embedded engine: every open policy is
     re-scored, alerts are stored, and a policy whose liquidation price is reached gets its claim
     at that tick. Resumes from the stream's checkpoint; a replay run again adds nothing."""
-    import pandas as pd
 
-    from bti_core.stream.engine import EmbeddedEngine, ReplaySource
+    from bti_core.stream.engine import EmbeddedEngine
 
     services = _services()
     try:
-        start = _utc_option("--since", since)
-        end = _utc_option("--until", until) if until else pd.Timestamp.now("UTC")
-        if start >= end:
-            raise typer.BadParameter(f"--since ({start:%Y-%m-%d %H:%M}) must be before --until")
-        source = ReplaySource(services.warehouse, _stored_marks(services, symbols), start, end)
+        source = _replay_source(services, since, until, symbols)
         engine = EmbeddedEngine(services, source, name=name, batch=batch)
         totals = {"alerts": 0, "claims": 0, "ticks": 0}
         with _progress() as progress:
@@ -839,6 +835,21 @@ def stream_replay(
         raise _fail(exc) from exc
     finally:
         services.close()
+
+
+def _replay_source(
+    services: Services, since: str, until: str | None, symbols: str | None
+) -> ReplaySource:
+    """The stored mark prices of ``--symbols`` from ``--since`` to ``--until`` as ticks."""
+    import pandas as pd
+
+    from bti_core.stream.engine import ReplaySource
+
+    start = _utc_option("--since", since)
+    end = _utc_option("--until", until) if until else pd.Timestamp.now("UTC")
+    if start >= end:
+        raise typer.BadParameter(f"--since ({start:%Y-%m-%d %H:%M}) must be before --until")
+    return ReplaySource(services.warehouse, _stored_marks(services, symbols), start, end)
 
 
 def _stored_marks(services: Services, symbols: str | None) -> list[str]:
@@ -897,18 +908,12 @@ def stream_publish(
     topic: Annotated[str, typer.Option(help="The ticks topic")] = "bti.ticks",
 ) -> None:
     """Publish stored mark prices as ticks (the replay's) to Kafka, keyed by symbol."""
-    import pandas as pd
 
-    from bti_core.stream.engine import ReplaySource
     from bti_core.stream.kafka import TICKS, ensure_topics, publish_ticks
 
     services = _services()
     try:
-        start = _utc_option("--since", since)
-        end = _utc_option("--until", until) if until else pd.Timestamp.now("UTC")
-        if start >= end:
-            raise typer.BadParameter(f"--since ({start:%Y-%m-%d %H:%M}) must be before --until")
-        src = ReplaySource(services.warehouse, _stored_marks(services, symbols), start, end)
+        src = _replay_source(services, since, until, symbols)
         ensure_topics(bootstrap, {topic: 6 if topic == TICKS else 1})
         n = publish_ticks(
             bootstrap, zip(src.symbols, src.ts.tolist(), src.price.tolist(), strict=True), topic

@@ -249,7 +249,11 @@ class KafkaTickSource:
         """Up to ``limit`` messages from ``cursor``: the valid, in-order ticks (symbols, ms,
         marks), the cursor after them and how many messages were read."""
         cursor = dict(cursor or {})
-        if self._at is None or any(self._at.get(k, 0) != v for k, v in cursor.items()):
+        # where the consumer stands is not where the checkpoint says (a first read, or a batch
+        # read but never committed): seek back to the checkpoint
+        if self._at is None or any(
+            self._at.get(k, 0) != cursor.get(k, 0) for k in set(self._at) | set(cursor)
+        ):
             self._seek(cursor)
         assert self._at is not None
         msgs = self._consumer.consume(limit, self.first_wait if self._fresh else self.wait)

@@ -224,3 +224,18 @@ def test_a_batch_decodes_as_its_messages_one_by_one() -> None:
     for batch in (good, good + odd, odd[:3], [odd[3], *good]):
         assert decode_ticks(batch) == [_reason(v) for v in batch]
     assert decode_ticks(good)[2] == ("BTCUSDT", 2, 102.0)
+
+
+def test_a_batch_read_but_not_committed_is_read_again(broker: str) -> None:
+    publish_ticks(broker, [("BTCUSDT", t, 100.0 + t) for t in range(1, 11)])
+    src = KafkaTickSource(broker)
+    try:
+        first = src.read_from(None, 4, {})
+        assert first[4] == 4
+        # the engine died before committing: it asks again from the checkpoint's cursor
+        again = src.read_from(None, 4, {})
+        assert again[1].tolist() == first[1].tolist()
+        after = src.read_from(again[3], 100, {})
+        assert sorted(first[1].tolist() + after[1].tolist()) == list(range(1, 11))
+    finally:
+        src.close()
