@@ -32,7 +32,7 @@ from bti_core.chain.client import ChainClient
 from bti_core.claims.audit_log import move
 from bti_core.claims.records import ClaimError
 from bti_core.claims.state import Event, State
-from bti_core.db.engine import session_scope, write_scope
+from bti_core.db.engine import write_scope
 from bti_core.db.models import Claim, Policy
 from bti_core.db.repository import add_policy_event, move_policy
 from bti_core.errors import ChainError, ContractRefusalError
@@ -216,7 +216,7 @@ class Payments:
     def _pay_batch(self, claim_ids: list[int], owner: str) -> list[Claim]:
         now = self.clock()
         send: list[tuple[int, int, Decimal, str]] = []  # claim, chain id, amount, ref
-        resumed: list[tuple[int, int]] = []
+        resumed: list[tuple[int, int, Decimal, str]] = []
         done: list[Claim] = []
         no_record: list[int] = []
         with write_scope(self.db) as s:
@@ -233,19 +233,17 @@ class Payments:
                 if chain_id is None:
                     no_record.append(cid)
                 elif again:
-                    resumed.append((cid, chain_id))
+                    resumed.append((cid, chain_id, amount, ref))
                 else:
                     send.append((cid, chain_id, amount, ref))
         done += [self._fail(c, "the policy has no on-chain record to pay from") for c in no_record]
-        landed = self.chain.claim_payments(c for _, c in resumed) if resumed else {}
-        for cid, chain_id in resumed:  # a crash or a refusal left these
+        landed = self.chain.claim_payments(r[1] for r in resumed) if resumed else {}
+        for cid, chain_id, amount, ref in resumed:  # a crash or a refusal left these
             found = landed.get(chain_id)
             if found is not None:  # paid before a crash: record it, never pay again
                 done.append(self.confirm(cid, found[0]))
             else:
-                claim = self.get_claim(cid)
-                assert claim.amount_approved is not None
-                send.append((cid, chain_id, claim.amount_approved, claim.claim_ref))
+                send.append((cid, chain_id, amount, ref))
         if not send:
             return done
         try:
@@ -270,13 +268,6 @@ class Payments:
                 else self._fail(cid, f"the pool skipped policy {chain_id}: it is not active")
             )
         return done + confirmed
-
-    def get_claim(self, claim_id: int) -> Claim:
-        with session_scope(self.db) as s:
-            claim = s.get(Claim, claim_id)
-            if claim is None:
-                raise ClaimError(f"no claim #{claim_id}")
-            return claim
 
     def _send(self, claim_id: int, chain_id: int, amount: Decimal, ref: str) -> Claim:
         try:

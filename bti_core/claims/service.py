@@ -282,22 +282,15 @@ class ClaimsService:
         )
         return claim.id
 
-    def open_from_tick(
-        self, policy_id: int, symbol: str, at: datetime, price: float, stream: str
-    ) -> int | None:
-        """The claim of a policy whose mark price a stream saw reach its liquidation price at a
-        tick (`bti_core.stream`), with the stored bars around it as evidence where they exist;
-        None when the policy already has its claim or is no longer active (a second stream,
-        or the scan, got there first: a policy is claimed once)."""
-        opened = self.open_from_ticks([TickHit(policy_id, symbol, at, price)], stream)
-        return opened[0] if opened else None
-
     def open_from_ticks(
         self, hits: Sequence[TickHit], stream: str, *, chunk: int = 500
     ) -> list[int]:
-        """`open_from_tick` for many policies at once (a crash liquidates thousands on one
-        tick): the bars around each tick read once per symbol and bar, and ``chunk`` claims
-        a write transaction. The new claims' ids, in the order of ``hits``."""
+        """The claims of policies whose mark price a stream saw reach their liquidation price
+        at a tick (`bti_core.stream`), with the stored bars around each tick as evidence; a
+        policy that already has its claim or is no longer active gets none (a second
+        stream, or the scan, got there first: a policy is claimed once). A crash liquidates
+        thousands at one tick: the bars around each tick are read once per symbol and bar,
+        and ``chunk`` claims go in a write transaction. The new claims' ids, in hit order."""
         windows: dict[tuple[str, datetime], list[dict[str, Any]]] = {}
         for h in hits:
             key = (h.symbol, h.at.replace(second=0, microsecond=0))
