@@ -12,7 +12,7 @@ PORT ?= 8501
 
 $(STAMP): pyproject.toml .ci/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c .ci/constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c .ci/constraints.txt -e '.[dev,spark]'
 	@touch $(STAMP)
 
 # Solidity compiler, OpenZeppelin and the anvil binary, pinned by contracts/package-lock.json

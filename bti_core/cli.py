@@ -925,6 +925,95 @@ def stream_publish(
         services.close()
 
 
+@stream_app.command("spark")
+def stream_spark(
+    bootstrap: Annotated[str, BOOTSTRAP],
+    name: Annotated[str, typer.Option(help="The stream's name (alert keys, checkpoint)")] = "spark",
+    master: Annotated[
+        str, typer.Option(help="Spark master: local[N] here, spark://host:7077 on a cluster")
+    ] = "local[2]",
+    batch: Annotated[
+        int, typer.Option(min=1, max=5_000_000, help="Most ticks per micro-batch")
+    ] = 50_000,
+    trigger: Annotated[
+        float, typer.Option(min=0.05, max=3600, help="Seconds between micro-batches")
+    ] = 0.5,
+    idle_exit: Annotated[
+        float | None,
+        typer.Option(min=1, help="Stop after this many seconds without a tick"),
+    ] = None,
+) -> None:
+    """Score ticks from Kafka's ticks topic with Spark Structured Streaming (the same scoring
+    as `bti stream kafka`); its offsets and per-symbol state are in Spark's checkpoint under
+    the data folder (spark/NAME), so a restart resumes. Runs until Ctrl-C (or ``--idle-exit``)."""
+    import time
+
+    from bti_core.stream.kafka import TICKS, KafkaError, _config, ensure_topics
+    from bti_core.stream.spark import SparkError, progress, session, start
+
+    if not name.replace("-", "").replace("_", "").isalnum() or len(name) > 60:
+        raise _fail(BTIError(f"--name must be letters, digits, - and _ (≤ 60); got {name!r}"))
+    try:
+        _config(bootstrap)
+        import pyspark  # noqa: F401 — say it is missing before anything starts
+    except KafkaError as exc:
+        raise _fail(exc) from exc
+    except ImportError as exc:
+        raise _fail(SparkError("Spark streaming needs pyspark: pip install 'bti[spark]'")) from exc
+    services = _services()
+    spark = None
+    try:
+        ensure_topics(bootstrap, {TICKS: 6})
+        console.print(f"stream {name}: starting Spark ({master}) on {TICKS} at {bootstrap}")
+        spark = session(master)
+        query, run = start(
+            spark,
+            services,
+            bootstrap=bootstrap,
+            checkpoint=get_settings().data_dir / "spark" / name,
+            name=name,
+            max_ticks=batch,
+            trigger_seconds=trigger,
+        )
+        console.print("running; Ctrl-C stops it")
+        seen, last = 0, time.monotonic()
+        while query.isActive:
+            time.sleep(0.5)
+            if len(run.batches) > seen:
+                for r in run.batches[seen:]:
+                    console.print(
+                        f"batch {r.offset}: {r.ticks:,} ticks, {r.alerts:,} new alerts, "
+                        f"{len(r.claims)} claims opened"
+                    )
+                seen, last = len(run.batches), time.monotonic()
+            if query.exception() is not None:
+                raise SparkError(f"the Spark query stopped: {query.exception()}")
+            if query.lastProgress is None:
+                last = time.monotonic()  # still starting: idle counts from the first trigger
+            elif idle_exit is not None and time.monotonic() - last > idle_exit:
+                break
+        p = progress(query)
+        query.stop()
+        if p:
+            console.print(
+                f"last batch: {p.get('numInputRows', 0):,} rows, "
+                f"{p.get('processedRowsPerSecond', 0):,.0f} rows/s"
+            )
+        console.print(
+            f"stream {name}: {run.ticks:,} ticks, "
+            f"{sum(r.alerts for r in run.batches):,} new alerts, "
+            f"{sum(len(r.claims) for r in run.batches):,} claims opened"
+        )
+    except KeyboardInterrupt:
+        pass
+    except BTIError as exc:
+        raise _fail(exc) from exc
+    finally:
+        if spark is not None:
+            spark.stop()
+        services.close()
+
+
 @stream_app.command("kafka")
 def stream_kafka(
     bootstrap: Annotated[str, BOOTSTRAP],

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import func
 from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from bti_core.claims.service import TickHit
@@ -67,6 +68,96 @@ CURSOR = "__cursor__"  # the checkpoint's entry for a source's own position (Kaf
 
 def _ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
+
+
+def fresh_state(services: Services, symbol: str) -> SymbolState:
+    """A symbol's first state, from the risk engine's fit (a symbol with too little history
+    for a fit starts from a plain GARCH at 1 % an hour, rather than stopping the stream)."""
+    try:
+        fit = services.risk.symbol_risk(symbol).fit
+    except BTIError:
+        return SymbolState(symbol, 1e-6, 0.05, 0.05, 0.9, 1e-4)
+    p = fit.params
+    return SymbolState(symbol, p.omega, p.alpha, p.gamma, p.beta, float(fit.sigma2_next))
+
+
+def read_book(db: Engine, symbol: str, first_ms: int) -> tuple[Book, dict[int, str]]:
+    """Every sold policy on ``symbol`` whose window ends at or after ``first_ms`` — claimed,
+    paid and expired ones too (a batch processed again must raise the same events; their
+    claims and alerts exist, so nothing is added) — and each one's trader."""
+    lo = datetime.fromtimestamp(first_ms / 1000, tz=UTC)
+    t = Policy.__table__.c  # type: ignore[attr-defined]
+    stmt = sa_select(
+        t.id,
+        t.side,
+        t.liquidation_price,
+        t.payout,
+        t.start_at,
+        t.end_at,
+        t.probability,
+        t.risk_index,
+        t.user_id,
+    ).where(
+        t.symbol == symbol,
+        t.status.in_(["active", "claimed", "paid", "expired"]),
+        t.end_at >= lo,
+    )
+    with db.connect() as conn:
+        rows = conn.execute(stmt).all()
+    book = Book(
+        np.array([r[0] for r in rows], dtype=np.int64),
+        np.array([1 if r[1] == "long" else -1 for r in rows], dtype=np.int64),
+        np.array([float(r[2]) for r in rows], dtype=np.float64),
+        np.array([float(r[3]) for r in rows], dtype=np.float64),
+        np.array([_ms(r[4]) for r in rows], dtype=np.int64),
+        np.array([_ms(r[5]) for r in rows], dtype=np.int64),
+        np.array([r[6] for r in rows], dtype=np.float64),
+        np.array([r[7] for r in rows], dtype=np.float64),
+    )
+    return book, {int(r[0]): str(r[8]) for r in rows}
+
+
+def open_claims(
+    services: Services, stream: str, events: Sequence[Event]
+) -> tuple[list[int], list[dict[str, Any]]]:
+    """Open the claim of every liquidation in ``events`` at its crossing tick, audit, decide
+    and pay them (in batches: a crash liquidates thousands at one tick). A policy has one
+    claim, so events processed again open nothing. Returns the claim ids and, for the sinks,
+    each claim's policy, tick and state after the decision."""
+    hits = [
+        TickHit(e.policy, e.symbol, datetime.fromtimestamp(e.at_ms / 1000, tz=UTC), e.price)
+        for e in events
+        if e.kind == "liquidation" and e.policy is not None
+    ]
+    if not hits:
+        return [], []
+    claims = services.claims
+    ids = claims.open_from_ticks(hits, stream)
+    claims.process_many(ids)
+    c = Claim.__table__.c  # type: ignore[attr-defined]
+    with services.db.connect() as conn:
+        rows = [
+            r
+            for i in range(0, len(ids), 500)
+            for r in conn.execute(
+                sa_select(c.id, c.policy_id, c.state).where(c.id.in_(ids[i : i + 500]))
+            ).all()
+        ]
+    first = {h.policy_id: h for h in hits}
+    opened = []
+    for cid, pid, state in sorted(rows):
+        h = first[int(pid)]
+        opened.append(
+            {
+                "claim": int(cid),
+                "policy": h.policy_id,
+                "symbol": h.symbol,
+                "at": int(h.at.timestamp() * 1000),
+                "price": h.price,
+                "state": str(state),
+            }
+        )
+    return ids, opened
 
 
 class ArraySource:
@@ -217,14 +308,7 @@ class EmbeddedEngine:
         self._books: dict[str, tuple[Any, int, Book, dict[int, str]]] = {}
 
     def _fresh_state(self, symbol: str) -> SymbolState:
-        """A symbol's first state, from the risk engine's fit (a symbol with too little history
-        for a fit starts from a plain GARCH at 1 % an hour, rather than stopping the stream)."""
-        try:
-            fit = self.services.risk.symbol_risk(symbol).fit
-        except BTIError:
-            return SymbolState(symbol, 1e-6, 0.05, 0.05, 0.9, 1e-4)
-        p = fit.params
-        return SymbolState(symbol, p.omega, p.alpha, p.gamma, p.beta, float(fit.sigma2_next))
+        return fresh_state(self.services, symbol)
 
     def _fingerprint(self) -> tuple[Any, ...]:
         """Changes whenever a policy is added or changes status (each change is logged)."""
@@ -244,36 +328,7 @@ class EmbeddedEngine:
         fp = self._fingerprint()
         cached = self._books.get(symbol)
         if cached is None or cached[0] != fp or first_ms < cached[1]:
-            lo = datetime.fromtimestamp(first_ms / 1000, tz=UTC)
-            t = Policy.__table__.c  # type: ignore[attr-defined]
-            stmt = sa_select(
-                t.id,
-                t.side,
-                t.liquidation_price,
-                t.payout,
-                t.start_at,
-                t.end_at,
-                t.probability,
-                t.risk_index,
-                t.user_id,
-            ).where(
-                t.symbol == symbol,
-                t.status.in_(["active", "claimed", "paid", "expired"]),
-                t.end_at >= lo,
-            )
-            with self.services.db.connect() as conn:
-                rows = conn.execute(stmt).all()
-            book = Book(
-                np.array([r[0] for r in rows], dtype=np.int64),
-                np.array([1 if r[1] == "long" else -1 for r in rows], dtype=np.int64),
-                np.array([float(r[2]) for r in rows], dtype=np.float64),
-                np.array([float(r[3]) for r in rows], dtype=np.float64),
-                np.array([_ms(r[4]) for r in rows], dtype=np.int64),
-                np.array([_ms(r[5]) for r in rows], dtype=np.int64),
-                np.array([r[6] for r in rows], dtype=np.float64),
-                np.array([r[7] for r in rows], dtype=np.float64),
-            )
-            owners = {int(r[0]): str(r[8]) for r in rows}
+            book, owners = read_book(self.services.db, symbol, first_ms)
             cached = (fp, first_ms, book, owners)
             self._books[symbol] = cached
         _, _, book, owners = cached
@@ -310,41 +365,7 @@ class EmbeddedEngine:
             states[sym] = new
             report.events += events
         report.events.sort(key=lambda e: (e.at_ms, e.symbol, e.kind))
-        claims = self.services.claims
-        hits = [
-            TickHit(e.policy, e.symbol, datetime.fromtimestamp(e.at_ms / 1000, tz=UTC), e.price)
-            for e in report.events
-            if e.kind == "liquidation" and e.policy is not None
-        ]
-        if hits:
-            # a crash liquidates thousands at one tick: opened, audited, decided and paid in
-            # batches (a policy has one claim, so a batch processed again opens nothing)
-            report.claims = claims.open_from_ticks(hits, self.name)
-            claims.process_many(report.claims)
-            with self.services.db.connect() as conn:
-                c = Claim.__table__.c  # type: ignore[attr-defined]
-                rows = [
-                    r
-                    for i in range(0, len(report.claims), 500)
-                    for r in conn.execute(
-                        sa_select(c.id, c.policy_id, c.state).where(
-                            c.id.in_(report.claims[i : i + 500])
-                        )
-                    ).all()
-                ]
-            first = {h.policy_id: h for h in hits}
-            for cid, pid, state in sorted(rows):
-                h = first[int(pid)]
-                report.opened.append(
-                    {
-                        "claim": int(cid),
-                        "policy": h.policy_id,
-                        "symbol": h.symbol,
-                        "at": int(h.at.timestamp() * 1000),
-                        "price": h.price,
-                        "state": str(state),
-                    }
-                )
+        report.claims, report.opened = open_claims(self.services, self.name, report.events)
         if self.sink is not None:
             self.sink(self.name, report)
         if self.before_commit is not None:

@@ -1,0 +1,421 @@
+"""Spark Structured Streaming: the same scoring module at scale (pyspark, the ``spark`` extra).
+
+The query:
+
+1. **Source** — ``bti_kafka``, a Python streaming data source (`pyspark.sql.datasource`)
+   reading the ticks topic with confluent-kafka in the driver (`KafkaTickReader`, a
+   `SimpleDataSourceStreamReader`). Its offsets (partition → next offset) live in Spark's
+   checkpoint: a batch is planned by reading from the last committed offsets, and replayed
+   after a failure by reading exactly between its offsets again. Rows: ``symbol, ts, mark,
+   partition, offset``; a message that is not a valid tick is skipped and logged.
+2. **State** — ``groupBy(symbol).applyInPandasWithState``: each symbol's `SymbolState` (its
+   JSON) is Spark's per-group state; a group's rows, in partition-offset order (a symbol's
+   ticks are in one partition, keyed by symbol), drop late ticks as the embedded Kafka source
+   does and are scored by `bti_core.stream.scoring.score` against the symbol's book, read
+   from the database in the executor (`engine.read_book`).
+3. **Sink** — ``foreachBatch`` in the driver: the batch's liquidations open their claims
+   through the claims service (`engine.open_claims`: audited, decided, paid), the optional
+   `KafkaSink` publishes alerts and claims, and the alerts are stored with the batch id as
+   the stream's checkpoint offset (`store.write_batch`). A batch Spark runs again after a
+   crash opens no claim twice (one per policy) and stores no alert twice (keyed).
+
+So for the same ticks the Spark job's alerts and claims are the embedded engine's.
+
+Local mode by default (``local[2]``, the UI off, bound to 127.0.0.1). At scale: read Kafka
+with Spark's own connector (``spark-sql-kafka-0-10``, ``.format("kafka")``) and point the
+master at the cluster (README, "Running at scale").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from bti_core.errors import BTIError
+from bti_core.stream.engine import BatchReport, fresh_state, open_claims, read_book
+from bti_core.stream.kafka import TICKS, _config, decode_ticks
+from bti_core.stream.scoring import DEFAULT_RULES, Event, Rules, SymbolState, score
+from bti_core.stream.store import write_batch
+
+if TYPE_CHECKING:
+    from bti_core.services import Services
+
+log = logging.getLogger("bti.stream.spark")
+# pyspark's worker concatenates the frames a group yields; a batch whose events carry no
+# policy has all-NA columns, about which pandas warns (the result is the same)
+warnings.filterwarnings(
+    "ignore",
+    message="The behavior of DataFrame concatenation with empty or all-NA",
+    category=FutureWarning,
+)
+
+SOURCE = "bti_kafka"
+TICK_SCHEMA = "symbol STRING, ts LONG, mark DOUBLE, partition INT, offset LONG"
+EVENT_SCHEMA = (
+    "kind STRING, symbol STRING, at_ms LONG, price DOUBLE, policy LONG, value DOUBLE, owner STRING"
+)
+STATE_SCHEMA = "state STRING"
+TICKS_ROW = "__ticks__"  # one row a group and batch: how many ticks it scored (value)
+
+
+class SparkError(BTIError):
+    """pyspark is missing, or the Spark job could not start."""
+
+
+def _pyspark() -> Any:
+    try:
+        import pyspark
+    except ImportError as exc:  # an optional extra
+        raise SparkError(
+            "Spark Structured Streaming needs pyspark: pip install 'bti[spark]'"
+        ) from exc
+    return pyspark
+
+
+# --- the source -------------------------------------------------------------------------------
+
+
+def _read_range(
+    consumer: Any, topic: str, start: dict[str, int], end: dict[str, int] | None, limit: int
+) -> tuple[list[tuple[str, int, float, int, int]], dict[str, int]]:
+    """Messages of ``topic`` from ``start`` (partition → next offset): up to ``limit`` of
+    those there now, or — with ``end`` — exactly those before ``end``. The valid ticks as rows
+    and the offsets after what was read."""
+    from confluent_kafka import TopicPartition
+
+    parts = sorted(int(p) for p in start)
+    consumer.assign([TopicPartition(topic, p, start[str(p)]) for p in parts])
+    at = dict(start)
+    msgs: list[Any] = []
+
+    def done() -> bool:
+        if end is None:
+            return len(msgs) >= limit
+        return all(at[k] >= end.get(k, at[k]) for k in at)
+
+    idle_wait = 3.0  # the first fetch after assigning takes a while
+    while not done():
+        want = limit - len(msgs) if end is None else 10_000
+        got = consumer.consume(max(want, 1), idle_wait)
+        if not got:
+            if end is None:
+                break  # nothing more there now
+            missing = {k: (at[k], v) for k, v in end.items() if at.get(k, 0) < v}
+            raise SparkError(f"{topic}: offsets {missing} could not be read again")
+        idle_wait = 0.05
+        for m in got:
+            if m.error() is not None:
+                raise SparkError(f"reading {topic}: {m.error()}")
+            k = str(m.partition())
+            if end is not None and m.offset() >= end.get(k, 0):
+                continue  # beyond the batch being replayed
+            at[k] = m.offset() + 1
+            msgs.append(m)
+    rows = []
+    for m, tick in zip(msgs, decode_ticks([m.value() for m in msgs]), strict=True):
+        if isinstance(tick, str):
+            log.warning(
+                "skipped %s partition %s offset %s: %s", topic, m.partition(), m.offset(), tick
+            )
+            continue
+        rows.append((tick[0], tick[1], tick[2], m.partition(), m.offset()))
+    return rows, at
+
+
+def _reader_classes() -> tuple[type, type]:
+    """The data source and its reader (pyspark is imported only when Spark is used)."""
+    from pyspark.sql.datasource import DataSource, SimpleDataSourceStreamReader
+
+    class KafkaTickReader(SimpleDataSourceStreamReader):
+        """Ticks from the topic, read in the driver from the offsets Spark checkpointed. The
+        confluent-kafka client does not pickle: it is made inside the methods."""
+
+        def __init__(self, options: dict[str, str]) -> None:
+            opts = {k.lower(): v for k, v in options.items()}  # Spark's are case-insensitive
+            self.bootstrap = opts["bootstrap"]
+            self.topic = opts.get("topic", TICKS)
+            self.limit = int(opts.get("maxticksperbatch", "50000"))
+            self._consumer: Any = None
+
+        def _client(self) -> Any:
+            if self._consumer is None:
+                from confluent_kafka import Consumer
+
+                self._consumer = Consumer(
+                    _config(
+                        self.bootstrap,
+                        {
+                            "group.id": "bti-spark",  # required; no group is joined
+                            "enable.auto.commit": False,
+                            "queued.min.messages": 500_000,
+                            "fetch.max.bytes": 50 * 2**20,
+                            "max.partition.fetch.bytes": 10 * 2**20,
+                            "fetch.wait.max.ms": 10,
+                        },
+                    )
+                )
+            return self._consumer
+
+        def initialOffset(self) -> dict[str, int]:  # noqa: N802 — Spark's name
+            md = self._client().list_topics(self.topic, timeout=10)
+            t = md.topics.get(self.topic)
+            if t is None or t.error is not None:
+                raise SparkError(f"no topic {self.topic} on {self.bootstrap}")
+            return {str(p): 0 for p in sorted(t.partitions)}
+
+        def read(self, start: dict[str, int]) -> tuple[Iterator[tuple[Any, ...]], dict[str, int]]:
+            rows, end = _read_range(self._client(), self.topic, start, None, self.limit)
+            return iter(rows), end
+
+        def readBetweenOffsets(  # noqa: N802
+            self, start: dict[str, int], end: dict[str, int]
+        ) -> Iterator[tuple[Any, ...]]:
+            rows, _ = _read_range(self._client(), self.topic, start, end, sys.maxsize)
+            return iter(rows)
+
+        def commit(self, end: dict[str, int]) -> None:
+            pass  # the offsets are Spark's checkpoint; the broker keeps no group
+
+    class KafkaTicks(DataSource):
+        """``spark.readStream.format("bti_kafka").option("bootstrap", "host:port")``."""
+
+        @classmethod
+        def name(cls) -> str:
+            return SOURCE
+
+        def schema(self) -> str:
+            return TICK_SCHEMA
+
+        def simpleStreamReader(self, schema: Any) -> KafkaTickReader:  # noqa: N802
+            if not any(k.lower() == "bootstrap" for k in self.options):
+                raise SparkError("the bti_kafka source needs option('bootstrap', 'host:port')")
+            return KafkaTickReader(dict(self.options))
+
+    return KafkaTicks, KafkaTickReader
+
+
+# --- the per-symbol state ----------------------------------------------------------------------
+
+_ENGINES: dict[str, Any] = {}  # database URL → engine, one per executor process
+
+
+def _db(url: str) -> Any:
+    if url not in _ENGINES:
+        from bti_core.db.engine import make_engine
+
+        _ENGINES[url] = make_engine(url)
+    return _ENGINES[url]
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """The function Spark calls per symbol and batch (pickled to the executors)."""
+
+    db_url: str
+    initial: dict[str, str]  # symbol → first state as JSON (the risk engine's fit)
+    rules: Rules = DEFAULT_RULES
+
+    def __call__(
+        self, key: tuple[str], frames: Iterator[pd.DataFrame], group: Any
+    ) -> Iterator[pd.DataFrame]:
+        sym = key[0]
+        pdf = pd.concat(list(frames), ignore_index=True).sort_values(
+            ["partition", "offset"], kind="stable"
+        )
+        if group.exists:
+            state = SymbolState.from_json(group.get[0])
+        elif sym in self.initial:
+            state = SymbolState.from_json(self.initial[sym])
+        else:
+            state = SymbolState(sym, 1e-6, 0.05, 0.05, 0.9, 1e-4)  # as `engine.fresh_state`
+        ts = pdf["ts"].to_numpy(dtype=np.int64)
+        px = pdf["mark"].to_numpy(dtype=np.float64)
+        # late or repeated ticks (older than the newest before them) are dropped, as the
+        # embedded Kafka source drops them
+        prior = np.maximum.accumulate(np.concatenate([[state.last_ms], ts]))[:-1]
+        keep = ts >= prior
+        ts, px = ts[keep], px[keep]
+        rows: list[dict[str, Any]] = []
+        if len(ts):
+            book, owners = read_book(_db(self.db_url), sym, int(ts[0]))
+            book = book.take(book.start_ms <= int(ts[-1]))
+            state, events, _ = score(state, book, ts, px, self.rules)
+            group.update((state.to_json(),))
+            rows = [
+                {
+                    "kind": e.kind,
+                    "symbol": e.symbol,
+                    "at_ms": e.at_ms,
+                    "price": e.price,
+                    "policy": e.policy,
+                    "value": e.value,
+                    "owner": None if e.policy is None else owners.get(e.policy),
+                }
+                for e in events
+            ]
+        rows.append(
+            {
+                "kind": TICKS_ROW,
+                "symbol": sym,
+                "at_ms": int(ts[-1]) if len(ts) else -1,
+                "price": float("nan"),
+                "policy": None,
+                "value": float(len(ts)),
+                "owner": None,
+            }
+        )
+        out = pd.DataFrame(rows, columns=[c.split()[0] for c in EVENT_SCHEMA.split(", ")])
+        yield out.astype({"policy": "Int64"})
+
+
+# --- the sink and the query --------------------------------------------------------------------
+
+
+@dataclass
+class SparkRun:
+    """What the query's batches did (the driver's view, for the CLI, tests and benchmark)."""
+
+    batches: list[BatchReport] = field(default_factory=list)
+
+    @property
+    def ticks(self) -> int:
+        return sum(r.ticks for r in self.batches)
+
+
+def batch_sink(
+    services: Services,
+    name: str,
+    run: SparkRun,
+    sink: Callable[[str, BatchReport], None] | None = None,
+) -> Callable[[Any, int], None]:
+    """``foreachBatch``: claims, the optional Kafka sink, then the alerts (module docstring)."""
+
+    def handle(df: Any, batch_id: int) -> None:
+        rows = df.collect()
+        events = sorted(
+            (
+                Event(
+                    r["kind"],
+                    r["symbol"],
+                    int(r["at_ms"]),
+                    float(r["price"]),
+                    None if r["policy"] is None else int(r["policy"]),
+                    float(r["value"]),
+                )
+                for r in rows
+                if r["kind"] != TICKS_ROW
+            ),
+            key=lambda e: (e.at_ms, e.symbol, e.kind),
+        )
+        ticks = int(sum(r["value"] for r in rows if r["kind"] == TICKS_ROW))
+        owners = {int(r["policy"]): r["owner"] for r in rows if r["policy"] is not None}
+        report = BatchReport(batch_id, ticks, events=events, owners=owners, read=ticks)
+        report.claims, report.opened = open_claims(services, name, events)
+        if sink is not None:
+            sink(name, report)
+        written = write_batch(
+            services.db,
+            name,
+            events,
+            owners=owners,
+            offset=batch_id + 1,
+            state={"engine": "spark", "batch": batch_id},
+        )
+        report.alerts = written.alerts
+        run.batches.append(report)
+
+    return handle
+
+
+def session(master: str = "local[2]", *, app: str = "bti-stream") -> Any:
+    """A Spark session for the stream: local mode bound to 127.0.0.1 with the UI off unless
+    ``master`` names a cluster; the executors run this interpreter (``PYSPARK_PYTHON``)."""
+    _pyspark()
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    b = (
+        SparkSession.builder.master(master)
+        .appName(app)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "2")  # one state store per partition
+    )
+    if master.startswith("local"):
+        b = b.config("spark.driver.host", "127.0.0.1").config(
+            "spark.driver.bindAddress", "127.0.0.1"
+        )
+    spark = b.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    source, _ = _reader_classes()
+    spark.dataSource.register(source)
+    return spark
+
+
+def start(
+    spark: Any,
+    services: Services,
+    *,
+    bootstrap: str,
+    checkpoint: Path,
+    name: str = "spark",
+    topic: str = TICKS,
+    rules: Rules = DEFAULT_RULES,
+    max_ticks: int = 50_000,
+    trigger_seconds: float = 0.5,
+    sink: Callable[[str, BatchReport], None] | None = None,
+    symbols: list[str] | None = None,
+) -> tuple[Any, SparkRun]:
+    """Start the query (module docstring); returns it and the driver's record of its batches.
+    ``symbols``: those whose first state comes from the risk engine's fit (default: every
+    symbol the warehouse holds mark prices of)."""
+    from pyspark.sql.streaming.state import GroupStateTimeout
+
+    from bti_core.market.schema import Kind
+
+    known = symbols if symbols is not None else services.risk.warehouse.symbols(Kind.MARK)
+    scorer = Scorer(
+        services.db.url.render_as_string(hide_password=False),
+        {s: fresh_state(services, s).to_json() for s in known},
+        rules,
+    )
+    ticks = (
+        spark.readStream.format(SOURCE)
+        .option("bootstrap", bootstrap)
+        .option("topic", topic)
+        .option("maxTicksPerBatch", str(max_ticks))
+        .load()
+    )
+    events = ticks.groupBy("symbol").applyInPandasWithState(
+        scorer, EVENT_SCHEMA, STATE_SCHEMA, "append", GroupStateTimeout.NoTimeout
+    )
+    run = SparkRun()
+    query = (
+        events.writeStream.foreachBatch(batch_sink(services, name, run, sink))
+        .option("checkpointLocation", str(checkpoint))
+        .trigger(processingTime=f"{trigger_seconds} seconds")
+        .queryName(name)
+        .start()
+    )
+    return query, run
+
+
+def progress(query: Any) -> dict[str, Any]:
+    """The query's last progress report (rows per second, batch duration) as a dict."""
+    p = query.lastProgress
+    if not p:
+        return {}
+    return dict(json.loads(p.json)) if hasattr(p, "json") else dict(p)
