@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -73,6 +73,11 @@ class Worker:
             )
         return sum(r.ticks for r in self._engine.run())
 
+    def _webhooks(self) -> Any:
+        from bti_core.stream.webhooks import deliver
+
+        return deliver(self.services.db)
+
     def round(self) -> str:
         """One round of every duty; a line saying what each did ("idle" when nothing)."""
         svc = self.services
@@ -83,6 +88,7 @@ class Worker:
             self._step("purchases", svc.insurance.reconcile),
             self._step("payments", svc.claims.reconcile),
             self._step("forecasts", self._forecasts),
+            self._step("webhooks", self._webhooks),
         ]
         return "; ".join(text for text, busy in steps if busy) or "idle"
 

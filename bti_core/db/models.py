@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column
+from sqlalchemy import JSON, BigInteger, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from bti_core.db.types import Money, UTCDateTime, utcnow
@@ -252,6 +252,40 @@ class Alert(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     acknowledged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     acknowledged_by: str | None = Field(default=None, max_length=80)
+
+
+class AlertSubscription(SQLModel, table=True):
+    """What alerts a user wants delivered to a webhook: ``scope`` "mine" (the alerts on their
+    policies) or "all" (an underwriter's: every alert, the global ones included), filtered by
+    kind and symbol (empty: any). Alerts raised before it was made are not delivered."""
+
+    __tablename__ = "alert_subscription"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(max_length=80, index=True)
+    scope: str = Field(max_length=8)
+    kinds: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    symbols: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    webhook_url: str = Field(max_length=500)
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class AlertDelivery(SQLModel, table=True):
+    """One alert to one subscription's webhook: leased by the worker that sends it (so two
+    workers do not both send), then sent, or retried until it fails for good."""
+
+    __tablename__ = "alert_delivery"
+    __table_args__ = (UniqueConstraint("alert_id", "subscription_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: int = Field(index=True)
+    subscription_id: int = Field(index=True)
+    status: str = Field(max_length=12)  # sending | retry | sent | failed
+    attempts: int = 0
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str | None = Field(default=None, max_length=500)
 
 
 class StreamCheckpoint(SQLModel, table=True):

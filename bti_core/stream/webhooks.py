@@ -1,0 +1,283 @@
+"""Alert subscriptions and their webhook delivery.
+
+A subscription names what a user wants pushed (scope, kinds, symbols) and where (an http(s)
+URL). Each round the worker delivers every alert raised since a subscription was made that it
+matches: the alert is POSTed as JSON (``key``, ``alert``, ``subscription``, ``kind``,
+``symbol``, ``policy``, ``user``, ``at`` (ISO 8601, UTC), ``price``, ``value``, ``message``)
+with the headers ``X-BTI-Alert-Key`` (the alert's key: the receiver dedupes on it)
+and ``X-BTI-Delivery`` (this delivery's id).
+
+Delivery is at least once and, between BTI's own workers, sent by one: a delivery row
+(unique per alert and subscription) is leased in a write transaction before the request and
+marked sent after it, so a second worker skips it while the lease runs; a worker killed
+between the request and the mark sends it again when the lease ends (hence the key). A refused
+or failed request is retried after 30 s, 2 min, 8 min …, and given up after `MAX_ATTEMPTS`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import Engine
+from sqlmodel import col, select
+
+from bti_core.auth import User
+from bti_core.db.engine import session_scope, write_scope
+from bti_core.db.models import Alert, AlertDelivery, AlertSubscription
+from bti_core.db.types import utcnow
+from bti_core.errors import BTIError
+from bti_core.stream.store import MESSAGES
+
+KINDS = tuple(MESSAGES)
+MAX_SUBSCRIPTIONS = 20  # per user
+MAX_ATTEMPTS = 6
+LEASE = timedelta(seconds=60)
+_SYMBOL = re.compile(r"^[A-Z0-9]{2,40}$")
+
+Post = Callable[[str, dict[str, Any], dict[str, str]], int]  # url, body, headers → status
+
+
+class SubscriptionError(BTIError, ValueError):
+    """A subscription that cannot be made or changed as asked."""
+
+
+def _check_url(url: str) -> str:
+    url = url.strip()
+    if len(url) > 500:
+        raise SubscriptionError(f"the webhook URL has {len(url)} characters; at most 500")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SubscriptionError(
+            f"the webhook must be an http:// or https:// URL with a host; got {url!r}"
+        )
+    if parts.username or parts.password:
+        raise SubscriptionError("put no credentials in the webhook URL (use a secret path)")
+    return url
+
+
+def subscribe(
+    db: Engine,
+    user: User,
+    *,
+    webhook_url: str,
+    kinds: Sequence[str] = (),
+    symbols: Sequence[str] = (),
+    scope: str = "mine",
+) -> AlertSubscription:
+    """A new subscription of ``user``; refuses an unknown kind, a bad symbol or URL, the
+    scope "all" for a trader, and more than `MAX_SUBSCRIPTIONS`."""
+    if scope not in ("mine", "all"):
+        raise SubscriptionError(f"scope must be 'mine' or 'all'; got {scope!r}")
+    if scope == "all" and not user.is_underwriter:
+        raise SubscriptionError("only underwriters may subscribe to every alert")
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise SubscriptionError(f"unknown alert kind {bad[0]!r}; one of {', '.join(KINDS)}")
+    syms = [s.strip().upper() for s in symbols if s.strip()]
+    wrong = [s for s in syms if not _SYMBOL.match(s)]
+    if wrong:
+        raise SubscriptionError(f"symbol {wrong[0]!r} must be 2–40 letters and digits")
+    url = _check_url(webhook_url)
+    with write_scope(db, lock=f"subscriptions:{user.username}") as s:
+        have = s.exec(
+            select(AlertSubscription).where(
+                AlertSubscription.user_id == user.username,
+                col(AlertSubscription.active).is_(True),
+            )
+        ).all()
+        if len(have) >= MAX_SUBSCRIPTIONS:
+            raise SubscriptionError(
+                f"you have {len(have)} subscriptions, the most allowed; remove one first"
+            )
+        sub = AlertSubscription(
+            user_id=user.username,
+            scope=scope,
+            kinds=sorted(set(kinds)),
+            symbols=sorted(set(syms)),
+            webhook_url=url,
+        )
+        s.add(sub)
+        s.flush()
+        s.refresh(sub)
+        return sub
+
+
+def subscriptions_of(db: Engine, user: User) -> list[AlertSubscription]:
+    with session_scope(db) as s:
+        stmt = select(AlertSubscription).where(
+            AlertSubscription.user_id == user.username,
+            col(AlertSubscription.active).is_(True),
+        )
+        return list(s.exec(stmt.order_by(col(AlertSubscription.id))).all())
+
+
+def unsubscribe(db: Engine, user: User, sub_id: int) -> None:
+    """Stop a subscription of one's own (its deliveries made so far stay recorded)."""
+    with write_scope(db) as s:
+        sub = s.get(AlertSubscription, sub_id, with_for_update=True)
+        if sub is None or sub.user_id != user.username or not sub.active:
+            raise SubscriptionError(f"no subscription #{sub_id} of yours")
+        sub.active = False
+        s.add(sub)
+
+
+def matches(sub: AlertSubscription, alert: Alert) -> bool:
+    if sub.scope == "mine" and alert.user_id != sub.user_id:
+        return False
+    if sub.kinds and alert.kind not in sub.kinds:
+        return False
+    return not sub.symbols or alert.symbol in sub.symbols
+
+
+def body(alert: Alert, sub: AlertSubscription) -> dict[str, Any]:
+    return {
+        "key": alert.key,
+        "alert": alert.id,
+        "subscription": sub.id,
+        "kind": alert.kind,
+        "symbol": alert.symbol,
+        "policy": alert.policy_id,
+        "user": alert.user_id,
+        "at": alert.at.isoformat(),
+        "price": alert.price,
+        "value": alert.value,
+        "message": alert.message,
+    }
+
+
+def http_post(url: str, payload: dict[str, Any], headers: dict[str, str]) -> int:
+    import requests
+
+    r = requests.post(url, json=payload, headers=headers, timeout=5, allow_redirects=False)
+    return r.status_code
+
+
+@dataclass(frozen=True)
+class Delivered:
+    sent: int = 0
+    retried: int = 0  # failed this time; tried again later
+    failed: int = 0  # given up
+
+    def __bool__(self) -> bool:
+        return bool(self.sent or self.retried or self.failed)
+
+
+def _due(db: Engine, now: datetime, limit: int) -> list[tuple[int, int]]:
+    """(alert, subscription) pairs to send now: matching, raised after the subscription was
+    made, never delivered, or waiting for a retry whose time has come, or whose lease ran out."""
+    with session_scope(db) as s:
+        subs = list(
+            s.exec(select(AlertSubscription).where(col(AlertSubscription.active).is_(True))).all()
+        )
+        if not subs:
+            return []
+        since = min(x.created_at for x in subs)
+        alerts = s.exec(
+            select(Alert)
+            .where(col(Alert.created_at) >= since)
+            .order_by(col(Alert.id))
+            .limit(20_000)
+        ).all()
+        done = {
+            (d.alert_id, d.subscription_id): d
+            for d in s.exec(
+                select(AlertDelivery).where(
+                    col(AlertDelivery.alert_id).in_([a.id for a in alerts] or [-1])
+                )
+            ).all()
+        }
+    out = []
+    for a in alerts:
+        for sub in subs:
+            if a.created_at < sub.created_at or not matches(sub, a):
+                continue
+            d = done.get((a.id, sub.id))  # type: ignore[arg-type]
+            if d is None or (
+                d.status in ("sending", "retry")
+                and d.lease_until is not None
+                and d.lease_until <= now
+            ):
+                out.append((int(a.id), int(sub.id)))  # type: ignore[arg-type]
+                if len(out) >= limit:
+                    return out
+    return out
+
+
+def _lease(db: Engine, alert_id: int, sub_id: int, now: datetime) -> int | None:
+    """The delivery's id, leased to this worker; None when another holds it or it is done."""
+    with write_scope(db, lock=f"delivery:{alert_id}:{sub_id}") as s:
+        d = s.exec(
+            select(AlertDelivery)
+            .where(AlertDelivery.alert_id == alert_id, AlertDelivery.subscription_id == sub_id)
+            .with_for_update()
+        ).first()
+        if d is None:
+            d = AlertDelivery(alert_id=alert_id, subscription_id=sub_id, status="sending")
+        elif d.status in ("sent", "failed") or (d.lease_until is not None and d.lease_until > now):
+            return None
+        d.status, d.lease_until = "sending", now + LEASE
+        s.add(d)
+        s.flush()
+        return int(d.id)  # type: ignore[arg-type]
+
+
+def _finish(db: Engine, delivery_id: int, error: str | None, now: datetime) -> str:
+    with write_scope(db) as s:
+        d = s.get(AlertDelivery, delivery_id, with_for_update=True)
+        assert d is not None
+        d.attempts += 1
+        if error is None:
+            d.status, d.sent_at, d.lease_until, d.last_error = "sent", now, None, None
+        elif d.attempts >= MAX_ATTEMPTS:
+            d.status, d.lease_until, d.last_error = "failed", None, error[:500]
+        else:  # 30 s, 2 min, 8 min, …
+            d.status, d.last_error = "retry", error[:500]
+            d.lease_until = now + timedelta(seconds=30 * 4 ** (d.attempts - 1))
+        s.add(d)
+        return d.status
+
+
+def deliver(
+    db: Engine,
+    *,
+    post: Post = http_post,
+    limit: int = 200,
+    clock: Callable[[], datetime] = utcnow,
+) -> Delivered:
+    """Send what is due (module docstring); counts of sent, to be retried and given up."""
+    counts = {"sent": 0, "retry": 0, "failed": 0}
+    for alert_id, sub_id in _due(db, clock(), limit):
+        did = _lease(db, alert_id, sub_id, clock())
+        if did is None:
+            continue
+        with session_scope(db) as s:
+            a, sub = s.get(Alert, alert_id), s.get(AlertSubscription, sub_id)
+            assert a is not None
+            assert sub is not None
+            payload, url = body(a, sub), sub.webhook_url
+            key = a.key
+        error: str | None = None
+        try:
+            status = post(url, payload, {"X-BTI-Alert-Key": key, "X-BTI-Delivery": str(did)})
+            if not 200 <= status < 300:
+                error = f"HTTP {status}"
+        except Exception as exc:  # a webhook is someone else's server: any failure is theirs
+            error = f"{exc.__class__.__name__}: {exc}"
+        counts[_finish(db, did, error, clock())] += 1
+    return Delivered(counts["sent"], counts["retry"], counts["failed"])
+
+
+def deliveries_of(db: Engine, sub_id: int, limit: int = 50) -> list[AlertDelivery]:
+    with session_scope(db) as s:
+        stmt = (
+            select(AlertDelivery)
+            .where(AlertDelivery.subscription_id == sub_id)
+            .order_by(col(AlertDelivery.id).desc())
+            .limit(limit)
+        )
+        return list(s.exec(stmt).all())
