@@ -327,7 +327,7 @@ class KafkaSink:
             if e.kind == "liquidation":
                 continue  # a liquidation goes out as its claim
             body = {
-                "key": alert_key(stream, e),
+                "key": alert_key(e),
                 "stream": stream,
                 "kind": e.kind,
                 "symbol": e.symbol,

@@ -6,7 +6,6 @@ checkpoint it adds nothing."""
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -110,9 +109,8 @@ def test_spark_raises_the_alerts_and_claims_of_the_embedded_engine(
     with Session(w.db) as s:
         stored = s.exec(select(Alert)).all()
         assert len(s.exec(select(Claim)).all()) == 1
-    # the alert keys name the stream: each event is stored once by each engine
-    spark_rows = Counter((a.kind, a.policy_id, a.at, a.value) for a in alerts)
-    assert Counter((a.kind, a.policy_id, a.at, a.value) for a in stored) == spark_rows + spark_rows
+    # an event both engines raised is stored once: the replay added no alert
+    assert sorted(a.key for a in stored) == sorted(a.key for a in alerts)
 
     # restarted from its checkpoint, the query reads nothing again
     q2, run2 = bti_spark.start(
