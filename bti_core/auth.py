@@ -16,7 +16,7 @@ import bcrypt
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from bti_core.db.engine import session_scope
+from bti_core.db.engine import session_scope, write_scope
 from bti_core.db.models import AppUser
 from bti_core.errors import BTIError
 
@@ -71,7 +71,10 @@ def add_user(
         raise UserError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
     if len(password) < 8:
         raise UserError("password must have at least 8 characters")
-    with session_scope(db) as s:
+    hashed = hash_password(password)  # a quarter second: not inside the write lock
+    # a write transaction from the start: a read that later writes would fail on SQLite as
+    # soon as another process (the worker) has written meanwhile ("database is locked")
+    with write_scope(db) as s:
         if s.get(AppUser, username) is not None:
             raise UserError(f"user {username!r} exists already")
         s.add(
@@ -80,7 +83,7 @@ def add_user(
                 name=name or username,
                 email=email or f"{username}@bti.local",
                 role=role,
-                password_hash=hash_password(password),
+                password_hash=hashed,
             )
         )
     return User(username, name or username, role)
@@ -92,7 +95,11 @@ def ensure_demo_users(db: Engine) -> None:
         have = set(s.exec(select(AppUser.username)).all())
     for username, name, role, password in DEMO_USERS:
         if username not in have:
-            add_user(db, username=username, name=name, role=role, password=password)
+            try:
+                add_user(db, username=username, name=name, role=role, password=password)
+            except UserError:
+                if get_user(db, username) is None:  # not another process's creation
+                    raise
 
 
 def get_user(db: Engine, username: str) -> User | None:

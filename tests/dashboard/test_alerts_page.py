@@ -3,6 +3,7 @@ acknowledging from the page."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -66,3 +67,63 @@ def test_an_underwriter_sees_every_alert_and_filters_by_kind(data_dir: Path) -> 
     at.pills(key="alert_kinds").set_value(["volatility_spike"]).run()
     assert metric(at, "Alerts") == "1"
     assert "σ" in at.dataframe[0].value["message"].iloc[0]
+
+
+def test_a_trader_subscribes_a_webhook_and_a_bad_url_is_refused(data_dir: Path) -> None:
+    seed()
+    at = page("trader", "trader-demo")
+    url = next(t for t in at.text_input if t.label == "Webhook URL")
+    url.set_value("ftp://example.com/x")
+    next(b for b in at.button if b.label == "Subscribe").click().run()
+    assert "http:// or https:// URL" in at.error[0].value
+    from bti_core.auth import User
+    from bti_core.stream.webhooks import subscriptions_of
+
+    me = User("trader", "T", "trader")
+    assert subscriptions_of(make_engine(), me) == []
+    url = next(t for t in at.text_input if t.label == "Webhook URL")
+    url.set_value("https://example.com/hook")
+    next(t for t in at.text_input if t.label.startswith("Symbols")).set_value("btcusdt")
+    next(b for b in at.button if b.label == "Subscribe").click().run()
+    assert not at.exception and not at.error
+    subs = subscriptions_of(make_engine(), me)
+    assert [(x.webhook_url, x.symbols, x.scope) for x in subs] == [
+        ("https://example.com/hook", ["BTCUSDT"], "mine")
+    ]
+    assert "Every alert" not in [t.label for t in at.toggle]  # underwriters only
+    at.button(key="webhook_remove").click().run()
+    assert subscriptions_of(make_engine(), me) == []
+
+
+def test_an_underwriter_replays_a_crash_that_claims_a_policy(recent: Path) -> None:
+    from sqlmodel import Session, select
+
+    from bti_core.db.models import Claim, Policy
+    from tests.dashboard.test_claim_review import page as any_page
+
+    buyer = any_page("buy_insurance.py", "trader", "trader-demo")
+    buyer.button(key="faucet").click().run()
+    buyer.button(key="buy_quote").click().run()
+    buyer.button(key="buy_go").click().run()
+    assert not buyer.error, [e.value for e in buyer.error]
+    db = make_engine()
+    with Session(db) as s:  # bought an hour ago, so the crash comes after it
+        for pol in s.exec(select(Policy)).all():
+            pol.start_at -= timedelta(hours=1)
+            s.add(pol)
+        s.commit()
+
+    at = page("underwriter", "underwriter-demo")
+    assert "Replay a crash" in [h.value for h in at.subheader]
+    next(n for n in at.number_input if n.label == "Fall (%)").set_value(40)
+    next(n for n in at.number_input if n.label.startswith("Over")).set_value(20)
+    next(s for s in at.selectbox if s.label == "Speed").set_value(10_000)
+    next(b for b in at.button if b.label == "Replay").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    done = at.success[0].value
+    assert "BTCUSDT −" in done and "1 claim opened" in done
+    with Session(db) as s:
+        claims = s.exec(select(Claim)).all()
+    assert len(claims) == 1
+    trader = page("trader", "trader-demo")
+    assert metric(trader, "Liquidations") == "1"
