@@ -126,14 +126,6 @@ def unsubscribe(db: Engine, user: User, sub_id: int) -> None:
         s.add(sub)
 
 
-def matches(sub: AlertSubscription, alert: Alert) -> bool:
-    if sub.scope == "mine" and alert.user_id != sub.user_id:
-        return False
-    if sub.kinds and alert.kind not in sub.kinds:
-        return False
-    return not sub.symbols or alert.symbol in sub.symbols
-
-
 def body(alert: Alert, sub: AlertSubscription) -> dict[str, Any]:
     return {
         "key": alert.key,
@@ -168,43 +160,35 @@ class Delivered:
 
 
 def _due(db: Engine, now: datetime, limit: int) -> list[tuple[int, int]]:
-    """(alert, subscription) pairs to send now: matching, raised after the subscription was
-    made, never delivered, or waiting for a retry whose time has come, or whose lease ran out."""
+    """(alert, subscription) pairs to send now, oldest first: alerts the subscription matches,
+    raised after it was made, neither sent nor given up, and not leased or waiting for a
+    retry whose time has not come."""
+    out: list[tuple[int, int]] = []
     with session_scope(db) as s:
-        subs = list(
-            s.exec(select(AlertSubscription).where(col(AlertSubscription.active).is_(True))).all()
-        )
-        if not subs:
-            return []
-        since = min(x.created_at for x in subs)
-        alerts = s.exec(
-            select(Alert)
-            .where(col(Alert.created_at) >= since)
-            .order_by(col(Alert.id))
-            .limit(20_000)
+        subs = s.exec(
+            select(AlertSubscription)
+            .where(col(AlertSubscription.active).is_(True))
+            .order_by(col(AlertSubscription.id))
         ).all()
-        done = {
-            (d.alert_id, d.subscription_id): d
-            for d in s.exec(
-                select(AlertDelivery).where(
-                    col(AlertDelivery.alert_id).in_([a.id for a in alerts] or [-1])
-                )
-            ).all()
-        }
-    out = []
-    for a in alerts:
         for sub in subs:
-            if a.created_at < sub.created_at or not matches(sub, a):
-                continue
-            d = done.get((a.id, sub.id))  # type: ignore[arg-type]
-            if d is None or (
-                d.status in ("sending", "retry")
-                and d.lease_until is not None
-                and d.lease_until <= now
-            ):
-                out.append((int(a.id), int(sub.id)))  # type: ignore[arg-type]
-                if len(out) >= limit:
-                    return out
+            d = AlertDelivery
+            busy = select(d.alert_id).where(
+                d.subscription_id == sub.id,
+                col(d.status).in_(["sent", "failed"]) | (col(d.lease_until) > now),
+            )
+            stmt = select(Alert.id).where(
+                col(Alert.created_at) >= sub.created_at, col(Alert.id).not_in(busy)
+            )
+            if sub.scope == "mine":
+                stmt = stmt.where(Alert.user_id == sub.user_id)
+            if sub.kinds:
+                stmt = stmt.where(col(Alert.kind).in_(sub.kinds))
+            if sub.symbols:
+                stmt = stmt.where(col(Alert.symbol).in_(sub.symbols))
+            ids = s.exec(stmt.order_by(col(Alert.id)).limit(limit - len(out))).all()
+            out += [(int(i), int(sub.id)) for i in ids if i is not None]  # type: ignore[arg-type]
+            if len(out) >= limit:
+                break
     return out
 
 

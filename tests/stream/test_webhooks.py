@@ -158,3 +158,18 @@ def test_a_user_has_at_most_twenty_subscriptions(engine: Engine) -> None:
         subscribe(engine, BOB, webhook_url="https://example.com/hook")
     with pytest.raises(SubscriptionError, match="the most allowed"):
         subscribe(engine, BOB, webhook_url="https://example.com/hook")
+
+
+def test_a_backlog_larger_than_a_round_is_sent_over_rounds_each_once(
+    engine: Engine, receiver: Receiver
+) -> None:
+    subscribe(engine, UW, webhook_url=receiver.url, scope="all")
+    write_batch(engine, "s", events(20), owners=OWNERS, offset=20, state={})
+    receiver.status = [500]  # the first fails: retried later, the rest go on meanwhile
+    rounds = 0
+    while deliver(engine, limit=3):
+        rounds += 1
+    assert rounds == 7 and len(set(receiver.keys())) == 21  # 20 sent, 1 waiting to retry
+    later = utcnow() + timedelta(minutes=1)
+    assert deliver(engine, clock=lambda: later).sent == 1
+    assert len(receiver.got) == 22 and len(set(receiver.keys())) == 21
