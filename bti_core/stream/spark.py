@@ -86,16 +86,26 @@ def _pyspark() -> Any:
 
 
 def _read_range(
-    consumer: Any, topic: str, start: dict[str, int], end: dict[str, int] | None, limit: int
+    consumer: Any,
+    topic: str,
+    start: dict[str, int],
+    end: dict[str, int] | None,
+    limit: int,
+    position: dict[str, int] | None = None,
 ) -> tuple[list[tuple[str, int, float, int, int]], dict[str, int]]:
     """Messages of ``topic`` from ``start`` (partition → next offset): up to ``limit`` of
     those there now, or — with ``end`` — exactly those before ``end``. The valid ticks as rows
-    and the offsets after what was read."""
+    and the offsets after what was read. ``position``: where the consumer stands after the
+    last read; when it is ``start`` the consumer reads on without seeking (and without the
+    first fetch's wait)."""
     from confluent_kafka import TopicPartition
 
-    parts = sorted(int(p) for p in start)
-    consumer.assign([TopicPartition(topic, p, start[str(p)]) for p in parts])
     at = dict(start)
+    idle_wait = 0.05
+    if position != start:
+        parts = sorted(int(p) for p in start)
+        consumer.assign([TopicPartition(topic, p, start[str(p)]) for p in parts])
+        idle_wait = 3.0  # the first fetch after assigning takes a while
     msgs: list[Any] = []
 
     def done() -> bool:
@@ -103,7 +113,6 @@ def _read_range(
             return len(msgs) >= limit
         return all(at[k] >= end.get(k, at[k]) for k in at)
 
-    idle_wait = 3.0  # the first fetch after assigning takes a while
     while not done():
         want = limit - len(msgs) if end is None else 10_000
         got = consumer.consume(max(want, 1), idle_wait)
@@ -146,6 +155,7 @@ def _reader_classes() -> tuple[type, type]:
             self.topic = opts.get("topic", TICKS)
             self.limit = int(opts.get("maxticksperbatch", "50000"))
             self._consumer: Any = None
+            self._at: dict[str, int] | None = None  # where the consumer stands
 
         def _client(self) -> Any:
             if self._consumer is None:
@@ -174,13 +184,15 @@ def _reader_classes() -> tuple[type, type]:
             return {str(p): 0 for p in sorted(t.partitions)}
 
         def read(self, start: dict[str, int]) -> tuple[Iterator[tuple[Any, ...]], dict[str, int]]:
-            rows, end = _read_range(self._client(), self.topic, start, None, self.limit)
+            rows, end = _read_range(self._client(), self.topic, start, None, self.limit, self._at)
+            self._at = end  # consume() returned no more than asked: the consumer is there
             return iter(rows), end
 
         def readBetweenOffsets(  # noqa: N802
             self, start: dict[str, int], end: dict[str, int]
         ) -> Iterator[tuple[Any, ...]]:
-            rows, _ = _read_range(self._client(), self.topic, start, end, sys.maxsize)
+            rows, _ = _read_range(self._client(), self.topic, start, end, sys.maxsize, self._at)
+            self._at = None  # messages beyond ``end`` were fetched and dropped: seek next time
             return iter(rows)
 
         def commit(self, end: dict[str, int]) -> None:
