@@ -4,8 +4,9 @@ Each round runs the embedded streaming engine over the newest mark bars (alerts;
 the tick that reaches a liquidation price), scans the market for liquidations and audits,
 decides and pays the claims that opened; expires policies whose window ended and releases
 their cover; reconciles what a crash left half-done (purchases and payments); and fits each
-symbol's price and volatility forecasts once an hour, for the pages to read. `make run` starts
-one beside the dashboard, and the dashboard itself runs no background payer. Any number of
+symbol's price and volatility forecasts once an hour, for the pages to read; raises the pool's
+utilisation alert; and delivers alerts to their webhooks. `make run` starts one beside the
+dashboard, and the dashboard itself runs no background payer. Any number of
 workers may run at once, beside CLI runs: every step takes its work under a database lock or a
 payment lease, so each claim is decided once and paid once.
 """
@@ -73,6 +74,12 @@ class Worker:
             )
         return sum(r.ticks for r in self._engine.run())
 
+    def _pool(self) -> Any:
+        from bti_core.stream.pool import check_pool
+
+        c = check_pool(self.services)
+        return c if c.raised else 0  # a round reports the pool only when it raised an alert
+
     def _webhooks(self) -> Any:
         from bti_core.stream.webhooks import deliver
 
@@ -88,6 +95,7 @@ class Worker:
             self._step("purchases", svc.insurance.reconcile),
             self._step("payments", svc.claims.reconcile),
             self._step("forecasts", self._forecasts),
+            self._step("pool", self._pool),
             self._step("webhooks", self._webhooks),
         ]
         return "; ".join(text for text, busy in steps if busy) or "idle"

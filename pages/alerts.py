@@ -11,16 +11,11 @@ import streamlit as st
 from bti_core.errors import BTIError
 from bti_core.market.schema import Kind
 from bti_core.stream.demo import SPEEDS, replay_crash
-from bti_core.stream.store import AlertError, acknowledge, alerts_for
+from bti_core.stream.store import LABELS, AlertError, acknowledge, alerts_for
 from bti_core.stream.webhooks import subscribe, subscriptions_of, unsubscribe
 from dashboard import resources
 
-KINDS = {
-    "liquidation": "Liquidation",
-    "near_liquidation": "Near liquidation",
-    "risk_index": "Risk index",
-    "volatility_spike": "Volatility spike",
-}
+KINDS = LABELS
 REFRESH = "3s"
 
 st.title("Alerts")
@@ -28,7 +23,9 @@ user = resources.signed_in_user()
 st.caption(
     "Raised by the worker's streaming engine as mark prices arrive: a policy within 5 % and 2 % "
     "of its liquidation price, its liquidation (its claim opens at that tick), a risk index "
-    "above 70, an hourly move beyond 4 σ. "
+    "above 70; and for a market, an hourly move beyond 4 σ, a funding settlement of 0.1 % or "
+    "more either way, an hourly close outside the forecast's 95 % band; and the pool's cover "
+    "reaching 75 % of its capacity. "
     + ("You see every alert." if user.is_underwriter else "You see the alerts on your policies.")
 )
 c = st.columns([3, 2])

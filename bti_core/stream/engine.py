@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from sqlalchemy import func
 from sqlalchemy import select as sa_select
@@ -39,14 +40,29 @@ from sqlmodel import col, select
 from bti_core.claims.service import TickHit
 from bti_core.db.models import Claim, Policy, PolicyEvent
 from bti_core.errors import BTIError
-from bti_core.market.schema import Kind, timeframe_delta
+from bti_core.market.schema import FUNDING_TIMEFRAME, Kind, timeframe_delta
 from bti_core.market.warehouse import Warehouse
 from bti_core.stream.kafka import KafkaTickSource
-from bti_core.stream.scoring import DEFAULT_RULES, Book, Event, Rules, SymbolState, score
+from bti_core.stream.scoring import (
+    DEFAULT_RULES,
+    HOUR_MS,
+    Book,
+    Context,
+    Event,
+    Rules,
+    SymbolState,
+    score,
+)
 from bti_core.stream.store import load_checkpoint, write_batch
 
 if TYPE_CHECKING:
     from bti_core.services import Services
+
+
+def _epoch_ms(ts: pd.Series) -> npt.NDArray[np.int64]:
+    """Times as milliseconds since the epoch."""
+    since_epoch = pd.to_datetime(ts, utc=True) - pd.Timestamp(0, tz="UTC")
+    return np.asarray(since_epoch // pd.Timedelta(milliseconds=1), dtype=np.int64)
 
 
 def bar_ticks(bars: pd.DataFrame, step_ms: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,8 +70,7 @@ def bar_ticks(bars: pd.DataFrame, step_ms: int) -> tuple[np.ndarray, np.ndarray]
     up bar), the other extreme, and the close, a quarter of the bar apart."""
     if bars.empty:
         return np.empty(0, dtype=np.int64), np.empty(0)
-    since_epoch = pd.to_datetime(bars["ts"], utc=True) - pd.Timestamp(0, tz="UTC")
-    t0 = (since_epoch // pd.Timedelta(milliseconds=1)).to_numpy(dtype=np.int64)
+    t0 = _epoch_ms(bars["ts"])
     o, h, lo, c = (bars[k].to_numpy(dtype=float) for k in ("open", "high", "low", "close"))
     up = c >= o
     ts = np.stack([t0, t0 + step_ms // 4, t0 + step_ms // 2, t0 + 3 * step_ms // 4], axis=1)
@@ -63,6 +78,7 @@ def bar_ticks(bars: pd.DataFrame, step_ms: int) -> tuple[np.ndarray, np.ndarray]
     return ts.ravel(), px.ravel()
 
 
+CONTEXT_TTL = 60.0  # seconds a symbol's funding and forecast band are kept
 CURSOR = "__cursor__"  # the checkpoint's entry for a source's own position (Kafka offsets)
 
 
@@ -79,6 +95,34 @@ def fresh_state(services: Services, symbol: str) -> SymbolState:
         return SymbolState(symbol, 1e-6, 0.05, 0.05, 0.9, 1e-4)
     p = fit.params
     return SymbolState(symbol, p.omega, p.alpha, p.gamma, p.beta, float(fit.sigma2_next))
+
+
+def market_context(services: Services, symbol: str) -> Context:
+    """``symbol``'s funding settlements from the warehouse and the 95 % band of its cached
+    price forecast (the worker fits one an hour), hour by hour: between the forecast's
+    horizons (1 h … 7 days) each bound is interpolated linearly in log price over the horizon
+    in hours. Empty parts where nothing is stored."""
+    from bti_core.risk.forecast import cached
+
+    wh = services.warehouse
+    f_ms, f_rate = np.empty(0, dtype=np.int64), np.empty(0)
+    if wh.exists(Kind.FUNDING, symbol, FUNDING_TIMEFRAME):
+        fr = wh.query(Kind.FUNDING, symbol, FUNDING_TIMEFRAME)
+        f_ms = _epoch_ms(fr["ts"])
+        f_rate = fr["funding_rate"].to_numpy(dtype=np.float64)
+        ok = np.isfinite(f_rate)
+        f_ms, f_rate = f_ms[ok], f_rate[ok]
+    b_ms, lo, hi = np.empty(0, dtype=np.int64), np.empty(0), np.empty(0)
+    fc = cached(services.settings.forecasts_dir, symbol, "price")
+    if fc is not None:
+        q = fc.quantiles([0.025, 0.975])  # (horizons, 2)
+        hz = np.asarray(fc.horizons, dtype=float)
+        hours = np.arange(1, int(hz.max()) + 1, dtype=float)
+        lo = np.exp(np.interp(hours, hz, np.log(q[:, 0])))
+        hi = np.exp(np.interp(hours, hz, np.log(q[:, 1])))
+        origin = _ms(pd.Timestamp(fc.origin).to_pydatetime())
+        b_ms = origin + hours.astype(np.int64) * HOUR_MS
+    return Context(f_ms, f_rate, b_ms, lo, hi)
 
 
 def read_book(db: Engine, symbol: str, first_ms: int) -> tuple[Book, dict[int, str]]:
@@ -306,9 +350,19 @@ class EmbeddedEngine:
         self.before_commit = before_commit  # a hook for the kill tests
         self.sink = sink  # e.g. `KafkaSink`: called with each batch before it commits
         self._books: dict[str, tuple[Any, int, Book, dict[int, str]]] = {}
+        self._contexts: dict[str, tuple[float, Context]] = {}
 
     def _fresh_state(self, symbol: str) -> SymbolState:
         return fresh_state(self.services, symbol)
+
+    def _context(self, symbol: str) -> Context:
+        """`market_context`, read again once a minute (funding settles every 8 hours, the
+        forecast is refitted every hour)."""
+        hit = self._contexts.get(symbol)
+        if hit is None or time.monotonic() - hit[0] > CONTEXT_TTL:
+            hit = (time.monotonic(), market_context(self.services, symbol))
+            self._contexts[symbol] = hit
+        return hit[1]
 
     def _fingerprint(self) -> tuple[Any, ...]:
         """Changes whenever a policy is added or changes status (each change is logged)."""
@@ -361,7 +415,8 @@ class EmbeddedEngine:
             state = states.get(sym) or self._fresh_state(sym)
             book, who = self._book(sym, int(ts[mine][0]), int(ts[mine][-1]))
             owners.update(who)
-            new, events, _ = score(state, book, ts[mine], px[mine], self.rules)
+            ctx = self._context(sym)
+            new, events, _ = score(state, book, ts[mine], px[mine], self.rules, ctx)
             states[sym] = new
             report.events += events
         report.events.sort(key=lambda e: (e.at_ms, e.symbol, e.kind))

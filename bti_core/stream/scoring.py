@@ -21,6 +21,15 @@ event is defined on the tick sequence, never on where a batch ends.
   purchase's with its probability factor re-scored, ``index − 30·s(p₀) + 30·s(p)`` with
   ``s(p) = 1 − e^(−p/0.1)`` (`bti_core.risk.index`). An hour's close whose index crosses
   ``Rules.risk_index_level`` raises an alert, once per policy.
+- **Funding at an extreme**: a funding settlement of the symbol (`Context`) inside the ticks
+  consumed — after the last tick of the state, up to and at the batch's last — whose rate
+  ``|f| ≥ Rules.funding_level`` (0.1 % a settlement, ten times Binance's base rate of 0.01 %:
+  crowded leverage on one side) raises an alert at the settlement, priced at the last tick at
+  or before it. Once per settlement.
+- **Forecast band breached**: an hour's close outside the price forecast's 95 % interval for
+  that hour (`Context` bands: the cached forecast's quantiles, `bti_core.risk.forecast`)
+  raises an alert; the rule re-arms at the next close back inside, so a crash that stays
+  outside for hours raises it once.
 """
 
 from __future__ import annotations
@@ -53,6 +62,8 @@ class Rules:
     distance_levels: tuple[float, ...] = (0.05, 0.02)  # alert under 5 %, then under 2 %
     risk_index_level: float = 70.0
     spike_sigmas: float = 4.0
+    funding_level: float = 0.001  # |funding rate| per settlement
+    pool_level: float = 0.75  # locked cover / pool capacity (`bti_core.stream.pool`)
 
 
 DEFAULT_RULES = Rules()
@@ -99,6 +110,42 @@ class Book:
         return len(self.policy)
 
 
+@dataclass(frozen=True)
+class Context:
+    """What a symbol's market says beside its mark prices, for the funding and forecast rules:
+    funding settlements (time in ms, rate per settlement) and a forecast's 95 % price band per
+    hour (``band_ms`` the hour's open, as bars are labelled; its close is judged). Sorted by
+    time; either may be empty."""
+
+    funding_ms: IntArray
+    funding_rate: FloatArray
+    band_ms: IntArray
+    band_lo: FloatArray
+    band_hi: FloatArray
+
+    @classmethod
+    def empty(cls) -> Context:
+        i, f = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        return cls(i, f, i, f, f)
+
+    def to_json(self) -> str:
+        return json.dumps({f.name: getattr(self, f.name).tolist() for f in fields(self)})
+
+    @classmethod
+    def from_json(cls, text: str) -> Context:
+        d = json.loads(text)
+        return cls(
+            np.asarray(d["funding_ms"], dtype=np.int64),
+            np.asarray(d["funding_rate"], dtype=np.float64),
+            np.asarray(d["band_ms"], dtype=np.int64),
+            np.asarray(d["band_lo"], dtype=np.float64),
+            np.asarray(d["band_hi"], dtype=np.float64),
+        )
+
+
+NO_CONTEXT = Context.empty()
+
+
 @dataclass
 class SymbolState:
     """What a symbol's scoring remembers between batches (a checkpoint holds it as JSON)."""
@@ -118,6 +165,7 @@ class SymbolState:
     liquidated: dict[str, int] = field(default_factory=dict)  # policy id → the tick's time
     near: dict[str, int] = field(default_factory=dict)  # policy id → levels already raised
     risky: list[int] = field(default_factory=list)  # risk-index alert raised
+    outside_band: bool = False  # the last judged close was outside its forecast band
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), allow_nan=True, sort_keys=True)
@@ -131,12 +179,13 @@ class SymbolState:
 class Event:
     """An alert or a liquidation, at the tick (or hour close) that raised it."""
 
-    kind: str  # liquidation | near_liquidation | risk_index | volatility_spike
+    kind: str  # liquidation | near_liquidation | risk_index | volatility_spike | …
     symbol: str
     at_ms: int
     price: float
     policy: int | None = None
-    value: float = 0.0  # the level crossed, the index, or the return in σ
+    # the level crossed, the index, the return in σ, the funding rate or the bound breached
+    value: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -199,6 +248,7 @@ def score(
     ts: IntArray,
     price: FloatArray,
     rules: Rules = DEFAULT_RULES,
+    context: Context = NO_CONTEXT,
 ) -> tuple[SymbolState, list[Event], Scores | None]:
     """Consume one micro-batch of ``state.symbol``'s mark-price ticks (times in ms, not
     decreasing, and not before the last tick consumed). Returns the new state (``state`` is
@@ -238,6 +288,15 @@ def score(
             )
             new.near[key] = level_no + 1
 
+    # funding settlements among the ticks consumed: (the state's last tick, the batch's last]
+    after = state.last_ms if state.last_ms >= 0 else int(ts[0]) - 1
+    f_ms, f_rate = context.funding_ms, context.funding_rate
+    due = (f_ms > after) & (f_ms <= ts[-1]) & (np.abs(f_rate) >= rules.funding_level)
+    for at, rate in zip(f_ms[due].tolist(), f_rate[due].tolist(), strict=True):
+        k = int(np.searchsorted(ts, at, side="right")) - 1
+        px = float(price[k]) if k >= 0 else state.last_price  # a settlement between batches
+        events.append(Event("funding_extreme", new.symbol, at, px, None, rate))
+
     # hours: each close updates the variance, may raise a spike and the risk-index alerts
     hours = ts // HOUR_MS * HOUR_MS
     starts = np.flatnonzero(np.r_[True, hours[1:] != hours[:-1]])
@@ -258,6 +317,16 @@ def score(
                     new.omega + (new.alpha + new.gamma * (r < 0)) * r * r + new.beta * new.sigma2
                 )
             new.prev_close = close
+            j_band = int(np.searchsorted(context.band_ms, new.hour_ms))
+            if j_band < len(context.band_ms) and context.band_ms[j_band] == new.hour_ms:
+                lo, hi = float(context.band_lo[j_band]), float(context.band_hi[j_band])
+                outside = not lo <= close <= hi
+                if outside and not new.outside_band:
+                    bound = lo if close < lo else hi
+                    events.append(
+                        Event("forecast_breach", new.symbol, close_ms, close, None, bound)
+                    )
+                new.outside_band = outside
             if len(book):
                 _, _, idx = _probability(book, close, new.sigma2, close_ms)
                 live = (book.start_ms < close_ms) & (book.end_ms >= close_ms)

@@ -42,9 +42,23 @@ import numpy as np
 import pandas as pd
 
 from bti_core.errors import BTIError
-from bti_core.stream.engine import BatchReport, fresh_state, open_claims, read_book
+from bti_core.stream.engine import (
+    BatchReport,
+    fresh_state,
+    market_context,
+    open_claims,
+    read_book,
+)
 from bti_core.stream.kafka import TICKS, _config, decode_ticks
-from bti_core.stream.scoring import DEFAULT_RULES, Event, Rules, SymbolState, score
+from bti_core.stream.scoring import (
+    DEFAULT_RULES,
+    NO_CONTEXT,
+    Context,
+    Event,
+    Rules,
+    SymbolState,
+    score,
+)
 from bti_core.stream.store import write_batch
 
 if TYPE_CHECKING:
@@ -236,6 +250,8 @@ class Scorer:
     db_url: str
     initial: dict[str, str]  # symbol → first state as JSON (the risk engine's fit)
     rules: Rules = DEFAULT_RULES
+    # symbol → `Context` as JSON (funding, forecast band), read in the driver at the start
+    contexts: dict[str, str] = field(default_factory=dict)
 
     def __call__(
         self, key: tuple[str], frames: Iterator[pd.DataFrame], group: Any
@@ -261,7 +277,8 @@ class Scorer:
         if len(ts):
             book, owners = read_book(_db(self.db_url), sym, int(ts[0]))
             book = book.take(book.start_ms <= int(ts[-1]))
-            state, events, _ = score(state, book, ts, px, self.rules)
+            ctx = Context.from_json(self.contexts[sym]) if sym in self.contexts else NO_CONTEXT
+            state, events, _ = score(state, book, ts, px, self.rules, ctx)
             group.update((state.to_json(),))
             rows = [
                 {
@@ -403,6 +420,7 @@ def start(
         services.db.url.render_as_string(hide_password=False),
         {s: fresh_state(services, s).to_json() for s in known},
         rules,
+        {s: market_context(services, s).to_json() for s in known},
     )
     ticks = (
         spark.readStream.format(SOURCE)

@@ -39,7 +39,34 @@ MESSAGES: dict[str, Callable[[Event], str]] = {
     "volatility_spike": lambda e: (
         f"{e.symbol}: an hourly move of {e.value:+.1f} σ (close {e.price:,.4g})".replace("-", "−")
     ),
+    "funding_extreme": lambda e: (
+        f"{e.symbol}: funding settled at {e.value:+.3%} ("
+        + ("longs pay shorts" if e.value > 0 else "shorts pay longs")
+        + f"), mark price {e.price:,.4g}"
+    ).replace("-", "−"),
+    "forecast_breach": lambda e: (
+        f"{e.symbol}: the hourly close {e.price:,.4g} is "
+        + ("below" if e.price < e.value else "above")
+        + f" the forecast's 95 % band (bound {e.value:,.4g})"
+    ),
+    "pool_utilisation": lambda e: (
+        f"the pool's locked cover is {e.value:.0%} of its capacity "
+        f"({e.price:,.0f} USDT locked); sales stop at the utilisation limit"
+    ),
 }
+# what the pages call each kind (the order they are listed in)
+LABELS: dict[str, str] = {
+    "liquidation": "Liquidation",
+    "near_liquidation": "Near liquidation",
+    "risk_index": "Risk index",
+    "volatility_spike": "Volatility spike",
+    "funding_extreme": "Funding extreme",
+    "forecast_breach": "Forecast band",
+    "pool_utilisation": "Pool utilisation",
+}
+# kinds whose value tells two events at one tick apart (the 5 % and the 2 % levels); other
+# values are readings (an index, σ, a bound) that a refitted model may shift a little
+_VALUE_IN_KEY = frozenset({"near_liquidation"})
 
 
 class AlertError(BTIError, ValueError):
@@ -47,10 +74,13 @@ class AlertError(BTIError, ValueError):
 
 
 def alert_key(e: Event) -> str:
-    """What raised the alert, hashed. Not the stream: the same ticks raise the same events in
-    every engine (the worker's, a replay, Kafka, Spark), so an event two of them see is
-    stored once."""
-    raw = f"{e.symbol}|{e.kind}|{e.policy}|{e.at_ms}|{e.value:.12g}"
+    """What raised the alert, hashed: symbol, kind, policy and time (and the level, for the
+    near-liquidation levels). Not the stream: the same ticks raise the same events in every
+    engine (the worker's, a replay, Kafka, Spark), so an event two of them see is stored once;
+    nor a reading such as the risk index, which a batch processed again under a refitted model
+    may put a little differently."""
+    value = f"{e.value:.12g}" if e.kind in _VALUE_IN_KEY else ""
+    raw = f"{e.symbol}|{e.kind}|{e.policy}|{e.at_ms}|{value}"
     return hashlib.sha256(raw.encode()).hexdigest()
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -58,6 +60,18 @@ def world(tmp_path: Path, engine: Engine, chain: ChainClient) -> World:
     # service's clock is after it, so records of it are not from the future
     claims = ClaimsService(engine, wh, chain, clock=lambda: datetime.now(UTC) + timedelta(hours=12))
     return World(ins, claims, chain, wh, ing, engine)
+
+
+def stream_services(w: World) -> Any:
+    """What the streaming engines use of `Services`, over this world (forecasts: none cached,
+    in a folder beside the warehouse)."""
+    return SimpleNamespace(
+        risk=w.ins.risk,
+        db=w.db,
+        claims=w.claims,
+        warehouse=w.wh,
+        settings=SimpleNamespace(forecasts_dir=w.wh.root.parent / "forecasts"),
+    )
 
 
 def buy(

@@ -5,22 +5,31 @@ claims and the checkpoint, and a run started again from nothing, add nothing."""
 from __future__ import annotations
 
 from datetime import timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
 import pytest
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from bti_core.db.models import Alert, Claim
+from bti_core.market.schema import Kind
+from bti_core.risk.forecast import hourly_mark_closes, refresh
 from bti_core.stream.engine import BatchReport, EmbeddedEngine, ReplaySource
 from bti_core.stream.store import load_checkpoint
-from tests.claims.test_service import NOW, World, buy, claim_paid_events, crash, world  # noqa: F401
+from tests.claims.test_service import (  # noqa: F401
+    NOW,
+    World,
+    buy,
+    claim_paid_events,
+    crash,
+    stream_services,
+    world,
+)
 
 
 def engine_for(w: World, **kw: Any) -> EmbeddedEngine:
-    services = SimpleNamespace(risk=w.ins.risk, db=w.db, claims=w.claims)
+    services = stream_services(w)
     source = ReplaySource(
         w.wh, ["BTCUSDT"], pd.Timestamp(NOW), pd.Timestamp(NOW + timedelta(hours=12))
     )
@@ -95,3 +104,40 @@ def test_a_crash_between_the_claims_and_the_checkpoint_adds_nothing(world: World
     with Session(w.db) as s:
         keys = s.exec(select(Alert.key)).all()
     assert len(keys) == len(set(keys))
+
+
+def extreme_market(w: World) -> pd.Timestamp:
+    """A funding settlement of −0.25 % 8 hours in, and the forecast fitted at ``NOW`` on the
+    hours before it (a random walk's: the development data's best), into the stream's
+    forecast folder. Returns the settlement's time."""
+    settle = pd.Timestamp(NOW + timedelta(hours=8))
+    funding = pd.DataFrame({"ts": [settle], "funding_rate": [-0.0025]})
+    w.ingest.ingest_frame(funding, symbol="BTCUSDT", kind=Kind.FUNDING, timeframe="8h", source="t")
+    bars = w.wh.bars("BTCUSDT", "1h", pd.Timestamp(NOW - timedelta(days=30)), kind=Kind.MARK)
+    closes = hourly_mark_closes(bars[bars["ts"] < pd.Timestamp(NOW)])
+    folder = stream_services(w).settings.forecasts_dir
+    fc = refresh(folder, "BTCUSDT", closes, "price", "random_walk")
+    assert fc.origin == pd.Timestamp(NOW - timedelta(hours=1))
+    return settle
+
+
+def test_funding_at_an_extreme_and_a_breached_forecast_band_are_raised_once(world: World) -> None:  # noqa: F811
+    """The market's context comes from the warehouse (funding) and the forecast cache (the
+    band the worker fits each hour): a −30 % crash leaves a random walk's 95 % band, and a
+    funding settlement of −0.25 % inside the replay is extreme."""
+    w = world
+    crash(w, drop=0.3, after_hours=3)
+    settle = extreme_market(w)
+    engine_for(w).run()
+    with Session(w.db) as s:
+        alerts = s.exec(select(Alert).where(col(Alert.policy_id).is_(None))).all()
+    funding_alerts = [a for a in alerts if a.kind == "funding_extreme"]
+    assert [(a.at, a.value) for a in funding_alerts] == [(settle.to_pydatetime(), -0.0025)]
+    assert "shorts pay longs" in funding_alerts[0].message
+    breach = [a for a in alerts if a.kind == "forecast_breach"]
+    assert len(breach) == 1 and breach[0].price < breach[0].value  # below the lower bound
+    assert NOW + timedelta(hours=3) < breach[0].at <= NOW + timedelta(hours=10)
+
+    before = counts(w)
+    engine_for(w, name="again").run()  # another stream over the same ticks adds nothing
+    assert counts(w) == before

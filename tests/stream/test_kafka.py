@@ -9,7 +9,6 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -31,7 +30,15 @@ from bti_core.stream.kafka import (
     read_all,
 )
 from bti_core.stream.store import load_checkpoint
-from tests.claims.test_service import NOW, World, buy, claim_paid_events, crash, world  # noqa: F401
+from tests.claims.test_service import (  # noqa: F401
+    NOW,
+    World,
+    buy,
+    claim_paid_events,
+    crash,
+    stream_services,
+    world,
+)
 
 
 @pytest.fixture
@@ -59,7 +66,7 @@ def engines() -> Iterator[list[EmbeddedEngine]]:
 
 
 def kafka_engine(w: World, bootstrap: str, made: list[EmbeddedEngine], **kw: Any) -> EmbeddedEngine:
-    services = SimpleNamespace(risk=w.ins.risk, db=w.db, claims=w.claims)
+    services = stream_services(w)
     eng = EmbeddedEngine(
         services,  # type: ignore[arg-type]
         KafkaTickSource(bootstrap),
@@ -112,7 +119,7 @@ def test_the_crash_through_kafka_opens_the_claims_and_alerts_of_the_replay(
     assert {m["key"] for m in read_all(broker, ALERTS)} == {a.key for a in alerts}
 
     # the embedded replay of the same ticks raises the same events (its claims exist already)
-    services = SimpleNamespace(risk=w.ins.risk, db=w.db, claims=w.claims)
+    services = stream_services(w)
     embedded = EmbeddedEngine(services, src, name="replay", batch=7).run()  # type: ignore[arg-type]
     key = [(e.kind, e.policy, e.at_ms, round(e.value, 9)) for r in reports for e in r.events]
     assert sorted(key) == sorted(

@@ -12,7 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bti_core.stream.scoring import HOUR_MS, Book, Rules, SymbolState, prob_points, score
+from bti_core.stream.scoring import (
+    HOUR_MS,
+    Book,
+    Context,
+    Rules,
+    SymbolState,
+    prob_points,
+    score,
+)
 
 T0 = 1_700_000_000_000 // HOUR_MS * HOUR_MS  # on the hour
 
@@ -116,6 +124,55 @@ def test_bad_ticks_are_refused(ts: list[int], px: list[float], message: str) -> 
         score(state(), book(), np.array(ts), np.array(px))
 
 
+def context(
+    funding: list[tuple[int, float]] = (), bands: list[tuple[int, float, float]] = ()
+) -> Context:
+    """Funding (minutes after T0, rate) and bands (hour number, low, high)."""
+    f_ms = np.array([T0 + m * 60_000 for m, _ in funding], dtype=np.int64)
+    b_ms = np.array([T0 + h * HOUR_MS for h, _, _ in bands], dtype=np.int64)
+    return Context(
+        f_ms,
+        np.array([r for _, r in funding], dtype=float),
+        b_ms,
+        np.array([lo for _, lo, _ in bands], dtype=float),
+        np.array([hi for _, _, hi in bands], dtype=float),
+    )
+
+
+def test_a_funding_settlement_at_an_extreme_is_an_alert_once_priced_at_its_tick() -> None:
+    ctx = context([(3, 0.0001), (5, -0.002), (9, 0.0015), (30, 0.004)])
+    ts, px = ticks([100, 101, 102, 103, 104, 105, 106, 107, 108, 109])  # minutes 1 … 10
+    # two batches cut between minutes 6 and 7; minute 30 is beyond the ticks
+    s, first, _ = score(state(), book(), ts[:6], px[:6], context=ctx)
+    s, second, _ = score(s, book(), ts[6:], px[6:], context=ctx)
+    got = [(e.kind, e.at_ms, e.price, e.value) for e in first + second]
+    assert got == [
+        ("funding_extreme", T0 + 5 * 60_000, 104.0, -0.002),  # the tick at minute 5
+        ("funding_extreme", T0 + 9 * 60_000, 108.0, 0.0015),
+    ]  # 0.01 % is ordinary; minute 30 is raised by the batch that reaches it
+    _, again, _ = score(s, book(), ts[-1:] + 0, px[-1:], context=ctx)
+    assert again == []  # a settlement consumed is not raised again
+
+
+def test_a_close_outside_the_forecast_band_alerts_once_until_back_inside() -> None:
+    # hourly closes 100, 80, 79, 95, 70 (hours 0 … 4) judged against a 90–110 band
+    ctx = context(bands=[(h, 90.0, 110.0) for h in range(6)])
+    ts = T0 + np.arange(6, dtype=np.int64) * HOUR_MS + 30 * 60_000
+    _, events, _ = score(state(), book(), ts, np.array([100.0, 80, 79, 95, 70, 71]), context=ctx)
+    breach = [(e.at_ms, e.price, e.value) for e in events if e.kind == "forecast_breach"]
+    assert breach == [(T0 + 2 * HOUR_MS, 80.0, 90.0), (T0 + 5 * HOUR_MS, 70.0, 90.0)]
+    _, events, _ = score(
+        state(), book(), ts, np.array([100.0, 120, 100, 100, 100, 100]), context=ctx
+    )
+    assert [(e.price, e.value) for e in events if e.kind == "forecast_breach"] == [(120.0, 110.0)]
+
+
+def test_a_context_survives_its_json() -> None:
+    ctx = context([(1, 0.003)], [(0, 1.0, 2.0)])
+    back = Context.from_json(ctx.to_json())
+    assert all(np.array_equal(getattr(back, k), getattr(ctx, k)) for k in ("funding_ms", "band_hi"))
+
+
 def _random_case(seed: int, n: int) -> tuple[Book, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     ts = T0 + np.cumsum(rng.integers(1, 90_000, n)).astype(np.int64)  # ticks up to 90 s apart
@@ -136,14 +193,26 @@ def _random_case(seed: int, n: int) -> tuple[Book, np.ndarray, np.ndarray]:
 def test_one_batch_or_many_give_the_same_events_and_state(seed: int, cuts: list[int]) -> None:
     b, ts, px = _random_case(seed, 2000)
     rules = Rules(risk_index_level=45, spike_sigmas=2.0)  # low enough that every kind fires
-    whole, events, scores = score(state(), b, ts, px, rules)
-    assert {"liquidation", "near_liquidation", "risk_index"} <= {e.kind for e in events}
+    rng = np.random.default_rng(seed + 1)
+    hours = int(ts[-1] - T0) // HOUR_MS + 1
+    # bands about each hour's close, shifted at random: some closes fall outside
+    hour_of = (ts - T0) // HOUR_MS  # ticks ≤ 90 s apart: every hour has some
+    closes = [float(px[hour_of == h][-1]) for h in range(hours)]
+    mids = [c * float(rng.uniform(0.97, 1.03)) for c in closes]
+    ctx = context(
+        [(m, float(rng.choice([0.0001, 0.002, -0.003]))) for m in range(0, hours * 60, 120)],
+        [(h, m * 0.98, m * 1.02) for h, m in enumerate(mids)],
+    )
+    whole, events, scores = score(state(), b, ts, px, rules, ctx)
+    kinds = {e.kind for e in events}
+    assert {"liquidation", "near_liquidation", "risk_index", "funding_extreme"} <= kinds
+    assert "forecast_breach" in kinds
     bounds = [0, *sorted(set(cuts)), len(ts)]
     s, split_events, last = state(), [], None
     for lo, hi in itertools.pairwise(bounds):
         # each batch restarts from the JSON checkpoint, as a restarted process would
         s = SymbolState.from_json(s.to_json())
-        s, ev, sc = score(s, b, ts[lo:hi], px[lo:hi], rules)
+        s, ev, sc = score(s, b, ts[lo:hi], px[lo:hi], rules, ctx)
         split_events += ev
         last = sc if sc is not None else last
     assert split_events == events

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +17,8 @@ from bti_core.db.models import Alert, Claim
 from bti_core.stream.engine import EmbeddedEngine
 from bti_core.stream.kafka import TICKS, LocalBroker, encode_tick, ensure_topics, publish_ticks
 from bti_core.stream.store import load_checkpoint
-from tests.claims.test_service import World, buy, claim_paid_events, crash, world  # noqa: F401
+from tests.claims.test_service import World, buy, claim_paid_events, crash, stream_services, world  # noqa: F401
+from tests.stream.test_engine import extreme_market
 from tests.stream.test_kafka import replay
 
 pytest.importorskip("pyspark")
@@ -68,6 +68,7 @@ def test_spark_raises_the_alerts_and_claims_of_the_embedded_engine(
     hit = buy(w, "alice", leverage="20", coverage="100")
     buy(w, "carol", leverage="2", coverage="50")
     crash(w, drop=0.3, after_hours=3)
+    extreme_market(w)  # a funding extreme and a forecast band the crash breaches
     src = replay(w)
     ticks = list(zip(src.symbols, src.ts.tolist(), src.price.tolist(), strict=True))
     # a message that is not a tick and a late repeat of the first tick: skipped
@@ -83,7 +84,7 @@ def test_spark_raises_the_alerts_and_claims_of_the_embedded_engine(
     n += publish_ticks(broker, ticks[10:])
     assert n == len(src)
 
-    services = SimpleNamespace(risk=w.ins.risk, db=w.db, claims=w.claims)
+    services = stream_services(w)
     query, run = bti_spark.start(
         spark,
         services,  # type: ignore[arg-type]
@@ -100,7 +101,7 @@ def test_spark_raises_the_alerts_and_claims_of_the_embedded_engine(
         alerts = s.exec(select(Alert)).all()
     assert [c.policy_id for c in claims] == [hit.id]
     assert claims[0].state == "paid" and len(claim_paid_events(w)) == 1
-    assert any(a.kind == "near_liquidation" for a in alerts)
+    assert {"near_liquidation", "funding_extreme", "forecast_breach"} <= {a.kind for a in alerts}
     assert {a.policy_id for a in alerts if a.kind == "liquidation"} == {hit.id}
 
     # the embedded engine on the same ticks raises the same events (its claims exist already)
