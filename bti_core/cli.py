@@ -1087,6 +1087,138 @@ def stream_kafka(
     )
 
 
+BAR_FLUSH_SECONDS = 300.0
+
+
+class LiveModeChoice(StrEnum):
+    auto = "auto"
+    ws = "ws"
+    poll = "poll"
+
+
+@stream_app.command("live")
+def stream_live(
+    symbols: Annotated[
+        str, typer.Option(help="Comma-separated perpetuals to follow, e.g. BTCUSDT,ETHUSDT")
+    ],
+    exchange: Annotated[
+        str, typer.Option(help="A ccxt exchange id listing linear perpetuals")
+    ] = "binanceusdm",
+    mode: Annotated[
+        LiveModeChoice,
+        typer.Option(help="ws: websocket only; poll: REST only; auto: websocket, else polling"),
+    ] = LiveModeChoice.auto,
+    poll: Annotated[
+        float, typer.Option(min=0.05, max=3600, help="Seconds between polls when polling")
+    ] = 1.0,
+    duration: Annotated[
+        float, typer.Option(min=0, help="Stop after this many seconds; 0: until Ctrl-C")
+    ] = 0,
+    name: Annotated[str, typer.Option(help="The stream's checkpoint name")] = "live",
+    batch: Annotated[int, typer.Option(min=1, max=1_000_000, help="Ticks per micro-batch")] = 1_000,
+    store_bars: Annotated[
+        bool, typer.Option(help="Store the feed's completed one-minute mark bars")
+    ] = True,
+) -> None:
+    """Follow an exchange's live mark prices (ccxt: its websocket where ccxt offers one, its
+    REST API otherwise): every open policy on the symbols is re-scored tick by tick, alerts are
+    stored, and a policy whose liquidation price is reached gets its claim at that tick. Resumes
+    from the stream's checkpoint; ticks it already holds are dropped."""
+    import time
+
+    from bti_core.stream import live
+    from bti_core.stream.engine import BatchReport, EmbeddedEngine
+
+    names = [x for x in (y.strip() for y in symbols.split(",")) if x]
+    if not names:
+        raise typer.BadParameter("--symbols: name at least one symbol, e.g. BTCUSDT")
+    try:
+        chosen = list(dict.fromkeys(canonical_symbol(x) for x in names))
+    except BTIError as exc:
+        raise typer.BadParameter(f"--symbols: {exc}") from exc
+    services = _services()
+    source: live.LiveSource | None = None
+    totals = {"alerts": 0, "claims": 0, "ticks": 0, "bars": 0}
+
+    pending: dict[str, list[pd.DataFrame]] = {}
+    flushed = {"t": time.monotonic()}
+
+    def keep_bars(now: bool = False) -> None:
+        """Gather the completed minute bars; store them every few minutes (one import run
+        each, not one a minute) and at the end."""
+        if source is None or not store_bars:
+            return
+        for sym, frame in source.take_bars().items():
+            pending.setdefault(sym, []).append(frame)
+        if not now and time.monotonic() - flushed["t"] < BAR_FLUSH_SECONDS:
+            return
+        flushed["t"] = time.monotonic()
+        for sym, frames in list(pending.items()):
+            del pending[sym]
+            try:
+                r = services.ingestor.ingest_frame(
+                    pd.concat(frames, ignore_index=True),
+                    symbol=sym,
+                    kind=Kind.MARK,
+                    timeframe="1m",
+                    source=f"live:{exchange}",
+                )
+                totals["bars"] += r.write.rows_added + r.write.rows_updated
+            except BTIError as exc:  # bars the cleaning refuses do not stop the feed
+                err.print(f"[yellow]{sym}: minute bars not stored:[/] {exc}")
+
+    try:
+        source = live.LiveSource(
+            live.make_pro_exchange(exchange), chosen, mode=mode.value, poll=poll
+        ).start()
+        how = "websocket" if source.stats.mode == "ws" else f"polling every {poll:g} s"
+        until = f"for {duration:g} s" if duration else "Ctrl-C stops it"
+        console.print(
+            f"stream {name}: following {', '.join(chosen)} on {exchange} ({how}); {until}"
+        )
+        engine = EmbeddedEngine(services, source, name=name, batch=batch)
+        end = time.monotonic() + duration if duration else float("inf")
+
+        def report(_done: int, _total: int, r: BatchReport) -> None:
+            totals["alerts"] += r.alerts
+            totals["claims"] += len(r.claims)
+            totals["ticks"] += r.ticks
+            if r.claims or r.alerts:
+                console.print(f"{r.ticks:,} ticks: {r.alerts:,} new alerts, {len(r.claims)} claims")
+            keep_bars()
+
+        def more() -> bool:
+            keep_bars()
+            return time.monotonic() < end
+
+        engine.run(progress=report, follow=more)
+    except KeyboardInterrupt:
+        pass
+    except (BTIError, ValueError) as exc:
+        raise _fail(exc) from exc
+    finally:
+        if source is not None:
+            source.close()
+            keep_bars(now=True)
+        services.close()
+    if source is None:  # interrupted while connecting
+        return
+    stats = source.stats
+    newest = ", ".join(
+        f"{k} {pd.Timestamp(v, unit='ms', tz='UTC'):%H:%M:%S} UTC" for k, v in stats.newest.items()
+    )
+    console.print(
+        f"stream {name}: {totals['ticks']:,} ticks (newest {newest or 'none'}), "
+        f"{totals['alerts']:,} new alerts, {totals['claims']:,} claims opened, "
+        f"{totals['bars']:,} minute bars stored"
+    )
+    if stats.skipped or stats.errors:
+        console.print(
+            f"skipped {stats.skipped:,} tickers without a time or mark price; "
+            f"{stats.errors:,} errors" + (f" (last: {stats.last_error})" if stats.errors else "")
+        )
+
+
 def _utc_option(flag: str, value: str) -> pd.Timestamp:
     import pandas as pd
 

@@ -68,6 +68,9 @@ class TickHit:
     symbol: str
     at: datetime
     price: float
+    # the feed's own bars around the tick (a live exchange feed: the minute it is in, which is
+    # not stored yet), added to the stored ones as evidence
+    feed_bars: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass
@@ -286,7 +289,8 @@ class ClaimsService:
         self, hits: Sequence[TickHit], stream: str, *, chunk: int = 500
     ) -> list[int]:
         """The claims of policies whose mark price a stream saw reach their liquidation price
-        at a tick (`bti_core.stream`), with the stored bars around each tick as evidence; a
+        at a tick (`bti_core.stream`), with the stored bars around each tick as evidence (and
+        the feed's own, `TickHit.feed_bars`); a
         policy that already has its claim or is no longer active gets none (a second
         stream, or the scan, got there first: a policy is claimed once). A crash liquidates
         thousands at one tick: the bars around each tick are read once per symbol and bar,
@@ -295,7 +299,10 @@ class ClaimsService:
         for h in hits:
             key = (h.symbol, h.at.replace(second=0, microsecond=0))
             if key not in windows:
-                windows[key] = self._tick_bars(h.symbol, h.at)
+                stored = self._tick_bars(h.symbol, h.at)
+                have = {b["ts"] for b in stored}
+                extra = [b for b in h.feed_bars if b["ts"] not in have]
+                windows[key] = sorted(stored + extra, key=lambda b: pd.Timestamp(b["ts"]))
         with session_scope(self.db) as s:
             ids = list({h.policy_id for h in hits})
             lps = {

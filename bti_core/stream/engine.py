@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -162,14 +162,24 @@ def read_book(db: Engine, symbol: str, first_ms: int) -> tuple[Book, dict[int, s
 
 
 def open_claims(
-    services: Services, stream: str, events: Sequence[Event]
+    services: Services,
+    stream: str,
+    events: Sequence[Event],
+    feed: BarFeed | None = None,
 ) -> tuple[list[int], list[dict[str, Any]]]:
     """Open the claim of every liquidation in ``events`` at its crossing tick, audit, decide
     and pay them (in batches: a crash liquidates thousands at one tick). A policy has one
-    claim, so events processed again open nothing. Returns the claim ids and, for the sinks,
-    each claim's policy, tick and state after the decision."""
+    claim, so events processed again open nothing. A live ``feed`` adds its own bars around
+    each tick to the evidence. Returns the claim ids and, for the sinks, each claim's policy,
+    tick and state after the decision."""
     hits = [
-        TickHit(e.policy, e.symbol, datetime.fromtimestamp(e.at_ms / 1000, tz=UTC), e.price)
+        TickHit(
+            e.policy,
+            e.symbol,
+            datetime.fromtimestamp(e.at_ms / 1000, tz=UTC),
+            e.price,
+            tuple(feed.feed_bars(e.symbol, e.at_ms)) if feed is not None else (),
+        )
         for e in events
         if e.kind == "liquidation" and e.policy is not None
     ]
@@ -253,6 +263,27 @@ class ReplaySource(ArraySource):
         super().__init__(names[order], times[order], prices[order])
 
 
+@runtime_checkable
+class FollowedSource(Protocol):
+    """A source read by each symbol's last consumed tick rather than by an offset: the
+    warehouse's newest bars (`TailSource`), a live exchange feed
+    (`bti_core.stream.live.LiveSource`)."""
+
+    def read_after(
+        self, last_ms: dict[str, int], limit: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def __len__(self) -> int: ...
+
+
+@runtime_checkable
+class BarFeed(Protocol):
+    """A source that builds bars of its own from what it receives (a live exchange feed):
+    they are claim evidence for a tick whose bar is not stored yet."""
+
+    def feed_bars(self, symbol: str, at_ms: int) -> list[dict[str, Any]]: ...
+
+
 class TailSource:
     """The warehouse's newest mark bars as ticks, for the worker: each symbol from just after
     the last tick its state consumed (a first start: the last ``lookback``). Every stored
@@ -334,7 +365,7 @@ class EmbeddedEngine:
     def __init__(
         self,
         services: Services,
-        source: ArraySource | TailSource | KafkaTickSource,
+        source: ArraySource | FollowedSource | KafkaTickSource,
         *,
         name: str = "replay",
         rules: Rules = DEFAULT_RULES,
@@ -395,7 +426,7 @@ class EmbeddedEngine:
         cursor = saved.pop(CURSOR, None)
         states = {k: SymbolState.from_json(v) for k, v in saved.items()}
         read = 0
-        if isinstance(self.source, TailSource):
+        if isinstance(self.source, FollowedSource):
             syms, ts, px = self.source.read_after(
                 {k: v.last_ms for k, v in states.items()}, self.batch
             )
@@ -420,7 +451,8 @@ class EmbeddedEngine:
             states[sym] = new
             report.events += events
         report.events.sort(key=lambda e: (e.at_ms, e.symbol, e.kind))
-        report.claims, report.opened = open_claims(self.services, self.name, report.events)
+        feed = self.source if isinstance(self.source, BarFeed) else None
+        report.claims, report.opened = open_claims(self.services, self.name, report.events, feed)
         if self.sink is not None:
             self.sink(self.name, report)
         if self.before_commit is not None:
