@@ -249,7 +249,13 @@ def main() -> None:
         # durable (a snapshot of the node after each transaction), as `make run` is
         chain = ChainClient(node.url, w.deployment, on_commit=node.snapshot)
         claims = ClaimsService(w.db, w.wh, chain, risk=w.risk)
-        services = SimpleNamespace(db=w.db, risk=w.risk, claims=claims)
+        services = SimpleNamespace(
+            db=w.db,
+            risk=w.risk,
+            claims=claims,
+            warehouse=w.wh,
+            settings=SimpleNamespace(forecasts_dir=Path(tmp) / "forecasts"),
+        )
         stages: dict[str, float] = {}
 
         def timed(name: str, fn: Any) -> Any:

@@ -222,7 +222,13 @@ def main() -> None:
         chain = ChainClient(node.url, on_commit=node.snapshot)
         chain.deploy(Decimal(10_000_000))
         claims = ClaimsService(db, wh, chain, risk=risk)
-        services = SimpleNamespace(db=db, risk=risk, claims=claims)
+        services = SimpleNamespace(
+            db=db,
+            risk=risk,
+            claims=claims,
+            warehouse=wh,
+            settings=SimpleNamespace(forecasts_dir=Path(tmp) / "forecasts"),
+        )
         bulk_policies(db, spot, now - timedelta(hours=1), now + timedelta(days=3), seed=3)
 
         # ticks 5 ms apart from a minute after the hour: 2 M ticks are ~2.8 hours of market

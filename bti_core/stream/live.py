@@ -9,11 +9,12 @@ API is polled (``fetch_mark_prices``, ``fetch_mark_price``, or the ``markPrice``
 thread of its own with its own event loop; its ticks wait in a queue that the engine drains
 (`read_after`), so a slow batch never blocks the socket.
 
-A tick is a unified ticker's ``timestamp`` (ms) and ``markPrice``; one without either is
-counted and skipped, never guessed (the last price is not the mark price an exchange
-liquidates on). ccxt keeps only a symbol's newest ticker, so a mark price that arrives while
-the thread is busy is superseded by the next one; a symbol's ticks are kept in time order and a
-repeat (polling returns the same reading until the exchange updates it) is dropped.
+A tick is a unified ticker's ``timestamp`` (ms) and ``markPrice``; one without either, or
+stamped more than a minute past the clock, is counted and skipped, never guessed (the last
+price is not the mark price an exchange liquidates on). ccxt keeps only a symbol's newest
+ticker, so a mark price that arrives while the thread is busy is superseded by the next one; a
+symbol's ticks are kept in time order and a repeat (polling returns the same reading until the
+exchange updates it) is dropped.
 
 The engine resumes from each symbol's last tick in its checkpoint: ticks at or before it are
 dropped, so a restart raises nothing twice; a live feed cannot be read back, so what the
@@ -30,7 +31,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -48,6 +49,7 @@ WS_FAILURES = 3
 MINUTE_MS = 60_000
 MAX_QUEUE = 1_000_000  # ticks waiting for the engine; the oldest go first beyond it
 RECENT_BARS = 5
+MAX_AHEAD_MS = 60_000  # how far past the clock a tick's time may be
 
 
 def make_pro_exchange(exchange_id: str = "binanceusdm", **config: Any) -> Any:
@@ -89,6 +91,7 @@ class LiveSource:
         *,
         mode: Mode = "auto",
         poll: float = 1.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
@@ -101,6 +104,7 @@ class LiveSource:
         self._unified = {ccxt_symbol(s): s for s in self.symbols}
         self.mode = mode
         self.poll = poll
+        self.clock = clock  # seconds since the epoch: a tick from beyond it is refused
         self.stats = LiveStats()
         self._queue: deque[tuple[str, int, float]] = deque(maxlen=MAX_QUEUE)
         self._lock = threading.Lock()
@@ -224,7 +228,7 @@ class LiveSource:
         except (TypeError, ValueError):
             self.stats.skipped += 1
             return False
-        if sym is None or not (p > 0 and np.isfinite(p)) or t <= 0:
+        if sym is None or not (p > 0 and np.isfinite(p)) or t <= 0 or t > self._horizon():
             self.stats.skipped += 1
             return False
         with self._lock:
@@ -248,6 +252,11 @@ class LiveSource:
             else:
                 bar[2], bar[3], bar[4] = max(bar[2], p), min(bar[3], p), p
         return True
+
+    def _horizon(self) -> int:
+        # a tick stamped beyond the clock (an exchange's clock gone wrong) would move the
+        # checkpoint ahead and make every true tick until then look old
+        return int(self.clock() * 1000) + MAX_AHEAD_MS
 
     def _run(self) -> None:
         try:

@@ -184,7 +184,10 @@ def test_a_live_crash_opens_its_claim_at_the_tick_once(
 
     def run_live(messages: list[dict[str, Any]]) -> list[BatchReport]:
         reports: list[BatchReport] = []
-        with LiveSource(client(binance_ws.url), ["BTCUSDT"], mode="ws") as source:
+        # the crash is replayed hours ahead: the source's clock runs with the claims service's
+        ahead = time.time() + 12 * 3600
+        src = LiveSource(client(binance_ws.url), ["BTCUSDT"], mode="ws", clock=lambda: ahead)
+        with src as source:
             wait_for(lambda: len(binance_ws.clients) == 1, "the subscription")
             binance_ws.push(messages)
             last = messages[-1]["E"]
@@ -286,8 +289,8 @@ def test_what_cannot_be_followed_is_refused(binance_ws: BinanceWs) -> None:
 
 
 def test_ticks_make_minute_bars_and_odd_tickers_are_skipped() -> None:
-    source = LiveSource(object(), ["BTCUSDT"])
     m0 = int(pd.Timestamp("2024-01-01", tz="UTC").timestamp() * 1000)
+    source = LiveSource(object(), ["BTCUSDT"], clock=lambda: m0 / 1000 + 300)
 
     def tick(sec: float, price: Any, symbol: str = "BTC/USDT:USDT") -> bool:
         return source.add({"symbol": symbol, "timestamp": m0 + int(sec * 1000), "markPrice": price})
@@ -297,6 +300,7 @@ def test_ticks_make_minute_bars_and_odd_tickers_are_skipped() -> None:
     assert not tick(95, None) and not tick(96, float("nan")) and not tick(97, -1.0)
     assert not tick(98, 100.0, symbol="ETH/USDT:USDT")  # a symbol not followed
     assert not source.add({"symbol": "BTC/USDT:USDT", "markPrice": 100.0})  # no time
+    assert not tick(361, 100.0)  # over a minute past the clock
     assert source.take_bars() == {}  # the first minute lacks its start; the second is open
     assert tick(121, 104.0)
     bars = source.take_bars()["BTCUSDT"]
@@ -306,7 +310,7 @@ def test_ticks_make_minute_bars_and_odd_tickers_are_skipped() -> None:
     assert tick(150, 102.0) and tick(185, 103.0)
     assert source.take_bars()["BTCUSDT"][["open", "close"]].values.tolist() == [[104.0, 102.0]]
     s = source.stats
-    assert (s.received, s.skipped, s.repeated, s.per_symbol) == (14, 5, 2, {"BTCUSDT": 7})
+    assert (s.received, s.skipped, s.repeated, s.per_symbol) == (15, 6, 2, {"BTCUSDT": 7})
     # the engine's checkpoint already holds the first two: they are not read again
     _, ts, px = source.read_after({"BTCUSDT": m0 + 50_000}, 3)
     assert ts.tolist() == [m0 + 65_000, m0 + 90_000, m0 + 121_000]
