@@ -423,6 +423,11 @@ class ChainClient:
         if self.on_commit is not None:
             self.on_commit()
 
+    def persist(self) -> None:
+        """Make what was mined durable: a local node's snapshot (``on_commit``); nothing to do
+        on a chain that keeps its own blocks."""
+        self._committed()
+
     def _deploy(self, name: str, *args: Any) -> str:
         art = artifact(name)
         ctor = self.w3.eth.contract(abi=art.abi, bytecode=art.bytecode).constructor(*args)
@@ -721,10 +726,14 @@ class ChainClient:
         self._committed()
         return str(receipt["transactionHash"].to_0x_hex())
 
-    def pay_claims(self, items: Sequence[tuple[int, Decimal, bytes]]) -> tuple[str, set[int]]:
+    def pay_claims(
+        self, items: Sequence[tuple[int, Decimal, bytes]], *, persist: bool = True
+    ) -> tuple[str, set[int]]:
         """Pay each ``(policy id, amount, claim ref)`` in one transaction (claims role); the
         transaction and the policies it paid (the others were no longer active: skipped).
-        Any other refusal reverts the whole batch (`ChainError` with the reason)."""
+        Any other refusal reverts the whole batch (`ChainError` with the reason). With
+        ``persist=False`` the caller makes it durable (`persist`) before relying on it: one
+        snapshot for many batches."""
         if not items:
             raise ValueError("a batch payout needs at least one claim")
         call = self.pool.functions.payClaims(
@@ -733,7 +742,8 @@ class ChainClient:
             [bytes(r) for _, _, r in items],
         )
         receipt = self.transact(call, self.claims, f"pay {len(items)} claims")
-        self._committed()
+        if persist:
+            self._committed()
         paid = {
             int(ev["args"]["policyId"])
             for ev in self.pool.events.ClaimPaid().process_receipt(receipt, errors=DISCARD)

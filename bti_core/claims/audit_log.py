@@ -17,8 +17,9 @@ from typing import Any
 
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
-from sqlalchemy import func
+from sqlalchemy import event, func
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session as SASession
 from sqlmodel import Session, col, select
 
 from bti_core.chain.client import ChainClient, DecodedEvent
@@ -83,9 +84,13 @@ def append(
         "prev_hash": head.last_hash,
     }
     row["hash"] = entry_hash(head.last_hash, entry_dict(ClaimAudit.model_construct(**row)))
-    # a plain insert (the claim row it refers to is written already): an ORM object per entry
-    # costs more than the write, and a crash writes tens of thousands
-    s.connection().execute(ClaimAudit.__table__.insert(), row)  # type: ignore[attr-defined]
+    # plain inserts, many rows a statement, before the transaction commits (the claim rows
+    # they refer to are written already): an ORM object and a statement per entry cost more
+    # than the write, and a crash writes tens of thousands
+    pending = s.info.setdefault(_PENDING, [])
+    pending.append(row)
+    if len(pending) >= _PENDING_MAX:
+        _write_pending(s)
     head.last_id, head.last_hash = next_id, row["hash"]
     s.add(head)
     s.info[_HEAD] = (s.get_transaction(), head, next_id + 1)
@@ -93,6 +98,25 @@ def append(
 
 
 _HEAD = "bti.claims.audit_head"
+_PENDING = "bti.claims.audit_pending"
+_PENDING_MAX = 1_000
+
+
+def _write_pending(s: Session) -> None:
+    rows = s.info.pop(_PENDING, None)
+    if rows:
+        s.connection().execute(ClaimAudit.__table__.insert(), rows)  # type: ignore[attr-defined]
+
+
+def _drop_pending(s: Session, transaction: Any) -> None:
+    if transaction.parent is None:  # the transaction ended uncommitted: so do its entries
+        s.info.pop(_PENDING, None)
+
+
+# the entries a transaction appended go in with it, or not at all (no savepoint is used around
+# an append: a rolled-back savepoint would not take its pending entries with it)
+event.listen(SASession, "before_commit", _write_pending)
+event.listen(SASession, "after_transaction_end", _drop_pending)
 
 
 def _locked_head(s: Session) -> tuple[ClaimAuditHead, int]:

@@ -20,6 +20,7 @@ import secrets
 import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -44,6 +45,16 @@ log = logging.getLogger("bti.claims")
 def process_token() -> str:
     """Who holds a lease: ``host:pid:random`` (the random part tells restarts apart)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A batch payout mined and not yet recorded: its claims (claim, chain id, amount, ref),
+    its transaction and the chain ids the pool paid."""
+
+    send: list[tuple[int, int, Decimal, str]]
+    tx: str
+    paid: set[int]
 
 
 _SENDING: set[str] = set()  # leases this process holds now (each `pay` call has its own)
@@ -196,24 +207,39 @@ class Payments:
         """Pay many claims with few transactions (`ChainClient.pay_claims`, ``batch`` a
         transaction), under the same protocol as `pay`: every claim is committed ``paying``
         under this process's lease before its batch is sent, and recorded ``paid`` with the
-        transaction after. A policy the pool skips (already paid: a crash between a batch and
-        its record) is recorded with the payout found on-chain; a batch the pool refuses is
-        paid claim by claim, so one bad claim fails alone. The claims as left, in no order;
-        claims another live sender holds are left out."""
+        transaction after. The batches are sent one after another and made durable together
+        (`ChainClient.persist`: one snapshot of a local node, not one a batch) before any is
+        recorded, so nothing is recorded paid that a restarted node could have lost. A policy
+        the pool skips (already paid: a crash between a batch and its record) is recorded with
+        the payout found on-chain; a batch the pool refuses is paid claim by claim, so one bad
+        claim fails alone. The claims as left, in no order; claims another live sender holds
+        are left out."""
         owner = process_token()
         size = batch or self.batch
         with _SENDING_LOCK:
             _SENDING.add(owner)
+        out: list[Claim] = []
+        sent: list[_Sent] = []
         try:
-            out: list[Claim] = []
             for i in range(0, len(claim_ids), size):
-                out += self._pay_batch(list(claim_ids[i : i + size]), owner)
-            return out
+                done, batch_sent = self._send_batch(list(claim_ids[i : i + size]), owner)
+                out += done
+                if batch_sent is not None:
+                    sent.append(batch_sent)
         finally:
-            with _SENDING_LOCK:
-                _SENDING.discard(owner)
+            try:
+                if sent:  # what was mined is recorded even if a later batch failed
+                    self.chain.persist()
+                    for b in sent:
+                        out += self._record_batch(b)
+            finally:
+                with _SENDING_LOCK:
+                    _SENDING.discard(owner)
+        return out
 
-    def _pay_batch(self, claim_ids: list[int], owner: str) -> list[Claim]:
+    def _send_batch(self, claim_ids: list[int], owner: str) -> tuple[list[Claim], _Sent | None]:
+        """Take the claims (``paying`` under ``owner``'s lease) and send their batch, not yet
+        made durable: the claims settled without it, and the batch sent."""
         now = self.clock()
         send: list[tuple[int, int, Decimal, str]] = []  # claim, chain id, amount, ref
         resumed: list[tuple[int, int, Decimal, str]] = []
@@ -245,20 +271,28 @@ class Payments:
             else:
                 send.append((cid, chain_id, amount, ref))
         if not send:
-            return done
+            return done, None
         try:
             tx, paid = self.chain.pay_claims(
-                [(chain_id, amount, bytes(HexBytes(ref))) for _, chain_id, amount, ref in send]
+                [(chain_id, amount, bytes(HexBytes(ref))) for _, chain_id, amount, ref in send],
+                persist=False,
             )
         except ChainError as exc:
             if not (isinstance(exc, ContractRefusalError) or exc.reason == "out_of_gas"):
                 raise  # node down: the claims stay `paying` under a lease; reconcile settles
             log.info("a batch of %d payouts was refused (%s): paying one by one", len(send), exc)
-            return done + [self._send(cid, chain_id, a, ref) for cid, chain_id, a, ref in send]
+            return done + [
+                self._send(cid, chain_id, a, ref) for cid, chain_id, a, ref in send
+            ], None
+        return done, _Sent(send, tx, paid)
+
+    def _record_batch(self, b: _Sent) -> list[Claim]:
+        """Record a durable batch: its paid claims with its transaction; the policies the pool
+        skipped with the payout found on-chain, or failed when there is none."""
         confirmed = self.confirm_many(
-            [(cid, tx) for cid, chain_id, _, _ in send if chain_id in paid]
+            [(cid, b.tx) for cid, chain_id, _, _ in b.send if chain_id in b.paid]
         )
-        skipped = [(cid, chain_id) for cid, chain_id, _, _ in send if chain_id not in paid]
+        skipped = [(cid, chain_id) for cid, chain_id, _, _ in b.send if chain_id not in b.paid]
         landed = self.chain.claim_payments(c for _, c in skipped) if skipped else {}
         for cid, chain_id in skipped:  # paid by another sender first, or earlier in the batch
             found = landed.get(chain_id)
@@ -267,7 +301,7 @@ class Payments:
                 if found is not None
                 else self._fail(cid, f"the pool skipped policy {chain_id}: it is not active")
             )
-        return done + confirmed
+        return confirmed
 
     def _send(self, claim_id: int, chain_id: int, amount: Decimal, ref: str) -> Claim:
         try:

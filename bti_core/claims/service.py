@@ -218,22 +218,38 @@ class ClaimsService:
         allowed: tuple[str, ...] = ("active",),
     ) -> list[int]:
         """`_open` for many triggers in one write transaction (each policy once: its row is
-        locked and must still be ``allowed``). Should the unique claim of a policy race
-        another process's anyway, the triggers are opened one by one."""
+        locked and must still be ``allowed``), the claims inserted in one statement. Should the
+        unique claim of a policy race another process's anyway, the triggers are opened one by
+        one."""
         now = self.clock()
         try:
             with write_scope(self.db) as s:
                 policies = load_policies(s, (t.policy_id for t in triggers), lock=True)
-                return [
-                    cid
-                    for trig in triggers
-                    if (
-                        cid := self._write_claim(
-                            s, trig, policies.get(trig.policy_id), source, actor, allowed, now
-                        )
+                made: list[tuple[Trigger, Policy, Claim]] = []
+                for trig in triggers:
+                    policy = policies.pop(trig.policy_id, None)  # popped: a policy once
+                    if policy is None or policy.status not in allowed:
+                        continue
+                    made.append((trig, policy, self._new_claim(trig, policy, source, now)))
+                s.add_all([c for _, _, c in made])
+                s.flush()  # their ids, for the audit entries
+                for trig, policy, claim in made:
+                    audit_log.append(
+                        s,
+                        claim,
+                        at=now,
+                        actor=actor,
+                        event="open",
+                        from_state=None,
+                        detail={"source": source, "trigger_at": trig.at, "price": trig.mark_price},
                     )
-                    is not None
-                ]
+                    move_policy(
+                        s,
+                        policy=policy,
+                        event="claimed",
+                        detail={"claim_id": claim.id, "source": source},
+                    )
+                return [c.id or 0 for _, _, c in made]
         except IntegrityError:
             if len(triggers) == 1:
                 return []  # the same policy's claim exists: an event never opens two claims
@@ -243,19 +259,9 @@ class ClaimsService:
                 for cid in self._open_many([trig], source=source, actor=actor, allowed=allowed)
             ]
 
-    def _write_claim(
-        self,
-        s: Session,
-        trig: Trigger,
-        policy: Policy | None,
-        source: str,
-        actor: str,
-        allowed: tuple[str, ...],
-        now: datetime,
-    ) -> int | None:
-        if policy is None or policy.status not in allowed:
-            return None
-        claim = Claim(
+    @staticmethod
+    def _new_claim(trig: Trigger, policy: Policy, source: str, now: datetime) -> Claim:
+        return Claim(
             policy_id=trig.policy_id,
             user_id=policy.user_id,
             source=source,
@@ -269,21 +275,6 @@ class ClaimsService:
             claim_ref="",
             updated_at=now,
         )
-        s.add(claim)
-        s.flush()
-        audit_log.append(
-            s,
-            claim,
-            at=now,
-            actor=actor,
-            event="open",
-            from_state=None,
-            detail={"source": source, "trigger_at": trig.at, "price": trig.mark_price},
-        )
-        move_policy(
-            s, policy=policy, event="claimed", detail={"claim_id": claim.id, "source": source}
-        )
-        return claim.id
 
     def open_from_ticks(
         self, hits: Sequence[TickHit], stream: str, *, chunk: int = 500
@@ -462,20 +453,18 @@ class ClaimsService:
 
     def process_many(self, claim_ids: Sequence[int], *, chunk: int = 500) -> RunReport:
         """Audit, decide and pay many opened claims (a crash at scale): ``chunk`` claims a
-        decision transaction, the approved paid in batches (`Payments.pay_many`)."""
+        decision transaction; then every approved one paid in batches (`Payments.pay_many`:
+        one snapshot of a local node for all of them)."""
         report = RunReport()
+        approved: list[int] = []
         for i in range(0, len(claim_ids), chunk):
-            decided = self._audit_and_decide_many(claim_ids[i : i + chunk])
-            approved = [
-                c.id or 0
-                for c in decided
-                if c.state in (State.APPROVED.value, State.ADJUSTED.value)
-            ]
-            for c in decided:
-                if c.state not in (State.APPROVED.value, State.ADJUSTED.value):
+            for c in self._audit_and_decide_many(claim_ids[i : i + chunk]):
+                if c.state in (State.APPROVED.value, State.ADJUSTED.value):
+                    approved.append(c.id or 0)
+                else:
                     report.add(c)
-            for c in self.payments.pay_many(approved) if approved else []:
-                report.add(c)
+        for c in self.payments.pay_many(approved) if approved else []:
+            report.add(c)
         return report
 
     def decide(
