@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -198,9 +199,12 @@ class Evidence:
             )
         return tuple(sorted(users))
 
-    def probability_before_trigger(self, claim: Claim, policy: Policy) -> float | None:
+    def probability_before_trigger(
+        self, claim: Claim, policy: Policy, cache: dict[str, Any] | None = None
+    ) -> float | None:
         """The engine's P(reaching LP in the window's remaining time) from the mark close of
-        the bar before the trigger (the engine's current paths; evidence for the reviewer)."""
+        the bar before the trigger (the engine's current paths; evidence for the reviewer).
+        ``cache`` keeps each symbol's engine across the claims of one batch."""
         if self.risk is None:
             return None
         bars = [b for b in claim.evidence.get("bars", []) if b.get("close") is not None]
@@ -210,7 +214,12 @@ class Evidence:
         spot = float(before[-1]["close"])
         hours = (policy.end_at - claim.trigger_at).total_seconds() / 3600
         try:
-            sr = self.risk.symbol_risk(policy.symbol)
+            if cache is None or policy.symbol not in cache:
+                sr = self.risk.symbol_risk(policy.symbol)
+                if cache is not None:
+                    cache[policy.symbol] = sr
+            else:
+                sr = cache[policy.symbol]
             hours = min(max(hours, 1.0), float(sr.table.horizons[-1]))
             lp = float(policy.liquidation_price)
             side = 1 if policy.side == "long" else -1

@@ -417,9 +417,10 @@ class ClaimsService:
             }
             facts = self.evidence.facts_many(s, claims, policies)
             decisions = []
+            engines: dict[str, Any] = {}  # each symbol's risk engine, read once
             for claim, f in zip(claims, facts, strict=True):
                 p_before = self.evidence.probability_before_trigger(
-                    claim, policies[claim.policy_id]
+                    claim, policies[claim.policy_id], engines
                 )
                 checks = audit(*f, p_before)
                 decisions.append(
