@@ -119,3 +119,46 @@ def test_a_refused_batch_is_paid_claim_by_claim(world: World) -> None:  # noqa: 
     states = {c.policy_id: c.state for c in claims_of(w)}
     assert states == {pols[0].id: "paid", pols[1].id: "failed", pols[2].id: "paid"}
     assert len(claim_paid_events(w)) == 2
+
+
+def test_batches_mined_before_a_failing_one_are_recorded_once(
+    world: World,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The batches of a round are made durable together and then recorded: when the node stops
+    answering at the second batch, the first is still recorded paid (after the snapshot), the
+    rest stay ``paying`` and a restart pays them, each policy once."""
+    from bti_core.errors import ChainError
+
+    w = world
+    pols = insured(w, 4)
+    crash(w, drop=0.3, after_hours=3)
+    opened = w.claims.open_from_ticks(hits_of(pols), "test")
+    w.claims._audit_and_decide_many(opened)
+    w.claims.payments.batch = 2
+    real = ChainClient.pay_claims
+    calls: list[bool] = []
+    persisted: list[int] = []
+
+    def second_fails(self: ChainClient, items: object, **kw: object) -> object:
+        calls.append(bool(kw.get("persist", True)))
+        if len(calls) == 2:
+            raise ChainError("chain node at … is not answering (ConnectionError)")
+        return real(self, items, **kw)  # type: ignore[arg-type]
+
+    def persist(self: ChainClient) -> None:
+        persisted.append(len(calls))
+
+    monkeypatch.setattr(ChainClient, "pay_claims", second_fails)
+    monkeypatch.setattr(ChainClient, "persist", persist)
+    with pytest.raises(ChainError, match="not answering"):
+        w.claims.payments.pay_many(opened)
+    assert calls == [False, False] and persisted == [2]  # one snapshot, after the batches
+    states = sorted(c.state for c in claims_of(w))
+    assert states == ["paid", "paid", "paying", "paying"]
+    monkeypatch.undo()
+    again = ClaimsService(w.db, w.wh, w.chain)
+    again.payments.lease = timedelta(0)
+    again.reconcile()
+    assert {c.state for c in claims_of(w)} == {"paid"}
+    assert len(claim_paid_events(w)) == 4
