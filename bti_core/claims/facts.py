@@ -214,12 +214,9 @@ class Evidence:
         spot = float(before[-1]["close"])
         hours = (policy.end_at - claim.trigger_at).total_seconds() / 3600
         try:
-            if cache is None or policy.symbol not in cache:
-                sr = self.risk.symbol_risk(policy.symbol)
-                if cache is not None:
-                    cache[policy.symbol] = sr
-            else:
-                sr = cache[policy.symbol]
+            sr = (cache or {}).get(policy.symbol) or self.risk.symbol_risk(policy.symbol)
+            if cache is not None:
+                cache[policy.symbol] = sr
             hours = min(max(hours, 1.0), float(sr.table.horizons[-1]))
             lp = float(policy.liquidation_price)
             side = 1 if policy.side == "long" else -1

@@ -281,9 +281,9 @@ class ClaimsService:
     ) -> list[int]:
         """The claims of policies whose mark price a stream saw reach their liquidation price
         at a tick (`bti_core.stream`), with the stored bars around each tick as evidence (and
-        the feed's own, `TickHit.feed_bars`); a
-        policy that already has its claim or is no longer active gets none (a second
-        stream, or the scan, got there first: a policy is claimed once). A crash liquidates
+        the feed's own, `TickHit.feed_bars`); a policy that already has its claim or is no
+        longer active gets none (a second stream, or the scan, got there first: a policy is
+        claimed once). A crash liquidates
         thousands at one tick: the bars around each tick are read once per symbol and bar,
         and ``chunk`` claims go in a write transaction. The new claims' ids, in hit order."""
         windows: dict[tuple[str, datetime], list[dict[str, Any]]] = {}

@@ -172,13 +172,21 @@ def open_claims(
     claim, so events processed again open nothing. A live ``feed`` adds its own bars around
     each tick to the evidence. Returns the claim ids and, for the sinks, each claim's policy,
     tick and state after the decision."""
+    bars: dict[tuple[str, int], tuple[dict[str, Any], ...]] = {}  # per symbol and minute
+
+    def feed_bars(symbol: str, at_ms: int) -> tuple[dict[str, Any], ...]:
+        key = (symbol, at_ms // 60_000)
+        if feed is not None and key not in bars:  # a crash liquidates thousands at one tick
+            bars[key] = tuple(feed.feed_bars(symbol, at_ms))
+        return bars.get(key, ())
+
     hits = [
         TickHit(
             e.policy,
             e.symbol,
             datetime.fromtimestamp(e.at_ms / 1000, tz=UTC),
             e.price,
-            tuple(feed.feed_bars(e.symbol, e.at_ms)) if feed is not None else (),
+            feed_bars(e.symbol, e.at_ms),
         )
         for e in events
         if e.kind == "liquidation" and e.policy is not None
