@@ -91,3 +91,8 @@ class ContractRefusalError(ChainError):
 
 class TransactionTimeoutError(ChainError):
     """A transaction was sent but not seen mined in time: it may still land (reconcile)."""
+
+
+class DemoOnlyError(BTIError, PermissionError):
+    """A demo (accounts, faucet, crash replay, demo markets and book) asked for on a chain
+    that is not the local development chain, where it would move real money."""

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from sqlalchemy.engine import Engine
 
 from bti_core.chain.client import ChainClient
-from bti_core.chain.wallets import CustodialWallets
+from bti_core.chain.wallets import LOCAL_CHAIN_ID, CustodialWallets, require_local_chain
 from bti_core.claims.service import ClaimsService
 from bti_core.config import Settings
 from bti_core.db.engine import make_engine, migrate
+from bti_core.errors import BTIError
 from bti_core.market.ingest import Ingestor
+from bti_core.market.replay import written_by_replays
 from bti_core.market.sources import ImportLimits
 from bti_core.market.warehouse import Warehouse
 from bti_core.policies import InsuranceService
@@ -77,7 +79,7 @@ class Services:
 
     @cached_property
     def risk(self) -> RiskEngine:
-        return RiskEngine(self.warehouse)
+        return RiskEngine(self.warehouse, replays=partial(written_by_replays, self.db))
 
     @cached_property
     def macro(self) -> pd.Series | None:
@@ -87,6 +89,13 @@ class Services:
     @cached_property
     def limits(self) -> Limits:
         return Limits(pool_capacity=self.settings.pool_capacity)
+
+    @cached_property
+    def webhook_networks(self) -> tuple[Any, ...]:
+        """The non-public networks webhooks may reach (``BTI_WEBHOOK_ALLOW_NETWORKS``)."""
+        from bti_core.outbound import networks
+
+        return networks(self.settings.webhook_allow_networks)
 
     @cached_property
     def wallets(self) -> CustodialWallets:
@@ -103,6 +112,32 @@ class Services:
                 self.__dict__["_chain"] = connect(self.settings)
             client: ChainClient = self.__dict__["_chain"]
             return client
+
+    @property
+    def chain_id(self) -> int:
+        """The chain's id: the connected client's, else asked of the node without deploying
+        or connecting (`chain_id_of`)."""
+        if "_chain" in self.__dict__:
+            return int(self.__dict__["_chain"].chain_id)
+        if "_chain_id" not in self.__dict__:
+            from bti_core.chain.runtime import chain_id_of
+
+            self.__dict__["_chain_id"] = chain_id_of(self.settings)
+        return int(self.__dict__["_chain_id"])
+
+    @property
+    def is_demo_chain(self) -> bool:
+        """Whether demos may run here: only on the local development chain (an unreachable
+        ``BTI_RPC_URL`` counts as not: a demo is refused rather than guessed)."""
+        try:
+            return self.chain_id == LOCAL_CHAIN_ID
+        except BTIError:
+            return False
+
+    def require_demo(self, what: str) -> None:
+        """Refuse ``what`` (a demo: accounts, faucet, crash replay, demo markets or book) on any
+        chain but the local development chain (`chain.wallets.require_local_chain`)."""
+        require_local_chain(self.chain_id, what, self.settings.rpc_url)
 
     def use_chain(self, client: ChainClient) -> None:
         """Use an already connected client (tests, `bti chain up`)."""

@@ -41,7 +41,7 @@ from web3.logs import DISCARD
 
 from bti_core.chain.artifacts import artifact, decode_revert, event_table, refusal_type
 from bti_core.chain.units import format_bti, from_units, to_units
-from bti_core.chain.wallets import ANVIL_KEYS
+from bti_core.chain.wallets import ANVIL_KEYS, require_local_chain
 from bti_core.errors import ChainError, TransactionTimeoutError
 from bti_core.filelock import file_lock
 
@@ -466,8 +466,8 @@ class ChainClient:
         )
         for acct in {self.claims.address, self.quoter.address} - {self.admin.address}:
             self.send_gas(acct, Decimal("10"))
-        if seed_capital > 0:
-            self.faucet(self.admin.address, seed_capital, gas=Decimal(0))
+        if seed_capital > 0:  # the operator's explicit seed (`bti chain deploy`): a mint
+            self._mint(self.admin.address, seed_capital)
             self.deposit(self.admin, seed_capital)
         self._committed()
         return self._deployment
@@ -492,21 +492,26 @@ class ChainClient:
         self.send(build, self.admin, "send gas")
 
     def faucet(self, to: str, amount: Decimal, *, gas: Decimal = Decimal("1")) -> str:
-        """Demo faucet: mint ``amount`` BTI to ``to`` and top its gas up to ``gas``."""
-        if amount <= 0:
-            raise ChainError(f"faucet amount must be positive; got {amount}")
-        if amount > Decimal(1_000_000_000):
-            raise ChainError(f"faucet amount must be at most 1,000,000,000 BTI; got {amount:,}")
-        receipt = self.transact(
-            self.token.functions.mint(to_checksum_address(to), to_units(amount)),
-            self.admin,
-            "faucet",
-        )
+        """Demo faucet: mint ``amount`` BTI to ``to`` and top its gas up to ``gas``. Only on
+        the local development chain: anywhere else it would print money."""
+        require_local_chain(self.chain_id, "the faucet", self.url)
+        receipt = self._mint(to, amount)
         have = Decimal(self._rpc(lambda: self.w3.eth.get_balance(to_checksum_address(to))))
         if gas > 0 and have < to_units(gas) / 2:
             self.send_gas(to, gas)
         self._committed()
         return str(receipt["transactionHash"].to_0x_hex())
+
+    def _mint(self, to: str, amount: Decimal) -> Any:
+        if amount <= 0:
+            raise ChainError(f"faucet amount must be positive; got {amount}")
+        if amount > Decimal(1_000_000_000):
+            raise ChainError(f"faucet amount must be at most 1,000,000,000 BTI; got {amount:,}")
+        return self.transact(
+            self.token.functions.mint(to_checksum_address(to), to_units(amount)),
+            self.admin,
+            "mint",
+        )
 
     def balance(self, address: str) -> Decimal:
         """BTI balance of ``address``."""

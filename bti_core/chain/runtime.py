@@ -14,10 +14,10 @@ import atexit
 from decimal import Decimal
 
 from bti_core.chain.client import ChainClient, Deployment
-from bti_core.chain.node import AnvilNode, is_up
+from bti_core.chain.node import AnvilNode, is_up, rpc_call
 from bti_core.chain.wallets import LOCAL_CHAIN_ID, require_safe_keys
 from bti_core.config import Settings, get_settings
-from bti_core.errors import ChainError
+from bti_core.errors import BTIError, ChainError
 from bti_core.filelock import file_lock
 
 
@@ -82,3 +82,17 @@ def connect(
             client.deploy(s.pool_capacity if seed_capital is None else seed_capital)
             client.deployment.save(path)
     return client
+
+
+def chain_id_of(settings: Settings) -> int:
+    """The id of the chain ``settings`` point at, without connecting a client: the local node
+    BTI starts is the dev chain (31337); any ``BTI_RPC_URL`` is asked (``eth_chainId``)."""
+    if not settings.rpc_url:
+        return LOCAL_CHAIN_ID
+    try:
+        return int(rpc_call(settings.rpc_url, "eth_chainId", timeout=5.0), 16)
+    except (OSError, ValueError, TypeError, BTIError) as exc:
+        raise ChainError(
+            f"cannot tell which chain {settings.rpc_url} is ({exc}); BTI_RPC_URL must answer "
+            "eth_chainId"
+        ) from exc

@@ -13,6 +13,7 @@ signature (an EIP-2612 permit and the signed quote).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 from pathlib import Path
@@ -21,26 +22,58 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 
-from bti_core.errors import ChainError
+from bti_core.errors import ChainError, DemoOnlyError
 
 LOCAL_CHAIN_ID = 31337
 
-# anvil's default accounts 0–3: public knowledge, usable only on a local development chain
+# anvil's (and Hardhat's) default accounts come from this published mnemonic: every key derived
+# from it is public knowledge, usable only on a local development chain
+ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
+DEV_ACCOUNTS_CHECKED = 1_000  # m/44'/60'/0'/0/i for i below this (anvil --accounts N uses them)
+# anvil's default accounts 0–3, the ones BTI's tests and demo sign with
 ANVIL_KEYS = (
     "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
     "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
     "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
     "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
 )
-_DEV_ADDRESSES = frozenset(Account.from_key(k).address for k in ANVIL_KEYS)
+
+
+@functools.cache
+def dev_addresses() -> frozenset[str]:
+    """The addresses of the first `DEV_ACCOUNTS_CHECKED` keys of anvil's public mnemonic on
+    the standard path ``m/44'/60'/0'/0/i`` (anvil's ten default accounts are the first ten).
+    Derived once, on first use (about half a second), so only a check that needs it pays."""
+    from eth_account.hdaccount import key_from_seed, seed_from_mnemonic
+
+    seed = seed_from_mnemonic(ANVIL_MNEMONIC, "")
+    return frozenset(
+        Account.from_key(key_from_seed(seed, f"m/44'/60'/0'/0/{i}")).address
+        for i in range(DEV_ACCOUNTS_CHECKED)
+    )
 
 
 def is_dev_key(key: str) -> bool:
-    """Whether ``key`` is one of anvil's published development keys."""
+    """Whether ``key`` is derived from anvil's published development mnemonic."""
     try:
-        return Account.from_key(key).address in _DEV_ADDRESSES
+        address = Account.from_key(key).address
     except (ValueError, TypeError):
         return False
+    return address in dev_addresses()
+
+
+def is_dev_address(address: str) -> bool:
+    """Whether ``address`` belongs to a key of anvil's published development mnemonic."""
+    try:
+        return _checksum(address) in dev_addresses()
+    except ValueError:
+        return False
+
+
+def _checksum(address: str) -> str:
+    from eth_utils.address import to_checksum_address
+
+    return str(to_checksum_address(address))
 
 
 def require_safe_keys(chain_id: int, keys: dict[str, str]) -> None:
@@ -57,6 +90,21 @@ def require_safe_keys(chain_id: int, keys: dict[str, str]) -> None:
             "pool; set keys of your own before connecting",
             reason="DevKeysOnPublicChain",
         )
+
+
+def require_local_chain(chain_id: int, what: str, url: str | None = None) -> None:
+    """Refuse a demo (``what``: its name, as the user asked for it) on any chain but the local
+    development chain: demo accounts have published passwords, the faucet mints BTI from
+    nothing, a crash replay writes a market that pays claims, and the demo book buys cover
+    with custodial keys. On a real network each of them would move real money."""
+    if chain_id == LOCAL_CHAIN_ID:
+        return
+    where = f"chain {chain_id}" + (f" at {url}" if url else "")
+    raise DemoOnlyError(
+        f"{what} is a demo of the local development chain ({LOCAL_CHAIN_ID}) and is refused "
+        f"on {where}: there it would move real money. Unset BTI_RPC_URL to run the demo on "
+        "the local chain"
+    )
 
 
 def load_secret(path: Path) -> bytes:

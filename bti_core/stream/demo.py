@@ -46,6 +46,7 @@ def replay_crash(
     """Write a crash ending now and replay it at ``speed`` (one of `SPEEDS`)."""
     if speed not in SPEEDS:
         raise BTIError(f"speed must be one of {', '.join(f'×{s:,}' for s in SPEEDS)}; got {speed}")
+    services.require_demo("a crash replay")
     rep = crash_now(
         services.warehouse,
         services.ingestor,

@@ -80,7 +80,7 @@ def test_on_a_public_chain_only_bti_chain_deploy_deploys(
     # custodial demo wallets do not exist there: the faucet (a demo of the dev chain) says so
     faucet = runner.invoke(app, ["chain", "faucet", "alice"])
     assert faucet.exit_code == 2
-    assert "BTI holds no trader's key there" in faucet.output
+    assert "the faucet is a demo of the local development chain" in faucet.output
 
 
 def test_the_insurance_service_holds_no_trader_key_off_the_dev_chain(
@@ -92,6 +92,77 @@ def test_the_insurance_service_holds_no_trader_key_off_the_dev_chain(
     svc = InsuranceService(None, None, chain=client)  # type: ignore[arg-type]
     with pytest.raises(PaymentError, match="sign the purchase in your own wallet"):
         svc.wallet_of("alice")
+
+
+@pytest.mark.parametrize("index", [0, 3, 4, 7, 9, 10, 57, 999])
+def test_every_key_of_anvils_public_mnemonic_is_refused_off_the_local_chain(index: int) -> None:
+    """anvil's ten accounts (and any further key of its published mnemonic, as `anvil
+    --accounts N` makes) are public; the guard used to know only accounts 0–3."""
+    from eth_account.hdaccount import key_from_seed, seed_from_mnemonic
+
+    from bti_core.chain.wallets import ANVIL_MNEMONIC, require_safe_keys
+
+    key = key_from_seed(seed_from_mnemonic(ANVIL_MNEMONIC, ""), f"m/44'/60'/0'/0/{index}").hex()
+    require_safe_keys(31337, {"admin": key})  # the local dev chain: fine
+    with pytest.raises(ChainError, match="BTI_CLAIMS_KEY still hold anvil's public") as err:
+        require_safe_keys(PUBLIC_CHAIN, {"admin": Account.create().key.hex(), "claims": key})
+    assert err.value.reason == "DevKeysOnPublicChain"
+    require_safe_keys(PUBLIC_CHAIN, {"admin": Account.create().key.hex()})  # a key of one's own
+
+
+def test_anvils_eighth_account_as_the_claims_key_is_refused_by_every_command(
+    public_node: AnvilNode, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BTI_RPC_URL", public_node.url)
+    for k, v in _own_keys(public_node).items():
+        monkeypatch.setenv(k, v)
+    eighth = "0x4bbbf85ce3377467afe5d46f804f221813b2bb87f24d81f60f1fcdbf7cbf4356"  # account 7
+    monkeypatch.setenv("BTI_CLAIMS_KEY", eighth)
+    block = rpc_call(public_node.url, "eth_blockNumber")
+    for args in (["chain", "status"], ["chain", "deploy"], ["claims", "run"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, r.output
+        assert "BTI_CLAIMS_KEY still hold anvil's public development keys" in r.output
+    assert rpc_call(public_node.url, "eth_blockNumber") == block
+
+
+def test_no_demo_runs_off_the_local_chain(
+    public_node: AnvilNode, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a chain that is not 31337, with the operator's own keys: no demo markets, demo book,
+    crash replay (command or the engine the Alerts page calls) or faucet (command or client),
+    each refused with the reason, and nothing written."""
+    from bti_core.errors import DemoOnlyError
+    from bti_core.services import build_services
+    from bti_core.stream.demo import replay_crash
+
+    monkeypatch.setenv("BTI_RPC_URL", public_node.url)
+    for k, v in _own_keys(public_node).items():
+        monkeypatch.setenv(k, v)
+    assert runner.invoke(app, ["chain", "deploy", "--seed-capital", "0"]).exit_code == 0
+    block = rpc_call(public_node.url, "eth_blockNumber")
+    for args, what in (
+        (["demo", "--days", "5"], "`bti demo` (synthetic markets)"),
+        (["demo", "--if-missing"], "`bti demo` (synthetic markets)"),
+        (["demo-book", "--policies", "3"], "`bti demo-book`"),
+        (["crash", "--symbol", "BTCUSDT"], "`bti crash` (a crash replay)"),
+        (["chain", "faucet", "alice"], "the faucet"),
+    ):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, (args, r.output)
+        assert f"{what} is a demo of the local development chain (31337)" in " ".join(
+            r.output.split()
+        ), r.output
+        assert f"refused on chain {PUBLIC_CHAIN}" in " ".join(r.output.split())
+    svc = build_services(Settings())
+    assert not svc.is_demo_chain
+    with pytest.raises(DemoOnlyError, match="a crash replay is a demo"):
+        replay_crash(svc, "BTCUSDT")
+    with pytest.raises(DemoOnlyError, match="the faucet is a demo"):
+        svc.chain.faucet(Account.create().address, Decimal(1))
+    assert rpc_call(public_node.url, "eth_blockNumber") == block  # not one transaction
+    assert not (data_dir / "warehouse").exists() or not svc.warehouse.symbols()
+    svc.close()
 
 
 def test_connect_refuses_the_dev_keys_before_reading_anything_else(
@@ -202,7 +273,8 @@ def test_on_a_public_chain_a_trader_buys_with_their_own_wallet(
         svc.ingestor.ingest_frame(frame, symbol="BTCUSDT", kind=kind, timeframe=tf, source="d")
     svc.risk.n_paths = 4_000
     trader = Account.create()  # the trader's own key: BTI never sees it
-    svc.chain.faucet(trader.address, Decimal(500), gas=Decimal(0))
+    # there is no faucet here (a demo): the trader's BTI come from the operator's mint
+    svc.chain._mint(trader.address, Decimal(500))
     spot = Decimal(str(round(svc.risk.spot("BTCUSDT"), 2)))
     ins = svc.insurance
 
@@ -225,6 +297,20 @@ def test_on_a_public_chain_a_trader_buys_with_their_own_wallet(
             permit=Permit(forged, int(req["message"]["deadline"])),
         )
     assert svc.chain.balance(trader.address) == Decimal(500)
+
+    # anvil's sixth account is anyone's: cover bought from it would pay whoever takes it
+    public = Account.from_key("0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba")
+    req = ins.permit_request(user_id="zoe", quote_id=qid, wallet=public.address)
+    with pytest.raises(PaymentError, match="one of anvil's public development accounts"):
+        ins.buy(
+            user_id="zoe",
+            quote_id=quote(),
+            wallet=public.address,
+            permit=Permit(
+                public.sign_typed_data(full_message=req).signature.to_0x_hex(),
+                int(req["message"]["deadline"]),
+            ),
+        )
 
     qid = quote()
     req = ins.permit_request(user_id="zoe", quote_id=qid, wallet=trader.address)
@@ -352,3 +438,40 @@ def test_one_key_used_from_two_hosts_at_once_retries_a_taken_nonce(
         t.join()
     assert errors == [], errors
     assert all(chain.balance(to) == Decimal(3) for to in targets)
+
+
+def test_the_dashboard_has_no_demo_accounts_or_crash_replay_off_the_local_chain(
+    public_node: AnvilNode, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's demo accounts are not made there, and ones made earlier on the local chain
+    (published passwords) sign nobody in; a real underwriter's Alerts page offers no replay."""
+    from streamlit.testing.v1 import AppTest
+
+    from bti_core.auth import add_user, ensure_demo_users, get_user
+    from bti_core.db.engine import make_engine, migrate
+    from tests.dashboard.conftest import sign_in
+
+    monkeypatch.setenv("BTI_RPC_URL", public_node.url)
+    for k, v in _own_keys(public_node).items():
+        monkeypatch.setenv(k, v)
+    alerts = str(Path(__file__).resolve().parents[2] / "pages" / "alerts.py")
+    at = sign_in(AppTest.from_file(alerts, default_timeout=60), "underwriter", "underwriter-demo")
+    assert at.error and at.error[0].value == "Wrong username or password."
+    assert not any("Demo accounts" in c.value for c in at.caption)
+    db = make_engine()
+    migrate(db)
+    assert get_user(db, "underwriter") is None and get_user(db, "trader") is None
+
+    ensure_demo_users(db)  # made earlier, on the local chain, in the same database
+    at = sign_in(AppTest.from_file(alerts, default_timeout=60), "underwriter", "underwriter-demo")
+    assert "is a demo account (its password is published)" in at.error[0].value
+    assert not [b for b in at.button if b.key == "bti_sign_out"]  # still signed out
+
+    add_user(db, username="uma", name="Uma", role="underwriter", password="a-real-secret-9")
+    at = sign_in(AppTest.from_file(alerts, default_timeout=60), "uma", "a-real-secret-9")
+    assert not at.exception
+    assert any(
+        "Crash replays are a demo of the local development chain" in i.value for i in at.info
+    )
+    assert not [b for b in at.button if b.label == "Replay"]
+    db.dispose()
