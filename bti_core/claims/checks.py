@@ -65,12 +65,38 @@ class PolicyFacts:
 
 @dataclass(frozen=True)
 class ClaimFacts:
-    source: str  # market_scan / trader
+    source: str  # market_scan / stream / trader
     trigger_at: datetime
     bars: list[dict[str, Any]]  # evidence window: ts, high, low (mark), last_high, last_low
     record: dict[str, Any] | None = None  # a trader's exchange liquidation record
     pre_purchase_move: float | None = None  # mark's move toward LP over the 24 h before purchase
     distance_at_purchase: float | None = None  # |mark − LP| / mark at purchase
+    # the proof (`claims.triggers`, `claims.proof`): the bar that proves the liquidation, from
+    # its open to its close — or, for a stream's ticks, the run of ticks beyond the level
+    proof_bar: datetime | None = None
+    until: datetime | None = None
+    confirmation: dict[str, Any] | None = None
+
+    @classmethod
+    def of(
+        cls, source: str, trigger_at: datetime, evidence: dict[str, Any], **kw: Any
+    ) -> ClaimFacts:
+        """The facts a claim's stored evidence holds (`ClaimsService` writes it)."""
+
+        def when(key: str) -> datetime | None:
+            v = evidence.get(key)
+            return None if v is None else _ts(v)
+
+        return cls(
+            source=source,
+            trigger_at=trigger_at,
+            bars=list(evidence.get("bars", [])),
+            record=evidence.get("record"),
+            proof_bar=when("bar"),
+            until=when("until"),
+            confirmation=evidence.get("confirmation"),
+            **kw,
+        )
 
 
 @dataclass(frozen=True)
@@ -83,57 +109,87 @@ class TraderFacts:
 
 
 def in_window(p: PolicyFacts, c: ClaimFacts) -> AuditCheck:
+    """The liquidation lies inside ``[start, end)``: its moment, and the whole span of the bar
+    that proves it (a bar proves the mark was there somewhere in its span, so one that starts
+    before the purchase or ends after the window proves no time inside it)."""
+    first = min(c.trigger_at, c.proof_bar) if c.proof_bar is not None else c.trigger_at
+    last = c.until if c.until is not None else None
     ev = {
         "trigger_at": c.trigger_at.isoformat(),
         "start": p.start.isoformat(),
         "end": p.end.isoformat(),
+        **({"proof_until": last.isoformat()} if last is not None else {}),
     }
-    if p.start <= c.trigger_at < p.end:
+    inside = p.start <= first and c.trigger_at < p.end and (last is None or last <= p.end)
+    if inside:
         return AuditCheck(
             "in_window", Outcome.PASS, "the liquidation is inside the cover window", ev
         )
+    what = (
+        f"the liquidation at {c.trigger_at:%Y-%m-%d %H:%M} UTC"
+        if last is None or (p.start <= first and not c.trigger_at < p.end)
+        else f"the bar that proves it ({first:%Y-%m-%d %H:%M} – {last:%H:%M} UTC)"
+    )
     return AuditCheck(
         "in_window",
         Outcome.FAIL,
-        f"the liquidation at {c.trigger_at:%Y-%m-%d %H:%M} UTC is outside the cover window "
+        f"{what} is outside the cover window "
         f"({p.start:%Y-%m-%d %H:%M} – {p.end:%Y-%m-%d %H:%M} UTC)",
         ev,
     )
 
 
 def mark_confirms(p: PolicyFacts, c: ClaimFacts) -> AuditCheck:
+    """The mark price reached the liquidation price: in the bar that proves the claim (the bar
+    holding its time where no proof bar is named), or — for a stream's claim — over the run of
+    ticks that stayed beyond the level for the confirmation window."""
     lp = p.liquidation_price
     key_mark, key_last = ("low", "last_low") if p.side == "long" else ("high", "last_high")
-    at = c.trigger_at.isoformat()
-    bars = [b for b in c.bars if b.get("ts") is not None]
-    if not bars:
-        return AuditCheck("mark_confirms", Outcome.UNSURE, "no mark-price bars around the event")
+    below = "below" if p.side == "long" else "above"
 
     def reached(v: Any) -> bool:
         return v is not None and (v <= lp if p.side == "long" else v >= lp)
 
-    # the trigger bar, or for a trader's record the bars within an hour of its time
-    near = [b for b in bars if abs(_ts(b["ts"]) - c.trigger_at) <= timedelta(hours=1)]
-    ev = {"liquidation_price": lp, "bars_checked": [b["ts"] for b in near], "trigger_at": at}
-    if any(reached(b.get(key_mark)) for b in near):
-        # the bar holding the event's time says what the mark was then (the figure the claim
-        # shows); else the extreme within the hour around it
-        holding = [b for b in bars if _ts(b["ts"]) <= c.trigger_at]
-        bar = max(holding, key=lambda b: _ts(b["ts"])) if holding else None
-        if bar is not None and reached(bar.get(key_mark)):
-            mark = float(bar[key_mark])
-            where = f"in the bar of {_ts(bar['ts']):%Y-%m-%d %H:%M} UTC"
-        else:
-            mark = float((min if p.side == "long" else max)(b[key_mark] for b in near))
-            where = "within an hour of the event"
+    run = c.confirmation
+    if run is not None and run.get("by") == "persistence":
+        ev = {"liquidation_price": lp, "confirmation": run}
+        held = float(run.get("seconds", 0))
+        need = float(run.get("required_seconds", 0))
+        extreme = run.get("extreme")
+        if held >= need > 0 and reached(extreme) and reached(run.get("last_price")):
+            return AuditCheck(
+                "mark_confirms",
+                Outcome.PASS,
+                f"the mark price stayed {below} the liquidation price {lp:,.2f} for "
+                f"{held:,.0f} s ({int(run.get('ticks', 0))} ticks from {run.get('stream')}; "
+                f"{need:,.0f} s confirm a liquidation)",
+                {**ev, "mark_extreme": extreme, "mark_at_trigger": run.get("first_price")},
+            )
+        return AuditCheck(
+            "mark_confirms",
+            Outcome.FAIL,
+            f"the ticks beyond the liquidation price lasted {held:,.0f} s, under the "
+            f"{need:,.0f} s that confirm a liquidation",
+            ev,
+        )
+    at = c.proof_bar or c.trigger_at
+    bars = [b for b in c.bars if b.get("ts") is not None]
+    holding = [b for b in bars if _ts(b["ts"]) <= at]
+    bar = max(holding, key=lambda b: _ts(b["ts"])) if holding else None
+    if bar is None:
+        return AuditCheck("mark_confirms", Outcome.UNSURE, "no mark-price bar holds the event")
+    when = f"{_ts(bar['ts']):%Y-%m-%d %H:%M} UTC"
+    ev = {"liquidation_price": lp, "bar": bar["ts"], "trigger_at": c.trigger_at.isoformat()}
+    if reached(bar.get(key_mark)):
+        mark = float(bar[key_mark])
         return AuditCheck(
             "mark_confirms",
             Outcome.PASS,
-            f"the mark price reached {mark:,.2f} {where}, "
-            f"{'below' if p.side == 'long' else 'above'} the liquidation price {lp:,.2f}",
+            f"the mark price reached {mark:,.2f} in the bar of {when}, {below} the liquidation "
+            f"price {lp:,.2f}",
             {**ev, "mark_extreme": mark, "mark_at_trigger": mark},
         )
-    if any(reached(b.get(key_last)) for b in near):
+    if reached(bar.get(key_last)):
         return AuditCheck(
             "mark_confirms",
             Outcome.FAIL,
@@ -141,14 +197,11 @@ def mark_confirms(p: PolicyFacts, c: ClaimFacts) -> AuditCheck:
             "liquidation triggers on the mark price (a last-price wick liquidates nobody)",
             ev,
         )
-    if not near:
-        return AuditCheck(
-            "mark_confirms", Outcome.UNSURE, "no bars within an hour of the event", ev
-        )
     return AuditCheck(
         "mark_confirms",
         Outcome.FAIL,
-        "neither the mark nor the last price reached the liquidation price",
+        f"the mark price did not reach the liquidation price {lp:,.2f} in the bar of {when} "
+        f"(its {key_mark} was {float(bar.get(key_mark) or 0):,.2f})",
         ev,
     )
 
@@ -263,6 +316,13 @@ def model_score(
         f"the model priced it at {p.probability:.1%} at purchase{tail}",
         ev,
     )
+
+
+def hard_checks(p: PolicyFacts, c: ClaimFacts) -> list[AuditCheck]:
+    """The checks a claim must pass before it is opened at all (a trigger that fails one is
+    refused and uses up nothing): inside the window, the mark reached the level, the record
+    matches the insured terms."""
+    return [in_window(p, c), mark_confirms(p, c), terms_match(p, c)]
 
 
 def audit(

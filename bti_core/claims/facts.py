@@ -11,13 +11,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from bti_core.claims.checks import ClaimFacts, PolicyFacts, TraderFacts
 from bti_core.claims.records import ClaimError
-from bti_core.db.models import Claim, Policy
+from bti_core.claims.triggers import Series
+from bti_core.db.models import Claim, IngestRun, Policy
 from bti_core.errors import BTIError
-from bti_core.market.schema import Kind, timeframe_delta
+from bti_core.market.schema import FEED_SOURCE_PREFIX, Kind, timeframe_delta
 from bti_core.market.warehouse import Warehouse
 from bti_core.risk.engine import RiskEngine
 
@@ -26,11 +28,16 @@ class Evidence:
     """Market bars and audit facts for claims."""
 
     def __init__(
-        self, warehouse: Warehouse, risk: RiskEngine | None, clock: Callable[[], datetime]
+        self,
+        warehouse: Warehouse,
+        risk: RiskEngine | None,
+        clock: Callable[[], datetime],
+        db: Engine | None = None,
     ) -> None:
         self.warehouse = warehouse
         self.risk = risk
         self.clock = clock
+        self.db = db  # the import runs, for where each stored bar came from
 
     def mark_timeframes(self, symbol: str) -> list[str]:
         """The stored mark-price timeframes, finest first (a replay adds 1m bars beside the
@@ -67,6 +74,54 @@ class Evidence:
         except BTIError:
             last = pd.DataFrame(columns=["ts", "high", "low", "close"])
         return mark, last
+
+    def series(self, symbol: str, start: datetime, end: datetime) -> list[Series]:
+        """Every stored mark series of ``symbol`` between ``start`` and ``end`` (with its
+        last-price bars), for the proofs of `claims.triggers`; none where nothing is stored."""
+        try:
+            tfs = self.mark_timeframes(symbol)
+        except BTIError:
+            return []
+        out = []
+        for tf in tfs:
+            try:
+                mark, last = self.bars(symbol, start, end, tf)
+            except BTIError:
+                continue
+            mark = mark[~self._fed(symbol, tf, mark)].reset_index(drop=True)
+            if len(mark):
+                out.append(Series(tf, mark, last))
+        return out
+
+    def _fed(self, symbol: str, timeframe: str, mark: pd.DataFrame) -> np.ndarray:
+        """Which of ``mark``'s bars a live feed wrote from its own ticks and no import has
+        replaced since (the newest import run covering a bar says where its values are from):
+        they prove nothing, so a feed never confirms its own tick."""
+        fed = np.zeros(len(mark), dtype=bool)
+        if self.db is None or not len(mark):
+            return fed
+        lo, hi = pd.Timestamp(mark["ts"].iloc[0]), pd.Timestamp(mark["ts"].iloc[-1])
+        with Session(self.db) as s:
+            runs = s.exec(
+                select(IngestRun.source, IngestRun.first_ts, IngestRun.last_ts)
+                .where(
+                    IngestRun.symbol == symbol,
+                    IngestRun.kind == str(Kind.MARK),
+                    IngestRun.timeframe == timeframe,
+                    col(IngestRun.first_ts) <= hi.to_pydatetime(),
+                    col(IngestRun.last_ts) >= lo.to_pydatetime(),
+                )
+                .order_by(col(IngestRun.created_at), col(IngestRun.id))
+            ).all()
+        if not any(src.startswith(FEED_SOURCE_PREFIX) for src, _, _ in runs):
+            return fed
+        ts = pd.DatetimeIndex(pd.to_datetime(mark["ts"], utc=True)).as_unit("ns").asi8
+        for src, first, last in runs:  # oldest first: a later run's values replaced these
+            if first is None or last is None:
+                continue
+            inside = (ts >= pd.Timestamp(first).value) & (ts <= pd.Timestamp(last).value)
+            fed[inside] = src.startswith(FEED_SOURCE_PREFIX)
+        return fed
 
     def facts(
         self, s: Session, claim: Claim, policy: Policy
@@ -120,12 +175,10 @@ class Evidence:
                 sign = 1 if policy.side == "long" else -1
                 move = sign * (c_prev - c0) / c0
                 distance = abs(c0 - float(policy.liquidation_price)) / c0
-            ev = claim.evidence
-            cf = ClaimFacts(
-                source=claim.source,
-                trigger_at=claim.trigger_at,
-                bars=list(ev.get("bars", [])),
-                record=ev.get("record"),
+            cf = ClaimFacts.of(
+                claim.source,
+                claim.trigger_at,
+                claim.evidence,
                 pre_purchase_move=move,
                 distance_at_purchase=distance,
             )
@@ -166,8 +219,8 @@ class Evidence:
                 continue
             step = timeframe_delta(series)
             opens = pd.DatetimeIndex(pd.to_datetime(bars["ts"], utc=True))
-            closes_at = (opens + step).asi8
-            opens_ns = opens.asi8
+            closes_at = (opens + step).as_unit("ns").asi8
+            opens_ns = opens.as_unit("ns").asi8
             close = bars["close"].to_numpy(dtype=float)
             for p in mine:
                 t0 = pd.Timestamp(p.start_at - timedelta(hours=25)).value

@@ -158,6 +158,29 @@ class Claim(SQLModel, table=True):
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class HeldTrigger(SQLModel, table=True):
+    """A liquidation a stream saw that no evidence has confirmed yet: held, not a claim, so it
+    uses up nothing (`bti_core.claims.proof`). Re-checked each worker round: stored bars that
+    prove the liquidation open its claim (``confirmed``); stored bars of its minute that show
+    the mark never got there refute it (``refuted``: a forged or glitched tick); a hold no
+    evidence settles lapses a day after the policy's window (``lapsed``)."""
+
+    __tablename__ = "held_trigger"
+    __table_args__ = (UniqueConstraint("policy_id", "stream", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    policy_id: int = Field(index=True)
+    symbol: str = Field(max_length=40)
+    stream: str = Field(max_length=120)
+    at: datetime = Field(sa_type=UTCDateTime, description="the tick that reached the level")
+    price: Decimal = Field(sa_type=Money)
+    reason: str = Field(max_length=300)
+    state: str = Field(max_length=12, index=True)  # held | confirmed | refuted | lapsed
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    checked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    claim_id: int | None = Field(default=None)
+
+
 class ClaimAudit(SQLModel, table=True):
     """Append-only, hash-chained log of every claim transition (see bti_core.claims.ledger)."""
 
@@ -197,6 +220,37 @@ class AppUser(SQLModel, table=True):
     role: str = Field(max_length=12, description="trader or underwriter")
     password_hash: str = Field(max_length=80)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # a demo account (`ensure_demo_users`): its password is published, so it signs in only on
+    # the local development chain
+    demo: bool = False
+
+
+class SignInAttempt(SQLModel, table=True):
+    """One sign-in attempt, right or wrong: what the guessing limits count (`auth`). The
+    username as typed and the client's address hashed; purged after a day."""
+
+    __tablename__ = "sign_in_attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=80, index=True)
+    client: str = Field(max_length=32, index=True)
+    at: datetime = Field(sa_type=UTCDateTime, index=True)
+    ok: bool
+
+
+class SessionTicket(SQLModel, table=True):
+    """A one-time ticket, good for a minute, that the browser trades at ``/bti/session`` for
+    its session cookie: the cookie is then set by the server (HttpOnly), never by a page
+    script. ``token_hash`` names the session the sign-in opened for its tab, which the trade
+    replaces by the cookie's own."""
+
+    __tablename__ = "session_ticket"
+
+    ticket_hash: str = Field(primary_key=True, max_length=64)
+    username: str = Field(max_length=40)
+    token_hash: str = Field(max_length=64)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class WebSession(SQLModel, table=True):
@@ -250,8 +304,20 @@ class Alert(SQLModel, table=True):
     value: float
     message: str = Field(max_length=500)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # before per-user acknowledgements (`AlertSeen`): the first acknowledgement, kept as it was
     acknowledged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     acknowledged_by: str | None = Field(default=None, max_length=80)
+
+
+class AlertSeen(SQLModel, table=True):
+    """An alert marked seen by one user: each reader's own ("mark as seen" by an underwriter
+    leaves the trader's copy unseen)."""
+
+    __tablename__ = "alert_seen"
+
+    alert_id: int = Field(primary_key=True)
+    user_id: str = Field(primary_key=True, max_length=80)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class AlertSubscription(SQLModel, table=True):

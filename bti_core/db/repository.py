@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import or_
+from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from bti_core.db.models import Claim, IngestRun, Policy, PolicyEvent, QuoteRecord
@@ -95,6 +96,20 @@ def open_cover(session: Session, *, user_id: str) -> tuple[Decimal, Decimal]:
     return mine, sum((cov for _, cov in rows), Decimal(0))
 
 
+def open_positions(
+    session: Session, *, user_id: str, symbol: str, side: str
+) -> Sequence[tuple[Decimal, Decimal, Decimal]]:
+    """``(quantity, entry, coverage)`` of ``user_id``'s open (active or pending) policies on
+    ``symbol`` and ``side``: the positions a new cover may already insure."""
+    stmt = select(col(Policy.quantity), col(Policy.entry_price), col(Policy.coverage)).where(
+        Policy.user_id == user_id,
+        Policy.symbol == symbol,
+        Policy.side == side,
+        col(Policy.status).in_(["active", "pending"]),
+    )
+    return session.exec(stmt).all()
+
+
 def book_rows(session: Session, *, user_id: str) -> Sequence[tuple[str, Decimal, str, Decimal]]:
     """``(user_id, coverage, status, leverage)`` of every open policy and of every policy of
     ``user_id``: one read gives a quote the pool's exposure and the trader's record."""
@@ -102,6 +117,18 @@ def book_rows(session: Session, *, user_id: str) -> Sequence[tuple[str, Decimal,
         col(Policy.user_id), col(Policy.coverage), col(Policy.status), col(Policy.leverage)
     ).where(or_(col(Policy.status).in_(["active", "pending"]), col(Policy.user_id) == user_id))
     return session.exec(stmt).all()
+
+
+def refused_filings(session: Session, *, user_id: str) -> int:
+    """How many liquidation records ``user_id`` filed that were refused (each is a
+    ``claim_refused`` event in the lifecycle of one of their policies)."""
+    stmt = (
+        select(func.count())
+        .select_from(PolicyEvent)
+        .join(Policy, col(Policy.id) == col(PolicyEvent.policy_id))
+        .where(Policy.user_id == user_id, PolicyEvent.event == "claim_refused")
+    )
+    return int(session.exec(stmt).one())
 
 
 def claim_outcomes(session: Session, *, user_id: str) -> Sequence[tuple[str, str]]:
@@ -121,3 +148,23 @@ def move_policy(
     policy.status = transition(policy.status, event).value
     session.add(policy)
     return add_policy_event(session, policy=policy, event=event, detail=detail)
+
+
+def stream_marks(session: Session, *, symbol: str) -> list[tuple[int, float]]:
+    """``(ms, price)``: each stream's last trusted mark price of ``symbol`` (from the scoring
+    state its checkpoint holds), for a purchase to check the freshest price BTI has seen."""
+    from bti_core.db.models import StreamCheckpoint
+
+    out = []
+    for state in session.exec(select(StreamCheckpoint.state)).all():
+        raw = (state or {}).get(symbol)
+        if not isinstance(raw, str):
+            continue
+        try:
+            d = json.loads(raw)
+            ms, price = int(d.get("trusted_ms", -1)), float(d.get("trusted_price", "nan"))
+        except (ValueError, TypeError, AttributeError):
+            continue
+        if ms > 0 and price > 0:
+            out.append((ms, price))
+    return out

@@ -27,6 +27,9 @@ class Kind(StrEnum):
 
 
 BAR_COLUMNS: tuple[str, ...] = ("ts", "open", "high", "low", "close", "volume")
+# the import source of bars a live feed built from its own ticks (`bti stream live`): charts
+# and context, never the proof of a liquidation (that would be the feed vouching for itself)
+FEED_SOURCE_PREFIX = "live:"
 FUNDING_COLUMNS: tuple[str, ...] = ("ts", "funding_rate")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 # open interest in contracts (base units) and in USDT, at the end of each period

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
-from bti_core.claims.triggers import Insured, find_triggers
+from bti_core.claims import holds
+from bti_core.claims.triggers import Insured, Series, find_triggers
 from bti_core.db.engine import session_scope, write_scope
 from bti_core.db.models import Policy
 from bti_core.db.repository import (
@@ -25,22 +26,35 @@ EXPIRY_DATA_GRACE = timedelta(days=1)  # how long an ended policy waits for mark
 
 class Expiry(Purchases):
     def _awaits_claim(self, p: Policy, now: datetime) -> bool:
-        """Whether an ended policy must stay open for the claims scan: its mark price reached
-        the liquidation price inside the window, or the market data does not yet cover the
-        window's end (waited for at most ``EXPIRY_DATA_GRACE``)."""
+        """Whether an ended policy must stay open for the claims: its stored mark bars prove
+        its liquidation price reached inside the window (`claims.triggers`), a stream's
+        crossing of it is held for the bars to settle, or the market data does not yet cover
+        the window's end — each waited for at most ``EXPIRY_DATA_GRACE``."""
+        if now >= p.end_at + EXPIRY_DATA_GRACE:
+            return False
+        wh = self.risk.warehouse
+        series: list[Series] = []
+        covered = False
         try:
-            tf = self.risk.warehouse.timeframes(p.symbol, Kind.MARK)[0]
-            mark = self.risk.warehouse.query(
-                Kind.MARK, p.symbol, tf, pd.Timestamp(p.start_at), pd.Timestamp(p.end_at)
-            )
-            last_bar = self.risk.warehouse.latest(Kind.MARK, p.symbol, tf)["ts"]
+            for tf in wh.timeframes(p.symbol, Kind.MARK):
+                mark = wh.query(
+                    Kind.MARK,
+                    p.symbol,
+                    tf,
+                    pd.Timestamp(p.start_at) - pd.Timedelta(hours=1),
+                    pd.Timestamp(p.end_at) + pd.Timedelta(hours=1),
+                )
+                series.append(Series(tf, mark))
+                last_bar = wh.latest(Kind.MARK, p.symbol, tf)["ts"]
+                covered |= pd.Timestamp(last_bar) + timeframe_delta(tf) >= pd.Timestamp(p.end_at)
         except (BTIError, IndexError):
-            return now < p.end_at + EXPIRY_DATA_GRACE
-        insured = Insured(p.id or 0, p.side, float(p.liquidation_price), p.start_at, p.end_at)
-        if find_triggers([insured], mark):
             return True
-        covered = pd.Timestamp(last_bar) + timeframe_delta(tf) >= pd.Timestamp(p.end_at)
-        return not covered and now < p.end_at + EXPIRY_DATA_GRACE
+        insured = Insured(p.id or 0, p.side, float(p.liquidation_price), p.start_at, p.end_at)
+        if find_triggers([insured], series):
+            return True
+        if any(h.state == "held" for h in holds.of_policy(self.db, p.id or 0)):
+            return True
+        return not covered
 
     def expire_due(self) -> int:
         """Mark active policies whose window has ended without a liquidation as expired and

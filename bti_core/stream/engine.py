@@ -46,6 +46,7 @@ from bti_core.stream.kafka import KafkaTickSource
 from bti_core.stream.scoring import (
     DEFAULT_RULES,
     HOUR_MS,
+    NO_CONTEXT,
     Book,
     Context,
     Event,
@@ -79,6 +80,7 @@ def bar_ticks(bars: pd.DataFrame, step_ms: int) -> tuple[np.ndarray, np.ndarray]
 
 
 CONTEXT_TTL = 60.0  # seconds a symbol's funding and forecast band are kept
+PENDING_MS = 24 * HOUR_MS  # how far back a run beyond a level is followed
 CURSOR = "__cursor__"  # the checkpoint's entry for a source's own position (Kafka offsets)
 
 
@@ -90,11 +92,31 @@ def fresh_state(services: Services, symbol: str) -> SymbolState:
     """A symbol's first state, from the risk engine's fit (a symbol with too little history
     for a fit starts from a plain GARCH at 1 % an hour, rather than stopping the stream)."""
     try:
-        fit = services.risk.symbol_risk(symbol).fit
+        sr = services.risk.symbol_risk(symbol)
     except BTIError:
         return SymbolState(symbol, 1e-6, 0.05, 0.05, 0.9, 1e-4)
-    p = fit.params
+    p, fit = sr.fit.params, sr.fit
     return SymbolState(symbol, p.omega, p.alpha, p.gamma, p.beta, float(fit.sigma2_next))
+
+
+def stored_mark_before(services: Services, symbol: str, at_ms: int) -> tuple[int, float] | None:
+    """The stored mark close of the bar that closed last at or before ``at_ms`` (within a
+    day), as (its close in ms, price): a fresh stream's first trusted price, so a forged first
+    tick is held as an outlier too."""
+    wh = services.warehouse
+    at = pd.Timestamp(at_ms, unit="ms", tz="UTC")
+    best: tuple[int, float] | None = None
+    for tf in wh.timeframes(symbol, Kind.MARK):
+        step = timeframe_delta(tf)
+        try:
+            bars = wh.query(Kind.MARK, symbol, tf, at - pd.Timedelta(days=1), at - step)
+        except BTIError:
+            continue
+        if len(bars):
+            close_ms = int((pd.Timestamp(bars["ts"].iloc[-1]) + step).timestamp() * 1000)
+            if close_ms <= at_ms and (best is None or close_ms > best[0]):
+                best = (close_ms, float(bars["close"].iloc[-1]))
+    return best
 
 
 def market_context(services: Services, symbol: str) -> Context:
@@ -161,17 +183,11 @@ def read_book(db: Engine, symbol: str, first_ms: int) -> tuple[Book, dict[int, s
     return book, {int(r[0]): str(r[8]) for r in rows}
 
 
-def open_claims(
-    services: Services,
-    stream: str,
-    events: Sequence[Event],
-    feed: BarFeed | None = None,
-) -> tuple[list[int], list[dict[str, Any]]]:
-    """Open the claim of every liquidation in ``events`` at its crossing tick, audit, decide
-    and pay them (in batches: a crash liquidates thousands at one tick). A policy has one
-    claim, so events processed again open nothing. A live ``feed`` adds its own bars around
-    each tick to the evidence. Returns the claim ids and, for the sinks, each claim's policy,
-    tick and state after the decision."""
+def hits_of(events: Sequence[Event], rules: Rules, feed: BarFeed | None = None) -> list[TickHit]:
+    """The claims service's view of a batch's liquidations (runs the ticks confirmed by
+    persistence) and crossings (runs nothing confirmed: proven by the stored bars, or held),
+    each dated from its run's first tick. A live ``feed`` adds its own bars around each as
+    context."""
     bars: dict[tuple[str, int], tuple[dict[str, Any], ...]] = {}  # per symbol and minute
 
     def feed_bars(symbol: str, at_ms: int) -> tuple[dict[str, Any], ...]:
@@ -180,17 +196,48 @@ def open_claims(
             bars[key] = tuple(feed.feed_bars(symbol, at_ms))
         return bars.get(key, ())
 
-    hits = [
-        TickHit(
-            e.policy,
-            e.symbol,
-            datetime.fromtimestamp(e.at_ms / 1000, tz=UTC),
-            e.price,
-            feed_bars(e.symbol, e.at_ms),
+    def when(ms: int) -> datetime:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+    out = []
+    for e in events:
+        if e.kind not in ("liquidation", "crossing") or e.policy is None:
+            continue
+        since = e.since_ms if e.since_ms >= 0 else e.at_ms
+        first = e.detail[0] if e.detail else e.price
+        confirmation = None
+        if e.kind == "liquidation":
+            confirmation = {
+                "by": "persistence",
+                "seconds": e.value,
+                "required_seconds": rules.confirm_ms / 1000,
+                "ticks": int(e.detail[2]) if len(e.detail) > 2 else 0,
+                "first_price": first,
+                "extreme": e.detail[1] if len(e.detail) > 1 else first,
+                "last_price": e.price,
+                "confirmed_at": when(e.at_ms).isoformat(),
+            }
+        out.append(
+            TickHit(
+                e.policy, e.symbol, when(since), first, feed_bars(e.symbol, since), confirmation
+            )
         )
-        for e in events
-        if e.kind == "liquidation" and e.policy is not None
-    ]
+    return out
+
+
+def open_claims(
+    services: Services,
+    stream: str,
+    events: Sequence[Event],
+    feed: BarFeed | None = None,
+    rules: Rules = DEFAULT_RULES,
+) -> tuple[list[int], list[dict[str, Any]]]:
+    """Open the claim of every liquidation in ``events`` that evidence proves (`hits_of`,
+    `ClaimsService.open_from_ticks`: held where nothing does yet), audit, decide and pay them
+    (in batches: a crash liquidates thousands at one tick). A policy has one claim, so events
+    processed again open nothing. Returns the claim ids and, for the sinks, each claim's
+    policy, time and state after the decision."""
+    hits = hits_of(events, rules, feed)
     if not hits:
         return [], []
     claims = services.claims
@@ -202,30 +249,45 @@ def open_claims(
             r
             for i in range(0, len(ids), 500)
             for r in conn.execute(
-                sa_select(c.id, c.policy_id, c.state).where(c.id.in_(ids[i : i + 500]))
+                sa_select(c.id, c.policy_id, c.state, c.trigger_at, c.trigger_price).where(
+                    c.id.in_(ids[i : i + 500])
+                )
             ).all()
         ]
     first = {h.policy_id: h for h in hits}
     opened = []
-    for cid, pid, state in sorted(rows):
+    for cid, pid, state, at, price in sorted(rows):
         h = first[int(pid)]
         opened.append(
             {
                 "claim": int(cid),
                 "policy": h.policy_id,
                 "symbol": h.symbol,
-                "at": int(h.at.timestamp() * 1000),
-                "price": h.price,
+                "at": int(pd.Timestamp(at).timestamp() * 1000),  # what proved it dates it
+                "price": float(price),
                 "state": str(state),
             }
         )
     return ids, opened
 
 
+def proven_liquidations(events: Sequence[Event], opened: Sequence[dict[str, Any]]) -> list[Event]:
+    """A ``liquidation`` event (its alert) for each claim opened on a proof other than the
+    stream's own run of ticks (the bars'), dated by that proof."""
+    have = {e.policy for e in events if e.kind == "liquidation"}
+    return [
+        Event("liquidation", o["symbol"], o["at"], o["price"], o["policy"], 0.0, o["at"])
+        for o in opened
+        if o["policy"] not in have
+    ]
+
+
 class ArraySource:
     """Ticks held in arrays (symbol, time in ms, mark price), in the order they are consumed;
     an offset is a position in them. The base of the replay, and of a feed that grows (a
     subclass may append)."""
+
+    from_bars = False  # ticks as they came (persistence confirms a liquidation)
 
     def __init__(self, symbols: np.ndarray, ts: np.ndarray, price: np.ndarray) -> None:
         if not (len(symbols) == len(ts) == len(price)):
@@ -246,21 +308,27 @@ class ReplaySource(ArraySource):
     """Ticks from stored mark bars of ``symbols`` between ``start`` and ``end`` (module
     docstring)."""
 
+    from_bars = True  # the bars themselves prove a liquidation, not their made-up ticks
+
     def __init__(
         self,
         warehouse: Warehouse,
         symbols: Sequence[str],
         start: pd.Timestamp,
         end: pd.Timestamp,
-        timeframe: str = "1h",
+        timeframe: str | None = None,
     ) -> None:
         parts = []
-        step = int(timeframe_delta(timeframe).total_seconds() * 1000)
         for sym in symbols:
-            bars = warehouse.bars(sym, timeframe, start, end, kind=Kind.MARK)
-            if bars.empty:
+            if timeframe is None:  # every stored series, the finer winning (`merged_ticks`)
+                after = int(pd.Timestamp(start).timestamp() * 1000) - 1
+                ts, px = merged_ticks(warehouse, sym, after, pd.Timestamp(end))
+            else:
+                bars = warehouse.bars(sym, timeframe, start, end, kind=Kind.MARK)
+                step = int(timeframe_delta(timeframe).total_seconds() * 1000)
+                ts, px = bar_ticks(bars, step)
+            if not len(ts):
                 continue
-            ts, px = bar_ticks(bars, step)
             parts.append((np.full(ts.size, sym, dtype=object), ts, px))
         if not parts:
             raise BTIError(f"no mark-price bars of {', '.join(symbols)} to replay in that range")
@@ -269,6 +337,43 @@ class ReplaySource(ArraySource):
         prices = np.concatenate([p[2] for p in parts])
         order = np.lexsort((np.arange(len(times)), times))  # time; ties keep the symbols' order
         super().__init__(names[order], times[order], prices[order])
+
+
+def merged_ticks(
+    warehouse: Warehouse, symbol: str, after_ms: int, end: pd.Timestamp | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``symbol``'s stored mark bars as ticks (`bar_ticks`) after ``after_ms`` up to ``end``,
+    every stored timeframe read and a finer bar winning over the coarser one it falls in, so
+    a replayed crash's minutes come through minute by minute and the hours around them by
+    the hour; in time order."""
+    tfs = sorted(warehouse.timeframes(symbol, Kind.MARK), key=timeframe_delta)
+    kept_ts: list[np.ndarray] = []
+    kept_px: list[np.ndarray] = []
+    finer: list[np.ndarray] = []  # bar opens of the finer series read
+    for tf in tfs:
+        step = int(timeframe_delta(tf).total_seconds() * 1000)
+        start = pd.Timestamp(after_ms - step, unit="ms", tz="UTC")
+        bars = warehouse.query(Kind.MARK, symbol, tf, start, end)
+        ts, px = bar_ticks(bars, step)
+        opens = ts[::4] if len(ts) else np.empty(0, dtype=np.int64)
+        keep = ts > after_ms
+        for f_opens in finer:  # a coarser bar holding finer bars gives way
+            if not len(f_opens):
+                continue
+            bar_open = np.repeat(opens, 4)
+            j = np.searchsorted(f_opens, bar_open, side="left")
+            inside = (j < len(f_opens)) & (
+                f_opens[np.minimum(j, len(f_opens) - 1)] < bar_open + step
+            )
+            keep &= ~inside
+        kept_ts.append(ts[keep])
+        kept_px.append(px[keep])
+        finer.append(opens)
+    if not kept_ts:
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    t, p = np.concatenate(kept_ts), np.concatenate(kept_px)
+    o = np.argsort(t, kind="stable")
+    return t[o], p[o]
 
 
 @runtime_checkable
@@ -298,53 +403,39 @@ class TailSource:
     timeframe is read and a finer bar wins over the coarser one it falls in, so a replayed
     crash's minute bars come through minute by minute and the hours around them by the hour."""
 
+    from_bars = True
+
     def __init__(
         self,
         warehouse: Warehouse,
         symbols: Sequence[str] | None = None,
         *,
         lookback: pd.Timedelta = pd.Timedelta(hours=2),  # noqa: B008 — immutable
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.warehouse = warehouse
         self.symbols = list(symbols) if symbols is not None else None
         self.lookback = lookback
+        self.clock = clock or (lambda: datetime.now(UTC))
 
     def read_after(
         self, last_ms: dict[str, int], limit: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        now_ms = int(pd.Timestamp.now("UTC").timestamp() * 1000)
+        """Up to ``limit`` ticks after each symbol's ``last_ms``, none from beyond the clock's
+        skew (bars stored ahead of the present are not ticks yet)."""
+        now_ms = int(self.clock().timestamp() * 1000)
         first_ms = now_ms - int(self.lookback.total_seconds() * 1000)
+        horizon = pd.Timestamp(now_ms + DEFAULT_RULES.max_ahead_ms, unit="ms", tz="UTC")
         names, times, prices = [], [], []
         for sym in self.symbols or self.warehouse.symbols(Kind.MARK):
             after = last_ms.get(sym, first_ms)
-            tfs = sorted(self.warehouse.timeframes(sym, Kind.MARK), key=timeframe_delta)
-            kept_ts: list[np.ndarray] = []
-            kept_px: list[np.ndarray] = []
-            finer: list[tuple[np.ndarray, int]] = []  # bar opens of the finer series read
-            for tf in tfs:
-                step = int(timeframe_delta(tf).total_seconds() * 1000)
-                start = pd.Timestamp(after - step, unit="ms", tz="UTC")
-                bars = self.warehouse.query(Kind.MARK, sym, tf, start)
-                ts, px = bar_ticks(bars, step)
-                opens = ts[::4] if len(ts) else np.empty(0, dtype=np.int64)
-                keep = ts > after
-                for f_opens, _f_step in finer:  # a coarser bar holding finer bars gives way
-                    bar_open = np.repeat(opens, 4)
-                    j = np.searchsorted(f_opens, bar_open, side="left")
-                    inside = (j < len(f_opens)) & (
-                        f_opens[np.minimum(j, len(f_opens) - 1)] < bar_open + step
-                    )
-                    keep &= ~inside
-                kept_ts.append(ts[keep])
-                kept_px.append(px[keep])
-                finer.append((opens, step))
-            if kept_ts:
-                t = np.concatenate(kept_ts)
-                p = np.concatenate(kept_px)
-                o = np.argsort(t, kind="stable")
+            t, p = merged_ticks(self.warehouse, sym, after, horizon)
+            keep = t <= horizon.value // 1_000_000
+            t, p = t[keep], p[keep]
+            if len(t):
                 names.append(np.full(len(t), sym, dtype=object))
-                times.append(t[o])
-                prices.append(p[o])
+                times.append(t)
+                prices.append(p)
         if not times:
             return np.empty(0, dtype=object), np.empty(0, dtype=np.int64), np.empty(0)
         n, t, p = np.concatenate(names), np.concatenate(times), np.concatenate(prices)
@@ -365,6 +456,7 @@ class BatchReport:
     owners: dict[int, str] = field(default_factory=dict)  # policy → trader, of the events
     opened: list[dict[str, Any]] = field(default_factory=list)  # the claims, for the sinks
     read: int = 0  # messages consumed (a Kafka batch may hold invalid or late ones)
+    unknown: int = 0  # ticks of symbols that are no market here: dropped, no state kept
 
 
 class EmbeddedEngine:
@@ -390,18 +482,35 @@ class EmbeddedEngine:
         self.sink = sink  # e.g. `KafkaSink`: called with each batch before it commits
         self._books: dict[str, tuple[Any, int, Book, dict[int, str]]] = {}
         self._contexts: dict[str, tuple[float, Context]] = {}
+        self._known: tuple[float, frozenset[str]] = (-math.inf, frozenset())
+        self.from_bars = bool(getattr(source, "from_bars", False))
 
     def _fresh_state(self, symbol: str) -> SymbolState:
         return fresh_state(self.services, symbol)
 
     def _context(self, symbol: str) -> Context:
         """`market_context`, read again once a minute (funding settles every 8 hours, the
-        forecast is refitted every hour)."""
+        forecast is refitted every hour); none when it cannot be read (a stream never stops
+        for want of context)."""
         hit = self._contexts.get(symbol)
         if hit is None or time.monotonic() - hit[0] > CONTEXT_TTL:
-            hit = (time.monotonic(), market_context(self.services, symbol))
+            try:
+                ctx = market_context(self.services, symbol)
+            except BTIError:
+                ctx = NO_CONTEXT
+            hit = (time.monotonic(), ctx)
             self._contexts[symbol] = hit
         return hit[1]
+
+    def known_symbols(self) -> frozenset[str]:
+        """The markets this stream scores: those the warehouse holds mark prices of (a policy
+        is sold only on them), read again once a minute. Ticks of any other symbol — made up,
+        mistyped, forged — are dropped and keep no state."""
+        at, known = self._known
+        if time.monotonic() - at > CONTEXT_TTL:
+            known = frozenset(self.services.warehouse.symbols(Kind.MARK))
+            self._known = (time.monotonic(), known)
+        return known
 
     def _fingerprint(self) -> tuple[Any, ...]:
         """Changes whenever a policy is added or changes status (each change is logged)."""
@@ -410,7 +519,9 @@ class EmbeddedEngine:
             e = conn.execute(select(func.max(PolicyEvent.id))).one()
         return (*p, *e)
 
-    def _book(self, symbol: str, first_ms: int, last_ms: int) -> tuple[Book, dict[int, str]]:
+    def _book(
+        self, symbol: str, first_ms: int, last_ms: int, pending: dict[str, Any] | None = None
+    ) -> tuple[Book, dict[int, str]]:
         """Every sold policy on ``symbol`` whose window overlaps the batch — claimed and paid
         ones too: a batch processed again after a crash must raise the same events (their
         claims exist, so nothing is paid twice; their alerts exist, so nothing is added).
@@ -420,12 +531,18 @@ class EmbeddedEngine:
         (ticks only move forward, so a later batch needs a subset)."""
         fp = self._fingerprint()
         cached = self._books.get(symbol)
-        if cached is None or cached[0] != fp or first_ms < cached[1]:
-            book, owners = read_book(self.services.db, symbol, first_ms)
-            cached = (fp, first_ms, book, owners)
+        # from a day back: a run beyond a level that began inside a window which has ended
+        # since is still followed until it is confirmed or comes back
+        lo = first_ms - PENDING_MS
+        if cached is None or cached[0] != fp or lo < cached[1]:
+            book, owners = read_book(self.services.db, symbol, lo)
+            cached = (fp, lo, book, owners)
             self._books[symbol] = cached
         _, _, book, owners = cached
-        mine = book.take((book.end_ms >= first_ms) & (book.start_ms <= last_ms))
+        keep = (book.end_ms >= first_ms) & (book.start_ms <= last_ms)
+        if pending:
+            keep |= np.isin(book.policy, np.array([int(k) for k in pending], dtype=np.int64))
+        mine = book.take(keep)
         return mine, {int(p): owners[int(p)] for p in mine.policy}
 
     def step(self) -> BatchReport | None:
@@ -440,27 +557,59 @@ class EmbeddedEngine:
             )
         elif isinstance(self.source, KafkaTickSource):
             syms, ts, px, cursor, read = self.source.read_from(
-                cursor, self.batch, {k: v.last_ms for k, v in states.items()}
+                cursor,
+                self.batch,
+                {k: v.last_ms for k, v in states.items()},
+                known=self.known_symbols(),
+                now_ms=int(self.services.claims.clock().timestamp() * 1000),
             )
         else:
             syms, ts, px = self.source.read(offset, self.batch)
         read = read or len(ts)
         if read == 0:
             return None
+        before = {k: v.last_ms for k, v in states.items()}
         report = BatchReport(offset, len(ts), read=read)
         owners = report.owners
+        known = self.known_symbols()
+        # the claims' clock is the one "now" (a tick later than it is from the future)
+        now_ms = int(self.services.claims.clock().timestamp() * 1000)
         for sym in dict.fromkeys(syms.tolist()):
             mine = syms == sym
-            state = states.get(sym) or self._fresh_state(sym)
-            book, who = self._book(sym, int(ts[mine][0]), int(ts[mine][-1]))
+            if sym not in known:
+                report.unknown += int(mine.sum())
+                continue
+            state = states.get(sym)
+            if state is None:
+                state = self._fresh_state(sym)
+                seed = stored_mark_before(self.services, sym, int(ts[mine][0]))
+                if seed is not None:
+                    state.trusted_ms, state.trusted_price = seed
+            book, who = self._book(sym, int(ts[mine][0]), int(ts[mine][-1]), state.pending)
             owners.update(who)
             ctx = self._context(sym)
-            new, events, _ = score(state, book, ts[mine], px[mine], self.rules, ctx)
+            new, events, _ = score(
+                state,
+                book,
+                ts[mine],
+                px[mine],
+                self.rules,
+                ctx,
+                now_ms=now_ms,
+                from_bars=self.from_bars,
+            )
             states[sym] = new
             report.events += events
         report.events.sort(key=lambda e: (e.at_ms, e.symbol, e.kind))
+        if isinstance(self.source, FollowedSource) and all(
+            before.get(k, -1) == v.last_ms for k, v in states.items()
+        ):
+            return None  # everything read was refused (from the future): nothing consumed
         feed = self.source if isinstance(self.source, BarFeed) else None
-        report.claims, report.opened = open_claims(self.services, self.name, report.events, feed)
+        report.claims, report.opened = open_claims(
+            self.services, self.name, report.events, feed, self.rules
+        )
+        report.events += proven_liquidations(report.events, report.opened)
         if self.sink is not None:
             self.sink(self.name, report)
         if self.before_commit is not None:

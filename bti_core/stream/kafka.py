@@ -19,8 +19,12 @@ batch ended. A batch's end is taken from the messages read, never from the broke
 watermark (a Kafka-compatible broker may under-report it).
 
 A message that is not a valid tick (not JSON, a field missing, a price not positive, a
-non-finite number) is skipped, counted and logged with its partition and offset; a tick older
-than its symbol's last is skipped too (late or repeated).
+non-finite number), a tick of a symbol that is no market here (made up or mistyped: it keeps
+no state) and a tick stamped beyond the clock's skew (it would make every true tick after it
+look late) are skipped, counted, logged with their partition and offset and dead-lettered to
+``bti.ticks.dead`` (the message as it came, with headers ``x-bti-reason``, ``x-bti-partition``
+and ``x-bti-offset``); a tick older than its symbol's last is skipped too (late or repeated).
+None of them stops the stream or moves its checkpoint's state.
 
 Writing: `KafkaSink` produces a batch's alerts and claims before the engine commits the batch,
 and waits for the broker's acknowledgement: delivery is at least once (a batch processed again
@@ -57,6 +61,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("bti.stream.kafka")
 
 TICKS, ALERTS, CLAIMS = "bti.ticks", "bti.alerts", "bti.claims"
+DEAD = "bti.ticks.dead"  # messages that are not ticks BTI scores, as they came
+MAX_AHEAD_MS = 60_000  # clock skew allowed to a tick's time (`scoring.Rules.max_ahead_ms`)
 # librdkafka logs at syslog levels; 3 keeps errors, not the disconnect notices of a closing broker
 QUIET = {"log_level": 3}
 
@@ -186,7 +192,44 @@ class ReadStats:
     messages: int = 0
     skipped: int = 0  # not a valid tick
     late: int = 0  # older than the symbol's last tick
+    unknown: int = 0  # of a symbol that is no market here
+    future: int = 0  # stamped beyond the clock's skew
+    dead_lettered: int = 0
     reasons: list[str] = field(default_factory=list)  # the first few, for the operator
+
+
+class DeadLetters:
+    """Messages that are not ticks BTI scores, produced as they came to the dead-letter topic
+    with the reason and where they were (headers ``x-bti-reason``, ``x-bti-partition``,
+    ``x-bti-offset``); `flush` before the batch that skipped them commits."""
+
+    def __init__(self, bootstrap: str, topic: str = DEAD) -> None:
+        from confluent_kafka import Producer
+
+        ensure_topics(bootstrap, {topic: 1})
+        self.bootstrap, self.topic = bootstrap, topic
+        self._p: Any = Producer(_config(bootstrap, {"linger.ms": 5, "acks": "all"}))
+
+    def send(self, m: Any, reason: str) -> None:
+        while True:
+            try:
+                self._p.produce(
+                    self.topic,
+                    key=m.key(),
+                    value=(m.value() or b"")[:1_000_000],
+                    headers={
+                        "x-bti-reason": reason[:500].encode(),
+                        "x-bti-partition": str(m.partition()).encode(),
+                        "x-bti-offset": str(m.offset()).encode(),
+                    },
+                )
+                return
+            except BufferError:
+                self._p.poll(0.05)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        if self._p.flush(timeout):
+            raise KafkaError(f"dead letters were not acknowledged by {self.bootstrap}")
 
 
 class KafkaTickSource:
@@ -200,9 +243,12 @@ class KafkaTickSource:
         *,
         wait: float = 0.05,
         first_wait: float = 3.0,
+        dead_letters: str | None = DEAD,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
+        self.dead_letters = dead_letters
+        self._dead: DeadLetters | None = None  # made on the first dead letter
         self.wait = wait  # how long a read waits for the first message
         self.first_wait = first_wait  # after (re)assigning: the first fetch takes a while
         self._fresh = True
@@ -243,11 +289,31 @@ class KafkaTickSource:
         self._at = {str(p): cursor.get(str(p), 0) for p in parts}
         self._fresh = True
 
+    def _dead_letter(self, m: Any, reason: str) -> None:
+        """Skip, count, log and dead-letter one message (module docstring)."""
+        self.stats.skipped += 1
+        where = f"partition {m.partition()} offset {m.offset()}"
+        if len(self.stats.reasons) < 20:
+            self.stats.reasons.append(f"{where}: {reason}")
+        log.warning("skipped %s %s: %s", self.topic, where, reason)
+        if self.dead_letters is not None:
+            if self._dead is None:
+                self._dead = DeadLetters(self.bootstrap, self.dead_letters)
+            self._dead.send(m, reason)
+            self.stats.dead_lettered += 1
+
     def read_from(
-        self, cursor: dict[str, int] | None, limit: int, last_ms: dict[str, int]
+        self,
+        cursor: dict[str, int] | None,
+        limit: int,
+        last_ms: dict[str, int],
+        *,
+        known: frozenset[str] | None = None,
+        now_ms: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int], int]:
         """Up to ``limit`` messages from ``cursor``: the valid, in-order ticks (symbols, ms,
-        marks), the cursor after them and how many messages were read."""
+        marks) of the ``known`` markets and not from beyond ``now_ms`` (module docstring), the
+        cursor after them and how many messages were read."""
         cursor = dict(cursor or {})
         # where the consumer stands is not where the checkpoint says (a first read, or a batch
         # read but never committed): seek back to the checkpoint
@@ -274,15 +340,21 @@ class KafkaTickSource:
         ts: list[int] = []
         px: list[float] = []
         newest = dict(last_ms)
+        horizon = None if now_ms is None else now_ms + MAX_AHEAD_MS
         for m, tick in zip(msgs, decoded, strict=True):
             if isinstance(tick, str):
-                self.stats.skipped += 1
-                where = f"partition {m.partition()} offset {m.offset()}"
-                if len(self.stats.reasons) < 20:
-                    self.stats.reasons.append(f"{where}: {tick}")
-                log.warning("skipped %s %s: %s", self.topic, where, tick)
+                self._dead_letter(m, tick)
                 continue
             sym, t, mark = tick
+            if known is not None and sym not in known:
+                self.stats.unknown += 1
+                self._dead_letter(m, f"{sym} is no market here (none of {len(known)} known)")
+                continue
+            if horizon is not None and t > horizon:
+                self.stats.future += 1
+                ahead = (t - (now_ms or 0)) / 1000
+                self._dead_letter(m, f"stamped {ahead:,.0f} s past the clock")
+                continue
             if t < newest.get(sym, -1):
                 self.stats.late += 1
                 continue
@@ -291,6 +363,8 @@ class KafkaTickSource:
             ts.append(t)
             px.append(mark)
         self.stats.messages += read
+        if self._dead is not None:
+            self._dead.flush()
         order = np.argsort(np.array(ts, dtype=np.int64), kind="stable")
         return (
             np.array(syms, dtype=object)[order],
@@ -308,6 +382,9 @@ class KafkaTickSource:
             self._consumer.close()
             self._consumer = None
             self._at = None
+        if self._dead is not None:
+            self._dead.flush(10)
+            self._dead = None
 
 
 class KafkaSink:
@@ -324,8 +401,8 @@ class KafkaSink:
         if self._p is None:
             raise KafkaError("this sink is closed")
         for e in report.events:
-            if e.kind == "liquidation":
-                continue  # a liquidation goes out as its claim
+            if e.kind not in MESSAGES or e.kind == "liquidation":
+                continue  # a liquidation goes out as its claim; a crossing is held, not news
             body = {
                 "key": alert_key(e),
                 "stream": stream,
@@ -359,6 +436,34 @@ class KafkaSink:
                 return
             except BufferError:
                 self._p.poll(0.05)
+
+
+def read_dead_letters(bootstrap: str, topic: str = DEAD) -> list[tuple[bytes, dict[str, str]]]:
+    """Every dead letter as it came (value) with its headers (for tests and tools)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    c = Consumer(_config(bootstrap, {"group.id": "bti-read", "enable.auto.commit": False}))
+    try:
+        md = c.list_topics(topic, timeout=5).topics.get(topic)
+        if md is None or md.error is not None:
+            return []
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.partitions])
+        out: list[tuple[bytes, dict[str, str]]] = []
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < 1.0:
+            batch = c.consume(10_000, 0.2)
+            if batch:
+                quiet_since = time.monotonic()
+            for m in batch:
+                if m.error() is None:
+                    headers = {
+                        str(h[0]): h[1].decode() if isinstance(h[1], bytes) else str(h[1])
+                        for h in (m.headers() or [])
+                    }
+                    out.append((m.value() or b"", headers))
+        return out
+    finally:
+        c.close()
 
 
 def read_all(bootstrap: str, topic: str, timeout: float = 5.0) -> list[dict[str, Any]]:

@@ -6,8 +6,24 @@ out) and serialisable (`SymbolState.to_json`), so a checkpoint is a JSON documen
 Feeding the same ticks in one batch or in many gives the same events and the same state: every
 event is defined on the tick sequence, never on where a batch ends.
 
-- **Liquidation**: the first tick inside a policy's window (``start < t ≤ end``) whose mark
-  price reaches the liquidation price (long: ``p ≤ LP``; short: ``p ≥ LP``); once per policy.
+- **Admission**: a tick stamped more than ``Rules.max_ahead_ms`` past the clock is refused and
+  counted (it would make every true tick after it look late); a tick that jumps further from
+  the last trusted price than ``max(jump_floor, jump_sigmas·σ_h·√Δt_h)`` (``σ_h`` the hourly
+  GJR-GARCH volatility, ``Δt_h`` the hours since that price) is held, not trusted: it moves
+  nothing and raises nothing. Should the ticks after it stay at the new level for
+  ``Rules.accept_ms`` (three at least: an exchange that reopens after a halt at another price),
+  the level is trusted from the tick that completes it. Ticks made from stored bars (a replay,
+  the worker's tail of the warehouse) were cleaned on import: only the clock applies to them.
+- **Liquidation**: a run of trusted ticks beyond a policy's liquidation price (long:
+  ``p ≤ LP``; short: ``p ≥ LP``) that begins inside its window (``start < t ≤ end``) and stays
+  beyond for ``Rules.confirm_ms`` — persistence, so one forged or glitched tick confirms
+  nothing — raises the ``liquidation`` event at the tick that completes it, dated from the
+  run's first tick (``since_ms``: the claim's time); once per policy. A run that comes back
+  before it raises ``crossing`` at the tick that ends it: the engine holds it as a trigger to
+  be proven by the stored bars of its minute (`bti_core.claims.triggers`), and a later run can
+  still confirm. For ticks made from stored bars there is no persistence to measure (their
+  times are a quarter of a bar apart by construction): every run raises ``crossing`` at its
+  first tick, and the bars themselves prove or refute it.
 - **Near liquidation**: the first tick whose distance ``side·(p − LP)/p`` falls under each
   level of ``Rules.distance_levels``; the level is a barrier, ``LP/(1 − d)`` for a long and
   ``LP/(1 + d)`` for a short, found as the liquidation is. Once per policy and level.
@@ -64,6 +80,18 @@ class Rules:
     spike_sigmas: float = 4.0
     funding_level: float = 0.001  # |funding rate| per settlement
     pool_level: float = 0.75  # locked cover / pool capacity (`bti_core.stream.pool`)
+    # persistence: the mark beyond the level this long confirms a liquidation. Binance pushes a
+    # mark price a second; 30 s is thirty readings, and a liquidation engine that acted on the
+    # first is seen again in every one of them
+    confirm_ms: int = 30_000
+    max_ahead_ms: int = 60_000  # clock skew allowed to a tick's time
+    # outliers: a jump beyond 5 % and 8 σ·√Δt of the last trusted price. BTC's mark moves
+    # about 0.01 % a second at 75 % a year, a crash's fastest minutes a few percent; the prints
+    # to hold were tens of percent from every other source (Mango 2022: the oracle pumped
+    # 2–3×; 10 Oct 2025 on Binance alone: wBETH −88 %, USDe −35 %)
+    jump_floor: float = 0.05
+    jump_sigmas: float = 8.0
+    accept_ms: int = 30_000  # a new level trusted after it holds this long (three ticks)
 
 
 DEFAULT_RULES = Rules()
@@ -162,10 +190,20 @@ class SymbolState:
     last_ms: int = -1
     last_price: float = math.nan
     offset: int = 0  # ticks consumed: the source offset checkpointed with this state
-    liquidated: dict[str, int] = field(default_factory=dict)  # policy id → the tick's time
+    liquidated: dict[str, int] = field(default_factory=dict)  # policy id → the run's start
     near: dict[str, int] = field(default_factory=dict)  # policy id → levels already raised
     risky: list[int] = field(default_factory=list)  # risk-index alert raised
     outside_band: bool = False  # the last judged close was outside its forecast band
+    # policy id → the run beyond its level not yet confirmed: [first ms, first price, extreme,
+    # ticks, last ms, last price]
+    pending: dict[str, list[float]] = field(default_factory=dict)
+    trusted_ms: int = -1  # the last trusted tick (the outlier band is measured from it)
+    trusted_price: float = math.nan
+    # ticks away from the trusted price, each near the one before: [first ms, the last one's
+    # price, ticks, the last one's ms]
+    suspect: list[float] = field(default_factory=list)
+    refused_future: int = 0  # ticks stamped beyond the clock
+    held_outliers: int = 0  # ticks held as outliers and never trusted
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), allow_nan=True, sort_keys=True)
@@ -184,8 +222,12 @@ class Event:
     at_ms: int
     price: float
     policy: int | None = None
-    # the level crossed, the index, the return in σ, the funding rate or the bound breached
+    # the level crossed, the index, the return in σ, the funding rate or the bound breached;
+    # for a liquidation or a crossing, the seconds the run stayed beyond (−1: ticks of bars)
     value: float = 0.0
+    since_ms: int = -1  # a liquidation's or a crossing's first tick beyond the level
+    # a liquidation's or a crossing's run: (first price, the extreme, ticks beyond)
+    detail: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -242,6 +284,215 @@ def _probability(
     return dist, p, index
 
 
+def _unconditional_sigma2(state: SymbolState) -> float:
+    """The GJR-GARCH's long-run hourly variance ``ω / (1 − α − γ/2 − β)`` (symmetric
+    innovations), the outlier band's yardstick: a constant of the symbol, so which ticks are
+    trusted never depends on where a batch ends; the current variance where the fit is not
+    stationary."""
+    persistence = state.alpha + state.gamma / 2 + state.beta
+    if persistence < 1 and state.omega > 0:
+        return state.omega / (1 - persistence)
+    return max(state.sigma2, 1e-8)
+
+
+def _band(rules: Rules, sigma2: float, dt_ms: FloatArray | float) -> FloatArray:
+    hours = np.maximum(np.asarray(dt_ms, dtype=float), 0.0) / HOUR_MS
+    return np.maximum(rules.jump_floor, rules.jump_sigmas * math.sqrt(sigma2) * np.sqrt(hours))
+
+
+def admit(
+    new: SymbolState,
+    ts: IntArray,
+    price: FloatArray,
+    rules: Rules,
+    now_ms: int | None = None,
+    from_bars: bool = False,
+) -> npt.NDArray[np.bool_]:
+    """Which ticks are trusted (module docstring, "Admission"); updates ``new``'s trusted
+    price, suspect run and counters in place."""
+    keep = np.ones(len(ts), dtype=bool)
+    if now_ms is not None:
+        ahead = ts > now_ms + rules.max_ahead_ms
+        if ahead.any():
+            new.refused_future += int(ahead.sum())
+            keep &= ~ahead
+    idx = np.flatnonzero(keep)
+    if len(idx) == 0:
+        return keep
+    t, p = ts[idx], price[idx]
+    if from_bars:
+        new.trusted_ms, new.trusted_price = int(t[-1]), float(p[-1])
+        return keep
+    s2 = _unconditional_sigma2(new)
+    if t[0] < new.trusted_ms:  # a reference from after these ticks (a replay of history)
+        new.trusted_ms, new.trusted_price = -1, math.nan
+    known = math.isfinite(new.trusted_price)
+    prev_t = np.r_[new.trusted_ms if known else t[0], t[:-1]]
+    prev_p = np.r_[new.trusted_price if known else p[0], p[:-1]]
+    ok = np.abs(np.log(p / prev_p)) <= _band(rules, s2, t - prev_t)
+    if ok.all() and not new.suspect:  # the usual batch: every tick near the one before
+        new.trusted_ms, new.trusted_price = int(t[-1]), float(p[-1])
+        return keep
+    first_bad = int(np.argmin(ok)) if not ok.all() else 0
+    if first_bad:  # the ticks before it are trusted as they stand
+        new.trusted_ms, new.trusted_price = int(t[first_bad - 1]), float(p[first_bad - 1])
+    suspect = list(new.suspect)
+    for j in range(first_bad, len(t)):
+        tj, pj = int(t[j]), float(p[j])
+        if not math.isfinite(new.trusted_price) or abs(math.log(pj / new.trusted_price)) <= float(
+            _band(rules, s2, tj - new.trusted_ms)
+        ):
+            new.trusted_ms, new.trusted_price = tj, pj
+            if suspect:  # the run at another level was a glitch after all
+                new.held_outliers += int(suspect[2])
+                suspect = []
+            continue
+        keep[idx[j]] = False
+        near_run = suspect and abs(math.log(pj / suspect[1])) <= float(
+            _band(rules, s2, tj - suspect[3])
+        )
+        if near_run:  # one more tick near the last of the run (a market that moved on, or not)
+            suspect[1] = pj
+            suspect[2] += 1
+            suspect[3] = tj
+            if tj - suspect[0] >= rules.accept_ms and suspect[2] >= 3:
+                keep[idx[j]] = True  # the new level held: trusted from this tick
+                new.trusted_ms, new.trusted_price = tj, pj
+                suspect = []
+            continue
+        if suspect:
+            new.held_outliers += int(suspect[2])
+        suspect = [float(tj), pj, 1.0, float(tj)]
+    new.suspect = suspect
+    return keep
+
+
+def _beyond(prices: FloatArray, side: int, level: float) -> npt.NDArray[np.bool_]:
+    return prices <= level if side > 0 else prices >= level
+
+
+def _liquidations(
+    new: SymbolState,
+    book: Book,
+    ts: IntArray,
+    price: FloatArray,
+    rules: Rules,
+    from_bars: bool,
+) -> list[Event]:
+    """Runs of ticks beyond each policy's liquidation price: confirmed (``liquidation``),
+    ended unconfirmed or — for ticks of bars — begun (``crossing``), or still pending in
+    ``new`` (module docstring)."""
+    events: list[Event] = []
+    n = len(ts)
+    if n == 0 or len(book) == 0:
+        return events
+    row = {int(pid): i for i, pid in enumerate(book.policy)}
+    lo_all = np.searchsorted(ts, book.start_ms, side="right")  # first tick after the start
+    hi_all = np.searchsorted(ts, book.end_ms, side="right")  # ticks up to and at the end
+    resume: dict[int, int] = {}  # policy → where to look for its next run
+
+    def run_from(i: int, k: int, first_ms: int, first_px: float, ticks0: int) -> int | None:
+        """Follow the run of policy row ``i`` that is beyond at tick ``k`` (begun at
+        ``first_ms``); returns the tick after it ended, or None when it was confirmed or
+        goes on past the batch."""
+        pid, side, lp = int(book.policy[i]), int(book.side[i]), float(book.liquidation[i])
+        out = ~_beyond(price[k:], side, lp)
+        r = k + int(np.argmax(out)) if out.any() else n  # first tick back inside
+        seg = price[k:r]
+        extreme = float(seg.min() if side > 0 else seg.max()) if len(seg) else first_px
+        if not from_bars:
+            c = int(np.searchsorted(ts, first_ms + rules.confirm_ms, side="left"))
+            if c < r:  # beyond from its first tick until the confirmation window passed
+                prev = new.pending.get(str(pid))
+                part = price[k : c + 1]
+                ext = float(part.min() if side > 0 else part.max())
+                if prev is not None:
+                    ext = min(ext, prev[2]) if side > 0 else max(ext, prev[2])
+                events.append(
+                    Event(
+                        "liquidation",
+                        new.symbol,
+                        int(ts[c]),
+                        float(price[c]),
+                        pid,
+                        (int(ts[c]) - first_ms) / 1000,
+                        first_ms,
+                        (first_px, ext, float(ticks0 + c - k + 1)),
+                    )
+                )
+                new.liquidated[str(pid)] = first_ms
+                new.pending.pop(str(pid), None)
+                return None
+        if r < n:  # back inside before it was confirmed
+            prev = new.pending.get(str(pid))
+            last_beyond = int(ts[r - 1]) if r > k else int(prev[4]) if prev else first_ms
+            held = (last_beyond - first_ms) / 1000
+            if not from_bars:
+                ext = extreme if prev is None else (min if side > 0 else max)(prev[2], extreme)
+                events.append(
+                    Event(
+                        "crossing",
+                        new.symbol,
+                        int(ts[r]),
+                        first_px,
+                        pid,
+                        held,
+                        first_ms,
+                        (first_px, ext, float(ticks0 + r - k)),
+                    )
+                )
+            new.pending.pop(str(pid), None)
+            return r
+        prev = new.pending.get(str(pid))
+        ext = extreme if prev is None else (min if side > 0 else max)(prev[2], extreme)
+        new.pending[str(pid)] = [
+            float(first_ms),
+            first_px,
+            ext,
+            float(ticks0 + r - k),
+            float(ts[-1]),
+            float(price[-1]),
+        ]
+        return None
+
+    for key, run in list(new.pending.items()):  # runs begun in an earlier batch
+        i = row.get(int(key))
+        if i is None:
+            continue
+        ended = run_from(i, 0, int(run[0]), float(run[1]), int(run[3]))
+        if ended is not None:
+            resume[int(key)] = ended
+
+    first = _first_crossing(ts, price, book, book.liquidation)
+    for row_i in np.flatnonzero(first < n):
+        i = int(row_i)
+        pid = int(book.policy[i])
+        if str(pid) in new.liquidated or str(pid) in new.pending:
+            continue
+        k = max(int(first[i]), resume.get(pid, 0))
+        lo, hi = int(lo_all[i]), int(hi_all[i])
+        side, lp = int(book.side[i]), float(book.liquidation[i])
+        while True:
+            if k < lo:
+                k = lo
+            if k >= hi:
+                break
+            hit = _beyond(price[k:hi], side, lp)
+            if not hit.any():
+                break
+            k += int(np.argmax(hit))
+            if from_bars:
+                px_k = float(price[k])
+                events.append(
+                    Event("crossing", new.symbol, int(ts[k]), px_k, pid, -1.0, int(ts[k]), (px_k,))
+                )
+            after = run_from(i, k, int(ts[k]), float(price[k]), 0)
+            if after is None:
+                break
+            k = after
+    return events
+
+
 def score(
     state: SymbolState,
     book: Book,
@@ -249,11 +500,15 @@ def score(
     price: FloatArray,
     rules: Rules = DEFAULT_RULES,
     context: Context = NO_CONTEXT,
+    *,
+    now_ms: int | None = None,
+    from_bars: bool = False,
 ) -> tuple[SymbolState, list[Event], Scores | None]:
     """Consume one micro-batch of ``state.symbol``'s mark-price ticks (times in ms, not
-    decreasing, and not before the last tick consumed). Returns the new state (``state`` is
-    not modified), the events in tick order, and the re-scored book at the batch's last tick
-    (None for an empty batch)."""
+    decreasing, and not before the last tick consumed). ``now_ms``: the clock, for refusing
+    ticks from the future; ``from_bars``: the ticks were made from stored bars. Returns the
+    new state (``state`` is not modified), the events in tick order, and the re-scored book at
+    the batch's last trusted tick (None when no tick was trusted)."""
     ts = np.asarray(ts, dtype=np.int64)
     price = np.asarray(price, dtype=np.float64)
     if len(ts) != len(price):
@@ -265,16 +520,15 @@ def score(
     new = SymbolState.from_json(state.to_json())
     if len(ts) == 0:
         return new, [], None
-    events: list[Event] = []
-
-    # liquidations and near-liquidation levels: first crossings on the tick sequence
-    cross = _first_crossing(ts, price, book, book.liquidation)
-    for i in np.flatnonzero(cross < len(ts)):
-        pid = int(book.policy[i])
-        if str(pid) not in new.liquidated:
-            k = int(cross[i])
-            events.append(Event("liquidation", new.symbol, int(ts[k]), float(price[k]), pid))
-            new.liquidated[str(pid)] = int(ts[k])
+    keep = admit(new, ts, price, rules, now_ms, from_bars)
+    consumed = ts[ts <= now_ms + rules.max_ahead_ms] if now_ms is not None else ts
+    if len(consumed):
+        new.last_ms = int(consumed[-1])  # a tick from the future never moves the checkpoint
+    new.offset += len(ts)
+    ts, price = ts[keep], price[keep]
+    if len(ts) == 0:
+        return new, [], None
+    events: list[Event] = _liquidations(new, book, ts, price, rules, from_bars)
     for level_no, d in enumerate(rules.distance_levels):
         barrier = np.where(book.side > 0, book.liquidation / (1 - d), book.liquidation / (1 + d))
         near = _first_crossing(ts, price, book, barrier)
@@ -341,8 +595,8 @@ def score(
                         new.risky.append(pid)
         end = int(starts[j + 1]) if j + 1 < len(starts) else len(ts)
         new.hour_ms, new.hour_last = h, float(price[end - 1])
-    new.last_ms, new.last_price = int(ts[-1]), float(price[-1])
-    new.offset += len(ts)
+    new.last_price = float(price[-1])
     events.sort(key=lambda e: (e.at_ms, e.kind, -1 if e.policy is None else e.policy))
-    dist, p, idx = _probability(book, new.last_price, new.sigma2, new.last_ms)
-    return new, events, Scores(new.last_ms, new.last_price, dist, p, idx)
+    at = int(ts[-1])
+    dist, p, idx = _probability(book, new.last_price, new.sigma2, at)
+    return new, events, Scores(at, new.last_price, dist, p, idx)

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -43,13 +44,16 @@ import pandas as pd
 
 from bti_core.errors import BTIError
 from bti_core.stream.engine import (
+    PENDING_MS,
     BatchReport,
     fresh_state,
     market_context,
     open_claims,
+    proven_liquidations,
     read_book,
+    stored_mark_before,
 )
-from bti_core.stream.kafka import TICKS, _config, decode_ticks
+from bti_core.stream.kafka import DEAD, TICKS, DeadLetters, _config, decode_ticks
 from bti_core.stream.scoring import (
     DEFAULT_RULES,
     NO_CONTEXT,
@@ -76,10 +80,12 @@ warnings.filterwarnings(
 SOURCE = "bti_kafka"
 TICK_SCHEMA = "symbol STRING, ts LONG, mark DOUBLE, partition INT, offset LONG"
 EVENT_SCHEMA = (
-    "kind STRING, symbol STRING, at_ms LONG, price DOUBLE, policy LONG, value DOUBLE, owner STRING"
+    "kind STRING, symbol STRING, at_ms LONG, price DOUBLE, policy LONG, value DOUBLE, "
+    "owner STRING, since_ms LONG, detail ARRAY<DOUBLE>"
 )
 STATE_SCHEMA = "state STRING"
 TICKS_ROW = "__ticks__"  # one row a group and batch: how many ticks it scored (value)
+UNKNOWN_ROW = "__unknown__"  # ticks of a symbol that is no market here: dropped, no state
 
 
 class SparkError(BTIError):
@@ -106,6 +112,8 @@ def _read_range(
     end: dict[str, int] | None,
     limit: int,
     position: dict[str, int] | None = None,
+    known: frozenset[str] | None = None,
+    dead: DeadLetters | None = None,
 ) -> tuple[list[tuple[str, int, float, int, int]], dict[str, int]]:
     """Messages of ``topic`` from ``start`` (partition → next offset): up to ``limit`` of
     those there now, or — with ``end`` — exactly those before ``end``. The valid ticks as rows
@@ -146,12 +154,20 @@ def _read_range(
             msgs.append(m)
     rows = []
     for m, tick in zip(msgs, decode_ticks([m.value() for m in msgs]), strict=True):
-        if isinstance(tick, str):
+        reason = tick if isinstance(tick, str) else None
+        if reason is None and known is not None and tick[0] not in known:
+            reason = f"{tick[0]} is no market here (none of {len(known)} known)"
+        if reason is not None:
             log.warning(
-                "skipped %s partition %s offset %s: %s", topic, m.partition(), m.offset(), tick
+                "skipped %s partition %s offset %s: %s", topic, m.partition(), m.offset(), reason
             )
+            if dead is not None:
+                dead.send(m, reason)
             continue
+        assert not isinstance(tick, str)
         rows.append((tick[0], tick[1], tick[2], m.partition(), m.offset()))
+    if dead is not None:
+        dead.flush()
     return rows, at
 
 
@@ -168,6 +184,10 @@ def _reader_classes() -> tuple[type, type]:
             self.bootstrap = opts["bootstrap"]
             self.topic = opts.get("topic", TICKS)
             self.limit = int(opts.get("maxticksperbatch", "50000"))
+            listed = opts.get("symbols", "")
+            self.known = frozenset(listed.split(",")) if listed else None
+            self.dead_topic = opts.get("deadletters", DEAD) or None
+            self._dead: Any = None
             self._consumer: Any = None
             self._at: dict[str, int] | None = None  # where the consumer stands
 
@@ -197,15 +217,32 @@ def _reader_classes() -> tuple[type, type]:
                 raise SparkError(f"no topic {self.topic} on {self.bootstrap}")
             return {str(p): 0 for p in sorted(t.partitions)}
 
+        def _dead_letters(self) -> Any:
+            if self._dead is None and self.dead_topic is not None:
+                self._dead = DeadLetters(self.bootstrap, self.dead_topic)
+            return self._dead
+
         def read(self, start: dict[str, int]) -> tuple[Iterator[tuple[Any, ...]], dict[str, int]]:
-            rows, end = _read_range(self._client(), self.topic, start, None, self.limit, self._at)
+            rows, end = _read_range(
+                self._client(),
+                self.topic,
+                start,
+                None,
+                self.limit,
+                self._at,
+                self.known,
+                self._dead_letters(),
+            )
             self._at = end  # consume() returned no more than asked: the consumer is there
             return iter(rows), end
 
         def readBetweenOffsets(  # noqa: N802
             self, start: dict[str, int], end: dict[str, int]
         ) -> Iterator[tuple[Any, ...]]:
-            rows, _ = _read_range(self._client(), self.topic, start, end, sys.maxsize, self._at)
+            # a batch read again after a failure: its dead letters went out the first time
+            rows, _ = _read_range(
+                self._client(), self.topic, start, end, sys.maxsize, self._at, self.known
+            )
             self._at = None  # messages beyond ``end`` were fetched and dropped: seek next time
             return iter(rows)
 
@@ -252,6 +289,7 @@ class Scorer:
     rules: Rules = DEFAULT_RULES
     # symbol → `Context` as JSON (funding, forecast band), read in the driver at the start
     contexts: dict[str, str] = field(default_factory=dict)
+    clock_offset_ms: int = 0  # the claims' clock minus this machine's (tests run it ahead)
 
     def __call__(
         self, key: tuple[str], frames: Iterator[pd.DataFrame], group: Any
@@ -260,26 +298,52 @@ class Scorer:
         pdf = pd.concat(list(frames), ignore_index=True).sort_values(
             ["partition", "offset"], kind="stable"
         )
-        if group.exists:
-            state = SymbolState.from_json(group.get[0])
-        elif sym in self.initial:
-            state = SymbolState.from_json(self.initial[sym])
-        else:
-            state = SymbolState(sym, 1e-6, 0.05, 0.05, 0.9, 1e-4)  # as `engine.fresh_state`
+        columns = [c.split()[0] for c in EVENT_SCHEMA.split(", ")]
+
+        def row(kind: str, at: int, value: float) -> dict[str, Any]:
+            return {
+                "kind": kind,
+                "symbol": sym,
+                "at_ms": at,
+                "price": float("nan"),
+                "policy": None,
+                "value": value,
+                "owner": None,
+                "since_ms": -1,
+                "detail": [],
+            }
+
+        if sym not in self.initial:  # no market here: dropped, counted, and no state kept
+            out = pd.DataFrame([row(UNKNOWN_ROW, -1, float(len(pdf)))], columns=columns)
+            yield out.astype({"policy": "Int64"})
+            return
+        state = (
+            SymbolState.from_json(group.get[0])
+            if group.exists
+            else SymbolState.from_json(self.initial[sym])
+        )
         ts = pdf["ts"].to_numpy(dtype=np.int64)
         px = pdf["mark"].to_numpy(dtype=np.float64)
-        # late or repeated ticks (older than the newest before them) are dropped, as the
-        # embedded Kafka source drops them
+        now_ms = int(time.time() * 1000) + self.clock_offset_ms
+        # a tick from beyond the clock is refused first (`score` counts it): it must not make
+        # the true ticks after it look late. Late or repeated ticks (older than the newest
+        # before them) are dropped, as the embedded Kafka source drops them
+        future = ts > now_ms + self.rules.max_ahead_ms
+        state.refused_future += int(future.sum())
+        ts, px = ts[~future], px[~future]
         prior = np.maximum.accumulate(np.concatenate([[state.last_ms], ts]))[:-1]
         keep = ts >= prior
         ts, px = ts[keep], px[keep]
         rows: list[dict[str, Any]] = []
         if len(ts):
-            book, owners = read_book(_db(self.db_url), sym, int(ts[0]))
-            book = book.take(book.start_ms <= int(ts[-1]))
+            book, owners = read_book(_db(self.db_url), sym, int(ts[0]) - PENDING_MS)
+            pending = np.array([int(k) for k in state.pending], dtype=np.int64)
+            book = book.take(
+                ((book.end_ms >= int(ts[0])) & (book.start_ms <= int(ts[-1])))
+                | np.isin(book.policy, pending)
+            )
             ctx = Context.from_json(self.contexts[sym]) if sym in self.contexts else NO_CONTEXT
-            state, events, _ = score(state, book, ts, px, self.rules, ctx)
-            group.update((state.to_json(),))
+            state, events, _ = score(state, book, ts, px, self.rules, ctx, now_ms=now_ms)
             rows = [
                 {
                     "kind": e.kind,
@@ -289,21 +353,14 @@ class Scorer:
                     "policy": e.policy,
                     "value": e.value,
                     "owner": None if e.policy is None else owners.get(e.policy),
+                    "since_ms": e.since_ms,
+                    "detail": list(e.detail),
                 }
                 for e in events
             ]
-        rows.append(
-            {
-                "kind": TICKS_ROW,
-                "symbol": sym,
-                "at_ms": int(ts[-1]) if len(ts) else -1,
-                "price": float("nan"),
-                "policy": None,
-                "value": float(len(ts)),
-                "owner": None,
-            }
-        )
-        out = pd.DataFrame(rows, columns=[c.split()[0] for c in EVENT_SCHEMA.split(", ")])
+        group.update((state.to_json(),))
+        rows.append(row(TICKS_ROW, int(ts[-1]) if len(ts) else -1, float(len(ts))))
+        out = pd.DataFrame(rows, columns=columns)
         yield out.astype({"policy": "Int64"})
 
 
@@ -326,6 +383,7 @@ def batch_sink(
     name: str,
     run: SparkRun,
     sink: Callable[[str, BatchReport], None] | None = None,
+    rules: Rules = DEFAULT_RULES,
 ) -> Callable[[Any, int], None]:
     """``foreachBatch``: claims, the optional Kafka sink, then the alerts (module docstring)."""
 
@@ -340,22 +398,29 @@ def batch_sink(
                     float(r["price"]),
                     None if r["policy"] is None else int(r["policy"]),
                     float(r["value"]),
+                    int(r["since_ms"]),
+                    tuple(float(x) for x in (r["detail"] or ())),
                 )
                 for r in rows
-                if r["kind"] != TICKS_ROW
+                if r["kind"] not in (TICKS_ROW, UNKNOWN_ROW)
             ),
             key=lambda e: (e.at_ms, e.symbol, e.kind),
         )
         ticks = int(sum(r["value"] for r in rows if r["kind"] == TICKS_ROW))
+        unknown = [r for r in rows if r["kind"] == UNKNOWN_ROW]
+        for r in unknown:
+            log.warning("dropped %d ticks of %r: no such market here", int(r["value"]), r["symbol"])
         owners = {int(r["policy"]): r["owner"] for r in rows if r["policy"] is not None}
         report = BatchReport(batch_id, ticks, events=events, owners=owners, read=ticks)
-        report.claims, report.opened = open_claims(services, name, events)
+        report.unknown = int(sum(r["value"] for r in unknown))
+        report.claims, report.opened = open_claims(services, name, events, None, rules)
+        report.events += proven_liquidations(report.events, report.opened)
         if sink is not None:
             sink(name, report)
         written = write_batch(
             services.db,
             name,
-            events,
+            report.events,
             owners=owners,
             offset=batch_id + 1,
             state={"engine": "spark", "batch": batch_id},
@@ -364,6 +429,11 @@ def batch_sink(
         run.batches.append(report)
 
     return handle
+
+
+def offset_ms(services: Services) -> int:
+    """The claims' clock minus this machine's, in ms (0 in production; tests run it ahead)."""
+    return int((services.claims.clock().timestamp() - time.time()) * 1000)
 
 
 def session(master: str = "local[2]", *, app: str = "bti-stream") -> Any:
@@ -416,17 +486,28 @@ def start(
     from bti_core.market.schema import Kind
 
     known = symbols if symbols is not None else services.risk.warehouse.symbols(Kind.MARK)
+    first: dict[str, str] = {}
+    for sym in known:
+        state = fresh_state(services, sym)
+        # the newest stored mark is the first trusted price (ticks older than it, a replay of
+        # history, start from their own first tick instead)
+        seed = stored_mark_before(services, sym, int(time.time() * 1000) + offset_ms(services))
+        if seed is not None:
+            state.trusted_ms, state.trusted_price = seed
+        first[sym] = state.to_json()
     scorer = Scorer(
         services.db.url.render_as_string(hide_password=False),
-        {s: fresh_state(services, s).to_json() for s in known},
+        first,
         rules,
         {s: market_context(services, s).to_json() for s in known},
+        offset_ms(services),
     )
     ticks = (
         spark.readStream.format(SOURCE)
         .option("bootstrap", bootstrap)
         .option("topic", topic)
         .option("maxTicksPerBatch", str(max_ticks))
+        .option("symbols", ",".join(sorted(known)))
         .load()
     )
     events = ticks.groupBy("symbol").applyInPandasWithState(
@@ -434,7 +515,7 @@ def start(
     )
     run = SparkRun()
     query = (
-        events.writeStream.foreachBatch(batch_sink(services, name, run, sink))
+        events.writeStream.foreachBatch(batch_sink(services, name, run, sink, rules))
         .option("checkpointLocation", str(checkpoint))
         .trigger(processingTime=f"{trigger_seconds} seconds")
         .queryName(name)

@@ -152,7 +152,10 @@ def test_crash_opens_decides_and_pays_claims(world: World) -> None:
     assert w.claims.verify_log().ok
 
 
-def test_a_last_price_wick_is_denied_and_can_be_appealed_once(world: World) -> None:
+def test_a_last_price_wick_record_is_refused_and_uses_up_nothing(world: World) -> None:
+    """It used to open a claim that was denied: the policy's only claim, used up by a record
+    the mark never confirmed. Now the record is refused with the reason, and a true crash
+    later still pays."""
     w = world
     p = buy(w, "dave", leverage="20")
     lp = float(p.liquidation_price)
@@ -160,31 +163,57 @@ def test_a_last_price_wick_is_denied_and_can_be_appealed_once(world: World) -> N
     # the mark falls to 1 % above the liquidation price; the last price wicks 5 % below it
     crash(w, drop=1 - lp * 1.01 / spot / 0.999, wick=0.05)
     assert w.claims.run().opened == []  # the mark never reached LP: no automatic claim
-    t = claim_time = NOW + timedelta(hours=3 + 5)
+    claim_time = NOW + timedelta(hours=3 + 5)
     record = (
         f"symbol,side,quantity,price,time\nBTCUSDT,long,0.1,{lp:.2f},{claim_time.isoformat()}\n"
     ).encode()
-    cid = w.claims.file_claim(User("dave", "Dave", "trader"), p.id or 0, record, "liq.csv")
-    filed = w.claims.get(cid)
-    # the mark then (the low of the bar holding the record's time), not the trader's price
-    mark = w.claims.evidence.bars(
-        "BTCUSDT", claim_time - timedelta(hours=1), claim_time + timedelta(hours=1), "1h"
-    )[0]
-    held = mark[mark["ts"] <= pd.Timestamp(claim_time)].iloc[-1]
-    assert filed.evidence["mark_at_trigger"] == pytest.approx(float(held["low"]))
-    assert filed.evidence["mark_at_trigger"] > lp  # the mark never reached the trader's price
-    c = w.claims.process(cid)
-    assert c.state == "denied" and c.decided_by == "system"
-    assert "wick" in (c.decision_reason or "")
+    with pytest.raises(ClaimError, match="record refused, and policy #1 can still be claimed") as e:
+        w.claims.file_claim(User("dave", "Dave", "trader"), p.id or 0, record, "liq.csv")
+    assert "a last-price wick liquidates nobody" in str(e.value)
+    with Session(w.db) as s:
+        assert s.exec(select(Claim)).all() == []
+        assert s.get(Policy, p.id).status == "active"  # type: ignore[union-attr]
+    crash(w, drop=0.3, after_hours=12)  # the true crash, later in the window
+    (cid,) = w.claims.run().opened
+    assert w.claims.get(cid).state == "paid"
+
+
+def test_a_mis_dated_record_is_refused_and_uses_up_nothing(world: World) -> None:
+    """A trader's record dated inside the window, of a liquidation the bars show after it (or
+    at a time no bar of the window proves), was claim enough to deny — and use up — the
+    policy's only claim."""
+    w = world
+    p = buy(w, "dora", leverage="20", hours=6)
+    lp = float(p.liquidation_price)
+    crash(w, drop=0.3, after_hours=8)  # after the 6-hour window
+    assert w.claims.run().opened == []
+    for when in (NOW + timedelta(hours=2), NOW + timedelta(hours=9)):
+        record = (
+            f"symbol,side,quantity,price,time\nBTCUSDT,long,0.1,{lp:.2f},{when.isoformat()}\n"
+        ).encode()
+        with pytest.raises(ClaimError, match="can still be claimed"):
+            w.claims.file_claim(User("dora", "Dora", "trader"), p.id or 0, record, "liq.csv")
+    with Session(w.db) as s:
+        assert s.exec(select(Claim)).all() == []
+
+
+def test_an_underwriters_denial_can_be_appealed_once(world: World) -> None:
+    w = world
+    p = buy(w, "dave", leverage="20", coverage="140")
+    w.claims.auto_limit = Decimal(100)  # the payout goes to an underwriter
+    crash(w)
+    (cid,) = w.claims.run().opened
+    assert w.claims.get(cid).state == "referred"
+    denied = w.claims.decide(cid, UNDERWRITER, "deny", "the order was closed before the fall")
+    assert denied.state == "denied"
     with pytest.raises(AuthError, match="not eve's"):
         w.claims.appeal(cid, User("eve", "Eve", "trader"), "not mine but let me try")
     c = w.claims.appeal(cid, User("dave", "Dave", "trader"), "my exchange liquidated me")
     assert c.state == "appealed" and c.due_at is not None
-    assert w.claims.why(cid) == ["Appealed by dave: my exchange liquidated me"]
+    assert w.claims.why(cid)[-1] == "Appealed by dave: my exchange liquidated me"
     partial = w.claims.decide(cid, UNDERWRITER, "adjust", "goodwill: half", Decimal("50"))
     assert partial.state == "paid" and partial.amount_approved == Decimal("50.00")
     assert w.chain.policy(p.chain_policy_id or 0).paid == Decimal(50)
-    assert t  # the record's time is inside the window
     with pytest.raises(TransitionError):
         w.claims.appeal(cid, User("dave", "Dave", "trader"), "again please")
 
@@ -565,9 +594,9 @@ def test_paid_liquidations_and_denied_claims_count_in_the_trader_history(world: 
     _paid_claim(w, "zed")
     h = w.ins.trader_history("zed")
     assert (h.policies, h.liquidations, h.claims) == (1, 1, 1)
-    p = buy(w, "zed")  # a second policy, claimed on a record the market does not confirm
+    p = buy(w, "zed")  # a second policy, a record the market does not confirm: refused
     record = f"symbol,side,quantity,price,time\nBTCUSDT,long,0.1,1,{NOW.isoformat()}\n".encode()
-    cid = w.claims.file_claim(User("zed", "Z", "trader"), p.id or 0, record, "r.csv")
-    assert w.claims.process(cid).state == "denied"
+    with pytest.raises(ClaimError, match="record refused"):
+        w.claims.file_claim(User("zed", "Z", "trader"), p.id or 0, record, "r.csv")
     h = w.ins.trader_history("zed")
-    assert (h.policies, h.liquidations, h.claims) == (2, 1, 2)
+    assert (h.policies, h.liquidations, h.claims) == (2, 1, 2)  # the refused filing counts

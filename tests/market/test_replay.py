@@ -3,17 +3,19 @@ stored beside the hourly series and their hours aggregated, the replayed stretch
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from sqlalchemy.engine import Engine
 
-from bti_core.claims.triggers import Insured, find_triggers
+from bti_core.claims.triggers import Insured, Series, find_triggers
 from bti_core.market.ingest import Ingestor
-from bti_core.market.replay import ReplayError, crash_now, replayed_spans
+from bti_core.market.replay import ReplayError, crash_now, replayed_spans, written_by_replays
 from bti_core.market.schema import Kind
 from bti_core.market.warehouse import Warehouse
+from bti_core.risk.engine import RiskEngine
 
 
 @pytest.fixture
@@ -70,9 +72,9 @@ def test_a_policy_bought_minutes_ago_is_liquidated_by_the_minute_bars(
     bought = now - pd.Timedelta(minutes=8)
     crash_now(wh, ing, "BTCUSDT", drop=0.3, minutes=30, now=now)
     p = Insured(1, "long", spot * 0.9, bought.to_pydatetime(), (now + pd.Timedelta("3D")))
-    hourly = find_triggers([p], wh.query(Kind.MARK, "BTCUSDT", "1h"))
+    hourly = find_triggers([p], Series("1h", wh.query(Kind.MARK, "BTCUSDT", "1h")))
     assert hourly == []  # the hour in progress opened before the purchase: it cannot count
-    (trig,) = find_triggers([p], wh.query(Kind.MARK, "BTCUSDT", "1m"))
+    (trig,) = find_triggers([p], Series("1m", wh.query(Kind.MARK, "BTCUSDT", "1m")))
     assert bought <= pd.Timestamp(trig.at) <= now
 
 
@@ -112,3 +114,27 @@ def test_replays_never_overwrite_and_refuse_stale_data(
         crash_now(wh, ing, "BTCUSDT", drop=1.5, now=now + pd.Timedelta("1h"))
     with pytest.raises(ReplayError, match="no mark prices"):
         crash_now(wh, ing, "ETHUSDT", now=now)
+
+
+def test_a_replayed_crash_is_priced_on_the_markets_own_volatility(
+    market: tuple[Warehouse, Ingestor], engine: Engine
+) -> None:
+    """A replay demonstrates claims, not pricing: after it, quotes are priced from the replayed
+    mark but on the volatility of the market's own bars (it used to read "volatility now 1022 %
+    a year" and refuse cover)."""
+    wh, ing = market
+    plain = RiskEngine(wh, n_paths=2_000)
+    aware = RiskEngine(wh, n_paths=2_000, replays=partial(written_by_replays, engine))
+    before = aware.symbol_risk("BTCUSDT")
+    now = pd.Timestamp(wh.latest(Kind.MARK, "BTCUSDT", "1h")["ts"]) + pd.Timedelta("3h")
+    r = crash_now(wh, ing, "BTCUSDT", drop=0.5, minutes=30, now=now)
+    after, naive = aware.symbol_risk("BTCUSDT"), plain.symbol_risk("BTCUSDT")
+    assert after.spot == pytest.approx(r.close_before * 0.5) == naive.spot  # the mark now
+    assert after.as_of == naive.as_of == now.floor("1h")
+    assert after.baseline_sigma == pytest.approx(before.baseline_sigma)  # the market's own
+    assert naive.baseline_sigma > 2 * before.baseline_sigma  # what the replay did to it
+    # the same cover (a long 10 % below the mark for a day) costs what it did before the crash
+    p_before = float(before.probability(before.spot * 0.9, 24.0, 1)[0])
+    p_after = float(after.probability(after.spot * 0.9, 24.0, 1)[0])
+    p_naive = float(naive.probability(naive.spot * 0.9, 24.0, 1)[0])
+    assert p_after == pytest.approx(p_before, abs=1e-9) and p_naive > p_before + 0.1

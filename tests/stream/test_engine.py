@@ -56,8 +56,12 @@ def test_a_replayed_crash_opens_claims_at_the_tick_once(world: World) -> None:  
         c = s.get(Claim, claims[0])
         assert c is not None and c.policy_id == hit.id and c.source == "stream"
         assert c.state == "paid" and c.trigger_price <= hit.liquidation_price
-        assert c.evidence["kind"] == "mark_tick_reached_liquidation_price"
-        assert c.evidence["bars"]  # the stored bars around the tick, for the reviewer
+        # ticks made of bars are hints: the stored bar proves it, and dates it by its span
+        assert c.evidence["kind"] == "mark_reached_liquidation_price"
+        assert c.evidence["timeframe"] == "1h" and c.evidence["stream"] == "replay"
+        assert pd.Timestamp(c.trigger_at).minute == 0
+        assert pd.Timestamp(c.evidence["until"]) == pd.Timestamp(c.trigger_at) + pd.Timedelta("1h")
+        assert c.evidence["bars"]  # the stored bars around it, for the reviewer
         alerts = s.exec(select(Alert)).all()
     kinds = {a.kind for a in alerts}
     assert "liquidation" in kinds and "near_liquidation" in kinds

@@ -178,8 +178,8 @@ def test_a_live_crash_opens_its_claim_at_the_tick_once(
     spot = w.ins.risk.spot("BTCUSDT")
     t0 = int(pd.Timestamp(NOW + timedelta(hours=3)).timestamp() * 1000)
     # −1 % a second for 15 seconds (the 20× long's liquidation price is about 4 % down), then
-    # held at −15 % so the crossing is seen however ccxt coalesces updates
-    prices = [spot * (1 - 0.01 * i) for i in range(15)] + [spot * 0.85] * 10
+    # held at −15 % for 40 s: beyond the level past the 30 s that confirm a liquidation
+    prices = [spot * (1 - 0.01 * i) for i in range(15)] + [spot * 0.85] * 40
     first = [update(t0 + 1000 * i, p) for i, p in enumerate(prices)]
 
     def run_live(messages: list[dict[str, Any]]) -> list[BatchReport]:
@@ -206,7 +206,9 @@ def test_a_live_crash_opens_its_claim_at_the_tick_once(
         assert c is not None and c.policy_id == hit.id and c.source == "stream"
         assert c.state == "paid" and c.trigger_price <= hit.liquidation_price
         assert int(pd.Timestamp(c.trigger_at).timestamp() * 1000) in crossing
-        # its minute is not stored yet: the feed's own bar of it is the evidence audited
+        # confirmed by the run of ticks beyond the level; the feed's own bars are context
+        run = c.evidence["confirmation"]
+        assert run["by"] == "persistence" and run["seconds"] >= 30 and run["stream"] == "live"
         feed = [b for b in c.evidence["bars"] if b.get("feed") == "live binanceusdm"]
         assert feed and min(b["low"] for b in feed) <= float(hit.liquidation_price)
         alerts = s.exec(select(Alert)).all()

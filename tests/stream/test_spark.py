@@ -14,8 +14,15 @@ import pytest
 from sqlmodel import Session, select
 
 from bti_core.db.models import Alert, Claim
-from bti_core.stream.engine import EmbeddedEngine
-from bti_core.stream.kafka import TICKS, LocalBroker, encode_tick, ensure_topics, publish_ticks
+from bti_core.stream.engine import ArraySource, EmbeddedEngine
+from bti_core.stream.kafka import (
+    TICKS,
+    LocalBroker,
+    encode_tick,
+    ensure_topics,
+    publish_ticks,
+    read_dead_letters,
+)
 from bti_core.stream.store import load_checkpoint
 from tests.claims.test_service import World, buy, claim_paid_events, crash, stream_services, world  # noqa: F401
 from tests.stream.test_engine import extreme_market
@@ -71,7 +78,9 @@ def test_spark_raises_the_alerts_and_claims_of_the_embedded_engine(
     extreme_market(w)  # a funding extreme and a forecast band the crash breaches
     src = replay(w)
     ticks = list(zip(src.symbols, src.ts.tolist(), src.price.tolist(), strict=True))
-    # a message that is not a tick and a late repeat of the first tick: skipped
+    # a message that is not a tick, a late repeat of the first tick, a tick from the year 2100
+    # and one of a market that does not exist: skipped, and none of them stops the query or
+    # makes the true ticks after them look late
     from confluent_kafka import Producer
 
     p = Producer({"bootstrap.servers": broker, "log_level": 3})
@@ -79,6 +88,8 @@ def test_spark_raises_the_alerts_and_claims_of_the_embedded_engine(
     p.flush(10)
     n = publish_ticks(broker, ticks[:10])
     p.produce(TICKS, key=b"BTCUSDT", value=encode_tick(*ticks[0]))
+    p.produce(TICKS, key=b"BTCUSDT", value=encode_tick("BTCUSDT", 4_102_444_800_000, 1.0))
+    p.produce(TICKS, key=b"ZZZ9USDT", value=encode_tick("ZZZ9USDT", ticks[10][1], 5.0))
     p.flush(10)
     del p  # before the broker stops: the client would keep reconnecting
     n += publish_ticks(broker, ticks[10:])
@@ -94,7 +105,10 @@ def test_spark_raises_the_alerts_and_claims_of_the_embedded_engine(
         trigger_seconds=0.1,
     )
     run_until(query, run, n)
-    assert run.ticks == n  # every valid tick scored once; the late repeat dropped
+    assert run.ticks == n  # every valid tick scored once; the late repeat and 2100 dropped
+    dead = {v: h["x-bti-reason"] for v, h in read_dead_letters(broker)}
+    assert dead[b"not json"].startswith("not JSON")
+    assert "ZZZ9USDT is no market here" in dead[encode_tick("ZZZ9USDT", ticks[10][1], 5.0)]
     assert len(run.batches) > 1  # in several micro-batches
     with Session(w.db) as s:
         claims = s.exec(select(Claim)).all()
@@ -105,7 +119,8 @@ def test_spark_raises_the_alerts_and_claims_of_the_embedded_engine(
     assert {a.policy_id for a in alerts if a.kind == "liquidation"} == {hit.id}
 
     # the embedded engine on the same ticks raises the same events (its claims exist already)
-    embedded = EmbeddedEngine(services, src, name="replay", batch=7).run()  # type: ignore[arg-type]
+    same = ArraySource(src.symbols, src.ts, src.price)
+    embedded = EmbeddedEngine(services, same, name="ticks", batch=7).run()  # type: ignore[arg-type]
     assert events_key(run.batches) == events_key(embedded)
     with Session(w.db) as s:
         stored = s.exec(select(Alert)).all()

@@ -14,6 +14,7 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sqlmodel import Session, select
 
@@ -22,6 +23,7 @@ from bti_core.config import get_settings
 from bti_core.db.models import Alert, Claim, Policy
 from bti_core.market.ingest import Ingestor
 from bti_core.market.replay import crash_now
+from bti_core.market.schema import Kind
 from bti_core.market.warehouse import Warehouse
 from bti_core.orders import Cover, Order
 from bti_core.services import build_services
@@ -53,6 +55,47 @@ def _insure_and_crash() -> None:
         crash_now(wh, Ingestor(wh, svc.db), "BTCUSDT", drop=0.4, minutes=20)
     finally:
         svc.close()
+
+
+def _publish(bootstrap: str, env: dict[str, str]) -> int:
+    """The market into the ticks topic as an exchange's feed would bring it: the stored hours
+    before the replayed crash through `bti stream publish`, then the crash's minutes a tick a
+    second (the minute bars' open, extreme and close joined), ending at the present. (The
+    minute bars' own four ticks a quarter-minute apart would jump by whole percents in a
+    replay squeezed into the minutes since the last hour: outliers to a tick stream.)"""
+    from bti_core.stream.kafka import publish_ticks
+
+    svc = build_services(get_settings())
+    try:
+        minutes = svc.warehouse.query(Kind.MARK, "BTCUSDT", "1m")
+    finally:
+        svc.close()
+    first = pd.Timestamp(minutes["ts"].iloc[0])
+    since = (pd.Timestamp.now("UTC") - pd.Timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
+    until = (first - pd.Timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    pub = subprocess.run(
+        [BTI, "stream", "publish", "--since", since, "--until", until],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert pub.returncode == 0, pub.stdout + pub.stderr
+    n = int(pub.stdout.split("published ")[1].split(" ")[0].replace(",", ""))
+    ticks = []
+    now_ms = int(time.time() * 1000)
+    for _, b in minutes.iterrows():
+        t0 = int(pd.Timestamp(b["ts"]).timestamp() * 1000)
+        path = np.concatenate(
+            [np.linspace(b["open"], b["low"], 31)[:-1], np.linspace(b["low"], b["close"], 30)]
+        )
+        ticks += [
+            ("BTCUSDT", t0 + 1000 * i, float(px))
+            for i, px in enumerate(path)
+            if t0 + 1000 * i <= now_ms
+        ]
+    return n + publish_ticks(bootstrap, ticks)
 
 
 def _outcome() -> tuple[list[Claim], int, list[str]]:
@@ -167,20 +210,10 @@ def test_the_kafka_stream_killed_and_restarted_claims_once(recent: Path) -> None
     from bti_core.stream.kafka import ALERTS, LocalBroker, read_all
 
     _insure_and_crash()
-    since = (pd.Timestamp.now("UTC") - pd.Timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
     with LocalBroker() as broker:
         env = {**os.environ, "BTI_KAFKA_BOOTSTRAP": broker.bootstrap}
-        pub = subprocess.run(
-            [BTI, "stream", "publish", "--since", since],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            env=env,
-        )
-        assert pub.returncode == 0, pub.stdout + pub.stderr
-        n = int(pub.stdout.split("published ")[1].split(" ")[0].replace(",", ""))
-        cmd = [BTI, "stream", "kafka", "--batch", "3", "--idle-exit", "4"]
+        n = _publish(broker.bootstrap, env)
+        cmd = [BTI, "stream", "kafka", "--batch", "40", "--idle-exit", "4"]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         time.sleep(random.Random(11).uniform(3.0, 5.0))
         if proc.poll() is None:
