@@ -58,10 +58,12 @@ def check_cover(
     limits: Limits = Limits(),
     liquidation_price: float | None = None,
     payout: Decimal | None = None,
+    position_cover: Decimal = Decimal(0),
 ) -> list[Check]:
     """All checks, passed or not (the quote shows them). ``liquidation_price`` and ``payout``
     (when known) add the checks that the order can be liquidated at all and that a
-    liquidation pays something."""
+    liquidation pays something. ``position_cover``: the open cover already bought on the same
+    described position (`position_key`): all of it together stays within its margin."""
     allowed = sorted(allowed_symbols)
     cap_lev = min(limits.max_leverage, symbol_max_leverage)
     sellable = limits.pool_capacity * limits.max_utilisation
@@ -78,6 +80,18 @@ def check_cover(
             # the margin as shown, to the cent rounded up: typing the displayed margin is allowed
             cover.coverage <= order.margin.quantize(Decimal("0.01"), rounding=ROUND_CEILING),
             f"coverage {_usdt(cover.coverage)} exceeds the order's margin of {_usdt(order.margin)}",
+        ),
+        Check(
+            "position_cover",
+            # the first cover on a position is `coverage_within_margin`'s to judge
+            position_cover <= 0
+            or position_cover + cover.coverage
+            <= order.margin.quantize(Decimal("0.01"), rounding=ROUND_CEILING),
+            f"this position ({order.symbol} {order.side} {order.quantity} at "
+            f"{order.entry_price:,.2f}) already has {_usdt(position_cover)} of cover; its margin "
+            f"of {_usdt(order.margin)} allows at most "
+            f"{_usdt(max(Decimal(0), order.margin - position_cover))} more: one position is "
+            "insured once, up to its margin",
         ),
         Check(
             "coverage_limit",
@@ -139,6 +153,22 @@ def check_cover(
 
 
 MARKET_ENTRY_TOLERANCE = 0.01  # the mark moves while a trader types; a stale form moves more
+
+
+SAME_ENTRY = Decimal("0.01")  # entries this close describe one position (a market entry's band)
+
+
+def same_position(a: Order, symbol: str, side: str, quantity: Decimal, entry: Decimal) -> bool:
+    """Whether a policy's order (``symbol, side, quantity, entry``) describes the position of
+    ``a``: one account, symbol, side and size, and an entry within `SAME_ENTRY` (a market
+    order's entry is the mark when quoted, so a new quote a minute later is the same
+    position, not another)."""
+    return (
+        symbol == a.symbol
+        and side == str(a.side)
+        and quantity == a.quantity
+        and abs(entry - a.entry_price) <= SAME_ENTRY * a.entry_price
+    )
 
 
 def check_market_entry(order: Order, mark: float) -> Check:

@@ -49,10 +49,18 @@ def policy_event(event: str, detail: dict[str, Any], at: datetime, link: Link) -
         case "expired":
             text = "Cover window ended without a liquidation"
         case "claimed":
-            source = "found in the market" if d.get("source") == "market_scan" else "filed by you"
+            source = {
+                "market_scan": "found in the market",
+                "stream": "seen by the price stream, confirmed",
+            }.get(str(d.get("source")), "filed by you")
             text = f"Claim #{d.get('claim_id')} opened ({source})"
         case "paid":
             text = f"Claim #{d.get('claim_id')} paid: {bti(d.get('amount', 0))}{_tx(d, link)}"
+        case "claim_refused":
+            reasons = d.get("reasons") or []
+            text = "A liquidation record was refused; the cover still stands" + (
+                ": " + "; ".join(map(str, reasons)) if reasons else ""
+            )
         case "cover_released":
             text = f"The pool released the cover it had locked{_tx(d, link)}"
         case _:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
+import pandas as pd
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
@@ -548,3 +550,108 @@ def test_the_what_if_curve_of_a_tiny_order_shows_no_cover_where_it_rounds_to_non
     curve = svc.premium_curve(q, [2, 50, 125], [24])
     assert curve["payout"].iloc[0] > 0
     assert curve["payout"].iloc[-1] == 0 and curve["premium"].iloc[-1] == 0
+
+
+# ------------------------------------------------------------------ bought before the risk, once
+
+
+@pytest.fixture
+def live(tmp_path: Path, demo: dict, engine: Engine, clock: Clock, chain: ChainClient):  # type: ignore[no-untyped-def]
+    """A service over its own warehouse, so a test can write the minutes after a quote."""
+    wh = Warehouse(tmp_path / "wh")
+    ing = Ingestor(wh, None)
+    m = demo["BTCUSDT"]
+    ing.ingest_frame(m.mark, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="demo")
+    ing.ingest_frame(m.ohlcv, symbol="BTCUSDT", kind=Kind.OHLCV, timeframe="1h", source="demo")
+    risk = RiskEngine(wh, n_paths=2_000)
+    svc = InsuranceService(
+        engine, risk, clock=clock, limits=Limits(pool_capacity=Decimal(20_000)), chain=chain
+    )
+    return svc, risk, ing
+
+
+def _minutes(ing: Ingestor, start: datetime, closes: list[float]) -> None:
+    """Mark-price minutes from ``start`` (each bar's low and high are its close)."""
+    ts = pd.date_range(pd.Timestamp(start).floor("1min"), periods=len(closes), freq="1min")
+    bars = pd.DataFrame({"ts": ts, "open": closes, "high": closes, "low": closes})
+    bars["close"], bars["volume"] = closes, 0.0
+    ing.ingest_frame(bars, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1m", source="test")
+
+
+def test_a_quote_is_not_bought_after_the_mark_passed_its_liquidation_price(
+    live: tuple[InsuranceService, RiskEngine, Ingestor], engine: Engine, clock: Clock
+) -> None:
+    """A five-minute quote used to buy cover on a position the market had already liquidated:
+    the purchase re-reads the mark when it is bought, and the pool's deadline is the quote's."""
+    svc, risk, ing = live
+    fund(svc, "rita")
+    wallet = svc.wallet_of("rita").address
+    q = quote_btc(svc, risk, "rita")  # 20× long: liquidated about 4.5 % below the mark
+    spot, lp = float(q.record.spot), float(q.record.liquidation_price)
+    assert lp < spot
+    # a wick through the liquidation price two minutes after the quote, then a rebound
+    _minutes(ing, clock.now + timedelta(minutes=1), [spot, lp * 0.995, spot * 1.001])
+    clock.now += timedelta(minutes=4)
+    with pytest.raises(UnderwritingError, match="already liquidated and cannot be insured"):
+        svc.buy(user_id="rita", quote_id=q.record.id)
+    assert svc.policies("rita")["status"].tolist() == ["declined"]  # on record, not sold
+    assert svc.chain is not None and svc.chain.balance(wallet) == Decimal(5000)  # not charged
+
+
+def test_a_quote_is_not_bought_once_the_mark_came_much_closer(
+    live: tuple[InsuranceService, RiskEngine, Ingestor], engine: Engine, clock: Clock
+) -> None:
+    svc, risk, ing = live
+    fund(svc, "rita")
+    q = quote_btc(svc, risk, "rita")
+    spot, lp = float(q.record.spot), float(q.record.liquidation_price)
+    closer = lp + (spot - lp) * 0.7  # 70 % of the quoted distance left: more than 20 % used
+    _minutes(ing, clock.now + timedelta(minutes=1), [spot, closer])
+    clock.now += timedelta(minutes=3)
+    with pytest.raises(UnderwritingError, match=r"moved from .* ask for a new quote"):
+        svc.buy(user_id="rita", quote_id=q.record.id)
+    assert svc.policies("rita")["status"].tolist() == ["declined"]
+    # a small move is what a quote allows: a fresh quote at the new mark buys
+    _minutes(ing, clock.now, [spot * 0.999])
+    clock.now += timedelta(minutes=1)
+    q2 = quote_btc(svc, risk, "rita")
+    p = svc.buy(user_id="rita", quote_id=q2.record.id)
+    assert p.status == "active"
+    assert p.pay_deadline is not None and p.pay_deadline <= q2.record.expires_at + timedelta(
+        minutes=1
+    )  # the pool refuses the signed purchase soon after the quote ends
+
+
+def test_one_position_is_insured_once_up_to_its_margin(
+    svc: InsuranceService, risk: RiskEngine, engine: Engine
+) -> None:
+    """Several policies on one described position used to pay several times: all the cover on
+    (account, symbol, side, size, entry) together stays within its margin."""
+    fund(svc, "pat", "quinn")
+    order = btc_order(risk)
+    margin = order.margin.quantize(Decimal("0.01"))
+    first = (margin * Decimal("0.6")).quantize(Decimal("0.01"))
+
+    def quote(user: str, o: Order, cov: Decimal):  # type: ignore[no-untyped-def]
+        return svc.quote(user_id=user, order=o, cover=Cover(coverage=cov, duration_hours=24))
+
+    assert svc.buy(user_id="pat", quote_id=quote("pat", order, first).record.id).status == "active"
+    again = quote("pat", order, first)
+    (cap,) = [c for c in again.failed if c.name == "position_cover"]
+    left = margin - first
+    assert f"allows at most {left:,.2f} USDT more" in cap.reason, cap.reason
+    with pytest.raises(UnderwritingError, match="one position is insured once"):
+        svc.buy(user_id="pat", quote_id=again.record.id)
+    # the same position quoted a little later (a market entry moved by 0.2 %) is still the same
+    nudged = dataclasses.replace(order, entry_price=(order.entry_price * Decimal("1.002")))
+    assert "position_cover" in [c.name for c in quote("pat", nudged, first).failed]
+    # what is left is sold; then nothing more
+    rest = quote("pat", order, left)
+    assert "position_cover" not in [c.name for c in rest.failed]
+    assert svc.buy(user_id="pat", quote_id=rest.record.id).status == "active"
+    assert "position_cover" in [c.name for c in quote("pat", order, Decimal("1")).failed]
+    # another account's position, or another size, is another position
+    assert "position_cover" not in [c.name for c in quote("quinn", order, first).failed]
+    bigger = dataclasses.replace(order, quantity=order.quantity * 2)
+    assert "position_cover" not in [c.name for c in quote("pat", bigger, first).failed]
+    assert (svc.policies("pat")["status"] == "active").sum() == 2

@@ -27,6 +27,8 @@ from bti_core.db.repository import (
     book_rows,
     claim_outcomes,
     open_cover,
+    open_positions,
+    refused_filings,
 )
 from bti_core.errors import BTIError
 from bti_core.orders import Cover, MarginMode, Order
@@ -40,6 +42,7 @@ from bti_core.underwriting import (
     check_cover,
     check_market_entry,
     check_premium,
+    same_position,
 )
 
 if TYPE_CHECKING:
@@ -116,12 +119,28 @@ class Quoting:
             outcomes = claim_outcomes(s, user_id=user_id)
             claims = len(outcomes)
             # a liquidation the market showed, or one paid on the trader's own record
-            liquidations = sum(src == "market_scan" or st == "paid" for src, st in outcomes)
+            liquidations = sum(
+                src in ("market_scan", "stream") or st == "paid" for src, st in outcomes
+            )
+        claims += refused_filings(s, user_id=user_id)  # records that proved nothing count too
         return TraderHistory(
             policies=len(mine),
             liquidations=liquidations,
             claims=claims,
             average_leverage=float(np.mean([float(lev) for _, lev in mine])),
+        )
+
+    @staticmethod
+    def _position_cover(s: Session, user_id: str, order: Order) -> Decimal:
+        """The open cover ``user_id`` already has on the position ``order`` describes."""
+        rows = open_positions(s, user_id=user_id, symbol=order.symbol, side=str(order.side))
+        return sum(
+            (
+                cov
+                for q, ep, cov in rows
+                if same_position(order, order.symbol, str(order.side), q, ep)
+            ),
+            Decimal(0),
         )
 
     def _exposure(self, user_id: str, s: Session | None = None) -> tuple[Decimal, Decimal]:
@@ -167,6 +186,7 @@ class Quoting:
             self._role_for_quote(s, user_id)
             rows = book_rows(s, user_id=user_id)
             history = self._history(s, user_id, rows)
+            on_position = self._position_cover(s, user_id, order)
         open_ = [(u, cov) for u, cov, status, _ in rows if status in ("active", "pending")]
         mine = sum((cov for u, cov in open_ if u == user_id), Decimal(0))
         pool = sum((cov for _, cov in open_), Decimal(0))
@@ -197,6 +217,7 @@ class Quoting:
             limits=self.limits,
             liquidation_price=lp,
             payout=payout,
+            position_cover=on_position,
         )
         checks.append(check_market_entry(order, sr.spot))
         distance = abs(sr.spot - lp) / sr.spot if lp > 0 else 1.0

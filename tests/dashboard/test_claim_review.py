@@ -32,7 +32,9 @@ def buy_and_crash(policies: int = 1) -> None:
     crash that ends now."""
     at = page("buy_insurance.py", "trader", "trader-demo")
     at.button(key="faucet").click().run()
-    for _ in range(policies):
+    for k in range(policies):
+        # one policy a position (a second on the same one is refused: `position_cover`)
+        at.number_input(key="buy_qty").set_value(0.1 + 0.01 * k)
         at.button(key="buy_quote").click().run()
         at.button(key="buy_go").click().run()
         assert not at.error, [e.value for e in at.error]
