@@ -13,6 +13,8 @@
 ``BTI_CLAIMS_WATCH_SECONDS``  how often the dashboard scans the market for liquidations
                               (30; 0 turns the watcher off)
 ``BTI_SESSION_HOURS``         how long a dashboard sign-in lasts, across reloads and tabs (24)
+``BTI_WEBHOOK_ALLOW_NETWORKS`` non-public networks webhooks may reach (CIDR list; none)
+``BTI_WEBHOOK_TIMEOUT_SECONDS`` the whole of one webhook delivery, at most (10)
 """
 
 from __future__ import annotations
@@ -78,6 +80,16 @@ class Settings(BaseSettings):
     claims_watch_seconds: float = Field(default=30.0, ge=0, le=3600)
     session_hours: float = Field(
         default=24.0, gt=0, le=24 * 90, description="How long a dashboard sign-in lasts"
+    )
+
+    webhook_allow_networks: str = Field(
+        default="",
+        description="Comma-separated networks (CIDR) webhooks may reach although they are not "
+        "public (loopback, private, link-local): empty, none — e.g. 10.0.0.0/8 for receivers "
+        "inside your own network",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120, description="The whole of one webhook delivery, at most"
     )
 
     @field_validator("data_dir")

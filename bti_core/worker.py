@@ -5,7 +5,9 @@ the tick that reaches a liquidation price), scans the market for liquidations an
 decides and pays the claims that opened; expires policies whose window ended and releases
 their cover; reconciles what a crash left half-done (purchases and payments); and fits each
 symbol's price and volatility forecasts once an hour, for the pages to read; raises the pool's
-utilisation alert; and delivers alerts to their webhooks. `make run` starts one beside the
+utilisation alert; re-checks held crossings against the stored bars; purges ended sessions;
+and, in a thread of its own with every request bounded, delivers alerts to their webhooks, so
+no receiver holds a claim back. `make run` starts one beside the
 dashboard, and the dashboard itself runs no background payer. Any number of
 workers may run at once, beside CLI runs: every step takes its work under a database lock or a
 payment lease, so each claim is decided once and paid once.
@@ -14,6 +16,7 @@ payment lease, so each claim is decided once and paid once.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -32,6 +35,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("bti.worker")
 
 
+STOP_GRACE = 5.0  # seconds the worker may finish its step after SIGTERM before it exits
+WEBHOOK_EVERY = 5.0  # seconds between webhook rounds
+
+
 class Worker:
     def __init__(self, services: Services, *, log: Callable[[str], None] | None = None) -> None:
         self.services = services
@@ -40,9 +47,12 @@ class Worker:
         # per symbol: the hour and the forecasters its cached forecasts are from
         self._forecast_hours: dict[str, tuple[pd.Timestamp, tuple[str, ...]]] = {}
         self._engine: EmbeddedEngine | None = None
+        self._hooks: threading.Thread | None = None
 
-    def _step(self, name: str, fn: Callable[[], object]) -> tuple[str, bool]:
+    def duty(self, name: str, fn: Callable[[], object]) -> tuple[str, bool]:
         """Run one duty: what it did, and whether that was anything."""
+        if self.stop.is_set():  # stopping: the steps after this one wait for the next start
+            return f"{name}: not run (stopping)", False
         try:
             result = fn()
         except BTIError as exc:  # the chain or the data is not there: try again next round
@@ -65,12 +75,14 @@ class Worker:
 
     def _stream(self) -> int:
         """The embedded streaming engine over the warehouse's newest mark bars: alerts, and a
-        claim at the tick that reaches a liquidation price. Returns the ticks scored."""
+        claim where the bars prove a liquidation. Returns the ticks scored."""
         from bti_core.stream.engine import EmbeddedEngine, TailSource
 
         if self._engine is None:
             self._engine = EmbeddedEngine(
-                self.services, TailSource(self.services.warehouse), name="worker"
+                self.services,
+                TailSource(self.services.warehouse, clock=self.services.claims.clock),
+                name="worker",
             )
         return sum(r.ticks for r in self._engine.run())
 
@@ -80,36 +92,72 @@ class Worker:
         c = check_pool(self.services)
         return c if c.raised else 0  # a round reports the pool only when it raised an alert
 
-    def _webhooks(self) -> Any:
+    def _housekeeping(self) -> int:
+        """Expired and revoked sign-in sessions, used tickets and old sign-in attempts."""
+        from bti_core import sessions
+        from bti_core.auth import purge_attempts
+
+        db = self.services.db
+        return sessions.purge(db) + purge_attempts(db)
+
+    def deliver_webhooks(self) -> Any:
+        """One round of webhook deliveries, each bounded (`bti_core.outbound`): apart from the
+        money loop, in `run_forever`'s own thread."""
         from bti_core.stream.webhooks import deliver
 
-        return deliver(self.services.db)
+        s = self.services
+        return deliver(
+            s.db,
+            allowed=s.webhook_networks,
+            deadline=s.settings.webhook_timeout_seconds,
+            stop=self.stop,
+        )
 
     def round(self) -> str:
-        """One round of every duty; a line saying what each did ("idle" when nothing)."""
+        """One round of every money and market duty; a line saying what each did ("idle" when
+        nothing). Webhooks are not among them: a receiver never holds a claim back."""
         svc = self.services
         steps = [
-            self._step("stream", self._stream),
-            self._step("claims", svc.claims.run),
-            self._step("expired", svc.insurance.expire_due),
-            self._step("purchases", svc.insurance.reconcile),
-            self._step("payments", svc.claims.reconcile),
-            self._step("forecasts", self._forecasts),
-            self._step("pool", self._pool),
-            self._step("webhooks", self._webhooks),
+            self.duty("stream", self._stream),
+            self.duty("claims", svc.claims.run),
+            self.duty("held", svc.claims.recheck_held),
+            self.duty("expired", svc.insurance.expire_due),
+            self.duty("purchases", svc.insurance.reconcile),
+            self.duty("payments", svc.claims.reconcile),
+            self.duty("forecasts", self._forecasts),
+            self.duty("pool", self._pool),
+            self.duty("sessions", self._housekeeping),
         ]
         return "; ".join(text for text, busy in steps if busy) or "idle"
 
-    def run_forever(self, every: float) -> None:
-        """Rounds every ``every`` seconds until SIGTERM, SIGINT or `stop` is set."""
+    def _webhook_loop(self) -> None:
+        while not self.stop.is_set():
+            text, busy = self.duty("webhooks", self.deliver_webhooks)
+            if busy:
+                self.say(f"{time.strftime('%H:%M:%S')} {text}")
+            self.stop.wait(WEBHOOK_EVERY)
 
-        def _stop(_sig: int, _frame: FrameType | None) -> None:
+    def run_forever(self, every: float) -> None:
+        """Rounds every ``every`` seconds, webhooks in a thread of their own, until SIGTERM,
+        SIGINT or `stop` is set. Stopping lets the step under way finish for at most
+        `STOP_GRACE` seconds, then the process exits: every step is safe to cut short (a claim
+        is decided under a lock and paid under a lease, and a restart settles what it left)."""
+
+        def _stop(sig: int, _frame: FrameType | None) -> None:
+            if self.stop.is_set():
+                return
             self.stop.set()
+            self.say(f"stopping ({signal.Signals(sig).name}): at most {STOP_GRACE:g} s more")
+            timer = threading.Timer(STOP_GRACE, self._exit_now)
+            timer.daemon = True
+            timer.start()
 
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _stop)
             signal.signal(signal.SIGINT, _stop)
-        self.say(f"worker started: a round every {every:g} s")
+        self._hooks = threading.Thread(target=self._webhook_loop, name="bti-webhooks", daemon=True)
+        self._hooks.start()
+        self.say(f"worker started: a round every {every:g} s; webhooks on their own")
         while not self.stop.is_set():
             t0 = time.monotonic()
             line = self.round()
@@ -117,3 +165,8 @@ class Worker:
                 self.say(f"{time.strftime('%H:%M:%S')} {line}")
             self.stop.wait(max(0.0, every - (time.monotonic() - t0)))
         self.say("worker stopped")
+
+    def _exit_now(self) -> None:
+        self.say(f"worker stopped after {STOP_GRACE:g} s of grace, mid-step (safe: see docs)")
+        logging.shutdown()
+        os._exit(0)

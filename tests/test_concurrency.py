@@ -199,3 +199,90 @@ def test_purchases_from_threads_at_once_cannot_both_pass_the_trader_limit(
     assert sorted(o.split(":")[0] for o in outcome) == ["active", "refused"], outcome
     assert any("above the 1,000.00 USDT limit per trader" in o for o in outcome)
     svc.close()
+
+
+def test_a_slow_webhook_holds_back_no_claim_and_sigterm_stops_the_worker(
+    data_dir: Path, anvil: AnvilNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receiver answering one byte every two seconds used to hold `bti worker` in its webhook
+    step (no claim opened or paid anywhere) and SIGTERM was ignored. Here the receiver holds its
+    connection the whole time while a crash is claimed and paid, and SIGTERM ends the worker."""
+    import signal
+
+    from bti_core.auth import User
+    from bti_core.db.models import AppUser
+    from bti_core.outbound import networks
+    from bti_core.stream.scoring import Event
+    from bti_core.stream.store import write_batch
+    from bti_core.stream.webhooks import subscribe
+    from tests.stream.receivers import Slow
+
+    monkeypatch.setenv("BTI_RPC_URL", anvil.url)
+    monkeypatch.setenv("BTI_WEBHOOK_ALLOW_NETWORKS", "127.0.0.0/8")  # the receiver's
+    monkeypatch.setenv("BTI_WEBHOOK_TIMEOUT_SECONDS", "120")  # longer than the test
+    svc = build_services(Settings())
+    _market(svc)
+    svc.risk.n_paths = 4_000
+    svc.chain.faucet(svc.insurance.wallet_of("tara").address, Decimal(1000))
+    q = svc.insurance.quote(
+        user_id="tara", order=_order(svc), cover=Cover(coverage="100", duration_hours=48)
+    )
+    policy = svc.insurance.buy(user_id="tara", quote_id=q.record.id)
+    # as if bought three hours ago: the crash below is then a fact of the past, not a forecast
+    bought = datetime.now(UTC) - timedelta(hours=3)
+    with Session(svc.db) as s:
+        row = s.get(Policy, policy.id)
+        assert row is not None
+        row.start_at = row.created_at = bought
+        s.add(row)
+        s.add(
+            AppUser(username="desk", name="Desk", email="", role="underwriter", password_hash="!")
+        )
+        s.commit()
+    desk = User("desk", "Desk", "underwriter")
+    with Slow() as slow:
+        subscribe(svc.db, desk, webhook_url=slow.url, scope="all", allowed=networks("127.0.0.0/8"))
+        spike = Event("volatility_spike", "BTCUSDT", int(time.time() * 1000), 1.0, None, -5.0)
+        write_batch(svc.db, "other", [spike], owners={}, offset=1, state={})
+        worker = subprocess.Popen(
+            [BTI, "worker", "--every", "1"],
+            env={**os.environ},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 90
+            while slow.open < 1:  # the worker is inside the receiver's answer
+                assert time.monotonic() < deadline and worker.poll() is None, "no webhook sent"
+                time.sleep(0.2)
+            # 90 minutes after the purchase, a 30 % fall over 20 minutes, in minute mark bars
+            spot = float(q.record.spot)
+            ts = pd.date_range(
+                pd.Timestamp(bought + timedelta(minutes=90)).floor("1min"), periods=20, freq="1min"
+            )
+            closes = [spot * (1 - 0.3 * (i + 1) / 20) for i in range(20)]
+            bars = pd.DataFrame({"ts": ts, "open": closes, "high": closes, "low": closes})
+            bars["close"], bars["volume"] = closes, 0.0
+            svc.ingestor.ingest_frame(
+                bars, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1m", source="exchange"
+            )
+            deadline = time.monotonic() + 120
+            while True:
+                with Session(svc.db) as s:
+                    claims = s.exec(select(Claim).where(Claim.policy_id == policy.id)).all()
+                if claims and claims[0].state == "paid":
+                    break
+                assert time.monotonic() < deadline, f"not paid: {[c.state for c in claims]}"
+                assert worker.poll() is None
+                time.sleep(0.5)
+            assert slow.open >= 1 and slow.requests == 1  # still answering, byte by byte
+            worker.send_signal(signal.SIGTERM)
+            out, _ = worker.communicate(timeout=30)  # STOP_GRACE is 5 s
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.communicate()
+    assert worker.returncode == 0, out
+    assert "stopping (SIGTERM)" in out
+    svc.close()

@@ -17,20 +17,22 @@ or failed request is retried after 30 s, 2 min, 8 min …, and given up after `M
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from bti_core.auth import User
 from bti_core.db.engine import session_scope, write_scope
-from bti_core.db.models import Alert, AlertDelivery, AlertSubscription
+from bti_core.db.models import Alert, AlertDelivery, AlertSubscription, AppUser
 from bti_core.db.types import utcnow
 from bti_core.errors import BTIError
+from bti_core.outbound import DestinationError, Network, destination, post_json
 from bti_core.stream.store import MESSAGES
 
 KINDS = tuple(MESSAGES)
@@ -46,17 +48,14 @@ class SubscriptionError(BTIError, ValueError):
     """A subscription that cannot be made or changed as asked."""
 
 
-def _check_url(url: str) -> str:
+def _check_url(url: str, allowed: tuple[Network, ...] = ()) -> str:
     url = url.strip()
     if len(url) > 500:
         raise SubscriptionError(f"the webhook URL has {len(url)} characters; at most 500")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SubscriptionError(
-            f"the webhook must be an http:// or https:// URL with a host; got {url!r}"
-        )
-    if parts.username or parts.password:
-        raise SubscriptionError("put no credentials in the webhook URL (use a secret path)")
+    try:
+        destination(url, allowed)  # resolved now; again at every delivery
+    except DestinationError as exc:
+        raise SubscriptionError(str(exc)) from exc
     return url
 
 
@@ -68,6 +67,7 @@ def subscribe(
     kinds: Sequence[str] = (),
     symbols: Sequence[str] = (),
     scope: str = "mine",
+    allowed: tuple[Network, ...] = (),
 ) -> AlertSubscription:
     """A new subscription of ``user``; refuses an unknown kind, a bad symbol or URL, the
     scope "all" for a trader, and more than `MAX_SUBSCRIPTIONS`."""
@@ -82,7 +82,7 @@ def subscribe(
     wrong = [s for s in syms if not _SYMBOL.match(s)]
     if wrong:
         raise SubscriptionError(f"symbol {wrong[0]!r} must be 2–40 letters and digits")
-    url = _check_url(webhook_url)
+    url = _check_url(webhook_url, allowed)
     with write_scope(db, lock=f"subscriptions:{user.username}") as s:
         have = s.exec(
             select(AlertSubscription).where(
@@ -142,13 +142,6 @@ def body(alert: Alert, sub: AlertSubscription) -> dict[str, Any]:
     }
 
 
-def http_post(url: str, payload: dict[str, Any], headers: dict[str, str]) -> int:
-    import requests
-
-    r = requests.post(url, json=payload, headers=headers, timeout=5, allow_redirects=False)
-    return r.status_code
-
-
 @dataclass(frozen=True)
 class Delivered:
     sent: int = 0
@@ -159,10 +152,13 @@ class Delivered:
         return bool(self.sent or self.retried or self.failed)
 
 
-def _due(db: Engine, now: datetime, limit: int) -> list[tuple[int, int]]:
-    """(alert, subscription) pairs to send now, oldest first: alerts the subscription matches,
-    raised after it was made, neither sent nor given up, and not leased or waiting for a
-    retry whose time has not come."""
+def _due(db: Engine, now: datetime, limit: int, per_sub: int) -> list[tuple[int, int]]:
+    """(alert, subscription) pairs to send now, oldest first, at most ``per_sub`` a
+    subscription (a slow receiver takes no more than its share of a round): alerts the
+    subscription matches, raised after it was made, neither sent nor given up, and not leased
+    or waiting for a retry whose time has not come. A subscription to every alert delivers only
+    while its owner is an underwriter (the role is read now: a demoted one's stops), and one
+    whose owner is gone delivers nothing."""
     out: list[tuple[int, int]] = []
     with session_scope(db) as s:
         subs = s.exec(
@@ -170,7 +166,11 @@ def _due(db: Engine, now: datetime, limit: int) -> list[tuple[int, int]]:
             .where(col(AlertSubscription.active).is_(True))
             .order_by(col(AlertSubscription.id))
         ).all()
+        roles = dict(s.exec(select(AppUser.username, AppUser.role)).all())
         for sub in subs:
+            role = roles.get(sub.user_id)
+            if role is None or (sub.scope == "all" and role != "underwriter"):
+                continue
             d = AlertDelivery
             busy = select(d.alert_id).where(
                 d.subscription_id == sub.id,
@@ -185,7 +185,7 @@ def _due(db: Engine, now: datetime, limit: int) -> list[tuple[int, int]]:
                 stmt = stmt.where(col(Alert.kind).in_(sub.kinds))
             if sub.symbols:
                 stmt = stmt.where(col(Alert.symbol).in_(sub.symbols))
-            ids = s.exec(stmt.order_by(col(Alert.id)).limit(limit - len(out))).all()
+            ids = s.exec(stmt.order_by(col(Alert.id)).limit(min(per_sub, limit - len(out)))).all()
             out += [(int(i), int(sub.id)) for i in ids if i is not None]  # type: ignore[arg-type]
             if len(out) >= limit:
                 break
@@ -229,16 +229,33 @@ def _finish(db: Engine, delivery_id: int, error: str | None, now: datetime) -> s
 def deliver(
     db: Engine,
     *,
-    post: Post = http_post,
+    post: Post | None = None,
     limit: int = 200,
+    per_subscription: int = 20,
     clock: Callable[[], datetime] = utcnow,
+    allowed: tuple[Network, ...] = (),
+    deadline: float = 10.0,
+    workers: int = 4,
+    stop: threading.Event | None = None,
 ) -> Delivered:
-    """Send what is due (module docstring); counts of sent, to be retried and given up."""
+    """Send what is due (module docstring) through ``workers`` requests at a time, each
+    bounded by `bti_core.outbound` (``deadline`` seconds in all, the destination checked again,
+    no redirect, the answer's size capped); counts of sent, to be retried and given up.
+    ``stop``: no new request starts once it is set."""
+    send = post or (
+        lambda url, payload, headers: post_json(
+            url, payload, headers, deadline=deadline, allowed=allowed
+        )
+    )
     counts = {"sent": 0, "retry": 0, "failed": 0}
-    for alert_id, sub_id in _due(db, clock(), limit):
+    lock = threading.Lock()
+
+    def one(alert_id: int, sub_id: int) -> None:
+        if stop is not None and stop.is_set():
+            return
         did = _lease(db, alert_id, sub_id, clock())
         if did is None:
-            continue
+            return
         with session_scope(db) as s:
             a, sub = s.get(Alert, alert_id), s.get(AlertSubscription, sub_id)
             assert a is not None
@@ -247,12 +264,25 @@ def deliver(
             key = a.key
         error: str | None = None
         try:
-            status = post(url, payload, {"X-BTI-Alert-Key": key, "X-BTI-Delivery": str(did)})
+            status = send(url, payload, {"X-BTI-Alert-Key": key, "X-BTI-Delivery": str(did)})
             if not 200 <= status < 300:
-                error = f"HTTP {status}"
+                error = f"HTTP {status}" + (
+                    " (redirects are not followed)" if 300 <= status < 400 else ""
+                )
         except Exception as exc:  # a webhook is someone else's server: any failure is theirs
             error = f"{exc.__class__.__name__}: {exc}"
-        counts[_finish(db, did, error, clock())] += 1
+        outcome = _finish(db, did, error, clock())
+        with lock:
+            counts[outcome] += 1
+
+    due = _due(db, clock(), limit, per_subscription)
+    if workers <= 1:
+        for alert_id, sub_id in due:
+            one(alert_id, sub_id)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bti-webhook") as pool:
+            for f in [pool.submit(one, a, sub) for a, sub in due]:
+                f.result()
     return Delivered(counts["sent"], counts["retry"], counts["failed"])
 
 

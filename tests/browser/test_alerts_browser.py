@@ -39,10 +39,10 @@ def test_an_underwriter_replays_a_crash_and_subscribes_a_webhook(app: App, page:
     page.get_by_role("textbox", name="Webhook URL").fill("not a url")
     page.get_by_role("button", name="Subscribe").click()
     expect(page.get_by_text("http:// or https:// URL")).to_be_visible()
-    page.get_by_role("textbox", name="Webhook URL").fill("https://example.com/bti-hook")
+    page.get_by_role("textbox", name="Webhook URL").fill("https://1.1.1.1/bti-hook")
     page.get_by_role("button", name="Subscribe").click()
     # the subscriptions table (a canvas grid: its cells are in the DOM, drawn, not "visible")
-    expect(page.get_by_text("https://example.com/bti-hook").first).to_be_attached()
+    expect(page.get_by_text("https://1.1.1.1/bti-hook").first).to_be_attached()
     # the live feed (a fragment refreshing on its own): the replay's alerts, or none yet
     feed = page.locator('[data-testid="stMetric"]').filter(has_text="Alerts").first
     expect(feed.or_(page.get_by_text("No alerts yet."))).to_be_visible()
