@@ -204,7 +204,7 @@ def browser(data: Path, policies: int, clicks: int) -> None:
         [
             str(ROOT / ".venv" / "bin" / "streamlit"),
             "run",
-            str(ROOT / "dashboard" / "app.py"),
+            str(ROOT / "dashboard" / "server.py"),
             "--server.address=127.0.0.1",
             f"--server.port={port}",
             "--server.headless=true",

@@ -29,6 +29,7 @@ from bti_core.db.repository import latest_ingest_runs
 from bti_core.errors import BTIError
 from bti_core.market.ingest import Ingestor, IngestResult
 from bti_core.market.schema import (
+    FEED_SOURCE_PREFIX,
     TIMEFRAMES,
     Kind,
     allowed_times,
@@ -140,8 +141,10 @@ def demo(
         bool, typer.Option("--quiet", help="One line of summary, no cleaning reports")
     ] = False,
 ) -> None:
-    """Generate synthetic demo markets (BTC, ETH, SOL, BNB perpetuals) into the warehouse."""
+    """Generate synthetic demo markets (BTC, ETH, SOL, BNB perpetuals) into the warehouse
+    (local development chain only: on a real chain their crashes would pay real claims)."""
     try:
+        _services().require_demo("`bti demo` (synthetic markets)")
         with _context() as (settings, warehouse, ingestor):
             _demo(settings, warehouse, ingestor, seed, days, timeframe, end, if_missing, quiet)
     except (BTIError, ValueError) as exc:
@@ -164,6 +167,7 @@ def demo_book(
 
     services = _services()
     try:
+        services.require_demo("`bti demo-book`")
         if if_missing:
             from bti_core.demo_book import book_state, has_policies
 
@@ -703,6 +707,7 @@ def chain_faucet(
 
     try:
         svc = _services()
+        svc.require_demo("the faucet")
         wallet = svc.insurance.wallet_of(user)
         tx = svc.chain.faucet(wallet.address, Decimal(str(round(amount, 2))))
         console.print(
@@ -771,8 +776,9 @@ def worker(
     once: Annotated[bool, typer.Option("--once", help="Run one round and exit")] = False,
 ) -> None:
     """Everything that runs on a clock: scan for liquidations, decide and pay claims, expire
-    policies and release their cover, reconcile. Any number may run beside each other and
-    beside CLI runs; SIGTERM or Ctrl-C stops it after the current step."""
+    policies and release their cover, reconcile; webhooks apart, each delivery bounded. Any
+    number may run beside each other and beside CLI runs; SIGTERM or Ctrl-C stops it within
+    5 seconds (the step under way is safe to cut short)."""
     from bti_core.worker import Worker
 
     settings = get_settings()
@@ -780,6 +786,9 @@ def worker(
         w = Worker(build_services(settings), log=lambda m: console.print(m, highlight=False))
         if once:
             console.print(w.round())
+            text, busy = w.duty("webhooks", w.deliver_webhooks)
+            if busy:
+                console.print(text)
             return
         w.run_forever(every if every is not None else (settings.claims_watch_seconds or 30.0))
     except BTIError as exc:
@@ -1035,6 +1044,7 @@ def stream_kafka(
     from bti_core.stream.kafka import (
         ALERTS,
         CLAIMS,
+        DEAD,
         TICKS,
         KafkaSink,
         KafkaTickSource,
@@ -1073,10 +1083,14 @@ def stream_kafka(
     finally:
         if source is not None:
             source.close()
-            if source.stats.skipped or source.stats.late:
+            st = source.stats
+            if st.skipped or st.late:
                 console.print(
-                    f"skipped {source.stats.skipped:,} invalid and {source.stats.late:,} late "
-                    "messages; the first: " + "; ".join(source.stats.reasons[:3])
+                    f"skipped {st.skipped:,} messages ({st.unknown:,} of no market here, "
+                    f"{st.future:,} from the future, the rest not ticks; "
+                    f"{st.dead_lettered:,} dead-lettered to {DEAD}) and {st.late:,} late; "
+                    "the first: " + "; ".join(st.reasons[:3]),
+                    soft_wrap=True,
                 )
         if sink is not None:
             sink.close()
@@ -1161,7 +1175,7 @@ def stream_live(
                     symbol=sym,
                     kind=Kind.MARK,
                     timeframe="1m",
-                    source=f"live:{exchange}",
+                    source=f"{FEED_SOURCE_PREFIX}{exchange}",
                 )
                 totals["bars"] += r.write.rows_added + r.write.rows_updated
             except BTIError as exc:  # bars the cleaning refuses do not stop the feed
@@ -1336,6 +1350,7 @@ def demo_crash(
 
     services = _services()
     try:
+        services.require_demo("`bti crash` (a crash replay)")
         newest = services.insurance.newest_start(symbol)
         now = pd.Timestamp.now(tz="UTC")
         if newest is not None and pd.Timestamp(newest) >= now.floor("1min"):
@@ -1388,6 +1403,23 @@ def users_add(
     except ValueError as exc:
         raise _fail(exc) from exc
     console.print(f"user {u.username} ({u.role}) created")
+
+
+@users_app.command("set-role")
+def users_set_role(
+    username: Annotated[str, typer.Argument(help="An existing user")],
+    role: Annotated[str, typer.Argument(help="trader or underwriter")],
+) -> None:
+    """Change a user's role; it takes effect at once (pages, claim decisions, webhooks)."""
+    from bti_core.auth import set_role
+
+    engine = make_engine(get_settings().resolved_database_url)
+    migrate(engine)
+    try:
+        u = set_role(engine, username, role)
+    except ValueError as exc:
+        raise _fail(exc) from exc
+    console.print(f"user {u.username} is now {u.role}")
 
 
 @app.command()

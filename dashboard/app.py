@@ -1,4 +1,5 @@
-"""BTI dashboard entry point: `streamlit run dashboard/app.py` (or `make run`)."""
+"""BTI dashboard pages: served by `streamlit run dashboard/server.py` (`make run`), which adds the
+session routes a page cannot serve (`dashboard.server`)."""
 
 from __future__ import annotations
 

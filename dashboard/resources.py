@@ -18,7 +18,13 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 
 from bti_core import sessions
-from bti_core.auth import AuthError, User, authenticate, ensure_demo_users, get_user
+from bti_core.auth import (
+    AuthError,
+    TooManyAttemptsError,
+    User,
+    authenticate,
+    ensure_demo_users,
+)
 from bti_core.chain.client import ChainClient
 from bti_core.chain.explorer import Explorer
 from bti_core.claims.service import ClaimsService
@@ -93,8 +99,20 @@ def explorer_link(query: object, text: str | None = None) -> str:
     return f"[{text or query}](/chain_explorer?q={quote(str(query))})"
 
 
+def demo_chain() -> bool:
+    """Whether this dashboard runs on the local development chain, the only place for demos
+    (accounts, faucet, crash replay): elsewhere they would move real money."""
+    return services().is_demo_chain
+
+
 def wallet_panel(trader: str) -> None:
-    """Sidebar: the trader's demo wallet, its BTI balance and the faucet."""
+    """Sidebar: the trader's demo wallet, its BTI balance and the faucet (local chain only)."""
+    if not demo_chain():
+        st.sidebar.info(
+            "This chain is not the local development chain: BTI holds no wallet of yours "
+            "here, and there is no faucet."
+        )
+        return
     svc_chain = chain()
     try:
         wallet = insurance().wallet_of(trader).address
@@ -105,77 +123,101 @@ def wallet_panel(trader: str) -> None:
     st.sidebar.caption(f"Wallet `{wallet[:8]}…{wallet[-6:]}` (demo, custodial)")
     st.sidebar.metric("BTI balance", f"{bal:,.2f}")
     if st.sidebar.button("Get 1,000 BTI (demo faucet)", key="faucet"):
-        svc_chain.faucet(wallet, Decimal(1000))
+        try:
+            svc_chain.faucet(wallet, Decimal(1000))
+        except BTIError as exc:
+            st.sidebar.error(str(exc))
+            return
         st.sidebar.success("1,000 BTI sent to your wallet.")
         st.rerun()
 
 
 @st.cache_resource(show_spinner=False)
 def _demo_users(db_url: str) -> bool:
+    """The demo accounts, made once per process, and only on the local development chain."""
+    if not demo_chain():
+        return False
     ensure_demo_users(engine())
     return True
 
 
-def _cookie_script(value: str, max_age: int) -> None:
-    """Set (or with ``max_age=0`` clear) the session cookie in the browser. Written by a
-    script in the page, not a component: nothing round-trips, so nothing redraws."""
-    st.sidebar.html(
-        f"<script>document.cookie = '{sessions.COOKIE}={value}; Path=/; Max-Age={max_age}; "
-        "SameSite=Strict';</script>",
-        unsafe_allow_javascript=True,
+def _navigate(script: str) -> None:
+    """Run ``script`` (a navigation of the browser) in the page."""
+    st.html(f"<script>{script}</script>", unsafe_allow_javascript=True)
+
+
+def _to_server(route: str, query: str = "") -> None:
+    """Send the browser to one of the server's routes (`dashboard.server`), which sets or
+    clears the HttpOnly session cookie and sends it back to this page."""
+    _navigate(
+        "const next = window.location.pathname + window.location.search;"
+        f"window.location.replace('/bti/{route}?{query}next=' + encodeURIComponent(next));"
     )
 
 
 def _sign_in_form() -> None:
     """The sign-in form; stops the page until someone signs in."""
+    demo = _demo_users(settings().resolved_database_url)
     with st.form("sign_in"):
         st.markdown("**Sign in**")
-        name = st.text_input("Username", key="sign_in_user")
-        secret = st.text_input("Password", type="password", key="sign_in_password")
+        name = st.text_input("Username", key="sign_in_user", max_chars=80)
+        secret = st.text_input("Password", type="password", key="sign_in_password", max_chars=200)
         go = st.form_submit_button("Sign in", type="primary")
     if go:
         try:
-            user = authenticate(engine(), name.strip().lower(), secret)
-        except AuthError:
-            st.error("Wrong username or password.")
+            user = authenticate(
+                engine(),
+                name,
+                secret,
+                client=st.context.ip_address or "local",
+                demo_allowed=demo,
+            )
+        except TooManyAttemptsError as exc:
+            st.error(f"Sign-in refused: {exc}.")
+        except AuthError as exc:
+            st.error("Wrong username or password." if "wrong password" in str(exc) else str(exc))
         else:
             hours = settings().session_hours
             token = sessions.open_session(engine(), user.username, hours)
-            st.session_state.update(_user=user, _token=token, _cookie=(token, int(hours * 3600)))
+            st.session_state.update(_user=user, _token=token)
             st.session_state.pop("_signed_out", None)
+            st.session_state["_ticket"] = sessions.open_ticket(engine(), token)
             st.rerun()
-    st.caption(
-        "Demo accounts: **trader** / `trader-demo` and **underwriter** / `underwriter-demo`."
-    )
-    cleared = st.session_state.pop("_clear_cookie", False)
-    if cleared:
-        _cookie_script("", 0)
+    if demo:
+        st.caption(
+            "Demo accounts: **trader** / `trader-demo` and **underwriter** / `underwriter-demo`."
+        )
+    if st.session_state.pop("_clear_cookie", False):
+        _to_server("signout")
     st.stop()
 
 
 def signed_in_user() -> User:
-    """The signed-in user: this page session's, else the one the browser's session cookie
-    names (a reload, a new tab, a typed URL); else the sign-in form, and the page stops."""
-    _demo_users(settings().resolved_database_url)
-    user: User | None = st.session_state.get("_user")
-    if user is None and not st.session_state.get("_signed_out"):
+    """The signed-in user, checked against the database on every rerun: this tab's session,
+    else the one the browser's session cookie names (a reload, a new tab, a typed URL). A
+    session signed out elsewhere or expired signs the tab out at once; then the sign-in form
+    is shown and the page stops."""
+    user: User | None = None
+    token = st.session_state.get("_token")
+    if token is None and not st.session_state.get("_signed_out"):
         token = st.context.cookies.get(sessions.COOKIE)
+    if token is not None:
         user = sessions.resume(engine(), token)
-        if user is not None:
-            st.session_state.update(_user=user, _token=token)
-    if user is not None:
-        user = get_user(engine(), user.username)  # an account removed since signs nobody in
-        if user is None:
-            st.session_state.pop("_user", None)
+    if user is not None and user.demo and not demo_chain():
+        user = None  # a demo account's published password signs nobody in off the dev chain
     if user is None:
+        for k in ("_user", "_token", "_ticket"):
+            st.session_state.pop(k, None)
         _sign_in_form()
     assert user is not None
-    if "_cookie" in st.session_state:  # signed in by the form in this page session
-        _cookie_script(*st.session_state["_cookie"])
+    st.session_state.update(_user=user, _token=token)
+    ticket = st.session_state.pop("_ticket", None)
+    if ticket is not None:  # signed in by the form in this tab: the cookie, from the server
+        _to_server("session", f"ticket={quote(ticket)}&")
     st.sidebar.markdown(f"Signed in as **{user.name}** · {user.role}")
     if st.sidebar.button("Sign out", key="bti_sign_out"):
-        sessions.close_session(engine(), st.session_state.get("_token"))
-        for k in ("_user", "_token", "_cookie"):
+        sessions.close_session(engine(), token)
+        for k in ("_user", "_token", "_ticket"):
             st.session_state.pop(k, None)
         st.session_state.update(_signed_out=True, _clear_cookie=True)
         st.rerun()
@@ -193,13 +235,15 @@ def claims() -> ClaimsService:
 
 
 @st.cache_resource(show_spinner=False)
-def _warm_up(warehouse_dir: str) -> str:
+def _warm_up(warehouse_dir: str, _svc: Services) -> str:
     """Fit and simulate every symbol once in the background when the app starts, so the first
-    quote is a lookup rather than a 2-second fit inside the page."""
+    quote is a lookup rather than a 2-second fit inside the page. The thread works on the
+    services of the moment it started (reading the settings later could open another data
+    folder's database mid-migration)."""
 
     def fit_all() -> None:
-        engine = risk_engine()
-        for symbol in warehouse().symbols():
+        engine = _svc.risk
+        for symbol in _svc.warehouse.symbols():
             try:
                 engine.symbol_risk(symbol)
             except Exception:  # a symbol without enough data is quoted later, in the page
@@ -211,7 +255,7 @@ def _warm_up(warehouse_dir: str) -> str:
 
 def start_background_work() -> None:
     """At app start: the risk warm-up (claims are the worker's, `bti worker`)."""
-    _warm_up(str(settings().warehouse_dir))
+    _warm_up(str(settings().warehouse_dir), services())
 
 
 def flash(message: str) -> None:

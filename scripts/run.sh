@@ -46,7 +46,7 @@ fi
 "$BIN/bti" worker >"$LOGS/worker.log" 2>&1 &
 pids+=($!)
 echo "4/5 worker:    claims, expiry and reconciliation ($LOGS/worker.log)"
-"$BIN/streamlit" run dashboard/app.py --server.address "$HOST" --server.port "$PORT" \
+"$BIN/streamlit" run dashboard/server.py --server.address "$HOST" --server.port "$PORT" \
   --server.headless true --browser.gatherUsageStats false >"$LOGS/dashboard.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 150); do

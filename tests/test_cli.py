@@ -231,6 +231,13 @@ def test_users_add_refuses_bad_input(data_dir: Path) -> None:
     assert r.exit_code == 2 and "role must be one of trader, underwriter" in r.output
     r = runner.invoke(app, ["users", "add", "ned", "--password", "short"])
     assert r.exit_code == 2 and "at least 8 characters" in r.output
+    # an underwriter who leaves the desk
+    r = runner.invoke(app, ["users", "set-role", "lee", "trader"])
+    assert r.exit_code == 0 and "lee is now trader" in r.output
+    r = runner.invoke(app, ["users", "set-role", "lee", "admin"])
+    assert r.exit_code == 2 and "role must be one of trader, underwriter" in r.output
+    r = runner.invoke(app, ["users", "set-role", "zed", "trader"])
+    assert r.exit_code == 2 and "no user 'zed'" in r.output
 
 
 def _named_commands() -> set[tuple[str, ...]]:

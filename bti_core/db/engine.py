@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,10 +64,16 @@ def alembic_config(engine: Engine) -> Config:
     return cfg
 
 
+# Alembic runs a migration through module-global state (`alembic.context`): two threads of one
+# process migrating at once — even two different databases — corrupt each other's run
+_MIGRATING = threading.Lock()
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` with Alembic (idempotent)."""
+    """Bring the schema to ``revision`` with Alembic (idempotent; one at a time per process,
+    other processes serialised by the database's own transaction)."""
     cfg = alembic_config(engine)
-    with engine.begin() as connection:
+    with _MIGRATING, engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
 

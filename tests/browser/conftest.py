@@ -99,7 +99,7 @@ def start_app(
         [
             str(bin_dir / "streamlit"),
             "run",
-            str(ROOT / "dashboard" / "app.py"),
+            str(ROOT / "dashboard" / "server.py"),
             "--server.address=127.0.0.1",
             f"--server.port={port}",
             "--server.headless=true",

@@ -83,10 +83,17 @@ def test_a_session_lasts_across_reloads_tabs_and_links_until_sign_out(
         expect(other.get_by_text("Signed in as Demo Trader")).to_be_visible()
         cookie = next(c for c in ctx.cookies() if c["name"] == "bti_session")
         assert cookie["sameSite"] == "Strict" and cookie["expires"] > 0  # a lasting cookie
+        # set by the server, out of reach of any script in the page (it used to be a script's)
+        assert cookie["httpOnly"] is True and cookie["secure"] is False  # plain http here
+        assert "bti_session" not in page.evaluate("document.cookie")
 
-        # signing out ends the session everywhere, and the old cookie is worth nothing
-        other.close()
+        # signing out ends the session everywhere: a tab already open is signed out at its
+        # next rerun (it used to stay signed in), and the old cookie is worth nothing
         page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_role("textbox", name="Username")).to_be_visible()
+        other.get_by_text("short", exact=True).first.click()  # any interaction reruns the page
+        expect(other.get_by_role("textbox", name="Username")).to_be_visible()
+        other.close()
         expect(page.get_by_role("textbox", name="Username")).to_be_visible()
         page.reload()
         expect(page.get_by_role("textbox", name="Username")).to_be_visible()
@@ -96,5 +103,42 @@ def test_a_session_lasts_across_reloads_tabs_and_links_until_sign_out(
         stolen.goto(f"{app.url}/my_policies")
         expect(stolen.get_by_role("textbox", name="Username")).to_be_visible()
         thief.close()
+    finally:
+        ctx.close()
+
+
+def test_a_session_that_expires_signs_an_open_tab_out(app: App, browser: Browser) -> None:
+    import sqlite3
+
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    page.set_default_timeout(45_000)
+    try:
+        page.goto(f"{app.url}/buy_insurance")
+        sign_in(page, "trader", "trader-demo")
+        with sqlite3.connect(app.data / "bti.db") as db:  # its hours are up
+            db.execute("UPDATE web_session SET expires_at = '2000-01-01 00:00:00.000000'")
+        page.get_by_text("short", exact=True).first.click()
+        expect(page.get_by_role("textbox", name="Username")).to_be_visible()
+    finally:
+        ctx.close()
+
+
+def test_guessing_a_password_is_paused_after_five_tries(app: App, browser: Browser) -> None:
+    """Thirty wrong passwords and then the right one used to sign in."""
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    page.set_default_timeout(45_000)
+    try:
+        page.goto(f"{app.url}/my_policies")
+        for i in range(6):
+            page.get_by_role("textbox", name="Username").fill("underwriter")
+            page.get_by_role("textbox", name="Password").fill(f"guess-{i}")
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_timeout(300)
+        page.get_by_role("textbox", name="Password").fill("underwriter-demo")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_text("Sign-in refused: too many wrong passwords")).to_be_visible()
+        expect(page.get_by_text("· underwriter")).not_to_be_visible()
     finally:
         ctx.close()

@@ -68,13 +68,14 @@ def tally(entry: str, outcome: str) -> None:
     TALLY[entry][outcome] += 1
 
 
-def tree_hash(*roots: Path) -> str:
+def tree_hash(*roots: Path, skip: tuple[str, ...] = ()) -> str:
     """One hash of what is stored under ``roots``: every warehouse file's name and bytes, and
     every row of each SQLite database (its SQL dump, which reads the write-ahead log too).
 
     Left out: lock files (taking a lock stores nothing) and SQLite's ``-wal``/``-shm`` files
     themselves, whose bytes change when a reader marks its place or a checkpoint moves pages
-    into the main file, with the rows unchanged."""
+    into the main file, with the rows unchanged; and the rows of the ``skip`` tables (a record
+    of the attempt itself, such as a failed sign-in)."""
     h = hashlib.sha256()
     for root in roots:
         files = [root] if root.is_file() else sorted(root.rglob("*")) if root.exists() else []
@@ -86,7 +87,8 @@ def tree_hash(*roots: Path) -> str:
                 con = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
                 try:
                     for line in con.iterdump():
-                        h.update(line.encode())
+                        if not line.startswith(tuple(f'INSERT INTO "{t}"' for t in skip)):
+                            h.update(line.encode())
                 finally:
                     con.close()
             else:
