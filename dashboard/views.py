@@ -10,6 +10,14 @@ from dashboard import resources
 from dashboard.charts import forecast_figure
 
 
+def refusal(lead: str, detail: str) -> None:
+    """An error whose detail may hold what a link or a user typed: the lead is ours, the detail
+    is shown verbatim as code, never as markdown (a crafted URL could otherwise put its own links
+    and images into the page's error box)."""
+    st.error(lead, icon=":material/error:")
+    st.code(detail, language=None, wrap_lines=True)
+
+
 def forecasts(symbol: str, last_bar: pd.Timestamp) -> None:
     """The cached price and volatility forecasts of ``symbol`` with their bands and the
     forecaster's measured skill (the worker fits them; a page never does)."""

@@ -39,22 +39,22 @@ open_only = c[1].toggle("Unacknowledged only", key="alert_open_only")
 def feed() -> None:
     rows = alerts_for(resources.engine(), user, unacknowledged=open_only, limit=500)
     if kinds:
-        rows = [a for a in rows if a.kind in kinds]
+        rows = [r for r in rows if r.alert.kind in kinds]
     if not rows:
         st.info("No alerts yet." if not kinds and not open_only else "No alerts match.")
         return
     frame = pd.DataFrame(
         [
             {
-                "alert": a.id,
-                "at": a.at,
-                "kind": KINDS.get(a.kind, a.kind),
-                "symbol": a.symbol,
-                "policy": a.policy_id,
-                "message": a.message,
-                "seen": a.acknowledged_at is not None,
+                "alert": r.alert.id,
+                "at": r.alert.at,
+                "kind": KINDS.get(r.alert.kind, r.alert.kind),
+                "symbol": r.alert.symbol,
+                "policy": r.alert.policy_id,
+                "message": r.alert.message,
+                "seen": r.seen,  # by this reader: another's mark leaves it unseen here
             }
-            for a in rows
+            for r in rows
         ]
     )
     m = st.columns(3)
@@ -128,6 +128,7 @@ with st.form("webhook_new", clear_on_submit=False):
                 kinds=sub_kinds,
                 symbols=sub_syms.split(","),
                 scope="all" if every else "mine",
+                allowed=resources.services().webhook_networks,
             )
         except BTIError as exc:
             st.error(str(exc))
@@ -145,7 +146,13 @@ if subs:
         else:
             st.rerun()
 
-if user.is_underwriter:
+if user.is_underwriter and not resources.demo_chain():
+    st.subheader("Replay a crash")
+    st.info(
+        "Crash replays are a demo of the local development chain: on this chain they would "
+        "write a market that pays real claims, so they are not offered."
+    )
+elif user.is_underwriter:
     st.subheader("Replay a crash")
     st.caption(
         "For demos: a fall written as one-minute mark bars ending now, replayed tick by tick "

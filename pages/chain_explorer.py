@@ -9,7 +9,7 @@ import streamlit as st
 
 from bti_core.chain.explorer import readable_args
 from bti_core.errors import ChainError
-from dashboard import resources
+from dashboard import resources, views
 
 st.title("Chain explorer")
 ex = resources.explorer()
@@ -277,7 +277,7 @@ if query:
         else:
             show_block(int(value))
     except (ValueError, ChainError) as exc:
-        st.error(str(exc))
+        views.refusal("Nothing found for this search.", str(exc))
 
 # --- latest blocks ------------------------------------------------------------------------------
 st.subheader("Latest blocks")

@@ -50,7 +50,7 @@ url = {k: st.query_params[k] for k in st.query_params}
 try:
     flt = bk.BookFilter.from_params(url)
 except bk.FilterError as exc:
-    st.error(f"The link's filter was not understood — {exc}. Showing the whole book.")
+    views.refusal("The link's filter was not understood; showing the whole book.", str(exc))
     flt = bk.BookFilter()
 
 KEYS = {  # widget key -> (filter field, choices)
@@ -89,8 +89,9 @@ with st.container(border=True):
     )
     start = end = None
     if rng == "custom":
-        start = top[0].date_input("From", key="rq_from", value=None)
-        end = top[0].date_input("To", key="rq_to", value=None)
+        span = {"min_value": bk.EARLIEST.date(), "max_value": bk.LATEST.date(), "value": None}
+        start = top[0].date_input("From", key="rq_from", **span)
+        end = top[0].date_input("To", key="rq_to", **span)
     top[1].multiselect("Symbol", KEYS["rq_symbols"][1], key="rq_symbols", placeholder="all")
     top[2].multiselect("Status", KEYS["rq_status"][1], key="rq_status", placeholder="all")
     if uw:

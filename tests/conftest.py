@@ -39,6 +39,28 @@ def _restore_main_module() -> Iterator[None]:
         sys.modules["__main__"] = _PYTEST_MAIN
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_writes_to_the_users_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test writes into the checkout's ``./data`` (a user's warehouse, database and
+    backtests; a test's `bti backtest` once landed in the Reliability tab). Every test runs with
+    BTI_DATA_DIR set to a throwaway folder unless it asks for its own (``data_dir``), and the
+    session fails if ``./data`` changed anyway."""
+    before = _listing(ROOT / "data")
+    saved = os.environ.get("BTI_DATA_DIR")
+    os.environ["BTI_DATA_DIR"] = str(tmp_path_factory.mktemp("session-data"))
+    yield
+    if saved is None:
+        os.environ.pop("BTI_DATA_DIR", None)
+    else:
+        os.environ["BTI_DATA_DIR"] = saved
+    written = sorted(set(_listing(ROOT / "data")) - set(before))
+    assert not written, f"tests wrote into the user's ./data: {written[:10]}"
+
+
+def _listing(folder: Path) -> list[str]:
+    return [str(p.relative_to(folder)) for p in folder.rglob("*")] if folder.exists() else []
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh BTI_DATA_DIR (warehouse + SQLite) for one test."""

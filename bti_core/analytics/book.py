@@ -292,6 +292,12 @@ def _split(value: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(v.strip() for v in str(value).split(",") if v.strip()))
 
 
+# the dates a filter may name: the page's date pickers offer the same span (a far date in a link
+# used to crash the page's date input)
+EARLIEST = pd.Timestamp("2010-01-01", tz="UTC")
+LATEST = pd.Timestamp("2099-12-31", tz="UTC")
+
+
 def _choose(name: str, value: str | None, allowed: tuple[str, ...]) -> tuple[str, ...]:
     chosen = _split(value)
     bad = [v for v in chosen if v not in allowed]
@@ -312,7 +318,13 @@ def _time(name: str, value: str | None) -> pd.Timestamp | None:
         t = None
     if t is None or pd.isna(t):
         raise FilterError(f"{name}: {value!r} is not a date; write it as 2024-06-30")
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    if not EARLIEST <= t <= LATEST:
+        raise FilterError(
+            f"{name}: {t:%Y-%m-%d} is outside the dates a book can hold "
+            f"({EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d})"
+        )
+    return t
 
 
 # each choice of a filter: its field, the book's column it filters, and its name in words

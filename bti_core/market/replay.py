@@ -186,3 +186,16 @@ def replayed_spans(db: Engine, symbol: str) -> list[tuple[pd.Timestamp, pd.Times
             for r in runs
             if r.first_ts is not None and r.last_ts is not None
         ]
+
+
+def written_by_replays(db: Engine, symbol: str) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """Every stretch of ``symbol``'s bars a replay wrote, its calm lead-in hours included (the
+    first and last bar open of each replay import, any kind and timeframe). The risk model
+    leaves them out of its fit: a replay demonstrates claims, not the market's volatility."""
+    with session_scope(db) as s:
+        runs = s.exec(
+            select(IngestRun.first_ts, IngestRun.last_ts)
+            .where(IngestRun.symbol == canonical_symbol(symbol))
+            .where(IngestRun.source == REPLAY_SOURCE)
+        ).all()
+        return [(pd.Timestamp(a), pd.Timestamp(b)) for a, b in runs if a is not None and b]

@@ -9,7 +9,8 @@ symbol when newer bars arrive. Fitting and simulating happen here, never in a pa
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -46,6 +47,7 @@ FIT_WINDOW = pd.Timedelta(days=180)
 MIN_FIT_BARS = 24 * 30
 BASELINE_WINDOW_HOURS = 24 * 30
 FEATURE_WINDOW = pd.Timedelta(days=90)
+HOUR = pd.Timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -187,13 +189,40 @@ def build_symbol_risk(
     )
 
 
-class RiskEngine:
-    """Keeps one `SymbolRisk` per symbol, rebuilt when the warehouse has a newer bar."""
+Spans = Sequence[tuple[pd.Timestamp, pd.Timestamp]]
 
-    def __init__(self, warehouse: Warehouse, *, n_paths: int = 20_000, seed: int = 0) -> None:
+
+def without_spans(bars: pd.DataFrame, spans: Spans, step: pd.Timedelta) -> pd.DataFrame:
+    """``bars`` (of length ``step``) less every bar that overlaps one of ``spans`` (closed
+    intervals of bar opens, any finer timeframe)."""
+    if not spans or bars.empty:
+        return bars
+    ts = bars["ts"]
+    out = pd.Series(False, index=bars.index)
+    for a, b in spans:
+        out |= (ts + step > a) & (ts <= b)
+    return bars[~out].reset_index(drop=True)
+
+
+class RiskEngine:
+    """Keeps one `SymbolRisk` per symbol, rebuilt when the warehouse has a newer bar.
+
+    ``replays`` names the stretches of a symbol written by crash replays: they are left out of
+    the fit, the risk index's features and the baseline volatility (a replay is a demo of
+    claims, not of pricing), while the spot stays the latest mark, replayed or not."""
+
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        *,
+        n_paths: int = 20_000,
+        seed: int = 0,
+        replays: Callable[[str], Spans] | None = None,
+    ) -> None:
         self.warehouse = warehouse
         self.n_paths = n_paths
         self.seed = seed
+        self.replays = replays
         # symbol -> (the source's last bar when built, what was built)
         self._cache: dict[str, tuple[pd.Timestamp, SymbolRisk]] = {}
         self._lock = threading.Lock()
@@ -215,9 +244,15 @@ class RiskEngine:
             funding = self.warehouse.query(Kind.FUNDING, sym, FUNDING_TIMEFRAME, recent)
         except NoDataError:
             funding = None
+        spans = self.replays(sym) if self.replays is not None and not mark.empty else ()
+        fit_mark = without_spans(mark, spans, HOUR)
+        if bars is not None:
+            bars = without_spans(bars, spans, HOUR)
         risk = build_symbol_risk(
-            sym, mark, bars=bars, funding=funding, n_paths=self.n_paths, seed=self.seed
+            sym, fit_mark, bars=bars, funding=funding, n_paths=self.n_paths, seed=self.seed
         )
+        if len(fit_mark) < len(mark):  # priced from the mark now, on the market's own volatility
+            risk = replace(risk, as_of=mark["ts"].iloc[-1], spot=float(mark["close"].iloc[-1]))
         with self._lock:
             self._cache[sym] = (last, risk)
         return risk

@@ -21,7 +21,7 @@ from sqlmodel import col, select
 
 from bti_core.auth import User
 from bti_core.db.engine import session_scope, write_scope
-from bti_core.db.models import Alert, StreamCheckpoint
+from bti_core.db.models import Alert, AlertSeen, StreamCheckpoint
 from bti_core.db.types import utcnow
 from bti_core.errors import BTIError
 from bti_core.stream.scoring import Event
@@ -29,7 +29,9 @@ from bti_core.stream.scoring import Event
 MESSAGES: dict[str, Callable[[Event], str]] = {
     "liquidation": lambda e: (
         f"{e.symbol} policy #{e.policy}: the mark price reached its liquidation price at "
-        f"{e.price:,.4g}; its claim opens now"
+        f"{(e.detail[0] if e.detail else e.price):,.4g}"
+        + (f" and stayed there {e.value:,.0f} s" if e.value > 0 else "")
+        + "; its claim opens now"
     ),
     "near_liquidation": lambda e: (
         f"{e.symbol} policy #{e.policy}: the mark price {e.price:,.4g} is within "
@@ -80,7 +82,10 @@ def alert_key(e: Event) -> str:
     nor a reading such as the risk index, which a batch processed again under a refitted model
     may put a little differently."""
     value = f"{e.value:.12g}" if e.kind in _VALUE_IN_KEY else ""
-    raw = f"{e.symbol}|{e.kind}|{e.policy}|{e.at_ms}|{value}"
+    # a policy is liquidated once: the streams that confirm it at different ticks (a bar's,
+    # a run of ticks') raise one alert
+    at = "" if e.kind == "liquidation" else e.at_ms
+    raw = f"{e.symbol}|{e.kind}|{e.policy}|{at}|{value}"
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
@@ -106,6 +111,7 @@ def write_batch(
     """Store ``events`` as alerts (``owners``: policy id → trader) and the checkpoint, in one
     transaction; an alert already stored is skipped, a checkpoint never moves back."""
     now = utcnow()
+    events = [e for e in events if e.kind in MESSAGES]  # crossings are held, not alerts
     rows = [
         {
             "key": alert_key(e),
@@ -113,7 +119,9 @@ def write_batch(
             "kind": e.kind,
             "policy_id": e.policy,
             "user_id": None if e.policy is None else owners.get(e.policy),
-            "at": datetime.fromtimestamp(e.at_ms / 1000, tz=UTC),
+            "at": datetime.fromtimestamp(
+                (e.since_ms if e.since_ms >= 0 else e.at_ms) / 1000, tz=UTC
+            ),
             "price": float(e.price),
             "value": float(e.value),
             "message": MESSAGES[e.kind](e)[:500],
@@ -151,29 +159,53 @@ def load_checkpoint(db: Engine, stream: str) -> tuple[int, dict[str, Any]]:
         return (0, {}) if cp is None else (int(cp.offset), dict(cp.state))
 
 
+@dataclass(frozen=True)
+class SeenAlert:
+    """An alert as one reader sees it: ``seen_at`` is when *they* marked it seen (None: not)."""
+
+    alert: Alert
+    seen_at: datetime | None
+
+    @property
+    def seen(self) -> bool:
+        return self.seen_at is not None
+
+
 def alerts_for(
     db: Engine, user: User, *, unacknowledged: bool = False, limit: int = 200
-) -> list[Alert]:
-    """A trader's alerts on their policies; an underwriter's: every alert. Newest first."""
+) -> list[SeenAlert]:
+    """A trader's alerts on their policies; an underwriter's: every alert. Newest first, each
+    with whether this user has marked it seen (another reader's mark does not count)."""
     with session_scope(db) as s:
-        stmt = select(Alert)
+        seen = (
+            select(AlertSeen.alert_id, AlertSeen.at)
+            .where(AlertSeen.user_id == user.username)
+            .subquery()
+        )
+        stmt = select(Alert, seen.c.at).outerjoin(seen, seen.c.alert_id == Alert.id)
         if not user.is_underwriter:
             stmt = stmt.where(Alert.user_id == user.username)
         if unacknowledged:
-            stmt = stmt.where(col(Alert.acknowledged_at).is_(None))
+            stmt = stmt.where(seen.c.at.is_(None))
         stmt = stmt.order_by(col(Alert.at).desc(), col(Alert.id).desc()).limit(limit)
-        return list(s.exec(stmt).all())
+        return [SeenAlert(a, at) for a, at in s.exec(stmt).all()]
 
 
-def acknowledge(db: Engine, alert_id: int, user: User) -> Alert:
-    """Mark an alert seen: a trader their own, an underwriter any. Acknowledging twice keeps
-    the first time."""
+def acknowledge(db: Engine, alert_id: int, user: User) -> datetime:
+    """Mark an alert seen for ``user`` alone (a trader their own alerts, an underwriter any);
+    returns when they first did. Twice, or from two processes at once, keeps the first time."""
     with write_scope(db) as s:
-        a = s.get(Alert, alert_id, with_for_update=True)
+        a = s.get(Alert, alert_id)
         if a is None or (not user.is_underwriter and a.user_id != user.username):
             raise AlertError(f"no alert #{alert_id} of yours to acknowledge")
-        if a.acknowledged_at is None:
-            a.acknowledged_at, a.acknowledged_by = utcnow(), user.username
-            s.add(a)
-        s.flush()
-        return a
+        s.exec(
+            _insert(db, AlertSeen.__table__)  # type: ignore[attr-defined]
+            .values(alert_id=alert_id, user_id=user.username, at=utcnow())
+            .on_conflict_do_nothing(index_elements=["alert_id", "user_id"])
+        )
+        at = s.exec(
+            select(AlertSeen.at).where(
+                AlertSeen.alert_id == alert_id, AlertSeen.user_id == user.username
+            )
+        ).one()
+        return at

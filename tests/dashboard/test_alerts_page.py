@@ -57,7 +57,9 @@ def test_a_trader_sees_their_alerts_and_acknowledges_them(data_dir: Path) -> Non
     from bti_core.auth import User
 
     mine = alerts_for(make_engine(), User("trader", "T", "trader"))
-    assert all(a.acknowledged_by == "trader" for a in mine)
+    assert mine and all(r.seen for r in mine)
+    theirs = alerts_for(make_engine(), User("underwriter", "U", "underwriter"))
+    assert not any(r.seen for r in theirs)  # the trader's marks are the trader's own
 
 
 def test_an_underwriter_sees_every_alert_and_filters_by_kind(data_dir: Path) -> None:
@@ -81,14 +83,20 @@ def test_a_trader_subscribes_a_webhook_and_a_bad_url_is_refused(data_dir: Path) 
 
     me = User("trader", "T", "trader")
     assert subscriptions_of(make_engine(), me) == []
+    for inside in ("http://169.254.169.254/latest/meta-data", "http://127.0.0.1:8501/bti"):
+        url = next(t for t in at.text_input if t.label == "Webhook URL")
+        url.set_value(inside)
+        next(b for b in at.button if b.label == "Subscribe").click().run()
+        assert "not a public address" in at.error[0].value, inside
+    assert subscriptions_of(make_engine(), me) == []
     url = next(t for t in at.text_input if t.label == "Webhook URL")
-    url.set_value("https://example.com/hook")
+    url.set_value("https://1.1.1.1/hook")  # an address: no name to resolve offline
     next(t for t in at.text_input if t.label.startswith("Symbols")).set_value("btcusdt")
     next(b for b in at.button if b.label == "Subscribe").click().run()
     assert not at.exception and not at.error
     subs = subscriptions_of(make_engine(), me)
     assert [(x.webhook_url, x.symbols, x.scope) for x in subs] == [
-        ("https://example.com/hook", ["BTCUSDT"], "mine")
+        ("https://1.1.1.1/hook", ["BTCUSDT"], "mine")
     ]
     assert "Every alert" not in [t.label for t in at.toggle]  # underwriters only
     at.button(key="webhook_remove").click().run()

@@ -81,13 +81,24 @@ def test_pool_books_latest_blocks_and_searches(filled: Path) -> None:
 
 def test_bad_searches_say_what_is_allowed(filled: Path) -> None:
     at = _explorer("hello")
-    assert "enter a block number" in at.error[0].value
+    assert "Nothing found" in at.error[0].value and "enter a block number" in at.code[0].value
     at.text_input(key="explorer_q").set_value("999999").run()
-    assert "no block 999999: the chain's head is block" in at.error[0].value
+    assert "no block 999999: the chain's head is block" in at.code[0].value
     at.text_input(key="explorer_q").set_value("policy 42").run()
-    assert "no policy 42 on-chain" in at.error[0].value
+    assert "no policy 42 on-chain" in at.code[0].value
     at.text_input(key="explorer_q").set_value("0x" + "ab" * 32).run()
-    assert "no transaction 0xabab" in at.error[0].value
+    assert "no transaction 0xabab" in at.code[0].value
+
+
+def test_a_link_cannot_put_markdown_into_the_error_box(filled: Path) -> None:
+    """`?q=` is the user's (or a link's) text: it is shown verbatim as code, so a crafted link
+    cannot draw its own links or images under the page's name."""
+    crafted = "![pay here](http://127.0.0.1:9/x.png) [claim now](http://127.0.0.1:9/)"
+    at = _explorer(crafted)
+    assert not at.exception
+    assert crafted in at.code[0].value  # verbatim, as code
+    shown = " ".join(e.value for e in at.error) + " ".join(m.value for m in at.markdown)
+    assert "](http" not in shown  # no markdown element carries the link
 
 
 def test_the_app_redeploys_nothing_on_restart(filled: Path) -> None:

@@ -98,8 +98,23 @@ def test_a_link_reproduces_the_view_and_a_bad_one_says_what_is_allowed(booked: P
     assert metric(at, "Policies") == "1"  # the ETH 5× long
     assert at.pills(key="rq_lev").value == ["≤5×"]
     bad = page(side="sideways")
-    assert "side: 'sideways' is not allowed; choose from long, short" in bad.error[0].value
+    assert "not understood" in bad.error[0].value
+    assert "side: 'sideways' is not allowed; choose from long, short" in bad.code[0].value
     assert metric(bad, "Policies") == "5"  # the whole book instead, nothing lost
+
+
+def test_a_crafted_or_far_link_is_refused_as_text_without_crashing(booked: Path) -> None:
+    crafted = "![x](http://127.0.0.1:9/x.png)"
+    at = page(side=crafted)
+    assert not at.exception and crafted in at.code[0].value  # verbatim, as code
+    assert all("](http" not in e.value for e in [*at.error, *at.markdown])
+    for far in ("9999-12-31", "1900-01-01", "3000-01-01"):
+        at = page(range="custom", **{"from": far})
+        assert not at.exception, far  # the date picker used to raise on a far date
+        assert "outside the dates a book can hold" in at.code[0].value
+        assert metric(at, "Policies") == "5"
+    ok = page(range="custom", **{"from": "2020-01-01", "to": "2099-12-31"})
+    assert not ok.exception and not ok.error and metric(ok, "Policies") == "5"
 
 
 def test_a_trader_sees_only_their_own_policies(booked: Path) -> None:

@@ -63,25 +63,43 @@ def test_a_batch_written_twice_adds_nothing_and_the_checkpoint_never_moves_back(
 
 def test_who_sees_and_acknowledges_what(engine: Engine) -> None:
     write_batch(engine, "s", events(6), owners=OWNERS, offset=6, state={})
-    mine = alerts_for(engine, ALICE)
+    mine = [r.alert for r in alerts_for(engine, ALICE)]
     assert mine and {a.user_id for a in mine} == {"alice"}
     assert len(alerts_for(engine, UW)) == 7  # every alert, the global spike included
     assert "within 5% of its liquidation price" in mine[0].message
     with pytest.raises(AlertError, match="no alert"):
         acknowledge(engine, mine[0].id or 0, BOB)
-    a = acknowledge(engine, mine[0].id or 0, ALICE)
-    first = a.acknowledged_at
-    assert first is not None and a.acknowledged_by == "alice"
-    assert acknowledge(engine, a.id or 0, UW).acknowledged_at == first  # the first time stays
+    first = acknowledge(engine, mine[0].id or 0, ALICE)
+    assert acknowledge(engine, mine[0].id or 0, ALICE) == first  # the first time stays
     assert len(alerts_for(engine, ALICE, unacknowledged=True)) == len(mine) - 1
+
+
+def test_an_underwriters_mark_leaves_the_traders_copy_unseen(engine: Engine) -> None:
+    """Seen is each reader's own: an underwriter sweeping the feed does not hide a trader's
+    liquidation alert from the trader."""
+    write_batch(engine, "s", events(6), owners=OWNERS, offset=6, state={})
+    ids = [r.alert.id or 0 for r in alerts_for(engine, UW)]
+    for i in ids:
+        acknowledge(engine, i, UW)
+    assert alerts_for(engine, UW, unacknowledged=True) == []
+    alices = alerts_for(engine, ALICE, unacknowledged=True)
+    assert alices and not any(r.seen for r in alerts_for(engine, ALICE))
+    acknowledge(engine, alices[0].alert.id or 0, ALICE)
+    assert len(alerts_for(engine, ALICE, unacknowledged=True)) == len(alices) - 1
+    assert all(r.seen for r in alerts_for(engine, UW))  # hers did not change his
 
 
 def test_a_failure_inside_the_transaction_writes_neither(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bad = [*events(2), Event("no_such_kind", "BTCUSDT", 1, 1.0, 1)]
-    with pytest.raises(KeyError):
-        write_batch(engine, "s", bad, owners=OWNERS, offset=3, state={})
+    import bti_core.stream.store as store
+
+    def broken(*_: object) -> object:
+        raise RuntimeError("the insert failed")
+
+    monkeypatch.setattr(store, "_insert", broken)  # inside the transaction, after the reads
+    with pytest.raises(RuntimeError, match="the insert failed"):
+        write_batch(engine, "s", events(2), owners=OWNERS, offset=3, state={})
     assert count(engine) == 0 and load_checkpoint(engine, "s") == (0, {})
 
 
