@@ -8,14 +8,26 @@ Prints:
    killed with SIGKILL at a random moment of its pipeline (after it has connected), then a
    restart (`reconcile`, then `run`) settles it: double payments, lost claims and the log.
 
+3. **forged ticks**: policies at 20× and 5×, then a true crash of −12 % on the Kafka ticks
+   topic (a real broker on 127.0.0.1) with ``--forged`` forged ticks among it (default 1,000:
+   single prints through the 5× level, glitches just through the 20× level, ticks stamped in
+   the future, made-up markets): claims used up by forged ticks (any claim on a 5× policy),
+   true liquidations paid, paid twice, dead-lettered;
+4. **hostile webhooks**: `bti worker` as a process claims a crash of ``--hooks`` policies, once
+   with no webhook and once while a receiver answers a byte every two seconds and another a
+   1 GiB body to an underwriter's every-alert subscription: seconds from the crash to the last
+   payout in each (the ratio is the figure), and the worker's peak memory.
+
 Run: `.venv/bin/python benchmarks/faults.py` (about 15 minutes on two cores; `--runs 10
---claims 40` for a quick look; `--postgres` starts a throwaway PostgreSQL server on 127.0.0.1
-and runs on it; `--database-url postgresql+psycopg://…` uses yours).
+--claims 40` for a quick look; `--only forged,hooks` for the last two alone; `--postgres` starts
+a throwaway PostgreSQL server on 127.0.0.1 and runs on it; `--database-url
+postgresql+psycopg://…` uses yours).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import signal
@@ -38,7 +50,7 @@ from sqlmodel import Session, col, select
 from bti_core.chain.client import DecodedEvent
 from bti_core.chain.node import AnvilNode, free_port
 from bti_core.config import Settings
-from bti_core.db.models import Claim, ClaimAudit, Policy
+from bti_core.db.models import Claim, ClaimAudit, HeldTrigger, Policy
 from bti_core.market.schema import Kind
 from bti_core.market.synthetic import generate_demo_markets
 from bti_core.orders import Cover, Order
@@ -214,6 +226,248 @@ def faults(svc: Services, env: dict[str, str], runs: int, seed: int) -> None:
     print(f"   {b['verify']}")
 
 
+def forged_ticks(svc: Services, n_forged: int, seed: int) -> None:
+    """Section 3 of the module docstring, through a real broker."""
+    from types import SimpleNamespace
+
+    from bti_core.stream.engine import EmbeddedEngine
+    from bti_core.stream.kafka import (
+        ALERTS,
+        CLAIMS,
+        TICKS,
+        KafkaSink,
+        KafkaTickSource,
+        LocalBroker,
+        ensure_topics,
+        publish_ticks,
+        read_dead_letters,
+    )
+
+    rng = random.Random(seed)
+    n = 20
+    logging.getLogger("bti.stream").setLevel(logging.ERROR)  # a line per skipped message
+    print(f"== forged ticks: {n_forged:,} forged among a true crash, {2 * n} policies")
+    spot = Decimal(str(round(svc.risk.spot("BTCUSDT"), 2)))
+    policies: dict[str, list[Policy]] = {"20": [], "5": []}
+    for lev in policies:
+        for i in range(n):
+            user = f"k{lev}x{i}"
+            svc.chain.faucet(svc.insurance.wallet_of(user).address, Decimal(1000))
+            q = svc.insurance.quote(
+                user_id=user,
+                order=Order("BTCUSDT", "long", Decimal("0.05"), spot, Decimal(lev)),
+                cover=Cover(coverage="40", duration_hours=48),
+            )
+            policies[lev].append(svc.insurance.buy(user_id=user, quote_id=q.record.id))
+    lp20 = max(float(p.liquidation_price) for p in policies["20"])
+    lp5 = max(float(p.liquidation_price) for p in policies["5"])
+    s0 = float(spot)
+    t0 = int((NOW + timedelta(hours=3)).timestamp() * 1000)  # after the purchases
+    # the truth: 10 quiet minutes, a fall of 12 % over 5 (through every 20× level, far above
+    # every 5× one), then 3 minutes down there; one tick a second
+    true = [("BTCUSDT", t0 + 1000 * i, s0 * (1 + 0.002 * rng.uniform(-1, 1))) for i in range(600)]
+    true += [("BTCUSDT", t0 + 600_000 + 1000 * i, s0 * (1 - 0.12 * i / 300)) for i in range(300)]
+    true += [("BTCUSDT", t0 + 900_000 + 1000 * i, s0 * 0.88) for i in range(180)]
+    forged: list[tuple[str, int, float]] = []
+    year_2100 = 4_102_444_800_000
+    for k in range(n_forged):
+        at = t0 + rng.randrange(0, 1_080_000) + 500  # between true ticks
+        kind = k % 5
+        if kind in (0, 1):  # a single print through every 5× level
+            forged.append(("BTCUSDT", at, lp5 * rng.uniform(0.5, 0.999)))
+        elif kind == 2:  # a glitch just through the 20× level, before the true fall
+            forged.append(("BTCUSDT", t0 + rng.randrange(0, 590_000) + 500, lp20 * 0.998))
+        elif kind == 3:  # from the future
+            forged.append(("BTCUSDT", year_2100 + at, lp5 * 0.5))
+        else:  # a market that does not exist
+            forged.append((f"FAKE{k}USDT", at, 1.0))
+    ticks = sorted(true + forged, key=lambda t: t[1] if t[1] < year_2100 else t[1] - year_2100)
+    claims_clock = svc.claims.clock
+    svc.claims.clock = lambda: datetime.now(UTC) + timedelta(hours=12)  # after the crash
+    with LocalBroker() as broker:
+        ensure_topics(broker.bootstrap, {TICKS: 1, ALERTS: 1, CLAIMS: 1})
+        publish_ticks(broker.bootstrap, ticks)
+        services = SimpleNamespace(
+            risk=svc.risk,
+            db=svc.db,
+            claims=svc.claims,
+            warehouse=svc.warehouse,
+            settings=svc.settings,
+        )
+        source, sink = KafkaTickSource(broker.bootstrap), KafkaSink(broker.bootstrap)
+        t_run = time.perf_counter()
+        try:
+            eng = EmbeddedEngine(services, source, name="forged", batch=500, sink=sink)  # type: ignore[arg-type]
+            eng.run(follow=lambda: source.stats.messages < len(ticks))
+        finally:
+            source.close()
+            sink.close()
+        wall = time.perf_counter() - t_run
+        dead = read_dead_letters(broker.bootstrap)
+    svc.claims.clock = claims_clock
+    ids20 = {p.id for p in policies["20"]}
+    ids5 = {p.id for p in policies["5"]}
+    with Session(svc.db) as s:
+        claims = s.exec(select(Claim).where(col(Claim.policy_id).in_(ids20 | ids5))).all()
+        held = s.exec(select(HeldTrigger).where(col(HeldTrigger.policy_id).in_(ids20 | ids5))).all()
+    chain_ids = {p.chain_policy_id for p in policies["20"] + policies["5"]}
+    paid = Counter(
+        int(e.args["policyId"])
+        for e in svc.chain.events()
+        if isinstance(e, DecodedEvent)
+        and e.name == "ClaimPaid"
+        and int(e.args["policyId"]) in chain_ids
+    )
+    used_by_forged = sum(1 for c in claims if c.policy_id in ids5)
+    true_paid = sum(1 for c in claims if c.policy_id in ids20 and c.state == "paid")
+    print(f"   {len(ticks):,} ticks ({len(forged):,} forged) scored in {wall:.1f} s")
+    print(
+        f"   claims used up by forged ticks: {used_by_forged}; true liquidations paid "
+        f"{true_paid} of {n}; paid twice on-chain {sum(1 for v in paid.values() if v > 1)}"
+    )
+    print(
+        f"   dead-lettered {len(dead)} (future and made-up markets); held crossings "
+        f"{len(held)} ({dict(Counter(h.state for h in held))})"
+    )
+
+
+def _rss_peak_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _hook_run(node: AnvilNode, n: int, hostile: bool) -> tuple[float, float, str]:
+    """A worker process claims a crash of ``n`` policies bought 3 hours ago (minute mark bars
+    ingested while it runs); with ``hostile``, alerts are due to a slow and a huge receiver.
+    Seconds from the crash to the last payout, the worker's peak RSS (MB), what the hostile
+    receivers saw."""
+    from bti_core.auth import User
+    from bti_core.db.models import AppUser
+    from bti_core.outbound import networks
+    from bti_core.stream.scoring import Event
+    from bti_core.stream.store import write_batch
+    from bti_core.stream.webhooks import subscribe
+    from tests.stream.receivers import Huge, Slow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {
+            **os.environ,
+            "BTI_DATA_DIR": tmp,
+            "BTI_RPC_URL": node.url,
+            "BTI_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
+            "BTI_WEBHOOK_TIMEOUT_SECONDS": "120",
+        }
+        env.pop("BTI_DATABASE_URL", None)
+        saved = dict(os.environ)
+        os.environ.update(env)
+        try:
+            svc = build_services(Settings())
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        _setup(svc)
+        spot = Decimal(str(round(svc.risk.spot("BTCUSDT"), 2)))
+        for i in range(n):
+            user = f"h{i}"
+            svc.chain.faucet(svc.insurance.wallet_of(user).address, Decimal(1000))
+            q = svc.insurance.quote(
+                user_id=user,
+                order=Order("BTCUSDT", "long", Decimal("0.05"), spot, Decimal(20)),
+                cover=Cover(coverage="40", duration_hours=48),
+            )
+            svc.insurance.buy(user_id=user, quote_id=q.record.id)
+        bought = datetime.now(UTC) - timedelta(hours=3)
+        with Session(svc.db) as s:  # as if bought three hours ago: the crash is then the past
+            for p in s.exec(select(Policy)).all():
+                p.start_at = p.created_at = bought
+                s.add(p)
+            s.add(
+                AppUser(
+                    username="desk", name="Desk", email="", role="underwriter", password_hash="!"
+                )
+            )
+            s.commit()
+        receivers = [Huge(), Slow()] if hostile else []  # the huge one's due first
+        for r in receivers:
+            r.__enter__()
+            desk = User("desk", "Desk", "underwriter")
+            subscribe(svc.db, desk, webhook_url=r.url, scope="all", allowed=networks("127.0.0.0/8"))
+        if hostile:  # a backlog of alerts due to both
+            now_ms = int(time.time() * 1000)
+            spikes = [
+                Event("volatility_spike", "BTCUSDT", now_ms - 1000 * i, 1.0, None, -5.0)
+                for i in range(40)
+            ]
+            write_batch(svc.db, "bench", spikes, owners={}, offset=1, state={})
+        worker = subprocess.Popen(
+            [str(BIN / "bti"), "worker", "--every", "1"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(8)  # started, and (hostile) inside the receivers' answers
+            start = pd.Timestamp(bought + timedelta(minutes=90)).floor("1min")
+            closes = [float(spot) * (1 - 0.3 * (i + 1) / 20) for i in range(20)]
+            bars = pd.DataFrame(
+                {
+                    "ts": pd.date_range(start, periods=20, freq="1min"),
+                    "open": closes,
+                    "high": closes,
+                    "low": closes,
+                    "close": closes,
+                    "volume": 0.0,
+                }
+            )
+            t0 = time.perf_counter()
+            svc.ingestor.ingest_frame(
+                bars, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1m", source="exchange"
+            )
+            while True:
+                with Session(svc.db) as s:
+                    states = [c.state for c in s.exec(select(Claim)).all()]
+                if len(states) == n and set(states) == {"paid"}:
+                    break
+                if time.perf_counter() - t0 > 600:
+                    raise SystemExit(f"not paid within 10 minutes: {Counter(states)}")
+                time.sleep(0.25)
+            took = time.perf_counter() - t0
+            if hostile:
+                time.sleep(10)  # the huge answers keep coming: let them try
+            peak = _rss_peak_mb(worker.pid)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(60)
+            seen = (
+                f"1 GiB receiver: {receivers[0].requests} requests, "
+                f"{receivers[0].sent / 2**20:,.1f} MiB sent in all (each answer cut at 64 KiB "
+                f"read); slow receiver: {receivers[1].requests} requests held"
+                if hostile
+                else ""
+            )
+            for r in receivers:
+                r.__exit__()
+            svc.close()
+    return took, peak, seen
+
+
+def hostile_webhooks(node: AnvilNode, n: int) -> None:
+    print(f"== hostile webhooks: a worker process claims a crash of {n} policies")
+    calm, calm_peak, _ = _hook_run(node, n, hostile=False)
+    print(
+        f"   no webhooks:       all paid {calm:.1f} s after the crash; "
+        f"worker peak {calm_peak:,.0f} MB"
+    )
+    rough, peak, seen = _hook_run(node, n, hostile=True)
+    print(
+        f"   slow + 1 GiB hooks: all paid {rough:.1f} s after the crash ({rough / calm:.2f}× the "
+        f"calm run); worker peak {peak:,.0f} MB"
+    )
+    print(f"   {seen}")
+
+
 @contextmanager
 def _postgres() -> Iterator[str]:
     """A throwaway PostgreSQL server on 127.0.0.1 (as the tests start one; as root it runs as
@@ -252,7 +506,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--database-url", default=None)
     ap.add_argument("--postgres", action="store_true", help="start a PostgreSQL server for it")
+    ap.add_argument("--forged", type=int, default=1000, help="forged ticks in section 3")
+    ap.add_argument("--hooks", type=int, default=20, help="policies claimed in section 4")
+    ap.add_argument(
+        "--only",
+        default="concurrency,faults,forged,hooks",
+        help="sections to run (comma-separated)",
+    )
     args = ap.parse_args()
+    only = set(args.only.split(","))
     with (
         tempfile.TemporaryDirectory() as tmp,
         AnvilNode(Path(tmp) / "chain", port=free_port()) as node,
@@ -266,11 +528,15 @@ def main() -> None:
         svc = build_services(Settings())
         _setup(svc)
         print(f"database: {svc.db.url.render_as_string(hide_password=True)}")
-        if args.claims:
+        if args.claims and "concurrency" in only:
             concurrency(svc, env, args.claims)
-        if args.runs:
+        if args.runs and "faults" in only:
             faults(svc, env, args.runs, args.seed)
+        if args.forged and "forged" in only:
+            forged_ticks(svc, args.forged, args.seed)
         svc.close()
+        if args.hooks and "hooks" in only:
+            hostile_webhooks(node, args.hooks)
 
 
 if __name__ == "__main__":
