@@ -43,8 +43,10 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy bti_core
 
+# three processes, a module to each at a time (its fixtures stay together): two cores spend
+# much of a test waiting on a node, a broker, a browser or a subprocess
 pytest: setup system-deps
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 3 --dist loadfile
 
 test: setup system-deps lint typecheck pytest
 

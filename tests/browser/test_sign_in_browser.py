@@ -130,12 +130,28 @@ def test_guessing_a_password_is_paused_after_five_tries(app: App, browser: Brows
     page = ctx.new_page()
     page.set_default_timeout(45_000)
     try:
+        import sqlite3
+
+        def failures() -> int:
+            with sqlite3.connect(app.data / "bti.db") as db:
+                return int(
+                    db.execute(
+                        "SELECT count(*) FROM sign_in_attempt WHERE username = 'underwriter' "
+                        "AND NOT ok"
+                    ).fetchone()[0]
+                )
+
         page.goto(f"{app.url}/my_policies")
         for i in range(6):
             page.get_by_role("textbox", name="Username").fill("underwriter")
             page.get_by_role("textbox", name="Password").fill(f"guess-{i}")
             page.get_by_role("button", name="Sign in").click()
-            page.wait_for_timeout(300)
+            # each guess lands before the next is typed (a rerun cut short by the next click
+            # would check nothing)
+            for _ in range(100):
+                if failures() > i or page.get_by_text("sign-in is paused").count():
+                    break
+                page.wait_for_timeout(100)
         page.get_by_role("textbox", name="Password").fill("underwriter-demo")
         page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_text("Sign-in refused: too many wrong passwords")).to_be_visible()
