@@ -199,21 +199,3 @@ def chain(anvil: AnvilNode) -> ChainClient:
     client = ChainClient(anvil.url)
     client.deploy(Decimal(1_000_000))
     return client
-
-
-# the longest modules (a browser and an app, Spark's JVM, worker and broker processes) start
-# first: `make test` hands modules to three processes as they free up, and a long one handed out
-# last would run alone at the end
-LONG_FIRST = (
-    "tests/browser/",
-    "tests/test_concurrency.py",
-    "tests/stream/test_spark.py",
-    "tests/stream/test_stream_kill.py",
-    "tests/stream/test_truth.py",
-    "tests/chain/test_network_guard.py",
-    "tests/fuzz/",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: not item.nodeid.startswith(LONG_FIRST))  # stable: order kept
