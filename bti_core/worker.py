@@ -168,5 +168,15 @@ class Worker:
 
     def _exit_now(self) -> None:
         self.say(f"worker stopped after {STOP_GRACE:g} s of grace, mid-step (safe: see docs)")
-        logging.shutdown()
-        os._exit(0)
+        from bti_core.chain.runtime import stop_started_nodes
+
+        # os._exit skips atexit: the local node this worker started is stopped here, or it
+        # would outlive the worker (bounded: a second grace, then out regardless)
+        hard = threading.Timer(STOP_GRACE, os._exit, (0,))
+        hard.daemon = True
+        hard.start()
+        try:
+            stop_started_nodes()
+        finally:
+            logging.shutdown()
+            os._exit(0)

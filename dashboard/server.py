@@ -15,8 +15,10 @@ says so in ``X-Forwarded-Proto``), ``SameSite=Strict`` and scoped to the whole s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -101,4 +103,16 @@ ROUTES = [
     Route("/bti/signout", signout_route, methods=["GET"]),
 ]
 
-app = st.App(str(Path(__file__).resolve().parent / "app.py"), routes=ROUTES)
+
+@contextlib.asynccontextmanager
+async def lifespan(_app: st.App) -> AsyncIterator[None]:
+    """At shutdown, the local chain node this process started is snapshotted and stopped:
+    the ASGI server exits on SIGTERM without running ``atexit`` (measured), which lost the
+    chain's newest state and left the node running."""
+    yield None
+    from bti_core.chain.runtime import stop_started_nodes
+
+    stop_started_nodes()
+
+
+app = st.App(str(Path(__file__).resolve().parent / "app.py"), routes=ROUTES, lifespan=lifespan)

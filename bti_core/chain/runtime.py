@@ -55,6 +55,7 @@ def connect(
             with file_lock(s.chain_dir / "node.lock"):  # the dashboard and a worker at once
                 if not is_up(node.url):
                     node.start()
+                    _STARTED.append(node)
                     atexit.register(node.stop)
         # a node left by an earlier run is adopted: snapshots go through its RPC all the same
         client = ChainClient(
@@ -82,6 +83,17 @@ def connect(
             client.deploy(s.pool_capacity if seed_capital is None else seed_capital)
             client.deployment.save(path)
     return client
+
+
+_STARTED: list[AnvilNode] = []  # the local nodes this process started (and stops at exit)
+
+
+def stop_started_nodes() -> None:
+    """Snapshot and stop the local nodes this process started, now: for exits that skip
+    ``atexit`` (the dashboard's ASGI server on SIGTERM, `bti worker` cut off after its grace),
+    which would otherwise lose the chain's newest state and leave the node running."""
+    while _STARTED:
+        _STARTED.pop().stop()
 
 
 def chain_id_of(settings: Settings) -> int:
