@@ -156,18 +156,7 @@ class Evidence:
         out = []
         for claim in claims:
             policy = policies[claim.policy_id]
-            pf = PolicyFacts(
-                side=policy.side,
-                symbol=policy.symbol,
-                quantity=float(policy.quantity),
-                entry_price=float(policy.entry_price),
-                leverage=float(policy.leverage),
-                liquidation_price=float(policy.liquidation_price),
-                start=policy.start_at,
-                end=policy.end_at,
-                probability=policy.probability,
-                risk_index=policy.risk_index,
-            )
+            pf = policy_facts(policy)
             move = distance = None
             closes = before.get(policy.id or 0)
             if closes is not None and len(closes) >= 2:
@@ -277,3 +266,19 @@ class Evidence:
         except (BTIError, ValueError):
             return None
         return float(p)
+
+
+def policy_facts(p: Policy) -> PolicyFacts:
+    """What the audit reads of a policy."""
+    return PolicyFacts(
+        side=p.side,
+        symbol=p.symbol,
+        quantity=float(p.quantity),
+        entry_price=float(p.entry_price),
+        leverage=float(p.leverage),
+        liquidation_price=float(p.liquidation_price),
+        start=p.start_at,
+        end=p.end_at,
+        probability=p.probability,
+        risk_index=p.risk_index,
+    )

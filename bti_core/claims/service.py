@@ -32,12 +32,11 @@ from bti_core.claims.checks import (
     AuditCheck,
     ClaimFacts,
     Outcome,
-    PolicyFacts,
     audit,
     hard_checks,
     title,
 )
-from bti_core.claims.facts import Evidence
+from bti_core.claims.facts import Evidence, policy_facts
 from bti_core.claims.ledger import Verdict
 from bti_core.claims.payments import SYSTEM, Payments, load_policies, locked_claim, locked_claims
 from bti_core.claims.records import ClaimError, parse_record
@@ -753,26 +752,11 @@ def _insured(p: Policy) -> Insured:
     return Insured(p.id or 0, p.side, float(p.liquidation_price), p.start_at, p.end_at)
 
 
-def _policy_facts(p: Policy) -> PolicyFacts:
-    return PolicyFacts(
-        side=p.side,
-        symbol=p.symbol,
-        quantity=float(p.quantity),
-        entry_price=float(p.entry_price),
-        leverage=float(p.leverage),
-        liquidation_price=float(p.liquidation_price),
-        start=p.start_at,
-        end=p.end_at,
-        probability=p.probability,
-        risk_index=p.risk_index,
-    )
-
-
 def _hard_failures(policy: Policy, trig: Trigger, source: str) -> list[AuditCheck]:
     """The hard checks a trigger fails before its claim is opened (`checks.hard_checks`)."""
     ev = {**trig.evidence, **({"until": trig.until} if trig.until else {})}
     facts = ClaimFacts.of(source, trig.at, json.loads(json.dumps(ev, default=str)))
-    return [c for c in hard_checks(_policy_facts(policy), facts) if c.outcome is Outcome.FAIL]
+    return [c for c in hard_checks(policy_facts(policy), facts) if c.outcome is Outcome.FAIL]
 
 
 def refused(policy: Policy, trig: Trigger, source: str) -> bool:
