@@ -237,8 +237,7 @@ def setup(n: int, tmp: str, node: AnvilNode) -> SimpleNamespace:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    # 10,000 is the goal's size, but funding 10,000 wallets (30,000 setup transactions) stalls
-    # the local node, which keeps every block's state (--preserve-historical-states)
+    # 10,000 is the goal's size; funding 10,000 wallets takes 30,000 setup transactions
     ap.add_argument("--n", type=int, default=2_000, help="insured positions liquidated")
     ap.add_argument("--profile", action="store_true", help="print where the time goes")
     args = ap.parse_args()
