@@ -20,13 +20,13 @@ def test_cli_dashboard_and_worker_wire_the_same_services(
     monkeypatch.setenv("BTI_MACRO_FILE", str(macro))
     monkeypatch.setenv("BTI_CLAIMS_AUTO_LIMIT", "77")
 
-    from bti_core import cli
+    from bti_core.cli.common import open_services
     from bti_core.worker import Worker
     from dashboard import resources
 
-    from_cli = cli._services().wiring()
+    from_cli = open_services().wiring()
     from_dashboard = resources.services().wiring()
-    from_worker = Worker(cli._services()).services.wiring()
+    from_worker = Worker(open_services()).services.wiring()
     assert from_cli == from_dashboard == from_worker
     assert from_cli.limits.pool_capacity == 123456
     assert from_cli.macro_days == 2 and from_cli.claims_auto_limit == "77"

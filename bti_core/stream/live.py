@@ -33,18 +33,22 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from bti_core.errors import ExchangeError
-from bti_core.market.schema import canonical_symbol, ccxt_symbol
+from bti_core.errors import BTIError, ExchangeError
+from bti_core.market.schema import FEED_SOURCE_PREFIX, Kind, canonical_symbol, ccxt_symbol
+
+if TYPE_CHECKING:
+    from bti_core.market.ingest import Ingestor
 
 log = logging.getLogger("bti.stream.live")
 
 Mode = Literal["auto", "ws", "poll"]
 MODES: tuple[str, ...] = ("auto", "ws", "poll")
+
 WS_FAILURES = 3
 MINUTE_MS = 60_000
 MAX_QUEUE = 1_000_000  # ticks waiting for the engine; the oldest go first beyond it
@@ -345,3 +349,48 @@ class LiveSource:
                 if t.get("symbol") in self._unified:
                     self.add(t)
             await asyncio.sleep(max(0.0, self.poll - (time.monotonic() - t0)))
+
+
+BAR_FLUSH_SECONDS = 300.0
+
+
+class MinuteBarStore:
+    """Stores a live feed's completed one-minute mark bars in the warehouse: gathered on every
+    `keep`, written every `flush_seconds` (one import run, cleaned and reported like any other,
+    each few minutes rather than one a minute) and on `keep(now=True)` at the end. Bars the
+    cleaning refuses are reported to ``on_error`` and do not stop the feed."""
+
+    def __init__(
+        self,
+        source: LiveSource,
+        ingestor: Ingestor,
+        exchange: str,
+        *,
+        flush_seconds: float = BAR_FLUSH_SECONDS,
+        on_error: Callable[[str, BTIError], None] = lambda _s, _e: None,
+    ) -> None:
+        self.source, self.ingestor, self.exchange = source, ingestor, exchange
+        self.flush_seconds, self.on_error = flush_seconds, on_error
+        self.stored = 0  # bars added or updated
+        self._pending: dict[str, list[pd.DataFrame]] = {}
+        self._flushed = time.monotonic()
+
+    def keep(self, now: bool = False) -> None:
+        for sym, frame in self.source.take_bars().items():
+            self._pending.setdefault(sym, []).append(frame)
+        if not now and time.monotonic() - self._flushed < self.flush_seconds:
+            return
+        self._flushed = time.monotonic()
+        for sym, frames in list(self._pending.items()):
+            del self._pending[sym]
+            try:
+                r = self.ingestor.ingest_frame(
+                    pd.concat(frames, ignore_index=True),
+                    symbol=sym,
+                    kind=Kind.MARK,
+                    timeframe="1m",
+                    source=f"{FEED_SOURCE_PREFIX}{self.exchange}",
+                )
+                self.stored += r.write.rows_added + r.write.rows_updated
+            except BTIError as exc:
+                self.on_error(sym, exc)

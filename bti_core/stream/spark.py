@@ -530,3 +530,33 @@ def progress(query: Any) -> dict[str, Any]:
     if not p:
         return {}
     return dict(json.loads(p.json)) if hasattr(p, "json") else dict(p)
+
+
+def supervise(
+    query: Any,
+    run: SparkRun,
+    *,
+    idle_exit: float | None = None,
+    on_batch: Callable[[Any], None] = lambda _r: None,
+    poll: float = 0.5,
+) -> dict[str, Any]:
+    """Watch a started query until it stops, fails or has been idle ``idle_exit`` seconds
+    (counted from its first trigger: Spark's start-up is not idleness); ``on_batch`` sees each
+    batch's report once. Stops the query and returns its last progress report (`progress`).
+    Raises `SparkError` with Spark's own reason if the query failed."""
+    seen, last = 0, time.monotonic()
+    while query.isActive:
+        time.sleep(poll)
+        if len(run.batches) > seen:
+            for r in run.batches[seen:]:
+                on_batch(r)
+            seen, last = len(run.batches), time.monotonic()
+        if query.exception() is not None:
+            raise SparkError(f"the Spark query stopped: {query.exception()}")
+        if query.lastProgress is None:
+            last = time.monotonic()  # still starting: idle counts from the first trigger
+        elif idle_exit is not None and time.monotonic() - last > idle_exit:
+            break
+    p = progress(query)
+    query.stop()
+    return p
