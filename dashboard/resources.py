@@ -242,7 +242,11 @@ def _warm_up(warehouse_dir: str, _svc: Services) -> str:
     folder's database mid-migration)."""
 
     def fit_all() -> None:
-        engine = _svc.risk
+        try:
+            engine = _svc.risk
+        except Exception:  # best effort: the page fits what it needs when it is asked
+            logging.getLogger("bti.risk").exception("warm-up could not open the risk engine")
+            return
         for symbol in _svc.warehouse.symbols():
             try:
                 engine.symbol_risk(symbol)
@@ -288,10 +292,10 @@ def replay_notice(symbol: str) -> None:
 
 def countdown(expires_at: object, label: str) -> None:
     """``label · valid for m:ss``, counted down in the browser (no reruns), then "expired"."""
-    import pandas as pd
 
-    end = pd.Timestamp(expires_at)
-    end = end.tz_localize("UTC") if end.tzinfo is None else end
+    from bti_core.timeutil import to_utc
+
+    end = to_utc(expires_at)  # type: ignore[arg-type]
     ms = int(end.timestamp() * 1000)
     tag = hashlib.sha256(f"{label}{ms}".encode()).hexdigest()[:10]
     st.html(

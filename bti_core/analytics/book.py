@@ -32,6 +32,7 @@ from sqlmodel import col
 from bti_core.db.models import Claim, ClaimAudit, Policy, PolicyEvent
 from bti_core.errors import BTIError
 from bti_core.market.warehouse import Warehouse
+from bti_core.timeutil import to_utc
 
 # label, lower bound (exclusive, except the first), upper bound (inclusive)
 LEVERAGE_BUCKETS: tuple[tuple[str, float, float], ...] = (
@@ -318,7 +319,7 @@ def _time(name: str, value: str | None) -> pd.Timestamp | None:
         t = None
     if t is None or pd.isna(t):
         raise FilterError(f"{name}: {value!r} is not a date; write it as 2024-06-30")
-    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    t = to_utc(t)
     if not EARLIEST <= t <= LATEST:
         raise FilterError(
             f"{name}: {t:%Y-%m-%d} is outside the dates a book can hold "

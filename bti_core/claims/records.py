@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from bti_core.errors import BTIError
+from bti_core.timeutil import to_utc
 
 
 class ClaimError(BTIError, ValueError):
@@ -84,7 +85,7 @@ def parse_record(content: bytes, filename: str, *, now: datetime | None = None) 
         ) from exc
     if pd.isna(t):
         raise ClaimError(f"{filename}: time {data['time']!r} is not a date-time (ISO 8601)")
-    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    t = to_utc(t)
     latest = pd.Timestamp(now or datetime.now(UTC)).tz_convert("UTC") + FUTURE_TOLERANCE
     if not EARLIEST <= t <= latest:
         raise ClaimError(

@@ -10,6 +10,8 @@ from sqlalchemy import DateTime, Numeric, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
+from bti_core.timeutil import aware
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -38,7 +40,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return aware(value)
 
 
 class Money(TypeDecorator[Decimal]):

@@ -21,6 +21,7 @@ from bti_core.market.schema import (
     columns_for,
     timeframe_delta,
 )
+from bti_core.timeutil import to_utc
 
 Progress = Callable[[int, int, str], None]
 
@@ -43,8 +44,7 @@ def _ms(t: pd.Timestamp) -> int:
 
 
 def _utc(t: pd.Timestamp | str) -> pd.Timestamp:
-    ts = pd.Timestamp(t)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return to_utc(t)
 
 
 def download(

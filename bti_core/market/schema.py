@@ -15,6 +15,7 @@ from enum import IntFlag, StrEnum
 import pandas as pd
 
 from bti_core.errors import UnknownSymbolError, UnknownTimeframeError
+from bti_core.timeutil import to_utc
 
 
 class Kind(StrEnum):
@@ -87,8 +88,7 @@ CLOCK_SKEW = pd.Timedelta(minutes=5)
 
 def allowed_times(now: pd.Timestamp | None = None) -> tuple[pd.Timestamp, pd.Timestamp]:
     """The first and last open time a stored bar or funding time may have, as of ``now``."""
-    now = pd.Timestamp.now("UTC") if now is None else pd.Timestamp(now)
-    now = now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
+    now = pd.Timestamp.now("UTC") if now is None else to_utc(now)
     return EARLIEST_TIME, now + CLOCK_SKEW
 
 

@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from bti_core.market.schema import BAR_COLUMNS, canonical_symbol, timeframe_delta
+from bti_core.timeutil import to_utc
 
 SUBSTEPS = 8
 HOURS_PER_YEAR = 24 * 365
@@ -125,8 +126,7 @@ def generate_demo_markets(
         raise ValueError("give at least one symbol")
     step = timeframe_delta(timeframe)
     bar_hours = step / pd.Timedelta(hours=1)
-    t0 = pd.Timestamp(start)
-    t0 = (t0.tz_localize("UTC") if t0.tzinfo is None else t0.tz_convert("UTC")).floor(step)
+    t0 = to_utc(start).floor(step)
     ts = pd.DatetimeIndex(
         pd.date_range(t0, periods=periods, freq=step), dtype="datetime64[us, UTC]"
     )
@@ -331,8 +331,7 @@ def replay_crash(
     if hours < 1 or rest < 0:
         raise ValueError("hours must be ≥ 1 and rest ≥ 0")
     step = timeframe_delta(timeframe)
-    t0 = pd.Timestamp(start)
-    t0 = (t0.tz_localize("UTC") if t0.tzinfo is None else t0.tz_convert("UTC")).ceil(step)
+    t0 = to_utc(start).ceil(step)
     n = hours + rest
     ts = pd.DatetimeIndex(pd.date_range(t0, periods=n, freq=step), dtype="datetime64[us, UTC]")
     path = close0 * np.exp(np.log(1 - drop) * np.minimum(np.arange(1, n + 1), hours) / hours)

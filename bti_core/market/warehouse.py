@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from bti_core.errors import NoDataError, WarehouseError
 from bti_core.filelock import file_lock
 from bti_core.market.schema import TIMEFRAMES, Kind, canonical_symbol, timeframe_delta
+from bti_core.timeutil import to_utc
 
 ROW_GROUP_SIZE = 131_072
 _TMP_PREFIX = ".tmp-"
@@ -297,8 +298,7 @@ class Warehouse:
     def _utc(t: pd.Timestamp | str | None) -> pd.Timestamp | None:
         if t is None:
             return None
-        ts = pd.Timestamp(t)
-        return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        return to_utc(t)
 
     def query(
         self,

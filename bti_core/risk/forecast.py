@@ -49,6 +49,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from bti_core.timeutil import to_utc, to_utc_index
+
 Progress = Callable[[int, int, str], None]
 Target = Literal["price", "vol"]
 TARGETS: tuple[Target, ...] = ("price", "vol")
@@ -256,8 +258,7 @@ def forecast(
     s = s[s > 0]
     if s.empty:
         raise ValueError(f"{symbol or 'the series'}: no positive closes to forecast from")
-    origin = pd.Timestamp(s.index[-1])
-    origin = origin.tz_localize("UTC") if origin.tzinfo is None else origin.tz_convert("UTC")
+    origin = to_utc(s.index[-1])
     grid = pd.date_range(end=origin, periods=window_days * 24, freq="h")
     window = s.reindex(grid)  # hours without a bar stay NaN: no return spans a gap
     if window.notna().sum() < 24 * 30:
@@ -634,8 +635,7 @@ def refresh(
     s = closes.dropna()
     if s.empty:
         raise ValueError(f"{symbol}: no bars to forecast from")
-    origin = pd.Timestamp(s.index[-1])
-    origin = origin.tz_localize("UTC") if origin.tzinfo is None else origin.tz_convert("UTC")
+    origin = to_utc(s.index[-1])
     path = _cache_path(folder, symbol, target, name, origin, window_days)
     if path.exists():
         try:
@@ -652,8 +652,7 @@ def refresh(
 
 def hourly_mark_closes(frame: pd.DataFrame) -> pd.Series:
     """Hourly closes (on a UTC index) from bars of any timeframe up to an hour."""
-    ts = pd.DatetimeIndex(frame["ts"])
-    ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+    ts = to_utc_index(pd.DatetimeIndex(frame["ts"]))
     s = pd.Series(frame["close"].to_numpy(dtype=float), index=ts)
     return s.resample("1h", label="left", closed="left").last().dropna()
 
