@@ -10,8 +10,8 @@
 ``BTI_MACRO_FILE``    a CSV ``date,signal`` of macro regime signals for the risk index
 ``BTI_CLAIMS_AUTO_LIMIT``     largest payout (BTI) approved without an underwriter (1,000)
 ``BTI_CLAIMS_REVIEW_HOURS``   an underwriter's time to decide a referred claim (24)
-``BTI_CLAIMS_WATCH_SECONDS``  how often the dashboard scans the market for liquidations
-                              (30; 0 turns the watcher off)
+``BTI_CLAIMS_WATCH_SECONDS``  how often `bti worker` runs its round: scan for liquidations,
+                              decide and pay, expire, reconcile (30)
 ``BTI_SESSION_HOURS``         how long a dashboard sign-in lasts, across reloads and tabs (24)
 ``BTI_WEBHOOK_ALLOW_NETWORKS`` non-public networks webhooks may reach (CIDR list; none)
 ``BTI_WEBHOOK_TIMEOUT_SECONDS`` the whole of one webhook delivery, at most (10)

@@ -17,7 +17,6 @@ made only where no policy exists yet (never mixed into someone's own).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +28,7 @@ import pandas as pd
 from sqlalchemy import func
 from sqlmodel import select
 
+from bti_core import files
 from bti_core.db.engine import session_scope
 from bti_core.db.models import Policy
 from bti_core.errors import BTIError, NoDataError
@@ -148,14 +148,10 @@ def _set_chain_time(services: Services, at: datetime) -> None:
 
 
 def _write_marker(services: Services, state: str, report: DemoBookReport | None = None) -> None:
-    path = services.settings.data_dir / MARKER
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".demo-book-{os.getpid()}.tmp")
     body = {"state": state, "written": pd.Timestamp.now("UTC").isoformat()}
     if report is not None:
         body["report"] = report.line()
-    tmp.write_text(json.dumps(body))
-    os.replace(tmp, path)
+    files.write_text(services.settings.data_dir / MARKER, json.dumps(body))
 
 
 def book_state(services: Services) -> str:

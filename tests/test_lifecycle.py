@@ -6,7 +6,7 @@ import pytest
 
 from bti_core.policies.lifecycle import (
     TRANSITIONS,
-    PolicyEvent,
+    LifecycleEvent,
     PolicyStatus,
     PolicyTransitionError,
     transition,
@@ -47,4 +47,4 @@ def test_every_status_is_in_the_table_and_terminal_ones_allow_nothing() -> None:
     reachable = {after for moves in TRANSITIONS.values() for after in moves.values()}
     assert reachable | {PolicyStatus.PENDING} == set(PolicyStatus)
     assert TRANSITIONS[PolicyStatus.PAID] == TRANSITIONS[PolicyStatus.DECLINED] == {}
-    assert {e.value for e in PolicyEvent} <= {s.value for s in PolicyStatus}
+    assert {e.value for e in LifecycleEvent} <= {s.value for s in PolicyStatus}

@@ -11,8 +11,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from bti_core import files
 from bti_core.risk.liquidation import brackets_for, isolated_liquidation_price
 
 if TYPE_CHECKING:
     from bti_core.risk.engine import SymbolRisk
-    from bti_core.risk.models import RowPredictor
+    from bti_core.risk.protocols import RowModel
 
 SURFACE_LEVERAGES: tuple[float, ...] = (2, 3, 5, 10, 20, 25, 50, 75, 100)
 SURFACE_HORIZONS: tuple[int, ...] = (1, 4, 12, 24, 72, 168, 336, 720)
@@ -35,7 +34,7 @@ def probability_surface(
     sr: SymbolRisk,
     side: int,
     *,
-    model: RowPredictor | None = None,
+    model: RowModel | None = None,
     leverages: tuple[float, ...] = SURFACE_LEVERAGES,
     horizons: tuple[int, ...] = SURFACE_HORIZONS,
 ) -> pd.DataFrame:
@@ -96,11 +95,8 @@ def store_backtest(payload: dict[str, Any], folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     stamp = pd.Timestamp.now("UTC").strftime("%Y%m%dT%H%M%S%f")
     path = folder / f"backtest-{stamp}-{payload.get('prob', 'engine')}.json"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".backtest-", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump({**payload, "written": pd.Timestamp.now("UTC").isoformat()}, fh)
-    os.replace(tmp, path)
-    return path
+    body = {**payload, "written": pd.Timestamp.now("UTC").isoformat()}
+    return files.write_text(path, json.dumps(body), prefix=".backtest-")
 
 
 # `bti backtest` on ../shared/data/binance-perp-dev (five symbols, 2019–2021), shipped

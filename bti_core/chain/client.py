@@ -66,7 +66,7 @@ _PERMIT_FIELDS = (  # EIP-2612
 ZERO_HASH = b"\x00" * 32
 
 
-class PolicyStatus(IntEnum):
+class OnChainStatus(IntEnum):
     NONE = 0
     ACTIVE = 1
     PAID = 2
@@ -101,7 +101,7 @@ class OnChainPolicy:
     owner: str
     start: int
     expiry: int
-    status: PolicyStatus
+    status: OnChainStatus
     coverage: Decimal
     premium: Decimal
     paid: Decimal
@@ -171,7 +171,7 @@ def terms_hash(terms: dict[str, Any]) -> bytes:
     return keccak(text=json.dumps(terms, sort_keys=True, separators=(",", ":"), default=str))
 
 
-_STATUS_NAMES = {s.value: s.name.lower() for s in PolicyStatus}
+_STATUS_NAMES = {s.value: s.name.lower() for s in OnChainStatus}
 
 
 def _explain(name: str, a: dict[str, Any]) -> str:
@@ -717,7 +717,7 @@ class ChainClient:
             owner=str(owner),
             start=int(p[1]),
             expiry=int(p[2]),
-            status=PolicyStatus(int(p[3])),
+            status=OnChainStatus(int(p[3])),
             coverage=from_units(int(p[4])),
             premium=from_units(int(p[5])),
             paid=from_units(int(p[6])),

@@ -1,11 +1,12 @@
 """The local chain node: anvil, started by BTI on 127.0.0.1 with its state kept under data/.
 
-Durability (DESIGN.md, "Anvil durability"): anvil's own ``--state`` file is rewritten in place
-without fsync, and a truncated file stops anvil from starting. So after every transaction that
-matters the client calls `AnvilNode.snapshot`, which takes ``anvil_dumpState`` (gzip, hex),
-unzips it and writes it through a temporary file, fsync and ``os.replace``; a start loads the
-last snapshot with ``--load-state``. A crash therefore loses at most the transactions after the
-last snapshot, and the reconcilers (policies, claims) re-send those idempotently.
+Durability (docs/architecture.md, "The local chain"): anvil's own ``--state`` file is
+rewritten in place without fsync, and a truncated file stops anvil from starting. So after
+every transaction that matters the client calls `AnvilNode.snapshot`, which takes
+``anvil_dumpState`` (gzip, hex), unzips it and writes it through a temporary file, fsync and
+``os.replace``; a start loads the last snapshot with ``--load-state``. A crash therefore loses
+at most the transactions after the last snapshot, and the reconcilers (policies, claims)
+re-send those idempotently.
 
 The node keeps the chain's blocks, receipts and logs but only its recent states
 (``--prune-history``): nothing it writes grows with the chain's length but that snapshot.
@@ -16,17 +17,16 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
-import os
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bti_core import files
 from bti_core.errors import ChainError
 
 ANVIL_BIN = (
@@ -149,25 +149,7 @@ class AnvilNode:
         hexgz = rpc_call(self.url, "anvil_dumpState", timeout=30.0)
         try:
             raw = gzip.decompress(bytes.fromhex(hexgz[2:] if hexgz.startswith("0x") else hexgz))
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(
-                prefix=".anvil-state.", suffix=".tmp", dir=self.state_dir
-            )
-            tmp = Path(tmp_name)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(raw)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self.snapshot_path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-            dir_fd = os.open(self.state_dir, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            files.write_bytes(self.snapshot_path, raw, prefix=".anvil-state.")
         except (OSError, ValueError, EOFError) as exc:
             raise ChainError(
                 f"could not save the chain's state to {self.snapshot_path}: {exc}"

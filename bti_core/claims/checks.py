@@ -71,7 +71,7 @@ class ClaimFacts:
     record: dict[str, Any] | None = None  # a trader's exchange liquidation record
     pre_purchase_move: float | None = None  # mark's move toward LP over the 24 h before purchase
     distance_at_purchase: float | None = None  # |mark − LP| / mark at purchase
-    # the proof (`claims.triggers`, `claims.proof`): the bar that proves the liquidation, from
+    # the proof (`market.triggers`, `claims.proof`): the bar that proves the liquidation, from
     # its open to its close — or, for a stream's ticks, the run of ticks beyond the level
     proof_bar: datetime | None = None
     until: datetime | None = None

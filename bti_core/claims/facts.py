@@ -16,10 +16,10 @@ from sqlmodel import Session, col, select
 
 from bti_core.claims.checks import ClaimFacts, PolicyFacts, TraderFacts
 from bti_core.claims.records import ClaimError
-from bti_core.claims.triggers import Series
 from bti_core.db.models import Claim, IngestRun, Policy
 from bti_core.errors import BTIError
 from bti_core.market.schema import FEED_SOURCE_PREFIX, Kind, timeframe_delta
+from bti_core.market.triggers import Series
 from bti_core.market.warehouse import Warehouse
 from bti_core.risk.engine import RiskEngine
 
@@ -77,7 +77,7 @@ class Evidence:
 
     def series(self, symbol: str, start: datetime, end: datetime) -> list[Series]:
         """Every stored mark series of ``symbol`` between ``start`` and ``end`` (with its
-        last-price bars), for the proofs of `claims.triggers`; none where nothing is stored."""
+        last-price bars), for the proofs of `market.triggers`; none where nothing is stored."""
         try:
             tfs = self.mark_timeframes(symbol)
         except BTIError:

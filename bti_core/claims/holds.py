@@ -22,12 +22,13 @@ from sqlmodel import col, select
 
 from bti_core.db.engine import session_scope, write_scope
 from bti_core.db.models import HeldTrigger
+from bti_core.db.repository import held_triggers
 from bti_core.db.types import utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from bti_core.claims.service import TickHit
+    from bti_core.claims.hits import TickHit
 
 HOLD_AFTER_WINDOW = timedelta(days=1)  # as long as an ended policy waits for market data
 MAX_HELD_PER_POLICY = 20  # a flapping feed holds no more than this per policy and stream
@@ -106,13 +107,7 @@ def held(db: Engine, limit: int = 5_000) -> list[HeldTrigger]:
 
 def of_policy(db: Engine, policy_id: int) -> list[HeldTrigger]:
     with session_scope(db) as s:
-        return list(
-            s.exec(
-                select(HeldTrigger)
-                .where(HeldTrigger.policy_id == policy_id)
-                .order_by(col(HeldTrigger.at))
-            ).all()
-        )
+        return held_triggers(s, policy_id)
 
 
 def settle(

@@ -35,8 +35,9 @@ from bti_core.claims.records import ClaimError
 from bti_core.claims.state import Event, State
 from bti_core.db.engine import write_scope
 from bti_core.db.models import Claim, Policy
-from bti_core.db.repository import add_policy_event, move_policy
+from bti_core.db.repository import add_policy_event
 from bti_core.errors import ChainError, ContractRefusalError
+from bti_core.policies.lifecycle import move_policy
 
 SYSTEM = "system"
 log = logging.getLogger("bti.claims")

@@ -37,11 +37,17 @@ from bti_core.claims.checks import (
     title,
 )
 from bti_core.claims.facts import Evidence, policy_facts
+from bti_core.claims.hits import TickHit
 from bti_core.claims.ledger import Verdict
 from bti_core.claims.payments import SYSTEM, Payments, load_policies, locked_claim, locked_claims
 from bti_core.claims.records import ClaimError, parse_record
 from bti_core.claims.state import OPEN_FOR_UNDERWRITER, Event, State
-from bti_core.claims.triggers import (
+from bti_core.db.engine import session_scope, write_scope
+from bti_core.db.models import Claim, ClaimAudit, Policy
+from bti_core.db.repository import add_policy_event
+from bti_core.db.types import utcnow
+from bti_core.errors import BTIError
+from bti_core.market.triggers import (
     EVIDENCE_BARS,
     Insured,
     Series,
@@ -50,12 +56,8 @@ from bti_core.claims.triggers import (
     find_triggers,
     refutes,
 )
-from bti_core.db.engine import session_scope, write_scope
-from bti_core.db.models import Claim, ClaimAudit, Policy
-from bti_core.db.repository import add_policy_event, move_policy
-from bti_core.db.types import utcnow
-from bti_core.errors import BTIError
 from bti_core.market.warehouse import Warehouse
+from bti_core.policies.lifecycle import move_policy
 from bti_core.risk.engine import RiskEngine
 
 __all__ = [
@@ -67,25 +69,6 @@ __all__ = [
     "RunReport",
     "TickHit",
 ]
-
-
-@dataclass(frozen=True)
-class TickHit:
-    """A stream saw a policy's liquidation price reached: the run of ticks beyond it began at
-    ``at`` with the mark at ``price``. ``confirmation`` says what confirmed it — the run stayed
-    beyond for the confirmation window (``{"by": "persistence", "seconds", "required_seconds",
-    "ticks", "first_price", "extreme", "last_price", "confirmed_at", "stream"}``) — or is
-    None: a crossing nothing confirmed yet, which opens a claim only if the stored bars prove
-    it (`ClaimsService.open_from_ticks`) and is held otherwise."""
-
-    policy_id: int
-    symbol: str
-    at: datetime
-    price: float
-    # the feed's own bars around the tick (a live exchange feed: the minute it is in, which is
-    # not stored yet), shown beside the stored ones as context — never as the proof
-    feed_bars: tuple[dict[str, Any], ...] = ()
-    confirmation: dict[str, Any] | None = None
 
 
 @dataclass
@@ -177,7 +160,7 @@ class ClaimsService:
 
     def scan(self) -> list[int]:
         """Open a claim for every active policy whose stored mark bars prove its liquidation
-        price reached inside its window (`claims.triggers`: the bar that settles it earliest).
+        price reached inside its window (`market.triggers`: the bar that settles it earliest).
         Returns the new claims' ids."""
         with session_scope(self.db) as s:
             active = list(s.exec(select(Policy).where(Policy.status == "active")).all())
@@ -283,7 +266,7 @@ class ClaimsService:
         """The claims of a stream's liquidations (`bti_core.stream`), each only on evidence
         that proves it: a run of ticks that stayed beyond the level for the confirmation
         window (`TickHit.confirmation`), or else the stored bars around its time
-        (`claims.triggers`, the scan's proof). A crossing neither proves is held
+        (`market.triggers`, the scan's proof). A crossing neither proves is held
         (`claims.holds`) and re-checked each round (`recheck_held`): it uses up nothing, and a
         true liquidation later still opens the claim. A policy that already has its claim or is
         no longer open gets none. A crash liquidates thousands at one tick: the bars around the

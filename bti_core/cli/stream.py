@@ -257,7 +257,7 @@ def stream_kafka(
     Ctrl-C (or ``--idle-exit``)."""
     import time
 
-    from bti_core.stream.engine import BatchReport, EmbeddedEngine
+    from bti_core.stream.engine import EmbeddedEngine
     from bti_core.stream.kafka import (
         ALERTS,
         CLAIMS,
@@ -267,6 +267,7 @@ def stream_kafka(
         KafkaTickSource,
         ensure_topics,
     )
+    from bti_core.stream.ports import BatchReport
 
     services = open_services()
     source: KafkaTickSource | None = None
@@ -353,7 +354,8 @@ def stream_live(
     import time
 
     from bti_core.stream import live
-    from bti_core.stream.engine import BatchReport, EmbeddedEngine
+    from bti_core.stream.engine import EmbeddedEngine
+    from bti_core.stream.ports import BatchReport
 
     names = [x for x in (y.strip() for y in symbols.split(",")) if x]
     if not names:

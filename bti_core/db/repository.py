@@ -10,7 +10,14 @@ from typing import Any
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
-from bti_core.db.models import Claim, IngestRun, Policy, PolicyEvent, QuoteRecord
+from bti_core.db.models import (
+    Claim,
+    HeldTrigger,
+    IngestRun,
+    Policy,
+    PolicyEvent,
+    QuoteRecord,
+)
 
 
 def add_ingest_run(session: Session, *, run: IngestRun) -> IngestRun:
@@ -137,19 +144,6 @@ def claim_outcomes(session: Session, *, user_id: str) -> Sequence[tuple[str, str
     return session.exec(stmt).all()
 
 
-def move_policy(
-    session: Session, *, policy: Policy, event: str, detail: dict[str, Any] | None = None
-) -> PolicyEvent:
-    """Change a policy's status by its lifecycle's one `transition` (which refuses what is not
-    allowed) and log the event, in the caller's transaction."""
-    # imported here: the policies package imports this module
-    from bti_core.policies.lifecycle import transition
-
-    policy.status = transition(policy.status, event).value
-    session.add(policy)
-    return add_policy_event(session, policy=policy, event=event, detail=detail)
-
-
 def stream_marks(session: Session, *, symbol: str) -> list[tuple[int, float]]:
     """``(ms, price)``: each stream's last trusted mark price of ``symbol`` (from the scoring
     state its checkpoint holds), for a purchase to check the freshest price BTI has seen."""
@@ -168,3 +162,15 @@ def stream_marks(session: Session, *, symbol: str) -> list[tuple[int, float]]:
         if ms > 0 and price > 0:
             out.append((ms, price))
     return out
+
+
+def held_triggers(session: Session, policy_id: int) -> list[HeldTrigger]:
+    """The stream crossings of ``policy_id`` held for confirmation (`claims.holds`), oldest
+    first, whatever their state."""
+    return list(
+        session.exec(
+            select(HeldTrigger)
+            .where(HeldTrigger.policy_id == policy_id)
+            .order_by(col(HeldTrigger.at))
+        ).all()
+    )

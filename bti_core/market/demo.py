@@ -16,7 +16,6 @@ A demo killed halfway must not leave a symbol without its funding that ``bti dem
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from bti_core import files
 from bti_core.filelock import file_lock
 from bti_core.market.ingest import Ingestor, IngestResult
 from bti_core.market.schema import FUNDING_TIMEFRAME, Kind
@@ -76,14 +76,7 @@ def read_marker(warehouse: Warehouse) -> DemoMarker:
 
 
 def _write_marker(warehouse: Warehouse, marker: DemoMarker) -> None:
-    path = warehouse.root / MARKER
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".demo-{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(marker.to_json(), fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    files.write_text(warehouse.root / MARKER, json.dumps(marker.to_json()))
 
 
 @contextmanager

@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bti_core import files
 from bti_core.errors import NoDataError, WarehouseError
 from bti_core.filelock import file_lock
 from bti_core.market.schema import TIMEFRAMES, Kind, canonical_symbol, timeframe_delta
@@ -58,14 +59,6 @@ class Dataset:
     first: pd.Timestamp | None
     last: pd.Timestamp | None
     bytes: int
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _alive(pid: int) -> bool:
@@ -242,17 +235,10 @@ class Warehouse:
             return WriteResult(path, added, updated, len(merged))
 
     def _atomic_write(self, path: Path, frame: pd.DataFrame) -> None:
-        tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{path.name}")
-        try:
+        # the writer's pid leads the temporary name, for `sweep`
+        with files.replacing(path, prefix=f"{_TMP_PREFIX}{os.getpid()}-") as tmp:
             table = pa.Table.from_pandas(frame, preserve_index=False)
             pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="zstd")
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-            _fsync_dir(path.parent)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
 
     def delete(self, kind: Kind | str, symbol: str, timeframe: str) -> bool:
         path = self.path(kind, symbol, timeframe)

@@ -8,16 +8,13 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
-from bti_core.claims import holds
-from bti_core.claims.triggers import Insured, Series, find_triggers
 from bti_core.db.engine import session_scope, write_scope
 from bti_core.db.models import Policy
-from bti_core.db.repository import (
-    active_policies,
-    move_policy,
-)
+from bti_core.db.repository import active_policies, held_triggers
 from bti_core.errors import BTIError, ChainError
 from bti_core.market.schema import Kind, timeframe_delta
+from bti_core.market.triggers import Insured, Series, find_triggers
+from bti_core.policies.lifecycle import move_policy
 from bti_core.policies.purchase import Purchases
 
 log = logging.getLogger("bti.policies")
@@ -27,7 +24,7 @@ EXPIRY_DATA_GRACE = timedelta(days=1)  # how long an ended policy waits for mark
 class Expiry(Purchases):
     def _awaits_claim(self, p: Policy, now: datetime) -> bool:
         """Whether an ended policy must stay open for the claims: its stored mark bars prove
-        its liquidation price reached inside the window (`claims.triggers`), a stream's
+        its liquidation price reached inside the window (`market.triggers`), a stream's
         crossing of it is held for the bars to settle, or the market data does not yet cover
         the window's end — each waited for at most ``EXPIRY_DATA_GRACE``."""
         if now >= p.end_at + EXPIRY_DATA_GRACE:
@@ -52,8 +49,9 @@ class Expiry(Purchases):
         insured = Insured(p.id or 0, p.side, float(p.liquidation_price), p.start_at, p.end_at)
         if find_triggers([insured], series):
             return True
-        if any(h.state == "held" for h in holds.of_policy(self.db, p.id or 0)):
-            return True
+        with session_scope(self.db) as s:
+            if any(h.state == "held" for h in held_triggers(s, p.id or 0)):
+                return True
         return not covered
 
     def expire_due(self) -> int:

@@ -1,5 +1,5 @@
-"""The policy lifecycle (pure): a status and one `transition`, the only way a policy's status
-changes (`bti_core.db.repository.move_policy` applies it and logs the event).
+"""The policy lifecycle: a status and one `transition` (pure), the only way a policy's status
+changes (`move_policy` applies it in a transaction and logs the event).
 
     pending ──pay──▶ active ──expire──▶ expired ──file (trader's record)──▶ claimed
        │                └──liquidate──▶ claimed ──pay_claim──▶ paid
@@ -12,7 +12,12 @@ own record of a liquidation inside its window.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
+from sqlmodel import Session
+
+from bti_core.db.models import Policy, PolicyEvent
+from bti_core.db.repository import add_policy_event
 from bti_core.errors import BTIError
 
 
@@ -25,7 +30,7 @@ class PolicyStatus(StrEnum):
     PAID = "paid"
 
 
-class PolicyEvent(StrEnum):
+class LifecycleEvent(StrEnum):
     ACTIVATE = "active"  # the premium was collected on-chain
     DECLINE = "declined"
     EXPIRE = "expired"
@@ -33,17 +38,17 @@ class PolicyEvent(StrEnum):
     PAY = "paid"
 
 
-TRANSITIONS: dict[PolicyStatus, dict[PolicyEvent, PolicyStatus]] = {
+TRANSITIONS: dict[PolicyStatus, dict[LifecycleEvent, PolicyStatus]] = {
     PolicyStatus.PENDING: {
-        PolicyEvent.ACTIVATE: PolicyStatus.ACTIVE,
-        PolicyEvent.DECLINE: PolicyStatus.DECLINED,
+        LifecycleEvent.ACTIVATE: PolicyStatus.ACTIVE,
+        LifecycleEvent.DECLINE: PolicyStatus.DECLINED,
     },
     PolicyStatus.ACTIVE: {
-        PolicyEvent.EXPIRE: PolicyStatus.EXPIRED,
-        PolicyEvent.CLAIM: PolicyStatus.CLAIMED,
+        LifecycleEvent.EXPIRE: PolicyStatus.EXPIRED,
+        LifecycleEvent.CLAIM: PolicyStatus.CLAIMED,
     },
-    PolicyStatus.EXPIRED: {PolicyEvent.CLAIM: PolicyStatus.CLAIMED},
-    PolicyStatus.CLAIMED: {PolicyEvent.PAY: PolicyStatus.PAID},
+    PolicyStatus.EXPIRED: {LifecycleEvent.CLAIM: PolicyStatus.CLAIMED},
+    PolicyStatus.CLAIMED: {LifecycleEvent.PAY: PolicyStatus.PAID},
     PolicyStatus.DECLINED: {},
     PolicyStatus.PAID: {},
 }
@@ -53,9 +58,9 @@ class PolicyTransitionError(BTIError, ValueError):
     """An event the policy's status does not allow."""
 
 
-def transition(status: PolicyStatus | str, event: PolicyEvent | str) -> PolicyStatus:
+def transition(status: PolicyStatus | str, event: LifecycleEvent | str) -> PolicyStatus:
     """The status after ``event``, or `PolicyTransitionError` saying what is allowed."""
-    now, ev = PolicyStatus(status), PolicyEvent(event)
+    now, ev = PolicyStatus(status), LifecycleEvent(event)
     nxt = TRANSITIONS[now].get(ev)
     if nxt is None:
         ok = ", ".join(e.value for e in TRANSITIONS[now]) or "nothing more"
@@ -63,3 +68,13 @@ def transition(status: PolicyStatus | str, event: PolicyEvent | str) -> PolicySt
             f"a policy that is {now.value} cannot become {ev.value}; it allows {ok}"
         )
     return nxt
+
+
+def move_policy(
+    session: Session, *, policy: Policy, event: str, detail: dict[str, Any] | None = None
+) -> PolicyEvent:
+    """Change a policy's status by its lifecycle's one `transition` (which refuses what is not
+    allowed) and log the event, in the caller's transaction."""
+    policy.status = transition(policy.status, event).value
+    session.add(policy)
+    return add_policy_event(session, policy=policy, event=event, detail=detail)

@@ -15,7 +15,7 @@ from hexbytes import HexBytes
 from sqlmodel import Session
 
 from bti_core.chain.artifacts import refusal_type
-from bti_core.chain.client import ChainClient, PolicyStatus, Purchase, terms_hash
+from bti_core.chain.client import ChainClient, OnChainStatus, Purchase, terms_hash
 from bti_core.chain.wallets import LOCAL_CHAIN_ID, is_dev_address
 from bti_core.db.engine import session_scope, write_scope
 from bti_core.db.models import Policy, QuoteRecord
@@ -23,7 +23,6 @@ from bti_core.db.repository import (
     add_policy_event,
     get_policy,
     get_quote,
-    move_policy,
     policies_with_status,
     policy_for_quote,
     stream_marks,
@@ -31,6 +30,7 @@ from bti_core.db.repository import (
 from bti_core.errors import BTIError, ChainError, ContractRefusalError, PaymentError
 from bti_core.market.schema import Kind, timeframe_delta
 from bti_core.orders import Cover, Order
+from bti_core.policies.lifecycle import move_policy
 from bti_core.policies.quoting import QuoteError, Quoting
 from bti_core.underwriting import (
     Check,
@@ -495,7 +495,7 @@ class Purchases(Quoting):
         """Release an expired policy's cover on-chain (once; the claims role may at any time)."""
         chain = self._chain()
         assert policy.chain_policy_id is not None
-        if chain.policy(policy.chain_policy_id).status != PolicyStatus.ACTIVE:
+        if chain.policy(policy.chain_policy_id).status != OnChainStatus.ACTIVE:
             return False
         tx = chain.release_cover(policy.chain_policy_id)
         with write_scope(self.db) as s:

@@ -49,7 +49,7 @@ from bti_core.market.cleaning import clean_bars
 from bti_core.market.schema import Kind, timeframe_delta
 from bti_core.market.sources import discover, identify, read_source
 from bti_core.pricing import wilson_upper
-from bti_core.risk.engine import FIT_WINDOW
+from bti_core.risk.constants import FIT_WINDOW
 from bti_core.risk.liquidation import brackets_for, isolated_liquidation_price
 from bti_core.risk.probability import (
     ENGINE_INNOVATIONS,

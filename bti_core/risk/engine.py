@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,7 @@ import pandas as pd
 from bti_core.errors import NoDataError
 from bti_core.market.schema import FUNDING_TIMEFRAME, Kind, canonical_symbol
 from bti_core.market.warehouse import Warehouse
+from bti_core.risk.constants import FIT_WINDOW
 from bti_core.risk.features import market_frame, order_vector
 from bti_core.risk.index import MarketFeatures, market_features
 from bti_core.risk.probability import (
@@ -32,18 +32,8 @@ from bti_core.risk.probability import (
     fit_gjr,
     simulate_path_table,
 )
+from bti_core.risk.protocols import RowModel
 
-if TYPE_CHECKING:
-    from bti_core.risk.models import RowPredictor
-
-# Half a year of hourly bars for the fit. On Binance BTC/ETH 2020–21 (`bti backtest`, stride
-# 12 h) shorter windows follow volatility regimes sooner: brier 0.1421 (2 years), 0.1418 (1 year),
-# 0.1410 (270 days), 0.1403 (180 days), 0.1400 (120 days); per symbol and year the cells' mean
-# |ln(realised/predicted)| in 2021 fell from 0.19 (1 year) to 0.12 (180 days), and the 1-year
-# fit lost to the 30-day GBM baseline on BTC 2021 (brier 0.1434 against 0.1390) where 180 days
-# draws level (0.1397, log loss 0.4292 against 0.4338). Below ~4 months the weekly tails of
-# low-leverage cover grow too fat (long 5×/168 h 0.71 at 120 days).
-FIT_WINDOW = pd.Timedelta(days=180)
 MIN_FIT_BARS = 24 * 30
 BASELINE_WINDOW_HOURS = 24 * 30
 FEATURE_WINDOW = pd.Timedelta(days=90)
@@ -75,7 +65,7 @@ class SymbolRisk:
 
     def learned_probability(
         self,
-        model: RowPredictor,
+        model: RowModel,
         liquidation_price: float,
         hours: float,
         side: int,

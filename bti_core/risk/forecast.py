@@ -38,8 +38,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +47,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from bti_core import files
 from bti_core.timeutil import to_utc, to_utc_index
 
 Progress = Callable[[int, int, str], None]
@@ -530,22 +529,10 @@ def format_report(rep: ForecastReport) -> str:
 # the chosen forecaster, and forecasts cached on disk
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_skill(rep: ForecastReport, folder: Path) -> Path:
     """The evaluation, where the pages read which forecaster is best (``skill.json``)."""
     path = folder / "skill.json"
-    _atomic_write(path, json.dumps(rep.to_json(), indent=2, default=str))
+    files.write_text(path, json.dumps(rep.to_json(), indent=2, default=str))
     return path
 
 
@@ -643,7 +630,7 @@ def refresh(
         except (OSError, ValueError, KeyError, json.JSONDecodeError):
             pass  # a damaged file is refitted below
     f = forecast(s, target, name, symbol=symbol, window_days=window_days, seed=seed)
-    _atomic_write(path, _to_json(f))
+    files.write_text(path, _to_json(f))
     for old in folder.glob(f"{symbol}_{target}_{name}_*.json"):
         if old != path:
             old.unlink(missing_ok=True)

@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bti_core import files
 from bti_core.errors import BTIError
 from bti_core.risk.features import ALL_COLUMNS
 from bti_core.risk.models import (
@@ -139,19 +138,6 @@ def train(
 # files
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{os.getpid()}-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save(trained: Trained, folder: Path) -> Path:
     """Write ``<id>.skops``, ``<id>.json`` and ``<id>.html`` under ``folder``; returns the
     model file. The card is written last, so a listed card always has its model beside it."""
@@ -168,9 +154,9 @@ def save(trained: Trained, folder: Path) -> Path:
         "seed": m.seed,
     }
     base = folder / trained.card["id"]
-    _atomic_write(base.with_suffix(".skops"), sio.dumps(payload))
-    _atomic_write(base.with_suffix(".html"), card_html(trained.card).encode())
-    _atomic_write(
+    files.write_bytes(base.with_suffix(".skops"), sio.dumps(payload))
+    files.write_bytes(base.with_suffix(".html"), card_html(trained.card).encode())
+    files.write_bytes(
         base.with_suffix(".json"), json.dumps(trained.card, indent=1, default=_json).encode()
     )
     return base.with_suffix(".skops")

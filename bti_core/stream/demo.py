@@ -15,7 +15,8 @@ import pandas as pd
 
 from bti_core.errors import BTIError
 from bti_core.market.replay import crash_now
-from bti_core.stream.engine import BatchReport, EmbeddedEngine, ReplaySource
+from bti_core.stream.engine import EmbeddedEngine, ReplaySource
+from bti_core.stream.ports import BatchReport
 
 if TYPE_CHECKING:
     from bti_core.services import Services

@@ -25,9 +25,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,12 +36,12 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from bti_core.claims.service import TickHit
+from bti_core.claims.hits import TickHit
 from bti_core.db.models import Claim, Policy, PolicyEvent
 from bti_core.errors import BTIError
 from bti_core.market.schema import FUNDING_TIMEFRAME, Kind, timeframe_delta
 from bti_core.market.warehouse import Warehouse
-from bti_core.stream.kafka import KafkaTickSource
+from bti_core.stream.ports import BarFeed, BatchReport, CursorSource, FollowedSource
 from bti_core.stream.scoring import (
     DEFAULT_RULES,
     HOUR_MS,
@@ -376,27 +375,6 @@ def merged_ticks(
     return t[o], p[o]
 
 
-@runtime_checkable
-class FollowedSource(Protocol):
-    """A source read by each symbol's last consumed tick rather than by an offset: the
-    warehouse's newest bars (`TailSource`), a live exchange feed
-    (`bti_core.stream.live.LiveSource`)."""
-
-    def read_after(
-        self, last_ms: dict[str, int], limit: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
-
-    def __len__(self) -> int: ...
-
-
-@runtime_checkable
-class BarFeed(Protocol):
-    """A source that builds bars of its own from what it receives (a live exchange feed):
-    they are claim evidence for a tick whose bar is not stored yet."""
-
-    def feed_bars(self, symbol: str, at_ms: int) -> list[dict[str, Any]]: ...
-
-
 class TailSource:
     """The warehouse's newest mark bars as ticks, for the worker: each symbol from just after
     the last tick its state consumed (a first start: the last ``lookback``). Every stored
@@ -446,26 +424,13 @@ class TailSource:
         return 0  # unbounded
 
 
-@dataclass
-class BatchReport:
-    offset: int
-    ticks: int
-    events: list[Event] = field(default_factory=list)
-    claims: list[int] = field(default_factory=list)  # opened by this batch
-    alerts: int = 0  # new alert rows
-    owners: dict[int, str] = field(default_factory=dict)  # policy → trader, of the events
-    opened: list[dict[str, Any]] = field(default_factory=list)  # the claims, for the sinks
-    read: int = 0  # messages consumed (a Kafka batch may hold invalid or late ones)
-    unknown: int = 0  # ticks of symbols that are no market here: dropped, no state kept
-
-
 class EmbeddedEngine:
     """Score a source's ticks batch by batch into alerts and claims (module docstring)."""
 
     def __init__(
         self,
         services: Services,
-        source: ArraySource | FollowedSource | KafkaTickSource,
+        source: ArraySource | FollowedSource | CursorSource,
         *,
         name: str = "replay",
         rules: Rules = DEFAULT_RULES,
@@ -555,7 +520,7 @@ class EmbeddedEngine:
             syms, ts, px = self.source.read_after(
                 {k: v.last_ms for k, v in states.items()}, self.batch
             )
-        elif isinstance(self.source, KafkaTickSource):
+        elif isinstance(self.source, CursorSource):
             syms, ts, px, cursor, read = self.source.read_from(
                 cursor,
                 self.batch,

@@ -56,7 +56,7 @@ from bti_core.errors import BTIError
 from bti_core.stream.store import MESSAGES, alert_key
 
 if TYPE_CHECKING:
-    from bti_core.stream.engine import BatchReport
+    from bti_core.stream.ports import BatchReport
 
 log = logging.getLogger("bti.stream.kafka")
 

@@ -20,7 +20,7 @@ event is defined on the tick sequence, never on where a batch ends.
   nothing — raises the ``liquidation`` event at the tick that completes it, dated from the
   run's first tick (``since_ms``: the claim's time); once per policy. A run that comes back
   before it raises ``crossing`` at the tick that ends it: the engine holds it as a trigger to
-  be proven by the stored bars of its minute (`bti_core.claims.triggers`), and a later run can
+  be proven by the stored bars of its minute (`bti_core.market.triggers`), and a later run can
   still confirm. For ticks made from stored bars there is no persistence to measure (their
   times are a quarter of a bar apart by construction): every run raises ``crossing`` at its
   first tick, and the bars themselves prove or refute it.

@@ -45,7 +45,6 @@ import pandas as pd
 from bti_core.errors import BTIError
 from bti_core.stream.engine import (
     PENDING_MS,
-    BatchReport,
     fresh_state,
     market_context,
     open_claims,
@@ -54,6 +53,7 @@ from bti_core.stream.engine import (
     stored_mark_before,
 )
 from bti_core.stream.kafka import DEAD, TICKS, DeadLetters, _config, decode_ticks
+from bti_core.stream.ports import BatchReport
 from bti_core.stream.scoring import (
     DEFAULT_RULES,
     NO_CONTEXT,

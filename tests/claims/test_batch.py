@@ -10,10 +10,11 @@ import pytest
 from sqlmodel import Session, select
 
 from bti_core.chain.client import ChainClient
+from bti_core.claims.hits import TickHit
 from bti_core.claims.payments import Payments
-from bti_core.claims.service import ClaimsService, TickHit
+from bti_core.claims.service import ClaimsService
 from bti_core.db.models import Claim, Policy
-from tests.claims.test_service import NOW, World, buy, claim_paid_events, crash, world  # noqa: F401
+from tests.worlds import NOW, World, buy, claim_paid_events, crash
 
 
 class CrashError(Exception):
@@ -38,7 +39,8 @@ def claims_of(w: World) -> list[Claim]:
         return list(s.exec(select(Claim).order_by(Claim.id)).all())  # type: ignore[arg-type]
 
 
-def test_a_crash_pays_every_claim_once_in_few_transactions(world: World) -> None:  # noqa: F811
+@pytest.mark.both_databases
+def test_a_crash_pays_every_claim_once_in_few_transactions(world: World) -> None:
     w = world
     pols = insured(w, 5)
     crash(w, drop=0.3, after_hours=3)
@@ -57,7 +59,8 @@ def test_a_crash_pays_every_claim_once_in_few_transactions(world: World) -> None
     assert w.claims.verify_log().ok  # each payout anchors its own audit head
 
 
-def test_a_claim_paid_meanwhile_is_recorded_not_paid_again(world: World) -> None:  # noqa: F811
+@pytest.mark.both_databases
+def test_a_claim_paid_meanwhile_is_recorded_not_paid_again(world: World) -> None:
     w = world
     pols = insured(w, 3)
     crash(w, drop=0.3, after_hours=3)
@@ -77,8 +80,9 @@ def test_a_claim_paid_meanwhile_is_recorded_not_paid_again(world: World) -> None
     "where",
     ["before the batch is sent", "after the batch is mined, before it is recorded"],
 )
+@pytest.mark.both_databases
 def test_a_batch_interrupted_is_settled_once_by_reconcile(
-    world: World,  # noqa: F811
+    world: World,
     monkeypatch: pytest.MonkeyPatch,
     where: str,
 ) -> None:
@@ -103,7 +107,8 @@ def test_a_batch_interrupted_is_settled_once_by_reconcile(
     assert len(claim_paid_events(w)) == 4
 
 
-def test_a_refused_batch_is_paid_claim_by_claim(world: World) -> None:  # noqa: F811
+@pytest.mark.both_databases
+def test_a_refused_batch_is_paid_claim_by_claim(world: World) -> None:
     w = world
     pols = insured(w, 3)
     crash(w, drop=0.3, after_hours=3)
@@ -121,8 +126,9 @@ def test_a_refused_batch_is_paid_claim_by_claim(world: World) -> None:  # noqa: 
     assert len(claim_paid_events(w)) == 2
 
 
+@pytest.mark.both_databases
 def test_batches_mined_before_a_failing_one_are_recorded_once(
-    world: World,  # noqa: F811
+    world: World,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The batches of a round are made durable together and then recorded: when the node stops

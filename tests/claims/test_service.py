@@ -3,109 +3,23 @@ appeals; and exactly-once payment when the process is interrupted at every step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
-import pandas as pd
 import pytest
-from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from bti_core.auth import AuthError, User
-from bti_core.chain.client import ChainClient, DecodedEvent, PolicyStatus
+from bti_core.chain.client import ChainClient, OnChainStatus
 from bti_core.claims.payments import Payments
 from bti_core.claims.service import ClaimError, ClaimsService
 from bti_core.claims.state import TransitionError
 from bti_core.db.models import Claim, ClaimAudit, Policy
-from bti_core.market.ingest import Ingestor
-from bti_core.market.schema import Kind
-from bti_core.market.synthetic import generate_demo_markets, replay_crash
-from bti_core.market.warehouse import Warehouse
 from bti_core.orders import Cover, Order
-from bti_core.policies import InsuranceService
-from bti_core.risk.engine import RiskEngine
-
-UNDERWRITER = User("uw", "Una Underwriter", "underwriter")
-NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+from tests.worlds import NOW, UNDERWRITER, World, buy, claim_of, claim_paid_events, crash
 
 
-@dataclass
-class World:
-    ins: InsuranceService
-    claims: ClaimsService
-    chain: ChainClient
-    wh: Warehouse
-    ingest: Ingestor
-    db: Engine
-
-
-@pytest.fixture
-def world(tmp_path: Path, engine: Engine, chain: ChainClient) -> World:
-    wh = Warehouse(tmp_path / "wh")
-    # the replayed feed runs a day ahead of the wall clock (the importer refuses bars from
-    # after its present), as the claims service's clock below runs 12 hours ahead
-    ing = Ingestor(wh, None, clock=lambda: pd.Timestamp.now("UTC") + pd.Timedelta(hours=24))
-    markets = generate_demo_markets(start=NOW - timedelta(days=60), periods=24 * 60, seed=5)
-    m = markets["BTCUSDT"]
-    ing.ingest_frame(m.mark, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="demo")
-    ing.ingest_frame(m.ohlcv, symbol="BTCUSDT", kind=Kind.OHLCV, timeframe="1h", source="demo")
-    ing.ingest_frame(m.funding, symbol="BTCUSDT", kind=Kind.FUNDING, timeframe="8h", source="d")
-    risk = RiskEngine(wh, n_paths=4_000)
-    ins = InsuranceService(engine, risk, chain=chain)
-    # the crash is replayed a few hours ahead (as a live feed would bring it): the claims
-    # service's clock is after it, so records of it are not from the future
-    claims = ClaimsService(engine, wh, chain, clock=lambda: datetime.now(UTC) + timedelta(hours=12))
-    return World(ins, claims, chain, wh, ing, engine)
-
-
-def stream_services(w: World) -> Any:
-    """What the streaming engines use of `Services`, over this world (forecasts: none cached,
-    in a folder beside the warehouse)."""
-    return SimpleNamespace(
-        risk=w.ins.risk,
-        db=w.db,
-        claims=w.claims,
-        warehouse=w.wh,
-        settings=SimpleNamespace(forecasts_dir=w.wh.root.parent / "forecasts"),
-    )
-
-
-def buy(
-    w: World, user: str, leverage: str = "20", coverage: str = "100", hours: int = 48
-) -> Policy:
-    w.chain.faucet(w.ins.wallet_of(user).address, Decimal(1000))
-    spot = Decimal(str(round(w.ins.risk.spot("BTCUSDT"), 2)))
-    q = w.ins.quote(
-        user_id=user,
-        order=Order("BTCUSDT", "long", Decimal("0.1"), spot, Decimal(leverage)),
-        cover=Cover(coverage=coverage, duration_hours=hours),
-    )
-    return w.ins.buy(user_id=user, quote_id=q.record.id)
-
-
-def crash(w: World, *, drop: float = 0.3, after_hours: int = 3, wick: float = 0.0) -> None:
-    """Replay a crash starting a few hours after the purchases (as a live feed would bring it)."""
-    close0 = w.ins.risk.spot("BTCUSDT")
-    last, mark = replay_crash(
-        close0, start=NOW + timedelta(hours=after_hours), hours=6, drop=drop, last_wick=wick
-    )
-    w.ingest.ingest_frame(mark, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="replay")
-    w.ingest.ingest_frame(last, symbol="BTCUSDT", kind=Kind.OHLCV, timeframe="1h", source="replay")
-
-
-def claim_of(w: World, policy: Policy) -> Claim:
-    with Session(w.db) as s:
-        return s.exec(select(Claim).where(Claim.policy_id == policy.id)).one()
-
-
-def claim_paid_events(w: World) -> list[DecodedEvent]:
-    return [e for e in w.chain.events() if isinstance(e, DecodedEvent) and e.name == "ClaimPaid"]
-
-
+@pytest.mark.both_databases
 def test_crash_opens_decides_and_pays_claims(world: World) -> None:
     w = world
     small = buy(w, "alice", coverage="100")
@@ -123,7 +37,7 @@ def test_crash_opens_decides_and_pays_claims(world: World) -> None:
     c = claim_of(w, small)
     assert c.state == "paid" and c.payout_tx and c.amount_approved == small.payout
     assert w.chain.balance(wallet) == before + small.payout
-    assert w.chain.policy(small.chain_policy_id or 0).status == PolicyStatus.PAID
+    assert w.chain.policy(small.chain_policy_id or 0).status == OnChainStatus.PAID
     events = [e.event for e in w.ins.events(small.id or 0)]
     assert events[-2:] == ["claimed", "paid"]
     assert {ch["name"]: ch["outcome"] for ch in c.checks}["mark_confirms"] == "pass"
@@ -218,6 +132,7 @@ def test_an_underwriters_denial_can_be_appealed_once(world: World) -> None:
         w.claims.appeal(cid, User("dave", "Dave", "trader"), "again please")
 
 
+@pytest.mark.both_databases
 def test_bad_records_are_refused_and_write_nothing(world: World) -> None:
     w = world
     p = buy(w, "erin")
@@ -263,6 +178,7 @@ def _crash(*_: object, **__: object) -> None:
         "after the payment is mined, before it is recorded",
     ],
 )
+@pytest.mark.both_databases
 def test_interrupted_at_each_step_pays_exactly_once(
     world: World, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
@@ -294,6 +210,7 @@ def test_interrupted_at_each_step_pays_exactly_once(
     assert again.verify_log().ok
 
 
+@pytest.mark.both_databases
 def test_the_audit_log_detects_an_edit_and_a_removal(world: World) -> None:
     w = world
     buy(w, "hank")
@@ -319,6 +236,7 @@ def test_the_audit_log_detects_an_edit_and_a_removal(world: World) -> None:
     assert not bad.ok and "removed" in str(bad)
 
 
+@pytest.mark.both_databases
 def test_queue_orders_by_due_time_then_amount(world: World) -> None:
     w = world
     w.claims.auto_limit = Decimal(1)  # everything goes to an underwriter
@@ -378,7 +296,7 @@ def test_a_denial_upheld_on_appeal_releases_the_cover(world: World) -> None:
     final = w.claims.decide(cid, UNDERWRITER, "deny", "upheld after review")
     assert final.state == "denied"
     assert w.chain.pool_stats().locked == locked - p.payout
-    assert w.chain.policy(p.chain_policy_id or 0).status == PolicyStatus.RELEASED
+    assert w.chain.policy(p.chain_policy_id or 0).status == OnChainStatus.RELEASED
     assert [e.event for e in w.ins.events(p.id or 0)][-1] == "cover_released"
 
 
@@ -399,6 +317,7 @@ def _claims(w: World) -> list[Claim]:
         return list(s.exec(select(Claim)).all())
 
 
+@pytest.mark.both_databases
 def test_a_rewritten_log_with_every_hash_recomputed_is_caught_by_the_chain(world: World) -> None:
     from bti_core.claims.ledger import GENESIS, entry_hash
     from bti_core.db.models import ClaimAuditHead
@@ -427,6 +346,7 @@ def test_a_rewritten_log_with_every_hash_recomputed_is_caught_by_the_chain(world
     assert f"claim #{c.id}'s payout" in str(bad) and "rewritten" in str(bad)
 
 
+@pytest.mark.both_databases
 def test_deleting_the_whole_log_and_its_head_is_caught(world: World) -> None:
     from sqlalchemy import delete
 
@@ -472,6 +392,7 @@ def test_a_missing_head_stops_claim_work_with_a_message_not_a_traceback(world: W
         ("payout_tx", "0x" + "1" * 64),
     ],
 )
+@pytest.mark.both_databases
 def test_an_edit_of_the_claim_row_itself_is_caught(world: World, field: str, value: object) -> None:
     w = world
     c = _paid_claim(w, f"uma-{field}")
@@ -484,6 +405,7 @@ def test_an_edit_of_the_claim_row_itself_is_caught(world: World, field: str, val
     assert not bad.ok and field in str(bad) and "changed outside BTI" in str(bad)
 
 
+@pytest.mark.both_databases
 def test_the_payout_carries_the_audit_head_on_chain(world: World) -> None:
     w = world
     c = _paid_claim(w, "vic")
@@ -587,6 +509,7 @@ def test_a_release_that_fails_after_a_final_denial_is_logged(
     assert "releasing the cover" in caplog.text and "not answering" in caplog.text
 
 
+@pytest.mark.both_databases
 def test_paid_liquidations_and_denied_claims_count_in_the_trader_history(world: World) -> None:
     """Before, only `claimed` policies counted: a paid liquidation vanished from the risk
     index's trader factor, and liquidations and claims were always the same number."""

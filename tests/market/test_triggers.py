@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bti_core.claims.triggers import Insured, Series, find_triggers, refutes
 from bti_core.market.synthetic import replay_crash
+from bti_core.market.triggers import Insured, Series, find_triggers, refutes
 
 H = pd.Timedelta(hours=1)
 
