@@ -8,11 +8,11 @@ NODE_STAMP := contracts/node_modules/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test setup contracts demo lint typecheck pytest system-deps bench clean
+.PHONY: run test test-fast setup contracts demo lint typecheck pytest system-deps bench clean
 
 $(STAMP): pyproject.toml .ci/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c .ci/constraints.txt -e '.[dev,spark]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-cache-dir -c .ci/constraints.txt -e '.[dev,spark]'
 	@touch $(STAMP)
 
 # Solidity compiler, OpenZeppelin and the anvil binary, pinned by contracts/package-lock.json
@@ -49,6 +49,11 @@ pytest: setup system-deps
 	$(VENV)/bin/pytest -n 3 --dist loadfile
 
 test: setup system-deps lint typecheck pytest
+
+# what a change to the engine needs, in about two minutes: no browser, PostgreSQL, Kafka, Spark
+# or slow (kill, soak) tests — `make test` runs them all
+test-fast: setup lint typecheck
+	$(VENV)/bin/pytest -n 3 --dist loadfile -m "not (browser or postgres or kafka or spark or slow)"
 
 bench: setup
 	$(PY) benchmarks/ingest.py

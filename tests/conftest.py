@@ -17,10 +17,16 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import Engine
 
-from bti_core.chain.client import ChainClient
-from bti_core.chain.node import AnvilNode
+from bti_core.chain.client import ChainClient, Deployment
+from bti_core.chain.node import AnvilNode, rpc_call
 from bti_core.db.engine import make_engine, migrate
+from bti_core.market.ingest import Ingestor
+from bti_core.market.schema import Kind
 from bti_core.market.synthetic import DemoMarket, generate_demo_markets
+from bti_core.market.warehouse import Warehouse
+
+# the claims world (`world`) the claims and stream tests share
+pytest_plugins = ["tests.worlds"]
 
 ROOT = Path(__file__).resolve().parent.parent
 _PYTEST_MAIN = sys.modules.get("__main__")
@@ -94,6 +100,26 @@ def _pg_bin(name: str) -> str:
     pytest.fail(f"PostgreSQL's {name} not found: `make test` installs Debian's postgresql package")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drop the PostgreSQL run of a test not marked ``both_databases`` (see `db_url`), and
+    mark ``kafka`` every test that starts a broker (the stream tests' `broker` fixture)."""
+    keep, drop = [], []
+    for item in items:
+        if "broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (
+            params.get("db_url") == "postgresql"
+            and item.get_closest_marker("both_databases") is None
+        ):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL server on 127.0.0.1, started for this session and stopped after.
@@ -130,9 +156,12 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Each storage test runs on SQLite and again on the PostgreSQL server."""
+    """SQLite, and the PostgreSQL server for a test marked ``both_databases``: one whose
+    behaviour can differ between the two (locks, transactions, uniqueness under concurrent
+    writers, Decimal sums, what a hash reads back). Others run on SQLite only
+    (`pytest_collection_modifyitems`)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'bti.db'}"
         return
@@ -193,9 +222,68 @@ def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilNode]:
     node.stop(snapshot=False)
 
 
-@pytest.fixture
-def chain(anvil: AnvilNode) -> ChainClient:
-    """BTI's contracts freshly deployed on the session's node, with 1,000,000 BTI of capital."""
+@pytest.fixture(scope="session")
+def deployment(anvil: AnvilNode) -> Deployment:
+    """BTI's contracts deployed once per session on its node, with 1,000,000 BTI of capital."""
     client = ChainClient(anvil.url)
-    client.deploy(Decimal(1_000_000))
-    return client
+    return client.deploy(Decimal(1_000_000))
+
+
+@pytest.fixture
+def chain(anvil: AnvilNode, deployment: Deployment) -> Iterator[ChainClient]:
+    """The session's deployment as freshly deployed: the node's state is snapshotted before the
+    test and reverted after it (anvil's ``evm_snapshot``/``evm_revert``, which cost about 4 ms
+    where a deployment costs 0.2-0.5 s), and its clock set back to the wall clock, since a
+    revert also rewinds the time to the snapshot's block."""
+    snapshot = rpc_call(anvil.url, "evm_snapshot")
+    rpc_call(anvil.url, "evm_setTime", [int(time.time())])
+    client = ChainClient(anvil.url)
+    client.use_deployment(deployment)
+    yield client
+    if not rpc_call(anvil.url, "evm_revert", [snapshot]):
+        raise AssertionError(f"anvil could not revert to snapshot {snapshot}")
+
+
+# --- data folders filled with demo markets (pages, streams) ------------------------------
+
+
+@pytest.fixture(scope="session")
+def demo_now() -> dict:
+    """60 days of hourly demo bars up to the last full hour (for crashes replayed now)."""
+    last = pd.Timestamp.now(tz="UTC").floor("1h") - pd.Timedelta("1h")
+    return generate_demo_markets(
+        start=last - pd.Timedelta(hours=24 * 60 - 1), periods=24 * 60, seed=3
+    )
+
+
+@pytest.fixture
+def recent(
+    data_dir: Path, demo_now: dict, anvil: AnvilNode, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """`filled`, with markets that reach the present."""
+    return _fill(data_dir, demo_now, anvil, monkeypatch)
+
+
+@pytest.fixture
+def filled(data_dir: Path, demo: dict, anvil: AnvilNode, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Demo markets in a fresh data folder; the chain is the session's anvil node, where the
+    app deploys its own contracts for this folder."""
+    return _fill(data_dir, demo, anvil, monkeypatch)
+
+
+def _fill(data_dir: Path, demo: dict, anvil: AnvilNode, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("BTI_RPC_URL", anvil.url)
+    engine = make_engine()
+    migrate(engine)
+    ingestor = Ingestor(Warehouse(data_dir / "warehouse"), engine)
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        m = demo[symbol]
+        ingestor.ingest_frame(m.mark, symbol=symbol, kind=Kind.MARK, timeframe="1h", source="demo")
+        ingestor.ingest_frame(
+            m.ohlcv, symbol=symbol, kind=Kind.OHLCV, timeframe="1h", source="demo"
+        )
+        ingestor.ingest_frame(
+            m.funding, symbol=symbol, kind=Kind.FUNDING, timeframe="8h", source="demo"
+        )
+    engine.dispose()
+    return data_dir

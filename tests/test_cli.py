@@ -108,6 +108,7 @@ def test_chain_status_faucet_and_reconcile(
     assert "activated 0, declined 0, cover released 0" in r.output
 
 
+@pytest.mark.slow
 def test_chain_up_runs_a_node_until_stopped_and_keeps_its_state(data_dir: Path) -> None:
     port = free_port()
     env = {**os.environ, "BTI_DATA_DIR": str(data_dir), "BTI_CHAIN_PORT": str(port)}

@@ -63,6 +63,8 @@ def _run_all(cmds: list[list[str]], env: dict[str, str]) -> list[tuple[int, str]
     return [(p.wait(timeout=300), p.communicate()[0]) for p in procs]
 
 
+@pytest.mark.slow
+@pytest.mark.both_databases
 def test_workers_and_cli_runs_at_once_decide_and_pay_each_claim_once(
     env: dict[str, str],
 ) -> None:
@@ -130,6 +132,8 @@ except Exception as exc:
 """
 
 
+@pytest.mark.slow
+@pytest.mark.both_databases
 def test_purchases_from_two_processes_at_once_cannot_both_pass_the_pool_limit(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -161,6 +165,7 @@ def test_purchases_from_two_processes_at_once_cannot_both_pass_the_pool_limit(
     svc.close()
 
 
+@pytest.mark.both_databases
 def test_purchases_from_threads_at_once_cannot_both_pass_the_trader_limit(
     env: dict[str, str],
 ) -> None:
@@ -201,6 +206,7 @@ def test_purchases_from_threads_at_once_cannot_both_pass_the_trader_limit(
     svc.close()
 
 
+@pytest.mark.slow
 def test_a_slow_webhook_holds_back_no_claim_and_sigterm_stops_the_worker(
     data_dir: Path, anvil: AnvilNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:

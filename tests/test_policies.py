@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
-from bti_core.chain.client import ChainClient, PolicyStatus
+from bti_core.chain.client import ChainClient, OnChainStatus
 from bti_core.db.models import Policy, QuoteRecord
 from bti_core.errors import ChainError, NoDataError, PaymentError, UnknownSymbolError
 from bti_core.market.ingest import Ingestor
@@ -121,6 +121,7 @@ def test_premium_rises_with_leverage_duration_and_coverage(
         assert seq == sorted(seq), seq
 
 
+@pytest.mark.both_databases
 def test_buy_activates_logs_and_is_idempotent(
     svc: InsuranceService, risk: RiskEngine, engine: Engine
 ) -> None:
@@ -151,6 +152,7 @@ def test_buy_activates_logs_and_is_idempotent(
     assert 0 < table["distance_to_liquidation"].iloc[0] < 1
 
 
+@pytest.mark.both_databases
 def test_capacity_exhausted_is_declined_with_what_is_left(
     svc: InsuranceService, risk: RiskEngine, engine: Engine
 ) -> None:
@@ -195,10 +197,11 @@ def test_expired_quote_and_policy_expiry(
     assert [e.event for e in svc.events(p.id)][-2:] == ["expired", "cover_released"]
     # the expired policy's cover no longer locks the pool's capital
     assert svc.chain.pool_stats().locked == locked - p.payout
-    assert svc.chain.policy(p.chain_policy_id).status == PolicyStatus.RELEASED
+    assert svc.chain.policy(p.chain_policy_id).status == OnChainStatus.RELEASED
     assert svc.policies("dave")["status"].tolist() == ["expired", "declined"]  # newest first
 
 
+@pytest.mark.both_databases
 def test_bad_input_writes_nothing(svc: InsuranceService, risk: RiskEngine, engine: Engine) -> None:
     with pytest.raises(UnknownSymbolError):
         svc.quote(
@@ -265,6 +268,7 @@ def test_too_few_bti_is_refused_before_anything_is_written(
     assert svc.buy(user_id="pauper", quote_id=q.record.id).status == "active"  # still valid
 
 
+@pytest.mark.both_databases
 def test_a_refusal_by_the_pool_declines_and_takes_nothing(
     svc: InsuranceService, risk: RiskEngine
 ) -> None:
@@ -304,6 +308,7 @@ def _crash(*_: object, **__: object) -> None:
     raise Crash
 
 
+@pytest.mark.both_databases
 def test_a_crash_before_the_payment_is_sent_is_paid_once_by_reconcile(
     svc: InsuranceService, risk: RiskEngine, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -325,6 +330,7 @@ def test_a_crash_before_the_payment_is_sent_is_paid_once_by_reconcile(
     assert count(engine, Policy) == 1
 
 
+@pytest.mark.both_databases
 def test_a_crash_after_the_chain_took_the_premium_is_recorded_without_a_second_charge(
     svc: InsuranceService, risk: RiskEngine, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -445,6 +451,7 @@ def test_listing_policies_writes_nothing_and_sends_nothing(
     assert svc.chain.w3.eth.block_number == block and count(engine, PolicyEvent) == events
 
 
+@pytest.mark.both_databases
 def test_open_cover_is_summed_exactly(engine: Engine) -> None:
     """SQLite keeps money as text; its SUM would add floats (0.1 + 0.2 = 0.30000000000000004)."""
     from bti_core.db.repository import open_cover
@@ -622,6 +629,7 @@ def test_a_quote_is_not_bought_once_the_mark_came_much_closer(
     )  # the pool refuses the signed purchase soon after the quote ends
 
 
+@pytest.mark.both_databases
 def test_one_position_is_insured_once_up_to_its_margin(
     svc: InsuranceService, risk: RiskEngine, engine: Engine
 ) -> None:

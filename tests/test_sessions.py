@@ -34,6 +34,7 @@ def test_a_session_resumes_until_it_expires_or_is_revoked(engine: Engine) -> Non
     assert len({r.token_hash for r in rows}) == 2 and len(token) >= 43  # 256 random bits
 
 
+@pytest.mark.both_databases
 def test_a_ticket_trades_for_the_cookies_session_once_within_its_minute(engine: Engine) -> None:
     add_user(engine, username="ada", name="Ada", role="trader", password="long-enough")
     t0 = utcnow()
@@ -70,6 +71,7 @@ def test_the_worker_purges_sessions_that_ended_and_used_tickets(engine: Engine) 
         assert s.exec(select(WebSession)).all() == []
 
 
+@pytest.mark.both_databases
 def test_thirty_wrong_passwords_then_the_right_one_is_refused(engine: Engine) -> None:
     """It used to sign in: guessing was unlimited."""
     from bti_core.auth import (
@@ -105,6 +107,7 @@ def test_thirty_wrong_passwords_then_the_right_one_is_refused(engine: Engine) ->
     assert authenticate(engine, "ada", "right-one", client="10.0.0.1", now=later).username == "ada"
 
 
+@pytest.mark.both_databases
 def test_one_client_guessing_many_accounts_is_paused(engine: Engine) -> None:
     from bti_core.auth import MAX_CLIENT_FAILURES, AuthError, TooManyAttemptsError, authenticate
 

@@ -13,10 +13,10 @@ import pytest
 
 from bti_core.analytics.book import book_version, claims_summary, load_book, totals
 from bti_core.chain.node import AnvilNode, free_port
-from tests.claims.test_service import UNDERWRITER, World, buy, claim_of, crash, world  # noqa: F401
+from tests.worlds import UNDERWRITER, World, buy, claim_of, crash
 
 
-def test_the_book_after_a_crash(world: World) -> None:  # noqa: F811
+def test_the_book_after_a_crash(world: World) -> None:
     w = world
     small = buy(w, "alice", coverage="100")
     big = buy(w, "bob", coverage="140", leverage="20")
@@ -58,7 +58,7 @@ def test_the_demo_book_is_bought_through_the_service_once(
     from bti_core.demo_book import DemoBookError, book_state, build_demo_book
     from bti_core.market.synthetic import generate_demo_markets
     from bti_core.services import build_services
-    from tests.dashboard.conftest import _fill
+    from tests.conftest import _fill
 
     last = pd.Timestamp.now(tz="UTC").floor("1h") - pd.Timedelta("1h")
     markets = generate_demo_markets(

@@ -199,6 +199,7 @@ def test_processes_creating_the_wallet_secret_at_once_agree(tmp_path: Path) -> N
     assert len(addresses) == 1 and all(p.returncode == 0 for p in procs)
 
 
+@pytest.mark.slow
 def test_faucets_from_four_processes_at_once_all_land(
     anvil: AnvilNode, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

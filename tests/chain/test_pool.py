@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bti_core.chain.artifacts import artifact
-from bti_core.chain.client import ChainClient, DecodedEvent, PolicyStatus, terms_hash
+from bti_core.chain.client import ChainClient, DecodedEvent, OnChainStatus, terms_hash
 from bti_core.chain.node import AnvilNode, free_port
 from bti_core.chain.units import to_units
 from bti_core.errors import ChainError
@@ -69,7 +69,7 @@ def test_buy_takes_the_premium_locks_cover_and_mints_the_policy_token(chain: Cha
     before = chain.pool_stats()
     pid = buy(chain, w, coverage="250", premium="12.5")
     p = chain.policy(pid)
-    assert (p.buyer, p.owner, p.status) == (w.address, w.address, PolicyStatus.ACTIVE)
+    assert (p.buyer, p.owner, p.status) == (w.address, w.address, OnChainStatus.ACTIVE)
     assert (p.coverage, p.premium, p.paid) == (Decimal(250), Decimal("12.5"), Decimal(0))
     assert chain.balance(w.address) == Decimal("987.5")
     after = chain.pool_stats()
@@ -154,7 +154,7 @@ def test_claims_are_paid_once_to_the_policy_tokens_owner(chain: ChainClient) -> 
     after = chain.pool_stats()
     assert after.reserves == before.reserves - 80
     assert after.locked == before.locked - 100  # a paid policy's cover is released
-    assert chain.policy(pid).status == PolicyStatus.PAID
+    assert chain.policy(pid).status == OnChainStatus.PAID
     with pytest.raises(ChainError, match="paid at most once") as e:
         chain.pay_claim(pid, Decimal(1), b"\x02" * 32)
     assert e.value.reason == "PolicyNotActive"
@@ -194,7 +194,7 @@ def test_a_refused_claim_reverts_the_whole_batch(chain: ChainClient) -> None:
     bal = chain.balance(a.address)
     with pytest.raises(ChainError, match="above the policy's coverage"):
         chain.pay_claims([(pa, Decimal(100), b"\x01" * 32), (pb, Decimal(101), b"\x02" * 32)])
-    assert chain.balance(a.address) == bal and chain.policy(pa).status == PolicyStatus.ACTIVE
+    assert chain.balance(a.address) == bal and chain.policy(pa).status == OnChainStatus.ACTIVE
     with pytest.raises(ChainError, match="no policy 999"):
         chain.pay_claims([(pa, Decimal(1), b"\x01" * 32), (999, Decimal(1), b"\x02" * 32)])
     with pytest.raises(ChainError, match="as many amounts"):
@@ -206,7 +206,7 @@ def test_a_refused_claim_reverts_the_whole_batch(chain: ChainClient) -> None:
     stranger = ChainClient(chain.url, chain.deployment, claims_key=a.key.hex())
     with pytest.raises(ChainError, match="lacks the role"):
         stranger.pay_claims([(pa, Decimal(1), b"\x01" * 32)])
-    assert chain.policy(pa).status == PolicyStatus.ACTIVE
+    assert chain.policy(pa).status == OnChainStatus.ACTIVE
 
 
 def test_payout_attacks_revert(chain: ChainClient) -> None:
@@ -220,7 +220,7 @@ def test_payout_attacks_revert(chain: ChainClient) -> None:
         chain.pay_claim(pid, Decimal("100.000000000000000001"), b"\x00" * 32)
     with pytest.raises(ChainError, match="no policy 999"):
         chain.pay_claim(999, Decimal(1), b"\x00" * 32)
-    assert chain.policy(pid).status == PolicyStatus.ACTIVE
+    assert chain.policy(pid).status == OnChainStatus.ACTIVE
 
 
 def test_capital_can_leave_only_when_not_locked_by_cover(anvil: AnvilNode) -> None:
@@ -306,7 +306,7 @@ def test_release_after_the_grace_period_is_open_to_anyone(tmp_path: Path) -> Non
         chain.w3.provider.make_request("evm_increaseTime", [3600 + 7 * 86400 + 1])  # type: ignore[arg-type]
         chain.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
         anyone.release_cover(pid)
-        assert chain.policy(pid).status == PolicyStatus.RELEASED
+        assert chain.policy(pid).status == OnChainStatus.RELEASED
         assert chain.pool_stats().locked == 0
         with pytest.raises(ChainError, match="released, not active"):
             chain.pay_claim(pid, Decimal(1), b"\x00" * 32)
@@ -356,6 +356,7 @@ OPS = st.lists(
 )
 
 
+@pytest.mark.slow
 @settings(
     max_examples=12,
     deadline=None,
@@ -406,7 +407,7 @@ def test_random_operations_keep_the_pools_books(anvil: AnvilNode, ops: list[tupl
                 (
                     chain.policy(p).coverage
                     for p in policies
-                    if chain.policy(p).status == PolicyStatus.ACTIVE
+                    if chain.policy(p).status == OnChainStatus.ACTIVE
                 ),
                 Decimal(0),
             )

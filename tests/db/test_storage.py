@@ -34,6 +34,7 @@ def _run(symbol: str, when: datetime, **kw: object) -> IngestRun:
     return IngestRun(**base)  # type: ignore[arg-type]
 
 
+@pytest.mark.both_databases
 def test_migration_creates_the_models_schema(engine: Engine) -> None:
     migrate(engine)  # a second time: idempotent
     with engine.connect() as conn:
@@ -44,6 +45,7 @@ def test_migration_creates_the_models_schema(engine: Engine) -> None:
             assert conn.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
 
 
+@pytest.mark.both_databases
 def test_repository_round_trip_keeps_utc(engine: Engine) -> None:
     t0 = datetime(2024, 1, 1, 12, tzinfo=UTC)
     with session_scope(engine) as s:
@@ -64,6 +66,7 @@ def test_repository_round_trip_keeps_utc(engine: Engine) -> None:
         assert len(latest_ingest_runs(s)) == 3
 
 
+@pytest.mark.both_databases
 def test_failed_transaction_writes_nothing(engine: Engine) -> None:
     with pytest.raises(sa.exc.StatementError, match="timezone-aware"), session_scope(engine) as s:
         add_ingest_run(s, run=_run("BTCUSDT", datetime(2024, 1, 1, tzinfo=UTC)))

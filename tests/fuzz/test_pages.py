@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from streamlit.testing.v1 import AppTest
 
 from bti_core.chain.node import AnvilNode
-from tests.dashboard.conftest import _fill, sign_in
+from tests.conftest import _fill
+from tests.dashboard.conftest import sign_in
 from tests.fuzz.conftest import cases, tally, tree_hash
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +75,7 @@ frac = st.one_of(
 )
 
 
+@pytest.mark.slow
 @cases(30)
 @given(
     symbol=st.sampled_from(["BTCUSDT", "ETHUSDT"]),
@@ -159,6 +161,7 @@ st.write(f"signed in as {user.username}")
 """
 
 
+@pytest.mark.slow
 @cases(40)
 @given(
     user=st.one_of(

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import Engine
 
-from bti_core.claims.triggers import Insured, Series, find_triggers
 from bti_core.market.ingest import Ingestor
 from bti_core.market.replay import ReplayError, crash_now, replayed_spans, written_by_replays
 from bti_core.market.schema import Kind
+from bti_core.market.triggers import Insured, Series, find_triggers
 from bti_core.market.warehouse import Warehouse
 from bti_core.risk.engine import RiskEngine
 
@@ -93,6 +93,7 @@ def test_a_replay_does_not_rewrite_the_market_a_trader_was_quoted_on(
     assert mark["close"].iloc[-1] == pytest.approx(spot * 0.7)
 
 
+@pytest.mark.both_databases
 def test_replays_never_overwrite_and_refuse_stale_data(
     market: tuple[Warehouse, Ingestor],
 ) -> None:

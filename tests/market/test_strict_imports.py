@@ -245,6 +245,7 @@ Ingestor(Warehouse(Path(sys.argv[1])), None).ingest_paths([Path(sys.argv[2])])
 """
 
 
+@pytest.mark.slow
 def test_an_import_killed_during_its_first_write_lists_no_symbol(tmp_path: Path) -> None:
     """A real process, killed with SIGKILL while it writes a new symbol's first file."""
     start = pd.Timestamp("2020-01-01", tz="UTC")
@@ -279,6 +280,7 @@ def test_an_import_killed_during_its_first_write_lists_no_symbol(tmp_path: Path)
     assert wh.sweep() >= 1 and not list(folder.glob("*.parquet"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_after_files", [1, 5])
 def test_a_demo_killed_halfway_is_redone_by_if_missing(
     data_dir: Path, kill_after_files: int

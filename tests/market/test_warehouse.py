@@ -140,6 +140,7 @@ def _writer(root: str, start: str) -> None:
     Warehouse(root).write("ohlcv", "BTCUSDT", "1h", _cleaned(500, start=start))
 
 
+@pytest.mark.slow
 def test_concurrent_writers_in_two_processes_lose_nothing(tmp_path: Path) -> None:
     import multiprocessing as mp
 

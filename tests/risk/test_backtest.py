@@ -287,6 +287,7 @@ def test_sub_hourly_backtest_equals_the_hourly_one(quarter_hours: Path, tmp_path
     pd.testing.assert_frame_equal(fine, hourly)
 
 
+@pytest.mark.slow
 def test_cli_tries_engine_variants_and_refuses_unknown_ones(folder: Path) -> None:
     args = ["backtest", "--data", str(folder), "--stride", "96", "--paths", "1000"]
     variant = ["--model", "egarch", "--innovations", "fhs_state", "--window-days", "120"]

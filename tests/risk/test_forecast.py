@@ -146,6 +146,7 @@ def test_forecasts_are_cached_and_pages_read_the_best_forecaster(tmp_path: Path)
     assert fc.best_forecaster(tmp_path, "price") == "random_walk"  # not a forecaster: ignored
 
 
+@pytest.mark.slow
 def test_cli_evaluates_then_forecasts_with_the_best(
     model_folder: Path, tmp_path: Path, data_dir: Path
 ) -> None:

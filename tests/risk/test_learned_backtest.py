@@ -73,6 +73,7 @@ def test_a_blend_is_judged_by_the_same_table(training: pd.DataFrame) -> None:
     assert " real/blend " in text and "blend=" in pooled and "engine=" in pooled
 
 
+@pytest.mark.slow
 def test_cli_judges_a_learned_model_like_the_engine(model_folder: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     args = ["backtest", "--data", str(model_folder), "--stride", "24", "--paths", "1000"]

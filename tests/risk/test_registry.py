@@ -38,6 +38,7 @@ def trained(training: pd.DataFrame):
     )
 
 
+@pytest.mark.slow
 def test_the_card_says_what_the_model_is_and_how_it_scored(trained, training) -> None:
     card = trained.card
     assert card["model"] in ("logistic+engine", "svm")
@@ -124,6 +125,7 @@ def test_too_little_history_is_a_clear_error(model_folder: Path, tmp_path: Path)
         build_training_set(short)
 
 
+@pytest.mark.slow
 def test_cli_trains_lists_and_shows(model_folder: Path, tmp_path: Path, data_dir: Path) -> None:
     runner = CliRunner()
     out = runner.invoke(app, ["models", "list"])

@@ -15,17 +15,10 @@ from sqlmodel import Session, col, select
 from bti_core.db.models import Alert, Claim
 from bti_core.market.schema import Kind
 from bti_core.risk.forecast import hourly_mark_closes, refresh
-from bti_core.stream.engine import BatchReport, EmbeddedEngine, ReplaySource
+from bti_core.stream.engine import EmbeddedEngine, ReplaySource
+from bti_core.stream.ports import BatchReport
 from bti_core.stream.store import load_checkpoint
-from tests.claims.test_service import (  # noqa: F401
-    NOW,
-    World,
-    buy,
-    claim_paid_events,
-    crash,
-    stream_services,
-    world,
-)
+from tests.worlds import NOW, World, buy, claim_paid_events, crash, stream_services
 
 
 def engine_for(w: World, **kw: Any) -> EmbeddedEngine:
@@ -44,7 +37,7 @@ def counts(w: World) -> tuple[int, int]:
         )
 
 
-def test_a_replayed_crash_opens_claims_at_the_tick_once(world: World) -> None:  # noqa: F811
+def test_a_replayed_crash_opens_claims_at_the_tick_once(world: World) -> None:
     w = world
     hit = buy(w, "alice", leverage="20", coverage="100")
     safe = buy(w, "carol", leverage="2", coverage="50")
@@ -87,7 +80,8 @@ class CrashError(Exception):
     pass
 
 
-def test_a_crash_between_the_claims_and_the_checkpoint_adds_nothing(world: World) -> None:  # noqa: F811
+@pytest.mark.both_databases
+def test_a_crash_between_the_claims_and_the_checkpoint_adds_nothing(world: World) -> None:
     w = world
     buy(w, "alice", leverage="20", coverage="100")
     buy(w, "bob", leverage="25", coverage="80")
@@ -125,7 +119,7 @@ def extreme_market(w: World) -> pd.Timestamp:
     return settle
 
 
-def test_funding_at_an_extreme_and_a_breached_forecast_band_are_raised_once(world: World) -> None:  # noqa: F811
+def test_funding_at_an_extreme_and_a_breached_forecast_band_are_raised_once(world: World) -> None:
     """The market's context comes from the warehouse (funding) and the forecast cache (the
     band the worker fits each hour): a −30 % crash leaves a random walk's 95 % band, and a
     funding settlement of −0.25 % inside the replay is extreme."""

@@ -16,36 +16,20 @@ import pytest
 from sqlmodel import Session, select
 
 from bti_core.db.models import Alert, Claim
-from bti_core.stream.engine import CURSOR, BatchReport, EmbeddedEngine, ReplaySource
+from bti_core.stream.engine import CURSOR, EmbeddedEngine, ReplaySource
 from bti_core.stream.kafka import (
     ALERTS,
     CLAIMS,
     TICKS,
     KafkaSink,
     KafkaTickSource,
-    LocalBroker,
     decode_tick,
-    ensure_topics,
     publish_ticks,
     read_all,
 )
+from bti_core.stream.ports import BatchReport
 from bti_core.stream.store import load_checkpoint
-from tests.claims.test_service import (  # noqa: F401
-    NOW,
-    World,
-    buy,
-    claim_paid_events,
-    crash,
-    stream_services,
-    world,
-)
-
-
-@pytest.fixture
-def broker() -> Iterator[str]:
-    with LocalBroker() as b:
-        ensure_topics(b.bootstrap, {TICKS: 3, ALERTS: 1, CLAIMS: 1})
-        yield b.bootstrap
+from tests.worlds import NOW, World, buy, claim_paid_events, crash, stream_services
 
 
 def replay(w: World) -> ReplaySource:
@@ -92,7 +76,7 @@ def run_until(eng: EmbeddedEngine, n: int, timeout: float = 60.0) -> list[BatchR
 
 
 def test_the_crash_through_kafka_opens_the_claims_and_alerts_of_the_replay(
-    world: World,  # noqa: F811
+    world: World,
     broker: str,
     engines: list[EmbeddedEngine],
 ) -> None:
@@ -156,8 +140,9 @@ def test_the_crash_through_kafka_opens_the_claims_and_alerts_of_the_replay(
     assert len(claim_paid_events(w)) == 1
 
 
+@pytest.mark.both_databases
 def test_a_kill_between_the_sink_and_the_checkpoint_adds_nothing(
-    world: World,  # noqa: F811
+    world: World,
     broker: str,
     engines: list[EmbeddedEngine],
 ) -> None:

@@ -6,14 +6,13 @@ websocket gives way to polling."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from urllib.parse import urlparse
 
 import pandas as pd
 import pytest
-from aiohttp import WSMsgType, web
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
@@ -29,18 +27,13 @@ from bti_core.db.models import Alert, Claim
 from bti_core.errors import ExchangeError
 from bti_core.market.schema import Kind
 from bti_core.stream import live
-from bti_core.stream.engine import BatchReport, EmbeddedEngine
+from bti_core.stream.engine import EmbeddedEngine
 from bti_core.stream.live import WS_FAILURES, LiveSource, make_pro_exchange
+from bti_core.stream.ports import BatchReport
 from bti_core.stream.scoring import SymbolState
 from bti_core.stream.store import load_checkpoint
-from tests.claims.test_service import (  # noqa: F401
-    NOW,
-    World,
-    buy,
-    claim_paid_events,
-    stream_services,
-    world,
-)
+from tests.stream.exchange_ws import BinanceWs
+from tests.worlds import NOW, World, buy, claim_paid_events, stream_services
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "binanceusdm"
 UPDATES = [json.loads(x) for x in (GOLDEN / "markPriceUpdate.jsonl").read_text().splitlines()]
@@ -49,76 +42,6 @@ UPDATES = [json.loads(x) for x in (GOLDEN / "markPriceUpdate.jsonl").read_text()
 def update(at_ms: int, price: float) -> dict[str, Any]:
     """A ``markPriceUpdate`` in the golden messages' format, at ``at_ms`` and ``price``."""
     return {**UPDATES[0], "E": at_ms, "p": f"{price:.8f}"}
-
-
-class BinanceWs:
-    """Binance USDT-M's market streams on 127.0.0.1: a ``SUBSCRIBE`` is answered with
-    ``{"result": null, "id": …}`` and what `push` is given is sent to every subscriber."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.params: list[str] = []
-        self.subscribed = threading.Event()
-        self.clients: set[web.WebSocketResponse] = set()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = int(self.sock.getsockname()[1])
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/{tail:.*}", self._handler)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.SockSite(self.runner, self.sock).start()
-
-    async def _handler(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        async for msg in ws:
-            if msg.type != WSMsgType.TEXT:
-                continue
-            m = json.loads(msg.data)
-            if m.get("method") == "SUBSCRIBE":
-                await ws.send_json({"result": None, "id": m["id"]})
-                self.params += m["params"]
-                self.clients.add(ws)
-                self.subscribed.set()
-        self.clients.discard(ws)
-        return ws
-
-    def push(self, messages: list[dict[str, Any]], gap: float = 0.01) -> None:
-        async def send() -> None:
-            for m in messages:
-                for ws in list(self.clients):
-                    await ws.send_str(json.dumps(m))
-                await asyncio.sleep(gap)
-
-        asyncio.run_coroutine_threadsafe(send(), self.loop).result(60)
-
-    def close(self) -> None:
-        async def stop() -> None:
-            for ws in list(self.clients):
-                await ws.close()
-            await self.runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-@pytest.fixture
-def binance_ws() -> Iterator[BinanceWs]:
-    server = BinanceWs()
-    yield server
-    server.close()
 
 
 def client(ws_url: str, premium: Callable[[], Any] | None = None) -> Any:
@@ -169,7 +92,7 @@ def test_recorded_format_messages_become_ticks(binance_ws: BinanceWs) -> None:
 
 
 def test_a_live_crash_opens_its_claim_at_the_tick_once(
-    world: World,  # noqa: F811
+    world: World,
     binance_ws: BinanceWs,
 ) -> None:
     w = world

@@ -7,6 +7,7 @@ import multiprocessing as mp
 from decimal import Decimal
 from types import SimpleNamespace
 
+import pytest
 from sqlmodel import Session, select
 
 from bti_core.db.engine import make_engine
@@ -14,7 +15,7 @@ from bti_core.db.models import Alert, Policy
 from bti_core.stream.pool import POOL, check_pool
 from bti_core.stream.scoring import Rules
 from bti_core.underwriting import Limits
-from tests.claims.test_service import World, buy, world  # noqa: F401
+from tests.worlds import World, buy
 
 CAPACITY = Decimal(200)  # a small pool: 100 BTI of cover is half of it
 
@@ -28,7 +29,7 @@ def pool_alerts(w: World) -> list[Alert]:
         return list(s.exec(select(Alert).where(Alert.kind == "pool_utilisation")).all())
 
 
-def test_the_alert_is_raised_at_the_level_once_and_re_armed_below_it(world: World) -> None:  # noqa: F811
+def test_the_alert_is_raised_at_the_level_once_and_re_armed_below_it(world: World) -> None:
     w = world
     buy(w, "alice", coverage="100")
     first = check_pool(services(w.db))
@@ -60,7 +61,9 @@ def _check(url: str, barrier: object) -> None:
     db.dispose()
 
 
-def test_four_processes_checking_at_once_raise_it_once(world: World) -> None:  # noqa: F811
+@pytest.mark.slow
+@pytest.mark.both_databases
+def test_four_processes_checking_at_once_raise_it_once(world: World) -> None:
     w = world
     buy(w, "alice", coverage="100")
     buy(w, "bob", coverage="60")

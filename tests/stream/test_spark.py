@@ -17,19 +17,19 @@ from bti_core.db.models import Alert, Claim
 from bti_core.stream.engine import ArraySource, EmbeddedEngine
 from bti_core.stream.kafka import (
     TICKS,
-    LocalBroker,
     encode_tick,
-    ensure_topics,
     publish_ticks,
     read_dead_letters,
 )
 from bti_core.stream.store import load_checkpoint
-from tests.claims.test_service import World, buy, claim_paid_events, crash, stream_services, world  # noqa: F401
 from tests.stream.test_engine import extreme_market
 from tests.stream.test_kafka import replay
+from tests.worlds import World, buy, claim_paid_events, crash, stream_services
 
 pytest.importorskip("pyspark")
 from bti_core.stream import spark as bti_spark
+
+pytestmark = pytest.mark.spark
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +37,6 @@ def spark() -> Iterator[Any]:
     s = bti_spark.session()
     yield s
     s.stop()
-
-
-@pytest.fixture
-def broker() -> Iterator[str]:
-    with LocalBroker() as b:
-        ensure_topics(b.bootstrap, {TICKS: 3})
-        yield b.bootstrap
 
 
 def run_until(query: Any, run: bti_spark.SparkRun, n: int, timeout: float = 120.0) -> None:
@@ -66,7 +59,7 @@ def events_key(reports: Any) -> list[tuple[Any, ...]]:
 
 
 def test_spark_raises_the_alerts_and_claims_of_the_embedded_engine(
-    world: World,  # noqa: F811
+    world: World,
     broker: str,
     spark: Any,
     tmp_path: Path,

@@ -46,6 +46,7 @@ def count(engine: Engine) -> int:
         return int(s.exec(select(func.count()).select_from(Alert)).one())
 
 
+@pytest.mark.both_databases
 def test_a_batch_written_twice_adds_nothing_and_the_checkpoint_never_moves_back(
     engine: Engine,
 ) -> None:
@@ -89,6 +90,7 @@ def test_an_underwriters_mark_leaves_the_traders_copy_unseen(engine: Engine) -> 
     assert all(r.seen for r in alerts_for(engine, UW))  # hers did not change his
 
 
+@pytest.mark.both_databases
 def test_a_failure_inside_the_transaction_writes_neither(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -114,6 +116,7 @@ def _writer(url: str, ready: mp.synchronize.Event) -> None:  # type: ignore[name
         k += 1
 
 
+@pytest.mark.both_databases
 @pytest.mark.parametrize("delay", [0.05, 0.2, 0.5])
 def test_a_process_killed_while_writing_leaves_alerts_and_checkpoint_together(
     engine: Engine, db_url: str, delay: float

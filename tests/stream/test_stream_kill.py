@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from sqlmodel import Session, select
 
 from bti_core.chain.client import DecodedEvent
@@ -28,7 +29,6 @@ from bti_core.market.warehouse import Warehouse
 from bti_core.orders import Cover, Order
 from bti_core.services import build_services
 from bti_core.stream.store import load_checkpoint
-from tests.dashboard.conftest import demo_now, recent  # noqa: F401 — the fixtures
 
 BTI = str(Path(sys.executable).parent / "bti")
 
@@ -113,7 +113,8 @@ def _outcome() -> tuple[list[Claim], int, list[str]]:
         svc.close()
 
 
-def test_a_killed_stream_pays_each_claim_once(recent: Path) -> None:  # noqa: F811
+@pytest.mark.slow
+def test_a_killed_stream_pays_each_claim_once(recent: Path) -> None:
     _insure_and_crash()
     since = (pd.Timestamp.now("UTC") - pd.Timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
     cmd = [BTI, "stream", "replay", "--since", since, "--batch", "3", "--name", "kill"]
@@ -151,7 +152,8 @@ def test_a_killed_stream_pays_each_claim_once(recent: Path) -> None:  # noqa: F8
         svc.close()
 
 
-def test_two_streams_at_once_claim_and_alert_once(recent: Path) -> None:  # noqa: F811
+@pytest.mark.slow
+def test_two_streams_at_once_claim_and_alert_once(recent: Path) -> None:
     _insure_and_crash()
     since = (pd.Timestamp.now("UTC") - pd.Timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
     cmd = [BTI, "stream", "replay", "--since", since, "--batch", "2", "--name", "both"]
@@ -168,7 +170,7 @@ def test_two_streams_at_once_claim_and_alert_once(recent: Path) -> None:  # noqa
     assert keys and len(keys) == len(set(keys))
 
 
-def test_the_worker_opens_the_claim_at_the_tick(recent: Path) -> None:  # noqa: F811
+def test_the_worker_opens_the_claim_at_the_tick(recent: Path) -> None:
     from bti_core.worker import Worker
 
     svc = build_services(get_settings())
@@ -204,7 +206,8 @@ def test_the_worker_opens_the_claim_at_the_tick(recent: Path) -> None:  # noqa: 
         svc.close()
 
 
-def test_the_kafka_stream_killed_and_restarted_claims_once(recent: Path) -> None:  # noqa: F811
+@pytest.mark.kafka
+def test_the_kafka_stream_killed_and_restarted_claims_once(recent: Path) -> None:
     """`bti stream publish` into a real broker, then `bti stream kafka` killed mid-run and
     started again: the offsets in the checkpoint carry it on without a duplicate."""
     from bti_core.stream.kafka import ALERTS, LocalBroker, read_all

@@ -8,25 +8,21 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pytest
 from sqlmodel import Session, select
 
 from bti_core.claims import holds
-from bti_core.claims.service import TickHit
+from bti_core.claims.hits import TickHit
 from bti_core.config import get_settings
 from bti_core.db.models import Claim, HeldTrigger, Policy
 from bti_core.market.schema import Kind
 from bti_core.services import build_services
 from bti_core.stream.engine import EmbeddedEngine
 from bti_core.stream.kafka import (
-    ALERTS,
-    CLAIMS,
     TICKS,
     KafkaSink,
     KafkaTickSource,
@@ -37,26 +33,13 @@ from bti_core.stream.kafka import (
 )
 from bti_core.stream.scoring import SymbolState
 from bti_core.stream.store import load_checkpoint
-from tests.claims.test_service import (  # noqa: F401
-    NOW,
-    World,
-    buy,
-    claim_paid_events,
-    stream_services,
-    world,
-)
-from tests.dashboard.conftest import demo_now, recent  # noqa: F401
-from tests.stream.test_live import binance_ws  # noqa: F401 — the fixture
 from tests.stream.test_stream_kill import BTI, _insure_and_crash, _outcome, _publish
+from tests.worlds import NOW, World, buy, claim_paid_events, stream_services
 
 YEAR_2100 = 4_102_444_800_000
 
 
-@pytest.fixture
-def broker() -> Iterator[str]:
-    with LocalBroker() as b:
-        ensure_topics(b.bootstrap, {TICKS: 1, ALERTS: 1, CLAIMS: 1})
-        yield b.bootstrap
+TICK_PARTITIONS = 1  # one partition: the forged and true ticks keep their order
 
 
 def claims_of(w: World) -> list[Claim]:
@@ -70,7 +53,7 @@ def held_of(w: World) -> list[HeldTrigger]:
 
 
 def test_forged_ticks_on_kafka_use_up_no_claim_and_a_true_crash_still_pays(
-    world: World,  # noqa: F811
+    world: World,
     broker: str,
 ) -> None:
     """One tick on the topic used to open the policy's only claim (denied on its bars, or paid
@@ -113,7 +96,7 @@ def test_forged_ticks_on_kafka_use_up_no_claim_and_a_true_crash_still_pays(
     assert {h.state for h in held_of(w)} == {"confirmed"}
 
 
-def test_a_held_crossing_is_refuted_by_its_bars_or_lapses(world: World) -> None:  # noqa: F811
+def test_a_held_crossing_is_refuted_by_its_bars_or_lapses(world: World) -> None:
     w = world
     p = buy(w, "bea", leverage="20", coverage="100", hours=6)
     lp = float(p.liquidation_price)
@@ -143,7 +126,7 @@ def test_a_held_crossing_is_refuted_by_its_bars_or_lapses(world: World) -> None:
 
 
 def test_a_2100_tick_and_made_up_symbols_neither_stop_nor_move_the_kafka_stream(
-    recent: Path,  # noqa: F811
+    recent: Path,
 ) -> None:
     """`bti stream kafka` exited with 2 on every restart after a tick of a symbol that is no
     market; a tick stamped 2100 made every true tick after it "late" (no claims); every made-up
@@ -188,8 +171,8 @@ def test_a_2100_tick_and_made_up_symbols_neither_stop_nor_move_the_kafka_stream(
 
 
 def test_a_glitched_live_tick_uses_up_nothing(
-    world: World,  # noqa: F811
-    binance_ws: Any,  # noqa: F811
+    world: World,
+    binance_ws: Any,
 ) -> None:
     """A live feed's single print through the level used to open the claim with the feed's
     own bar as its evidence."""

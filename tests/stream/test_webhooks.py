@@ -90,6 +90,7 @@ def receiver() -> Iterator[Receiver]:
     r.server.server_close()
 
 
+@pytest.mark.both_databases
 def test_each_matching_alert_is_posted_once_per_subscription(
     engine: Engine, receiver: Receiver
 ) -> None:
@@ -147,6 +148,7 @@ def test_an_unreachable_webhook_is_a_retry_not_a_crash(engine: Engine) -> None:
     assert deliver(engine).retried == 1
 
 
+@pytest.mark.both_databases
 def test_two_workers_delivering_at_once_send_each_alert_once(
     engine: Engine, receiver: Receiver
 ) -> None:
@@ -194,6 +196,7 @@ def test_a_user_has_at_most_twenty_subscriptions(engine: Engine) -> None:
         subscribe(engine, BOB, webhook_url="https://1.1.1.1/hook")
 
 
+@pytest.mark.both_databases
 def test_a_backlog_larger_than_a_round_is_sent_over_rounds_each_once(
     engine: Engine, receiver: Receiver
 ) -> None:
