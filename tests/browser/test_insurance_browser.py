@@ -83,7 +83,7 @@ def test_market_quote_buy_policies_and_explorer(app: App, page: Page) -> None:
     expect(page.get_by_text("Quote for a long 20× ETHUSDT order")).to_be_visible()
     choose(page, "Symbol", "BTCUSDT")
     expect(page.get_by_text("The form changed since the last quote")).to_be_visible()
-    assert page.get_by_role("button", name=re.compile("^Buy cover for")).count() == 0
+    expect(page.get_by_role("button", name=re.compile("^Buy cover for"))).to_have_count(0)
 
     page.get_by_role("button", name="Get quote").click()
     expect(page.get_by_text("Quote for a long 20× BTCUSDT order")).to_be_visible()
@@ -93,7 +93,7 @@ def test_market_quote_buy_policies_and_explorer(app: App, page: Page) -> None:
     page.keyboard.press("ArrowLeft")
     settle(page)
     expect(page.get_by_text("The form changed since the last quote")).to_be_visible()
-    assert page.get_by_role("button", name=re.compile("^Buy cover for")).count() == 0
+    expect(page.get_by_role("button", name=re.compile("^Buy cover for"))).to_have_count(0)
     page.get_by_role("button", name="Get quote").click()
     expect(page.get_by_text("Quote for a long 19× BTCUSDT order")).to_be_visible()
     expect(coverage).to_have_value(
