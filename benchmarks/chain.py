@@ -24,9 +24,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bti_core.chain.client import ChainClient, terms_hash
+from bti_core.chain.client import ChainClient
 from bti_core.chain.explorer import Explorer
 from bti_core.chain.node import AnvilNode, free_port
+from bti_core.chain.types import terms_hash
 from bti_core.chain.units import to_units
 from bti_core.chain.wallets import CustodialWallets
 

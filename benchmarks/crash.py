@@ -32,8 +32,9 @@ from sqlmodel import Session, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bti_core.chain.client import ChainClient, DecodedEvent
+from bti_core.chain.client import ChainClient
 from bti_core.chain.node import AnvilNode, free_port
+from bti_core.chain.types import DecodedEvent
 from bti_core.chain.units import to_units
 from bti_core.claims.service import ClaimsService
 from bti_core.db.engine import make_engine, migrate, session_scope

@@ -47,8 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pandas as pd
 from sqlmodel import Session, col, select
 
-from bti_core.chain.client import DecodedEvent
 from bti_core.chain.node import AnvilNode, free_port
+from bti_core.chain.types import DecodedEvent
 from bti_core.config import Settings
 from bti_core.db.models import Claim, ClaimAudit, HeldTrigger, Policy
 from bti_core.market.schema import Kind

@@ -37,7 +37,6 @@ from bti_core.risk.backtest import BacktestConfig
 from bti_core.risk.features import ALL_COLUMNS
 from bti_core.risk.models import (
     Candidate,
-    RowPredictor,
     all_candidates,
     build_training_set,
     evaluate,
@@ -45,6 +44,7 @@ from bti_core.risk.models import (
     format_reports,
     select,
 )
+from bti_core.risk.predictor import RowPredictor
 
 
 def _progress(done: int, total: int, what: str) -> None:

@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import Engine
 
-from bti_core.chain.client import ChainClient, Deployment
+from bti_core.chain.client import ChainClient
 from bti_core.chain.node import AnvilNode, rpc_call
+from bti_core.chain.types import Deployment
 from bti_core.db.engine import make_engine, migrate
 from bti_core.market.ingest import Ingestor
 from bti_core.market.schema import Kind

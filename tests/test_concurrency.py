@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 from sqlmodel import Session, col, select
 
-from bti_core.chain.client import DecodedEvent
 from bti_core.chain.node import AnvilNode
 from bti_core.chain.runtime import connect
+from bti_core.chain.types import DecodedEvent
 from bti_core.config import Settings
 from bti_core.db.models import Claim, ClaimAudit, Policy
 from bti_core.market.ingest import Ingestor

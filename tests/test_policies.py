@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
-from bti_core.chain.client import ChainClient, OnChainStatus
+from bti_core.chain.client import ChainClient
+from bti_core.chain.types import OnChainStatus
 from bti_core.db.models import Policy, QuoteRecord
 from bti_core.errors import ChainError, NoDataError, PaymentError, UnknownSymbolError
 from bti_core.market.ingest import Ingestor

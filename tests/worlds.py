@@ -18,7 +18,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from bti_core.auth import User
-from bti_core.chain.client import ChainClient, DecodedEvent
+from bti_core.chain.client import ChainClient
+from bti_core.chain.types import DecodedEvent
 from bti_core.claims.service import ClaimsService
 from bti_core.db.models import Claim, Policy
 from bti_core.market.ingest import Ingestor

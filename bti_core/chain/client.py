@@ -15,24 +15,16 @@ send from the same key at once never collide on "nonce too low".
 
 from __future__ import annotations
 
-import json
 import random
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
-from enum import IntEnum
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import requests
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
-from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
@@ -40,10 +32,19 @@ from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception, We
 from web3.logs import DISCARD
 
 from bti_core.chain.artifacts import artifact, decode_revert, event_table, refusal_type
-from bti_core.chain.units import format_bti, from_units, to_units
+from bti_core.chain.nonces import NonceLock
+from bti_core.chain.reverts import explain_refusal, revert_data
+from bti_core.chain.types import (
+    DecodedEvent,
+    Deployment,
+    OnChainPolicy,
+    OnChainStatus,
+    PoolStats,
+    Purchase,
+)
+from bti_core.chain.units import from_units, to_units
 from bti_core.chain.wallets import ANVIL_KEYS, require_local_chain
 from bti_core.errors import ChainError, TransactionTimeoutError
-from bti_core.filelock import file_lock
 
 # what a node says when another sender of the same key took the nonce first
 _NONCE_TAKEN = ("nonce too low", "replacement transaction underpriced")
@@ -63,200 +64,10 @@ _PERMIT_FIELDS = (  # EIP-2612
     ("nonce", "uint256"),
     ("deadline", "uint256"),
 )
-ZERO_HASH = b"\x00" * 32
-
-
-class OnChainStatus(IntEnum):
-    NONE = 0
-    ACTIVE = 1
-    PAID = 2
-    RELEASED = 3
-
-
-@dataclass(frozen=True)
-class Deployment:
-    chain_id: int
-    token: str
-    policy: str
-    pool: str
-    block: int  # first block of the deployment: event queries start here, never at genesis
-
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1))
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: Path) -> Deployment | None:
-        if not path.exists():
-            return None
-        return cls(**json.loads(path.read_text()))
-
-
-@dataclass(frozen=True)
-class OnChainPolicy:
-    policy_id: int
-    buyer: str
-    owner: str
-    start: int
-    expiry: int
-    status: OnChainStatus
-    coverage: Decimal
-    premium: Decimal
-    paid: Decimal
-    terms_hash: str
-
-
-@dataclass(frozen=True)
-class Purchase:
-    policy_id: int
-    tx_hash: str
-    block: int
-
-
-@dataclass(frozen=True)
-class PoolStats:
-    reserves: Decimal
-    locked: Decimal
-    free: Decimal
-    premiums_in: Decimal
-    claims_paid: Decimal
-    capital_in: Decimal
-    capital_out: Decimal
-    policies: int
-    paused: bool
-
-    @property
-    def utilisation(self) -> float:
-        return float(self.locked / self.reserves) if self.reserves > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class DecodedEvent:
-    contract: str
-    name: str
-    args: dict[str, Any]
-    block: int
-    tx_hash: str
-    log_index: int
-    address: str
-
-
-_NONCE_LOCK_DIR = Path(tempfile.gettempdir()) / "bti-nonce-locks"
-
-
-class NonceLock:
-    """One lock per (chain, sender) shared by every process on this machine: a nonce is read
-    ("pending" count) and its transaction sent while the lock is held, so no two senders ever
-    take the same nonce. Threads of one process also take the in-process lock first."""
-
-    _thread_locks: ClassVar[dict[str, threading.RLock]] = {}
-    _guard: ClassVar[threading.Lock] = threading.Lock()
-
-    def __init__(self, directory: Path = _NONCE_LOCK_DIR) -> None:
-        self.directory = directory
-
-    @contextmanager
-    def hold(self, chain_id: int, address: str) -> Iterator[None]:
-        key = f"{chain_id}-{address.lower()}"
-        with NonceLock._guard:  # threads of this process that share the lock's folder
-            tlock = NonceLock._thread_locks.setdefault(f"{self.directory}/{key}", threading.RLock())
-        with tlock, file_lock(self.directory / f"{key}.lock"):
-            yield
-
-
-def terms_hash(terms: dict[str, Any]) -> bytes:
-    """keccak256 of the canonical JSON of a policy's off-chain terms (sorted keys, no spaces)."""
-    return keccak(text=json.dumps(terms, sort_keys=True, separators=(",", ":"), default=str))
-
-
-_STATUS_NAMES = {s.value: s.name.lower() for s in OnChainStatus}
-
-
-def _explain(name: str, a: dict[str, Any]) -> str:
-    """A sentence for a decoded custom error."""
-    bti = format_bti
-    msgs: dict[str, Callable[[], str]] = {
-        "InsufficientCapacity": lambda: (
-            f"pool capacity exhausted: {bti(a['available'])} of cover left, "
-            f"{bti(a['requested'])} asked"
-        ),
-        "ERC20InsufficientBalance": lambda: (
-            f"wallet {a['sender']} holds {bti(a['balance'])}; {bti(a['needed'])} needed "
-            "(get BTI from the faucet)"
-        ),
-        "ERC20InsufficientAllowance": lambda: (
-            f"the pool may spend {bti(a['allowance'])} of {a['spender']}'s allowance; "
-            f"{bti(a['needed'])} needed (approve the pool first)"
-        ),
-        "AccessControlUnauthorizedAccount": lambda: (
-            f"{a['account']} lacks the role this call needs ({HexBytes(a['neededRole']).hex()})"
-        ),
-        "OwnableUnauthorizedAccount": lambda: f"{a['account']} is not the owner",
-        "EnforcedPause": lambda: "the pool is paused; purchases, payouts and capital wait",
-        "ExpectedPause": lambda: "the pool is not paused",
-        "PolicyNotActive": lambda: (
-            f"policy {a['policyId']} is {_STATUS_NAMES.get(a['status'], a['status'])}, not "
-            "active: a policy is paid at most once"
-        ),
-        "UnknownPolicy": lambda: f"no policy {a['policyId']} on-chain",
-        "PayoutAboveCoverage": lambda: (
-            f"payout {bti(a['amount'])} is above the policy's coverage {bti(a['coverage'])}"
-        ),
-        "PayoutAboveFreeReserves": lambda: (
-            f"payout {bti(a['amount'])} is above the reserves not locked by other policies "
-            f"({bti(a['available'])})"
-        ),
-        "WithdrawalAboveFree": lambda: (
-            f"withdrawal {bti(a['requested'])} is above the free reserves {bti(a['free'])} "
-            "(the rest backs active cover)"
-        ),
-        "ERC4626ExceededMaxWithdraw": lambda: (
-            f"withdrawal {bti(a['assets'])} is above what {a['owner']} may withdraw now "
-            f"({bti(a['max'])}; capital backing active cover is locked)"
-        ),
-        "ERC4626ExceededMaxRedeem": lambda: (
-            f"redeeming {a['shares']} shares is above the {a['max']} {a['owner']} may redeem now"
-        ),
-        "ERC4626ExceededMaxDeposit": lambda: "deposits are closed (the pool is paused)",
-        "QuoteExpired": lambda: "the signed quote's deadline passed; ask for a new quote",
-        "BadExpiry": lambda: "the policy's expiry is not in the future",
-        "NotQuoteHolder": lambda: f"the quote is for {a['holder']}, not {a['caller']}",
-        "BadQuoteSignature": lambda: f"the quote was not signed by BTI's quoter ({a['signer']})",
-        "PolicyExists": lambda: (
-            f"these terms were already bought as policy {a['policyId']} (no second charge)"
-        ),
-        "ReleaseTooEarly": lambda: (
-            f"policy {a['policyId']}'s cover can be released by anyone only after "
-            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(a['allowedFrom']))}"
-        ),
-        "ReentrancyGuardReentrantCall": lambda: "re-entrant call refused",
-        "ZeroAmount": lambda: "amounts must be positive",
-        "LengthMismatch": lambda: (
-            f"a batch payout needs as many amounts and claim references as policies; got "
-            f"{a['policyIds']} policies, {a['amounts']} amounts, {a['claimRefs']} references"
-        ),
-        "Error": lambda: str(a.get("message")),
-    }
-    f = msgs.get(name)
-    if f is None:
-        return f"{name}({', '.join(f'{k}={v}' for k, v in a.items())})"
-    try:
-        return f()
-    except (KeyError, TypeError):
-        return name
 
 
 def _hex_bytes(v: Any) -> Any:
     return HexBytes(v).to_0x_hex() if isinstance(v, bytes | bytearray) else v
-
-
-def _revert_data(exc: ContractLogicError) -> str | None:
-    data = exc.data
-    if isinstance(data, dict):
-        data = data.get("data")
-    return data if isinstance(data, str) else None
 
 
 class ChainClient:
@@ -350,11 +161,13 @@ class ChainClient:
             raise ChainError(f"{what} failed: {exc}") from exc
 
     def _revert_error(self, exc: ContractLogicError, what: str) -> ChainError:
-        decoded = decode_revert(_revert_data(exc))
+        decoded = decode_revert(revert_data(exc))
         if decoded is None:
             return ChainError(f"{what} reverted: {exc.message or exc}", reason="revert")
         name, args = decoded
-        return refusal_type(name)(f"{what} refused: {_explain(name, args)}", reason=name, args=args)
+        return refusal_type(name)(
+            f"{what} refused: {explain_refusal(name, args)}", reason=name, args=args
+        )
 
     def transact(self, call: Any, sender: LocalAccount, what: str, *, value: int = 0) -> Any:
         """Estimate (a revert surfaces here with its reason), sign, send, wait; the receipt."""

@@ -17,7 +17,8 @@ from hexbytes import HexBytes
 from web3.exceptions import TransactionNotFound
 
 from bti_core.chain.artifacts import PROJECT_CONTRACTS
-from bti_core.chain.client import ChainClient, DecodedEvent, OnChainPolicy, PoolStats
+from bti_core.chain.client import ChainClient
+from bti_core.chain.types import DecodedEvent, OnChainPolicy, PoolStats
 from bti_core.chain.units import from_units
 from bti_core.errors import ChainError
 

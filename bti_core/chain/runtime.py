@@ -13,8 +13,9 @@ from __future__ import annotations
 import atexit
 from decimal import Decimal
 
-from bti_core.chain.client import ChainClient, Deployment
+from bti_core.chain.client import ChainClient
 from bti_core.chain.node import AnvilNode, is_up, rpc_call
+from bti_core.chain.types import Deployment
 from bti_core.chain.wallets import LOCAL_CHAIN_ID, require_safe_keys
 from bti_core.config import Settings, get_settings
 from bti_core.errors import BTIError, ChainError

@@ -22,7 +22,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session as SASession
 from sqlmodel import Session, col, select
 
-from bti_core.chain.client import ChainClient, DecodedEvent
+from bti_core.chain.client import ChainClient
+from bti_core.chain.types import DecodedEvent
 from bti_core.claims.ledger import DECISIVE, Anchor, ClaimRow, Verdict, cross_check, entry_hash
 from bti_core.claims.ledger import verify as verify_chain
 from bti_core.claims.state import ClaimState, Event, State, transition

@@ -15,7 +15,8 @@ from hexbytes import HexBytes
 from sqlmodel import Session
 
 from bti_core.chain.artifacts import refusal_type
-from bti_core.chain.client import ChainClient, OnChainStatus, Purchase, terms_hash
+from bti_core.chain.client import ChainClient
+from bti_core.chain.types import OnChainStatus, Purchase, terms_hash
 from bti_core.chain.wallets import LOCAL_CHAIN_ID, is_dev_address
 from bti_core.db.engine import session_scope, write_scope
 from bti_core.db.models import Policy, QuoteRecord

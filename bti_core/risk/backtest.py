@@ -51,6 +51,7 @@ from bti_core.market.sources import discover, identify, read_source
 from bti_core.pricing import wilson_upper
 from bti_core.risk.constants import FIT_WINDOW
 from bti_core.risk.liquidation import brackets_for, isolated_liquidation_price
+from bti_core.risk.metrics import brier, log_loss
 from bti_core.risk.probability import (
     ENGINE_INNOVATIONS,
     ENGINE_MEAN,
@@ -411,10 +412,7 @@ def _symbol_predictions(
 
 
 def _scores(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    pc = np.clip(p, 1e-6, 1 - 1e-6)
-    brier = float(np.mean((p - y) ** 2))
-    logloss = float(-np.mean(y * np.log(pc) + (1 - y) * np.log(1 - pc)))
-    return brier, logloss
+    return brier(p, y), log_loss(p, y)
 
 
 def ratio_interval(

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from bti_core import indicators as ind
+from bti_core.risk.metrics import logit
 from bti_core.risk.probability import HOURS_PER_YEAR
 
 # Columns of `market_frame`, in order.
@@ -176,11 +177,6 @@ def market_frame(
     return out[list(MARKET_COLUMNS)]
 
 
-def _logit(p: pd.Series | np.ndarray) -> np.ndarray:
-    q = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
-    return np.log(q / (1 - q))
-
-
 def order_features(rows: pd.DataFrame, market: pd.DataFrame) -> pd.DataFrame:
     """Features of each order row (``ts, side, leverage, horizon, engine, baseline, sigma2,
     log_barrier``; side "long"/"short") joined with its start hour's market features.
@@ -217,8 +213,8 @@ def order_features(rows: pd.DataFrame, market: pd.DataFrame) -> pd.DataFrame:
     for col in ("volume_shock", "amihud_ratio", "hour_sin", "hour_cos", "dow_sin", "dow_cos"):
         out[col] = mk[col]
     out["macro"] = mk["macro"]
-    out["logit_engine"] = _logit(rows["engine"])
-    out["logit_baseline"] = _logit(rows["baseline"])
+    out["logit_engine"] = logit(rows["engine"])
+    out["logit_baseline"] = logit(rows["baseline"])
     return out.replace([np.inf, -np.inf], np.nan)[list(ALL_COLUMNS)]
 
 
@@ -254,10 +250,6 @@ def order_vector(
         r = ratio(a, b)
         return math.log(r) if r > 0 else float("nan")
 
-    def logit(p: float) -> float:
-        q = min(max(p, 1e-6), 1 - 1e-6)
-        return math.log(q / (1 - q))
-
     values = {
         "side_sign": sgn,
         "log_leverage": math.log(leverage),
@@ -273,8 +265,8 @@ def order_vector(
         "funding_z_side": sgn * f("funding_z"),
         "basis_side": sgn * f("basis"),
         "macro": f("macro"),
-        "logit_engine": logit(engine),
-        "logit_baseline": logit(baseline),
+        "logit_engine": float(logit(engine)),
+        "logit_baseline": float(logit(baseline)),
     }
     for col in ("trend_24h", "trend_168h", "slope_168h", "momentum_24h", "momentum_7d", "rsi"):
         values[f"{col}_side"] = sgn * f(col)

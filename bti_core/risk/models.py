@@ -41,7 +41,6 @@ beat the Monte Carlo engine's log loss and Brier score on those folds.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +72,8 @@ from bti_core.risk.backtest import (
     summarise,
 )
 from bti_core.risk.features import ALL_COLUMNS, ORDER_COLUMNS, market_frame, order_features
+from bti_core.risk.metrics import brier, log_loss, logit
+from bti_core.risk.walkforward import Fold, leave_one_out, purged_walk_forward
 
 Progress = Callable[[int, int, str], None]
 Kind = Literal["logistic", "forest", "svm", "boosting", "mlp"]
@@ -138,70 +139,6 @@ def cell_of(side: Any, leverage: Any, horizon: Any) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # splits
-
-
-@dataclass(frozen=True)
-class Fold:
-    name: str
-    train: np.ndarray  # row positions
-    test: np.ndarray
-
-
-def purged_walk_forward(
-    ts: pd.Series,
-    horizon_hours: pd.Series | np.ndarray,
-    *,
-    n_folds: int = 4,
-    embargo_hours: float | None = None,
-) -> list[Fold]:
-    """Walk-forward folds over time blocks, training rows purged of label windows that reach
-    the test block and embargoed ``embargo_hours`` more (default: the longest horizon)."""
-    if n_folds < 1:
-        raise ValueError(f"n_folds must be at least 1, got {n_folds}")
-    t = pd.DatetimeIndex(ts)
-    h = pd.to_timedelta(np.asarray(horizon_hours, dtype=float), unit="h")
-    embargo = pd.Timedelta(
-        hours=float(np.max(horizon_hours) if embargo_hours is None else embargo_hours)
-    )
-    if embargo < pd.Timedelta(hours=float(np.max(horizon_hours))):
-        raise ValueError("the embargo must be at least the longest label horizon")
-    edges = pd.date_range(t.min(), t.max() + pd.Timedelta(hours=1), periods=n_folds + 2)
-    label_end = t + h
-    folds = []
-    for k in range(1, n_folds + 1):
-        start, end = edges[k], edges[k + 1]
-        test = np.flatnonzero((t >= start) & (t < end))
-        train = np.flatnonzero(label_end + embargo <= start)
-        if len(test) == 0 or len(train) == 0:
-            continue
-        folds.append(Fold(f"{start:%Y-%m-%d}…{end:%Y-%m-%d}", train, test))
-    if not folds:
-        raise ValueError("too little history for a walk-forward fold")
-    return folds
-
-
-def leave_one_out(
-    frame: pd.DataFrame, by: Literal["symbol", "year"], *, embargo_hours: float | None = None
-) -> list[Fold]:
-    """One fold per symbol (or calendar year): train on the others, test on it. A year left
-    out is purged on both sides: no training label window reaches into it, and no training
-    start lies within the embargo after it."""
-    t = pd.DatetimeIndex(frame["ts"])
-    groups = frame["symbol"].to_numpy() if by == "symbol" else t.year.to_numpy()
-    h = frame["horizon"].to_numpy(dtype=float)
-    embargo = pd.Timedelta(hours=float(h.max() if embargo_hours is None else embargo_hours))
-    label_end = t + pd.to_timedelta(h, unit="h")
-    folds = []
-    for g in sorted(set(groups.tolist())):
-        test_mask = groups == g
-        train_mask = ~test_mask
-        if by == "year":
-            start, end = t[test_mask].min(), t[test_mask].max()
-            train_mask &= (label_end + embargo <= start) | (t > end + embargo)
-        if test_mask.sum() == 0 or train_mask.sum() == 0:
-            continue
-        folds.append(Fold(str(g), np.flatnonzero(train_mask), np.flatnonzero(test_mask)))
-    return folds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,11 +243,6 @@ def _score(pipe: Pipeline, x: pd.DataFrame) -> np.ndarray:
     return np.asarray(1 / (1 + np.exp(-np.clip(margin, -30, 30))), dtype=float)
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    q = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.asarray(np.log(q / (1 - q)), dtype=float)
-
-
 @dataclass
 class CellCalibrator:
     """Per-cell maps from a model's score to a probability, fitted out of time."""
@@ -319,7 +251,7 @@ class CellCalibrator:
     pooled: dict[int, Any] = field(default_factory=dict)  # side → Platt map
 
     def fit(self, score: np.ndarray, y: np.ndarray, cells: np.ndarray) -> CellCalibrator:
-        z = _logit(score)[:, None]
+        z = logit(score)[:, None]
         for side in (0, 1):
             sel = cells // 100 == side
             if y[sel].sum() >= 1 and (1 - y[sel]).sum() >= 1:
@@ -336,7 +268,7 @@ class CellCalibrator:
 
     def predict(self, score: np.ndarray, cells: np.ndarray) -> np.ndarray:
         out = np.clip(score.astype(float), 1e-6, 1 - 1e-6)
-        z = _logit(score)[:, None]
+        z = logit(score)[:, None]
         for c in np.unique(cells):
             sel = cells == c
             method, m = self.maps.get(int(c), ("pooled", self.pooled.get(int(c) // 100)))
@@ -374,132 +306,6 @@ class RiskModel:
         return self.calibrator.predict(
             score, cell_of(frame["side"], frame["leverage"], frame["horizon"])
         )
-
-
-def _leaf(tree: tuple[list[Any], ...], x: list[float]) -> float:
-    """The value of the leaf a row reaches: left where ``x[feature] <= threshold``."""
-    feature, threshold, left, right, leaf, value = tree
-    node = 0
-    while not leaf[node]:
-        node = left[node] if x[feature[node]] <= threshold[node] else right[node]
-    return float(value[node])
-
-
-class RowPredictor:
-    """`RiskModel.predict` for one order, as plain numpy on a feature vector: the imputer's
-    medians, the scaler's moments, the selected columns, then the classifier — a dot product
-    for the logistic, the forward pass for the MLP, the RBF kernel on the Nyström centres for
-    the SVM, each tree walked to its leaf for the forest and the boosted trees — and the cell's
-    calibration map (isotonic steps interpolated as
-    `IsotonicRegression.predict` does, or Platt's line). The same arithmetic without pandas or
-    per-call validation, for a quote's ≤ 5 ms; a test holds it equal to `RiskModel.predict`."""
-
-    def __init__(self, model: RiskModel) -> None:
-        steps = model.pipeline.named_steps
-        imp, scale, select = steps["impute"], steps["scale"], steps["select"]
-        self.columns = np.array([ALL_COLUMNS.index(c) for c in model.features])
-        stats = np.asarray(imp.statistics_, dtype=float)
-        self.kept = ~np.isnan(stats)  # the imputer drops a column it saw only empty
-        self.fill = stats
-        self.mean = np.asarray(scale.mean_, dtype=float)
-        self.scale = np.asarray(scale.scale_, dtype=float)
-        self.support = np.asarray(select.get_support())
-        self.kind = model.candidate.kind
-        self.clf = steps["model"]
-        self.trees: list[tuple[list[Any], ...]] = []
-        if self.kind == "logistic":
-            self.w = np.asarray(self.clf.coef_[0], dtype=float)
-            self.b = float(self.clf.intercept_[0])
-        elif self.kind == "boosting":  # raw = baseline + Σ leaf values; P = σ(raw)
-            self.base = float(np.ravel(self.clf._baseline_prediction)[0])
-            self.trees = [
-                (
-                    t.nodes["feature_idx"].tolist(),
-                    t.nodes["num_threshold"].tolist(),
-                    t.nodes["left"].tolist(),
-                    t.nodes["right"].tolist(),
-                    t.nodes["is_leaf"].astype(bool).tolist(),
-                    t.nodes["value"].tolist(),
-                )
-                for (t,) in self.clf._predictors
-            ]
-        elif self.kind == "forest":  # P = the trees' mean leaf frequency of the event
-            for est in self.clf.estimators_:
-                tr = est.tree_
-                v = tr.value[:, 0, :]
-                self.trees.append(
-                    (
-                        tr.feature.tolist(),
-                        tr.threshold.tolist(),
-                        tr.children_left.tolist(),
-                        tr.children_right.tolist(),
-                        (tr.children_left == -1).tolist(),
-                        (v[:, 1] / v.sum(axis=1)).tolist(),
-                    )
-                )
-        elif self.kind == "svm":  # margin = w · (K(x, C) Nᵀ) + b, K the RBF kernel
-            kernel, linear = self.clf.named_steps["kernel"], self.clf.named_steps["linear"]
-            self.centres = np.asarray(kernel.components_, dtype=float)
-            self.gamma = float(kernel.gamma)
-            self.norm_t = np.asarray(kernel.normalization_, dtype=float).T
-            self.w = np.asarray(linear.coef_[0], dtype=float)
-            self.b = float(linear.intercept_[0])
-        elif self.kind == "mlp":
-            self.layers = [
-                (np.asarray(w), np.asarray(b))
-                for w, b in zip(self.clf.coefs_, self.clf.intercepts_, strict=True)
-            ]
-            if self.clf.activation != "relu" or self.clf.out_activation_ != "logistic":
-                raise ValueError("the row predictor knows relu layers with a logistic output")
-        self.maps: dict[int, tuple[str, Any]] = {}
-        for c, (method, m) in model.calibrator.maps.items():
-            self.maps[c] = (
-                ("isotonic", (np.asarray(m.X_thresholds_), np.asarray(m.y_thresholds_)))
-                if method == "isotonic"
-                else ("platt", (float(m.coef_[0, 0]), float(m.intercept_[0])))
-            )
-        self.pooled = {
-            side: (float(m.coef_[0, 0]), float(m.intercept_[0]))
-            for side, m in model.calibrator.pooled.items()
-        }
-
-    def __call__(
-        self, features: np.ndarray, *, side: int, leverage: float, horizon: float
-    ) -> float:
-        """P(liquidation) of an order (side ±1) from its `ALL_COLUMNS` vector."""
-        cell = int(cell_of(side, leverage, horizon))
-        x = features[self.columns]
-        x = np.where(np.isnan(x), self.fill, x)[self.kept]
-        x = ((x - self.mean) / self.scale)[self.support]
-        if self.kind == "logistic":
-            score = 1 / (1 + math.exp(-(float(x @ self.w) + self.b)))
-        elif self.kind == "mlp":
-            h = x
-            for k, (w, b) in enumerate(self.layers):
-                h = h @ w + b
-                if k < len(self.layers) - 1:
-                    h = np.maximum(h, 0.0)
-            score = 1 / (1 + math.exp(-float(h[0])))
-        elif self.kind == "svm":
-            k = np.exp(-self.gamma * ((self.centres - x) ** 2).sum(axis=1))
-            margin = float((k @ self.norm_t) @ self.w + self.b)
-            score = 1 / (1 + math.exp(-min(max(margin, -30.0), 30.0)))
-        elif self.kind == "boosting":
-            xs = x.tolist()
-            raw = self.base + sum(_leaf(tree, xs) for tree in self.trees)
-            score = 1 / (1 + math.exp(-raw))
-        else:
-            xs = x.astype(np.float32).tolist()  # scikit-learn's trees compare in float32
-            score = sum(_leaf(tree, xs) for tree in self.trees) / len(self.trees)
-        q = min(max(score, 1e-6), 1 - 1e-6)
-        method, m = self.maps.get(cell, ("pooled", self.pooled.get(cell // 100)))
-        if m is None:
-            p = q
-        elif method == "isotonic":
-            p = float(np.interp(score, m[0], m[1]))
-        else:
-            p = 1 / (1 + math.exp(-(m[0] * math.log(q / (1 - q)) + m[1])))
-        return min(max(p, 1e-6), 1 - 1e-6)
 
 
 Calibration = Literal["recent", "crossfit"]
@@ -578,19 +384,6 @@ def fit_model(
 
 # ---------------------------------------------------------------------------------------------
 # scores
-
-
-def _clip(p: np.ndarray) -> np.ndarray:
-    return np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
-
-
-def log_loss(p: np.ndarray, y: np.ndarray) -> float:
-    q = _clip(p)
-    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
-
-
-def brier(p: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean((np.asarray(p, dtype=float) - y) ** 2))
 
 
 def cell_table(rows: pd.DataFrame, p: np.ndarray) -> pd.DataFrame:
@@ -835,7 +628,7 @@ def retrained_probabilities(
 def blend(engine: np.ndarray, learned: np.ndarray) -> np.ndarray:
     """The two probabilities' geometric mean in odds: ``σ((logit p_engine + logit p_ml) / 2)``
     — a logarithmic opinion pool (Genest & Zidek 1986) with equal weights."""
-    return np.asarray(1 / (1 + np.exp(-(_logit(engine) + _logit(learned)) / 2)), dtype=float)
+    return np.asarray(1 / (1 + np.exp(-(logit(engine) + logit(learned)) / 2)), dtype=float)
 
 
 def learned_backtest(

@@ -34,7 +34,6 @@ from bti_core.risk.models import (
     CellCalibrator,
     Progress,
     RiskModel,
-    RowPredictor,
     all_candidates,
     cell_of,
     evaluate,
@@ -42,6 +41,7 @@ from bti_core.risk.models import (
     format_reports,
     select,
 )
+from bti_core.risk.predictor import RowPredictor
 
 CARD_VERSION = 1
 TRUSTED_PREFIXES = ("sklearn.", "numpy.")
@@ -61,7 +61,7 @@ def data_hash(frame: pd.DataFrame) -> str:
 def _importances(model: RiskModel, frame: pd.DataFrame, seed: int) -> list[dict[str, Any]]:
     """Permutation importance (Breiman 2001) on up to 20,000 of the latest rows: how much the
     log loss rises when one feature's column is shuffled."""
-    from bti_core.risk.models import log_loss
+    from bti_core.risk.metrics import log_loss
 
     rows = frame.tail(20_000)
     y = rows["liquidated"].to_numpy(dtype=float)

@@ -415,7 +415,7 @@ def test_one_key_used_from_two_hosts_at_once_retries_a_taken_nonce(
 ) -> None:
     """Two clients whose nonce locks do not see each other (two hosts) send from one key at
     once: a nonce the other host took is retried with the next, and every transfer lands."""
-    from bti_core.chain.client import NonceLock
+    from bti_core.chain.nonces import NonceLock
 
     hosts = [
         ChainClient(chain.url, chain.deployment, nonce_lock=NonceLock(tmp_path / f"host{i}"))

@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bti_core.chain.artifacts import artifact
-from bti_core.chain.client import ChainClient, DecodedEvent, OnChainStatus, terms_hash
+from bti_core.chain.client import ChainClient
 from bti_core.chain.node import AnvilNode, free_port
+from bti_core.chain.types import DecodedEvent, OnChainStatus, terms_hash
 from bti_core.chain.units import to_units
 from bti_core.errors import ChainError
 

@@ -10,7 +10,8 @@ import pytest
 from sqlmodel import Session, select
 
 from bti_core.auth import AuthError, User
-from bti_core.chain.client import ChainClient, OnChainStatus
+from bti_core.chain.client import ChainClient
+from bti_core.chain.types import OnChainStatus
 from bti_core.claims.payments import Payments
 from bti_core.claims.service import ClaimError, ClaimsService
 from bti_core.claims.state import TransitionError

@@ -8,16 +8,9 @@ import pandas as pd
 import pytest
 
 from bti_core.risk.features import ALL_COLUMNS
-from bti_core.risk.models import (
-    Candidate,
-    CellCalibrator,
-    RowPredictor,
-    all_candidates,
-    cell_of,
-    fit_model,
-    leave_one_out,
-    purged_walk_forward,
-)
+from bti_core.risk.models import Candidate, CellCalibrator, all_candidates, cell_of, fit_model
+from bti_core.risk.predictor import RowPredictor
+from bti_core.risk.walkforward import leave_one_out, purged_walk_forward
 
 
 def _rows(hours: int, horizon: int = 24) -> pd.DataFrame:

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from sqlmodel import Session, select
 
-from bti_core.chain.client import DecodedEvent
+from bti_core.chain.types import DecodedEvent
 from bti_core.config import get_settings
 from bti_core.db.models import Alert, Claim, Policy
 from bti_core.market.ingest import Ingestor

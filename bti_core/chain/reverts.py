@@ -1,0 +1,99 @@
+"""A contract's refusal in words: the custom error a call reverted with, decoded and explained
+with its arguments."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hexbytes import HexBytes
+from web3.exceptions import ContractLogicError
+
+from bti_core.chain.types import (
+    OnChainStatus,
+)
+from bti_core.chain.units import format_bti
+
+_STATUS_NAMES = {s.value: s.name.lower() for s in OnChainStatus}
+
+
+def explain_refusal(name: str, a: dict[str, Any]) -> str:
+    """A sentence for a decoded custom error."""
+    bti = format_bti
+    msgs: dict[str, Callable[[], str]] = {
+        "InsufficientCapacity": lambda: (
+            f"pool capacity exhausted: {bti(a['available'])} of cover left, "
+            f"{bti(a['requested'])} asked"
+        ),
+        "ERC20InsufficientBalance": lambda: (
+            f"wallet {a['sender']} holds {bti(a['balance'])}; {bti(a['needed'])} needed "
+            "(get BTI from the faucet)"
+        ),
+        "ERC20InsufficientAllowance": lambda: (
+            f"the pool may spend {bti(a['allowance'])} of {a['spender']}'s allowance; "
+            f"{bti(a['needed'])} needed (approve the pool first)"
+        ),
+        "AccessControlUnauthorizedAccount": lambda: (
+            f"{a['account']} lacks the role this call needs ({HexBytes(a['neededRole']).hex()})"
+        ),
+        "OwnableUnauthorizedAccount": lambda: f"{a['account']} is not the owner",
+        "EnforcedPause": lambda: "the pool is paused; purchases, payouts and capital wait",
+        "ExpectedPause": lambda: "the pool is not paused",
+        "PolicyNotActive": lambda: (
+            f"policy {a['policyId']} is {_STATUS_NAMES.get(a['status'], a['status'])}, not "
+            "active: a policy is paid at most once"
+        ),
+        "UnknownPolicy": lambda: f"no policy {a['policyId']} on-chain",
+        "PayoutAboveCoverage": lambda: (
+            f"payout {bti(a['amount'])} is above the policy's coverage {bti(a['coverage'])}"
+        ),
+        "PayoutAboveFreeReserves": lambda: (
+            f"payout {bti(a['amount'])} is above the reserves not locked by other policies "
+            f"({bti(a['available'])})"
+        ),
+        "WithdrawalAboveFree": lambda: (
+            f"withdrawal {bti(a['requested'])} is above the free reserves {bti(a['free'])} "
+            "(the rest backs active cover)"
+        ),
+        "ERC4626ExceededMaxWithdraw": lambda: (
+            f"withdrawal {bti(a['assets'])} is above what {a['owner']} may withdraw now "
+            f"({bti(a['max'])}; capital backing active cover is locked)"
+        ),
+        "ERC4626ExceededMaxRedeem": lambda: (
+            f"redeeming {a['shares']} shares is above the {a['max']} {a['owner']} may redeem now"
+        ),
+        "ERC4626ExceededMaxDeposit": lambda: "deposits are closed (the pool is paused)",
+        "QuoteExpired": lambda: "the signed quote's deadline passed; ask for a new quote",
+        "BadExpiry": lambda: "the policy's expiry is not in the future",
+        "NotQuoteHolder": lambda: f"the quote is for {a['holder']}, not {a['caller']}",
+        "BadQuoteSignature": lambda: f"the quote was not signed by BTI's quoter ({a['signer']})",
+        "PolicyExists": lambda: (
+            f"these terms were already bought as policy {a['policyId']} (no second charge)"
+        ),
+        "ReleaseTooEarly": lambda: (
+            f"policy {a['policyId']}'s cover can be released by anyone only after "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(a['allowedFrom']))}"
+        ),
+        "ReentrancyGuardReentrantCall": lambda: "re-entrant call refused",
+        "ZeroAmount": lambda: "amounts must be positive",
+        "LengthMismatch": lambda: (
+            f"a batch payout needs as many amounts and claim references as policies; got "
+            f"{a['policyIds']} policies, {a['amounts']} amounts, {a['claimRefs']} references"
+        ),
+        "Error": lambda: str(a.get("message")),
+    }
+    f = msgs.get(name)
+    if f is None:
+        return f"{name}({', '.join(f'{k}={v}' for k, v in a.items())})"
+    try:
+        return f()
+    except (KeyError, TypeError):
+        return name
+
+
+def revert_data(exc: ContractLogicError) -> str | None:
+    data = exc.data
+    if isinstance(data, dict):
+        data = data.get("data")
+    return data if isinstance(data, str) else None

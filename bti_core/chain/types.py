@@ -1,0 +1,98 @@
+"""What the chain client reads and returns: a deployment, a policy and a purchase as the
+contracts hold them, the pool's books, decoded events, and the hash that binds a policy's
+off-chain terms."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from eth_utils.crypto import keccak
+
+ZERO_HASH = b"\x00" * 32
+
+
+class OnChainStatus(IntEnum):
+    NONE = 0
+    ACTIVE = 1
+    PAID = 2
+    RELEASED = 3
+
+
+@dataclass(frozen=True)
+class Deployment:
+    chain_id: int
+    token: str
+    policy: str
+    pool: str
+    block: int  # first block of the deployment: event queries start here, never at genesis
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Deployment | None:
+        if not path.exists():
+            return None
+        return cls(**json.loads(path.read_text()))
+
+
+@dataclass(frozen=True)
+class OnChainPolicy:
+    policy_id: int
+    buyer: str
+    owner: str
+    start: int
+    expiry: int
+    status: OnChainStatus
+    coverage: Decimal
+    premium: Decimal
+    paid: Decimal
+    terms_hash: str
+
+
+@dataclass(frozen=True)
+class Purchase:
+    policy_id: int
+    tx_hash: str
+    block: int
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    reserves: Decimal
+    locked: Decimal
+    free: Decimal
+    premiums_in: Decimal
+    claims_paid: Decimal
+    capital_in: Decimal
+    capital_out: Decimal
+    policies: int
+    paused: bool
+
+    @property
+    def utilisation(self) -> float:
+        return float(self.locked / self.reserves) if self.reserves > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class DecodedEvent:
+    contract: str
+    name: str
+    args: dict[str, Any]
+    block: int
+    tx_hash: str
+    log_index: int
+    address: str
+
+
+def terms_hash(terms: dict[str, Any]) -> bytes:
+    """keccak256 of the canonical JSON of a policy's off-chain terms (sorted keys, no spaces)."""
+    return keccak(text=json.dumps(terms, sort_keys=True, separators=(",", ":"), default=str))
