@@ -34,16 +34,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bti_core.risk.backtest import BacktestConfig
+from bti_core.risk.evaluation import evaluate, format_reports, select
 from bti_core.risk.features import ALL_COLUMNS
-from bti_core.risk.models import (
-    Candidate,
-    all_candidates,
-    build_training_set,
-    evaluate,
-    fit_model,
-    format_reports,
-    select,
-)
+from bti_core.risk.models import Candidate, all_candidates, build_training_set, fit_model
 from bti_core.risk.predictor import RowPredictor
 
 

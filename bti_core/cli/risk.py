@@ -142,7 +142,8 @@ def backtest(
         if prob is ProbChoice.engine:
             res = run_backtest(data, cfg, progress=report)
         else:
-            from bti_core.risk.models import Candidate, learned_backtest
+            from bti_core.risk.learned_backtest import learned_backtest
+            from bti_core.risk.models import Candidate
 
             res = learned_backtest(
                 data,

@@ -26,20 +26,17 @@ import pandas as pd
 
 from bti_core import files
 from bti_core.errors import BTIError
+from bti_core.risk.evaluation import REFERENCES, evaluate, format_reports, select
 from bti_core.risk.features import ALL_COLUMNS
 from bti_core.risk.models import (
     META_COLUMNS,
-    REFERENCES,
     Candidate,
     CellCalibrator,
     Progress,
     RiskModel,
     all_candidates,
     cell_of,
-    evaluate,
     fit_model,
-    format_reports,
-    select,
 )
 from bti_core.risk.predictor import RowPredictor
 
