@@ -1,7 +1,7 @@
 """Compiled contracts (ABI + bytecode, committed under contracts/out/) and revert decoding.
 
 Custom errors are decoded by their 4-byte selector against every project ABI, so a revert
-reads ``InsufficientCapacity(requested=…, available=…)`` rather than hex.
+reads ``InsurancePoolInsufficientCapacity(requested=…, available=…)`` rather than hex.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def decode_revert(data: bytes | str | None) -> tuple[str, dict[str, Any]] | None
 @cache
 def refusal_type(name: str) -> type[ContractRefusalError]:
     """The `ContractRefusalError` subclass of the custom error ``name`` (one class per name, so
-    ``except refusal_type("PolicyExists")`` works anywhere)."""
+    ``except refusal_type("InsurancePoolPolicyExists")`` works anywhere)."""
     known = {e.name for e in error_table().values()} | {"Error", "Panic"}
     if name not in known:
         raise KeyError(f"{name} is not a custom error of BTI's contracts")

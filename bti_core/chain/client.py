@@ -406,7 +406,7 @@ class ChainClient:
     ) -> Purchase:
         """Pay ``premium`` BTI from ``wallet`` (a key BTI holds: the demo's custodial wallets)
         for cover of at most ``coverage`` until ``expiry`` (unix seconds). Idempotent by
-        ``terms``: terms already bought raise ``PolicyExists`` and charge nothing."""
+        ``terms``: terms already bought raise ``InsurancePoolPolicyExists`` and charge nothing."""
         self.ensure_allowance(wallet, premium)
         quote, sig = self._signed_quote(
             wallet.address,

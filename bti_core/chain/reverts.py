@@ -22,7 +22,7 @@ def explain_refusal(name: str, a: dict[str, Any]) -> str:
     """A sentence for a decoded custom error."""
     bti = format_bti
     msgs: dict[str, Callable[[], str]] = {
-        "InsufficientCapacity": lambda: (
+        "InsurancePoolInsufficientCapacity": lambda: (
             f"pool capacity exhausted: {bti(a['available'])} of cover left, "
             f"{bti(a['requested'])} asked"
         ),
@@ -40,19 +40,19 @@ def explain_refusal(name: str, a: dict[str, Any]) -> str:
         "OwnableUnauthorizedAccount": lambda: f"{a['account']} is not the owner",
         "EnforcedPause": lambda: "the pool is paused; purchases, payouts and capital wait",
         "ExpectedPause": lambda: "the pool is not paused",
-        "PolicyNotActive": lambda: (
+        "InsurancePoolPolicyNotActive": lambda: (
             f"policy {a['policyId']} is {_STATUS_NAMES.get(a['status'], a['status'])}, not "
             "active: a policy is paid at most once"
         ),
-        "UnknownPolicy": lambda: f"no policy {a['policyId']} on-chain",
-        "PayoutAboveCoverage": lambda: (
+        "InsurancePoolUnknownPolicy": lambda: f"no policy {a['policyId']} on-chain",
+        "InsurancePoolPayoutAboveCoverage": lambda: (
             f"payout {bti(a['amount'])} is above the policy's coverage {bti(a['coverage'])}"
         ),
-        "PayoutAboveFreeReserves": lambda: (
+        "InsurancePoolPayoutAboveFreeReserves": lambda: (
             f"payout {bti(a['amount'])} is above the reserves not locked by other policies "
             f"({bti(a['available'])})"
         ),
-        "WithdrawalAboveFree": lambda: (
+        "InsurancePoolWithdrawalAboveFree": lambda: (
             f"withdrawal {bti(a['requested'])} is above the free reserves {bti(a['free'])} "
             "(the rest backs active cover)"
         ),
@@ -64,20 +64,24 @@ def explain_refusal(name: str, a: dict[str, Any]) -> str:
             f"redeeming {a['shares']} shares is above the {a['max']} {a['owner']} may redeem now"
         ),
         "ERC4626ExceededMaxDeposit": lambda: "deposits are closed (the pool is paused)",
-        "QuoteExpired": lambda: "the signed quote's deadline passed; ask for a new quote",
-        "BadExpiry": lambda: "the policy's expiry is not in the future",
-        "NotQuoteHolder": lambda: f"the quote is for {a['holder']}, not {a['caller']}",
-        "BadQuoteSignature": lambda: f"the quote was not signed by BTI's quoter ({a['signer']})",
-        "PolicyExists": lambda: (
+        "InsurancePoolQuoteExpired": lambda: (
+            "the signed quote's deadline passed; ask for a new quote"
+        ),
+        "InsurancePoolBadExpiry": lambda: "the policy's expiry is not in the future",
+        "InsurancePoolNotQuoteHolder": lambda: f"the quote is for {a['holder']}, not {a['caller']}",
+        "InsurancePoolBadQuoteSignature": lambda: (
+            f"the quote was not signed by BTI's quoter ({a['signer']})"
+        ),
+        "InsurancePoolPolicyExists": lambda: (
             f"these terms were already bought as policy {a['policyId']} (no second charge)"
         ),
-        "ReleaseTooEarly": lambda: (
+        "InsurancePoolReleaseTooEarly": lambda: (
             f"policy {a['policyId']}'s cover can be released by anyone only after "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(a['allowedFrom']))}"
         ),
         "ReentrancyGuardReentrantCall": lambda: "re-entrant call refused",
-        "ZeroAmount": lambda: "amounts must be positive",
-        "LengthMismatch": lambda: (
+        "InsurancePoolZeroAmount": lambda: "amounts must be positive",
+        "InsurancePoolLengthMismatch": lambda: (
             f"a batch payout needs as many amounts and claim references as policies; got "
             f"{a['policyIds']} policies, {a['amounts']} amounts, {a['claimRefs']} references"
         ),

@@ -6,8 +6,8 @@ takes the claim's lease; (2) the payout is sent; (3) the claim moves to ``paid``
 transaction. A process that finds a claim ``paying`` under a lease that is still held by a
 live process leaves it alone; one that takes a claim over (the lease ran out, or its owner
 died) first asks the pool whether the payout already happened (`ChainClient.claim_payment`)
-and records it if so. The pool pays a policy at most once (``PolicyNotActive``), so even a
-lease that was wrongly broken cannot pay twice.
+and records it if so. The pool pays a policy at most once (``InsurancePoolPolicyNotActive``), so
+even a lease that was wrongly broken cannot pay twice.
 
 This module and `release_cover` are the claims side's only callers of the chain.
 """
@@ -308,7 +308,7 @@ class Payments:
         try:
             tx = self.chain.pay_claim(chain_id, amount, bytes(HexBytes(ref)))
         except ChainError as exc:
-            if isinstance(exc, refusal_type("PolicyNotActive")):
+            if isinstance(exc, refusal_type("InsurancePoolPolicyNotActive")):
                 found = self.chain.claim_payment(chain_id)
                 if found is not None:  # another sender's payout landed first
                     return self.confirm(claim_id, found[0])

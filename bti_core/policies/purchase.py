@@ -405,7 +405,9 @@ class Purchases(Quoting):
                     deadline=deadline,
                 )
         except ChainError as exc:
-            if isinstance(exc, refusal_type("PolicyExists")):  # paid before a crash: record it
+            if isinstance(
+                exc, refusal_type("InsurancePoolPolicyExists")
+            ):  # paid before a crash: record it
                 found = chain.purchase_of(terms)
                 assert found is not None
                 return self._activate(policy, found)

@@ -99,20 +99,20 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
     /// @notice Capital went out to `receiver`, burning `shares` of `provider`.
     event CapitalWithdrawn(address indexed provider, address indexed receiver, uint256 assets, uint256 shares);
 
-    error ZeroAmount();
-    error LengthMismatch(uint256 policyIds, uint256 amounts, uint256 claimRefs);
-    error QuoteExpired(uint64 deadline, uint256 nowTs);
-    error BadExpiry(uint64 expiry);
-    error NotQuoteHolder(address holder, address caller);
-    error BadQuoteSignature(address signer);
-    error PolicyExists(bytes32 termsHash, uint256 policyId);
-    error InsufficientCapacity(uint256 requested, uint256 available);
-    error UnknownPolicy(uint256 policyId);
-    error PolicyNotActive(uint256 policyId, Status status);
-    error PayoutAboveCoverage(uint256 amount, uint256 coverage);
-    error PayoutAboveFreeReserves(uint256 amount, uint256 available);
-    error ReleaseTooEarly(uint256 policyId, uint64 allowedFrom);
-    error WithdrawalAboveFree(uint256 requested, uint256 free);
+    error InsurancePoolZeroAmount();
+    error InsurancePoolLengthMismatch(uint256 policyIds, uint256 amounts, uint256 claimRefs);
+    error InsurancePoolQuoteExpired(uint64 deadline, uint256 nowTs);
+    error InsurancePoolBadExpiry(uint64 expiry);
+    error InsurancePoolNotQuoteHolder(address holder, address caller);
+    error InsurancePoolBadQuoteSignature(address signer);
+    error InsurancePoolPolicyExists(bytes32 termsHash, uint256 policyId);
+    error InsurancePoolInsufficientCapacity(uint256 requested, uint256 available);
+    error InsurancePoolUnknownPolicy(uint256 policyId);
+    error InsurancePoolPolicyNotActive(uint256 policyId, Status status);
+    error InsurancePoolPayoutAboveCoverage(uint256 amount, uint256 coverage);
+    error InsurancePoolPayoutAboveFreeReserves(uint256 amount, uint256 available);
+    error InsurancePoolReleaseTooEarly(uint256 policyId, uint64 allowedFrom);
+    error InsurancePoolWithdrawalAboveFree(uint256 requested, uint256 free);
 
     /// @param asset_ The BTI token.
     /// @param policyToken_ The policy NFT, whose ownership must then pass to this pool.
@@ -145,7 +145,7 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
         whenNotPaused
         returns (uint256 policyId)
     {
-        if (q.holder != msg.sender) revert NotQuoteHolder(q.holder, msg.sender);
+        if (q.holder != msg.sender) revert InsurancePoolNotQuoteHolder(q.holder, msg.sender);
         policyId = _buy(q, signature);
     }
 
@@ -204,11 +204,11 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
     {
         uint256 n = policyIds.length;
         if (amounts.length != n || claimRefs.length != n) {
-            revert LengthMismatch(n, amounts.length, claimRefs.length);
+            revert InsurancePoolLengthMismatch(n, amounts.length, claimRefs.length);
         }
         for (uint256 i = 0; i < n; ++i) {
             Policy storage p = _policies[policyIds[i]];
-            if (p.status == Status.None) revert UnknownPolicy(policyIds[i]);
+            if (p.status == Status.None) revert InsurancePoolUnknownPolicy(policyIds[i]);
             if (p.status != Status.Active) {
                 emit ClaimSkipped(policyIds[i], p.status, claimRefs[i]);
                 continue;
@@ -224,7 +224,7 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
         Policy storage p = _active(policyId);
         if (!hasRole(CLAIMS_ROLE, msg.sender)) {
             uint64 allowedFrom = p.expiry + CLAIM_GRACE;
-            if (block.timestamp < allowedFrom) revert ReleaseTooEarly(policyId, allowedFrom);
+            if (block.timestamp < allowedFrom) revert InsurancePoolReleaseTooEarly(policyId, allowedFrom);
         }
         p.status = Status.Released;
         lockedCoverage -= p.coverage;
@@ -233,7 +233,7 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
 
     /// @notice A policy's on-chain record.
     function policy(uint256 policyId) external view returns (Policy memory) {
-        if (_policies[policyId].status == Status.None) revert UnknownPolicy(policyId);
+        if (_policies[policyId].status == Status.None) revert InsurancePoolUnknownPolicy(policyId);
         return _policies[policyId];
     }
 
@@ -298,7 +298,7 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
         nonReentrant
         whenNotPaused
     {
-        if (assets == 0) revert ZeroAmount();
+        if (assets == 0) revert InsurancePoolZeroAmount();
         reserves += assets;
         capitalIn += assets;
         super._deposit(caller, receiver, assets, shares);
@@ -312,7 +312,7 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
         whenNotPaused
     {
         uint256 free = freeReserves();
-        if (assets > free) revert WithdrawalAboveFree(assets, free);
+        if (assets > free) revert InsurancePoolWithdrawalAboveFree(assets, free);
         reserves -= assets;
         capitalOut += assets;
         super._withdraw(caller, receiver, owner, assets, shares);
@@ -323,15 +323,15 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
 
     /// @dev A purchase for `q.holder`, paid from the holder's allowance to this pool.
     function _buy(Quote calldata q, bytes calldata signature) private returns (uint256 policyId) {
-        if (block.timestamp > q.deadline) revert QuoteExpired(q.deadline, block.timestamp);
-        if (q.expiry <= block.timestamp) revert BadExpiry(q.expiry);
-        if (q.coverage == 0 || q.premium == 0) revert ZeroAmount();
+        if (block.timestamp > q.deadline) revert InsurancePoolQuoteExpired(q.deadline, block.timestamp);
+        if (q.expiry <= block.timestamp) revert InsurancePoolBadExpiry(q.expiry);
+        if (q.coverage == 0 || q.premium == 0) revert InsurancePoolZeroAmount();
         uint256 existing = policyIdByTerms[q.termsHash];
-        if (existing != 0) revert PolicyExists(q.termsHash, existing);
+        if (existing != 0) revert InsurancePoolPolicyExists(q.termsHash, existing);
         address signer = ECDSA.recover(_hashTypedDataV4(_quoteHash(q)), signature);
-        if (!hasRole(QUOTER_ROLE, signer)) revert BadQuoteSignature(signer);
+        if (!hasRole(QUOTER_ROLE, signer)) revert InsurancePoolBadQuoteSignature(signer);
         uint256 available = reserves + q.premium - lockedCoverage;
-        if (q.coverage > available) revert InsufficientCapacity(q.coverage, available);
+        if (q.coverage > available) revert InsurancePoolInsufficientCapacity(q.coverage, available);
 
         policyId = ++policyCount;
         _policies[policyId] = Policy({
@@ -355,15 +355,15 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
 
     function _active(uint256 policyId) private view returns (Policy storage p) {
         p = _policies[policyId];
-        if (p.status == Status.None) revert UnknownPolicy(policyId);
-        if (p.status != Status.Active) revert PolicyNotActive(policyId, p.status);
+        if (p.status == Status.None) revert InsurancePoolUnknownPolicy(policyId);
+        if (p.status != Status.Active) revert InsurancePoolPolicyNotActive(policyId, p.status);
     }
 
     function _pay(Policy storage p, uint256 policyId, uint256 amount, bytes32 claimRef) private {
-        if (amount == 0) revert ZeroAmount();
-        if (amount > p.coverage) revert PayoutAboveCoverage(amount, p.coverage);
+        if (amount == 0) revert InsurancePoolZeroAmount();
+        if (amount > p.coverage) revert InsurancePoolPayoutAboveCoverage(amount, p.coverage);
         uint256 available = reserves - (lockedCoverage - p.coverage);
-        if (amount > available) revert PayoutAboveFreeReserves(amount, available);
+        if (amount > available) revert InsurancePoolPayoutAboveFreeReserves(amount, available);
         p.status = Status.Paid;
         p.paid = amount;
         lockedCoverage -= p.coverage;

@@ -95,7 +95,7 @@ def test_the_same_terms_are_never_bought_twice(chain: ChainClient) -> None:
     left = chain.balance(w.address)
     with pytest.raises(ChainError, match=f"already bought as policy {pid}") as e:
         buy(chain, w, terms=terms)
-    assert e.value.reason == "PolicyExists"
+    assert e.value.reason == "InsurancePoolPolicyExists"
     assert chain.balance(w.address) == left
     assert chain.purchase_of(terms) is not None
     assert chain.purchase_of(fresh_terms()) is None
@@ -106,7 +106,7 @@ def test_a_quote_not_signed_by_the_quoter_is_refused(chain: ChainClient) -> None
     forger = ChainClient(chain.url, chain.deployment, quoter_key=Account.create().key.hex())
     with pytest.raises(ChainError, match="not signed by BTI's quoter") as e:
         buy(forger, w)
-    assert e.value.reason == "BadQuoteSignature"
+    assert e.value.reason == "InsurancePoolBadQuoteSignature"
 
 
 def test_a_quote_for_someone_else_or_past_its_deadline_is_refused(chain: ChainClient) -> None:
@@ -127,7 +127,7 @@ def test_a_quote_for_someone_else_or_past_its_deadline_is_refused(chain: ChainCl
         chain.transact(call, w, "buy policy")
     with pytest.raises(ChainError, match="deadline passed") as e:
         buy(chain, w, deadline_in=-10)
-    assert e.value.reason == "QuoteExpired"
+    assert e.value.reason == "InsurancePoolQuoteExpired"
 
 
 def test_too_few_bti_and_too_little_capacity_give_clear_errors(chain: ChainClient) -> None:
@@ -138,7 +138,7 @@ def test_too_few_bti_and_too_little_capacity_give_clear_errors(chain: ChainClien
     free = chain.pool_stats().free
     with pytest.raises(ChainError, match="pool capacity exhausted") as e:
         buy(chain, w, coverage=str(free + 100), premium="5")
-    assert e.value.reason == "InsufficientCapacity"
+    assert e.value.reason == "InsurancePoolInsufficientCapacity"
     assert chain.balance(w.address) == Decimal(1000)
 
 
@@ -158,7 +158,7 @@ def test_claims_are_paid_once_to_the_policy_tokens_owner(chain: ChainClient) -> 
     assert chain.policy(pid).status == OnChainStatus.PAID
     with pytest.raises(ChainError, match="paid at most once") as e:
         chain.pay_claim(pid, Decimal(1), b"\x02" * 32)
-    assert e.value.reason == "PolicyNotActive"
+    assert e.value.reason == "InsurancePoolPolicyNotActive"
     assert chain.balance(heir.address) == Decimal("80.01")
 
 
@@ -303,7 +303,7 @@ def test_release_after_the_grace_period_is_open_to_anyone(tmp_path: Path) -> Non
         anyone = ChainClient(node.url, chain.deployment, claims_key=w.key.hex())
         with pytest.raises(ChainError, match="only after") as e:
             anyone.release_cover(pid)
-        assert e.value.reason == "ReleaseTooEarly"
+        assert e.value.reason == "InsurancePoolReleaseTooEarly"
         chain.w3.provider.make_request("evm_increaseTime", [3600 + 7 * 86400 + 1])  # type: ignore[arg-type]
         chain.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
         anyone.release_cover(pid)
@@ -431,13 +431,17 @@ def test_refusals_are_types_decoded_from_the_abi(chain: ChainClient) -> None:
     w = funded(chain, "typed")
     terms = fresh_terms()
     buy(chain, w, terms=terms)
-    with pytest.raises(refusal_type("PolicyExists")) as e:
+    with pytest.raises(refusal_type("InsurancePoolPolicyExists")) as e:
         buy(chain, w, terms=terms)
     assert isinstance(e.value, ContractRefusalError) and isinstance(e.value, ChainError)
     assert e.value.details["policyId"] >= 1
     names = {err.name for err in error_table().values()}
-    assert {"InsufficientCapacity", "PolicyNotActive", "ERC20InsufficientBalance"} <= names
-    assert refusal_type("PolicyExists") is refusal_type("PolicyExists")
+    assert {
+        "InsurancePoolInsufficientCapacity",
+        "InsurancePoolPolicyNotActive",
+        "ERC20InsufficientBalance",
+    } <= names
+    assert refusal_type("InsurancePoolPolicyExists") is refusal_type("InsurancePoolPolicyExists")
     with pytest.raises(KeyError, match="not a custom error"):
         refusal_type("NoSuchError")
     down = ChainClient(f"http://127.0.0.1:{free_port()}", chain.deployment)
