@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bti_core.analytics import book as bk  # noqa: E402
+from bti_core.analytics import filters as bf  # noqa: E402
+from bti_core.analytics import views as bv  # noqa: E402
 from bti_core.analytics.report import build_report  # noqa: E402
 from bti_core.db.engine import make_engine, migrate  # noqa: E402
 from bti_core.db.models import Claim, Policy, QuoteRecord  # noqa: E402
@@ -162,14 +164,14 @@ def dec(x: float, places: int) -> Decimal:
     return Decimal(f"{float(x):.{places}f}")
 
 
-def random_filter(rng: np.random.Generator) -> bk.BookFilter:
+def random_filter(rng: np.random.Generator) -> bf.BookFilter:
     def some(values: tuple[str, ...]) -> tuple[str, ...]:
         if rng.random() < 0.5:
             return ()
         k = int(rng.integers(1, len(values)))
         return tuple(str(v) for v in rng.choice(values, k, replace=False))
 
-    return bk.BookFilter(
+    return bf.BookFilter(
         range=str(rng.choice(["all", "30d", "90d", "1y"])),
         symbols=some(SYMBOLS),
         sides=some(bk.SIDES),
@@ -182,14 +184,14 @@ def random_filter(rng: np.random.Generator) -> bk.BookFilter:
 
 
 def filter_change(
-    book: pd.DataFrame, flt: bk.BookFilter, spots: dict[str, float], now: pd.Timestamp
+    book: pd.DataFrame, flt: bf.BookFilter, spots: dict[str, float], now: pd.Timestamp
 ) -> None:
     """What the page computes on a filter change."""
     sel = flt.apply(book, now)
-    v = bk.book_views(sel)
+    v = bv.book_views(sel)
     sym = str(v.by_symbol["symbol"].iloc[0]) if len(v.by_symbol) else "BTCUSDT"
-    bk.liquidation_map(sel, sym, spots[sym])
-    bk.stress(sel, sym, -0.2, spots[sym], now=now, reserves=1e6, locked=5e5)
+    bv.liquidation_map(sel, sym, spots[sym])
+    bv.stress(sel, sym, -0.2, spots[sym], now=now, reserves=1e6, locked=5e5)
     build_report(sel, flt, now=now, views=v).sentences()
 
 
@@ -292,7 +294,7 @@ def main() -> None:
         )
         now = pd.Timestamp.now("UTC")
         rng = np.random.default_rng(1)
-        filter_change(book, bk.BookFilter(), spots, now)  # warm
+        filter_change(book, bf.BookFilter(), spots, now)  # warm
         times = []
         for _ in range(args.changes):
             flt = random_filter(rng)
@@ -300,7 +302,7 @@ def main() -> None:
             filter_change(book, flt, spots, now)
             times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        filter_change(book, bk.BookFilter(), spots, now)
+        filter_change(book, bf.BookFilter(), spots, now)
         whole = time.perf_counter() - t0
         print(
             f"filter change, every view, {args.changes} random filters: "
@@ -309,7 +311,7 @@ def main() -> None:
             f"{whole * 1000:.0f} ms (goal ≤ 300 ms)"
         )
         t0 = time.perf_counter()
-        rep = build_report(book, bk.BookFilter(), now=now)
+        rep = build_report(book, bf.BookFilter(), now=now)
         pdf = rep.pdf()
         print(
             f"PDF report of the whole book: {time.perf_counter() - t0:.2f} s, "

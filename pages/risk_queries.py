@@ -11,6 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from bti_core.analytics import book as bk
+from bti_core.analytics import filters as bf
+from bti_core.analytics import views as bv
 from bti_core.analytics.report import EXPORT_COLUMNS, build_report, forecast_note
 from bti_core.analytics.surface import probability_surface, reliability, stored_backtests
 from bti_core.errors import BTIError
@@ -48,10 +50,10 @@ now = pd.Timestamp.now("UTC")
 # ------------------------------------------------------------------ the filter, from the URL
 url = {k: st.query_params[k] for k in st.query_params}
 try:
-    flt = bk.BookFilter.from_params(url)
-except bk.FilterError as exc:
+    flt = bf.BookFilter.from_params(url)
+except bf.FilterError as exc:
     views.refusal("The link's filter was not understood; showing the whole book.", str(exc))
-    flt = bk.BookFilter()
+    flt = bf.BookFilter()
 
 KEYS = {  # widget key -> (filter field, choices)
     "rq_symbols": ("symbols", sorted(set(full["symbol"]) | set(resources.warehouse().symbols()))),
@@ -89,7 +91,7 @@ with st.container(border=True):
     )
     start = end = None
     if rng == "custom":
-        span = {"min_value": bk.EARLIEST.date(), "max_value": bk.LATEST.date(), "value": None}
+        span = {"min_value": bf.EARLIEST.date(), "max_value": bf.LATEST.date(), "value": None}
         start = top[0].date_input("From", key="rq_from", **span)
         end = top[0].date_input("To", key="rq_to", **span)
     top[1].multiselect("Symbol", KEYS["rq_symbols"][1], key="rq_symbols", placeholder="all")
@@ -109,7 +111,7 @@ with st.container(border=True):
 chosen = {name: tuple(st.session_state.get(key) or ()) for key, (name, _) in KEYS.items()}
 if not uw:
     chosen["traders"] = ()
-flt = bk.BookFilter(
+flt = bf.BookFilter(
     range=rng,
     start=None if start is None else pd.Timestamp(start, tz="UTC"),
     end=None if end is None else pd.Timestamp(end, tz="UTC"),
@@ -121,7 +123,7 @@ if url != params:
 st.session_state["_rq_seeded"] = params
 mine = flt.for_user(user.username, uw)
 sel = mine.apply(full, now)
-v = bk.book_views(sel)
+v = bv.book_views(sel)
 t = v.totals
 
 scope = "the whole book" if uw else "your policies"
@@ -164,7 +166,7 @@ if tabs[0].open:
         )
         key = group or "symbol"
         ready = {"symbol": v.by_symbol, "side": v.by_side, "leverage_bucket": v.by_leverage}
-        by = ready[key] if key in ready else bk.exposure(sel, key)
+        by = ready[key] if key in ready else bv.exposure(sel, key)
         left, right = st.columns([3, 2])
         left.plotly_chart(
             risk_charts.exposure_figure(by, key, f"By {GROUPS[key]}"), width="stretch"
@@ -205,7 +207,7 @@ if tabs[1].open:
                 pool = None
                 with contextlib.suppress(BTIError):
                     pool = resources.services().chain.pool_stats()
-                s = bk.stress(
+                s = bv.stress(
                     sel,
                     sym,
                     move / 100,
@@ -214,7 +216,7 @@ if tabs[1].open:
                     reserves=None if pool is None else float(pool.reserves),
                     locked=None if pool is None else float(pool.locked),
                 )
-                lmap = bk.liquidation_map(sel, sym, mark)
+                lmap = bv.liquidation_map(sel, sym, mark)
                 left, right = st.columns([3, 2])
                 if lmap["claimed"].any():
                     left.plotly_chart(

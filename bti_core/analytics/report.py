@@ -10,14 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bti_core.analytics.book import (
-    COLUMNS,
-    BookFilter,
-    BookViews,
-    ClaimsSummary,
-    Totals,
-    book_views,
-)
+from bti_core.analytics.book import COLUMNS
+from bti_core.analytics.filters import BookFilter
+from bti_core.analytics.views import BookViews, ClaimsSummary, Totals, book_views
 
 # the book's columns a person reads (buckets and claim bookkeeping left out)
 EXPORT_COLUMNS = [

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from pypdf import PdfReader
 
-from bti_core.analytics.book import (
-    COLUMNS,
-    BookFilter,
-    FilterError,
+from bti_core.analytics.book import COLUMNS
+from bti_core.analytics.filters import BookFilter, FilterError
+from bti_core.analytics.report import build_report, pdf_safe
+from bti_core.analytics.views import (
     claims_summary,
     exposure,
     liquidation_map,
@@ -22,7 +22,6 @@ from bti_core.analytics.book import (
     stress,
     totals,
 )
-from bti_core.analytics.report import build_report, pdf_safe
 
 NOW = pd.Timestamp("2024-06-30 12:00", tz="UTC")
 

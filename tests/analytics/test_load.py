@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bti_core.analytics.book import book_version, claims_summary, load_book, totals
+from bti_core.analytics.book import book_version, load_book
+from bti_core.analytics.views import claims_summary, totals
 from bti_core.chain.node import AnvilNode, free_port
 from tests.worlds import UNDERWRITER, World, buy, claim_of, crash
 

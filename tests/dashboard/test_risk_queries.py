@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from bti_core.analytics.book import BookFilter, load_book, totals
+from bti_core.analytics.book import load_book
+from bti_core.analytics.filters import BookFilter
+from bti_core.analytics.views import totals
 from bti_core.config import get_settings
 from bti_core.orders import Cover, Order
 from bti_core.services import build_services
@@ -130,7 +132,7 @@ def test_a_trader_sees_only_their_own_policies(booked: Path) -> None:
 def test_every_tab_draws_its_view(booked: Path) -> None:
     import pandas as pd
 
-    from bti_core.analytics.book import stress
+    from bti_core.analytics.views import stress
 
     at = page()
     assert len(at.get("plotly_chart")) == 3  # the Book tab: exposure, risk index, loss ratio
