@@ -24,8 +24,8 @@ from bti_core.config import Settings
 from bti_core.db.engine import make_engine, migrate
 from bti_core.errors import BTIError
 from bti_core.market.ingest import Ingestor
+from bti_core.market.reading import ImportLimits
 from bti_core.market.replay import written_by_replays
-from bti_core.market.sources import ImportLimits
 from bti_core.market.warehouse import Warehouse
 from bti_core.policies import InsuranceService
 from bti_core.risk.engine import RiskEngine

@@ -26,15 +26,10 @@ from bti_core.market.cleaning import (
     clean_context,
     clean_funding,
 )
+from bti_core.market.identify import SourceFile, discover, identify
+from bti_core.market.reading import DEFAULT_LIMITS, ImportLimits
 from bti_core.market.schema import CONTEXT_KINDS, Kind, allowed_times, canonical_symbol
-from bti_core.market.sources import (
-    DEFAULT_LIMITS,
-    ImportLimits,
-    SourceFile,
-    discover,
-    identify,
-    read_source,
-)
+from bti_core.market.sources import read_source
 from bti_core.market.warehouse import Warehouse, WriteResult
 
 Progress = Callable[[int, int, str], None]

@@ -46,8 +46,9 @@ import pandas as pd
 
 from bti_core.errors import DataFormatError
 from bti_core.market.cleaning import clean_bars
+from bti_core.market.identify import discover, identify
 from bti_core.market.schema import Kind, timeframe_delta
-from bti_core.market.sources import discover, identify, read_source
+from bti_core.market.sources import read_source
 from bti_core.pricing import wilson_upper
 from bti_core.risk.constants import FIT_WINDOW
 from bti_core.risk.liquidation import brackets_for, isolated_liquidation_price

@@ -27,12 +27,9 @@ from bti_core.db.engine import make_engine, migrate
 from bti_core.errors import BTIError
 from bti_core.market.cleaning import MAX_ABS_FUNDING_RATE, OHLC_RELATIVE_SLACK
 from bti_core.market.ingest import Ingestor
+from bti_core.market.reading import ImportLimits
 from bti_core.market.schema import Kind, allowed_times, timeframe_delta
-from bti_core.market.sources import (
-    BINANCE_FUNDING_COLUMNS,
-    BINANCE_KLINE_COLUMNS,
-    ImportLimits,
-)
+from bti_core.market.sources import BINANCE_FUNDING_COLUMNS, BINANCE_KLINE_COLUMNS
 from bti_core.market.warehouse import Warehouse
 from tests.fuzz.conftest import assert_names, cases, tally, tree_hash
 

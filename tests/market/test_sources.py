@@ -14,14 +14,9 @@ import pandas as pd
 import pytest
 
 from bti_core.errors import DataFormatError, UnknownSymbolError
+from bti_core.market.identify import Format, identify
 from bti_core.market.schema import Kind, canonical_symbol, ccxt_symbol
-from bti_core.market.sources import (
-    Format,
-    identify,
-    read_file,
-    write_normalised_csv,
-    write_parquet,
-)
+from bti_core.market.sources import read_file, write_normalised_csv, write_parquet
 
 HEADER = "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore"
 # 2024-01-01 00:00 and 01:00 UTC

@@ -18,8 +18,9 @@ from bti_core.cli import app
 from bti_core.db.engine import make_engine, migrate
 from bti_core.errors import DataFormatError
 from bti_core.market.ingest import Ingestor
+from bti_core.market.reading import ImportLimits
 from bti_core.market.schema import Kind
-from bti_core.market.sources import BINANCE_KLINE_COLUMNS, ImportLimits, read_file
+from bti_core.market.sources import BINANCE_KLINE_COLUMNS, read_file
 from bti_core.market.warehouse import Warehouse
 from tests.fuzz.conftest import tree_hash
 

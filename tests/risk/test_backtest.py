@@ -14,8 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bti_core.cli import app
+from bti_core.market.identify import identify
 from bti_core.market.schema import Kind
-from bti_core.market.sources import identify, read_source, write_normalised_csv
+from bti_core.market.sources import read_source, write_normalised_csv
 from bti_core.market.synthetic import generate_demo_markets
 from bti_core.risk.backtest import (
     BacktestConfig,
