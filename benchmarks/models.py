@@ -45,8 +45,8 @@ def _progress(done: int, total: int, what: str) -> None:
 
 
 def forecasts(folder: Path, step_days: int) -> None:
+    from bti_core.market.folders import load_folder
     from bti_core.risk import forecast as fc
-    from bti_core.risk.backtest import load_folder
 
     t0 = time.perf_counter()
     closes = {s: fc.hourly_mark_closes(mark) for s, (_, mark) in load_folder(folder).items()}

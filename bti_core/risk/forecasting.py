@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from bti_core.market.folders import load_folder
 from bti_core.market.schema import canonical_symbol
 from bti_core.market.warehouse import Warehouse
 from bti_core.risk import forecast as fc
-from bti_core.risk.backtest import load_folder
 
 #: "price", "vol" or "both"
 TargetName = str

@@ -9,12 +9,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from bti_core.risk.backtest import (
-    BacktestConfig,
-    BacktestResult,
-    load_folder,
-    summarise,
-)
+from bti_core.market.folders import load_folder
+from bti_core.risk.backtest import BacktestConfig, BacktestResult, summarise
 from bti_core.risk.metrics import logit
 from bti_core.risk.models import (
     MAX_TRAIN_ROWS,

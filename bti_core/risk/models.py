@@ -59,12 +59,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from bti_core.risk.backtest import (
-    BacktestConfig,
-    _symbol_predictions,
-    load_folder,
-    load_funding,
-)
+from bti_core.market.folders import load_folder, load_funding
+from bti_core.risk.backtest import BacktestConfig, _symbol_predictions
 from bti_core.risk.features import ALL_COLUMNS, ORDER_COLUMNS, market_frame, order_features
 from bti_core.risk.metrics import logit
 

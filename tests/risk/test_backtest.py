@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bti_core.cli import app
+from bti_core.market.folders import load_folder
 from bti_core.market.identify import identify
 from bti_core.market.schema import Kind
 from bti_core.market.sources import read_source, write_normalised_csv
@@ -22,7 +23,6 @@ from bti_core.risk.backtest import (
     BacktestConfig,
     _future_extremes,
     format_report,
-    load_folder,
     ratio_interval,
     run_backtest,
     summarise,
