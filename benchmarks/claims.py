@@ -56,11 +56,7 @@ def main() -> None:
         m = generate_demo_markets(start=now - timedelta(days=90), periods=24 * 90, seed=2)[
             "BTCUSDT"
         ]
-        for kind, frame in ((Kind.MARK, m.mark), (Kind.OHLCV, m.ohlcv)):
-            ing.ingest_frame(frame, symbol="BTCUSDT", kind=kind, timeframe="1h", source="demo")
-        ing.ingest_frame(
-            m.funding, symbol="BTCUSDT", kind=Kind.FUNDING, timeframe="8h", source="demo"
-        )
+        m.ingest(ing)
         chain = ChainClient(node.url, on_commit=node.snapshot)
         chain.deploy(Decimal(1_000_000))
         ins = InsuranceService(db, RiskEngine(wh, n_paths=8_000), chain=chain)

@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bti_core.db.engine import make_engine, migrate
 from bti_core.market.ingest import Ingestor
-from bti_core.market.schema import Kind
 from bti_core.market.synthetic import generate_demo_markets, write_demo_folder
 from bti_core.market.warehouse import Warehouse
 from bti_core.orders import Cover, Order
@@ -92,10 +91,8 @@ def main() -> None:
     db = make_engine(f"sqlite:///{root / 'bti.db'}")
     migrate(db)
     ing = Ingestor(wh, db)
-    for sym, m in markets.items():
-        ing.ingest_frame(m.mark, symbol=sym, kind=Kind.MARK, timeframe="1h", source="bench")
-        ing.ingest_frame(m.ohlcv, symbol=sym, kind=Kind.OHLCV, timeframe="1h", source="bench")
-        ing.ingest_frame(m.funding, symbol=sym, kind=Kind.FUNDING, timeframe="8h", source="bench")
+    for m in markets.values():
+        m.ingest(ing, source="bench")
     risk = RiskEngine(wh)
     t0 = time.perf_counter()
     sr = risk.symbol_risk("BTCUSDT")

@@ -39,7 +39,6 @@ from bti_core.analytics.report import build_report  # noqa: E402
 from bti_core.db.engine import make_engine, migrate  # noqa: E402
 from bti_core.db.models import Claim, Policy, QuoteRecord  # noqa: E402
 from bti_core.market.ingest import Ingestor  # noqa: E402
-from bti_core.market.schema import Kind  # noqa: E402
 from bti_core.market.synthetic import generate_demo_markets  # noqa: E402
 from bti_core.market.warehouse import Warehouse  # noqa: E402
 
@@ -64,8 +63,7 @@ def fill(data: Path, n: int, seed: int = 0) -> tuple[str, dict[str, float]]:
     spots = {}
     for sym in SYMBOLS:
         m = markets[sym]
-        ing.ingest_frame(m.mark, symbol=sym, kind=Kind.MARK, timeframe="1h", source="bench")
-        ing.ingest_frame(m.ohlcv, symbol=sym, kind=Kind.OHLCV, timeframe="1h", source="bench")
+        m.ingest(ing, source="bench", funding=False)
         spots[sym] = float(m.mark["close"].iloc[-1])
     rng = np.random.default_rng(seed)
     start = (last - pd.to_timedelta(rng.uniform(0, 360 * 24, n), unit="h")).floor("s")

@@ -213,9 +213,7 @@ def main() -> None:
         wh = Warehouse(Path(tmp) / "wh")
         ing = Ingestor(wh, None)
         m = generate_demo_markets(start=now - timedelta(days=90), periods=24 * 90, seed=2)[SYMBOL]
-        for kind, frame in ((Kind.MARK, m.mark), (Kind.OHLCV, m.ohlcv)):
-            ing.ingest_frame(frame, symbol=SYMBOL, kind=kind, timeframe="1h", source="demo")
-        ing.ingest_frame(m.funding, symbol=SYMBOL, kind=Kind.FUNDING, timeframe="8h", source="demo")
+        m.ingest(ing)
         spot = float(wh.latest(Kind.MARK, SYMBOL, "1h")["close"])
         risk = RiskEngine(wh, n_paths=8_000)
         risk.symbol_risk(SYMBOL)  # fitted once, as in a running worker

@@ -22,7 +22,6 @@ from bti_core.chain.node import AnvilNode, rpc_call
 from bti_core.chain.types import Deployment
 from bti_core.db.engine import make_engine, migrate
 from bti_core.market.ingest import Ingestor
-from bti_core.market.schema import Kind
 from bti_core.market.synthetic import DemoMarket, generate_demo_markets
 from bti_core.market.warehouse import Warehouse
 
@@ -278,13 +277,6 @@ def _fill(data_dir: Path, demo: dict, anvil: AnvilNode, monkeypatch: pytest.Monk
     migrate(engine)
     ingestor = Ingestor(Warehouse(data_dir / "warehouse"), engine)
     for symbol in ("BTCUSDT", "ETHUSDT"):
-        m = demo[symbol]
-        ingestor.ingest_frame(m.mark, symbol=symbol, kind=Kind.MARK, timeframe="1h", source="demo")
-        ingestor.ingest_frame(
-            m.ohlcv, symbol=symbol, kind=Kind.OHLCV, timeframe="1h", source="demo"
-        )
-        ingestor.ingest_frame(
-            m.funding, symbol=symbol, kind=Kind.FUNDING, timeframe="8h", source="demo"
-        )
+        demo[symbol].ingest(ingestor)
     engine.dispose()
     return data_dir

@@ -32,9 +32,7 @@ def risk(tmp_path_factory: pytest.TempPathFactory, demo: dict) -> RiskEngine:
     ing = Ingestor(wh, None)
     for sym in ("BTCUSDT", "ETHUSDT"):
         m = demo[sym]
-        ing.ingest_frame(m.mark, symbol=sym, kind=Kind.MARK, timeframe="1h", source="demo")
-        ing.ingest_frame(m.ohlcv, symbol=sym, kind=Kind.OHLCV, timeframe="1h", source="demo")
-        ing.ingest_frame(m.funding, symbol=sym, kind=Kind.FUNDING, timeframe="8h", source="demo")
+        m.ingest(ing)
     eng = RiskEngine(wh, n_paths=4_000)
     eng.symbol_risk("BTCUSDT")
     return eng
@@ -569,8 +567,7 @@ def live(tmp_path: Path, demo: dict, engine: Engine, clock: Clock, chain: ChainC
     wh = Warehouse(tmp_path / "wh")
     ing = Ingestor(wh, None)
     m = demo["BTCUSDT"]
-    ing.ingest_frame(m.mark, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="demo")
-    ing.ingest_frame(m.ohlcv, symbol="BTCUSDT", kind=Kind.OHLCV, timeframe="1h", source="demo")
+    m.ingest(ing, funding=False)
     risk = RiskEngine(wh, n_paths=2_000)
     svc = InsuranceService(
         engine, risk, clock=clock, limits=Limits(pool_capacity=Decimal(20_000)), chain=chain

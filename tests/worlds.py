@@ -52,9 +52,7 @@ def world(tmp_path: Path, engine: Engine, chain: ChainClient) -> World:
     ing = Ingestor(wh, None, clock=lambda: pd.Timestamp.now("UTC") + pd.Timedelta(hours=24))
     markets = generate_demo_markets(start=NOW - timedelta(days=60), periods=24 * 60, seed=5)
     m = markets["BTCUSDT"]
-    ing.ingest_frame(m.mark, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="demo")
-    ing.ingest_frame(m.ohlcv, symbol="BTCUSDT", kind=Kind.OHLCV, timeframe="1h", source="demo")
-    ing.ingest_frame(m.funding, symbol="BTCUSDT", kind=Kind.FUNDING, timeframe="8h", source="d")
+    m.ingest(ing)
     risk = RiskEngine(wh, n_paths=4_000)
     ins = InsuranceService(engine, risk, chain=chain)
     # the crash is replayed a few hours ahead (as a live feed would bring it): the claims

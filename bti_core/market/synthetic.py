@@ -47,12 +47,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from bti_core.market.schema import BAR_COLUMNS, canonical_symbol, timeframe_delta
+from bti_core.market.schema import (
+    BAR_COLUMNS,
+    FUNDING_TIMEFRAME,
+    Kind,
+    canonical_symbol,
+    timeframe_delta,
+)
 from bti_core.timeutil import to_utc
+
+if TYPE_CHECKING:
+    from bti_core.market.ingest import Ingestor
 
 SUBSTEPS = 8
 HOURS_PER_YEAR = 24 * 365
@@ -93,6 +103,19 @@ class DemoMarket:
     ohlcv: pd.DataFrame  # last-price bars
     mark: pd.DataFrame  # mark-price bars (volume 0, as the exchange publishes them)
     funding: pd.DataFrame  # realised funding at each funding time
+
+    def ingest(self, ingestor: Ingestor, *, source: str = "demo", funding: bool = True) -> None:
+        """Store this market's mark and last-price bars (and its funding) through ``ingestor``:
+        cleaned and recorded as any import is. The one place tests, benchmarks and demos
+        store a generated market."""
+        for kind, frame, tf in (
+            (Kind.MARK, self.mark, self.timeframe),
+            (Kind.OHLCV, self.ohlcv, self.timeframe),
+            (Kind.FUNDING, self.funding, FUNDING_TIMEFRAME),
+        ):
+            if kind is Kind.FUNDING and not funding:
+                continue
+            ingestor.ingest_frame(frame, symbol=self.symbol, kind=kind, timeframe=tf, source=source)
 
 
 def _crash_drift(rng: np.random.Generator, n: int, bar_hours: float, per_year: float) -> np.ndarray:

@@ -20,9 +20,7 @@ def test_the_context_joins_each_reading_as_of_the_hour(tmp_path: Path, demo: dic
     m = demo["BTCUSDT"]
     wh = Warehouse(tmp_path)
     ing = Ingestor(wh, None)
-    ing.ingest_frame(m.mark, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="t")
-    ing.ingest_frame(m.ohlcv, symbol="BTCUSDT", kind=Kind.OHLCV, timeframe="1h", source="t")
-    ing.ingest_frame(m.funding, symbol="BTCUSDT", kind=Kind.FUNDING, timeframe="8h", source="t")
+    m.ingest(ing, source="t")
     oi, ls = synthetic_context(m)
     # open interest every fourth hour only: the hours between carry the last reading
     ing.ingest_frame(

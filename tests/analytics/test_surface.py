@@ -16,7 +16,6 @@ from bti_core.analytics.surface import (
     stored_backtests,
 )
 from bti_core.market.ingest import Ingestor
-from bti_core.market.schema import Kind
 from bti_core.market.warehouse import Warehouse
 from bti_core.risk.engine import RiskEngine
 
@@ -26,8 +25,7 @@ def risk(tmp_path_factory: pytest.TempPathFactory, demo: dict) -> RiskEngine:
     wh = Warehouse(tmp_path_factory.mktemp("wh"))
     ing = Ingestor(wh, None)
     m = demo["BTCUSDT"]
-    ing.ingest_frame(m.mark, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="demo")
-    ing.ingest_frame(m.ohlcv, symbol="BTCUSDT", kind=Kind.OHLCV, timeframe="1h", source="demo")
+    m.ingest(ing, funding=False)
     return RiskEngine(wh, n_paths=4_000)
 
 

@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from bti_core.db.engine import make_engine, migrate
 from bti_core.errors import BTIError
 from bti_core.market.ingest import Ingestor
-from bti_core.market.schema import Kind
 from bti_core.market.synthetic import DemoMarket
 from bti_core.market.warehouse import Warehouse
 from bti_core.orders import MAX_AMOUNT, MAX_DURATION_HOURS, Cover, Order
@@ -167,9 +166,7 @@ def quoting(
     wh = Warehouse(root / "wh")
     ing = Ingestor(wh, None)
     m = demo["BTCUSDT"]
-    ing.ingest_frame(m.mark, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="demo")
-    ing.ingest_frame(m.ohlcv, symbol="BTCUSDT", kind=Kind.OHLCV, timeframe="1h", source="demo")
-    ing.ingest_frame(m.funding, symbol="BTCUSDT", kind=Kind.FUNDING, timeframe="8h", source="demo")
+    m.ingest(ing)
     (root / "db").mkdir()
     engine = make_engine(f"sqlite:///{root / 'db' / 'bti.db'}")
     migrate(engine)

@@ -23,8 +23,7 @@ def market(tmp_path: Path, demo: dict, engine: Engine) -> tuple[Warehouse, Inges
     wh = Warehouse(tmp_path / "warehouse")
     ing = Ingestor(wh, engine)
     m = demo["BTCUSDT"]
-    ing.ingest_frame(m.mark, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="demo")
-    ing.ingest_frame(m.ohlcv, symbol="BTCUSDT", kind=Kind.OHLCV, timeframe="1h", source="demo")
+    m.ingest(ing, funding=False)
     return wh, ing
 
 

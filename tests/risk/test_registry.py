@@ -171,7 +171,6 @@ def test_a_quote_shows_the_learned_probability_and_prices_with_it_only_if_it_won
     from decimal import Decimal
 
     from bti_core.market.ingest import Ingestor
-    from bti_core.market.schema import Kind
     from bti_core.market.warehouse import Warehouse
     from bti_core.orders import Cover, Order
     from bti_core.policies import InsuranceService
@@ -188,9 +187,7 @@ def test_a_quote_shows_the_learned_probability_and_prices_with_it_only_if_it_won
     wh = Warehouse(tmp_path / "wh")
     ing = Ingestor(wh, None)
     m = demo["BTCUSDT"]
-    ing.ingest_frame(m.mark, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="demo")
-    ing.ingest_frame(m.ohlcv, symbol="BTCUSDT", kind=Kind.OHLCV, timeframe="1h", source="demo")
-    ing.ingest_frame(m.funding, symbol="BTCUSDT", kind=Kind.FUNDING, timeframe="8h", source="demo")
+    m.ingest(ing)
     risk = RiskEngine(wh, n_paths=4_000)
     spot = Decimal(str(round(risk.spot("BTCUSDT"), 2)))
     order = Order("BTCUSDT", "long", Decimal("0.1"), spot, Decimal(20))
