@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -41,6 +39,7 @@ from bti_core.db.models import Claim, Policy, QuoteRecord  # noqa: E402
 from bti_core.market.ingest import Ingestor  # noqa: E402
 from bti_core.market.synthetic import generate_demo_markets  # noqa: E402
 from bti_core.market.warehouse import Warehouse  # noqa: E402
+from dashboard.launch import start_server  # noqa: E402
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT")
 
@@ -200,29 +199,8 @@ def browser(data: Path, policies: int, clicks: int) -> None:
     env.pop("BTI_RPC_URL", None)
     port = 8700 + os.getpid() % 200
     env["BTI_CHAIN_PORT"] = str(port + 1000)
-    proc = subprocess.Popen(
-        [
-            str(ROOT / ".venv" / "bin" / "streamlit"),
-            "run",
-            str(ROOT / "dashboard" / "server.py"),
-            "--server.address=127.0.0.1",
-            f"--server.port={port}",
-            "--server.headless=true",
-            "--browser.gatherUsageStats=false",
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_server(port, env, timeout=180)
     try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.3)
         with sync_playwright() as pw:
             b = pw.chromium.launch(
                 executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"]

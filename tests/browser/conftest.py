@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import IO
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from dashboard.launch import start_server
 from tests.conftest import ROOT, free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -93,44 +92,19 @@ def start_app(
     )
     for args in setup:
         subprocess.run([str(bin_dir / "bti"), *args], env=env, check=True, capture_output=True)
-    port = free_port()
     log = (data / "streamlit.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(bin_dir / "streamlit"),
-            "run",
-            str(ROOT / "dashboard" / "server.py"),
-            "--server.address=127.0.0.1",
-            f"--server.port={port}",
-            "--server.headless=true",
-            "--browser.gatherUsageStats=false",
-        ],
+    try:
+        proc, url = start_server(free_port(), env, log=log)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}: {(data / 'streamlit.log').read_text()}") from None
+    worker = subprocess.Popen(
+        [str(bin_dir / "bti"), "worker", "--every", "2"],
         env=env,
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    worker = subprocess.Popen(
-                        [str(bin_dir / "bti"), "worker", "--every", "2"],
-                        env=env,
-                        cwd=ROOT,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                    return App(url, data, chain_port, proc, log, env, worker)
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(
-                    f"streamlit did not start: {(data / 'streamlit.log').read_text()}"
-                ) from None
-            time.sleep(0.3)
+    return App(url, data, chain_port, proc, log, env, worker)
 
 
 @pytest.fixture(scope="module")
