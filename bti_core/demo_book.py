@@ -31,6 +31,7 @@ from sqlmodel import select
 from bti_core import files
 from bti_core.db.engine import session_scope
 from bti_core.db.models import Policy
+from bti_core.db.statuses import PolicyStatus
 from bti_core.errors import BTIError, NoDataError
 from bti_core.market.schema import FUNDING_TIMEFRAME, Kind
 from bti_core.risk.engine import (
@@ -318,7 +319,11 @@ def build_demo_book(
             report.decided_by_underwriter += 1
     with session_scope(services.db) as s:
         report.paid = int(
-            s.exec(select(func.count()).select_from(Policy).where(Policy.status == "paid")).one()
+            s.exec(
+                select(func.count())
+                .select_from(Policy)
+                .where(Policy.status == PolicyStatus.PAID.value)
+            ).one()
         )
     _write_marker(services, "complete", report)
     return report

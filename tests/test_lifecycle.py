@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from bti_core.db.statuses import PolicyStatus
 from bti_core.policies.lifecycle import (
     TRANSITIONS,
     LifecycleEvent,
-    PolicyStatus,
     PolicyTransitionError,
     transition,
 )

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from bti_core.db.models import Claim, ClaimAudit, Policy, PolicyEvent
+from bti_core.db.statuses import OPEN_STATUSES, PolicyStatus
 from bti_core.errors import BTIError
 from bti_core.market.warehouse import Warehouse
 
@@ -50,8 +51,12 @@ ORDER_TYPES = ("market", "limit")
 MARGIN_MODES = ("isolated", "cross")
 TRENDS = ("up", "down", "sideways")
 VOL_REGIMES = ("low", "normal", "high")
-STATUSES = ("pending", "active", "expired", "claimed", "paid", "declined")
-OPEN = ("pending", "active")
+_S = PolicyStatus
+# in the order pages list them
+STATUSES = tuple(
+    s.value for s in (_S.PENDING, _S.ACTIVE, _S.EXPIRED, _S.CLAIMED, _S.PAID, _S.DECLINED)
+)
+OPEN = OPEN_STATUSES
 TREND_BAND = 0.01
 VOL_LOW, VOL_HIGH = 0.8, 1.25
 DECISIONS = (

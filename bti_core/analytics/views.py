@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from bti_core.analytics.book import DURATION_BUCKETS, LEVERAGE_BUCKETS, OPEN
+from bti_core.db.statuses import PolicyStatus
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Totals:
 
 
 def _sold(book: pd.DataFrame) -> pd.Series:
-    return book["status"] != "declined"
+    return book["status"] != PolicyStatus.DECLINED.value
 
 
 def totals(book: pd.DataFrame) -> Totals:

@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 from bti_core.claims.checks import ClaimFacts, PolicyFacts, TraderFacts
 from bti_core.claims.records import ClaimError
 from bti_core.db.models import Claim, IngestRun, Policy
+from bti_core.db.statuses import PolicyStatus
 from bti_core.errors import BTIError
 from bti_core.market.schema import FEED_SOURCE_PREFIX, Kind, timeframe_delta
 from bti_core.market.triggers import Series
@@ -148,7 +149,7 @@ class Evidence:
                 their_claims[uid].append((cid or 0, opened))
             for pid, uid, start, lev in s.exec(
                 select(col(Policy.id), Policy.user_id, Policy.start_at, col(Policy.leverage)).where(
-                    col(Policy.user_id).in_(chunk), Policy.status != "declined"
+                    col(Policy.user_id).in_(chunk), Policy.status != PolicyStatus.DECLINED.value
                 )
             ).all():
                 their_policies[uid].append((pid or 0, start, float(lev)))

@@ -23,6 +23,7 @@ from sqlmodel import col, select
 from bti_core.db.engine import session_scope, write_scope
 from bti_core.db.models import HeldTrigger
 from bti_core.db.repository import held_triggers
+from bti_core.db.statuses import HoldState
 from bti_core.db.types import utcnow
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def hold(
                     at=h.at,
                     price=Decimal(repr(float(h.price))),
                     reason=reason[:300],
-                    state="held",
+                    state=HoldState.HELD.value,
                     created_at=now,
                 )
             )
@@ -98,7 +99,7 @@ def held(db: Engine, limit: int = 5_000) -> list[HeldTrigger]:
         return list(
             s.exec(
                 select(HeldTrigger)
-                .where(HeldTrigger.state == "held")
+                .where(HeldTrigger.state == HoldState.HELD.value)
                 .order_by(col(HeldTrigger.id))
                 .limit(limit)
             ).all()
@@ -121,7 +122,7 @@ def settle(
 ) -> None:
     with write_scope(db) as s:
         h = s.get(HeldTrigger, hold_id, with_for_update=True)
-        if h is None or h.state != "held":
+        if h is None or h.state != HoldState.HELD:
             return
         h.state, h.checked_at, h.claim_id = state, now or utcnow(), claim_id
         if reason:
@@ -132,7 +133,7 @@ def settle(
 def touch(db: Engine, hold_id: int, *, now: datetime | None = None) -> None:
     with write_scope(db) as s:
         h = s.get(HeldTrigger, hold_id, with_for_update=True)
-        if h is not None and h.state == "held":
+        if h is not None and h.state == HoldState.HELD:
             h.checked_at = now or utcnow()
             s.add(h)
 
@@ -152,7 +153,7 @@ def confirm(
             for h in s.exec(
                 select(HeldTrigger).where(
                     col(HeldTrigger.policy_id).in_(pids[i : i + 500]),
-                    HeldTrigger.state == "held",
+                    HeldTrigger.state == HoldState.HELD.value,
                 )
             ).all():
                 if (h.policy_id, h.stream) in pairs:

@@ -37,7 +37,7 @@ from bti_core.db.engine import write_scope
 from bti_core.db.models import Claim, Policy
 from bti_core.db.repository import add_policy_event
 from bti_core.errors import ChainError, ContractRefusalError
-from bti_core.policies.lifecycle import move_policy
+from bti_core.policies.lifecycle import LifecycleEvent, move_policy
 
 SYSTEM = "system"
 log = logging.getLogger("bti.claims")
@@ -341,7 +341,7 @@ class Payments:
                 move_policy(
                     s,
                     policy=policies[claim.policy_id],
-                    event="paid",
+                    event=LifecycleEvent.PAY,
                     detail={"claim_id": claim_id, "amount": str(claim.amount_approved), "tx": tx},
                 )
         return out

@@ -45,6 +45,7 @@ from bti_core.claims.state import OPEN_FOR_UNDERWRITER, Event, State
 from bti_core.db.engine import session_scope, write_scope
 from bti_core.db.models import Claim, ClaimAudit, Policy
 from bti_core.db.repository import add_policy_event
+from bti_core.db.statuses import CLAIMABLE_STATUSES, PolicyStatus
 from bti_core.db.types import utcnow
 from bti_core.errors import BTIError
 from bti_core.market.triggers import (
@@ -57,7 +58,7 @@ from bti_core.market.triggers import (
     refutes,
 )
 from bti_core.market.warehouse import Warehouse
-from bti_core.policies.lifecycle import move_policy
+from bti_core.policies.lifecycle import LifecycleEvent, move_policy
 from bti_core.risk.engine import RiskEngine
 
 __all__ = [
@@ -163,7 +164,9 @@ class ClaimsService:
         price reached inside its window (`market.triggers`: the bar that settles it earliest).
         Returns the new claims' ids."""
         with session_scope(self.db) as s:
-            active = list(s.exec(select(Policy).where(Policy.status == "active")).all())
+            active = list(
+                s.exec(select(Policy).where(Policy.status == PolicyStatus.ACTIVE.value)).all()
+            )
         opened: list[int] = []
         for symbol in sorted({p.symbol for p in active}):
             mine = [p for p in active if p.symbol == symbol]
@@ -190,7 +193,7 @@ class ClaimsService:
         *,
         source: str,
         actor: str,
-        allowed: tuple[str, ...] = ("active",),
+        allowed: tuple[str, ...] = (PolicyStatus.ACTIVE.value,),
     ) -> list[int]:
         """`_open` for many triggers in one write transaction (each policy once: its row is
         locked and must still be ``allowed``), the claims inserted in one statement. Should the
@@ -225,7 +228,7 @@ class ClaimsService:
                     move_policy(
                         s,
                         policy=policy,
-                        event="claimed",
+                        event=LifecycleEvent.CLAIM,
                         detail={"claim_id": claim.id, "source": source},
                     )
                 return [c.id or 0 for _, _, c in made]
@@ -294,7 +297,7 @@ class ClaimsService:
         unconfirmed: list[TickHit] = []
         for h in hits:
             p = policies.get(h.policy_id)
-            if p is None or p.status not in ("active", "expired"):
+            if p is None or p.status not in CLAIMABLE_STATUSES:
                 continue  # claimed already (a second stream, the scan), or no longer open
             if h.confirmation is None:
                 unconfirmed.append(h)
@@ -395,7 +398,7 @@ class ClaimsService:
             }
         for h in waiting:
             p = policies.get(h.policy_id)
-            if p is None or p.status not in ("active", "expired"):
+            if p is None or p.status not in CLAIMABLE_STATUSES:
                 holds.settle(
                     self.db,
                     h.id or 0,
@@ -422,7 +425,7 @@ class ClaimsService:
                     [Trigger(t.policy_id, t.at, t.mark_price, ev, t.until)],
                     source="stream",
                     actor=SYSTEM,
-                    allowed=("active", "expired"),
+                    allowed=CLAIMABLE_STATUSES,
                 )
                 holds.settle(
                     self.db, h.id or 0, "confirmed", now=now, claim_id=ids[0] if ids else None
@@ -463,7 +466,7 @@ class ClaimsService:
             policy = s.get(Policy, policy_id)
             if policy is None or policy.user_id != user.username:
                 raise ClaimError(f"no policy #{policy_id} of {user.username}")
-            if policy.status not in ("active", "expired"):
+            if policy.status not in CLAIMABLE_STATUSES:
                 existing = s.exec(select(Claim).where(Claim.policy_id == policy_id)).first()
                 if existing is not None:
                     raise ClaimError(f"policy #{policy_id} already has claim #{existing.id}")
@@ -508,7 +511,7 @@ class ClaimsService:
             raise ClaimError(
                 f"record refused, and policy #{policy_id} can still be claimed: " + "; ".join(why)
             )
-        cid = self._open(trig, source="trader", actor=user.username, allowed=("active", "expired"))
+        cid = self._open(trig, source="trader", actor=user.username, allowed=CLAIMABLE_STATUSES)
         if cid is None:
             raise ClaimError(f"policy #{policy_id} already has a claim")
         return cid

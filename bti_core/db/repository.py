@@ -18,6 +18,7 @@ from bti_core.db.models import (
     PolicyEvent,
     QuoteRecord,
 )
+from bti_core.db.statuses import OPEN_STATUSES, PolicyStatus
 
 
 def add_ingest_run(session: Session, *, run: IngestRun) -> IngestRun:
@@ -68,7 +69,7 @@ def policies_of(session: Session, *, user_id: str) -> Sequence[Policy]:
 
 
 def active_policies(session: Session, *, user_id: str | None = None) -> Sequence[Policy]:
-    stmt = select(Policy).where(Policy.status == "active")
+    stmt = select(Policy).where(Policy.status == PolicyStatus.ACTIVE.value)
     if user_id is not None:
         stmt = stmt.where(Policy.user_id == user_id)
     return session.exec(stmt).all()
@@ -96,7 +97,7 @@ def open_cover(session: Session, *, user_id: str) -> tuple[Decimal, Decimal]:
     Summed here in `Decimal`: SQLite keeps money as text, and its SUM would add floats."""
     rows = session.exec(
         select(col(Policy.user_id), col(Policy.coverage)).where(
-            col(Policy.status).in_(["active", "pending"])
+            col(Policy.status).in_(OPEN_STATUSES)
         )
     ).all()
     mine = sum((cov for u, cov in rows if u == user_id), Decimal(0))
@@ -112,7 +113,7 @@ def open_positions(
         Policy.user_id == user_id,
         Policy.symbol == symbol,
         Policy.side == side,
-        col(Policy.status).in_(["active", "pending"]),
+        col(Policy.status).in_(OPEN_STATUSES),
     )
     return session.exec(stmt).all()
 
@@ -122,7 +123,7 @@ def book_rows(session: Session, *, user_id: str) -> Sequence[tuple[str, Decimal,
     ``user_id``: one read gives a quote the pool's exposure and the trader's record."""
     stmt = select(
         col(Policy.user_id), col(Policy.coverage), col(Policy.status), col(Policy.leverage)
-    ).where(or_(col(Policy.status).in_(["active", "pending"]), col(Policy.user_id) == user_id))
+    ).where(or_(col(Policy.status).in_(OPEN_STATUSES), col(Policy.user_id) == user_id))
     return session.exec(stmt).all()
 
 

@@ -11,10 +11,11 @@ import pandas as pd
 from bti_core.db.engine import session_scope, write_scope
 from bti_core.db.models import Policy
 from bti_core.db.repository import active_policies, held_triggers
+from bti_core.db.statuses import HoldState, PolicyStatus
 from bti_core.errors import BTIError, ChainError
 from bti_core.market.schema import Kind, timeframe_delta
 from bti_core.market.triggers import Insured, Series, find_triggers
-from bti_core.policies.lifecycle import move_policy
+from bti_core.policies.lifecycle import LifecycleEvent, move_policy
 from bti_core.policies.purchase import Purchases
 
 log = logging.getLogger("bti.policies")
@@ -50,7 +51,7 @@ class Expiry(Purchases):
         if find_triggers([insured], series):
             return True
         with session_scope(self.db) as s:
-            if any(h.state == "held" for h in held_triggers(s, p.id or 0)):
+            if any(h.state == HoldState.HELD for h in held_triggers(s, p.id or 0)):
                 return True
         return not covered
 
@@ -67,8 +68,8 @@ class Expiry(Purchases):
         with write_scope(self.db) as s:
             for p in due:
                 fresh = s.get(Policy, p.id)
-                if fresh is not None and fresh.status == "active":
-                    move_policy(s, policy=fresh, event="expired")
+                if fresh is not None and fresh.status == PolicyStatus.ACTIVE:
+                    move_policy(s, policy=fresh, event=LifecycleEvent.EXPIRE)
                     done.append(fresh)
         if self.chain is not None:
             for p in done:

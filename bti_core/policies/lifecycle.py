@@ -18,16 +18,8 @@ from sqlmodel import Session
 
 from bti_core.db.models import Policy, PolicyEvent
 from bti_core.db.repository import add_policy_event
+from bti_core.db.statuses import PolicyStatus
 from bti_core.errors import BTIError
-
-
-class PolicyStatus(StrEnum):
-    PENDING = "pending"
-    ACTIVE = "active"
-    DECLINED = "declined"
-    EXPIRED = "expired"
-    CLAIMED = "claimed"
-    PAID = "paid"
 
 
 class LifecycleEvent(StrEnum):
@@ -71,10 +63,14 @@ def transition(status: PolicyStatus | str, event: LifecycleEvent | str) -> Polic
 
 
 def move_policy(
-    session: Session, *, policy: Policy, event: str, detail: dict[str, Any] | None = None
+    session: Session,
+    *,
+    policy: Policy,
+    event: LifecycleEvent,
+    detail: dict[str, Any] | None = None,
 ) -> PolicyEvent:
     """Change a policy's status by its lifecycle's one `transition` (which refuses what is not
     allowed) and log the event, in the caller's transaction."""
     policy.status = transition(policy.status, event).value
     session.add(policy)
-    return add_policy_event(session, policy=policy, event=event, detail=detail)
+    return add_policy_event(session, policy=policy, event=event.value, detail=detail)

@@ -15,6 +15,7 @@ from bti_core.db.repository import (
     policies_of,
     policy_events,
 )
+from bti_core.db.statuses import OPEN_STATUSES, PolicyStatus
 from bti_core.errors import BTIError
 from bti_core.market.schema import canonical_symbol
 from bti_core.risk.engine import RiskEngine
@@ -29,7 +30,8 @@ class Listing:
         with session_scope(self.db) as s:
             return s.exec(
                 select(func.max(Policy.start_at)).where(
-                    Policy.symbol == canonical_symbol(symbol), Policy.status == "active"
+                    Policy.symbol == canonical_symbol(symbol),
+                    Policy.status == PolicyStatus.ACTIVE.value,
                 )
             ).one()
 
@@ -60,7 +62,7 @@ class Listing:
                     # only an open policy can still be liquidated
                     "distance_to_liquidation": (
                         (sign * (spot - lp) / spot if lp > 0 else 1.0)
-                        if p.status in ("active", "pending")
+                        if p.status in OPEN_STATUSES
                         else None
                     ),
                     "start": p.start_at,

@@ -28,10 +28,11 @@ from bti_core.db.repository import (
     policy_for_quote,
     stream_marks,
 )
+from bti_core.db.statuses import PolicyStatus
 from bti_core.errors import BTIError, ChainError, ContractRefusalError, PaymentError
 from bti_core.market.schema import Kind, timeframe_delta
 from bti_core.orders import Cover, Order
-from bti_core.policies.lifecycle import move_policy
+from bti_core.policies.lifecycle import LifecycleEvent, move_policy
 from bti_core.policies.quoting import QuoteError, Quoting
 from bti_core.underwriting import (
     Check,
@@ -306,7 +307,7 @@ class Purchases(Quoting):
             add_policy_event(s, policy=policy, event="created", detail={"quote_id": quote.id})
             if failed:
                 reasons = {"reasons": [c.reason for c in failed]}
-                move_policy(s, policy=policy, event="declined", detail=reasons)
+                move_policy(s, policy=policy, event=LifecycleEvent.DECLINE, detail=reasons)
             return policy, failed, True
 
     def _limits_now(self, s: Session, order: Order, cover: Cover, user_id: str) -> list[Check]:
@@ -329,9 +330,9 @@ class Purchases(Quoting):
     def _again(self, existing: Policy, quote_id: str) -> Policy:
         """Buying a quote that already bought a policy: the same policy (finishing a pending
         payment), or the reason it was declined."""
-        if existing.status == "declined":
+        if existing.status == PolicyStatus.DECLINED:
             raise QuoteError(f"quote {quote_id} was declined; ask for a new quote")
-        if existing.status == "pending":
+        if existing.status == PolicyStatus.PENDING:
             return self._pay(existing)
         return existing
 
@@ -365,7 +366,7 @@ class Purchases(Quoting):
             risk_index=quote.risk_index,
             start_at=now,
             end_at=now + timedelta(hours=cover.duration_hours),
-            status="pending",
+            status=PolicyStatus.PENDING.value,
             created_at=now,
             wallet=wallet,
             terms_hash=HexBytes(terms_hash(terms)).to_0x_hex(),
@@ -424,7 +425,7 @@ class Purchases(Quoting):
         with write_scope(self.db) as s:
             p = get_policy(s, policy_id=policy.id or 0)
             assert p is not None
-            if p.status != "pending":
+            if p.status != PolicyStatus.PENDING:
                 return p
             p.chain_policy_id = purchase.policy_id
             p.tx_hash = purchase.tx_hash or None
@@ -440,14 +441,16 @@ class Purchases(Quoting):
                     "chain_policy_id": purchase.policy_id,
                 },
             )
-            move_policy(s, policy=p, event="active", detail={"until": p.end_at.isoformat()})
+            move_policy(
+                s, policy=p, event=LifecycleEvent.ACTIVATE, detail={"until": p.end_at.isoformat()}
+            )
             return p
 
     def _decline(self, policy: Policy, reason: str) -> None:
         with write_scope(self.db) as s:
             p = get_policy(s, policy_id=policy.id or 0)
-            if p is not None and p.status == "pending":
-                move_policy(s, policy=p, event="declined", detail={"reasons": [reason]})
+            if p is not None and p.status == PolicyStatus.PENDING:
+                move_policy(s, policy=p, event=LifecycleEvent.DECLINE, detail={"reasons": [reason]})
 
     def reconcile(self) -> ReconcileReport:
         """Settle policies whose database state and chain disagree (run at start and on
@@ -459,7 +462,7 @@ class Purchases(Quoting):
         now = self.clock()
         report = ReconcileReport()
         with session_scope(self.db) as s:
-            pending = list(policies_with_status(s, statuses=["pending"]))
+            pending = list(policies_with_status(s, statuses=[PolicyStatus.PENDING.value]))
             expired = list(policies_with_status(s, statuses=["expired"]))
         for p in pending:
             if p.terms_hash is None or p.pay_deadline is None:

@@ -30,6 +30,7 @@ from bti_core.db.repository import (
     open_positions,
     refused_filings,
 )
+from bti_core.db.statuses import OPEN_STATUSES, PolicyStatus
 from bti_core.errors import BTIError
 from bti_core.orders import Cover, MarginMode, Order
 from bti_core.pricing import Premium, PricingConfig, price, reprice
@@ -110,7 +111,9 @@ class Quoting:
         s: Session, user_id: str, rows: Sequence[tuple[str, Decimal, str, Decimal]]
     ) -> TraderHistory:
         mine = [
-            (status, lev) for u, _, status, lev in rows if u == user_id and status != "declined"
+            (status, lev)
+            for u, _, status, lev in rows
+            if u == user_id and status != PolicyStatus.DECLINED
         ]
         if not mine:
             return TraderHistory()
@@ -187,7 +190,7 @@ class Quoting:
             rows = book_rows(s, user_id=user_id)
             history = self._history(s, user_id, rows)
             on_position = self._position_cover(s, user_id, order)
-        open_ = [(u, cov) for u, cov, status, _ in rows if status in ("active", "pending")]
+        open_ = [(u, cov) for u, cov, status, _ in rows if status in OPEN_STATUSES]
         mine = sum((cov for u, cov in open_ if u == user_id), Decimal(0))
         pool = sum((cov for _, cov in open_), Decimal(0))
         now = self.clock()

@@ -38,6 +38,7 @@ from sqlmodel import col, select
 
 from bti_core.claims.hits import TickHit
 from bti_core.db.models import Claim, Policy, PolicyEvent
+from bti_core.db.statuses import PolicyStatus
 from bti_core.errors import BTIError
 from bti_core.market.schema import FUNDING_TIMEFRAME, Kind, timeframe_delta
 from bti_core.market.warehouse import Warehouse
@@ -164,7 +165,17 @@ def read_book(db: Engine, symbol: str, first_ms: int) -> tuple[Book, dict[int, s
         t.user_id,
     ).where(
         t.symbol == symbol,
-        t.status.in_(["active", "claimed", "paid", "expired"]),
+        t.status.in_(
+            [
+                s.value
+                for s in (
+                    PolicyStatus.ACTIVE,
+                    PolicyStatus.CLAIMED,
+                    PolicyStatus.PAID,
+                    PolicyStatus.EXPIRED,
+                )
+            ]
+        ),
         t.end_at >= lo,
     )
     with db.connect() as conn:

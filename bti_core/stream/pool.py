@@ -22,6 +22,7 @@ from sqlmodel import col, select
 
 from bti_core.db.engine import write_scope
 from bti_core.db.models import Alert, Policy, StreamCheckpoint
+from bti_core.db.statuses import OPEN_STATUSES
 from bti_core.db.types import utcnow
 from bti_core.stream.scoring import DEFAULT_RULES, Event, Rules
 from bti_core.stream.store import MESSAGES, alert_key
@@ -51,7 +52,7 @@ def check_pool(services: Services, rules: Rules = DEFAULT_RULES) -> PoolCheck:
     with write_scope(services.db, lock=f"stream:{CHECKPOINT}") as s:
         locked = s.exec(
             select(func.coalesce(func.sum(col(Policy.coverage)), 0)).where(
-                col(Policy.status).in_(["active", "pending"])
+                col(Policy.status).in_(OPEN_STATUSES)
             )
         ).one()
         locked_d = Decimal(str(locked))

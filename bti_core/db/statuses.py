@@ -1,0 +1,33 @@
+"""The values a status column may hold, one enum each, for every module that writes or queries
+them (a query says ``Policy.status == PolicyStatus.ACTIVE.value``, never a bare string). The
+moves between a policy's statuses are `bti_core.policies.lifecycle`'s; a claim's are
+`bti_core.claims.state`'s."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class PolicyStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    DECLINED = "declined"
+    EXPIRED = "expired"
+    CLAIMED = "claimed"
+    PAID = "paid"
+
+
+class HoldState(StrEnum):
+    """A stream's unconfirmed crossing (`HeldTrigger`): held until the bars prove or refute it,
+    or its wait lapses."""
+
+    HELD = "held"
+    CONFIRMED = "confirmed"
+    REFUTED = "refuted"
+    LAPSED = "lapsed"
+
+
+#: a policy whose cover is open: bought and waiting for its payment, or in force
+OPEN_STATUSES: tuple[str, ...] = (PolicyStatus.PENDING.value, PolicyStatus.ACTIVE.value)
+#: a policy a liquidation inside its window can still claim on
+CLAIMABLE_STATUSES: tuple[str, ...] = (PolicyStatus.ACTIVE.value, PolicyStatus.EXPIRED.value)
