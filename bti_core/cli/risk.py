@@ -311,7 +311,7 @@ def forecast_cmd(
                 seed=seed,
                 progress=report,
             )
-        from bti_core.risk.forecast import format_report
+        from bti_core.risk.forecast_evaluation import format_report
 
         console.print(format_report(rep), highlight=False, soft_wrap=True)
         console.print(f"the pages now use the best forecasters (written to {path})")

@@ -11,6 +11,7 @@ from bti_core.market.folders import load_folder
 from bti_core.market.schema import canonical_symbol
 from bti_core.market.warehouse import Warehouse
 from bti_core.risk import forecast as fc
+from bti_core.risk import forecast_evaluation as fe
 
 #: "price", "vol" or "both"
 TargetName = str
@@ -32,7 +33,7 @@ def evaluate_folder(
     step_days: int = 7,
     seed: int = 0,
     progress: fc.Progress | None = None,
-) -> tuple[fc.ForecastReport, Path]:
+) -> tuple[fe.ForecastReport, Path]:
     """Backtest every forecaster of ``target`` on the mark bars in ``data`` (all symbols, or
     ``symbols``) and save the skill table in ``folder``, which makes the best the one pages
     use. Returns the report and the file written."""
@@ -51,7 +52,7 @@ def evaluate_folder(
         if not wanted or s in wanted
     }
     chosen: dict[fc.Target, Sequence[str]] = {t: fc.FORECASTERS[t] for t in _targets(target)}
-    rep = fc.evaluate(
+    rep = fe.evaluate(
         closes,
         forecasters=None if target == "both" else chosen,
         window_days=window_days,
@@ -60,7 +61,7 @@ def evaluate_folder(
         progress=progress,
     )
     rep.skipped[:0] = skipped
-    return rep, fc.save_skill(rep, folder)
+    return rep, fe.save_skill(rep, folder)
 
 
 def refresh_stored(

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from bti_core.cli import app
 from bti_core.risk import forecast as fc
+from bti_core.risk import forecast_evaluation as fe
 
 
 def _series(log_p: np.ndarray, start: str = "2023-01-01") -> pd.Series:
@@ -30,8 +31,8 @@ def test_crps_of_samples_is_the_normal_closed_form() -> None:
     x = np.random.default_rng(1).standard_normal(200_000)
     for y in (0.0, 0.7, -2.0):
         exact = y * (2 * norm.cdf(y) - 1) + 2 * norm.pdf(y) - 1 / np.sqrt(np.pi)
-        assert fc.crps(x, y) == pytest.approx(exact, abs=3e-3)
-    assert fc.crps(np.full(10, 3.0), 1.0) == pytest.approx(2.0)  # a point forecast: |x − y|
+        assert fe.crps(x, y) == pytest.approx(exact, abs=3e-3)
+    assert fe.crps(np.full(10, 3.0), 1.0) == pytest.approx(2.0)  # a point forecast: |x − y|
 
 
 def test_prophet_learns_a_trend_and_a_daily_cycle_with_a_fixed_seed() -> None:
@@ -56,7 +57,7 @@ def test_prophet_learns_a_trend_and_a_daily_cycle_with_a_fixed_seed() -> None:
     rw = fc.forecast(past, "price", "random_walk", horizons=(6, 24, 168), window_days=60)
     for j in range(3):  # where the future has a shape, Prophet beats the random walk
         y = np.log(truth[j])
-        assert fc.crps(np.log(a.samples[j]), y) < fc.crps(np.log(rw.samples[j]), y)
+        assert fe.crps(np.log(a.samples[j]), y) < fe.crps(np.log(rw.samples[j]), y)
     f = a.frame()
     assert (f["lo95"] < f["lo80"]).all() and (f["lo80"] < f["median"]).all()
     assert (f["median"] < f["hi80"]).all() and (f["hi80"] < f["hi95"]).all()
@@ -89,7 +90,7 @@ def test_naive_volatility_forecasts_find_a_constant_volatility(name: str) -> Non
 
 def test_evaluation_on_a_random_walk_covers_its_intervals() -> None:
     closes = {"AAAUSDT": _gbm(24 * 200, 0.004, seed=2), "BBBUSDT": _gbm(24 * 200, 0.008, seed=3)}
-    rep = fc.evaluate(
+    rep = fe.evaluate(
         closes,
         forecasters={"price": ["random_walk"], "vol": ["ewma", "har"]},
         horizons=(1, 24),
@@ -105,7 +106,7 @@ def test_evaluation_on_a_random_walk_covers_its_intervals() -> None:
         assert row["crps_ratio"] == pytest.approx(1.0)
     assert rep.best["price"] == "random_walk" and rep.best["vol"] in ("ewma", "har")
     assert rep.verdicts == []  # no Prophet in this run, nothing to say about it
-    text = fc.format_report(rep)
+    text = fe.format_report(rep)
     assert "best: price → random_walk" in text
 
 
@@ -118,7 +119,7 @@ def test_bad_inputs_say_what_is_allowed() -> None:
     with pytest.raises(ValueError, match="needs at least 720"):
         fc.forecast(s.iloc[:500], "vol", "ewma")
     with pytest.raises(ValueError, match="too little history to evaluate"):
-        fc.evaluate({"AAAUSDT": s}, window_days=90)
+        fe.evaluate({"AAAUSDT": s}, window_days=90)
 
 
 def test_forecasts_are_cached_and_pages_read_the_best_forecaster(tmp_path: Path) -> None:
