@@ -11,7 +11,7 @@ anywhere removes the temporary file and leaves the destination as it was.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,9 +33,14 @@ def replacing(path: Path, *, prefix: str = ".tmp-") -> Iterator[Path]:
     ``path``, on an error removed. ``prefix`` lets an owner find temporary files a killed
     process left behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=f"-{path.name}")
-    os.close(fd)
-    tmp = Path(name)
+    while True:  # created here with O_EXCL and the umask's mode (mkstemp's 0600 would make
+        # every warehouse file unreadable to another user's dashboard)
+        tmp = path.with_name(f"{prefix}{secrets.token_hex(6)}-{path.name}")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
