@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from datetime import datetime
 from decimal import Decimal
 from urllib.parse import quote
 
@@ -34,6 +35,7 @@ from bti_core.market.warehouse import Warehouse
 from bti_core.policies import InsuranceService
 from bti_core.risk.engine import RiskEngine
 from bti_core.services import Services, build_services
+from bti_core.timeutil import to_utc
 
 
 def settings() -> Settings:
@@ -290,12 +292,9 @@ def replay_notice(symbol: str) -> None:
         )
 
 
-def countdown(expires_at: object, label: str) -> None:
+def countdown(expires_at: datetime, label: str) -> None:
     """``label · valid for m:ss``, counted down in the browser (no reruns), then "expired"."""
-
-    from bti_core.timeutil import to_utc
-
-    end = to_utc(expires_at)  # type: ignore[arg-type]
+    end = to_utc(expires_at)
     ms = int(end.timestamp() * 1000)
     tag = hashlib.sha256(f"{label}{ms}".encode()).hexdigest()[:10]
     st.html(
