@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bti_core.chain.client import ChainClient
 from bti_core.chain.explorer import Explorer
 from bti_core.chain.node import AnvilNode, free_port
-from bti_core.chain.types import terms_hash
+from bti_core.chain.types import QuoteTerms, terms_hash
 from bti_core.chain.units import to_units
 from bti_core.chain.wallets import CustodialWallets
 
@@ -64,14 +64,10 @@ def main() -> None:
             nonlocal k
             k += 1
             w = wallets[k % len(wallets)]
-            return chain.buy_policy(
-                w,
-                terms=terms_hash({"bench": k}),
-                coverage=Decimal(100),
-                premium=Decimal("2.5"),
-                expiry=now + 86_400,
-                deadline=now + 3_600,
-            ).tx_hash
+            q = QuoteTerms(
+                terms_hash({"bench": k}), Decimal(100), Decimal("2.5"), now + 86_400, now + 3_600
+            )
+            return chain.buy_policy(w, q).tx_hash
 
         print("== buyPolicy throughput on anvil (automine)")
         chain.on_commit = node.snapshot

@@ -12,11 +12,10 @@ Run: `.venv/bin/python benchmarks/claims.py`.
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -25,43 +24,27 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bti_core.chain.client import ChainClient
+from benchmarks.world import bench_world, store_policies
 from bti_core.chain.node import AnvilNode, free_port
 from bti_core.claims.service import ClaimsService
-from bti_core.db.engine import make_engine, migrate, session_scope
-from bti_core.db.models import Policy, QuoteRecord
-from bti_core.market.ingest import Ingestor
 from bti_core.market.schema import Kind
-from bti_core.market.synthetic import generate_demo_markets
-from bti_core.market.warehouse import Warehouse
 from bti_core.orders import Cover, Order
 from bti_core.policies import InsuranceService
-from bti_core.risk.engine import RiskEngine
 
 TRIALS = 8
 MANY = 300
 
 
 def main() -> None:
-    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     with (
         tempfile.TemporaryDirectory() as tmp,
         AnvilNode(Path(tmp) / "chain", port=free_port()) as node,
     ):
-        os.environ["BTI_DATA_DIR"] = tmp
-        db = make_engine(f"sqlite:///{tmp}/bti.db")
-        migrate(db)
-        wh = Warehouse(Path(tmp) / "wh")
-        ing = Ingestor(wh, None)
-        m = generate_demo_markets(start=now - timedelta(days=90), periods=24 * 90, seed=2)[
-            "BTCUSDT"
-        ]
-        m.ingest(ing)
-        chain = ChainClient(node.url, on_commit=node.snapshot)
-        chain.deploy(Decimal(1_000_000))
-        ins = InsuranceService(db, RiskEngine(wh, n_paths=8_000), chain=chain)
-        claims = ClaimsService(db, wh, chain)
-        ins.risk.symbol_risk("BTCUSDT")  # fit once, as a running app has
+        w = bench_world(tmp, node)
+        assert w.chain is not None
+        chain, wh, ing, now = w.chain, w.warehouse, w.ingestor, w.now
+        ins = InsuranceService(w.db, w.risk, chain=chain)
+        claims = ClaimsService(w.db, wh, chain)
 
         print("== liquidating bar stored → payout mined (auto-approved claims)")
         lat = []
@@ -104,51 +87,22 @@ def main() -> None:
 
         print(f"\n== automatic audit and decision of {MANY} claims")
         base = pd.Timestamp(t_bar) + pd.Timedelta(hours=2)
-        with session_scope(db) as s:
-            for i in range(MANY):
-                s.add(
-                    QuoteRecord(
-                        id=f"bench-many-{i}",
-                        expires_at=base.to_pydatetime(),
-                        user_id="x",
-                        symbol="BTCUSDT",
-                        liquidation_price=Decimal(1),
-                        spot=Decimal(1),
-                        probability=0.2,
-                        probability_se=0.0,
-                        baseline_probability=0.2,
-                        risk_index=50,
-                        payout=Decimal(100),
-                        premium=Decimal(5),
-                    )
-                )
-        with session_scope(db) as s:
-            for i in range(MANY):
-                s.add(
-                    Policy(
-                        quote_id=f"bench-many-{i}",
-                        user_id=f"u{i}" if i % 2 else f"s{i % 10}",
-                        symbol="BTCUSDT",
-                        side="long",
-                        quantity=Decimal("0.1"),
-                        entry_price=Decimal(spot),
-                        leverage=Decimal(20),
-                        margin_mode="isolated",
-                        order_type="market",
-                        margin=Decimal(100),
-                        liquidation_price=Decimal(str(round(spot * 0.96, 2))),
-                        coverage=Decimal(100),
-                        share=Decimal(1),
-                        deductible=Decimal(0),
-                        payout=Decimal(100),
-                        premium=Decimal(5),
-                        probability=0.2,
-                        risk_index=50,
-                        start_at=base.to_pydatetime() - timedelta(hours=2),
-                        end_at=base.to_pydatetime() + timedelta(days=3),
-                        status="active",
-                    )
-                )
+        start = base.to_pydatetime() - timedelta(hours=2)
+        store_policies(
+            w.db,
+            [
+                {
+                    "id": f"bench-many-{i}",
+                    "user_id": f"u{i}" if i % 2 else f"s{i % 10}",
+                    "side": "long",
+                    "liquidation_price": Decimal(str(round(spot * 0.96, 2))),
+                    "spot": Decimal(str(round(spot, 2))),
+                    "start": start,
+                    "end": base.to_pydatetime() + timedelta(days=3),
+                }
+                for i in range(MANY)
+            ],
+        )
         crash = pd.DataFrame(
             {
                 "ts": [base],

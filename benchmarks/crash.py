@@ -13,12 +13,11 @@ Run: `.venv/bin/python benchmarks/crash.py` (2,000 positions; `--n` for another 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,18 +31,15 @@ from sqlmodel import Session, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.world import bench_world, store_policies
 from bti_core.chain.client import ChainClient
 from bti_core.chain.node import AnvilNode, free_port
-from bti_core.chain.types import DecodedEvent
+from bti_core.chain.types import DecodedEvent, QuoteTerms
 from bti_core.chain.units import to_units
 from bti_core.claims.service import ClaimsService
-from bti_core.db.engine import make_engine, migrate, session_scope
-from bti_core.db.models import Claim, Policy, QuoteRecord
+from bti_core.db.models import Claim, Policy
 from bti_core.market.ingest import Ingestor
 from bti_core.market.schema import Kind
-from bti_core.market.synthetic import generate_demo_markets
-from bti_core.market.warehouse import Warehouse
-from bti_core.risk.engine import RiskEngine
 from bti_core.stream.engine import ArraySource, EmbeddedEngine
 
 SYMBOL = "BTCUSDT"
@@ -77,20 +73,10 @@ def send_all(chain: ChainClient, txs: list[tuple[Any, dict[str, Any]]], what: st
 
 
 def setup(n: int, tmp: str, node: AnvilNode) -> SimpleNamespace:
-    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    os.environ["BTI_DATA_DIR"] = tmp
-    db = make_engine(f"sqlite:///{tmp}/bti.db")
-    migrate(db)
-    wh = Warehouse(Path(tmp) / "wh")
-    ing = Ingestor(wh, None)
-    m = generate_demo_markets(start=now - timedelta(days=90), periods=24 * 90, seed=2)[SYMBOL]
-    m.ingest(ing)
-    spot = float(wh.latest(Kind.MARK, SYMBOL, "1h")["close"])
-    risk = RiskEngine(wh, n_paths=8_000)
-    risk.symbol_risk(SYMBOL)
-
-    setup_chain = ChainClient(node.url)  # no snapshot per transaction while setting up
-    setup_chain.deploy(Decimal(n) * 200)
+    # no snapshot per transaction while setting up
+    w = bench_world(tmp, node, pool=Decimal(n) * 200, durable=False)
+    assert w.chain is not None
+    setup_chain, now, spot, db, wh = w.chain, w.now, w.spot, w.db, w.warehouse
     w3 = setup_chain.w3
     accts = [Account.from_key(keccak(text=f"bti-crash-bench-{i}")) for i in range(n)]
     t = time.perf_counter()
@@ -136,14 +122,11 @@ def setup(n: int, tmp: str, node: AnvilNode) -> SimpleNamespace:
     lps = spot * rng.uniform(0.90, 0.96, n)
     terms = [keccak(text=f"bti-crash-bench-terms-{i}") for i in range(n)]
     buys = []
+    deadline = int(time.time()) + 3600
     for i, a in enumerate(accts):
         quote, sig = setup_chain._signed_quote(
             a.address,
-            terms=terms[i],
-            coverage=Decimal(100),
-            premium=Decimal(5),
-            expiry=int(end.timestamp()),
-            deadline=int(time.time()) + 3600,
+            QuoteTerms(terms[i], Decimal(100), Decimal(5), int(end.timestamp()), deadline),
         )
         data = pool.encode_abi("buyPolicy", [quote, sig])
         buys.append((a, {"to": pool.address, "data": data, "gas": 400_000, "nonce": 1}))
@@ -152,60 +135,24 @@ def setup(n: int, tmp: str, node: AnvilNode) -> SimpleNamespace:
         bytes(ev["args"]["termsHash"]): int(ev["args"]["policyId"])
         for ev in pool.events.PolicyPurchased().get_logs(from_block=0, to_block="latest")
     }
-    with session_scope(db) as s:
-        s.add_all(
-            [
-                QuoteRecord(
-                    id=f"crash-{i}",
-                    expires_at=start,
-                    user_id=f"trader-{i}",
-                    symbol=SYMBOL,
-                    liquidation_price=Decimal(f"{lps[i]:.2f}"),
-                    spot=Decimal(f"{spot:.2f}"),
-                    probability=0.2,
-                    probability_se=0.0,
-                    baseline_probability=0.2,
-                    risk_index=50.0,
-                    payout=Decimal(100),
-                    premium=Decimal(5),
-                    created_at=start,
-                )
-                for i in range(n)
-            ]
-        )
-    with session_scope(db) as s:
-        s.add_all(
-            [
-                Policy(
-                    quote_id=f"crash-{i}",
-                    user_id=f"trader-{i}",
-                    symbol=SYMBOL,
-                    side="long",
-                    quantity=Decimal("0.1"),
-                    entry_price=Decimal(f"{spot:.2f}"),
-                    leverage=Decimal(20),
-                    margin_mode="isolated",
-                    order_type="market",
-                    margin=Decimal(100),
-                    liquidation_price=Decimal(f"{lps[i]:.2f}"),
-                    coverage=Decimal(100),
-                    share=Decimal(1),
-                    deductible=Decimal(0),
-                    payout=Decimal(100),
-                    premium=Decimal(5),
-                    probability=0.2,
-                    risk_index=50.0,
-                    start_at=start,
-                    end_at=end,
-                    status="active",
-                    wallet=accts[i].address,
-                    terms_hash="0x" + terms[i].hex(),
-                    chain_policy_id=ids[terms[i]],
-                    created_at=start,
-                )
-                for i in range(n)
-            ]
-        )
+    store_policies(
+        db,
+        [
+            {
+                "id": f"crash-{i}",
+                "user_id": f"trader-{i}",
+                "side": "long",
+                "liquidation_price": Decimal(f"{lps[i]:.2f}"),
+                "spot": Decimal(f"{spot:.2f}"),
+                "start": start,
+                "end": end,
+                "wallet": accts[i].address,
+                "terms_hash": "0x" + terms[i].hex(),
+                "chain_policy_id": ids[terms[i]],
+            }
+            for i in range(n)
+        ],
+    )
     print(f"setup: {n:,} policies bought on-chain and recorded in {time.perf_counter() - t:.0f} s")
 
     # the crash: the mark falls 15 % within a minute, an hour from now (its bar stored, as
@@ -230,7 +177,7 @@ def setup(n: int, tmp: str, node: AnvilNode) -> SimpleNamespace:
         spot * np.linspace(1.0, 0.85, 60),
     )
     return SimpleNamespace(
-        db=db, wh=wh, risk=risk, ticks=ticks, n=n, deployment=setup_chain.deployment
+        db=db, wh=wh, risk=w.risk, ticks=ticks, n=n, deployment=setup_chain.deployment
     )
 
 

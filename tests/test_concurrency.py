@@ -43,11 +43,7 @@ def env(
 
 def _market(svc: Services) -> None:
     m = generate_demo_markets(start=NOW - timedelta(days=60), periods=24 * 60, seed=5)["BTCUSDT"]
-    for kind, frame, tf in ((Kind.MARK, m.mark, "1h"), (Kind.OHLCV, m.ohlcv, "1h")):
-        svc.ingestor.ingest_frame(frame, symbol="BTCUSDT", kind=kind, timeframe=tf, source="d")
-    svc.ingestor.ingest_frame(
-        m.funding, symbol="BTCUSDT", kind=Kind.FUNDING, timeframe="8h", source="d"
-    )
+    m.ingest(svc.ingestor, source="d")
 
 
 def _order(svc: Services, qty: str = "0.1", leverage: str = "20") -> Order:

@@ -41,6 +41,7 @@ from bti_core.chain.types import (
     OnChainStatus,
     PoolStats,
     Purchase,
+    QuoteTerms,
 )
 from bti_core.chain.units import from_units, to_units
 from bti_core.chain.wallets import ANVIL_KEYS, require_local_chain
@@ -364,23 +365,14 @@ class ChainClient:
         )
         return bytes(self.quoter.sign_typed_data(full_message=typed).signature)
 
-    def _signed_quote(
-        self,
-        holder: str,
-        *,
-        terms: bytes,
-        coverage: Decimal,
-        premium: Decimal,
-        expiry: int,
-        deadline: int,
-    ) -> tuple[tuple[Any, ...], bytes]:
+    def _signed_quote(self, holder: str, q: QuoteTerms) -> tuple[tuple[Any, ...], bytes]:
         quote = {
             "holder": to_checksum_address(holder),
-            "termsHash": terms,
-            "coverage": to_units(coverage),
-            "premium": to_units(premium),
-            "expiry": int(expiry),
-            "deadline": int(deadline),
+            "termsHash": q.terms,
+            "coverage": to_units(q.coverage),
+            "premium": to_units(q.premium),
+            "expiry": int(q.expiry),
+            "deadline": int(q.deadline),
         }
         fields = ("holder", "termsHash", "coverage", "premium", "expiry", "deadline")
         return tuple(quote[k] for k in fields), self.sign_quote(quote)
@@ -394,28 +386,12 @@ class ChainClient:
             int(receipt["blockNumber"]),
         )
 
-    def buy_policy(
-        self,
-        wallet: LocalAccount,
-        *,
-        terms: bytes,
-        coverage: Decimal,
-        premium: Decimal,
-        expiry: int,
-        deadline: int,
-    ) -> Purchase:
-        """Pay ``premium`` BTI from ``wallet`` (a key BTI holds: the demo's custodial wallets)
-        for cover of at most ``coverage`` until ``expiry`` (unix seconds). Idempotent by
-        ``terms``: terms already bought raise ``InsurancePoolPolicyExists`` and charge nothing."""
-        self.ensure_allowance(wallet, premium)
-        quote, sig = self._signed_quote(
-            wallet.address,
-            terms=terms,
-            coverage=coverage,
-            premium=premium,
-            expiry=expiry,
-            deadline=deadline,
-        )
+    def buy_policy(self, wallet: LocalAccount, q: QuoteTerms) -> Purchase:
+        """Pay ``q.premium`` BTI from ``wallet`` (a key BTI holds: the demo's custodial wallets)
+        for cover of at most ``q.coverage`` until ``q.expiry``. Idempotent by ``q.terms``:
+        terms already bought raise ``InsurancePoolPolicyExists`` and charge nothing."""
+        self.ensure_allowance(wallet, q.premium)
+        quote, sig = self._signed_quote(wallet.address, q)
         receipt = self.transact(self.pool.functions.buyPolicy(quote, sig), wallet, "buy policy")
         return self._purchase(receipt)
 
@@ -473,13 +449,9 @@ class ChainClient:
         permit_signature: bytes,
         *,
         permit_deadline: int,
-        terms: bytes,
-        coverage: Decimal,
-        premium: Decimal,
-        expiry: int,
-        deadline: int,
+        q: QuoteTerms,
     ) -> Purchase:
-        """Relay a purchase for ``holder``, whose own wallet signed the permit of ``premium``
+        """Relay a purchase for ``holder``, whose own wallet signed the permit of ``q.premium``
         (`permit_request`); BTI's admin key pays the gas, the policy token goes to the holder.
         Idempotent by ``terms`` as `buy_policy` is."""
         sig = bytes(HexBytes(permit_signature))
@@ -489,14 +461,7 @@ class ChainClient:
                 "request with eth_signTypedData_v4"
             )
         r, s_, v = sig[:32], sig[32:64], sig[64]
-        quote, qsig = self._signed_quote(
-            holder,
-            terms=terms,
-            coverage=coverage,
-            premium=premium,
-            expiry=expiry,
-            deadline=deadline,
-        )
+        quote, qsig = self._signed_quote(holder, q)
         call = self.pool.functions.buyPolicyWithPermit(
             quote, qsig, int(permit_deadline), v if v >= 27 else v + 27, r, s_
         )

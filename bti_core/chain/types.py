@@ -59,6 +59,19 @@ class OnChainPolicy:
 
 
 @dataclass(frozen=True)
+class QuoteTerms:
+    """What the quoter's EIP-712 signature binds a purchase to: ``terms`` (keccak of the
+    off-chain terms; one purchase each), cover of at most ``coverage`` BTI for ``premium`` BTI
+    until ``expiry``, to be bought before ``deadline`` (both unix seconds)."""
+
+    terms: bytes
+    coverage: Decimal
+    premium: Decimal
+    expiry: int
+    deadline: int
+
+
+@dataclass(frozen=True)
 class Purchase:
     policy_id: int
     tx_hash: str

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -14,10 +14,6 @@ from bti_core.cli.common import (
 )
 from bti_core.config import get_settings
 from bti_core.errors import BTIError
-
-if TYPE_CHECKING:
-    pass
-
 
 chain_app = App(
     help="The chain: local node, contracts, pool, faucet, reconciliation.", no_args_is_help=True

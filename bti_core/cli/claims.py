@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -15,10 +15,6 @@ from bti_core.cli.common import (
 )
 from bti_core.config import get_settings
 from bti_core.services import build_services
-
-if TYPE_CHECKING:
-    pass
-
 
 claims_app = App(
     help="Claims: scan the market, decide, pay, verify the audit log.", no_args_is_help=True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.progress import (
@@ -28,10 +28,6 @@ from bti_core.market.schema import (
     Kind,
 )
 from bti_core.services import Services
-
-if TYPE_CHECKING:
-    pass
-
 
 data_app = App(help="Inspect and export the market warehouse.", no_args_is_help=True)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import pandas as pd
 import typer
@@ -23,9 +23,6 @@ from bti_core.market.schema import (
     timeframe_delta,
 )
 from bti_core.market.warehouse import Warehouse
-
-if TYPE_CHECKING:
-    pass
 
 
 @app.command()

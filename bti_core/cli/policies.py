@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -12,10 +12,6 @@ from bti_core.cli.common import (
     console,
     open_services,
 )
-
-if TYPE_CHECKING:
-    pass
-
 
 policies_app = App(
     help="Quote and buy cover from your own wallet (any chain): quote, permit, buy.",

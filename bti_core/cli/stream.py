@@ -14,6 +14,7 @@ from bti_core.cli.common import (
     err,
     open_services,
     progress_bar,
+    services_context,
     utc_option,
 )
 from bti_core.config import get_settings
@@ -60,8 +61,7 @@ def stream_replay(
 
     from bti_core.stream.engine import EmbeddedEngine
 
-    services = open_services()
-    try:
+    with services_context() as services:
         source = _replay_source(services, since, until, symbols)
         engine = EmbeddedEngine(services, source, name=name, batch=batch)
         totals = {"alerts": 0, "claims": 0, "ticks": 0}
@@ -79,8 +79,6 @@ def stream_replay(
             f"stream {name}: {totals['ticks']:,} ticks of {len(source):,}, "
             f"{totals['alerts']:,} new alerts, {totals['claims']:,} claims opened"
         )
-    finally:
-        services.close()
 
 
 def _replay_source(
@@ -155,16 +153,13 @@ def stream_publish(
 
     from bti_core.stream.kafka import TICKS, ensure_topics, publish_ticks
 
-    services = open_services()
-    try:
+    with services_context() as services:
         src = _replay_source(services, since, until, symbols)
         ensure_topics(bootstrap, {topic: 6 if topic == TICKS else 1})
         n = publish_ticks(
             bootstrap, zip(src.symbols, src.ts.tolist(), src.price.tolist(), strict=True), topic
         )
         console.print(f"published {n:,} ticks to {topic} on {bootstrap}")
-    finally:
-        services.close()
 
 
 @stream_app.command("spark")
@@ -198,46 +193,45 @@ def stream_spark(
         import pyspark  # noqa: F401 — say it is missing before anything starts
     except ImportError as exc:
         raise SparkError("Spark streaming needs pyspark: pip install 'bti[spark]'") from exc
-    services = open_services()
     spark = None
-    try:
-        ensure_topics(bootstrap, {TICKS: 6})
-        console.print(f"stream {name}: starting Spark ({master}) on {TICKS} at {bootstrap}")
-        spark = session(master)
-        query, run = start(
-            spark,
-            services,
-            bootstrap=bootstrap,
-            checkpoint=get_settings().data_dir / "spark" / name,
-            name=name,
-            max_ticks=batch,
-            trigger_seconds=trigger,
-        )
-        console.print("running; Ctrl-C stops it")
-
-        def batch_line(r: Any) -> None:
-            console.print(
-                f"batch {r.offset}: {r.ticks:,} ticks, {r.alerts:,} new alerts, "
-                f"{len(r.claims)} claims opened"
+    with services_context() as services:
+        try:
+            ensure_topics(bootstrap, {TICKS: 6})
+            console.print(f"stream {name}: starting Spark ({master}) on {TICKS} at {bootstrap}")
+            spark = session(master)
+            query, run = start(
+                spark,
+                services,
+                bootstrap=bootstrap,
+                checkpoint=get_settings().data_dir / "spark" / name,
+                name=name,
+                max_ticks=batch,
+                trigger_seconds=trigger,
             )
+            console.print("running; Ctrl-C stops it")
 
-        p = supervise(query, run, idle_exit=idle_exit, on_batch=batch_line)
-        if p:
+            def batch_line(r: Any) -> None:
+                console.print(
+                    f"batch {r.offset}: {r.ticks:,} ticks, {r.alerts:,} new alerts, "
+                    f"{len(r.claims)} claims opened"
+                )
+
+            p = supervise(query, run, idle_exit=idle_exit, on_batch=batch_line)
+            if p:
+                console.print(
+                    f"last batch: {p.get('numInputRows', 0):,} rows, "
+                    f"{p.get('processedRowsPerSecond', 0):,.0f} rows/s"
+                )
             console.print(
-                f"last batch: {p.get('numInputRows', 0):,} rows, "
-                f"{p.get('processedRowsPerSecond', 0):,.0f} rows/s"
+                f"stream {name}: {run.ticks:,} ticks, "
+                f"{sum(r.alerts for r in run.batches):,} new alerts, "
+                f"{sum(len(r.claims) for r in run.batches):,} claims opened"
             )
-        console.print(
-            f"stream {name}: {run.ticks:,} ticks, "
-            f"{sum(r.alerts for r in run.batches):,} new alerts, "
-            f"{sum(len(r.claims) for r in run.batches):,} claims opened"
-        )
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if spark is not None:
-            spark.stop()
-        services.close()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if spark is not None:
+                spark.stop()
 
 
 @stream_app.command("kafka")

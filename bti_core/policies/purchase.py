@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from bti_core.chain.artifacts import refusal_type
 from bti_core.chain.client import ChainClient
-from bti_core.chain.types import OnChainStatus, Purchase, terms_hash
+from bti_core.chain.types import OnChainStatus, Purchase, QuoteTerms, terms_hash
 from bti_core.chain.wallets import LOCAL_CHAIN_ID, is_dev_address
 from bti_core.db.engine import session_scope, write_scope
 from bti_core.db.models import Policy, QuoteRecord
@@ -381,8 +381,13 @@ class Purchases(Quoting):
         assert policy.terms_hash is not None
         assert policy.pay_deadline is not None
         terms = bytes(HexBytes(policy.terms_hash))
-        coverage, premium = policy.payout, policy.premium
-        expiry, deadline = int(policy.end_at.timestamp()), int(policy.pay_deadline.timestamp())
+        q = QuoteTerms(
+            terms,
+            policy.payout,
+            policy.premium,
+            expiry=int(policy.end_at.timestamp()),
+            deadline=int(policy.pay_deadline.timestamp()),
+        )
         try:
             if policy.permit is not None:  # the trader's own wallet: BTI relays their permit
                 assert policy.wallet is not None
@@ -390,21 +395,10 @@ class Purchases(Quoting):
                     policy.wallet,
                     bytes(HexBytes(policy.permit["signature"])),
                     permit_deadline=int(policy.permit["deadline"]),
-                    terms=terms,
-                    coverage=coverage,
-                    premium=premium,
-                    expiry=expiry,
-                    deadline=deadline,
+                    q=q,
                 )
             else:
-                purchase = chain.buy_policy(
-                    self.wallet_of(policy.user_id),
-                    terms=terms,
-                    coverage=coverage,
-                    premium=premium,
-                    expiry=expiry,
-                    deadline=deadline,
-                )
+                purchase = chain.buy_policy(self.wallet_of(policy.user_id), q)
         except ChainError as exc:
             if isinstance(
                 exc, refusal_type("InsurancePoolPolicyExists")

@@ -36,6 +36,16 @@ from bti_core import indicators as ind
 from bti_core.risk.metrics import logit
 from bti_core.risk.probability import HOURS_PER_YEAR
 
+# Side-free context shared by the market and the order features: liquidity and calendar.
+_CONTEXT_COLUMNS: tuple[str, ...] = (
+    "volume_shock",
+    "amihud_ratio",
+    "hour_sin",
+    "hour_cos",
+    "dow_sin",
+    "dow_cos",
+    "macro",
+)
 # Columns of `market_frame`, in order.
 MARKET_COLUMNS: tuple[str, ...] = (
     "rv_24h",
@@ -55,13 +65,7 @@ MARKET_COLUMNS: tuple[str, ...] = (
     "funding_rate",
     "funding_z",
     "basis",
-    "volume_shock",
-    "amihud_ratio",
-    "hour_sin",
-    "hour_cos",
-    "dow_sin",
-    "dow_cos",
-    "macro",
+    *_CONTEXT_COLUMNS,
 )
 
 # Features of an order (`order_features`); the stacked models add the two probabilities.
@@ -85,13 +89,7 @@ ORDER_COLUMNS: tuple[str, ...] = (
     "funding_side",
     "funding_z_side",
     "basis_side",
-    "volume_shock",
-    "amihud_ratio",
-    "hour_sin",
-    "hour_cos",
-    "dow_sin",
-    "dow_cos",
-    "macro",
+    *_CONTEXT_COLUMNS,
 )
 PROBABILITY_COLUMNS: tuple[str, ...] = ("logit_engine", "logit_baseline")
 ALL_COLUMNS: tuple[str, ...] = ORDER_COLUMNS + PROBABILITY_COLUMNS

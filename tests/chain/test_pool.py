@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from bti_core.chain.artifacts import artifact
 from bti_core.chain.client import ChainClient
 from bti_core.chain.node import AnvilNode, free_port
-from bti_core.chain.types import DecodedEvent, OnChainStatus, terms_hash
+from bti_core.chain.types import DecodedEvent, OnChainStatus, QuoteTerms, terms_hash
 from bti_core.chain.units import to_units
 from bti_core.errors import ChainError
 
@@ -46,14 +46,14 @@ def buy(
     deadline_in: int = 300,
 ) -> int:
     now = int(time.time())
-    return chain.buy_policy(
-        w,
-        terms=terms or fresh_terms(),
-        coverage=Decimal(coverage),
-        premium=Decimal(premium),
+    q = QuoteTerms(
+        terms or fresh_terms(),
+        Decimal(coverage),
+        Decimal(premium),
         expiry=now + expiry_in,
         deadline=now + deadline_in,
-    ).policy_id
+    )
+    return chain.buy_policy(w, q).policy_id
 
 
 def test_committed_artifacts_match_the_sources() -> None:

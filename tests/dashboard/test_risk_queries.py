@@ -137,15 +137,9 @@ def test_every_tab_draws_its_view(booked: Path) -> None:
     at = page()
     assert len(at.get("plotly_chart")) == 3  # the Book tab: exposure, risk index, loss ratio
     seen = {}
-    for tab in (
-        "Liquidation map",
-        "Probability surface",
-        "Reliability",
-        "Forecasts",
-        "Market context",
-        "Claims",
-        "Report",
-    ):
+    labels = [t.label for t in at.tabs]
+    assert labels[0] == "Book" and {"Liquidation map", "Claims", "Report"} <= set(labels)
+    for tab in labels[1:]:
         at.session_state["rq_tab"] = tab
         at.run()
         assert not at.exception, (tab, at.exception)

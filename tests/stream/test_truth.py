@@ -21,16 +21,8 @@ from bti_core.config import get_settings
 from bti_core.db.models import Claim, HeldTrigger, Policy
 from bti_core.market.schema import Kind
 from bti_core.services import build_services
+from bti_core.stream import kafka
 from bti_core.stream.engine import EmbeddedEngine
-from bti_core.stream.kafka import (
-    TICKS,
-    KafkaSink,
-    KafkaTickSource,
-    LocalBroker,
-    ensure_topics,
-    publish_ticks,
-    read_dead_letters,
-)
 from bti_core.stream.scoring import SymbolState
 from bti_core.stream.store import load_checkpoint
 from tests.stream.test_stream_kill import BTI, _insure_and_crash, _outcome, _publish
@@ -71,9 +63,9 @@ def test_forged_ticks_on_kafka_use_up_no_claim_and_a_true_crash_still_pays(
         ("BTCUSDT", t0 + 21_500, lp * 0.999),  # a glitch just through the level
     ]
     after = [("BTCUSDT", t0 + 22_000 + 1000 * i, above) for i in range(10)]
-    publish_ticks(broker, quiet + forged + after)
+    kafka.publish_ticks(broker, quiet + forged + after)
     services = stream_services(w)
-    source, sink = KafkaTickSource(broker), KafkaSink(broker)
+    source, sink = kafka.KafkaTickSource(broker), kafka.KafkaSink(broker)
     try:
         eng = EmbeddedEngine(services, source, name="kafka", batch=7, sink=sink)  # type: ignore[arg-type]
         eng.run(follow=lambda: source.stats.messages < 32)
@@ -84,7 +76,7 @@ def test_forged_ticks_on_kafka_use_up_no_claim_and_a_true_crash_still_pays(
         assert state.held_outliers == 1 and state.liquidated == {}
         # the true crash: 40 s beyond the level
         crash = [("BTCUSDT", t0 + 40_000 + 1000 * i, lp * (0.998 - 0.001 * i)) for i in range(40)]
-        publish_ticks(broker, crash)
+        kafka.publish_ticks(broker, crash)
         eng.run(follow=lambda: source.stats.messages < 72)
     finally:
         source.close()
@@ -133,15 +125,15 @@ def test_a_2100_tick_and_made_up_symbols_neither_stop_nor_move_the_kafka_stream(
     symbol stayed in the checkpoint for ever."""
     _insure_and_crash()
     now_ms = int(time.time() * 1000)
-    with LocalBroker() as broker:
+    with kafka.LocalBroker() as broker:
         env = {**os.environ, "BTI_KAFKA_BOOTSTRAP": broker.bootstrap}
-        ensure_topics(broker.bootstrap, {TICKS: 1})
+        kafka.ensure_topics(broker.bootstrap, {kafka.TICKS: 1})
         bad = [
             ("ABC", now_ms - 5_000_000, 1.0),  # not a market name BTI reads
             *[(f"FAKE{i}USDT", now_ms - 5_000_000, 1.0) for i in range(5)],  # valid-looking
             ("BTCUSDT", YEAR_2100, 1.0),  # from the future
         ]
-        publish_ticks(broker.bootstrap, bad)
+        kafka.publish_ticks(broker.bootstrap, bad)
         _publish(broker.bootstrap, env)
         cmd = [BTI, "stream", "kafka", "--batch", "500", "--idle-exit", "3"]
         runs = [
@@ -164,7 +156,7 @@ def test_a_2100_tick_and_made_up_symbols_neither_stop_nor_move_the_kafka_stream(
         assert set(state) == {"BTCUSDT", "ETHUSDT", "__cursor__"}
         btc = SymbolState.from_json(state["BTCUSDT"])
         assert btc.last_ms < YEAR_2100
-        dead = [h["x-bti-reason"] for _, h in read_dead_letters(broker.bootstrap)]
+        dead = [h["x-bti-reason"] for _, h in kafka.read_dead_letters(broker.bootstrap)]
         assert len(dead) == 7
         assert sum("is no market here" in r for r in dead) == 6
         assert sum("past the clock" in r for r in dead) == 1
