@@ -42,7 +42,7 @@ def main() -> None:
     ):
         w = bench_world(tmp, node)
         assert w.chain is not None
-        chain, wh, ing, now = w.chain, w.warehouse, w.ingestor, w.now
+        chain, wh, now = w.chain, w.warehouse, w.now
         ins = InsuranceService(w.db, w.risk, chain=chain)
         claims = ClaimsService(w.db, wh, chain)
 
@@ -73,7 +73,7 @@ def main() -> None:
                 }
             )
             t = time.perf_counter()
-            ing.ingest_frame(bar, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="live")
+            w.ingest_ahead(bar)
             report = claims.run()
             dt = time.perf_counter() - t
             assert len(report.paid) == 1, report
@@ -113,7 +113,7 @@ def main() -> None:
                 "volume": [0.0],
             }
         )
-        ing.ingest_frame(crash, symbol="BTCUSDT", kind=Kind.MARK, timeframe="1h", source="live")
+        w.ingest_ahead(crash)
         t = time.perf_counter()
         opened = claims.scan()
         t_scan = time.perf_counter() - t

@@ -38,8 +38,6 @@ from bti_core.chain.types import DecodedEvent, QuoteTerms
 from bti_core.chain.units import to_units
 from bti_core.claims.service import ClaimsService
 from bti_core.db.models import Claim, Policy
-from bti_core.market.ingest import Ingestor
-from bti_core.market.schema import Kind
 from bti_core.stream.engine import ArraySource, EmbeddedEngine
 
 SYMBOL = "BTCUSDT"
@@ -158,7 +156,6 @@ def setup(n: int, tmp: str, node: AnvilNode) -> SimpleNamespace:
     # the crash: the mark falls 15 % within a minute, an hour from now (its bar stored, as
     # the exchange's feed would bring it)
     at = pd.Timestamp(now) + pd.Timedelta(hours=1)
-    ahead = Ingestor(wh, None, clock=lambda: pd.Timestamp.now("UTC") + pd.Timedelta(days=1))
     bar = pd.DataFrame(
         {
             "ts": [at],
@@ -169,7 +166,7 @@ def setup(n: int, tmp: str, node: AnvilNode) -> SimpleNamespace:
             "volume": [0.0],
         }
     )
-    ahead.ingest_frame(bar, symbol=SYMBOL, kind=Kind.MARK, timeframe="1h", source="live")
+    w.ingest_ahead(bar)
     t0 = int(at.timestamp() * 1000) + 60_000
     ticks = ArraySource(
         np.full(60, SYMBOL, dtype=object),

@@ -36,8 +36,6 @@ from bti_core.chain.node import AnvilNode, free_port
 from bti_core.claims.service import ClaimsService
 from bti_core.db.engine import session_scope
 from bti_core.db.models import Claim
-from bti_core.market.ingest import Ingestor
-from bti_core.market.schema import Kind
 from bti_core.orders import Cover, Order
 from bti_core.policies import InsuranceService
 from bti_core.stream import kafka
@@ -298,8 +296,7 @@ def main() -> None:
                 }
             )
             # market time runs ahead of the clock here: the crossing comes hours after purchase
-            ahead = Ingestor(wh, None, clock=lambda: pd.Timestamp.now("UTC") + pd.Timedelta(days=2))
-            ahead.ingest_frame(bar, symbol=SYMBOL, kind=Kind.MARK, timeframe="1h", source="live")
+            w.ingest_ahead(bar)
             at_ms = int(at.timestamp() * 1000) + 1_000
             feed = ArraySource(
                 np.array([SYMBOL] * 3, dtype=object),

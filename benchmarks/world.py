@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from sqlalchemy import Engine
 
 from bti_core.chain.client import ChainClient
@@ -25,6 +26,7 @@ from bti_core.market.warehouse import Warehouse
 from bti_core.risk.engine import RiskEngine
 
 SYMBOL = "BTCUSDT"
+MONTH = pd.Timedelta(days=30)
 
 
 @dataclass
@@ -41,6 +43,12 @@ class BenchWorld:
     @property
     def forecasts_dir(self) -> Path:
         return self.tmp / "forecasts"
+
+    def ingest_ahead(self, bar: pd.DataFrame, kind: Kind = Kind.MARK) -> None:
+        """Store a live 1h bar of the simulated hours ahead: an ingestor whose clock runs a
+        month ahead (the real one refuses bars from the future, as it should)."""
+        ahead = Ingestor(self.warehouse, None, clock=lambda: pd.Timestamp.now("UTC") + MONTH)
+        ahead.ingest_frame(bar, symbol=SYMBOL, kind=kind, timeframe="1h", source="live")
 
 
 def bench_world(

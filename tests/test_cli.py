@@ -114,44 +114,40 @@ def test_chain_up_runs_a_node_until_stopped_and_keeps_its_state(data_dir: Path) 
     env = {**os.environ, "BTI_DATA_DIR": str(data_dir), "BTI_CHAIN_PORT": str(port)}
     env.pop("BTI_RPC_URL", None)
     bti = str(Path(sys.executable).with_name("bti"))
-    proc = subprocess.Popen(
-        [bti, "chain", "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert f"anvil on http://127.0.0.1:{port}" in line, line
-        r = subprocess.run(
-            [bti, "chain", "faucet", "amy", "--amount", "7"],
+
+    def up_and_faucet(amount: str) -> tuple[str, str]:
+        """`bti chain up`, then `bti chain faucet amy` from another process, then SIGTERM:
+        the faucet's output and the node's."""
+        proc = subprocess.Popen(
+            [bti, "chain", "up"],
             env=env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
-            check=False,
         )
-        assert "balance 7.00 BTI" in r.stdout, r.stdout + r.stderr
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
-    assert "state saved" in out
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert f"anvil on http://127.0.0.1:{port}" in line, line
+            r = subprocess.run(
+                [bti, "chain", "faucet", "amy", "--amount", amount],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+        return r.stdout + r.stderr, line + out
+
+    faucet, node = up_and_faucet("7")
+    assert "balance 7.00 BTI" in faucet, faucet
+    assert "state saved" in node
     assert (data_dir / "chain" / "anvil-state.json").exists()
     # a fresh start of the node finds the wallet's balance and the same contracts
-    proc = subprocess.Popen(
-        [bti, "chain", "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        proc.stdout.readline()
-        r = subprocess.run(
-            [bti, "chain", "faucet", "amy", "--amount", "1"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert "balance 8.00 BTI" in r.stdout, r.stdout + r.stderr
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
+    faucet, _ = up_and_faucet("1")
+    assert "balance 8.00 BTI" in faucet, faucet
 
 
 def test_crash_opens_and_pays_a_claim_and_verify_catches_tampering(

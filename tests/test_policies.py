@@ -307,19 +307,28 @@ def _crash(*_: object, **__: object) -> None:
     raise Crash
 
 
+def _buy_dying_at(
+    svc: InsuranceService, risk: RiskEngine, user: str, step: str, mp: pytest.MonkeyPatch
+) -> str:
+    """Fund ``user``, quote, and buy with the process dying in ``InsuranceService.step``: the
+    policy is left pending. Returns the quote's id."""
+    fund(svc, user)
+    q = quote_btc(svc, risk, user)
+    with mp.context() as m:
+        m.setattr(InsuranceService, step, _crash)
+        with pytest.raises(Crash):
+            svc.buy(user_id=user, quote_id=q.record.id)
+    assert svc.policies(user)["status"].tolist() == ["pending"]
+    return q.record.id
+
+
 @pytest.mark.both_databases
 def test_a_crash_before_the_payment_is_sent_is_paid_once_by_reconcile(
     svc: InsuranceService, risk: RiskEngine, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fund(svc, "ivan")
+    _buy_dying_at(svc, risk, "ivan", "_pay", monkeypatch)  # right after the pending row
     chain = svc.chain
     assert chain is not None
-    q = quote_btc(svc, risk, "ivan")
-    with monkeypatch.context() as m:
-        m.setattr(InsuranceService, "_pay", _crash)  # dies right after the pending row
-        with pytest.raises(Crash):
-            svc.buy(user_id="ivan", quote_id=q.record.id)
-    assert svc.policies("ivan")["status"].tolist() == ["pending"]
     assert chain.balance(svc.wallet_of("ivan").address) == Decimal(5000)
     assert len(svc.reconcile().activated) == 1  # the restart
     (p,) = svc.policies("ivan").itertuples()
@@ -333,21 +342,15 @@ def test_a_crash_before_the_payment_is_sent_is_paid_once_by_reconcile(
 def test_a_crash_after_the_chain_took_the_premium_is_recorded_without_a_second_charge(
     svc: InsuranceService, risk: RiskEngine, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fund(svc, "judy")
+    quote_id = _buy_dying_at(svc, risk, "judy", "_activate", monkeypatch)  # after it was mined
     chain = svc.chain
     assert chain is not None
     wallet = svc.wallet_of("judy").address
-    q = quote_btc(svc, risk, "judy")
-    with monkeypatch.context() as m:
-        m.setattr(InsuranceService, "_activate", _crash)  # dies after the mined purchase
-        with pytest.raises(Crash):
-            svc.buy(user_id="judy", quote_id=q.record.id)
-    assert svc.policies("judy")["status"].tolist() == ["pending"]
     paid_once = chain.balance(wallet)
     assert paid_once < Decimal(5000)
     # a double click before the reconciler ran: the pool refuses the same terms, the policy is
     # recorded from the chain's purchase
-    p = svc.buy(user_id="judy", quote_id=q.record.id)
+    p = svc.buy(user_id="judy", quote_id=quote_id)
     assert p.status == "active" and p.tx_hash is not None
     assert chain.balance(wallet) == paid_once
     assert Decimal(5000) - paid_once == p.premium
@@ -358,14 +361,9 @@ def test_a_crash_after_the_chain_took_the_premium_is_recorded_without_a_second_c
 def test_a_payment_that_never_left_is_declined_after_its_deadline(
     svc: InsuranceService, risk: RiskEngine, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fund(svc, "kim")
+    _buy_dying_at(svc, risk, "kim", "_pay", monkeypatch)
     chain = svc.chain
     assert chain is not None
-    q = quote_btc(svc, risk, "kim")
-    with monkeypatch.context() as m:
-        m.setattr(InsuranceService, "_pay", _crash)
-        with pytest.raises(Crash):
-            svc.buy(user_id="kim", quote_id=q.record.id)
     clock.now += timedelta(minutes=3)  # restarted after the signed quote's deadline
     assert len(svc.reconcile().declined) == 1
     assert svc.policies("kim")["status"].tolist() == ["declined"]

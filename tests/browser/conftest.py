@@ -8,12 +8,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from dashboard.launch import start_server
 from tests.conftest import ROOT, free_port
@@ -108,17 +109,31 @@ def start_app(
 
 
 @pytest.fixture(scope="module")
-def page() -> Iterator[Page]:
+def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is missing: `make test` installs Debian's chromium package")
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        ctx = browser.new_context(viewport={"width": 1500, "height": 1300})
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@contextmanager
+def fresh_page(browser: Browser, **context: Any) -> Iterator[Page]:
+    """A tab in a new browser context (no cookies: a new visitor), closed on the way out."""
+    ctx = browser.new_context(**context)
+    try:
         pg = ctx.new_page()
         pg.set_default_timeout(45_000)
         yield pg
+    finally:
         ctx.close()
-        browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser: Browser) -> Iterator[Page]:
+    with fresh_page(browser, viewport={"width": 1500, "height": 1300}) as pg:
+        yield pg
 
 
 def sign_in(page: Page, user: str, password: str) -> None:

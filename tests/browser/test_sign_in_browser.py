@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, App, sign_in, start_app
+from tests.browser.conftest import App, fresh_page, sign_in, start_app
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=30_000)
@@ -25,22 +24,9 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     a.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is missing: `make test` installs Debian's chromium package")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 @pytest.mark.parametrize("path", ["my_policies", "buy_insurance", "claim_review"])
 def test_typing_at_once_is_kept_and_signs_in(app: App, browser: Browser, path: str) -> None:
-    ctx = browser.new_context()  # a new session each time: no cookie, first run of the form
-    page = ctx.new_page()
-    page.set_default_timeout(45_000)
-    try:
+    with fresh_page(browser) as page:  # a new session each time: no cookie, first run of the form
         page.goto(f"{app.url}/{path}")
         name = page.get_by_role("textbox", name="Username")
         secret = page.get_by_role("textbox", name="Password")
@@ -50,8 +36,6 @@ def test_typing_at_once_is_kept_and_signs_in(app: App, browser: Browser, path: s
         assert (name.input_value(), secret.input_value()) == ("trader", "trader-demo")
         page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_text("· trader")).to_be_visible()
-    finally:
-        ctx.close()
 
 
 def test_a_session_lasts_across_reloads_tabs_and_links_until_sign_out(
@@ -59,11 +43,8 @@ def test_a_session_lasts_across_reloads_tabs_and_links_until_sign_out(
 ) -> None:
     """Before, reloading signed the user out in most tries, and every explorer link opened a
     tab that was not signed in."""
-    ctx = browser.new_context()
-    page = ctx.new_page()
-    page.set_default_timeout(45_000)
-    signed = page.get_by_text("Signed in as Demo Trader")
-    try:
+    with fresh_page(browser) as page:
+        signed = page.get_by_text("Signed in as Demo Trader")
         page.goto(f"{app.url}/my_policies")
         sign_in(page, "trader", "trader-demo")
         out = 0
@@ -77,11 +58,11 @@ def test_a_session_lasts_across_reloads_tabs_and_links_until_sign_out(
         for path in ("buy_insurance", "claim_review", "my_policies"):
             page.goto(f"{app.url}/{path}")
             expect(page.get_by_text("· trader")).to_be_visible()
-        other = ctx.new_page()
+        other = page.context.new_page()
         other.goto(f"{app.url}/chain_explorer?q=1")  # as an explorer link opens it
         other.goto(f"{app.url}/buy_insurance")
         expect(other.get_by_text("Signed in as Demo Trader")).to_be_visible()
-        cookie = next(c for c in ctx.cookies() if c["name"] == "bti_session")
+        cookie = next(c for c in page.context.cookies() if c["name"] == "bti_session")
         assert cookie["sameSite"] == "Strict" and cookie["expires"] > 0  # a lasting cookie
         # set by the server, out of reach of any script in the page (it used to be a script's)
         assert cookie["httpOnly"] is True and cookie["secure"] is False  # plain http here
@@ -103,33 +84,23 @@ def test_a_session_lasts_across_reloads_tabs_and_links_until_sign_out(
         stolen.goto(f"{app.url}/my_policies")
         expect(stolen.get_by_role("textbox", name="Username")).to_be_visible()
         thief.close()
-    finally:
-        ctx.close()
 
 
 def test_a_session_that_expires_signs_an_open_tab_out(app: App, browser: Browser) -> None:
     import sqlite3
 
-    ctx = browser.new_context()
-    page = ctx.new_page()
-    page.set_default_timeout(45_000)
-    try:
+    with fresh_page(browser) as page:
         page.goto(f"{app.url}/buy_insurance")
         sign_in(page, "trader", "trader-demo")
         with sqlite3.connect(app.data / "bti.db") as db:  # its hours are up
             db.execute("UPDATE web_session SET expires_at = '2000-01-01 00:00:00.000000'")
         page.get_by_text("short", exact=True).first.click()
         expect(page.get_by_role("textbox", name="Username")).to_be_visible()
-    finally:
-        ctx.close()
 
 
 def test_guessing_a_password_is_paused_after_five_tries(app: App, browser: Browser) -> None:
     """Thirty wrong passwords and then the right one used to sign in."""
-    ctx = browser.new_context()
-    page = ctx.new_page()
-    page.set_default_timeout(45_000)
-    try:
+    with fresh_page(browser) as page:
         import sqlite3
 
         def failures() -> int:
@@ -156,5 +127,3 @@ def test_guessing_a_password_is_paused_after_five_tries(app: App, browser: Brows
         page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_text("Sign-in refused: too many wrong passwords")).to_be_visible()
         expect(page.get_by_text("· underwriter")).not_to_be_visible()
-    finally:
-        ctx.close()
