@@ -15,25 +15,31 @@ send from the same key at once never collide on "nonce too low".
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
-import requests
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
-from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception, Web3RPCError
 from web3.logs import DISCARD
 
-from bti_core.chain.artifacts import artifact, decode_revert, event_table, refusal_type
+from bti_core.chain.artifacts import artifact
+from bti_core.chain.eip712 import (
+    PERMIT_FIELDS,
+    QUOTE_FIELDS,
+    as_tuple,
+    permit_message,
+    quote_message,
+    split_signature,
+    typed_data,
+)
+from bti_core.chain.events import EventDecoder
 from bti_core.chain.nonces import NonceLock
-from bti_core.chain.reverts import explain_refusal, revert_data
+from bti_core.chain.transactions import Transactions
 from bti_core.chain.types import (
     DecodedEvent,
     Deployment,
@@ -45,30 +51,7 @@ from bti_core.chain.types import (
 )
 from bti_core.chain.units import from_units, to_units
 from bti_core.chain.wallets import ANVIL_KEYS, require_local_chain
-from bti_core.errors import ChainError, TransactionTimeoutError
-
-# what a node says when another sender of the same key took the nonce first
-_NONCE_TAKEN = ("nonce too low", "replacement transaction underpriced")
-_SEND_ATTEMPTS = 8
-_QUOTE_FIELDS = (  # InsurancePool.Quote, as the pool hashes it
-    ("holder", "address"),
-    ("termsHash", "bytes32"),
-    ("coverage", "uint256"),
-    ("premium", "uint256"),
-    ("expiry", "uint64"),
-    ("deadline", "uint64"),
-)
-_PERMIT_FIELDS = (  # EIP-2612
-    ("owner", "address"),
-    ("spender", "address"),
-    ("value", "uint256"),
-    ("nonce", "uint256"),
-    ("deadline", "uint256"),
-)
-
-
-def _hex_bytes(v: Any) -> Any:
-    return HexBytes(v).to_0x_hex() if isinstance(v, bytes | bytearray) else v
+from bti_core.errors import ChainError
 
 
 class ChainClient:
@@ -108,7 +91,14 @@ class ChainClient:
         self._deployment = deployment
         self._chain_id: int | None = None
         self._contracts: dict[tuple[str, str], Contract] = {}
-        self._decoders: dict[tuple[bytes, int], Any] = {}
+        self._events = EventDecoder(self.w3)
+        self.tx = Transactions(
+            self.w3,
+            self.url,
+            chain_id=lambda: self.chain_id,
+            timeout=timeout,
+            nonce_lock=self.nonce_lock,
+        )
 
     # ------------------------------------------------------------------ plumbing
 
@@ -148,90 +138,16 @@ class ChainClient:
         return self._contract("BTIPolicy", self.deployment.policy)
 
     def _rpc(self, fn: Callable[[], Any], what: str = "call") -> Any:
-        """Run a read, turning every failure into a ChainError."""
-        try:
-            return fn()
-        except ContractLogicError as exc:
-            raise self._revert_error(exc, what) from exc
-        except (requests.exceptions.RequestException, OSError) as exc:
-            raise ChainError(
-                f"chain node at {self.url} is not answering ({type(exc).__name__}); "
-                "start it with `make run` or set BTI_RPC_URL"
-            ) from exc
-        except (Web3RPCError, Web3Exception) as exc:
-            raise ChainError(f"{what} failed: {exc}") from exc
-
-    def _revert_error(self, exc: ContractLogicError, what: str) -> ChainError:
-        decoded = decode_revert(revert_data(exc))
-        if decoded is None:
-            return ChainError(f"{what} reverted: {exc.message or exc}", reason="revert")
-        name, args = decoded
-        return refusal_type(name)(
-            f"{what} refused: {explain_refusal(name, args)}", reason=name, args=args
-        )
+        """Run a read, turning every failure into a ChainError (`Transactions.rpc`)."""
+        return self.tx.rpc(fn, what)
 
     def transact(self, call: Any, sender: LocalAccount, what: str, *, value: int = 0) -> Any:
-        """Estimate (a revert surfaces here with its reason), sign, send, wait; the receipt."""
-        tx_params = {"from": sender.address, "value": value, "chainId": self.chain_id}
-
-        def build(nonce: int) -> dict[str, Any]:
-            gas = self._rpc(lambda: call.estimate_gas(tx_params), what)
-            return dict(
-                self._rpc(
-                    lambda: call.build_transaction(
-                        {**tx_params, "nonce": nonce, "gas": int(gas * 1.25) + 10_000}
-                    ),
-                    what,
-                )
-            )
-
-        return self.send(build, sender, what)
+        """Estimate, sign, send, wait (`Transactions.transact`); the receipt."""
+        return self.tx.transact(call, sender, what, value=value)
 
     def send(self, build: Callable[[int], dict[str, Any]], sender: LocalAccount, what: str) -> Any:
-        """The one way a transaction leaves BTI: under the sender's nonce lock, take the next
-        nonce, build (``build(nonce)``), sign and send; then wait for the receipt. A revert is
-        a `ChainError` with the pool's decoded reason."""
-        for attempt in range(_SEND_ATTEMPTS):
-            with self.nonce_lock.hold(self.chain_id, sender.address):
-                nonce = int(
-                    self._rpc(
-                        lambda: self.w3.eth.get_transaction_count(sender.address, "pending"),
-                        what,
-                    )
-                )
-                tx = build(nonce)
-                raw = sender.sign_transaction(tx).raw_transaction
-                try:
-                    tx_hash = self._rpc(
-                        lambda raw=raw: self.w3.eth.send_raw_transaction(raw),  # type: ignore[misc]
-                        what,
-                    )
-                    break
-                except ChainError as exc:
-                    # the same key used from another host took this nonce: take the next one
-                    taken = any(m in str(exc).lower() for m in _NONCE_TAKEN)
-                    if not taken or attempt == _SEND_ATTEMPTS - 1:
-                        raise
-            time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))  # let the other host go on
-        return self._wait(tx_hash, what, int(tx["gas"]))
-
-    def _wait(self, tx_hash: Any, what: str, gas_limit: int) -> Any:
-        try:
-            receipt = self.w3.eth.wait_for_transaction_receipt(
-                tx_hash, timeout=self.timeout, poll_latency=0.01
-            )
-        except TimeExhausted as exc:
-            raise TransactionTimeoutError(
-                f"{what}: transaction {HexBytes(tx_hash).to_0x_hex()} not mined within "
-                f"{self.timeout:.0f} s; it may still be mined (reconcile will settle it)"
-            ) from exc
-        except (requests.exceptions.RequestException, OSError) as exc:
-            raise ChainError(f"chain node at {self.url} stopped answering during {what}") from exc
-        if receipt["status"] != 1:
-            if receipt["gasUsed"] >= gas_limit:
-                raise ChainError(f"{what} ran out of gas ({gas_limit:,})", reason="out_of_gas")
-            raise ChainError(f"{what} reverted in block {receipt['blockNumber']}", reason="revert")
-        return receipt
+        """Send under the sender's nonce lock and wait (`Transactions.send`); the receipt."""
+        return self.tx.send(build, sender, what)
 
     def _committed(self) -> None:
         if self.on_commit is not None:
@@ -357,25 +273,14 @@ class ChainClient:
 
     def sign_quote(self, quote: dict[str, Any]) -> bytes:
         """The quoter's EIP-712 signature of a quote (the struct InsurancePool verifies)."""
-        typed = self._typed_data(
-            "Quote",
-            _QUOTE_FIELDS,
-            ("BTI InsurancePool", self.deployment.pool),
-            quote,
+        typed = typed_data(
+            "Quote", QUOTE_FIELDS, ("BTI InsurancePool", self.deployment.pool), self.chain_id, quote
         )
         return bytes(self.quoter.sign_typed_data(full_message=typed).signature)
 
     def _signed_quote(self, holder: str, q: QuoteTerms) -> tuple[tuple[Any, ...], bytes]:
-        quote = {
-            "holder": to_checksum_address(holder),
-            "termsHash": q.terms,
-            "coverage": to_units(q.coverage),
-            "premium": to_units(q.premium),
-            "expiry": int(q.expiry),
-            "deadline": int(q.deadline),
-        }
-        fields = ("holder", "termsHash", "coverage", "premium", "expiry", "deadline")
-        return tuple(quote[k] for k in fields), self.sign_quote(quote)
+        quote = quote_message(holder, q)
+        return as_tuple(quote, QUOTE_FIELDS), self.sign_quote(quote)
 
     def _purchase(self, receipt: Any) -> Purchase:
         (ev,) = self.pool.events.PolicyPurchased().process_receipt(receipt, errors=DISCARD)
@@ -401,47 +306,13 @@ class ChainClient:
         nonce = int(
             self._rpc(lambda: self.token.functions.nonces(to_checksum_address(owner)).call())
         )
-        return self._typed_data(
+        return typed_data(
             "Permit",
-            _PERMIT_FIELDS,
+            PERMIT_FIELDS,
             ("BTI", self.deployment.token),
-            {
-                "owner": to_checksum_address(owner),
-                "spender": to_checksum_address(self.deployment.pool),
-                "value": to_units(amount),
-                "nonce": nonce,
-                "deadline": int(deadline),
-            },
+            self.chain_id,
+            permit_message(owner, self.deployment.pool, amount, nonce, deadline),
         )
-
-    def _typed_data(
-        self,
-        primary: str,
-        fields: tuple[tuple[str, str], ...],
-        domain: tuple[str, str],
-        message: dict[str, Any],
-    ) -> dict[str, Any]:
-        """EIP-712 typed data (``eth_signTypedData_v4``) for a struct of one of BTI's
-        contracts; ``domain`` is the contract's EIP-712 name and address (version "1")."""
-        return {
-            "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
-                primary: [{"name": n, "type": t} for n, t in fields],
-            },
-            "primaryType": primary,
-            "domain": {
-                "name": domain[0],
-                "version": "1",
-                "chainId": self.chain_id,
-                "verifyingContract": to_checksum_address(domain[1]),
-            },
-            "message": message,
-        }
 
     def buy_policy_with_permit(
         self,
@@ -454,17 +325,9 @@ class ChainClient:
         """Relay a purchase for ``holder``, whose own wallet signed the permit of ``q.premium``
         (`permit_request`); BTI's admin key pays the gas, the policy token goes to the holder.
         Idempotent by ``terms`` as `buy_policy` is."""
-        sig = bytes(HexBytes(permit_signature))
-        if len(sig) != 65:
-            raise ChainError(
-                f"a permit signature is 65 bytes (r, s, v); got {len(sig)}: sign the permit "
-                "request with eth_signTypedData_v4"
-            )
-        r, s_, v = sig[:32], sig[32:64], sig[64]
+        v, r, s_ = split_signature(permit_signature)
         quote, qsig = self._signed_quote(holder, q)
-        call = self.pool.functions.buyPolicyWithPermit(
-            quote, qsig, int(permit_deadline), v if v >= 27 else v + 27, r, s_
-        )
+        call = self.pool.functions.buyPolicyWithPermit(quote, qsig, int(permit_deadline), v, r, s_)
         return self._purchase(self.transact(call, self.admin, "buy policy (permit)"))
 
     def policy_id_by_terms(self, terms: bytes) -> int:
@@ -636,37 +499,7 @@ class ChainClient:
 
     def decode_logs(self, logs: Iterable[Any]) -> list[DecodedEvent | dict[str, Any]]:
         """Decode logs by the project's ABIs; a log of no known event is returned raw."""
-        out: list[DecodedEvent | dict[str, Any]] = []
-        table = event_table()
-        for log in logs:
-            topics = log["topics"]
-            hit = table.get((bytes(topics[0]), len(topics))) if topics else None
-            if hit is None:
-                out.append(dict(log))
-                continue
-            contract_name, abi = hit
-            key = (bytes(topics[0]), len(topics))
-            decoder = self._decoders.get(key)
-            if decoder is None:  # one per event kind: building a web3 contract costs ~20 ms
-                decoder = getattr(self.w3.eth.contract(abi=[abi]).events, abi["name"])()
-                self._decoders[key] = decoder
-            try:
-                ev = decoder.process_log(log)
-            except Exception:  # same signature, different indexing: show it raw
-                out.append(dict(log))
-                continue
-            out.append(
-                DecodedEvent(
-                    contract_name,
-                    abi["name"],
-                    {k: _hex_bytes(v) for k, v in ev["args"].items()},
-                    int(log["blockNumber"]),
-                    HexBytes(log["transactionHash"]).to_0x_hex(),
-                    int(log["logIndex"]),
-                    str(log["address"]),
-                )
-            )
-        return out
+        return self._events.decode(logs)
 
     def events(
         self, from_block: int | None = None, to_block: Any = "latest"
