@@ -39,6 +39,7 @@ from bti_core.chain.units import to_units
 from bti_core.claims.service import ClaimsService
 from bti_core.db.models import Claim, Policy
 from bti_core.stream.engine import ArraySource, EmbeddedEngine
+from bti_core.stream.ports import StreamDeps
 
 SYMBOL = "BTCUSDT"
 
@@ -192,13 +193,7 @@ def main() -> None:
         # durable (a snapshot of the node after each transaction), as `make run` is
         chain = ChainClient(node.url, w.deployment, on_commit=node.snapshot)
         claims = ClaimsService(w.db, w.wh, chain, risk=w.risk)
-        services = SimpleNamespace(
-            db=w.db,
-            risk=w.risk,
-            claims=claims,
-            warehouse=w.wh,
-            settings=SimpleNamespace(forecasts_dir=Path(tmp) / "forecasts"),
-        )
+        services = StreamDeps(w.db, w.wh, w.risk, claims, Path(tmp) / "forecasts")
         stages: dict[str, float] = {}
 
         def timed(name: str, fn: Any) -> Any:
@@ -214,7 +209,7 @@ def main() -> None:
         claims.open_from_ticks = timed("open", claims.open_from_ticks)  # type: ignore[method-assign]
         claims._audit_and_decide_many = timed("audit and decide", claims._audit_and_decide_many)  # type: ignore[method-assign]
         claims.payments.pay_many = timed("pay on-chain", claims.payments.pay_many)  # type: ignore[method-assign]
-        eng = EmbeddedEngine(services, w.ticks, name="crash", batch=10_000)  # type: ignore[arg-type]
+        eng = EmbeddedEngine(services, w.ticks, name="crash", batch=10_000)
         t = time.perf_counter()
         if args.profile:
             import cProfile

@@ -224,10 +224,9 @@ def faults(svc: Services, env: dict[str, str], runs: int, seed: int) -> None:
 
 def forged_ticks(svc: Services, n_forged: int, seed: int) -> None:
     """Section 3 of the module docstring, through a real broker."""
-    from types import SimpleNamespace
-
     from bti_core.stream import kafka
     from bti_core.stream.engine import EmbeddedEngine
+    from bti_core.stream.ports import StreamDeps
 
     rng = random.Random(seed)
     n = 20
@@ -273,17 +272,11 @@ def forged_ticks(svc: Services, n_forged: int, seed: int) -> None:
     with kafka.LocalBroker() as broker:
         kafka.ensure_topics(broker.bootstrap, {kafka.TICKS: 1, kafka.ALERTS: 1, kafka.CLAIMS: 1})
         kafka.publish_ticks(broker.bootstrap, ticks)
-        services = SimpleNamespace(
-            risk=svc.risk,
-            db=svc.db,
-            claims=svc.claims,
-            warehouse=svc.warehouse,
-            settings=svc.settings,
-        )
+        services = StreamDeps.of(svc)
         source, sink = kafka.KafkaTickSource(broker.bootstrap), kafka.KafkaSink(broker.bootstrap)
         t_run = time.perf_counter()
         try:
-            eng = EmbeddedEngine(services, source, name="forged", batch=500, sink=sink)  # type: ignore[arg-type]
+            eng = EmbeddedEngine(services, source, name="forged", batch=500, sink=sink)
             eng.run(follow=lambda: source.stats.messages < len(ticks))
         finally:
             source.close()

@@ -23,7 +23,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -40,6 +39,7 @@ from bti_core.orders import Cover, Order
 from bti_core.policies import InsuranceService
 from bti_core.stream import kafka
 from bti_core.stream.engine import ArraySource, EmbeddedEngine
+from bti_core.stream.ports import StreamDeps
 from bti_core.stream.scoring import score
 
 SYMBOL = "BTCUSDT"
@@ -164,13 +164,7 @@ def main() -> None:
         assert w.chain is not None
         db, wh, risk, chain, spot, now = w.db, w.warehouse, w.risk, w.chain, w.spot, w.now
         claims = ClaimsService(db, wh, chain, risk=risk)
-        services = SimpleNamespace(
-            db=db,
-            risk=risk,
-            claims=claims,
-            warehouse=wh,
-            settings=SimpleNamespace(forecasts_dir=Path(tmp) / "forecasts"),
-        )
+        services = StreamDeps(db, wh, risk, claims, w.forecasts_dir)
         bulk_policies(db, spot, now - timedelta(hours=1), now + timedelta(days=3), seed=3)
 
         # ticks 5 ms apart from a minute after the hour: 2 M ticks are ~2.8 hours of market
@@ -182,7 +176,7 @@ def main() -> None:
 
         print(f"== {n_ticks:,} ticks, {POLICIES:,} open policies on {SYMBOL}")
         for batch in (10_000, 50_000):
-            eng = EmbeddedEngine(services, ticks, name=f"tp-{batch}", batch=batch)  # type: ignore[arg-type]
+            eng = EmbeddedEngine(services, ticks, name=f"tp-{batch}", batch=batch)
             t = time.perf_counter()
             reports = eng.run()
             dt = time.perf_counter() - t
@@ -204,7 +198,7 @@ def main() -> None:
         print("\n== tick → alert committed, ticks arriving at a steady rate")
         for rate in (100_000, 250_000):
             paced = PacedSource(ticks, rate)
-            eng = EmbeddedEngine(services, paced, name=f"lat-{rate}", batch=100_000)  # type: ignore[arg-type]
+            eng = EmbeddedEngine(services, paced, name=f"lat-{rate}", batch=100_000)
             lat: list[float] = []
             offset = 0
             while offset < n_ticks:
@@ -253,7 +247,7 @@ def main() -> None:
             # end to end: the engine reading the same topic again, 10,000 policies re-scored
             src = kafka.KafkaTickSource(broker.bootstrap)
             sink = kafka.KafkaSink(broker.bootstrap)
-            eng = EmbeddedEngine(services, src, name="kafka-e2e", batch=50_000, sink=sink)  # type: ignore[arg-type]
+            eng = EmbeddedEngine(services, src, name="kafka-e2e", batch=50_000, sink=sink)
             read = 0
             t = time.perf_counter()
             while read < n_kafka:
@@ -303,7 +297,7 @@ def main() -> None:
                 np.array([at_ms, at_ms + 5, at_ms + 10]),
                 np.array([spot * 0.99, lp * 0.995, spot * 0.99]),
             )
-            eng = EmbeddedEngine(services, feed, name=f"claim-{k}")  # type: ignore[arg-type]
+            eng = EmbeddedEngine(services, feed, name=f"claim-{k}")
             wall = datetime.now(UTC)
             r = eng.step()
             assert r is not None

@@ -77,10 +77,11 @@ class Worker:
         """The embedded streaming engine over the warehouse's newest mark bars: alerts, and a
         claim where the bars prove a liquidation. Returns the ticks scored."""
         from bti_core.stream.engine import EmbeddedEngine, TailSource
+        from bti_core.stream.ports import StreamDeps
 
         if self._engine is None:
             self._engine = EmbeddedEngine(
-                self.services,
+                StreamDeps.of(self.services),
                 TailSource(self.services.warehouse, clock=self.services.claims.clock),
                 name="worker",
             )

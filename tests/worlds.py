@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -29,6 +27,7 @@ from bti_core.market.warehouse import Warehouse
 from bti_core.orders import Cover, Order
 from bti_core.policies import InsuranceService
 from bti_core.risk.engine import RiskEngine
+from bti_core.stream.ports import StreamDeps
 
 UNDERWRITER = User("uw", "Una Underwriter", "underwriter")
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -61,16 +60,10 @@ def world(tmp_path: Path, engine: Engine, chain: ChainClient) -> World:
     return World(ins, claims, chain, wh, ing, engine)
 
 
-def stream_services(w: World) -> Any:
-    """What the streaming engines use of `Services`, over this world (forecasts: none cached,
-    in a folder beside the warehouse)."""
-    return SimpleNamespace(
-        risk=w.ins.risk,
-        db=w.db,
-        claims=w.claims,
-        warehouse=w.wh,
-        settings=SimpleNamespace(forecasts_dir=w.wh.root.parent / "forecasts"),
-    )
+def stream_services(w: World) -> StreamDeps:
+    """What the streaming engines use, over this world (forecasts: none cached, in a folder
+    beside the warehouse)."""
+    return StreamDeps(w.db, w.wh, w.ins.risk, w.claims, w.wh.root.parent / "forecasts")
 
 
 def buy(

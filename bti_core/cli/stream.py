@@ -60,10 +60,11 @@ def stream_replay(
     at that tick. Resumes from the stream's checkpoint; a replay run again adds nothing."""
 
     from bti_core.stream.engine import EmbeddedEngine
+    from bti_core.stream.ports import StreamDeps
 
     with services_context() as services:
         source = _replay_source(services, since, until, symbols)
-        engine = EmbeddedEngine(services, source, name=name, batch=batch)
+        engine = EmbeddedEngine(StreamDeps.of(services), source, name=name, batch=batch)
         totals = {"alerts": 0, "claims": 0, "ticks": 0}
         with progress_bar() as progress:
             task = progress.add_task(f"stream {name}", total=len(source))
@@ -184,6 +185,7 @@ def stream_spark(
     as `bti stream kafka`); its offsets and per-symbol state are in Spark's checkpoint under
     the data folder (spark/NAME), so a restart resumes. Runs until Ctrl-C (or ``--idle-exit``)."""
     from bti_core.stream.kafka import TICKS, _config, ensure_topics
+    from bti_core.stream.ports import StreamDeps
     from bti_core.stream.spark import SparkError, session, start, supervise
 
     if not name.replace("-", "").replace("_", "").isalnum() or len(name) > 60:
@@ -201,7 +203,7 @@ def stream_spark(
             spark = session(master)
             query, run = start(
                 spark,
-                services,
+                StreamDeps.of(services),
                 bootstrap=bootstrap,
                 checkpoint=get_settings().data_dir / "spark" / name,
                 name=name,
@@ -261,7 +263,7 @@ def stream_kafka(
         KafkaTickSource,
         ensure_topics,
     )
-    from bti_core.stream.ports import BatchReport
+    from bti_core.stream.ports import BatchReport, StreamDeps
 
     services = open_services()
     source: KafkaTickSource | None = None
@@ -270,7 +272,7 @@ def stream_kafka(
     try:
         ensure_topics(bootstrap, {TICKS: 6, ALERTS: 1, CLAIMS: 1})
         source, sink = KafkaTickSource(bootstrap), KafkaSink(bootstrap)
-        engine = EmbeddedEngine(services, source, name=name, batch=batch, sink=sink)
+        engine = EmbeddedEngine(StreamDeps.of(services), source, name=name, batch=batch, sink=sink)
         last = {"t": time.monotonic()}
 
         def report(_done: int, _total: int, r: BatchReport) -> None:
@@ -349,7 +351,7 @@ def stream_live(
 
     from bti_core.stream import live
     from bti_core.stream.engine import EmbeddedEngine
-    from bti_core.stream.ports import BatchReport
+    from bti_core.stream.ports import BatchReport, StreamDeps
 
     names = [x for x in (y.strip() for y in symbols.split(",")) if x]
     if not names:
@@ -381,7 +383,7 @@ def stream_live(
         console.print(
             f"stream {name}: following {', '.join(chosen)} on {exchange} ({how}); {until}"
         )
-        engine = EmbeddedEngine(services, source, name=name, batch=batch)
+        engine = EmbeddedEngine(StreamDeps.of(services), source, name=name, batch=batch)
         end = time.monotonic() + duration if duration else float("inf")
 
         def report(_done: int, _total: int, r: BatchReport) -> None:

@@ -16,7 +16,7 @@ import pandas as pd
 from bti_core.errors import BTIError
 from bti_core.market.replay import crash_now
 from bti_core.stream.engine import EmbeddedEngine, ReplaySource
-from bti_core.stream.ports import BatchReport
+from bti_core.stream.ports import BatchReport, StreamDeps
 
 if TYPE_CHECKING:
     from bti_core.services import Services
@@ -60,7 +60,9 @@ def replay_crash(
     end = pd.Timestamp(rep.last_bar)
     src = ReplaySource(services.warehouse, [rep.symbol], start, end, timeframe="1m")
     name = f"demo-{rep.symbol}-{start:%Y%m%d%H%M}"
-    eng = EmbeddedEngine(services, src, name=name, batch=8)  # two minute bars a batch
+    eng = EmbeddedEngine(
+        StreamDeps.of(services), src, name=name, batch=8
+    )  # two minute bars a batch
     reports = eng.run(speed=speed, progress=progress)
     return DemoReplay(
         rep.symbol,

@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -42,7 +42,13 @@ from bti_core.db.statuses import PolicyStatus
 from bti_core.errors import BTIError
 from bti_core.market.schema import FUNDING_TIMEFRAME, Kind, timeframe_delta
 from bti_core.market.warehouse import Warehouse
-from bti_core.stream.ports import BarFeed, BatchReport, CursorSource, FollowedSource
+from bti_core.stream.ports import (
+    BarFeed,
+    BatchReport,
+    CursorSource,
+    FollowedSource,
+    StreamDeps,
+)
 from bti_core.stream.scoring import (
     DEFAULT_RULES,
     HOUR_MS,
@@ -55,9 +61,6 @@ from bti_core.stream.scoring import (
     score,
 )
 from bti_core.stream.store import load_checkpoint, write_batch
-
-if TYPE_CHECKING:
-    from bti_core.services import Services
 
 
 def _epoch_ms(ts: pd.Series) -> npt.NDArray[np.int64]:
@@ -88,22 +91,22 @@ def _ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
 
 
-def fresh_state(services: Services, symbol: str) -> SymbolState:
+def fresh_state(deps: StreamDeps, symbol: str) -> SymbolState:
     """A symbol's first state, from the risk engine's fit (a symbol with too little history
     for a fit starts from a plain GARCH at 1 % an hour, rather than stopping the stream)."""
     try:
-        sr = services.risk.symbol_risk(symbol)
+        sr = deps.risk.symbol_risk(symbol)
     except BTIError:
         return SymbolState(symbol, 1e-6, 0.05, 0.05, 0.9, 1e-4)
     p, fit = sr.fit.params, sr.fit
     return SymbolState(symbol, p.omega, p.alpha, p.gamma, p.beta, float(fit.sigma2_next))
 
 
-def stored_mark_before(services: Services, symbol: str, at_ms: int) -> tuple[int, float] | None:
+def stored_mark_before(deps: StreamDeps, symbol: str, at_ms: int) -> tuple[int, float] | None:
     """The stored mark close of the bar that closed last at or before ``at_ms`` (within a
     day), as (its close in ms, price): a fresh stream's first trusted price, so a forged first
     tick is held as an outlier too."""
-    wh = services.warehouse
+    wh = deps.warehouse
     at = pd.Timestamp(at_ms, unit="ms", tz="UTC")
     best: tuple[int, float] | None = None
     for tf in wh.timeframes(symbol, Kind.MARK):
@@ -119,14 +122,14 @@ def stored_mark_before(services: Services, symbol: str, at_ms: int) -> tuple[int
     return best
 
 
-def market_context(services: Services, symbol: str) -> Context:
+def market_context(deps: StreamDeps, symbol: str) -> Context:
     """``symbol``'s funding settlements from the warehouse and the 95 % band of its cached
     price forecast (the worker fits one an hour), hour by hour: between the forecast's
     horizons (1 h … 7 days) each bound is interpolated linearly in log price over the horizon
     in hours. Empty parts where nothing is stored."""
     from bti_core.risk.forecast import cached
 
-    wh = services.warehouse
+    wh = deps.warehouse
     f_ms, f_rate = np.empty(0, dtype=np.int64), np.empty(0)
     if wh.exists(Kind.FUNDING, symbol, FUNDING_TIMEFRAME):
         fr = wh.query(Kind.FUNDING, symbol, FUNDING_TIMEFRAME)
@@ -135,7 +138,7 @@ def market_context(services: Services, symbol: str) -> Context:
         ok = np.isfinite(f_rate)
         f_ms, f_rate = f_ms[ok], f_rate[ok]
     b_ms, lo, hi = np.empty(0, dtype=np.int64), np.empty(0), np.empty(0)
-    fc = cached(services.settings.forecasts_dir, symbol, "price")
+    fc = cached(deps.forecasts_dir, symbol, "price")
     if fc is not None:
         q = fc.quantiles([0.025, 0.975])  # (horizons, 2)
         hz = np.asarray(fc.horizons, dtype=float)
@@ -236,7 +239,7 @@ def hits_of(events: Sequence[Event], rules: Rules, feed: BarFeed | None = None) 
 
 
 def open_claims(
-    services: Services,
+    deps: StreamDeps,
     stream: str,
     events: Sequence[Event],
     feed: BarFeed | None = None,
@@ -250,11 +253,11 @@ def open_claims(
     hits = hits_of(events, rules, feed)
     if not hits:
         return [], []
-    claims = services.claims
+    claims = deps.claims
     ids = claims.open_from_ticks(hits, stream)
     claims.process_many(ids)
     c = Claim.__table__.c  # type: ignore[attr-defined]
-    with services.db.connect() as conn:
+    with deps.db.connect() as conn:
         rows = [
             r
             for i in range(0, len(ids), 500)
@@ -440,7 +443,7 @@ class EmbeddedEngine:
 
     def __init__(
         self,
-        services: Services,
+        deps: StreamDeps,
         source: ArraySource | FollowedSource | CursorSource,
         *,
         name: str = "replay",
@@ -449,7 +452,7 @@ class EmbeddedEngine:
         before_commit: Callable[[BatchReport], None] | None = None,
         sink: Callable[[str, BatchReport], None] | None = None,
     ) -> None:
-        self.services = services
+        self.deps = deps
         self.source = source
         self.name = name
         self.rules = rules
@@ -462,7 +465,7 @@ class EmbeddedEngine:
         self.from_bars = bool(getattr(source, "from_bars", False))
 
     def _fresh_state(self, symbol: str) -> SymbolState:
-        return fresh_state(self.services, symbol)
+        return fresh_state(self.deps, symbol)
 
     def _context(self, symbol: str) -> Context:
         """`market_context`, read again once a minute (funding settles every 8 hours, the
@@ -471,7 +474,7 @@ class EmbeddedEngine:
         hit = self._contexts.get(symbol)
         if hit is None or time.monotonic() - hit[0] > CONTEXT_TTL:
             try:
-                ctx = market_context(self.services, symbol)
+                ctx = market_context(self.deps, symbol)
             except BTIError:
                 ctx = NO_CONTEXT
             hit = (time.monotonic(), ctx)
@@ -484,13 +487,13 @@ class EmbeddedEngine:
         mistyped, forged — are dropped and keep no state."""
         at, known = self._known
         if time.monotonic() - at > CONTEXT_TTL:
-            known = frozenset(self.services.warehouse.symbols(Kind.MARK))
+            known = frozenset(self.deps.warehouse.symbols(Kind.MARK))
             self._known = (time.monotonic(), known)
         return known
 
     def _fingerprint(self) -> tuple[Any, ...]:
         """Changes whenever a policy is added or changes status (each change is logged)."""
-        with self.services.db.connect() as conn:
+        with self.deps.db.connect() as conn:
             p = conn.execute(select(func.count(col(Policy.id)), func.max(Policy.id))).one()
             e = conn.execute(select(func.max(PolicyEvent.id))).one()
         return (*p, *e)
@@ -511,7 +514,7 @@ class EmbeddedEngine:
         # since is still followed until it is confirmed or comes back
         lo = first_ms - PENDING_MS
         if cached is None or cached[0] != fp or lo < cached[1]:
-            book, owners = read_book(self.services.db, symbol, lo)
+            book, owners = read_book(self.deps.db, symbol, lo)
             cached = (fp, lo, book, owners)
             self._books[symbol] = cached
         _, _, book, owners = cached
@@ -523,7 +526,7 @@ class EmbeddedEngine:
 
     def step(self) -> BatchReport | None:
         """One micro-batch from the checkpoint; None when the source has no more ticks."""
-        offset, saved = load_checkpoint(self.services.db, self.name)
+        offset, saved = load_checkpoint(self.deps.db, self.name)
         cursor = saved.pop(CURSOR, None)
         states = {k: SymbolState.from_json(v) for k, v in saved.items()}
         read = 0
@@ -537,7 +540,7 @@ class EmbeddedEngine:
                 self.batch,
                 {k: v.last_ms for k, v in states.items()},
                 known=self.known_symbols(),
-                now_ms=int(self.services.claims.clock().timestamp() * 1000),
+                now_ms=int(self.deps.claims.clock().timestamp() * 1000),
             )
         else:
             syms, ts, px = self.source.read(offset, self.batch)
@@ -549,7 +552,7 @@ class EmbeddedEngine:
         owners = report.owners
         known = self.known_symbols()
         # the claims' clock is the one "now" (a tick later than it is from the future)
-        now_ms = int(self.services.claims.clock().timestamp() * 1000)
+        now_ms = int(self.deps.claims.clock().timestamp() * 1000)
         for sym in dict.fromkeys(syms.tolist()):
             mine = syms == sym
             if sym not in known:
@@ -558,7 +561,7 @@ class EmbeddedEngine:
             state = states.get(sym)
             if state is None:
                 state = self._fresh_state(sym)
-                seed = stored_mark_before(self.services, sym, int(ts[mine][0]))
+                seed = stored_mark_before(self.deps, sym, int(ts[mine][0]))
                 if seed is not None:
                     state.trusted_ms, state.trusted_price = seed
             book, who = self._book(sym, int(ts[mine][0]), int(ts[mine][-1]), state.pending)
@@ -583,7 +586,7 @@ class EmbeddedEngine:
             return None  # everything read was refused (from the future): nothing consumed
         feed = self.source if isinstance(self.source, BarFeed) else None
         report.claims, report.opened = open_claims(
-            self.services, self.name, report.events, feed, self.rules
+            self.deps, self.name, report.events, feed, self.rules
         )
         report.events += proven_liquidations(report.events, report.opened)
         if self.sink is not None:
@@ -591,7 +594,7 @@ class EmbeddedEngine:
         if self.before_commit is not None:
             self.before_commit(report)
         written = write_batch(
-            self.services.db,
+            self.deps.db,
             self.name,
             report.events,
             owners=owners,

@@ -1,4 +1,5 @@
-"""The stream engine's ports: what it asks of a source of ticks, and the report of a batch.
+"""The stream engine's ports: what it uses of the application (`StreamDeps`), what it asks of a
+source of ticks, and the report of a batch.
 The engine reads any source through these; Kafka (`stream.kafka`), the live exchange feed
 (`stream.live`) and the warehouse's tail (`stream.engine.TailSource`) are adapters, and the
 engine imports none of them."""
@@ -11,7 +12,39 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from sqlalchemy.engine import Engine
+
+    from bti_core.claims.service import ClaimsService
+    from bti_core.market.warehouse import Warehouse
+    from bti_core.risk.engine import RiskEngine
+    from bti_core.services import Services
     from bti_core.stream.scoring import Event
+
+
+@dataclass(frozen=True)
+class StreamDeps:
+    """What the streaming engines (embedded and Spark) use of the application: the database
+    (policies, checkpoints, alerts), the warehouse (stored marks, funding), the risk engine
+    (each symbol's GARCH state), the claims service (its clock; claims opened at the tick)
+    and the folder of cached forecasts (the forecast band)."""
+
+    db: Engine
+    warehouse: Warehouse
+    risk: RiskEngine
+    claims: ClaimsService
+    forecasts_dir: Path
+
+    @classmethod
+    def of(cls, services: Services) -> StreamDeps:
+        return cls(
+            services.db,
+            services.warehouse,
+            services.risk,
+            services.claims,
+            services.settings.forecasts_dir,
+        )
 
 
 @runtime_checkable

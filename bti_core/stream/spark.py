@@ -37,7 +37,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,7 +53,7 @@ from bti_core.stream.engine import (
     stored_mark_before,
 )
 from bti_core.stream.kafka import DEAD, TICKS, DeadLetters, _config, decode_ticks
-from bti_core.stream.ports import BatchReport
+from bti_core.stream.ports import BatchReport, StreamDeps
 from bti_core.stream.scoring import (
     DEFAULT_RULES,
     NO_CONTEXT,
@@ -64,9 +64,6 @@ from bti_core.stream.scoring import (
     score,
 )
 from bti_core.stream.store import write_batch
-
-if TYPE_CHECKING:
-    from bti_core.services import Services
 
 log = logging.getLogger("bti.stream.spark")
 # pyspark's worker concatenates the frames a group yields; a batch whose events carry no
@@ -379,7 +376,7 @@ class SparkRun:
 
 
 def batch_sink(
-    services: Services,
+    deps: StreamDeps,
     name: str,
     run: SparkRun,
     sink: Callable[[str, BatchReport], None] | None = None,
@@ -413,12 +410,12 @@ def batch_sink(
         owners = {int(r["policy"]): r["owner"] for r in rows if r["policy"] is not None}
         report = BatchReport(batch_id, ticks, events=events, owners=owners, read=ticks)
         report.unknown = int(sum(r["value"] for r in unknown))
-        report.claims, report.opened = open_claims(services, name, events, None, rules)
+        report.claims, report.opened = open_claims(deps, name, events, None, rules)
         report.events += proven_liquidations(report.events, report.opened)
         if sink is not None:
             sink(name, report)
         written = write_batch(
-            services.db,
+            deps.db,
             name,
             report.events,
             owners=owners,
@@ -431,9 +428,9 @@ def batch_sink(
     return handle
 
 
-def offset_ms(services: Services) -> int:
+def offset_ms(deps: StreamDeps) -> int:
     """The claims' clock minus this machine's, in ms (0 in production; tests run it ahead)."""
-    return int((services.claims.clock().timestamp() - time.time()) * 1000)
+    return int((deps.claims.clock().timestamp() - time.time()) * 1000)
 
 
 def session(master: str = "local[2]", *, app: str = "bti-stream") -> Any:
@@ -466,7 +463,7 @@ def session(master: str = "local[2]", *, app: str = "bti-stream") -> Any:
 
 def start(
     spark: Any,
-    services: Services,
+    deps: StreamDeps,
     *,
     bootstrap: str,
     checkpoint: Path,
@@ -485,22 +482,22 @@ def start(
 
     from bti_core.market.schema import Kind
 
-    known = symbols if symbols is not None else services.risk.warehouse.symbols(Kind.MARK)
+    known = symbols if symbols is not None else deps.risk.warehouse.symbols(Kind.MARK)
     first: dict[str, str] = {}
     for sym in known:
-        state = fresh_state(services, sym)
+        state = fresh_state(deps, sym)
         # the newest stored mark is the first trusted price (ticks older than it, a replay of
         # history, start from their own first tick instead)
-        seed = stored_mark_before(services, sym, int(time.time() * 1000) + offset_ms(services))
+        seed = stored_mark_before(deps, sym, int(time.time() * 1000) + offset_ms(deps))
         if seed is not None:
             state.trusted_ms, state.trusted_price = seed
         first[sym] = state.to_json()
     scorer = Scorer(
-        services.db.url.render_as_string(hide_password=False),
+        deps.db.url.render_as_string(hide_password=False),
         first,
         rules,
-        {s: market_context(services, s).to_json() for s in known},
-        offset_ms(services),
+        {s: market_context(deps, s).to_json() for s in known},
+        offset_ms(deps),
     )
     ticks = (
         spark.readStream.format(SOURCE)
@@ -515,7 +512,7 @@ def start(
     )
     run = SparkRun()
     query = (
-        events.writeStream.foreachBatch(batch_sink(services, name, run, sink, rules))
+        events.writeStream.foreachBatch(batch_sink(deps, name, run, sink, rules))
         .option("checkpointLocation", str(checkpoint))
         .trigger(processingTime=f"{trigger_seconds} seconds")
         .queryName(name)

@@ -26,7 +26,7 @@ def engine_for(w: World, **kw: Any) -> EmbeddedEngine:
     source = ReplaySource(
         w.wh, ["BTCUSDT"], pd.Timestamp(NOW), pd.Timestamp(NOW + timedelta(hours=12))
     )
-    return EmbeddedEngine(services, source, batch=7, **kw)  # type: ignore[arg-type]
+    return EmbeddedEngine(services, source, batch=7, **kw)
 
 
 def counts(w: World) -> tuple[int, int]:
@@ -113,7 +113,7 @@ def extreme_market(w: World) -> pd.Timestamp:
     w.ingest.ingest_frame(funding, symbol="BTCUSDT", kind=Kind.FUNDING, timeframe="8h", source="t")
     bars = w.wh.bars("BTCUSDT", "1h", pd.Timestamp(NOW - timedelta(days=30)), kind=Kind.MARK)
     closes = hourly_mark_closes(bars[bars["ts"] < pd.Timestamp(NOW)])
-    folder = stream_services(w).settings.forecasts_dir
+    folder = stream_services(w).forecasts_dir
     fc = refresh(folder, "BTCUSDT", closes, "price", "random_walk")
     assert fc.origin == pd.Timestamp(NOW - timedelta(hours=1))
     return settle

@@ -110,7 +110,7 @@ def test_the_crash_through_kafka_opens_the_claims_and_alerts_of_the_replay(
     # a quarter of an hour apart through a 6 % fall are outliers to a tick stream until the
     # new level has held for three of them; the bars were checked when they were imported
     services = stream_services(w)
-    embedded = EmbeddedEngine(services, src, name="replay", batch=7).run()  # type: ignore[arg-type]
+    embedded = EmbeddedEngine(services, src, name="replay", batch=7).run()
     proofs = ("liquidation", "crossing")
     key = [
         (e.kind, e.policy, round(e.value, 9))

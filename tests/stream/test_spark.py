@@ -91,7 +91,7 @@ def test_spark_raises_the_alerts_and_claims_of_the_embedded_engine(
     services = stream_services(w)
     query, run = bti_spark.start(
         spark,
-        services,  # type: ignore[arg-type]
+        services,
         bootstrap=broker,
         checkpoint=tmp_path / "cp",
         max_ticks=8,
@@ -113,7 +113,7 @@ def test_spark_raises_the_alerts_and_claims_of_the_embedded_engine(
 
     # the embedded engine on the same ticks raises the same events (its claims exist already)
     same = ArraySource(src.symbols, src.ts, src.price)
-    embedded = EmbeddedEngine(services, same, name="ticks", batch=7).run()  # type: ignore[arg-type]
+    embedded = EmbeddedEngine(services, same, name="ticks", batch=7).run()
     assert events_key(run.batches) == events_key(embedded)
     with Session(w.db) as s:
         stored = s.exec(select(Alert)).all()
@@ -124,7 +124,7 @@ def test_spark_raises_the_alerts_and_claims_of_the_embedded_engine(
     # restarted from its checkpoint, the query reads nothing again
     q2, run2 = bti_spark.start(
         spark,
-        services,  # type: ignore[arg-type]
+        services,
         bootstrap=broker,
         checkpoint=tmp_path / "cp",
         trigger_seconds=0.1,

@@ -67,7 +67,7 @@ def test_forged_ticks_on_kafka_use_up_no_claim_and_a_true_crash_still_pays(
     services = stream_services(w)
     source, sink = kafka.KafkaTickSource(broker), kafka.KafkaSink(broker)
     try:
-        eng = EmbeddedEngine(services, source, name="kafka", batch=7, sink=sink)  # type: ignore[arg-type]
+        eng = EmbeddedEngine(services, source, name="kafka", batch=7, sink=sink)
         eng.run(follow=lambda: source.stats.messages < 32)
         assert claims_of(w) == []  # nothing used up
         (held,) = held_of(w)
@@ -184,6 +184,6 @@ def test_a_glitched_live_tick_uses_up_nothing(
         for part in (messages[:10], messages[10:11], messages[11:]):  # the glitch on its own
             binance_ws.push(part)
             wait_for(lambda p=part: source.stats.newest.get("BTCUSDT") == p[-1]["E"], "it")
-        EmbeddedEngine(stream_services(w), source, name="live", batch=4).run()  # type: ignore[arg-type]
+        EmbeddedEngine(stream_services(w), source, name="live", batch=4).run()
     assert claims_of(w) == []
     assert [h.state for h in held_of(w)] == ["held"]
