@@ -38,8 +38,9 @@ from bti_core.chain.types import DecodedEvent, QuoteTerms
 from bti_core.chain.units import to_units
 from bti_core.claims.service import ClaimsService
 from bti_core.db.models import Claim, Policy
-from bti_core.stream.engine import ArraySource, EmbeddedEngine
+from bti_core.stream.engine import EmbeddedEngine
 from bti_core.stream.ports import StreamDeps
+from bti_core.stream.sources import ArraySource
 
 SYMBOL = "BTCUSDT"
 

@@ -325,8 +325,8 @@ def _hook_run(node: AnvilNode, n: int, hostile: bool) -> tuple[float, float, str
     from bti_core.auth import User
     from bti_core.db.models import AppUser
     from bti_core.outbound import networks
-    from bti_core.stream.scoring import Event
     from bti_core.stream.store import write_batch
+    from bti_core.stream.types import Event
     from bti_core.stream.webhooks import subscribe
     from tests.stream.receivers import Huge, Slow
 

@@ -38,9 +38,10 @@ from bti_core.db.models import Claim
 from bti_core.orders import Cover, Order
 from bti_core.policies import InsuranceService
 from bti_core.stream import kafka
-from bti_core.stream.engine import ArraySource, EmbeddedEngine
+from bti_core.stream.engine import EmbeddedEngine
 from bti_core.stream.ports import StreamDeps
 from bti_core.stream.scoring import score
+from bti_core.stream.sources import ArraySource
 
 SYMBOL = "BTCUSDT"
 POLICIES = 10_000

@@ -76,8 +76,9 @@ class Worker:
     def _stream(self) -> int:
         """The embedded streaming engine over the warehouse's newest mark bars: alerts, and a
         claim where the bars prove a liquidation. Returns the ticks scored."""
-        from bti_core.stream.engine import EmbeddedEngine, TailSource
+        from bti_core.stream.engine import EmbeddedEngine
         from bti_core.stream.ports import StreamDeps
+        from bti_core.stream.sources import TailSource
 
         if self._engine is None:
             self._engine = EmbeddedEngine(

@@ -214,8 +214,8 @@ def test_a_slow_webhook_holds_back_no_claim_and_sigterm_stops_the_worker(
     from bti_core.auth import User
     from bti_core.db.models import AppUser
     from bti_core.outbound import networks
-    from bti_core.stream.scoring import Event
     from bti_core.stream.store import write_batch
+    from bti_core.stream.types import Event
     from bti_core.stream.webhooks import subscribe
     from tests.stream.receivers import Slow
 

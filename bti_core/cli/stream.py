@@ -26,7 +26,7 @@ from bti_core.market.schema import (
 from bti_core.services import Services
 
 if TYPE_CHECKING:
-    from bti_core.stream.engine import ReplaySource
+    from bti_core.stream.sources import ReplaySource
 
 
 stream_app = App(
@@ -88,7 +88,7 @@ def _replay_source(
     """The stored mark prices of ``--symbols`` from ``--since`` to ``--until`` as ticks."""
     import pandas as pd
 
-    from bti_core.stream.engine import ReplaySource
+    from bti_core.stream.sources import ReplaySource
 
     start = utc_option("--since", since)
     end = utc_option("--until", until) if until else pd.Timestamp.now("UTC")

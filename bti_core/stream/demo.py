@@ -15,8 +15,9 @@ import pandas as pd
 
 from bti_core.errors import BTIError
 from bti_core.market.replay import crash_now
-from bti_core.stream.engine import EmbeddedEngine, ReplaySource
+from bti_core.stream.engine import EmbeddedEngine
 from bti_core.stream.ports import BatchReport, StreamDeps
+from bti_core.stream.sources import ReplaySource
 
 if TYPE_CHECKING:
     from bti_core.services import Services

@@ -24,8 +24,8 @@ from bti_core.db.engine import write_scope
 from bti_core.db.models import Alert, Policy, StreamCheckpoint
 from bti_core.db.statuses import OPEN_STATUSES
 from bti_core.db.types import utcnow
-from bti_core.stream.scoring import DEFAULT_RULES, Event, Rules
 from bti_core.stream.store import MESSAGES, alert_key
+from bti_core.stream.types import DEFAULT_RULES, Event, Rules
 
 if TYPE_CHECKING:
     from bti_core.services import Services

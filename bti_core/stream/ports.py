@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from bti_core.market.warehouse import Warehouse
     from bti_core.risk.engine import RiskEngine
     from bti_core.services import Services
-    from bti_core.stream.scoring import Event
+    from bti_core.stream.types import Event
 
 
 @dataclass(frozen=True)

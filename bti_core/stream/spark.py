@@ -54,16 +54,9 @@ from bti_core.stream.engine import (
 )
 from bti_core.stream.kafka import DEAD, TICKS, DeadLetters, _config, decode_ticks
 from bti_core.stream.ports import BatchReport, StreamDeps
-from bti_core.stream.scoring import (
-    DEFAULT_RULES,
-    NO_CONTEXT,
-    Context,
-    Event,
-    Rules,
-    SymbolState,
-    score,
-)
+from bti_core.stream.scoring import score
 from bti_core.stream.store import write_batch
+from bti_core.stream.types import DEFAULT_RULES, NO_CONTEXT, Context, Event, Rules, SymbolState
 
 log = logging.getLogger("bti.stream.spark")
 # pyspark's worker concatenates the frames a group yields; a batch whose events carry no

@@ -24,7 +24,7 @@ from bti_core.db.engine import session_scope, write_scope
 from bti_core.db.models import Alert, AlertSeen, StreamCheckpoint
 from bti_core.db.types import utcnow
 from bti_core.errors import BTIError
-from bti_core.stream.scoring import Event
+from bti_core.stream.types import Event
 
 MESSAGES: dict[str, Callable[[Event], str]] = {
     "liquidation": lambda e: (

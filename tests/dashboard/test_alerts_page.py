@@ -9,8 +9,8 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from bti_core.db.engine import make_engine, migrate
-from bti_core.stream.scoring import Event
 from bti_core.stream.store import alerts_for, write_batch
+from bti_core.stream.types import Event
 from tests.dashboard.conftest import sign_in
 
 ROOT = Path(__file__).resolve().parents[2]

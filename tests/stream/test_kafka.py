@@ -16,7 +16,7 @@ import pytest
 from sqlmodel import Session, select
 
 from bti_core.db.models import Alert, Claim
-from bti_core.stream.engine import CURSOR, EmbeddedEngine, ReplaySource
+from bti_core.stream.engine import CURSOR, EmbeddedEngine
 from bti_core.stream.kafka import (
     ALERTS,
     CLAIMS,
@@ -28,6 +28,7 @@ from bti_core.stream.kafka import (
     read_all,
 )
 from bti_core.stream.ports import BatchReport
+from bti_core.stream.sources import ReplaySource
 from bti_core.stream.store import load_checkpoint
 from tests.worlds import NOW, World, buy, claim_paid_events, crash, stream_services
 

@@ -30,8 +30,8 @@ from bti_core.stream import live
 from bti_core.stream.engine import EmbeddedEngine
 from bti_core.stream.live import WS_FAILURES, LiveSource, make_pro_exchange
 from bti_core.stream.ports import BatchReport
-from bti_core.stream.scoring import SymbolState
 from bti_core.stream.store import load_checkpoint
+from bti_core.stream.types import SymbolState
 from tests.stream.exchange_ws import BinanceWs
 from tests.worlds import NOW, World, buy, claim_paid_events, stream_services
 

@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 from bti_core.db.engine import make_engine
 from bti_core.db.models import Alert, Policy
 from bti_core.stream.pool import POOL, check_pool
-from bti_core.stream.scoring import Rules
+from bti_core.stream.types import Rules
 from bti_core.underwriting import Limits
 from tests.worlds import World, buy
 

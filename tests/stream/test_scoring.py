@@ -12,15 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bti_core.stream.scoring import (
-    HOUR_MS,
-    Book,
-    Context,
-    Rules,
-    SymbolState,
-    prob_points,
-    score,
-)
+from bti_core.stream.scoring import prob_points, score
+from bti_core.stream.types import HOUR_MS, Book, Context, Rules, SymbolState
 
 T0 = 1_700_000_000_000 // HOUR_MS * HOUR_MS  # on the hour
 

@@ -14,13 +14,14 @@ import pytest
 from sqlmodel import Session, select
 
 from bti_core.db.models import Alert, Claim
-from bti_core.stream.engine import ArraySource, EmbeddedEngine
+from bti_core.stream.engine import EmbeddedEngine
 from bti_core.stream.kafka import (
     TICKS,
     encode_tick,
     publish_ticks,
     read_dead_letters,
 )
+from bti_core.stream.sources import ArraySource
 from bti_core.stream.store import load_checkpoint
 from tests.stream.test_engine import extreme_market
 from tests.stream.test_kafka import replay

@@ -17,7 +17,6 @@ from sqlmodel import Session, select
 from bti_core.auth import User
 from bti_core.db.engine import make_engine
 from bti_core.db.models import Alert, StreamCheckpoint
-from bti_core.stream.scoring import Event
 from bti_core.stream.store import (
     AlertError,
     acknowledge,
@@ -25,6 +24,7 @@ from bti_core.stream.store import (
     load_checkpoint,
     write_batch,
 )
+from bti_core.stream.types import Event
 
 UW = User("uw", "Una", "underwriter")
 ALICE = User("alice", "Alice", "trader")

@@ -23,8 +23,8 @@ from bti_core.market.schema import Kind
 from bti_core.services import build_services
 from bti_core.stream import kafka
 from bti_core.stream.engine import EmbeddedEngine
-from bti_core.stream.scoring import SymbolState
 from bti_core.stream.store import load_checkpoint
+from bti_core.stream.types import SymbolState
 from tests.stream.test_stream_kill import BTI, _insure_and_crash, _outcome, _publish
 from tests.worlds import NOW, World, buy, claim_paid_events, stream_services
 
