@@ -22,6 +22,7 @@ from bti_core.market.synthetic import generate_demo_markets
 from bti_core.market.warehouse import Warehouse
 from bti_core.orders import Cover, Order
 from bti_core.policies import InsuranceService, QuoteError
+from bti_core.policies.purchase import Purchases
 from bti_core.risk.engine import RiskEngine
 from bti_core.underwriting import CapacityError, Limits, UnderwritingError
 
@@ -310,12 +311,12 @@ def _crash(*_: object, **__: object) -> None:
 def _buy_dying_at(
     svc: InsuranceService, risk: RiskEngine, user: str, step: str, mp: pytest.MonkeyPatch
 ) -> str:
-    """Fund ``user``, quote, and buy with the process dying in ``InsuranceService.step``: the
+    """Fund ``user``, quote, and buy with the process dying in ``Purchases.step``: the
     policy is left pending. Returns the quote's id."""
     fund(svc, user)
     q = quote_btc(svc, risk, user)
     with mp.context() as m:
-        m.setattr(InsuranceService, step, _crash)
+        m.setattr(Purchases, step, _crash)
         with pytest.raises(Crash):
             svc.buy(user_id=user, quote_id=q.record.id)
     assert svc.policies(user)["status"].tolist() == ["pending"]

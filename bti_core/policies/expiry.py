@@ -15,6 +15,7 @@ from bti_core.db.statuses import HoldState, PolicyStatus
 from bti_core.errors import BTIError, ChainError
 from bti_core.market.schema import Kind, timeframe_delta
 from bti_core.market.triggers import Insured, Series, find_triggers
+from bti_core.policies.context import PolicyContext
 from bti_core.policies.lifecycle import LifecycleEvent, move_policy
 from bti_core.policies.purchase import Purchases
 
@@ -22,7 +23,13 @@ log = logging.getLogger("bti.policies")
 EXPIRY_DATA_GRACE = timedelta(days=1)  # how long an ended policy waits for market data
 
 
-class Expiry(Purchases):
+class Expiry:
+    """Expires ended policies and releases their cover through ``purchases``."""
+
+    def __init__(self, ctx: PolicyContext, purchases: Purchases) -> None:
+        self.ctx = ctx
+        self.purchases = purchases
+
     def _awaits_claim(self, p: Policy, now: datetime) -> bool:
         """Whether an ended policy must stay open for the claims: its stored mark bars prove
         its liquidation price reached inside the window (`market.triggers`), a stream's
@@ -30,7 +37,7 @@ class Expiry(Purchases):
         the window's end — each waited for at most ``EXPIRY_DATA_GRACE``."""
         if now >= p.end_at + EXPIRY_DATA_GRACE:
             return False
-        wh = self.risk.warehouse
+        wh = self.ctx.risk.warehouse
         series: list[Series] = []
         covered = False
         try:
@@ -50,7 +57,7 @@ class Expiry(Purchases):
         insured = Insured(p.id or 0, p.side, float(p.liquidation_price), p.start_at, p.end_at)
         if find_triggers([insured], series):
             return True
-        with session_scope(self.db) as s:
+        with session_scope(self.ctx.db) as s:
             if any(h.state == HoldState.HELD for h in held_triggers(s, p.id or 0)):
                 return True
         return not covered
@@ -60,22 +67,22 @@ class Expiry(Purchases):
         release their cover on-chain; returns how many expired. A policy whose mark reached its
         liquidation price stays active for the claims scan. (A release that fails, node down,
         is retried by `reconcile`.)"""
-        now = self.clock()
+        now = self.ctx.clock()
         done: list[Policy] = []
-        with session_scope(self.db) as s:
+        with session_scope(self.ctx.db) as s:
             due = [p for p in active_policies(s) if p.end_at <= now]
         due = [p for p in due if not self._awaits_claim(p, now)]
-        with write_scope(self.db) as s:
+        with write_scope(self.ctx.db) as s:
             for p in due:
                 fresh = s.get(Policy, p.id)
                 if fresh is not None and fresh.status == PolicyStatus.ACTIVE:
                     move_policy(s, policy=fresh, event=LifecycleEvent.EXPIRE)
                     done.append(fresh)
-        if self.chain is not None:
+        if self.ctx.chain is not None:
             for p in done:
                 if p.chain_policy_id is not None:
                     try:
-                        self._release(p)
+                        self.purchases.release(p)
                     except ChainError as exc:  # reconcile retries it
                         log.warning("releasing the cover of policy %s failed: %s", p.id, exc)
         return len(done)

@@ -6,7 +6,6 @@ from datetime import datetime
 
 import pandas as pd
 from sqlalchemy import func
-from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from bti_core.db.engine import session_scope
@@ -18,16 +17,18 @@ from bti_core.db.repository import (
 from bti_core.db.statuses import OPEN_STATUSES, PolicyStatus
 from bti_core.errors import BTIError
 from bti_core.market.schema import canonical_symbol
-from bti_core.risk.engine import RiskEngine
+from bti_core.policies.context import PolicyContext
 
 
 class Listing:
-    db: Engine
-    risk: RiskEngine
+    """The reads of the pages (never writes)."""
+
+    def __init__(self, ctx: PolicyContext) -> None:
+        self.ctx = ctx
 
     def newest_start(self, symbol: str) -> datetime | None:
         """When the newest active policy on ``symbol`` started (None: no active policy)."""
-        with session_scope(self.db) as s:
+        with session_scope(self.ctx.db) as s:
             return s.exec(
                 select(func.max(Policy.start_at)).where(
                     Policy.symbol == canonical_symbol(symbol),
@@ -38,12 +39,12 @@ class Listing:
     def policies(self, user_id: str) -> pd.DataFrame:
         """The trader's policies with the distance from the current mark price to liquidation
         (a read: expiring ended policies is the worker's job)."""
-        with session_scope(self.db) as s:
+        with session_scope(self.ctx.db) as s:
             pols = policies_of(s, user_id=user_id)
         rows = []
         for p in pols:
             try:
-                spot = self.risk.spot(p.symbol)
+                spot = self.ctx.risk.spot(p.symbol)
             except BTIError:
                 spot = float("nan")
             lp = float(p.liquidation_price)
@@ -76,5 +77,5 @@ class Listing:
         return pd.DataFrame(rows)
 
     def events(self, policy_id: int) -> list[PolicyEvent]:
-        with session_scope(self.db) as s:
+        with session_scope(self.ctx.db) as s:
             return list(policy_events(s, policy_id=policy_id))

@@ -32,6 +32,7 @@ from bti_core.db.statuses import PolicyStatus
 from bti_core.errors import BTIError, ChainError, ContractRefusalError, PaymentError
 from bti_core.market.schema import Kind, timeframe_delta
 from bti_core.orders import Cover, Order
+from bti_core.policies.context import PolicyContext
 from bti_core.policies.lifecycle import LifecycleEvent, move_policy
 from bti_core.policies.quoting import QuoteError, Quoting
 from bti_core.underwriting import (
@@ -84,21 +85,29 @@ class ReconcileReport:
         )
 
 
-class Purchases(Quoting):
+class Purchases:
+    """Buys quoted cover (custodial demo wallets, or a trader's own permit), reconciles what a
+    crash left pending, and releases cover on-chain."""
+
+    def __init__(self, ctx: PolicyContext, quoting: Quoting) -> None:
+        self.ctx = ctx
+        self.quoting = quoting
+
     def wallet_of(self, user_id: str) -> LocalAccount:
         """The trader's custodial demo wallet: only on the local dev chain, where BTI may hold
         keys; on any other chain the trader signs with their own wallet."""
-        if self.chain is not None and self.chain.chain_id != LOCAL_CHAIN_ID:
+        chain = self.ctx.chain
+        if chain is not None and chain.chain_id != LOCAL_CHAIN_ID:
             raise PaymentError(
-                f"chain {self.chain.chain_id} is not the local dev chain: BTI holds no trader's "
+                f"chain {chain.chain_id} is not the local dev chain: BTI holds no trader's "
                 "key there; sign the purchase in your own wallet"
             )
-        return self.wallets.of(user_id)
+        return self.ctx.wallets.of(user_id)
 
     def _chain(self) -> ChainClient:
-        if self.chain is None:
+        if self.ctx.chain is None:
             raise ChainError("no chain is configured: buying pays the premium on-chain")
-        return self.chain
+        return self.ctx.chain
 
     def buy(
         self,
@@ -118,8 +127,8 @@ class Purchases(Quoting):
         transaction hash. A crash between (1) and (3) is settled by `reconcile`. Buying the
         same quote again returns the same policy (finishing its payment if it was pending).
         """
-        self._require_trader(user_id)
-        now = self.clock()
+        self.quoting.require_trader(user_id)
+        now = self.ctx.clock()
         quote, existing = self._quote_of(user_id, quote_id)
         if existing is not None:
             return self._again(existing, quote_id)
@@ -163,10 +172,10 @@ class Purchases(Quoting):
         """The newest mark price of ``symbol`` that BTI holds — the stored bars' last close or
         a stream's last trusted tick, whichever is newer — and the mark's extreme on the side
         of ``side``'s liquidation since ``since`` (the bars that end after it)."""
-        wh = self.risk.warehouse
+        wh = self.ctx.risk.warehouse
         best: tuple[pd.Timestamp, float] | None = None
         extreme: tuple[float, pd.Timestamp] | None = None
-        t0, now = pd.Timestamp(since), pd.Timestamp(self.clock())
+        t0, now = pd.Timestamp(since), pd.Timestamp(self.ctx.clock())
         for tf in wh.timeframes(symbol, Kind.MARK):
             step = timeframe_delta(tf)
             try:
@@ -191,7 +200,7 @@ class Purchases(Quoting):
             v, at = float(col_.iloc[i]), pd.Timestamp(bars["ts"].iloc[i])
             if extreme is None or (v < extreme[0] if side > 0 else v > extreme[0]):
                 extreme = (v, at)
-        with session_scope(self.db) as s:
+        with session_scope(self.ctx.db) as s:
             for ms, price in stream_marks(s, symbol=symbol):
                 at = pd.Timestamp(ms, unit="ms", tz="UTC")
                 if at > now:
@@ -255,20 +264,20 @@ class Purchases(Quoting):
         """What the trader signs in their own wallet to buy ``quote_id`` from ``wallet``: the
         EIP-2612 permit of the premium to the pool (``eth_signTypedData_v4``), valid until
         the quote's payment deadline. Hand the signature to `buy` with ``permit``."""
-        self._require_trader(user_id)
+        self.quoting.require_trader(user_id)
         quote, _ = self._quote_of(user_id, quote_id)
-        deadline = int((quote.expires_at + self.payment_window).timestamp())
+        deadline = int((quote.expires_at + self.ctx.payment_window).timestamp())
         return self._chain().permit_request(wallet, quote.premium, deadline)
 
     def _quote_of(self, user_id: str, quote_id: str) -> tuple[QuoteRecord, Policy | None]:
-        with session_scope(self.db) as s:
+        with session_scope(self.ctx.db) as s:
             quote = get_quote(s, quote_id=quote_id)
             if quote is None or quote.user_id != user_id:
                 raise QuoteError(f"no quote {quote_id!r} for {user_id}; ask for a new quote")
             return quote, policy_for_quote(s, quote_id=quote_id)
 
     def _quote_record(self, quote_id: str) -> QuoteRecord | None:
-        with session_scope(self.db) as s:
+        with session_scope(self.ctx.db) as s:
             return get_quote(s, quote_id=quote_id)
 
     def _require_balance(self, wallet: str, quote: QuoteRecord) -> None:
@@ -294,7 +303,7 @@ class Purchases(Quoting):
         purchases at the same moment (threads or processes) cannot both pass a limit. The
         policy (``pending``, or ``declined`` with the failed checks), or the one a concurrent
         purchase of the same quote wrote; whether it is this call's."""
-        with write_scope(self.db, lock="cover") as s:
+        with write_scope(self.ctx.db, lock="cover") as s:
             existing = policy_for_quote(s, quote_id=quote.id)
             if existing is not None:
                 return existing, [], False
@@ -312,17 +321,17 @@ class Purchases(Quoting):
 
     def _limits_now(self, s: Session, order: Order, cover: Cover, user_id: str) -> list[Check]:
         """The pool's and the trader's limits against the open cover at this moment."""
-        mine, pool = self._exposure(user_id, s)
+        mine, pool = self.quoting.exposure(user_id, s)
         fresh = check_cover(
             order,
             cover,
-            allowed_symbols=self.allowed_symbols(),
-            symbol_max_leverage=self.limits.max_leverage,
+            allowed_symbols=self.quoting.allowed_symbols(),
+            symbol_max_leverage=self.ctx.limits.max_leverage,
             user_exposure=mine,
             pool_locked=pool,
             liquidation_reached=False,
-            limits=self.limits,
-            position_cover=self._position_cover(s, user_id, order),
+            limits=self.ctx.limits,
+            position_cover=self.quoting.position_cover(s, user_id, order),
         )
         serialised = ("pool_capacity", "user_exposure", "position_cover")
         return [c for c in fresh if not c.passed and c.name in serialised]
@@ -372,7 +381,7 @@ class Purchases(Quoting):
             terms_hash=HexBytes(terms_hash(terms)).to_0x_hex(),
             # the signed quote's deadline on-chain: never long after the quote itself ends, so
             # a purchase sent late (or again after a crash) cannot land on a stale price
-            pay_deadline=min(now + self.payment_window, quote.expires_at + QUOTE_GRACE),
+            pay_deadline=min(now + self.ctx.payment_window, quote.expires_at + QUOTE_GRACE),
         )
 
     def _pay(self, policy: Policy) -> Policy:
@@ -416,7 +425,7 @@ class Purchases(Quoting):
         return self._activate(policy, purchase)
 
     def _activate(self, policy: Policy, purchase: Purchase) -> Policy:
-        with write_scope(self.db) as s:
+        with write_scope(self.ctx.db) as s:
             p = get_policy(s, policy_id=policy.id or 0)
             assert p is not None
             if p.status != PolicyStatus.PENDING:
@@ -441,7 +450,7 @@ class Purchases(Quoting):
             return p
 
     def _decline(self, policy: Policy, reason: str) -> None:
-        with write_scope(self.db) as s:
+        with write_scope(self.ctx.db) as s:
             p = get_policy(s, policy_id=policy.id or 0)
             if p is not None and p.status == PolicyStatus.PENDING:
                 move_policy(s, policy=p, event=LifecycleEvent.DECLINE, detail={"reasons": [reason]})
@@ -453,9 +462,9 @@ class Purchases(Quoting):
         charged, and the signature can no longer be used); expired policies whose cover is
         still locked on-chain are released."""
         chain = self._chain()
-        now = self.clock()
+        now = self.ctx.clock()
         report = ReconcileReport()
-        with session_scope(self.db) as s:
+        with session_scope(self.ctx.db) as s:
             pending = list(policies_with_status(s, statuses=[PolicyStatus.PENDING.value]))
             expired = list(policies_with_status(s, statuses=["expired"]))
         for p in pending:
@@ -487,18 +496,18 @@ class Purchases(Quoting):
                 )
                 report.declined.append(p.id or 0)
         for p in expired:
-            if p.chain_policy_id is not None and self._release(p):
+            if p.chain_policy_id is not None and self.release(p):
                 report.released.append(p.id or 0)
         return report
 
-    def _release(self, policy: Policy) -> bool:
+    def release(self, policy: Policy) -> bool:
         """Release an expired policy's cover on-chain (once; the claims role may at any time)."""
         chain = self._chain()
         assert policy.chain_policy_id is not None
         if chain.policy(policy.chain_policy_id).status != OnChainStatus.ACTIVE:
             return False
         tx = chain.release_cover(policy.chain_policy_id)
-        with write_scope(self.db) as s:
+        with write_scope(self.ctx.db) as s:
             p = get_policy(s, policy_id=policy.id or 0)
             assert p is not None
             add_policy_event(s, policy=p, event="cover_released", detail={"tx": tx})

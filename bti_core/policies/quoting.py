@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from bti_core.auth import AuthError
-from bti_core.chain.client import ChainClient
-from bti_core.chain.wallets import CustodialWallets
 from bti_core.db.engine import session_scope
 from bti_core.db.models import AppUser, QuoteRecord
 from bti_core.db.repository import (
@@ -33,13 +29,13 @@ from bti_core.db.repository import (
 from bti_core.db.statuses import OPEN_STATUSES, PolicyStatus
 from bti_core.errors import BTIError
 from bti_core.orders import Cover, MarginMode, Order
+from bti_core.policies.context import PolicyContext
 from bti_core.pricing import Premium, PricingConfig, price, reprice
-from bti_core.risk.engine import RiskEngine, SymbolRisk
+from bti_core.risk.engine import SymbolRisk
 from bti_core.risk.index import RiskIndex, TraderHistory, macro_signal_at, risk_index
 from bti_core.risk.liquidation import brackets_for, liquidation_price
 from bti_core.underwriting import (
     Check,
-    Limits,
     check_cover,
     check_market_entry,
     check_premium,
@@ -47,7 +43,7 @@ from bti_core.underwriting import (
 )
 
 if TYPE_CHECKING:
-    from bti_core.risk.registry import LiveModel
+    pass
 
 PRICE_PLACES = Decimal("0.00000001")
 ROLE_TTL = 30.0  # seconds a quote trusts a role it has seen
@@ -82,27 +78,19 @@ def _dec(x: float) -> Decimal:
 
 
 class Quoting:
-    """The quoting half of `InsuranceService` (its state is set by that class)."""
+    """Prices and stores quotes; also the reads a purchase shares with it (a trader's role,
+    exposure and cover on a position)."""
 
-    db: Engine
-    risk: RiskEngine
-    limits: Limits
-    pricing: PricingConfig
-    quote_ttl: timedelta
-    macro: pd.Series | None
-    clock: Callable[[], datetime]
-    chain: ChainClient | None
-    payment_window: timedelta
-    wallets: CustodialWallets
-    learned: LiveModel | None
+    def __init__(self, ctx: PolicyContext) -> None:
+        self.ctx = ctx
 
     def allowed_symbols(self) -> list[str]:
-        return self.risk.warehouse.symbols()
+        return self.ctx.risk.warehouse.symbols()
 
     def trader_history(self, user_id: str, s: Session | None = None) -> TraderHistory:
         """The trader's record for the risk index (in ``s`` when given)."""
         if s is None:
-            with session_scope(self.db) as fresh:
+            with session_scope(self.ctx.db) as fresh:
                 return self.trader_history(user_id, fresh)
         return self._history(s, user_id, book_rows(s, user_id=user_id))
 
@@ -134,7 +122,7 @@ class Quoting:
         )
 
     @staticmethod
-    def _position_cover(s: Session, user_id: str, order: Order) -> Decimal:
+    def position_cover(s: Session, user_id: str, order: Order) -> Decimal:
         """The open cover ``user_id`` already has on the position ``order`` describes."""
         rows = open_positions(s, user_id=user_id, symbol=order.symbol, side=str(order.side))
         return sum(
@@ -146,19 +134,19 @@ class Quoting:
             Decimal(0),
         )
 
-    def _exposure(self, user_id: str, s: Session | None = None) -> tuple[Decimal, Decimal]:
+    def exposure(self, user_id: str, s: Session | None = None) -> tuple[Decimal, Decimal]:
         """(this trader's open cover, the pool's open cover), pending purchases included;
         in ``s`` when given (the purchase's serialised transaction)."""
         if s is None:
-            with session_scope(self.db) as fresh:
-                return self._exposure(user_id, fresh)
+            with session_scope(self.ctx.db) as fresh:
+                return self.exposure(user_id, fresh)
         return open_cover(s, user_id=user_id)
 
-    def _require_trader(self, user_id: str, s: Session | None = None) -> None:
+    def require_trader(self, user_id: str, s: Session | None = None) -> None:
         """Underwriters do not buy cover with their account (read fresh: `buy` calls it)."""
         if s is None:
-            with session_scope(self.db) as fresh:
-                return self._require_trader(user_id, fresh)
+            with session_scope(self.ctx.db) as fresh:
+                return self.require_trader(user_id, fresh)
         user = s.get(AppUser, user_id)
         self._roles[user_id] = (None if user is None else user.role, time.monotonic())
         self._refuse_underwriter(user_id, None if user is None else user.role)
@@ -172,7 +160,7 @@ class Quoting:
         ``ROLE_TTL`` seconds is trusted; `buy` checks afresh)."""
         seen = self._roles.get(user_id)
         if seen is None or time.monotonic() - seen[1] > ROLE_TTL:
-            return self._require_trader(user_id, s)
+            return self.require_trader(user_id, s)
         self._refuse_underwriter(user_id, seen[0])
 
     @staticmethod
@@ -185,16 +173,16 @@ class Quoting:
 
     def quote(self, *, user_id: str, order: Order, cover: Cover) -> QuoteView:
         """Price the cover of an order and store the quote (with any failed checks)."""
-        with session_scope(self.db) as s:  # one read for who asks, what is open, their record
+        with session_scope(self.ctx.db) as s:  # one read for who asks, what is open, their record
             self._role_for_quote(s, user_id)
             rows = book_rows(s, user_id=user_id)
             history = self._history(s, user_id, rows)
-            on_position = self._position_cover(s, user_id, order)
+            on_position = self.position_cover(s, user_id, order)
         open_ = [(u, cov) for u, cov, status, _ in rows if status in OPEN_STATUSES]
         mine = sum((cov for u, cov in open_ if u == user_id), Decimal(0))
         pool = sum((cov for _, cov in open_), Decimal(0))
-        now = self.clock()
-        sr = self.risk.symbol_risk(order.symbol)
+        now = self.ctx.clock()
+        sr = self.ctx.risk.symbol_risk(order.symbol)
         br = brackets_for(order.symbol)
         side = order.side.sign
         q, ep = float(order.quantity), float(order.entry_price)
@@ -207,6 +195,7 @@ class Quoting:
         se = 0.0 if reached else float(se_arr)
         base_p = float(sr.baseline(lp, cover.duration_hours, side))
         ml_p, priced_p, learned_note = self._learned(sr, lp, cover, order, side, p, reached)
+        learned = self.ctx.learned
         max_lev = Decimal(str(br.max_leverage_for(q * ep)))
         payout = cover.payout(order.margin).quantize(Decimal("0.01"))
         checks = check_cover(
@@ -217,7 +206,7 @@ class Quoting:
             user_exposure=mine,
             pool_locked=pool,
             liquidation_reached=reached,
-            limits=self.limits,
+            limits=self.ctx.limits,
             liquidation_price=lp,
             payout=payout,
             position_cover=on_position,
@@ -228,33 +217,33 @@ class Quoting:
             probability=p,
             side=side,
             leverage=float(order.leverage),
-            max_leverage=float(min(max_lev, self.limits.max_leverage)),
+            max_leverage=float(min(max_lev, self.ctx.limits.max_leverage)),
             coverage=float(cover.coverage),
             margin=float(order.margin),
             duration_hours=cover.duration_hours,
-            max_duration_hours=self.limits.max_duration_hours,
+            max_duration_hours=self.ctx.limits.max_duration_hours,
             notional=float(order.notional),
             order_type=str(order.order_type),
             margin_mode=str(order.margin_mode),
             distance_to_liquidation=distance,
             market=sr.features,
             trader=history,
-            macro_signal=macro_signal_at(self.macro, pd.Timestamp(now)),
+            macro_signal=macro_signal_at(self.ctx.macro, pd.Timestamp(now)),
         )
-        capacity = self.limits.pool_capacity
+        capacity = self.ctx.limits.pool_capacity
         utilisation = min(1.0, float((pool + cover.coverage) / capacity)) if capacity > 0 else 1.0
         premium = price(
             payout=payout,
             probability=priced_p,
             n_paths=sr.table.n_paths,
             utilisation=utilisation,
-            config=self.pricing,
+            config=self.ctx.pricing,
         )
         checks.append(check_premium(premium.total, payout))
         record = QuoteRecord(
             id=uuid.uuid4().hex,
             created_at=now,
-            expires_at=now + self.quote_ttl,
+            expires_at=now + self.ctx.quote_ttl,
             user_id=user_id,
             symbol=order.symbol,
             inputs=_inputs(order, cover),
@@ -264,10 +253,10 @@ class Quoting:
             probability_se=se,
             baseline_probability=base_p,
             ml_probability=ml_p,
-            model_id=self.learned.id if self.learned is not None and ml_p is not None else None,
+            model_id=learned.id if learned is not None and ml_p is not None else None,
             **_explained(index, premium, checks),
         )
-        with session_scope(self.db) as s:
+        with session_scope(self.ctx.db) as s:
             add_quote(s, quote=record)
         return QuoteView(
             record, order, cover, index, premium, checks, sr.model_summary(), learned_note
@@ -285,25 +274,29 @@ class Quoting:
     ) -> tuple[float | None, float, str]:
         """(the learned model's probability, the one the premium uses, what the quote says of
         it). The premium uses the model only if its validation beat the Monte Carlo engine."""
-        if self.learned is None:
+        if self.ctx.learned is None:
             return None, p, ""
         ml = sr.learned_probability(
-            self.learned.row, lp, cover.duration_hours, side, float(order.leverage)
+            self.ctx.learned.row, lp, cover.duration_hours, side, float(order.leverage)
         )
         if ml is None:
-            return None, p, f"{self.learned.id}: no market features for {order.symbol} yet"
+            return None, p, f"{self.ctx.learned.id}: no market features for {order.symbol} yet"
         if reached:
-            return ml, p, f"{self.learned.id}: the liquidation price is already reached"
-        if self.learned.uses_model:
-            return ml, ml, f"{self.learned.id} prices this premium ({self.learned.reason})"
-        return ml, p, f"{self.learned.id}, shown for comparison: {self.learned.reason}"
+            return ml, p, f"{self.ctx.learned.id}: the liquidation price is already reached"
+        if self.ctx.learned.uses_model:
+            return ml, ml, f"{self.ctx.learned.id} prices this premium ({self.ctx.learned.reason})"
+        return ml, p, f"{self.ctx.learned.id}, shown for comparison: {self.ctx.learned.reason}"
 
     def premium_curve(
         self, view: QuoteView, leverages: Sequence[float], durations: Sequence[int]
     ) -> pd.DataFrame:
         """`what_if` on the symbol's current table (a read: nothing is stored)."""
         return what_if(
-            view, self.risk.symbol_risk(view.order.symbol), leverages, durations, self.pricing
+            view,
+            self.ctx.risk.symbol_risk(view.order.symbol),
+            leverages,
+            durations,
+            self.ctx.pricing,
         )
 
 
