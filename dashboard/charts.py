@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -11,6 +13,14 @@ from bti_core.market.schema import BarFlag
 
 UP, DOWN, MARK, ACCENT = "#16a34a", "#dc2626", "#f59e0b", "#2563eb"
 _OVERLAY_COLOURS = ["#7c3aed", "#0891b2", "#db2777", "#65a30d"]
+
+
+def _markers(
+    x: Any, y: Any, name: str, colour: str, symbol: str, size: int, **kw: Any
+) -> go.Scatter:
+    """Points without a line, one marker each."""
+    marker = {"color": colour, "symbol": symbol, "size": size}
+    return go.Scatter(x=x, y=y, name=name, mode="markers", marker=marker, **kw)
 
 
 def market_figure(
@@ -59,13 +69,7 @@ def market_figure(
     ]
     if len(wicks):
         fig.add_trace(
-            go.Scatter(
-                x=wicks["ts"],
-                y=wicks["low"],
-                mode="markers",
-                name="wick not on mark",
-                marker={"symbol": "x", "size": 8, "color": DOWN},
-            ),
+            _markers(wicks["ts"], wicks["low"], "wick not on mark", DOWN, "x", 8),
             row=1,
             col=1,
         )
@@ -201,15 +205,7 @@ def claim_evidence_figure(
         fig.add_trace(
             go.Scatter(x=df["ts"], y=df["close"], name="mark close", line={"color": MARK})
         )
-        fig.add_trace(
-            go.Scatter(
-                x=df["ts"],
-                y=df[extreme],
-                name=f"mark {extreme}",
-                mode="markers",
-                marker={"color": MARK, "symbol": "line-ew-open", "size": 10},
-            )
-        )
+        fig.add_trace(_markers(df["ts"], df[extreme], f"mark {extreme}", MARK, "line-ew-open", 10))
         last_col = f"last_{extreme}"
         if last_col in df and df[last_col].notna().any():
             fig.add_trace(
@@ -220,15 +216,7 @@ def claim_evidence_figure(
                     line={"color": ACCENT, "dash": "dot"},
                 )
             )
-            fig.add_trace(
-                go.Scatter(
-                    x=df["ts"],
-                    y=df[last_col],
-                    name=f"last {extreme}",
-                    mode="markers",
-                    marker={"color": ACCENT, "symbol": "x", "size": 7},
-                )
-            )
+            fig.add_trace(_markers(df["ts"], df[last_col], f"last {extreme}", ACCENT, "x", 7))
     fig.add_hline(
         y=liquidation_price,
         line={"color": DOWN, "dash": "dash"},
@@ -271,13 +259,8 @@ def premium_curve_figure(curve: pd.DataFrame, leverage: float, hours: int) -> go
     here = curve[(curve["leverage"] == leverage) & (curve["hours"] == hours)]
     if len(here):
         fig.add_trace(
-            go.Scatter(
-                x=here["leverage"],
-                y=here["premium"],
-                name="this quote",
-                mode="markers",
-                marker={"size": 13, "color": MARK, "symbol": "star"},
-                hoverinfo="skip",
+            _markers(
+                here["leverage"], here["premium"], "this quote", MARK, "star", 13, hoverinfo="skip"
             )
         )
     fig.update_layout(

@@ -19,13 +19,7 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 
 from bti_core import sessions
-from bti_core.auth import (
-    AuthError,
-    TooManyAttemptsError,
-    User,
-    authenticate,
-    ensure_demo_users,
-)
+from bti_core.auth import AuthError, TooManyAttemptsError, User, authenticate, ensure_demo_users
 from bti_core.chain.client import ChainClient
 from bti_core.chain.explorer import Explorer
 from bti_core.claims.service import ClaimsService

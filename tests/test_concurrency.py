@@ -41,9 +41,14 @@ def env(
     return {**os.environ}
 
 
-def _market(svc: Services) -> None:
+def _services() -> Services:
+    """Services from the environment, over 60 days of a generated BTCUSDT market (a smaller
+    Monte Carlo table: these tests are about concurrency, not prices)."""
+    svc = build_services(Settings())
     m = generate_demo_markets(start=NOW - timedelta(days=60), periods=24 * 60, seed=5)["BTCUSDT"]
     m.ingest(svc.ingestor, source="d")
+    svc.risk.n_paths = 4_000
+    return svc
 
 
 def _order(svc: Services, qty: str = "0.1", leverage: str = "20") -> Order:
@@ -64,9 +69,7 @@ def _run_all(cmds: list[list[str]], env: dict[str, str]) -> list[tuple[int, str]
 def test_workers_and_cli_runs_at_once_decide_and_pay_each_claim_once(
     env: dict[str, str],
 ) -> None:
-    svc = build_services(Settings())
-    _market(svc)
-    svc.risk.n_paths = 4_000
+    svc = _services()
     n = 10
     for i in range(n):
         user = f"t{i}"
@@ -137,9 +140,7 @@ def test_purchases_from_two_processes_at_once_cannot_both_pass_the_pool_limit(
     connect(Settings(), seed_capital=Decimal(1_000_000))
     monkeypatch.setenv("BTI_POOL_CAPACITY", "1000")  # 900 sellable at 90 % utilisation
     env = {**os.environ}
-    svc = build_services(Settings())
-    _market(svc)
-    svc.risk.n_paths = 4_000
+    svc = _services()
     quotes = []
     for user in ("ann", "ben"):
         svc.chain.faucet(svc.insurance.wallet_of(user).address, Decimal(5000))
@@ -168,9 +169,7 @@ def test_purchases_from_threads_at_once_cannot_both_pass_the_trader_limit(
     import dataclasses
     import threading
 
-    svc = build_services(Settings())
-    _market(svc)
-    svc.risk.n_paths = 4_000
+    svc = _services()
     ins = svc.insurance
     ins.limits = dataclasses.replace(ins.limits, max_exposure_per_user=Decimal(1000))
     svc.chain.faucet(ins.wallet_of("cat").address, Decimal(5000))
@@ -222,9 +221,7 @@ def test_a_slow_webhook_holds_back_no_claim_and_sigterm_stops_the_worker(
     monkeypatch.setenv("BTI_RPC_URL", anvil.url)
     monkeypatch.setenv("BTI_WEBHOOK_ALLOW_NETWORKS", "127.0.0.0/8")  # the receiver's
     monkeypatch.setenv("BTI_WEBHOOK_TIMEOUT_SECONDS", "120")  # longer than the test
-    svc = build_services(Settings())
-    _market(svc)
-    svc.risk.n_paths = 4_000
+    svc = _services()
     svc.chain.faucet(svc.insurance.wallet_of("tara").address, Decimal(1000))
     q = svc.insurance.quote(
         user_id="tara", order=_order(svc), cover=Cover(coverage="100", duration_hours=48)

@@ -142,12 +142,8 @@ class Explorer:
 
     # ------------------------------------------------------------------ blocks
 
-    def latest_blocks(self, n: int = 50) -> pd.DataFrame:
-        """The ``n`` newest blocks (one batched JSON-RPC request)."""
-        if not 1 <= n <= 1000:
-            raise ValueError(f"n must be between 1 and 1000; got {n}")
-        head = self.head()
-        numbers = list(range(head, max(-1, head - n), -1))
+    def _blocks(self, numbers: Iterable[int], what: str) -> list[Any]:
+        """The blocks ``numbers`` in one batched JSON-RPC request."""
 
         def fetch() -> list[Any]:
             with self.w3.batch_requests() as batch:
@@ -155,7 +151,14 @@ class Explorer:
                     batch.add(self.w3.eth.get_block(k))
                 return list(batch.execute())
 
-        blocks = self.c._rpc(fetch, "latest blocks")
+        return list(self.c._rpc(fetch, what))
+
+    def latest_blocks(self, n: int = 50) -> pd.DataFrame:
+        """The ``n`` newest blocks (one batched JSON-RPC request)."""
+        if not 1 <= n <= 1000:
+            raise ValueError(f"n must be between 1 and 1000; got {n}")
+        head = self.head()
+        blocks = self._blocks(range(head, max(-1, head - n), -1), "latest blocks")
         return pd.DataFrame(
             [
                 {
@@ -327,14 +330,7 @@ class Explorer:
         wanted = sorted(set(blocks))
         if not wanted:
             return {}
-
-        def fetch() -> list[Any]:
-            with self.w3.batch_requests() as batch:
-                for k in wanted:
-                    batch.add(self.w3.eth.get_block(k))
-                return list(batch.execute())
-
-        got = self.c._rpc(fetch, "block times")
+        got = self._blocks(wanted, "block times")
         return {int(b["number"]): datetime.fromtimestamp(int(b["timestamp"]), UTC) for b in got}
 
     def transfers(self, view: AddressView) -> pd.DataFrame:

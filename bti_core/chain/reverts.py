@@ -10,9 +10,7 @@ from typing import Any
 from hexbytes import HexBytes
 from web3.exceptions import ContractLogicError
 
-from bti_core.chain.types import (
-    OnChainStatus,
-)
+from bti_core.chain.types import OnChainStatus
 from bti_core.chain.units import format_bti
 
 _STATUS_NAMES = {s.value: s.name.lower() for s in OnChainStatus}

@@ -27,7 +27,7 @@ from bti_core.claims.payments import SYSTEM, load_policies
 from bti_core.claims.records import ClaimError, parse_record
 from bti_core.claims.state import State
 from bti_core.db.engine import session_scope, write_scope
-from bti_core.db.models import Claim, Policy
+from bti_core.db.models import Claim, HeldTrigger, Policy
 from bti_core.db.repository import add_policy_event
 from bti_core.db.statuses import CLAIMABLE_STATUSES, PolicyStatus
 from bti_core.errors import BTIError
@@ -288,17 +288,18 @@ class ClaimOpener:
                     select(Policy).where(col(Policy.id).in_(list({h.policy_id for h in waiting})))
                 ).all()
             }
+
+        def settle(
+            h: HeldTrigger, state: str, reason: str | None = None, claim: int | None = None
+        ) -> None:
+            """Settle the hold ``state`` (confirmed, refuted or lapsed) and count it."""
+            holds.settle(self.db, h.id or 0, state, now=now, reason=reason, claim_id=claim)
+            setattr(report, state, getattr(report, state) + 1)
+
         for h in waiting:
             p = policies.get(h.policy_id)
             if p is None or p.status not in CLAIMABLE_STATUSES:
-                holds.settle(
-                    self.db,
-                    h.id or 0,
-                    "lapsed",
-                    now=now,
-                    reason=f"policy {p.status if p else 'gone'}",
-                )
-                report.lapsed += 1
+                settle(h, "lapsed", f"policy {p.status if p else 'gone'}")
                 continue
             at = h.at
             series = self.evidence.series(
@@ -319,29 +320,12 @@ class ClaimOpener:
                     actor=SYSTEM,
                     allowed=CLAIMABLE_STATUSES,
                 )
-                holds.settle(
-                    self.db, h.id or 0, "confirmed", now=now, claim_id=ids[0] if ids else None
-                )
-                report.confirmed += 1
+                settle(h, "confirmed", claim=ids[0] if ids else None)
                 report.opened += ids
             elif refutes(insured, series, at, now):
-                holds.settle(
-                    self.db,
-                    h.id or 0,
-                    "refuted",
-                    now=now,
-                    reason="the stored bar of its time never reached the level",
-                )
-                report.refuted += 1
+                settle(h, "refuted", "the stored bar of its time never reached the level")
             elif now > p.end_at + holds.HOLD_AFTER_WINDOW:
-                holds.settle(
-                    self.db,
-                    h.id or 0,
-                    "lapsed",
-                    now=now,
-                    reason="no bars settled it within a day of the window",
-                )
-                report.lapsed += 1
+                settle(h, "lapsed", "no bars settled it within a day of the window")
             else:
                 holds.touch(self.db, h.id or 0, now=now)
         return report

@@ -26,9 +26,7 @@ from bti_core.chain.client import ChainClient
 from bti_core.claims import audit_log, holds, queries
 from bti_core.claims.adjudication import Decision, adjudicate
 from bti_core.claims.audit_log import AuditLogError, move
-from bti_core.claims.checks import (
-    audit,
-)
+from bti_core.claims.checks import audit
 from bti_core.claims.facts import Evidence
 from bti_core.claims.hits import TickHit
 from bti_core.claims.ledger import Verdict

@@ -7,11 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from bti_core.cli.common import (
-    App,
-    console,
-    open_services,
-)
+from bti_core.cli.common import App, console, open_services
 from bti_core.config import get_settings
 from bti_core.errors import BTIError
 

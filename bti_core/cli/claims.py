@@ -6,13 +6,7 @@ from typing import Annotated
 
 import typer
 
-from bti_core.cli.common import (
-    App,
-    app,
-    console,
-    err,
-    open_services,
-)
+from bti_core.cli.common import App, app, console, err, open_services
 from bti_core.config import get_settings
 from bti_core.services import build_services
 

@@ -6,9 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import (
-    TaskID,
-)
+from rich.progress import TaskID
 from rich.table import Table
 
 from bti_core.cli.common import (
@@ -23,10 +21,7 @@ from bti_core.cli.common import (
 from bti_core.db.engine import session_scope
 from bti_core.db.repository import latest_ingest_runs
 from bti_core.market.ingest import Ingestor, IngestResult
-from bti_core.market.schema import (
-    TIMEFRAMES,
-    Kind,
-)
+from bti_core.market.schema import TIMEFRAMES, Kind
 from bti_core.services import Services
 
 data_app = App(help="Inspect and export the market warehouse.", no_args_is_help=True)

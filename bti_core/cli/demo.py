@@ -17,11 +17,7 @@ from bti_core.cli.common import (
 )
 from bti_core.config import Settings
 from bti_core.market.ingest import Ingestor
-from bti_core.market.schema import (
-    Kind,
-    allowed_times,
-    timeframe_delta,
-)
+from bti_core.market.schema import Kind, allowed_times, timeframe_delta
 from bti_core.market.warehouse import Warehouse
 
 

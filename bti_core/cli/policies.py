@@ -7,11 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bti_core.cli.common import (
-    App,
-    console,
-    open_services,
-)
+from bti_core.cli.common import App, console, open_services
 
 policies_app = App(
     help="Quote and buy cover from your own wallet (any chain): quote, permit, buy.",

@@ -11,13 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from bti_core.cli.common import (
-    App,
-    app,
-    console,
-    progress_bar,
-    services_context,
-)
+from bti_core.cli.common import App, app, console, progress_bar, services_context
 from bti_core.config import get_settings
 
 if TYPE_CHECKING:

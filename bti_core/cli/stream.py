@@ -19,10 +19,7 @@ from bti_core.cli.common import (
 )
 from bti_core.config import get_settings
 from bti_core.errors import BTIError
-from bti_core.market.schema import (
-    Kind,
-    canonical_symbol,
-)
+from bti_core.market.schema import Kind, canonical_symbol
 from bti_core.services import Services
 
 if TYPE_CHECKING:

@@ -6,11 +6,7 @@ from typing import Annotated
 
 import typer
 
-from bti_core.cli.common import (
-    App,
-    console,
-    services_context,
-)
+from bti_core.cli.common import App, console, services_context
 
 users_app = App(help="People who sign in (traders, underwriters).", no_args_is_help=True)
 

@@ -10,14 +10,7 @@ from typing import Any
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
-from bti_core.db.models import (
-    Claim,
-    HeldTrigger,
-    IngestRun,
-    Policy,
-    PolicyEvent,
-    QuoteRecord,
-)
+from bti_core.db.models import Claim, HeldTrigger, IngestRun, Policy, PolicyEvent, QuoteRecord
 from bti_core.db.statuses import OPEN_STATUSES, PolicyStatus
 
 

@@ -9,12 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from bti_core.errors import DataFormatError
-from bti_core.market.schema import (
-    FUNDING_TIMEFRAME,
-    TIMEFRAMES,
-    Kind,
-    canonical_symbol,
-)
+from bti_core.market.schema import FUNDING_TIMEFRAME, TIMEFRAMES, Kind, canonical_symbol
 
 
 class Format(StrEnum):

@@ -24,14 +24,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from bti_core.errors import DataFormatError
-from bti_core.market.identify import (
-    SourceFile,
-)
-from bti_core.market.schema import (
-    CLOCK_SKEW,
-    EARLIEST_TIME,
-    allowed_times,
-)
+from bti_core.market.identify import SourceFile
+from bti_core.market.schema import CLOCK_SKEW, EARLIEST_TIME, allowed_times
 
 # Open times above this are microseconds (Binance switched in 2025); ms until the year 5138.
 MICROSECOND_THRESHOLD = 10**14

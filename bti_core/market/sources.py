@@ -33,12 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bti_core.errors import DataFormatError
-from bti_core.market.identify import (
-    Format,
-    SourceFile,
-    discover,
-    identify,
-)
+from bti_core.market.identify import Format, SourceFile, discover, identify
 from bti_core.market.reading import (
     DEFAULT_LIMITS,
     Check,
@@ -54,13 +49,7 @@ from bti_core.market.reading import (
     read_table,
     utc_series,
 )
-from bti_core.market.schema import (
-    BAR_COLUMNS,
-    EARLIEST_TIME,
-    FUNDING_COLUMNS,
-    Kind,
-    columns_for,
-)
+from bti_core.market.schema import BAR_COLUMNS, EARLIEST_TIME, FUNDING_COLUMNS, Kind, columns_for
 
 NORMALISED_BAR_HEADER = "timestamp_utc,open,high,low,close,volume"
 NORMALISED_FUNDING_HEADER = "timestamp_utc,funding_rate"

@@ -10,10 +10,7 @@ from sqlmodel import select
 
 from bti_core.db.engine import session_scope
 from bti_core.db.models import Policy, PolicyEvent
-from bti_core.db.repository import (
-    policies_of,
-    policy_events,
-)
+from bti_core.db.repository import policies_of, policy_events
 from bti_core.db.statuses import OPEN_STATUSES, PolicyStatus
 from bti_core.errors import BTIError
 from bti_core.market.schema import canonical_symbol

@@ -35,11 +35,7 @@ from bti_core.orders import Cover, Order
 from bti_core.policies.context import PolicyContext
 from bti_core.policies.lifecycle import LifecycleEvent, move_policy
 from bti_core.policies.quoting import QuoteError, Quoting
-from bti_core.underwriting import (
-    Check,
-    check_cover,
-    require,
-)
+from bti_core.underwriting import Check, check_cover, require
 
 log = logging.getLogger("bti.policies")
 

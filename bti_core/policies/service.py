@@ -12,27 +12,23 @@ retry ever insures or charges twice. Each concern has its file: `quoting`, `purc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import pandas as pd
-from eth_account.signers.local import LocalAccount
 from sqlalchemy.engine import Engine
 
 from bti_core.chain.client import ChainClient
 from bti_core.chain.wallets import CustodialWallets
-from bti_core.db.models import Policy, PolicyEvent
 from bti_core.db.types import utcnow
-from bti_core.orders import Cover, Order
 from bti_core.policies.context import PolicyContext
 from bti_core.policies.expiry import Expiry
 from bti_core.policies.listing import Listing
-from bti_core.policies.purchase import FreshMark, Permit, Purchases, ReconcileReport
-from bti_core.policies.quoting import QuoteView, Quoting
+from bti_core.policies.purchase import Purchases
+from bti_core.policies.quoting import Quoting
 from bti_core.pricing import PricingConfig
 from bti_core.risk.engine import RiskEngine
-from bti_core.risk.index import TraderHistory
 from bti_core.underwriting import Limits
 
 if TYPE_CHECKING:
@@ -103,60 +99,17 @@ class InsuranceService:
         self.purchases = Purchases(self.ctx, self.quoting)
         self.expiry = Expiry(self.ctx, self.purchases)
         self.listing = Listing(self.ctx)
-
-    # ------------------------------------------------------------------ quoting
-
-    def allowed_symbols(self) -> list[str]:
-        return self.quoting.allowed_symbols()
-
-    def trader_history(self, user_id: str) -> TraderHistory:
-        return self.quoting.trader_history(user_id)
-
-    def quote(self, *, user_id: str, order: Order, cover: Cover) -> QuoteView:
-        """Price the cover of an order and store the quote (`Quoting.quote`)."""
-        return self.quoting.quote(user_id=user_id, order=order, cover=cover)
-
-    def premium_curve(
-        self, view: QuoteView, leverages: Sequence[float], durations: Sequence[int]
-    ) -> pd.DataFrame:
-        return self.quoting.premium_curve(view, leverages, durations)
-
-    # ------------------------------------------------------------------ purchases
-
-    def wallet_of(self, user_id: str) -> LocalAccount:
-        return self.purchases.wallet_of(user_id)
-
-    def buy(
-        self,
-        *,
-        user_id: str,
-        quote_id: str,
-        wallet: str | None = None,
-        permit: Permit | None = None,
-    ) -> Policy:
-        """Buy a quote's cover once (`Purchases.buy`)."""
-        return self.purchases.buy(user_id=user_id, quote_id=quote_id, wallet=wallet, permit=permit)
-
-    def permit_request(self, *, user_id: str, quote_id: str, wallet: str) -> dict[str, Any]:
-        return self.purchases.permit_request(user_id=user_id, quote_id=quote_id, wallet=wallet)
-
-    def fresh_mark(self, symbol: str, side: int, since: datetime) -> FreshMark | None:
-        return self.purchases.fresh_mark(symbol, side, since)
-
-    def reconcile(self) -> ReconcileReport:
-        """Settle what a crash left pending (`Purchases.reconcile`)."""
-        return self.purchases.reconcile()
-
-    # ------------------------------------------------------------------ expiry and reads
-
-    def expire_due(self) -> int:
-        return self.expiry.expire_due()
-
-    def newest_start(self, symbol: str) -> datetime | None:
-        return self.listing.newest_start(symbol)
-
-    def policies(self, user_id: str) -> pd.DataFrame:
-        return self.listing.policies(user_id)
-
-    def events(self, policy_id: int) -> list[PolicyEvent]:
-        return self.listing.events(policy_id)
+        # the service's API is its parts' methods, bound here (each signature in one place)
+        self.allowed_symbols = self.quoting.allowed_symbols
+        self.trader_history = self.quoting.trader_history
+        self.quote = self.quoting.quote
+        self.premium_curve = self.quoting.premium_curve
+        self.wallet_of = self.purchases.wallet_of
+        self.buy = self.purchases.buy
+        self.permit_request = self.purchases.permit_request
+        self.fresh_mark = self.purchases.fresh_mark
+        self.reconcile = self.purchases.reconcile
+        self.expire_due = self.expiry.expire_due
+        self.newest_start = self.listing.newest_start
+        self.policies = self.listing.policies
+        self.events = self.listing.events

@@ -44,9 +44,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from bti_core.market.folders import (
-    load_folder,
-)
+from bti_core.market.folders import load_folder
 from bti_core.pricing import wilson_upper
 from bti_core.risk.constants import FIT_WINDOW
 from bti_core.risk.liquidation import brackets_for, isolated_liquidation_price

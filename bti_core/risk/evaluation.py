@@ -13,10 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from bti_core.risk.backtest import (
-    CALIBRATED,
-    MIN_COUNTED_RATE,
-)
+from bti_core.risk.backtest import CALIBRATED, MIN_COUNTED_RATE
 from bti_core.risk.metrics import brier, log_loss
 from bti_core.risk.models import MAX_TRAIN_ROWS, Calibration, Candidate, Progress, fit_model
 from bti_core.risk.walkforward import Fold, leave_one_out, purged_walk_forward

@@ -40,18 +40,9 @@ from bti_core.db.models import Claim, Policy, PolicyEvent
 from bti_core.db.statuses import PolicyStatus
 from bti_core.errors import BTIError
 from bti_core.market.schema import FUNDING_TIMEFRAME, Kind, timeframe_delta
-from bti_core.stream.ports import (
-    BarFeed,
-    BatchReport,
-    CursorSource,
-    FollowedSource,
-    StreamDeps,
-)
+from bti_core.stream.ports import BarFeed, BatchReport, CursorSource, FollowedSource, StreamDeps
 from bti_core.stream.scoring import score
-from bti_core.stream.sources import (
-    ArraySource,
-    epoch_ms,
-)
+from bti_core.stream.sources import ArraySource, epoch_ms
 from bti_core.stream.store import load_checkpoint, write_batch
 from bti_core.stream.types import (
     DEFAULT_RULES,

@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from eth_account import Account
 from eth_utils.crypto import keccak
 from typer.testing import CliRunner
@@ -341,27 +342,12 @@ def test_on_a_public_chain_a_trader_buys_with_their_own_wallet(
     import json
     import re
 
-    r = runner.invoke(
-        app,
-        [
-            "policies",
-            "quote",
-            "--user",
-            "zoe",
-            "--symbol",
-            "BTCUSDT",
-            "--side",
-            "long",
-            "--quantity",
-            "0.05",
-            "--leverage",
-            "10",
-            "--coverage",
-            "100",
-            "--hours",
-            "24",
-        ],
-    )
+    def quote(side: str) -> Result:
+        order = f"--symbol BTCUSDT --side {side} --quantity 0.05 --leverage 10 --coverage 100"
+        order += " --hours 24"
+        return runner.invoke(app, ["policies", "quote", "--user", "zoe", *order.split()])
+
+    r = quote("long")
     assert r.exit_code == 0, r.output
     qid2 = re.search(r"quote ([0-9a-f]{32})", r.output).group(1)  # type: ignore[union-attr]
     r = runner.invoke(
@@ -387,25 +373,7 @@ def test_on_a_public_chain_a_trader_buys_with_their_own_wallet(
         ],
     )
     assert r.exit_code == 0 and "is active until" in r.output, r.output
-    bad = runner.invoke(
-        app,
-        [
-            "policies",
-            "quote",
-            "--user",
-            "zoe",
-            "--symbol",
-            "BTCUSDT",
-            "--side",
-            "sideways",
-            "--quantity",
-            "0.05",
-            "--leverage",
-            "10",
-            "--coverage",
-            "100",
-        ],
-    )
+    bad = quote("sideways")
     assert bad.exit_code == 2 and "side must be one of long, short" in bad.output
     svc.close()
 

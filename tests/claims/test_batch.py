@@ -59,13 +59,21 @@ def test_a_crash_pays_every_claim_once_in_few_transactions(world: World) -> None
     assert w.claims.verify_log().ok  # each payout anchors its own audit head
 
 
-@pytest.mark.both_databases
-def test_a_claim_paid_meanwhile_is_recorded_not_paid_again(world: World) -> None:
-    w = world
+def _three_claims_decided(w: World) -> tuple[list[Policy], list[int]]:
+    """Three insured longs liquidated by a crash: their claims opened from the ticks and
+    decided (not paid yet)."""
     pols = insured(w, 3)
     crash(w, drop=0.3, after_hours=3)
     opened = w.claims.open_from_ticks(hits_of(pols), "test")
-    decided = w.claims._audit_and_decide_many(opened)
+    w.claims._audit_and_decide_many(opened)
+    return pols, opened
+
+
+@pytest.mark.both_databases
+def test_a_claim_paid_meanwhile_is_recorded_not_paid_again(world: World) -> None:
+    w = world
+    pols, opened = _three_claims_decided(w)
+    decided = [w.claims.get(i) for i in opened]
     assert all(c.state == "approved" for c in decided)
     # another sender paid the first policy on-chain before this batch went out
     other_tx = w.chain.pay_claim(pols[0].chain_policy_id or 0, pols[0].payout, b"\x09" * 32)
@@ -110,10 +118,7 @@ def test_a_batch_interrupted_is_settled_once_by_reconcile(
 @pytest.mark.both_databases
 def test_a_refused_batch_is_paid_claim_by_claim(world: World) -> None:
     w = world
-    pols = insured(w, 3)
-    crash(w, drop=0.3, after_hours=3)
-    opened = w.claims.open_from_ticks(hits_of(pols), "test")
-    w.claims._audit_and_decide_many(opened)
+    pols, opened = _three_claims_decided(w)
     # one amount above its policy's coverage makes the pool refuse the whole batch
     with Session(w.db) as s:
         c = s.exec(select(Claim).where(Claim.policy_id == pols[1].id)).one()

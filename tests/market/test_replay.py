@@ -62,12 +62,17 @@ def test_a_replay_ends_now_after_calm_bars_that_fill_the_gap(
     assert replayed_spans(engine, "BTCUSDT") == [(first_hour, now.floor("1min"))]
 
 
+def _after_last_bar(wh: Warehouse, later: str) -> tuple[pd.Timestamp, float]:
+    """``later`` after the last stored hour opened, and that hour's close."""
+    last = wh.latest(Kind.MARK, "BTCUSDT", "1h")
+    return pd.Timestamp(last["ts"]) + pd.Timedelta(later), float(last["close"])
+
+
 def test_a_policy_bought_minutes_ago_is_liquidated_by_the_minute_bars(
     market: tuple[Warehouse, Ingestor],
 ) -> None:
     wh, ing = market
-    now = pd.Timestamp(wh.latest(Kind.MARK, "BTCUSDT", "1h")["ts"]) + pd.Timedelta("90min")
-    spot = float(wh.latest(Kind.MARK, "BTCUSDT", "1h")["close"])
+    now, spot = _after_last_bar(wh, "90min")
     bought = now - pd.Timedelta(minutes=8)
     crash_now(wh, ing, "BTCUSDT", drop=0.3, minutes=30, now=now)
     p = Insured(1, "long", spot * 0.9, bought.to_pydatetime(), (now + pd.Timedelta("3D")))
@@ -81,8 +86,7 @@ def test_a_replay_does_not_rewrite_the_market_a_trader_was_quoted_on(
     market: tuple[Warehouse, Ingestor],
 ) -> None:
     wh, ing = market
-    now = pd.Timestamp(wh.latest(Kind.MARK, "BTCUSDT", "1h")["ts"]) + pd.Timedelta("95min")
-    spot = float(wh.latest(Kind.MARK, "BTCUSDT", "1h")["close"])
+    now, spot = _after_last_bar(wh, "95min")
     bought = now - pd.Timedelta(minutes=4, seconds=30)
     r = crash_now(wh, ing, "BTCUSDT", drop=0.3, minutes=30, now=now, not_before=bought)
     assert r.fall_start == bought.ceil("1min") and r.minutes == 5  # 00:31 … 00:35

@@ -4,6 +4,7 @@ shared-path engine against the closed form where both must agree."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import pytest
@@ -387,6 +388,17 @@ def _state_fit(mu: float = 0.0, s2: float = 1e-5) -> VolFit:
     return VolFit(VolParams(1e-5, 0.0, 0.0, 0.0, 5.0), s2, np.r_[calm, crash], mu, log_var)
 
 
+def _two_state_table(fit: VolFit, innovations: str, **kw: Any) -> Any:
+    """A path table of ``fit`` drawn from two volatility states at a constant variance."""
+    return simulate_path_table(
+        fit,
+        innovations=innovations,  # type: ignore[arg-type]
+        n_states=2,
+        constant_variance=True,
+        **kw,
+    )
+
+
 def test_state_day_draws_the_first_day_by_state_and_mirrors_after_it() -> None:
     """From a volatile start the first day has the volatile history's crashes and none of its
     mirror-image rallies; from the second day on, blocks are mirrored, so rallies of that size
@@ -394,15 +406,8 @@ def test_state_day_draws_the_first_day_by_state_and_mirrors_after_it() -> None:
     sees neither on its first day."""
 
     def tails(s2: float, hours: int, innovations: str = "fhs_state_day") -> tuple[float, float]:
-        t = simulate_path_table(
-            dataclasses.replace(_state_fit(), sigma2_next=s2),
-            n_paths=4_000,
-            horizons=(24, 48),
-            innovations=innovations,  # type: ignore[arg-type]
-            n_states=2,
-            seed=3,
-            constant_variance=True,
-        )
+        fit = dataclasses.replace(_state_fit(), sigma2_next=s2)
+        t = _two_state_table(fit, innovations, n_paths=4_000, horizons=(24, 48), seed=3)
         far = 8 * np.sqrt(s2)
         return float(t.probability(-far, hours, 1)[0]), float(t.probability(far, hours, -1)[0])
 
@@ -420,15 +425,8 @@ def test_state_day_starts_the_drift_after_the_first_day() -> None:
     climbs from the first hour (0.72 by hour 72)."""
 
     def p_above(innovations: str, level: float, hours: int) -> float:
-        t = simulate_path_table(
-            _state_fit(mu=0.01, s2=1e-12),  # σ of 1e-6 an hour
-            n_paths=2_000,
-            horizons=(24, 72),
-            innovations=innovations,  # type: ignore[arg-type]
-            n_states=2,
-            seed=0,
-            constant_variance=True,
-        )
+        fit = _state_fit(mu=0.01, s2=1e-12)  # σ of 1e-6 an hour
+        t = _two_state_table(fit, innovations, n_paths=2_000, horizons=(24, 72), seed=0)
         return float(t.probability(level, hours, -1)[0])
 
     assert p_above("fhs_state_day", 0.01, 24) == 0.0

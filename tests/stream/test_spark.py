@@ -15,12 +15,7 @@ from sqlmodel import Session, select
 
 from bti_core.db.models import Alert, Claim
 from bti_core.stream.engine import EmbeddedEngine
-from bti_core.stream.kafka import (
-    TICKS,
-    encode_tick,
-    publish_ticks,
-    read_dead_letters,
-)
+from bti_core.stream.kafka import TICKS, encode_tick, publish_ticks, read_dead_letters
 from bti_core.stream.sources import ArraySource
 from bti_core.stream.store import load_checkpoint
 from tests.stream.test_engine import extreme_market
@@ -90,14 +85,12 @@ def test_spark_raises_the_alerts_and_claims_of_the_embedded_engine(
     assert n == len(src)
 
     services = stream_services(w)
-    query, run = bti_spark.start(
-        spark,
-        services,
-        bootstrap=broker,
-        checkpoint=tmp_path / "cp",
-        max_ticks=8,
-        trigger_seconds=0.1,
-    )
+
+    def start(**kw: Any) -> Any:
+        cp = tmp_path / "cp"
+        return bti_spark.start(spark, services, bootstrap=broker, checkpoint=cp, **kw)
+
+    query, run = start(max_ticks=8, trigger_seconds=0.1)
     run_until(query, run, n)
     assert run.ticks == n  # every valid tick scored once; the late repeat and 2100 dropped
     dead = {v: h["x-bti-reason"] for v, h in read_dead_letters(broker)}
@@ -123,13 +116,7 @@ def test_spark_raises_the_alerts_and_claims_of_the_embedded_engine(
     assert sorted(a.key for a in stored) == sorted(a.key for a in alerts)
 
     # restarted from its checkpoint, the query reads nothing again
-    q2, run2 = bti_spark.start(
-        spark,
-        services,
-        bootstrap=broker,
-        checkpoint=tmp_path / "cp",
-        trigger_seconds=0.1,
-    )
+    q2, run2 = start(trigger_seconds=0.1)
     time.sleep(3)
     q2.stop()
     assert run2.ticks == 0

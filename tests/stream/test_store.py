@@ -17,13 +17,7 @@ from sqlmodel import Session, select
 from bti_core.auth import User
 from bti_core.db.engine import make_engine
 from bti_core.db.models import Alert, StreamCheckpoint
-from bti_core.stream.store import (
-    AlertError,
-    acknowledge,
-    alerts_for,
-    load_checkpoint,
-    write_batch,
-)
+from bti_core.stream.store import AlertError, acknowledge, alerts_for, load_checkpoint, write_batch
 from bti_core.stream.types import Event
 
 UW = User("uw", "Una", "underwriter")

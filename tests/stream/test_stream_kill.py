@@ -113,11 +113,16 @@ def _outcome() -> tuple[list[Claim], int, list[str]]:
         svc.close()
 
 
-@pytest.mark.slow
-def test_a_killed_stream_pays_each_claim_once(recent: Path) -> None:
+def _crash_then_replay(batch: int, name: str) -> list[str]:
+    """Insure and crash (`_insure_and_crash`); the `bti stream replay` of the last two days."""
     _insure_and_crash()
     since = (pd.Timestamp.now("UTC") - pd.Timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
-    cmd = [BTI, "stream", "replay", "--since", since, "--batch", "3", "--name", "kill"]
+    return [BTI, "stream", "replay", "--since", since, "--batch", str(batch), "--name", name]
+
+
+@pytest.mark.slow
+def test_a_killed_stream_pays_each_claim_once(recent: Path) -> None:
+    cmd = _crash_then_replay(batch=3, name="kill")
     rng = random.Random(7)
     for _ in range(4):  # started and killed at a random point, four times
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -154,9 +159,7 @@ def test_a_killed_stream_pays_each_claim_once(recent: Path) -> None:
 
 @pytest.mark.slow
 def test_two_streams_at_once_claim_and_alert_once(recent: Path) -> None:
-    _insure_and_crash()
-    since = (pd.Timestamp.now("UTC") - pd.Timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
-    cmd = [BTI, "stream", "replay", "--since", since, "--batch", "2", "--name", "both"]
+    cmd = _crash_then_replay(batch=2, name="both")
     procs = [
         subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)

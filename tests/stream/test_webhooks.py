@@ -148,12 +148,20 @@ def test_an_unreachable_webhook_is_a_retry_not_a_crash(engine: Engine) -> None:
     assert deliver(engine).retried == 1
 
 
-@pytest.mark.both_databases
-def test_two_workers_delivering_at_once_send_each_alert_once(
-    engine: Engine, receiver: Receiver
-) -> None:
+@pytest.fixture
+def backlog(engine: Engine, receiver: Receiver) -> Receiver:
+    """The underwriter subscribed to every alert at ``receiver``, and 20 alerts (21 messages
+    with the liquidation's) waiting to be sent."""
     subscribe(engine, UW, webhook_url=receiver.url, scope="all")
     write_batch(engine, "s", events(20), owners=OWNERS, offset=20, state={})
+    return receiver
+
+
+@pytest.mark.both_databases
+def test_two_workers_delivering_at_once_send_each_alert_once(
+    engine: Engine, backlog: Receiver
+) -> None:
+    receiver = backlog
 
     def drain() -> None:  # a round sends at most `per_subscription` of one subscription's
         while deliver(engine):
@@ -198,10 +206,9 @@ def test_a_user_has_at_most_twenty_subscriptions(engine: Engine) -> None:
 
 @pytest.mark.both_databases
 def test_a_backlog_larger_than_a_round_is_sent_over_rounds_each_once(
-    engine: Engine, receiver: Receiver
+    engine: Engine, backlog: Receiver
 ) -> None:
-    subscribe(engine, UW, webhook_url=receiver.url, scope="all")
-    write_batch(engine, "s", events(20), owners=OWNERS, offset=20, state={})
+    receiver = backlog
     receiver.status = [500]  # the first fails: retried later, the rest go on meanwhile
     rounds = 0
     while deliver(engine, limit=3):
