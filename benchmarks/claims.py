@@ -62,18 +62,8 @@ def main() -> None:
             )
             pol = ins.buy(user_id=user, quote_id=q.record.id)
             lp = float(pol.liquidation_price)
-            bar = pd.DataFrame(
-                {
-                    "ts": [t_bar],
-                    "open": [spot],
-                    "high": [spot * 1.001],
-                    "low": [lp * 0.99],
-                    "close": [spot],
-                    "volume": [0.0],
-                }
-            )
             t = time.perf_counter()
-            w.ingest_ahead(bar)
+            w.store_bar(t_bar, lp * 0.99)
             report = claims.run()
             dt = time.perf_counter() - t
             assert len(report.paid) == 1, report
@@ -103,17 +93,7 @@ def main() -> None:
                 for i in range(MANY)
             ],
         )
-        crash = pd.DataFrame(
-            {
-                "ts": [base],
-                "open": [spot],
-                "high": [spot],
-                "low": [spot * 0.9],
-                "close": [spot],
-                "volume": [0.0],
-            }
-        )
-        w.ingest_ahead(crash)
+        w.store_bar(base, spot * 0.9)
         t = time.perf_counter()
         opened = claims.scan()
         t_scan = time.perf_counter() - t

@@ -158,17 +158,7 @@ def setup(n: int, tmp: str, node: AnvilNode) -> SimpleNamespace:
     # the crash: the mark falls 15 % within a minute, an hour from now (its bar stored, as
     # the exchange's feed would bring it)
     at = pd.Timestamp(now) + pd.Timedelta(hours=1)
-    bar = pd.DataFrame(
-        {
-            "ts": [at],
-            "open": [spot],
-            "high": [spot],
-            "low": [spot * 0.85],
-            "close": [spot * 0.86],
-            "volume": [0.0],
-        }
-    )
-    w.ingest_ahead(bar)
+    w.store_bar(at, spot * 0.85, spot * 0.86)
     t0 = int(at.timestamp() * 1000) + 60_000
     ticks = ArraySource(
         np.full(60, SYMBOL, dtype=object),

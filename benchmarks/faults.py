@@ -225,6 +225,7 @@ def faults(svc: Services, env: dict[str, str], runs: int, seed: int) -> None:
 def forged_ticks(svc: Services, n_forged: int, seed: int) -> None:
     """Section 3 of the module docstring, through a real broker."""
     from bti_core.stream import kafka
+    from bti_core.stream.broker import LocalBroker
     from bti_core.stream.engine import EmbeddedEngine
     from bti_core.stream.ports import StreamDeps
 
@@ -269,7 +270,7 @@ def forged_ticks(svc: Services, n_forged: int, seed: int) -> None:
     ticks = sorted(true + forged, key=lambda t: t[1] if t[1] < year_2100 else t[1] - year_2100)
     claims_clock = svc.claims.clock
     svc.claims.clock = lambda: datetime.now(UTC) + timedelta(hours=12)  # after the crash
-    with kafka.LocalBroker() as broker:
+    with LocalBroker() as broker:
         kafka.ensure_topics(broker.bootstrap, {kafka.TICKS: 1, kafka.ALERTS: 1, kafka.CLAIMS: 1})
         kafka.publish_ticks(broker.bootstrap, ticks)
         services = StreamDeps.of(svc)

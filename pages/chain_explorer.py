@@ -3,6 +3,8 @@ policy by search (links from the other pages land here with ``?q=``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -17,6 +19,11 @@ link = resources.explorer_link
 EXPLORER = "/chain_explorer?q="
 # a link column that shows the hash's first characters: ``0x3492f9fb13…``
 HASH_LINK = {"display_text": r"q=(0x[0-9a-fA-F]{10})"}
+
+
+def _table(frame: pd.DataFrame, **kw: Any) -> None:
+    """A table across the page, without the frame's index."""
+    st.dataframe(frame, hide_index=True, width="stretch", **kw)
 
 
 def short(h: str | None, n: int = 10) -> str:
@@ -88,7 +95,7 @@ query = st.text_input(
 
 
 def events_table(events: list, times: dict) -> None:
-    st.dataframe(
+    _table(
         pd.DataFrame(
             [
                 {
@@ -102,8 +109,6 @@ def events_table(events: list, times: dict) -> None:
             ],
             columns=["time", "block", "event", "details", "tx"],
         ),
-        hide_index=True,
-        width="stretch",
         column_config={
             "time": st.column_config.DatetimeColumn("Time (UTC)", format="YYYY-MM-DD HH:mm:ss"),
             "block": st.column_config.NumberColumn("Block", format="%d"),
@@ -141,7 +146,7 @@ def show_tx(h: str) -> None:
             st.json(tx.arguments)
     if tx.events:
         st.markdown("**Events**")
-        st.dataframe(
+        _table(
             pd.DataFrame(
                 [
                     {
@@ -153,8 +158,6 @@ def show_tx(h: str) -> None:
                     for e in tx.events
                 ]
             ),
-            hide_index=True,
-            width="stretch",
             column_config={
                 "#": st.column_config.NumberColumn("#", width="small"),
                 "contract": st.column_config.TextColumn("Contract", width="small"),
@@ -188,10 +191,8 @@ def show_address(a: str) -> None:
         if transfers.empty:
             st.caption("No BTI transfers to or from this address.")
         else:
-            st.dataframe(
+            _table(
                 transfers.assign(tx=EXPLORER + transfers["tx"]),
-                hide_index=True,
-                width="stretch",
                 column_config={
                     "time": st.column_config.DatetimeColumn(
                         "Time (UTC)", format="YYYY-MM-DD HH:mm:ss"
@@ -245,7 +246,7 @@ def show_block(n: int) -> None:
     )
     copyable(header["hash"])
     if not txs.empty:
-        st.dataframe(
+        _table(
             txs.assign(
                 hash=EXPLORER + txs["hash"],
                 to=[
@@ -254,8 +255,6 @@ def show_block(n: int) -> None:
                 ],
                 **{"from": [short(f) for f in txs["from"]]},
             ).drop(columns=["to_label"]),
-            hide_index=True,
-            width="stretch",
             column_config={
                 "hash": st.column_config.LinkColumn("Transaction", **HASH_LINK),
                 "from": "From",
@@ -283,10 +282,8 @@ if query:
 st.subheader("Latest blocks")
 blocks = ex.latest_blocks(50)
 blocks = blocks.assign(block_link=EXPLORER + blocks["block"].astype(str))
-st.dataframe(
+_table(
     blocks,
-    hide_index=True,
-    width="stretch",
     column_order=["block_link", "time", "transactions", "gas_used", "hash"],
     column_config={
         "block_link": st.column_config.LinkColumn("Block", display_text=r"q=(\d+)"),

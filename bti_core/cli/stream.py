@@ -121,7 +121,8 @@ def stream_broker(
     BTI's topics, until Ctrl-C: for demos and development, not production."""
     import time
 
-    from bti_core.stream.kafka import ALERTS, CLAIMS, TICKS, LocalBroker, ensure_topics
+    from bti_core.stream.broker import LocalBroker
+    from bti_core.stream.kafka import ALERTS, CLAIMS, TICKS, ensure_topics
 
     try:
         with LocalBroker(port) as b:
@@ -183,7 +184,8 @@ def stream_spark(
     the data folder (spark/NAME), so a restart resumes. Runs until Ctrl-C (or ``--idle-exit``)."""
     from bti_core.stream.kafka import TICKS, _config, ensure_topics
     from bti_core.stream.ports import StreamDeps
-    from bti_core.stream.spark import SparkError, session, start, supervise
+    from bti_core.stream.spark import session, start, supervise
+    from bti_core.stream.spark_source import SparkError
 
     if not name.replace("-", "").replace("_", "").isalnum() or len(name) > 60:
         raise BTIError(f"--name must be letters, digits, - and _ (≤ 60); got {name!r}")

@@ -48,6 +48,13 @@ def _own_keys(node: AnvilNode) -> dict[str, str]:
     return keys
 
 
+def _use_with_own_keys(node: AnvilNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BTI pointed at ``node`` (a chain that is not the local one) with keys of its own."""
+    monkeypatch.setenv("BTI_RPC_URL", node.url)
+    for k, v in _own_keys(node).items():
+        monkeypatch.setenv(k, v)
+
+
 def test_a_read_on_a_public_chain_never_deploys_with_the_dev_keys(
     public_node: AnvilNode, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -65,9 +72,7 @@ def test_a_read_on_a_public_chain_never_deploys_with_the_dev_keys(
 def test_on_a_public_chain_only_bti_chain_deploy_deploys(
     public_node: AnvilNode, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("BTI_RPC_URL", public_node.url)
-    for k, v in _own_keys(public_node).items():
-        monkeypatch.setenv(k, v)
+    _use_with_own_keys(public_node, monkeypatch)
     monkeypatch.setenv("BTI_POOL_CAPACITY", "5000")
     status = runner.invoke(app, ["chain", "status"])
     assert status.exit_code == 2
@@ -114,9 +119,7 @@ def test_every_key_of_anvils_public_mnemonic_is_refused_off_the_local_chain(inde
 def test_anvils_eighth_account_as_the_claims_key_is_refused_by_every_command(
     public_node: AnvilNode, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("BTI_RPC_URL", public_node.url)
-    for k, v in _own_keys(public_node).items():
-        monkeypatch.setenv(k, v)
+    _use_with_own_keys(public_node, monkeypatch)
     eighth = "0x4bbbf85ce3377467afe5d46f804f221813b2bb87f24d81f60f1fcdbf7cbf4356"  # account 7
     monkeypatch.setenv("BTI_CLAIMS_KEY", eighth)
     block = rpc_call(public_node.url, "eth_blockNumber")
@@ -137,9 +140,7 @@ def test_no_demo_runs_off_the_local_chain(
     from bti_core.services import build_services
     from bti_core.stream.demo import replay_crash
 
-    monkeypatch.setenv("BTI_RPC_URL", public_node.url)
-    for k, v in _own_keys(public_node).items():
-        monkeypatch.setenv(k, v)
+    _use_with_own_keys(public_node, monkeypatch)
     assert runner.invoke(app, ["chain", "deploy", "--seed-capital", "0"]).exit_code == 0
     block = rpc_call(public_node.url, "eth_blockNumber")
     for args, what in (
@@ -264,9 +265,7 @@ def test_on_a_public_chain_a_trader_buys_with_their_own_wallet(
     from bti_core.policies import Permit
     from bti_core.services import build_services
 
-    monkeypatch.setenv("BTI_RPC_URL", public_node.url)
-    for k, v in _own_keys(public_node).items():
-        monkeypatch.setenv(k, v)
+    _use_with_own_keys(public_node, monkeypatch)
     connect(Settings(), deploy=True, seed_capital=Decimal(100_000))
     svc = build_services(Settings())
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -420,9 +419,7 @@ def test_the_dashboard_has_no_demo_accounts_or_crash_replay_off_the_local_chain(
     from bti_core.db.engine import make_engine, migrate
     from tests.dashboard.conftest import sign_in
 
-    monkeypatch.setenv("BTI_RPC_URL", public_node.url)
-    for k, v in _own_keys(public_node).items():
-        monkeypatch.setenv(k, v)
+    _use_with_own_keys(public_node, monkeypatch)
     alerts = str(Path(__file__).resolve().parents[2] / "pages" / "alerts.py")
     at = sign_in(AppTest.from_file(alerts, default_timeout=60), "underwriter", "underwriter-demo")
     assert at.error and at.error[0].value == "Wrong username or password."

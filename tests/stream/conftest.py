@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from bti_core.stream.kafka import ALERTS, CLAIMS, TICKS, LocalBroker, ensure_topics
+from bti_core.stream.broker import LocalBroker
+from bti_core.stream.kafka import ALERTS, CLAIMS, TICKS, ensure_topics
 from tests.stream.exchange_ws import BinanceWs
 
 

@@ -213,7 +213,8 @@ def test_the_worker_opens_the_claim_at_the_tick(recent: Path) -> None:
 def test_the_kafka_stream_killed_and_restarted_claims_once(recent: Path) -> None:
     """`bti stream publish` into a real broker, then `bti stream kafka` killed mid-run and
     started again: the offsets in the checkpoint carry it on without a duplicate."""
-    from bti_core.stream.kafka import ALERTS, LocalBroker, read_all
+    from bti_core.stream.broker import LocalBroker
+    from bti_core.stream.kafka import ALERTS, read_all
 
     _insure_and_crash()
     with LocalBroker() as broker:

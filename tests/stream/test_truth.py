@@ -22,6 +22,7 @@ from bti_core.db.models import Claim, HeldTrigger, Policy
 from bti_core.market.schema import Kind
 from bti_core.services import build_services
 from bti_core.stream import kafka
+from bti_core.stream.broker import LocalBroker
 from bti_core.stream.engine import EmbeddedEngine
 from bti_core.stream.store import load_checkpoint
 from bti_core.stream.types import SymbolState
@@ -125,7 +126,7 @@ def test_a_2100_tick_and_made_up_symbols_neither_stop_nor_move_the_kafka_stream(
     symbol stayed in the checkpoint for ever."""
     _insure_and_crash()
     now_ms = int(time.time() * 1000)
-    with kafka.LocalBroker() as broker:
+    with LocalBroker() as broker:
         env = {**os.environ, "BTI_KAFKA_BOOTSTRAP": broker.bootstrap}
         kafka.ensure_topics(broker.bootstrap, {kafka.TICKS: 1})
         bad = [
