@@ -133,6 +133,18 @@ def whole(x: float) -> str:
     return f"{x:,.0f} BTI"  # whole BTI: six figures side by side stay readable
 
 
+def _symbol_row(
+    symbols: list[str], widths: list[int], key: str, empty: str
+) -> tuple[list, str] | None:
+    """A tab's row of controls, its first a symbol picker; None (and ``empty`` said) when
+    there is no symbol to pick."""
+    if not symbols:
+        st.caption(empty)
+        return None
+    c = st.columns(widths)
+    return c, c[0].selectbox("Symbol", symbols, key=key)
+
+
 m = st.columns(6)
 m[0].metric("Policies", f"{t.policies:,}", help=f"In {scope}, under the filter")
 m[1].metric("Open cover", whole(t.open_cover), help="Payout of the pending and active ones")
@@ -185,11 +197,9 @@ if tabs[1].open:
         # the symbols with open cover first, largest first (the map of an empty side is flat)
         by_cover = v.by_symbol
         symbols = list(by_cover["symbol"]) if len(by_cover) else KEYS["rq_symbols"][1]
-        if not symbols:
-            st.caption("No symbols.")
-        else:
-            c = st.columns([2, 3, 2])
-            sym = c[0].selectbox("Symbol", symbols, key="rq_map_symbol")
+        picked = _symbol_row(symbols, [2, 3, 2], "rq_map_symbol", "No symbols.")
+        if picked is not None:
+            c, sym = picked
             move = c[1].slider(
                 "Stress: mark price move within 24 h",
                 min_value=-50,
@@ -254,11 +264,9 @@ if tabs[1].open:
 if tabs[2].open:
     with tabs[2]:
         syms = KEYS["rq_symbols"][1]
-        if not syms:
-            st.caption("No market data.")
-        else:
-            c = st.columns([2, 2, 4])
-            sym = c[0].selectbox("Symbol", syms, key="rq_surface_symbol")
+        picked = _symbol_row(syms, [2, 2, 4], "rq_surface_symbol", "No market data.")
+        if picked is not None:
+            c, sym = picked
             side = c[1].segmented_control(
                 "Side", ["long", "short"], default="long", key="rq_surface_side"
             )

@@ -25,6 +25,7 @@ from bti_core.policies import InsuranceService, QuoteError
 from bti_core.policies.purchase import Purchases
 from bti_core.risk.engine import RiskEngine
 from bti_core.underwriting import CapacityError, Limits, UnderwritingError
+from tests.crashes import dies_at
 
 
 @pytest.fixture(scope="module")
@@ -300,14 +301,6 @@ def test_node_down_at_purchase_is_a_clear_error_and_writes_nothing(
     assert count(engine, Policy) == 0
 
 
-class Crash(BaseException):
-    """The process dying at an injected point (BaseException: no handler catches it)."""
-
-
-def _crash(*_: object, **__: object) -> None:
-    raise Crash
-
-
 def _buy_dying_at(
     svc: InsuranceService, risk: RiskEngine, user: str, step: str, mp: pytest.MonkeyPatch
 ) -> str:
@@ -315,10 +308,8 @@ def _buy_dying_at(
     policy is left pending. Returns the quote's id."""
     fund(svc, user)
     q = quote_btc(svc, risk, user)
-    with mp.context() as m:
-        m.setattr(Purchases, step, _crash)
-        with pytest.raises(Crash):
-            svc.buy(user_id=user, quote_id=q.record.id)
+    with dies_at(mp, Purchases, step):
+        svc.buy(user_id=user, quote_id=q.record.id)
     assert svc.policies(user)["status"].tolist() == ["pending"]
     return q.record.id
 

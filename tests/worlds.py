@@ -18,6 +18,7 @@ from sqlmodel import Session, select
 from bti_core.auth import User
 from bti_core.chain.client import ChainClient
 from bti_core.chain.types import DecodedEvent
+from bti_core.claims.payments import Payments
 from bti_core.claims.service import ClaimsService
 from bti_core.db.models import Claim, Policy
 from bti_core.market.ingest import Ingestor
@@ -31,6 +32,13 @@ from bti_core.stream.ports import StreamDeps
 
 UNDERWRITER = User("uw", "Una Underwriter", "underwriter")
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+# the steps of a claims run a process can die after (`tests.crashes.dies_at`): the method that
+# runs next, which dies instead
+CLAIM_STEPS: dict[str, tuple[type, str]] = {
+    "after the claim is opened": (ClaimsService, "_audit_and_decide_many"),
+    "after paying is recorded, before the payment is sent": (ChainClient, "pay_claims"),
+    "after the payment is mined, before it is recorded": (Payments, "confirm_many"),
+}
 
 
 @dataclass

@@ -233,6 +233,10 @@ def _table(pdf: object, title: str, df: pd.DataFrame) -> None:
                 r.cell(fmt(v))
 
 
+# the views a report prints (the page draws the others: the risk index and the loss ratio)
+_FROM_VIEWS = ("totals", "by_symbol", "by_side", "by_leverage", "riskiest", "claims")
+
+
 def build_report(
     book: pd.DataFrame,
     flt: BookFilter,
@@ -249,14 +253,9 @@ def build_report(
         title=title,
         described=flt.describe(),
         generated=now if now is not None else pd.Timestamp.now("UTC"),
-        totals=v.totals,
-        by_symbol=v.by_symbol,
-        by_side=v.by_side,
-        by_leverage=v.by_leverage,
-        riskiest=v.riskiest,
-        claims=v.claims,
         selection=book,
         forecast_note=forecast_note,
+        **{name: getattr(v, name) for name in _FROM_VIEWS},
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import requests
@@ -25,23 +26,16 @@ _NONCE_TAKEN = ("nonce too low", "replacement transaction underpriced")
 _SEND_ATTEMPTS = 8
 
 
+@dataclass(eq=False)
 class Transactions:
     """Reads and transactions on the node at ``url`` (``w3``) of chain ``chain_id()``."""
 
-    def __init__(
-        self,
-        w3: Web3,
-        url: str,
-        *,
-        chain_id: Callable[[], int],
-        timeout: float,
-        nonce_lock: NonceLock,
-    ) -> None:
-        self.w3 = w3
-        self.url = url
-        self.chain_id = chain_id
-        self.timeout = timeout
-        self.nonce_lock = nonce_lock
+    w3: Web3
+    url: str
+    _: KW_ONLY
+    chain_id: Callable[[], int]
+    timeout: float
+    nonce_lock: NonceLock
 
     def rpc(self, fn: Callable[[], Any], what: str = "call") -> Any:
         """Run a read, turning every failure into a ChainError."""

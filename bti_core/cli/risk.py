@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -13,6 +12,9 @@ from rich.table import Table
 
 from bti_core.cli.common import App, app, console, progress_bar, services_context
 from bti_core.config import get_settings
+from bti_core.risk.backtest import Probability
+from bti_core.risk.forecasting import TargetName
+from bti_core.risk.probability import Innovations, Mean, VolModel
 
 if TYPE_CHECKING:
     from bti_core.risk.forecast import Forecast
@@ -21,33 +23,6 @@ if TYPE_CHECKING:
 models_app = App(
     help="Learned liquidation-probability models and their cards.", no_args_is_help=True
 )
-
-
-class VolModelChoice(StrEnum):
-    gjr = "gjr"
-    egarch = "egarch"
-
-
-class InnovationsChoice(StrEnum):
-    fhs_state_day = "fhs_state_day"
-    fhs_block = "fhs_block"
-    fhs_state = "fhs_state"
-    fhs = "fhs"
-    fhs_skewed = "fhs_skewed"
-    t = "t"
-    normal = "normal"
-
-
-class ProbChoice(StrEnum):
-    engine = "engine"
-    ml = "ml"
-    blend = "blend"
-
-
-class MeanChoice(StrEnum):
-    shrunk = "shrunk"
-    zero = "zero"
-    constant = "constant"
 
 
 @app.command()
@@ -71,30 +46,28 @@ def backtest(
         int | None,
         typer.Option(min=30, help="Days of history each fit uses (default: the engine's, 180)"),
     ] = None,
-    model: Annotated[
-        VolModelChoice, typer.Option(help="Volatility model (the engine uses gjr)")
-    ] = VolModelChoice.gjr,
+    model: Annotated[VolModel, typer.Option(help="Volatility model (the engine uses gjr)")] = "gjr",
     innovations: Annotated[
-        InnovationsChoice,
+        Innovations,
         typer.Option(help="Shocks of the simulated paths (the engine uses fhs_state_day)"),
-    ] = InnovationsChoice.fhs_state_day,
+    ] = "fhs_state_day",
     mean: Annotated[
-        MeanChoice,
+        Mean,
         typer.Option(
             help="Drift of the paths: the window's mean return shrunk by its t-statistic "
             "(the engine's), none, or unshrunk"
         ),
-    ] = MeanChoice.shrunk,
+    ] = "shrunk",
     seed: Annotated[
         int, typer.Option(min=0, help="Monte Carlo seed (the same seed gives the same figures)")
     ] = 0,
     prob: Annotated[
-        ProbChoice,
+        Probability,
         typer.Option(
             help="The probability judged: the Monte Carlo engine's, a learned model's "
             "retrained on the past at each refit, or the two blended in log-odds"
         ),
-    ] = ProbChoice.engine,
+    ] = "engine",
     candidate: Annotated[
         str,
         typer.Option(help="The learned model for --prob ml|blend (see `bti train --candidates`)"),
@@ -120,9 +93,9 @@ def backtest(
     cfg = BacktestConfig(
         stride_hours=stride,
         n_paths=paths + paths % 2,
-        vol_model=model.value,
-        innovations=innovations.value,
-        mean=mean.value,
+        vol_model=model,
+        innovations=innovations,
+        mean=mean,
         seed=seed,
     )
     if window_days is not None:
@@ -133,7 +106,7 @@ def backtest(
         def report(done: int, total: int, what: str) -> None:
             progress.update(task, completed=done, total=total, description=what)
 
-        if prob is ProbChoice.engine:
+        if prob == "engine":
             res = run_backtest(data, cfg, progress=report)
         else:
             from bti_core.risk.learned_backtest import learned_backtest
@@ -142,7 +115,7 @@ def backtest(
             res = learned_backtest(
                 data,
                 cfg,
-                prob=prob.value,  # type: ignore[arg-type]
+                prob=prob,
                 candidate=Candidate.parse(candidate),
                 min_train_days=train_days,
                 seed=seed,
@@ -232,20 +205,14 @@ def train(
     console.print(f"model {model_id} written to {path} (card: {path.with_suffix('.html')})")
 
 
-class TargetChoice(StrEnum):
-    price = "price"
-    vol = "vol"
-    both = "both"
-
-
 @app.command("forecast")
 def forecast_cmd(
     symbols: Annotated[
         list[str] | None, typer.Argument(help="Symbols to forecast (default: every stored one)")
     ] = None,
     target: Annotated[
-        TargetChoice, typer.Option(help="The mark price, its realised volatility, or both")
-    ] = TargetChoice.both,
+        TargetName, typer.Option(help="The mark price, its realised volatility, or both")
+    ] = "both",
     forecaster: Annotated[
         str | None,
         typer.Option(
@@ -299,7 +266,7 @@ def forecast_cmd(
                 data,
                 settings.forecasts_dir,
                 symbols=symbols or (),
-                target=target.value,
+                target=target,
                 window_days=window_days,
                 step_days=step_days,
                 seed=seed,
@@ -320,7 +287,7 @@ def forecast_cmd(
             svc.warehouse,
             settings.forecasts_dir,
             symbols=symbols or (),
-            target=target.value,
+            target=target,
             forecaster=forecaster,
             window_days=window_days,
             seed=seed,

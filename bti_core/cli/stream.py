@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import pandas as pd
@@ -21,6 +20,7 @@ from bti_core.config import get_settings
 from bti_core.errors import BTIError
 from bti_core.market.schema import Kind, canonical_symbol
 from bti_core.services import Services
+from bti_core.stream.live import Mode
 
 if TYPE_CHECKING:
     from bti_core.stream.sources import ReplaySource
@@ -312,12 +312,6 @@ def stream_kafka(
     )
 
 
-class LiveModeChoice(StrEnum):
-    auto = "auto"
-    ws = "ws"
-    poll = "poll"
-
-
 @stream_app.command("live")
 def stream_live(
     symbols: Annotated[
@@ -327,9 +321,9 @@ def stream_live(
         str, typer.Option(help="A ccxt exchange id listing linear perpetuals")
     ] = "binanceusdm",
     mode: Annotated[
-        LiveModeChoice,
+        Mode,
         typer.Option(help="ws: websocket only; poll: REST only; auto: websocket, else polling"),
-    ] = LiveModeChoice.auto,
+    ] = "auto",
     poll: Annotated[
         float, typer.Option(min=0.05, max=3600, help="Seconds between polls when polling")
     ] = 1.0,
@@ -366,7 +360,7 @@ def stream_live(
 
     try:
         source = live.LiveSource(
-            live.make_pro_exchange(exchange), chosen, mode=mode.value, poll=poll
+            live.make_pro_exchange(exchange), chosen, mode=mode, poll=poll
         ).start()
         if store_bars:
             bars = live.MinuteBarStore(

@@ -21,6 +21,10 @@ from bti_core.market.warehouse import Warehouse
 from bti_core.orders import Order
 from bti_core.underwriting import Check
 
+# A quote is priced at the mark's distance to the liquidation price when it was made; it is
+# bought only while the mark has not come more than a fifth of that distance closer (a 20× long
+# quoted 4.5 % from liquidation is refused once the mark is within 3.6 %), and never once the
+# mark has reached the level: cover on a position already liquidated is a claim, not insurance.
 QUOTE_DRIFT = 0.2
 
 

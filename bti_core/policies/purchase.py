@@ -37,10 +37,8 @@ from bti_core.underwriting import Check, check_cover, require
 
 log = logging.getLogger("bti.policies")
 
-# A quote is priced at the mark's distance to the liquidation price when it was made; it is
-# bought only while the mark has not come more than a fifth of that distance closer (a 20× long
-# quoted 4.5 % from liquidation is refused once the mark is within 3.6 %), and never once the
-# mark has reached the level: cover on a position already liquidated is a claim, not insurance.
+# what a policy keeps of its quote: the price and the figures behind it
+_FROM_QUOTE = ("liquidation_price", "payout", "premium", "probability", "risk_index")
 QUOTE_GRACE = timedelta(minutes=1)  # a purchase sent just before the quote ends may be mined
 
 
@@ -255,6 +253,10 @@ class Purchases:
         terms: dict[str, object],
         now: datetime,
     ) -> Policy:
+        # the quote's figures and the cover's terms, as quoted
+        priced = {k: getattr(quote, k) for k in _FROM_QUOTE} | {
+            k: getattr(cover, k) for k in ("coverage", "share", "deductible")
+        }
         return Policy(
             quote_id=quote.id,
             user_id=quote.user_id,
@@ -266,14 +268,6 @@ class Purchases:
             margin_mode=str(order.margin_mode),
             order_type=str(order.order_type),
             margin=order.margin.quantize(Decimal("0.01")),
-            liquidation_price=quote.liquidation_price,
-            coverage=cover.coverage,
-            share=cover.share,
-            deductible=cover.deductible,
-            payout=quote.payout,
-            premium=quote.premium,
-            probability=quote.probability,
-            risk_index=quote.risk_index,
             start_at=now,
             end_at=now + timedelta(hours=cover.duration_hours),
             status=PolicyStatus.PENDING.value,
@@ -283,6 +277,7 @@ class Purchases:
             # the signed quote's deadline on-chain: never long after the quote itself ends, so
             # a purchase sent late (or again after a crash) cannot land on a stale price
             pay_deadline=min(now + self.ctx.payment_window, quote.expires_at + QUOTE_GRACE),
+            **priced,
         )
 
     def _pay(self, policy: Policy) -> Policy:

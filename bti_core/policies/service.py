@@ -100,16 +100,11 @@ class InsuranceService:
         self.expiry = Expiry(self.ctx, self.purchases)
         self.listing = Listing(self.ctx)
         # the service's API is its parts' methods, bound here (each signature in one place)
-        self.allowed_symbols = self.quoting.allowed_symbols
-        self.trader_history = self.quoting.trader_history
-        self.quote = self.quoting.quote
-        self.premium_curve = self.quoting.premium_curve
-        self.wallet_of = self.purchases.wallet_of
-        self.buy = self.purchases.buy
-        self.permit_request = self.purchases.permit_request
-        self.fresh_mark = self.purchases.fresh_mark
-        self.reconcile = self.purchases.reconcile
+        q, p = self.quoting, self.purchases
+        self.quote, self.premium_curve = q.quote, q.premium_curve
+        self.allowed_symbols, self.trader_history = q.allowed_symbols, q.trader_history
+        self.buy, self.permit_request, self.wallet_of = p.buy, p.permit_request, p.wallet_of
+        self.fresh_mark, self.reconcile = p.fresh_mark, p.reconcile
         self.expire_due = self.expiry.expire_due
+        self.policies, self.events = self.listing.policies, self.listing.events
         self.newest_start = self.listing.newest_start
-        self.policies = self.listing.policies
-        self.events = self.listing.events

@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -53,7 +53,10 @@ from bti_core.risk.probability import (
     ENGINE_INNOVATIONS,
     ENGINE_MEAN,
     HOURS_PER_YEAR,
+    Innovations,
+    Mean,
     VolFit,
+    VolModel,
     VolParams,
     first_passage_gbm,
     fit_gjr,
@@ -67,6 +70,10 @@ INTERVAL_DRAWS = 2_000  # bootstrap draws behind each cell's 90 % interval
 HOUR = pd.Timedelta(hours=1)
 
 
+# what a backtest can judge
+Probability = Literal["engine", "ml", "blend"]
+
+
 @dataclass(frozen=True)
 class BacktestConfig:
     leverages: tuple[int, ...] = (5, 10, 20, 50)
@@ -78,11 +85,11 @@ class BacktestConfig:
     n_paths: int = 8_000
     variance_levels: int = 9
     loading: float = 0.2
-    innovations: str = ENGINE_INNOVATIONS
+    innovations: Innovations = ENGINE_INNOVATIONS
     block_hours: int = 24
     mirror: bool = True  # antithetic blocks (z, −z); False keeps the residuals' skew
-    mean: str = ENGINE_MEAN  # "zero": no drift; "constant": the window's mean return, unshrunk
-    vol_model: str = "gjr"
+    mean: Mean = ENGINE_MEAN  # "zero": no drift; "constant": the window's mean return, unshrunk
+    vol_model: VolModel = "gjr"
     demean: bool = True
     n_states: int = 5
     seed: int = 0
@@ -97,7 +104,9 @@ class BacktestResult:
     worst_drawdown: float
     predictions: pd.DataFrame = field(repr=False)
     skipped: list[str] = field(default_factory=list)  # files and symbols left out, and why
-    prob: str = "engine"  # the probability judged: the engine's, a learned model's, or a blend
+    prob: Probability = (
+        "engine"  # the probability judged: the engine's, a learned model's, or a blend
+    )
     model: str = ""  # the learned model behind "ml" and "blend", and how it was retrained
 
     @property
@@ -202,7 +211,7 @@ def _symbol_predictions(
         hist = r[lo:i0]
         hist = hist[np.isfinite(hist)]
         try:
-            fit = fit_gjr(hist, mean=cfg.mean, model=cfg.vol_model)  # type: ignore[arg-type]
+            fit = fit_gjr(hist, mean=cfg.mean, model=cfg.vol_model)
         except (ValueError, np.linalg.LinAlgError):
             continue
         seg_r = np.nan_to_num(r[i0:i1], nan=0.0)
@@ -227,7 +236,7 @@ def _symbol_predictions(
                 VolFit(fit.params, float(v), fit.residuals, fit.mu, fit.log_var),
                 n_paths=cfg.n_paths,
                 horizons=cfg.horizons,
-                innovations=cfg.innovations,  # type: ignore[arg-type]
+                innovations=cfg.innovations,
                 # a stream per symbol, refit and level: BTC's and ETH's noise independent
                 seed=int(
                     np.random.SeedSequence(
@@ -328,10 +337,12 @@ def _auc(p: np.ndarray, y: np.ndarray) -> float:
     return float((ranks[y > 0].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-PROBABILITIES = ("engine", "ml", "blend")  # what a backtest can judge; "baseline" is the reference
+PROBABILITIES: tuple[Probability, ...] = ("engine", "ml", "blend")  # "baseline": the reference
 
 
-def summarise(pred: pd.DataFrame, cfg: BacktestConfig, prob: str = "engine") -> BacktestResult:
+def summarise(
+    pred: pd.DataFrame, cfg: BacktestConfig, prob: Probability = "engine"
+) -> BacktestResult:
     """Judge the probability column ``prob`` cell by cell, beside the engine's and the GBM
     baseline's on the same rows: ``{name}_mean``, ``_brier``, ``_logloss`` and ``_auc`` for each
     of them, and the ratio, its interval and the verdict for ``prob``."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 from bti_core.market.folders import load_folder
 from bti_core.market.schema import canonical_symbol
@@ -13,8 +14,7 @@ from bti_core.market.warehouse import Warehouse
 from bti_core.risk import forecast as fc
 from bti_core.risk import forecast_evaluation as fe
 
-#: "price", "vol" or "both"
-TargetName = str
+TargetName = Literal["price", "vol", "both"]
 
 
 def _targets(target: TargetName) -> list[fc.Target]:

@@ -89,7 +89,7 @@ class VolParams:
     gamma: float
     beta: float
     nu: float
-    model: Literal["gjr", "egarch"] = "gjr"
+    model: VolModel = "gjr"
 
     def next_variance(self, r: FloatArray | float, s2: FloatArray | float) -> FloatArray:
         """σ²_{t+1} from the return r_t and its variance σ²_t (vectorised)."""
@@ -126,6 +126,7 @@ class VolFit:
     log_var: FloatArray | None = None  # ln σ²_t beside each residual (the state it came from)
 
 
+VolModel = Literal["gjr", "egarch"]  # GJR-GARCH(1,1)-t (the engine's) or EGARCH(1,1)-t
 Mean = Literal["shrunk", "zero", "constant"]
 ENGINE_MEAN: Mean = "shrunk"  # the live engine's drift, and the backtest's default
 
@@ -156,7 +157,7 @@ def fit_gjr(
     returns: FloatArray,
     *,
     mean: Mean = ENGINE_MEAN,
-    model: Literal["gjr", "egarch"] = "gjr",
+    model: VolModel = "gjr",
 ) -> VolFit:
     """Fit GJR-GARCH(1,1)-t to hourly log returns with `arch` (scaled to percent for the
     optimiser, as `arch` recommends, then scaled back).

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +49,7 @@ from bti_core.stream.types import (
     DEFAULT_RULES,
     HOUR_MS,
     NO_CONTEXT,
+    Admission,
     Book,
     Context,
     Event,
@@ -268,31 +270,31 @@ def proven_liquidations(events: Sequence[Event], opened: Sequence[dict[str, Any]
     ]
 
 
+@dataclass(eq=False)
 class EmbeddedEngine:
     """Score a source's ticks batch by batch into alerts and claims (module docstring)."""
 
-    def __init__(
-        self,
-        deps: StreamDeps,
-        source: ArraySource | FollowedSource | CursorSource,
-        *,
-        name: str = "replay",
-        rules: Rules = DEFAULT_RULES,
-        batch: int = 10_000,
-        before_commit: Callable[[BatchReport], None] | None = None,
-        sink: Callable[[str, BatchReport], None] | None = None,
-    ) -> None:
-        self.deps = deps
-        self.source = source
-        self.name = name
-        self.rules = rules
-        self.batch = batch
-        self.before_commit = before_commit  # a hook for the kill tests
-        self.sink = sink  # e.g. `KafkaSink`: called with each batch before it commits
-        self._books: dict[str, tuple[Any, int, Book, dict[int, str]]] = {}
-        self._contexts: dict[str, tuple[float, Context]] = {}
-        self._known: tuple[float, frozenset[str]] = (-math.inf, frozenset())
-        self.from_bars = bool(getattr(source, "from_bars", False))
+    deps: StreamDeps
+    source: ArraySource | FollowedSource | CursorSource
+    _: KW_ONLY
+    name: str = "replay"
+    rules: Rules = DEFAULT_RULES
+    batch: int = 10_000
+    before_commit: Callable[[BatchReport], None] | None = None  # a hook for the kill tests
+    sink: Callable[[str, BatchReport], None] | None = None  # e.g. `KafkaSink`, before commit
+    from_bars: bool = field(init=False)  # the source replays stored bars (claim evidence)
+    _books: dict[str, tuple[Any, int, Book, dict[int, str]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _contexts: dict[str, tuple[float, Context]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _known: tuple[float, frozenset[str]] = field(
+        default=(-math.inf, frozenset()), init=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        self.from_bars = bool(getattr(self.source, "from_bars", False))
 
     def _fresh_state(self, symbol: str) -> SymbolState:
         return fresh_state(self.deps, symbol)
@@ -365,12 +367,11 @@ class EmbeddedEngine:
                 {k: v.last_ms for k, v in states.items()}, self.batch
             )
         elif isinstance(self.source, CursorSource):
+            admit = Admission(
+                self.known_symbols(), int(self.deps.claims.clock().timestamp() * 1000)
+            )
             syms, ts, px, cursor, read = self.source.read_from(
-                cursor,
-                self.batch,
-                {k: v.last_ms for k, v in states.items()},
-                known=self.known_symbols(),
-                now_ms=int(self.deps.claims.clock().timestamp() * 1000),
+                cursor, self.batch, {k: v.last_ms for k, v in states.items()}, admit
             )
         else:
             syms, ts, px = self.source.read(offset, self.batch)

@@ -42,13 +42,14 @@ import logging
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bti_core.errors import BTIError
 from bti_core.stream.store import MESSAGES, alert_key
+from bti_core.stream.types import ADMIT_ANY, Admission, Cursor, CursorRead
 
 if TYPE_CHECKING:
     from bti_core.stream.ports import BatchReport
@@ -227,29 +228,22 @@ class DeadLetters:
             raise KafkaError(f"dead letters were not acknowledged by {self.bootstrap}")
 
 
+@dataclass(eq=False)
 class KafkaTickSource:
     """Ticks from the ticks topic, from the offsets the engine's checkpoint holds (module
     docstring). ``cursor``: partition (as text) → the next offset to read."""
 
-    def __init__(
-        self,
-        bootstrap: str,
-        topic: str = TICKS,
-        *,
-        wait: float = 0.05,
-        first_wait: float = 3.0,
-        dead_letters: str | None = DEAD,
-    ) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self.dead_letters = dead_letters
-        self._dead: DeadLetters | None = None  # made on the first dead letter
-        self.wait = wait  # how long a read waits for the first message
-        self.first_wait = first_wait  # after (re)assigning: the first fetch takes a while
-        self._fresh = True
-        self._consumer: Any = None
-        self._at: dict[str, int] | None = None  # where the consumer stands now
-        self.stats = ReadStats()
+    bootstrap: str
+    topic: str = TICKS
+    _: KW_ONLY
+    wait: float = 0.05  # how long a read waits for the first message
+    first_wait: float = 3.0  # after (re)assigning: the first fetch takes a while
+    dead_letters: str | None = DEAD
+    stats: ReadStats = field(default_factory=ReadStats, init=False)
+    _dead: DeadLetters | None = field(default=None, init=False, repr=False)  # on the first
+    _fresh: bool = field(default=True, init=False, repr=False)
+    _consumer: Any = field(default=None, init=False, repr=False)
+    _at: dict[str, int] | None = field(default=None, init=False, repr=False)  # where it stands
 
     def _partitions(self) -> list[int]:
         md = self._consumer.list_topics(self.topic, timeout=10)
@@ -298,17 +292,12 @@ class KafkaTickSource:
             self.stats.dead_lettered += 1
 
     def read_from(
-        self,
-        cursor: dict[str, int] | None,
-        limit: int,
-        last_ms: dict[str, int],
-        *,
-        known: frozenset[str] | None = None,
-        now_ms: int | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int], int]:
+        self, cursor: Cursor | None, limit: int, last_ms: Cursor, admit: Admission = ADMIT_ANY
+    ) -> CursorRead:
         """Up to ``limit`` messages from ``cursor``: the valid, in-order ticks (symbols, ms,
-        marks) of the ``known`` markets and not from beyond ``now_ms`` (module docstring), the
-        cursor after them and how many messages were read."""
+        marks) that ``admit`` lets through (module docstring), the cursor after them and how
+        many messages were read."""
+        known, now_ms = admit.known, admit.now_ms
         cursor = dict(cursor or {})
         # where the consumer stands is not where the checkpoint says (a first read, or a batch
         # read but never committed): seek back to the checkpoint

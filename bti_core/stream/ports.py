@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from bti_core.stream.types import ADMIT_ANY, Admission, Cursor, CursorRead, Event
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -20,7 +22,6 @@ if TYPE_CHECKING:
     from bti_core.market.warehouse import Warehouse
     from bti_core.risk.engine import RiskEngine
     from bti_core.services import Services
-    from bti_core.stream.types import Event
 
 
 @dataclass(frozen=True)
@@ -64,17 +65,11 @@ class FollowedSource(Protocol):
 class CursorSource(Protocol):
     """A source read from a cursor of its own (a Kafka consumer's offsets per partition),
     which the engine keeps in the stream's checkpoint beside the scoring state; it also
-    refuses what it cannot trust (symbols not ``known``, times beyond ``now_ms``)."""
+    refuses what the `Admission` does not let through (unknown symbols, times from the future)."""
 
     def read_from(
-        self,
-        cursor: dict[str, int] | None,
-        limit: int,
-        last_ms: dict[str, int],
-        *,
-        known: frozenset[str] | None = None,
-        now_ms: int | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int], int]: ...
+        self, cursor: Cursor | None, limit: int, last_ms: Cursor, admit: Admission = ADMIT_ANY
+    ) -> CursorRead: ...
 
     def __len__(self) -> int: ...
 

@@ -15,6 +15,21 @@ import numpy.typing as npt
 HOUR_MS = 3_600_000
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+Cursor = dict[str, int]  # a consumer's next offset per partition
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What a source of outside messages lets through: ticks of the ``known`` markets only
+    (None: any) and none stamped past ``now_ms`` and the allowed lead (None: no clock)."""
+
+    known: frozenset[str] | None = None
+    now_ms: int | None = None
+
+
+ADMIT_ANY = Admission()
+# a read from a cursor: symbols, times (ms) and marks; the cursor after them; messages read
+CursorRead = tuple[np.ndarray, np.ndarray, np.ndarray, Cursor, int]
 
 
 @dataclass(frozen=True)

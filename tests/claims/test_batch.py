@@ -11,18 +11,10 @@ from sqlmodel import Session, select
 
 from bti_core.chain.client import ChainClient
 from bti_core.claims.hits import TickHit
-from bti_core.claims.payments import Payments
 from bti_core.claims.service import ClaimsService
 from bti_core.db.models import Claim, Policy
-from tests.worlds import NOW, World, buy, claim_paid_events, crash
-
-
-class CrashError(Exception):
-    pass
-
-
-def _crash(*_: object, **__: object) -> None:
-    raise CrashError
+from tests.crashes import dies_at
+from tests.worlds import CLAIM_STEPS, NOW, World, buy, claim_paid_events, crash
 
 
 def insured(w: World, n: int) -> list[Policy]:
@@ -86,7 +78,10 @@ def test_a_claim_paid_meanwhile_is_recorded_not_paid_again(world: World) -> None
 
 @pytest.mark.parametrize(
     "where",
-    ["before the batch is sent", "after the batch is mined, before it is recorded"],
+    [
+        "after paying is recorded, before the payment is sent",
+        "after the payment is mined, before it is recorded",
+    ],
 )
 @pytest.mark.both_databases
 def test_a_batch_interrupted_is_settled_once_by_reconcile(
@@ -98,14 +93,8 @@ def test_a_batch_interrupted_is_settled_once_by_reconcile(
     pols = insured(w, 4)
     crash(w, drop=0.3, after_hours=3)
     opened = w.claims.open_from_ticks(hits_of(pols), "test")
-    target = {
-        "before the batch is sent": (ChainClient, "pay_claims"),
-        "after the batch is mined, before it is recorded": (Payments, "confirm_many"),
-    }[where]
-    with monkeypatch.context() as m:
-        m.setattr(*target, _crash)
-        with pytest.raises(CrashError):
-            w.claims.process_many(opened)
+    with dies_at(monkeypatch, *CLAIM_STEPS[where]):
+        w.claims.process_many(opened)
     assert {c.state for c in claims_of(w)} == {"paying"}
     again = ClaimsService(w.db, w.wh, w.chain)
     again.payments.lease = timedelta(0)  # the dead process's leases have run out

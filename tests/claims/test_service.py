@@ -12,12 +12,21 @@ from sqlmodel import Session, select
 from bti_core.auth import AuthError, User
 from bti_core.chain.client import ChainClient
 from bti_core.chain.types import OnChainStatus
-from bti_core.claims.payments import Payments
 from bti_core.claims.service import ClaimError, ClaimsService
 from bti_core.claims.state import TransitionError
 from bti_core.db.models import Claim, ClaimAudit, Policy
 from bti_core.orders import Cover, Order
-from tests.worlds import NOW, UNDERWRITER, World, buy, claim_of, claim_paid_events, crash
+from tests.crashes import dies_at
+from tests.worlds import (
+    CLAIM_STEPS,
+    NOW,
+    UNDERWRITER,
+    World,
+    buy,
+    claim_of,
+    claim_paid_events,
+    crash,
+)
 
 
 @pytest.mark.both_databases
@@ -163,14 +172,6 @@ def test_bad_records_are_refused_and_write_nothing(world: World) -> None:
         assert s.exec(select(Claim)).all() == []
 
 
-class Crash(BaseException):
-    """The process dying at an injected point."""
-
-
-def _crash(*_: object, **__: object) -> None:
-    raise Crash
-
-
 @pytest.mark.parametrize(
     "where",
     [
@@ -188,15 +189,8 @@ def test_interrupted_at_each_step_pays_exactly_once(
     wallet = w.ins.wallet_of("gina").address
     before = w.chain.balance(wallet)
     crash(w)
-    target = {
-        "after the claim is opened": (ClaimsService, "_audit_and_decide_many"),
-        "after paying is recorded, before the payment is sent": (ChainClient, "pay_claims"),
-        "after the payment is mined, before it is recorded": (Payments, "confirm_many"),
-    }[where]
-    with monkeypatch.context() as m:
-        m.setattr(*target, _crash)
-        with pytest.raises(Crash):
-            w.claims.run()
+    with dies_at(monkeypatch, *CLAIM_STEPS[where]):
+        w.claims.run()
     c = claim_of(w, p)  # never lost: the claim is there whatever step died
     assert c.state in ("opened", "paying")
     # the restart: a new service object over the same database and chain

@@ -106,16 +106,8 @@ def test_one_order_vector_is_the_frame_row(market) -> None:
         }
     )
     frame = order_features(rows, mk).to_numpy(dtype=float)
-    for i, r in enumerate(rows.itertuples()):
-        x = order_vector(
-            mk.loc[r.ts].to_dict(),
-            side=1 if r.side == "long" else -1,
-            leverage=r.leverage,
-            horizon=r.horizon,
-            engine=r.engine,
-            baseline=r.baseline,
-            sigma2=r.sigma2,
-            log_barrier=r.log_barrier,
-        )
+    numbers = rows.drop(columns=["ts", "side"]).to_dict("records")
+    for i, (r, kw) in enumerate(zip(rows.itertuples(), numbers, strict=True)):
+        x = order_vector(mk.loc[r.ts].to_dict(), side=1 if r.side == "long" else -1, **kw)
         np.testing.assert_allclose(x, frame[i], rtol=1e-12, equal_nan=True, err_msg=f"row {i}")
     assert np.isnan(frame[0]).any()  # the rows with early (unwarmed) hours and σ² = 0 do hold NaN
