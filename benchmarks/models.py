@@ -46,11 +46,11 @@ def _progress(done: int, total: int, what: str) -> None:
 
 def forecasts(folder: Path, step_days: int) -> None:
     from bti_core.market.folders import load_folder
-    from bti_core.risk import forecast as fc
     from bti_core.risk import forecast_evaluation as fe
+    from bti_core.risk import forecast_store as fs
 
     t0 = time.perf_counter()
-    closes = {s: fc.hourly_mark_closes(mark) for s, (_, mark) in load_folder(folder).items()}
+    closes = {s: fs.hourly_mark_closes(mark) for s, (_, mark) in load_folder(folder).items()}
     rep = fe.evaluate(closes, step_days=step_days, progress=_progress)
     print(fe.format_report(rep))
     print(f"\n{rep.config['origins']} origins in {time.perf_counter() - t0:.0f} s")

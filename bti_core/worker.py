@@ -68,7 +68,7 @@ class Worker:
         return f"{name}: {result}", busy
 
     def _forecasts(self) -> int:
-        from bti_core.risk.forecast import refresh_due
+        from bti_core.risk.forecast_store import refresh_due
 
         svc = self.services
         return refresh_due(svc.warehouse, svc.settings.forecasts_dir, self._forecast_hours)

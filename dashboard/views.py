@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from bti_core.risk import forecast
+from bti_core.risk import forecast_store
 from dashboard import resources
 from dashboard.charts import forecast_figure
 
@@ -22,22 +22,22 @@ def forecasts(symbol: str, last_bar: pd.Timestamp) -> None:
     """The cached price and volatility forecasts of ``symbol`` with their bands and the
     forecaster's measured skill (the worker fits them; a page never does)."""
     forecasts_dir = resources.settings().forecasts_dir
-    price_fc = forecast.cached(forecasts_dir, symbol, "price")
-    vol_fc = forecast.cached(forecasts_dir, symbol, "vol")
+    price_fc = forecast_store.cached(forecasts_dir, symbol, "price")
+    vol_fc = forecast_store.cached(forecasts_dir, symbol, "vol")
     if price_fc is None and vol_fc is None:
         st.caption(
             f"No forecast for {symbol} yet: the worker fits one each hour (`bti worker`, started "
             f"by `make run`), or run `bti forecast {symbol}`."
         )
         return
-    recent = forecast.warehouse_closes(resources.warehouse(), symbol, window_days=14)
+    recent = forecast_store.warehouse_closes(resources.warehouse(), symbol, window_days=14)
     left, right = st.columns(2)
     for col, fc, series, title, y_title, percent in (
         (left, price_fc, recent.iloc[-24 * 7 :], "Mark price, next 7 days", "USDT", False),
         (
             right,
             vol_fc,
-            forecast.realised_vol_series(recent).iloc[-24 * 7 :],
+            forecast_store.realised_vol_series(recent).iloc[-24 * 7 :],
             "Realised volatility to each horizon (annualised)",
             "volatility",
             True,
@@ -62,7 +62,7 @@ def forecasts(symbol: str, last_bar: pd.Timestamp) -> None:
             f"From {fc.origin:%Y-%m-%d %H:%M} UTC"
             + (f" ({stale:.0f} h before the last bar)" if stale >= 2 else "")
             + f" by {fc.forecaster.replace('_', ' ')}. "
-            + forecast.skill_note(forecasts_dir, fc.target, fc.forecaster)
+            + forecast_store.skill_note(forecasts_dir, fc.target, fc.forecaster)
         )
 
 

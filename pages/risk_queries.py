@@ -16,7 +16,7 @@ from bti_core.analytics import views as bv
 from bti_core.analytics.report import EXPORT_COLUMNS, build_report, forecast_note
 from bti_core.analytics.surface import probability_surface, reliability, stored_backtests
 from bti_core.errors import BTIError
-from bti_core.risk import forecast
+from bti_core.risk import forecast_store
 from dashboard import resources, risk_charts, text, views
 
 GROUPS = {
@@ -336,7 +336,7 @@ if tabs[4].open:
             sym = st.selectbox("Symbol", syms, key="rq_fc_symbol")
             try:
                 # the last bar's time, not a risk fit: a page renders no model
-                views.forecasts(sym, forecast.last_bar_time(resources.warehouse(), sym))
+                views.forecasts(sym, forecast_store.last_bar_time(resources.warehouse(), sym))
             except (BTIError, ValueError) as exc:
                 st.warning(str(exc))
 

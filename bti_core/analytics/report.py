@@ -262,12 +262,12 @@ def build_report(
 def forecast_note(forecasts_dir: Path, symbols: list[str], horizon: int = 168) -> str:
     """What the cached forecasts say of ``symbols`` over ``horizon`` hours, in one sentence:
     the 80 % band of the mark price and the forecast volatility against today's."""
-    from bti_core.risk import forecast
+    from bti_core.risk import forecast_store
 
     parts = []
     for sym in symbols:
-        price = forecast.cached(forecasts_dir, sym, "price")
-        vol = forecast.cached(forecasts_dir, sym, "vol")
+        price = forecast_store.cached(forecasts_dir, sym, "price")
+        vol = forecast_store.cached(forecasts_dir, sym, "vol")
         if price is None or horizon not in price.horizons:
             continue
         row = price.frame().set_index("horizon").loc[horizon]

@@ -86,18 +86,9 @@ class AnvilNode:
         self.host = host
         self.chain_id = chain_id  # another id stands in for a public network in tests
         self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def snapshot_path(self) -> Path:
-        return self.state_dir / "anvil-state.json"
-
-    @property
-    def log_path(self) -> Path:
-        return self.state_dir / "anvil.log"
+        self.url = f"http://{host}:{port}"
+        self.snapshot_path = self.state_dir / "anvil-state.json"  # the chain kept between runs
+        self.log_path = self.state_dir / "anvil.log"
 
     def start(self, timeout: float = 20.0) -> AnvilNode:
         """Start anvil (loading the last snapshot) and wait until it answers."""

@@ -83,7 +83,8 @@ def backtest(
     beside the GBM baseline; ends with a one-line verdict. --window-days, --model,
     --innovations and --mean try variants of the engine (see bti_core/risk/backtest.py);
     --prob ml judges a learned model the same way."""
-    from bti_core.risk.backtest import BacktestConfig, format_report, run_backtest, write_json
+    from bti_core.risk.backtest import BacktestConfig, run_backtest
+    from bti_core.risk.backtest_report import format_report, write_json
 
     if plot is not None and plot.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"--plot writes HTML: give a file ending in .html, not {plot.name}")
@@ -125,7 +126,7 @@ def backtest(
         write_json(res, json_out)
         console.print(f"results written to {json_out}", soft_wrap=True)
     from bti_core.analytics.surface import store_backtest
-    from bti_core.risk.backtest import json_payload
+    from bti_core.risk.backtest_report import json_payload
 
     # every run is kept for the Risk Queries page's reliability view
     stored = store_backtest(json_payload(res), get_settings().data_dir / "backtests")

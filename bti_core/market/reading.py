@@ -11,7 +11,7 @@ import lzma
 import re
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -393,10 +393,11 @@ def parse_times(
     return utc_series(checked, nulls)
 
 
-def bar_frame(ts: pd.Series, values: list[pa.Table]) -> pd.DataFrame:
-    """The canonical frame from ``ts`` and a table of the value columns, handed over in a list
-    that is emptied, so that the table's last reference is here: Arrow then frees each column's
-    buffers as it is converted (one copy of the data in memory at a time, not three)."""
-    frame = values.pop().to_pandas(split_blocks=True, self_destruct=True)
+def bar_frame(ts: pd.Series, held: list[pa.Table], columns: Sequence[str]) -> pd.DataFrame:
+    """The canonical frame from ``ts`` and the value ``columns`` of the table ``held`` in a list
+    (its caller's only reference), which is emptied so that the table's last reference is here:
+    Arrow then frees each column's buffers as it is converted (one copy of the data in memory
+    at a time, not three)."""
+    frame = held.pop().select(list(columns)).to_pandas(split_blocks=True, self_destruct=True)
     frame.insert(0, "ts", ts)
     return frame

@@ -86,14 +86,12 @@ def _read_normalised(
     }
     try:  # times with a zone (…Z, +00:00), the format's own
         types = {"timestamp_utc": pa.timestamp("us", tz="UTC"), **value_types}
-        table = read_table(src, limits, names, types, checks, skip_header=True, diagnose=False)
+        held = [read_table(src, limits, names, types, checks, skip_header=True, diagnose=False)]
     except pa.ArrowException:  # naive times are taken as UTC
         types = {"timestamp_utc": pa.timestamp("us"), **value_types}
-        table = read_table(src, limits, names, types, checks, skip_header=True)
-    ts = parse_times(src, table.column("timestamp_utc"), limits, now=now, skip_header=True)
-    values = [table.select(list(cols[1:]))]
-    del table
-    return bar_frame(ts, values)
+        held = [read_table(src, limits, names, types, checks, skip_header=True)]
+    ts = parse_times(src, held[0].column("timestamp_utc"), limits, now=now, skip_header=True)
+    return bar_frame(ts, held, cols[1:])
 
 
 def _read_binance_klines(
@@ -120,13 +118,11 @@ def _read_binance_klines(
         **dict.fromkeys(("open", "high", "low", "close", "volume"), number_error),
         "close_time": integer_error,
     }
-    table = read_table(src, limits, names, types, checks, skip_header=has_header)
+    held = [read_table(src, limits, names, types, checks, skip_header=has_header)]
     ts = parse_times(
-        src, table.column("open_time"), limits, now=now, skip_header=has_header, epoch=True
+        src, held[0].column("open_time"), limits, now=now, skip_header=has_header, epoch=True
     )
-    values = [table.select(list(BAR_COLUMNS[1:]))]
-    del table
-    return bar_frame(ts, values)
+    return bar_frame(ts, held, BAR_COLUMNS[1:])
 
 
 def _read_binance_funding(
@@ -223,16 +219,11 @@ def read_source(
 
 
 def read_file(
-    path: str | Path,
-    *,
-    kind: Kind | None = None,
-    symbol: str | None = None,
-    timeframe: str | None = None,
-    limits: ImportLimits = DEFAULT_LIMITS,
-    now: pd.Timestamp | None = None,
+    path: str | Path, *, limits: ImportLimits = DEFAULT_LIMITS, now: pd.Timestamp | None = None
 ) -> tuple[SourceFile, pd.DataFrame]:
-    """Identify and read one file: ``src, frame = read_file("BTCUSDT_1h_ohlcv.csv.gz")``."""
-    src = identify(path, kind=kind, symbol=symbol, timeframe=timeframe)
+    """Identify and read one file: ``src, frame = read_file("BTCUSDT_1h_ohlcv.csv.gz")``
+    (`identify` it with hints, then `read_source`, when its name does not say everything)."""
+    src = identify(path)
     return src, read_source(src, limits=limits, now=now)
 
 

@@ -13,6 +13,7 @@ from bti_core.market.schema import canonical_symbol
 from bti_core.market.warehouse import Warehouse
 from bti_core.risk import forecast as fc
 from bti_core.risk import forecast_evaluation as fe
+from bti_core.risk import forecast_store as fs
 
 TargetName = Literal["price", "vol", "both"]
 
@@ -47,7 +48,7 @@ def evaluate_folder(
             f"{', '.join(sorted(loaded)) or 'none'}"
         )
     closes = {
-        s: fc.hourly_mark_closes(mark)
+        s: fs.hourly_mark_closes(mark)
         for s, (_, mark) in loaded.items()
         if not wanted or s in wanted
     }
@@ -75,7 +76,7 @@ def refresh_stored(
     seed: int = 0,
 ) -> Iterator[fc.Forecast]:
     """The forecasts of the stored symbols (all, or ``symbols``), each refitted only when its
-    bars moved on (`forecast.refresh` keeps a cache in ``folder``). ``forecaster`` (default:
+    bars moved on (`forecast_store.refresh` keeps a cache in ``folder``). ``forecaster`` (default:
     the best of the last evaluation) must forecast the target asked; with "both", the targets
     it forecasts."""
     names = [canonical_symbol(s) for s in symbols] if symbols else warehouse.symbols()
@@ -93,6 +94,6 @@ def refresh_stored(
                 f"{', '.join(fc.FORECASTERS['vol'])}"
             )
     for sym in names:
-        series = fc.warehouse_closes(warehouse, sym, window_days)
+        series = fs.warehouse_closes(warehouse, sym, window_days)
         for t in targets:
-            yield fc.refresh(folder, sym, series, t, forecaster, window_days=window_days, seed=seed)
+            yield fs.refresh(folder, sym, series, t, forecaster, window_days=window_days, seed=seed)

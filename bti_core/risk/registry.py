@@ -30,6 +30,7 @@ from bti_core.risk.evaluation import REFERENCES, evaluate, format_reports, selec
 from bti_core.risk.features import ALL_COLUMNS
 from bti_core.risk.models import (
     META_COLUMNS,
+    SETTINGS,
     Candidate,
     CellCalibrator,
     Progress,
@@ -108,6 +109,7 @@ def train(
         "uses_model": sel.uses_model,
         "reason": sel.reason,
         "features": list(model.features),
+        "settings": SETTINGS[model.candidate.kind],  # the classifier's, as it was fitted
         "data": {
             "source": source,
             "symbols": sorted(frame["symbol"].unique().tolist()),

@@ -102,7 +102,7 @@ def market_context(deps: StreamDeps, symbol: str) -> Context:
     price forecast (the worker fits one an hour), hour by hour: between the forecast's
     horizons (1 h … 7 days) each bound is interpolated linearly in log price over the horizon
     in hours. Empty parts where nothing is stored."""
-    from bti_core.risk.forecast import cached
+    from bti_core.risk.forecast_store import cached
 
     wh = deps.warehouse
     f_ms, f_rate = np.empty(0, dtype=np.int64), np.empty(0)

@@ -83,7 +83,7 @@ def test_an_interrupted_first_import_is_not_offered(filled: Path) -> None:
 
 def test_forecasts_show_what_the_worker_cached(filled: Path) -> None:
     from bti_core.market.warehouse import Warehouse
-    from bti_core.risk.forecast import refresh_due
+    from bti_core.risk.forecast_store import refresh_due
 
     at = _app()
     captions = " ".join(c.value for c in at.caption)

@@ -22,12 +22,12 @@ from bti_core.market.synthetic import generate_demo_markets
 from bti_core.risk.backtest import (
     BacktestConfig,
     _future_extremes,
-    format_report,
     ratio_interval,
     run_backtest,
     summarise,
 )
 from bti_core.risk.backtest_chart import calibration_figure
+from bti_core.risk.backtest_report import format_report
 
 
 def test_future_extremes_match_a_loop() -> None:

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from bti_core.cli import app
 from bti_core.risk import forecast as fc
 from bti_core.risk import forecast_evaluation as fe
+from bti_core.risk import forecast_store as fs
 
 
 def _series(log_p: np.ndarray, start: str = "2023-01-01") -> pd.Series:
@@ -124,27 +125,27 @@ def test_bad_inputs_say_what_is_allowed() -> None:
 
 def test_forecasts_are_cached_and_pages_read_the_best_forecaster(tmp_path: Path) -> None:
     s = _gbm(24 * 100, 0.004, seed=4)
-    assert fc.cached(tmp_path, "AAAUSDT", "price") is None
-    a = fc.refresh(tmp_path, "AAAUSDT", s, "price")
+    assert fs.cached(tmp_path, "AAAUSDT", "price") is None
+    a = fs.refresh(tmp_path, "AAAUSDT", s, "price")
     assert a.forecaster == "random_walk"  # no evaluation here: the development data's winner
-    assert fc.best_forecaster(tmp_path, "vol") == "har"
+    assert fs.best_forecaster(tmp_path, "vol") == "har"
     files = list(tmp_path.glob("AAAUSDT_price_random_walk_*.json"))
     assert len(files) == 1
     stamp = files[0].stat().st_mtime_ns
-    b = fc.refresh(tmp_path, "AAAUSDT", s, "price")
+    b = fs.refresh(tmp_path, "AAAUSDT", s, "price")
     assert files[0].stat().st_mtime_ns == stamp  # read, not refitted
     np.testing.assert_allclose(a.samples, b.samples)
-    c = fc.cached(tmp_path, "AAAUSDT", "price")
+    c = fs.cached(tmp_path, "AAAUSDT", "price")
     assert c is not None and c.origin == a.origin
     files[0].write_text("{ torn")  # a damaged file is refitted, not served
-    d = fc.refresh(tmp_path, "AAAUSDT", s, "price")
+    d = fs.refresh(tmp_path, "AAAUSDT", s, "price")
     np.testing.assert_allclose(d.samples, a.samples)
-    fc.refresh(tmp_path, "AAAUSDT", s.iloc[:-1], "price")  # an hour earlier: another file…
-    fc.refresh(tmp_path, "AAAUSDT", s, "price")  # …swept when the next is written
+    fs.refresh(tmp_path, "AAAUSDT", s.iloc[:-1], "price")  # an hour earlier: another file…
+    fs.refresh(tmp_path, "AAAUSDT", s, "price")  # …swept when the next is written
     assert len(list(tmp_path.glob("AAAUSDT_price_random_walk_*.json"))) == 1
     (tmp_path / "skill.json").write_text(json.dumps({"best": {"vol": "har", "price": "bogus"}}))
-    assert fc.best_forecaster(tmp_path, "vol") == "har"
-    assert fc.best_forecaster(tmp_path, "price") == "random_walk"  # not a forecaster: ignored
+    assert fs.best_forecaster(tmp_path, "vol") == "har"
+    assert fs.best_forecaster(tmp_path, "price") == "random_walk"  # not a forecaster: ignored
 
 
 @pytest.mark.slow
@@ -176,7 +177,7 @@ def test_cli_evaluates_then_forecasts_with_the_best(
     assert best in fc.FORECASTERS["vol"]
     assert {r["forecaster"] for r in res["scores"]} == set(fc.FORECASTERS["vol"])
     assert (data_dir / "forecasts" / "skill.json").is_file()
-    note = fc.skill_note(data_dir / "forecasts", "vol", best)
+    note = fs.skill_note(data_dir / "forecasts", "vol", best)
     assert note.startswith("In the last evaluation (") and "BTCUSDT, ETHUSDT" in note
     assert "the best of the others" in note and "at 24 h its CRPS was" in note
     assert runner.invoke(app, ["ingest", str(model_folder)]).exit_code == 0

@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bti_core.cli import app
-from bti_core.risk.backtest import format_report, summarise
+from bti_core.risk.backtest import summarise
+from bti_core.risk.backtest_report import format_report
 from bti_core.risk.learned_backtest import blend, retrained_probabilities
 from bti_core.risk.models import Candidate
 from tests.risk.conftest import SMALL

@@ -14,7 +14,7 @@ from sqlmodel import Session, col, select
 
 from bti_core.db.models import Alert, Claim
 from bti_core.market.schema import Kind
-from bti_core.risk.forecast import hourly_mark_closes, refresh
+from bti_core.risk.forecast_store import hourly_mark_closes, refresh
 from bti_core.stream.engine import EmbeddedEngine
 from bti_core.stream.ports import BatchReport
 from bti_core.stream.sources import ReplaySource
