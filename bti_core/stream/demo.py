@@ -61,9 +61,8 @@ def replay_crash(
     end = pd.Timestamp(rep.last_bar)
     src = ReplaySource(services.warehouse, [rep.symbol], start, end, timeframe="1m")
     name = f"demo-{rep.symbol}-{start:%Y%m%d%H%M}"
-    eng = EmbeddedEngine(
-        StreamDeps.of(services), src, name=name, batch=8
-    )  # two minute bars a batch
+    # two minute bars a batch: the replay's alerts and claims show as the crash unfolds
+    eng = EmbeddedEngine(StreamDeps.of(services), src, name=name, batch=8)
     reports = eng.run(speed=speed, progress=progress)
     return DemoReplay(
         rep.symbol,
