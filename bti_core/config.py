@@ -15,6 +15,11 @@
 ``BTI_SESSION_HOURS``         how long a dashboard sign-in lasts, across reloads and tabs (24)
 ``BTI_WEBHOOK_ALLOW_NETWORKS`` non-public networks webhooks may reach (CIDR list; none)
 ``BTI_WEBHOOK_TIMEOUT_SECONDS`` the whole of one webhook delivery, at most (10)
+``BTI_ACCOUNTS_KEY_FILE``     the key that encrypts linked exchange accounts' API secrets; keep
+                              it apart from the database (default ``<data_dir>/keys/accounts.key``)
+``BTI_DEMO_EXCHANGE_URL``     the demo exchange (Binance's protocol on 127.0.0.1) that `make run`
+                              starts; unset, no demo exchange can be linked
+``BTI_ACCOUNTS_SYNC_SECONDS`` how often the worker reads linked accounts' positions (60)
 """
 
 from __future__ import annotations
@@ -92,6 +97,16 @@ class Settings(BaseSettings):
         default=10.0, gt=0, le=120, description="The whole of one webhook delivery, at most"
     )
 
+    accounts_key_file: Path | None = Field(
+        default=None, description="Encryption key of linked accounts' secrets (kept apart)"
+    )
+    demo_exchange_url: str | None = Field(
+        default=None,
+        pattern=r"^http://127\.0\.0\.1:[0-9]{2,5}$",
+        description="The local demo exchange, http://127.0.0.1:PORT",
+    )
+    accounts_sync_seconds: float = Field(default=60.0, ge=5, le=3600)
+
     @field_validator("data_dir")
     @classmethod
     def _absolute(cls, v: Path) -> Path:
@@ -109,6 +124,10 @@ class Settings(BaseSettings):
     def forecasts_dir(self) -> Path:
         """Forecasts cached for the pages, and the evaluation that chose their forecaster."""
         return self.data_dir / "forecasts"
+
+    @cached_property
+    def resolved_accounts_key_file(self) -> Path:
+        return self.accounts_key_file or self.data_dir / "keys" / "accounts.key"
 
     @property
     def resolved_database_url(self) -> str:

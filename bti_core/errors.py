@@ -67,6 +67,21 @@ class ExchangeError(BTIError):
     """A live exchange download failed (network, rate limit, unknown market)."""
 
 
+class ExchangeKeyError(ExchangeError, PermissionError):
+    """The exchange refused an account's API key (revoked, wrong secret, IP not allowed), or the
+    key can do more than read and BTI will not hold it."""
+
+
+class ExchangeDownError(ExchangeError, ConnectionError):
+    """The exchange did not answer in time, or asked to be called later (rate limit): nothing it
+    said was used; try again."""
+
+
+class AccountError(BTIError, ValueError):
+    """A linked-account request BTI refuses: a bad value, an account not the caller's, a key
+    linked already."""
+
+
 class ChainError(BTIError):
     """A chain operation failed: node unreachable, a revert (with its decoded reason), out of
     gas, or a deployment that is missing. ``reason`` is the custom error's name when known."""

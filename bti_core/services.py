@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from sqlalchemy.engine import Engine
 
+from bti_core.accounts.service import AccountsService
+from bti_core.accounts.vault import Vault
 from bti_core.chain.client import ChainClient
 from bti_core.chain.wallets import LOCAL_CHAIN_ID, CustodialWallets, require_local_chain
 from bti_core.claims.service import ClaimsService
@@ -96,6 +98,16 @@ class Services:
         from bti_core.outbound import networks
 
         return networks(self.settings.webhook_allow_networks)
+
+    @cached_property
+    def accounts(self) -> AccountsService:
+        """Linked exchange accounts; the demo exchange only on the local chain."""
+        return AccountsService(
+            self.db,
+            Vault(self.settings.resolved_accounts_key_file),
+            demo_url=self.settings.demo_exchange_url,
+            require_demo=self.require_demo,
+        )
 
     @cached_property
     def wallets(self) -> CustodialWallets:

@@ -6,11 +6,11 @@ decides and pays the claims that opened; expires policies whose window ended and
 their cover; reconciles what a crash left half-done (purchases and payments); and fits each
 symbol's price and volatility forecasts once an hour, for the pages to read; raises the pool's
 utilisation alert; re-checks held crossings against the stored bars; purges ended sessions;
-and, in a thread of its own with every request bounded, delivers alerts to their webhooks, so
-no receiver holds a claim back. `make run` starts one beside the
-dashboard, and the dashboard itself runs no background payer. Any number of
-workers may run at once, beside CLI runs: every step takes its work under a database lock or a
-payment lease, so each claim is decided once and paid once.
+and, in threads of their own with every request bounded, delivers alerts to their webhooks and
+reads linked exchange accounts' positions, so no receiver or exchange holds a claim back.
+`make run` starts one beside the dashboard, and the dashboard itself runs no background payer.
+Any number of workers may run at once, beside CLI runs: every step takes its work under a
+database lock or a payment lease, so each claim is decided once and paid once.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ log = logging.getLogger("bti.worker")
 
 STOP_GRACE = 5.0  # seconds the worker may finish its step after SIGTERM before it exits
 WEBHOOK_EVERY = 5.0  # seconds between webhook rounds
+ACCOUNTS_EVERY = 5.0  # seconds between looks for linked accounts due a read
 
 
 class Worker:
@@ -47,7 +48,7 @@ class Worker:
         # per symbol: the hour and the forecasters its cached forecasts are from
         self._forecast_hours: dict[str, tuple[pd.Timestamp, tuple[str, ...]]] = {}
         self._engine: EmbeddedEngine | None = None
-        self._hooks: threading.Thread | None = None
+        self._hooks: list[threading.Thread] = []
 
     def duty(self, name: str, fn: Callable[[], object]) -> tuple[str, bool]:
         """Run one duty: what it did, and whether that was anything."""
@@ -132,12 +133,18 @@ class Worker:
         ]
         return "; ".join(text for text, busy in steps if busy) or "idle"
 
-    def _webhook_loop(self) -> None:
+    def follow_accounts(self) -> int:
+        """Read the linked exchange accounts due a read and record their positions' changes:
+        in a thread of its own, so no exchange holds a claim back."""
+        svc = self.services
+        return svc.accounts.follow(svc.settings.accounts_sync_seconds)
+
+    def _loop(self, name: str, fn: Callable[[], object], every: float) -> None:
         while not self.stop.is_set():
-            text, busy = self.duty("webhooks", self.deliver_webhooks)
+            text, busy = self.duty(name, fn)
             if busy:
                 self.say(f"{time.strftime('%H:%M:%S')} {text}")
-            self.stop.wait(WEBHOOK_EVERY)
+            self.stop.wait(every)
 
     def run_forever(self, every: float) -> None:
         """Rounds every ``every`` seconds, webhooks in a thread of their own, until SIGTERM,
@@ -157,9 +164,21 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _stop)
             signal.signal(signal.SIGINT, _stop)
-        self._hooks = threading.Thread(target=self._webhook_loop, name="bti-webhooks", daemon=True)
-        self._hooks.start()
-        self.say(f"worker started: a round every {every:g} s; webhooks on their own")
+        self._hooks = [
+            threading.Thread(
+                target=self._loop, args=(name, fn, pause), name=f"bti-{name}", daemon=True
+            )
+            for name, fn, pause in (
+                ("webhooks", self.deliver_webhooks, WEBHOOK_EVERY),
+                ("accounts", self.follow_accounts, ACCOUNTS_EVERY),
+            )
+        ]
+        for t in self._hooks:
+            t.start()
+        self.say(
+            f"worker started: a round every {every:g} s; webhooks and exchange accounts on "
+            "their own"
+        )
         while not self.stop.is_set():
             t0 = time.monotonic()
             line = self.round()

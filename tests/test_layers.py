@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("risk", {"risk", "pricing"}),
     ("orders", {"orders", "underwriting"}),
     ("people", {"auth", "sessions"}),
+    ("accounts", {"accounts"}),
     ("chain", {"chain"}),
     ("policies", {"policies"}),
     ("claims", {"claims"}),

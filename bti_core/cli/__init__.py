@@ -12,6 +12,7 @@ module             commands
 `stream`           ``stream replay|broker|publish|kafka|spark|live``
 `policies`         ``policies quote|permit|buy``
 `users`            ``users add|set-role``
+`accounts`         ``accounts link|list|positions|remove|rotate-key``
 =================  ==========================================================
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 # isort: off
 # imported in the order `bti --help` lists their top-level commands
 from bti_core.cli import demo as _demo  # noqa: F401 — registers demo, demo-book and crash
-from bti_core.cli import data, risk, claims, chain, policies, stream, users
+from bti_core.cli import data, risk, claims, chain, policies, stream, users, accounts
 
 # isort: on
 from bti_core.cli.common import app
@@ -31,6 +32,7 @@ app.add_typer(chain.chain_app, name="chain")
 app.add_typer(claims.claims_app, name="claims")
 app.add_typer(policies.policies_app, name="policies")
 app.add_typer(users.users_app, name="users")
+app.add_typer(accounts.accounts_app, name="accounts")
 app.add_typer(stream.stream_app, name="stream")
 app.add_typer(risk.models_app, name="models")
 

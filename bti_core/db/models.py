@@ -364,3 +364,66 @@ class StreamCheckpoint(SQLModel, table=True):
     offset: int = Field(sa_type=BigInteger)
     state: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ExchangeAccount(SQLModel, table=True):
+    """A trader's exchange account, linked with a read-only API key. The key and its secret are
+    stored only as `bti_core.accounts.vault` tokens and wiped when the account is removed.
+    ``linked_uid`` (exchange and the exchange's account id) is unique while linked, so one
+    exchange account backs one BTI user's cover, not two."""
+
+    __tablename__ = "exchange_account"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=40, index=True)
+    exchange: str = Field(max_length=20)
+    label: str = Field(max_length=40)
+    account_uid: str = Field(max_length=40)
+    linked_uid: str | None = Field(default=None, max_length=64, unique=True)
+    key_hint: str = Field(max_length=8, description="the key's last four characters")
+    key_cipher: str = Field(default="", max_length=1000)
+    secret_cipher: str = Field(default="", max_length=1000)
+    status: str = Field(max_length=12)  # AccountStatus
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    removed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    synced_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str | None = Field(default=None, max_length=500)
+
+
+class ExchangePosition(SQLModel, table=True):
+    """The last the exchange said of one position of a linked account (one row per symbol and
+    side; a position closed and opened again reuses its row, its history in `PositionChange`)."""
+
+    __tablename__ = "exchange_position"
+    __table_args__ = (UniqueConstraint("account_id", "symbol", "side"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(index=True)
+    symbol: str = Field(max_length=40)
+    side: str = Field(max_length=5)
+    size: Decimal = Field(sa_type=Money)
+    entry_price: Decimal = Field(sa_type=Money)
+    mark_price: Decimal = Field(sa_type=Money)
+    leverage: int
+    margin_mode: str = Field(max_length=8)
+    margin: Decimal = Field(sa_type=Money)
+    liquidation_price: Decimal | None = Field(default=None, sa_type=Money)
+    adl_quantile: int | None = Field(default=None)
+    exchange_ms: int = Field(sa_type=BigInteger, description="the exchange's updateTime")
+    status: str = Field(max_length=8)  # PositionState
+    seen_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class PositionChange(SQLModel, table=True):
+    """One change the exchange reported of a linked position: opened, grown, reduced, margin
+    or leverage changed, closed, reopened — what cover on it must follow."""
+
+    __tablename__ = "position_change"
+
+    id: int | None = Field(default=None, primary_key=True)
+    position_id: int = Field(index=True)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    change: str = Field(max_length=12)
+    before: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    after: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -31,3 +31,17 @@ class HoldState(StrEnum):
 OPEN_STATUSES: tuple[str, ...] = (PolicyStatus.PENDING.value, PolicyStatus.ACTIVE.value)
 #: a policy a liquidation inside its window can still claim on
 CLAIMABLE_STATUSES: tuple[str, ...] = (PolicyStatus.ACTIVE.value, PolicyStatus.EXPIRED.value)
+
+
+class AccountStatus(StrEnum):
+    """A linked exchange account: its key works, the exchange refused it since (revoked, or
+    its secret changed), or the trader removed it (its secrets wiped)."""
+
+    LINKED = "linked"
+    REFUSED = "refused"
+    REMOVED = "removed"
+
+
+class PositionState(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, seed, settings
+from hypothesis import strategies as st
 
 PROFILE = os.environ.get("BTI_FUZZ_PROFILE", "ci")
 # A random seed in `make test` made CI a lottery: a fresh clone's run drew 2732014804, which
@@ -51,6 +52,20 @@ settings.load_profile("bti-fuzz")
 TALLY: dict[str, Counter[str]] = defaultdict(Counter)
 SECONDS: dict[str, float] = defaultdict(float)
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: a value where a number is meant, of any type and shape a file or an answer may hold
+ANY_VALUE = st.one_of(
+    st.sampled_from(
+        ["", "0", "-1", "nan", "Infinity", "1e999999", "0.5", "42000.5", "1,5", "1_000"]
+    ),
+    st.decimals(allow_nan=True, allow_infinity=True, places=None).map(str),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(10**30), 10**30),
+    st.text(max_size=10),
+    st.none(),
+    st.booleans(),
+    st.lists(st.integers(), max_size=2),
+)
 
 
 def cases(n: int) -> Callable[[F], F]:

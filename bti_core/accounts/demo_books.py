@@ -1,0 +1,238 @@
+"""The demo exchange's books: accounts, API keys, positions and marks, and what its own engines
+do to them — a mark at or beyond a position's liquidation price (Binance's formula,
+`bti_core.risk.liquidation`) closes the position and records the forced order, as the
+exchange's liquidation engine does; auto-deleveraging closes part of a profitable one. A cross
+position is backed by the whole wallet, which is Binance's formula for an account holding one
+position. The REST protocol over these books is `demo_exchange`'s.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from bti_core.accounts.types import CloseKind, MarginMode, Side
+from bti_core.market.schema import canonical_symbol
+from bti_core.risk.liquidation import brackets_for, liquidation_price
+
+READ_ONLY = {"enableReading": True}
+WEIGHT_LIMIT = 2_400  # Binance USDⓈ-M: request weight per minute per IP
+
+
+@dataclass
+class DemoPosition:
+    symbol: str
+    side: Side
+    size: Decimal
+    entry: Decimal
+    leverage: int
+    mode: MarginMode
+    margin: Decimal  # an isolated position's wallet (a cross one's initial margin, for show)
+    mark: Decimal
+    updated_ms: int
+    adl_quantile: int = 2
+
+
+@dataclass
+class DemoAccount:
+    uid: str
+    wallet: Decimal
+    positions: dict[tuple[str, Side], DemoPosition] = field(default_factory=dict)
+    forced: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class DemoKey:
+    secret: str
+    uid: str
+    rights: dict[str, bool]
+    weights: deque[tuple[float, int]] = field(default_factory=deque)
+
+
+def _d(x: Decimal | float | int | str) -> Decimal:
+    return x if isinstance(x, Decimal) else Decimal(str(x))
+
+
+class DemoBooks:
+    """The exchange's state (accounts, keys, marks) and its own operations on it."""
+
+    def __init__(
+        self,
+        *,
+        weight_limit: int = WEIGHT_LIMIT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.accounts: dict[str, DemoAccount] = {}
+        self.keys: dict[str, DemoKey] = {}
+        self.marks: dict[str, Decimal] = {}
+        self.weight_limit = weight_limit
+        self.clock = clock
+        self.clock_skew_ms = 0  # tests move the server's clock to exercise -1021
+        self.down = False  # tests take the exchange away (every call: HTTP 503)
+        self.requests: list[str] = []
+        self._lock = threading.RLock()
+        self._order_id = 1_000_000
+
+    # the exchange's own operations (what its matching and liquidation engines would do)
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000) + self.clock_skew_ms
+
+    def add_account(self, wallet: Decimal | float = 10_000, uid: str | None = None) -> str:
+        with self._lock:
+            uid = uid or str(100_000_000 + len(self.accounts) + 1)
+            self.accounts[uid] = DemoAccount(uid, _d(wallet))
+            return uid
+
+    def add_key(self, uid: str, **rights: bool) -> tuple[str, str]:
+        """A new API key on ``uid``'s account (read-only unless ``rights`` say more, in
+        Binance's names: ``enableFutures=True``, ``enableWithdrawals=True``…)."""
+        with self._lock:
+            key, secret = secrets.token_hex(32), secrets.token_hex(32)
+            self.keys[key] = DemoKey(secret, uid, {**READ_ONLY, **rights})
+            return key, secret
+
+    def revoke_key(self, key: str) -> None:
+        with self._lock:
+            self.keys.pop(key, None)
+
+    def open_position(
+        self,
+        uid: str,
+        symbol: str,
+        side: Side,
+        size: Decimal | float,
+        entry: Decimal | float,
+        leverage: int,
+        *,
+        mode: MarginMode = "isolated",
+        at_ms: int | None = None,
+    ) -> DemoPosition:
+        with self._lock:
+            sym = canonical_symbol(symbol)
+            size, entry = _d(size), _d(entry)
+            p = DemoPosition(
+                sym,
+                side,
+                size,
+                entry,
+                leverage,
+                mode,
+                size * entry / leverage,
+                entry,
+                at_ms or self.now_ms(),
+            )
+            self.accounts[uid].positions[(sym, side)] = p
+            self.marks.setdefault(sym, entry)
+            return p
+
+    def position(self, uid: str, symbol: str, side: Side) -> DemoPosition | None:
+        return self.accounts[uid].positions.get((canonical_symbol(symbol), side))
+
+    def liquidation_price(self, account: DemoAccount, p: DemoPosition) -> Decimal:
+        backing = p.margin if p.mode == "isolated" else account.wallet
+        lp = liquidation_price(
+            float(p.entry),
+            float(p.size),
+            1 if p.side == "long" else -1,
+            float(backing),
+            brackets_for(p.symbol),
+        )
+        return Decimal(str(round(float(lp[()]), 2)))
+
+    def set_mark(self, symbol: str, price: Decimal | float, at_ms: int | None = None) -> list[str]:
+        """Move ``symbol``'s mark; liquidate what it reaches. Returns the uids liquidated."""
+        with self._lock:
+            sym, price, at = canonical_symbol(symbol), _d(price), at_ms or self.now_ms()
+            self.marks[sym] = price
+            hit = []
+            for account in self.accounts.values():
+                for p in [p for p in account.positions.values() if p.symbol == sym]:
+                    p.mark = price
+                    lp = self.liquidation_price(account, p)
+                    if lp > 0 and (price <= lp if p.side == "long" else price >= lp):
+                        # the stake is lost: the position's own margin, or a cross wallet
+                        lost = p.margin if p.mode == "isolated" else account.wallet
+                        account.wallet = max(Decimal(0), account.wallet - lost)
+                        self._force(account, p, "liquidation", p.size, lp, at)
+                        hit.append(account.uid)
+            return hit
+
+    def deleverage(
+        self,
+        uid: str,
+        symbol: str,
+        side: Side,
+        size: Decimal | float,
+        price: Decimal | float,
+        at_ms: int | None = None,
+    ) -> None:
+        """Auto-deleverage ``size`` of a profitable position at ``price``."""
+        with self._lock:
+            account = self.accounts[uid]
+            p = account.positions[(canonical_symbol(symbol), side)]
+            self._force(account, p, "adl", min(_d(size), p.size), _d(price), at_ms or self.now_ms())
+
+    def _force(
+        self,
+        account: DemoAccount,
+        p: DemoPosition,
+        kind: CloseKind,
+        qty: Decimal,
+        price: Decimal,
+        at: int,
+    ) -> None:
+        self._order_id += 1
+        account.forced.append(
+            {
+                "orderId": self._order_id,
+                "symbol": p.symbol,
+                "status": "FILLED",
+                "clientOrderId": ("adl_autoclose" if kind == "adl" else "autoclose-")
+                + str(self._order_id),
+                "price": str(price),
+                "avgPrice": str(price),
+                "origQty": str(qty),
+                "executedQty": str(qty),
+                "cumQuote": str(qty * price),
+                "timeInForce": "IOC",
+                "type": "LIMIT",
+                "reduceOnly": True,
+                "closePosition": False,
+                "side": "SELL" if p.side == "long" else "BUY",
+                "positionSide": "BOTH",
+                "stopPrice": "0",
+                "workingType": "CONTRACT_PRICE",
+                "origType": "LIMIT",
+                "time": at,
+                "updateTime": at,
+                "_kind": kind,
+            }
+        )
+        if qty >= p.size:
+            del account.positions[(p.symbol, p.side)]
+        else:
+            p.margin -= p.margin * qty / p.size
+            p.size -= qty
+            p.updated_ms = at
+
+    def change(self, uid: str, symbol: str, side: Side, **values: Any) -> DemoPosition:
+        """What the trader does on the exchange: ``size=``, ``margin=``, ``leverage=``."""
+        with self._lock:
+            p = self.accounts[uid].positions[(canonical_symbol(symbol), side)]
+            if "size" in values and "margin" not in values:  # margin follows the size
+                values["margin"] = p.margin * _d(values["size"]) / p.size
+            for name, value in values.items():
+                setattr(p, name, _d(value) if name in ("size", "margin") else value)
+            p.updated_ms = self.now_ms()
+            return p
+
+    def close(self, uid: str, symbol: str, side: Side) -> None:
+        with self._lock:
+            self.accounts[uid].positions.pop((canonical_symbol(symbol), side), None)

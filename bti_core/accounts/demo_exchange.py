@@ -1,0 +1,316 @@
+"""The demo exchange: Binance USDⓈ-M's REST protocol on 127.0.0.1, for the demo trader's account
+and for the tests, so that ccxt runs unchanged against it.
+
+It answers what BTI reads of an account and checks what Binance checks
+(https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info):
+
+- a signed request carries ``X-MBX-APIKEY`` and ends in ``signature``, the HMAC-SHA256 of the
+  query before it under the key's secret (-2015 an unknown or revoked key, -1022 a wrong
+  signature);
+- ``timestamp`` within ``recvWindow`` (default 5,000 ms, at most 60,000) of the server's clock
+  and not more than 1,000 ms ahead of it (-1021);
+- request weight per key per minute; over the limit, HTTP 429 with ``Retry-After`` (-1003);
+- forced orders at most 100 a page (``limit``), in a window of at most 7 days.
+
+Its accounts, positions and what its liquidation engine does to them are `demo_books`'.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from bti_core.accounts.demo_books import DemoAccount, DemoBooks, DemoKey
+
+_WEIGHTS = {"forceOrders": 20, "symbolConfig": 5, "adlQuantile": 5, "account": 5}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: int, msg: str, retry_after: int | None = None):
+        super().__init__(msg)
+        self.status, self.code, self.msg, self.retry_after = status, code, msg, retry_after
+
+
+class DemoExchange(DemoBooks):
+    """The demo exchange's books behind Binance USDⓈ-M's REST protocol, served on 127.0.0.1."""
+
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+
+    # the REST protocol
+
+    def _authorise(self, query: str, headers: Any, path: str) -> DemoKey:
+        key = self.keys.get(headers.get("X-MBX-APIKEY", ""))
+        if key is None:
+            raise ApiError(401, -2015, "Invalid API-key, IP, or permissions for action.")
+        body, sep, signature = query.rpartition("&signature=")
+        expected = hmac.new(key.secret.encode(), body.encode(), hashlib.sha256).hexdigest()
+        if not sep or not hmac.compare_digest(signature, expected):
+            raise ApiError(400, -1022, "Signature for this request is not valid.")
+        params = dict(parse_qsl(body))
+        try:
+            stamp = int(params["timestamp"])
+            window = int(params.get("recvWindow", 5000))
+        except (KeyError, ValueError):
+            raise ApiError(
+                400, -1102, "Mandatory parameter 'timestamp' was not sent or is malformed."
+            ) from None
+        if not 0 < window <= 60_000:
+            raise ApiError(400, -1131, "recvWindow must be less than 60000")
+        now = self.now_ms()
+        if stamp > now + 1000 or now - stamp > window:
+            raise ApiError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
+        self._weigh(key, _WEIGHTS.get(path.rsplit("/", 1)[-1], 1))
+        return key
+
+    def _weigh(self, key: DemoKey, weight: int) -> None:
+        now = self.clock()
+        while key.weights and key.weights[0][0] <= now - 60:
+            key.weights.popleft()
+        used = sum(w for _, w in key.weights)
+        if used + weight > self.weight_limit:
+            retry = max(1, int(60 - (now - key.weights[0][0])) + 1)
+            raise ApiError(
+                429,
+                -1003,
+                f"Too much request weight used; current limit is "
+                f"{self.weight_limit} request weight per 1 MINUTE.",
+                retry_after=retry,
+            )
+        key.weights.append((now, weight))
+
+    def answer(self, method: str, target: str, headers: Any) -> Any:
+        if self.down:
+            raise ApiError(503, -1001, "Internal error; unable to process your request.")
+        parts = urlsplit(target)
+        path, query = parts.path, parts.query
+        with self._lock:
+            self.requests.append(path)
+            if method != "GET":
+                raise ApiError(405, -1000, f"{method} is not served here")
+            if path == "/fapi/v1/time":
+                return {"serverTime": self.now_ms()}
+            if path == "/fapi/v1/ping":
+                return {}
+            handler = _SIGNED.get(path)
+            if handler is None:
+                raise ApiError(404, -1000, f"no endpoint {path}")
+            key = self._authorise(query, headers, path)
+            params = dict(parse_qsl(query.rpartition("&signature=")[0]))
+            return handler(self, key, self.accounts[key.uid], params)
+
+    # serving
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start() the demo exchange first"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self, port: int = 0) -> DemoExchange:
+        exchange = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self._serve("GET")
+
+            def do_POST(self) -> None:
+                self._serve("POST")
+
+            def _serve(self, method: str) -> None:
+                status, extra, payload = 200, {}, None
+                try:
+                    payload = exchange.answer(method, self.path, self.headers)
+                except ApiError as e:
+                    status, payload = e.status, {"code": e.code, "msg": e.msg}
+                    if e.retry_after is not None:
+                        extra["Retry-After"] = str(e.retry_after)
+                except Exception as e:  # the server answers; it does not die
+                    status, payload = 500, {"code": -1000, "msg": f"internal error: {e}"}
+                body = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in extra.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:  # keys are in the requests: not logged
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="demo-exchange", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @contextmanager
+    def running(self) -> Iterator[DemoExchange]:
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
+
+# the signed endpoints, each in the exchange's documented format
+
+
+def _restrictions(ex: DemoExchange, key: DemoKey, acct: DemoAccount, q: dict[str, str]) -> Any:
+    names = (
+        "enableReading",
+        "enableFutures",
+        "enableSpotAndMarginTrading",
+        "enableMargin",
+        "enableVanillaOptions",
+        "enableWithdrawals",
+        "enableInternalTransfer",
+        "permitsUniversalTransfer",
+        "enablePortfolioMarginTrading",
+    )
+    return {
+        "ipRestrict": False,
+        "createTime": 1_700_000_000_000,
+        **{n: key.rights.get(n, False) for n in names},
+    }
+
+
+def _account(ex: DemoExchange, key: DemoKey, acct: DemoAccount, q: dict[str, str]) -> Any:
+    return {
+        "uid": int(acct.uid),
+        "accountType": "SPOT",
+        "canTrade": False,
+        "canWithdraw": False,
+        "canDeposit": True,
+        "balances": [],
+        "permissions": ["SPOT"],
+    }
+
+
+def _position_risk(ex: DemoExchange, key: DemoKey, acct: DemoAccount, q: dict[str, str]) -> Any:
+    out = []
+    for p in acct.positions.values():
+        if "symbol" in q and q["symbol"] != p.symbol:
+            continue
+        sign = 1 if p.side == "long" else -1
+        notional = sign * p.size * p.mark
+        isolated = p.mode == "isolated"
+        upnl = sign * p.size * (p.mark - p.entry)
+        out.append(
+            {
+                "symbol": p.symbol,
+                "positionSide": "BOTH",
+                "positionAmt": str(sign * p.size),
+                "entryPrice": str(p.entry),
+                "breakEvenPrice": str(p.entry),
+                "markPrice": str(p.mark),
+                "unRealizedProfit": str(upnl),
+                "liquidationPrice": str(ex.liquidation_price(acct, p)),
+                "isolatedMargin": str(p.margin + upnl if isolated else 0),
+                "notional": str(notional),
+                "marginAsset": "USDT",
+                "isolatedWallet": str(p.margin if isolated else 0),
+                "initialMargin": str(abs(notional) / p.leverage),
+                "maintMargin": str(abs(notional) * Decimal("0.004")),
+                "positionInitialMargin": str(abs(notional) / p.leverage),
+                "openOrderInitialMargin": "0",
+                "adl": p.adl_quantile,
+                "bidNotional": "0",
+                "askNotional": "0",
+                "updateTime": p.updated_ms,
+            }
+        )
+    return out
+
+
+def _symbol_config(ex: DemoExchange, key: DemoKey, acct: DemoAccount, q: dict[str, str]) -> Any:
+    return [
+        {
+            "symbol": p.symbol,
+            "marginType": "ISOLATED" if p.mode == "isolated" else "CROSSED",
+            "isAutoAddMargin": False,
+            "leverage": p.leverage,
+            "maxNotionalValue": "1000000",
+        }
+        for p in acct.positions.values()
+    ]
+
+
+def _adl_quantile(ex: DemoExchange, key: DemoKey, acct: DemoAccount, q: dict[str, str]) -> Any:
+    return [
+        {
+            "symbol": p.symbol,
+            "adlQuantile": {
+                "LONG": p.adl_quantile,
+                "SHORT": p.adl_quantile,
+                "BOTH": p.adl_quantile,
+            },
+        }
+        for p in acct.positions.values()
+    ]
+
+
+def _balance(ex: DemoExchange, key: DemoKey, acct: DemoAccount, q: dict[str, str]) -> Any:
+    locked = sum((p.margin for p in acct.positions.values() if p.mode == "isolated"), Decimal(0))
+    return [
+        {
+            "accountAlias": "demo",
+            "asset": "USDT",
+            "balance": str(acct.wallet),
+            "crossWalletBalance": str(acct.wallet - locked),
+            "crossUnPnl": "0",
+            "availableBalance": str(acct.wallet - locked),
+            "maxWithdrawAmount": str(acct.wallet - locked),
+            "marginAvailable": True,
+            "updateTime": ex.now_ms(),
+        }
+    ]
+
+
+def _force_orders(ex: DemoExchange, key: DemoKey, acct: DemoAccount, q: dict[str, str]) -> Any:
+    try:
+        limit = int(q.get("limit", 50))
+        end = int(q.get("endTime", ex.now_ms()))
+        start = int(q.get("startTime", end - 7 * 24 * 3600 * 1000))
+    except ValueError:
+        raise ApiError(400, -1100, "Illegal characters found in a parameter.") from None
+    if not 1 <= limit <= 100:
+        raise ApiError(400, -1130, "Invalid data sent for a parameter: limit (1…100).")
+    if end - start > 7 * 24 * 3600 * 1000 or start > end:
+        raise ApiError(400, -1127, "More than 7 days between startTime and endTime.")
+    kind = {"LIQUIDATION": "liquidation", "ADL": "adl"}.get(q.get("autoCloseType", ""))
+    rows = [
+        {k: v for k, v in o.items() if not k.startswith("_")}
+        for o in acct.forced
+        if start <= o["updateTime"] <= end
+        and ("symbol" not in q or o["symbol"] == q["symbol"])
+        and (kind is None or o["_kind"] == kind)
+    ]
+    return sorted(rows, key=lambda o: -o["updateTime"])[:limit]  # newest first
+
+
+_SIGNED: dict[str, Callable[[DemoExchange, DemoKey, DemoAccount, dict[str, str]], Any]] = {
+    "/sapi/v1/account/apiRestrictions": _restrictions,
+    "/api/v3/account": _account,
+    "/fapi/v3/positionRisk": _position_risk,
+    "/fapi/v1/symbolConfig": _symbol_config,
+    "/fapi/v1/adlQuantile": _adl_quantile,
+    "/fapi/v3/balance": _balance,
+    "/fapi/v1/forceOrders": _force_orders,
+}
