@@ -10,6 +10,8 @@
 ``BTI_MACRO_FILE``    a CSV ``date,signal`` of macro regime signals for the risk index
 ``BTI_CLAIMS_AUTO_LIMIT``     largest payout (BTI) approved without an underwriter (1,000)
 ``BTI_CLAIMS_REVIEW_HOURS``   an underwriter's time to decide a referred claim (24)
+``BTI_CLAIMS_EXCHANGE_WAIT_MINUTES`` how long a linked policy's claim waits for the
+                              exchange's liquidation record before it goes to an underwriter (30)
 ``BTI_CLAIMS_WATCH_SECONDS``  how often `bti worker` runs its round: scan for liquidations,
                               decide and pay, expire, reconcile (30)
 ``BTI_SESSION_HOURS``         how long a dashboard sign-in lasts, across reloads and tabs (24)
@@ -82,6 +84,13 @@ class Settings(BaseSettings):
 
     claims_auto_limit: Decimal = Field(default=Decimal("1000"), ge=0)
     claims_review_hours: int = Field(default=24, ge=1, le=24 * 30)
+    claims_exchange_wait_minutes: float = Field(
+        default=30.0,
+        ge=0,
+        le=24 * 60,
+        description="How long a linked policy's claim waits for the exchange's liquidation "
+        "record before an underwriter sees it without one",
+    )
     claims_watch_seconds: float = Field(default=30.0, ge=0, le=3600)
     session_hours: float = Field(
         default=24.0, gt=0, le=24 * 90, description="How long a dashboard sign-in lasts"

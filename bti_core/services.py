@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
@@ -165,6 +166,7 @@ class Services:
             chain=self.chain,
             wallets=self.wallets,
             learned=self.learned,
+            accounts=self.accounts,
         )
 
     @cached_property
@@ -185,6 +187,8 @@ class Services:
             auto_limit=s.claims_auto_limit,
             review_hours=s.claims_review_hours,
             risk=self.risk,
+            accounts=self.accounts,
+            exchange_wait=timedelta(minutes=s.claims_exchange_wait_minutes),
         )
 
     def wiring(self) -> Wiring:

@@ -134,10 +134,11 @@ class Worker:
         return "; ".join(text for text, busy in steps if busy) or "idle"
 
     def follow_accounts(self) -> int:
-        """Read the linked exchange accounts due a read and record their positions' changes:
-        in a thread of its own, so no exchange holds a claim back."""
+        """Read the linked exchange accounts due a read and record their positions' changes,
+        then end the cover of positions the traders closed: in a thread of its own, so no
+        exchange holds a claim back. Returns the changes and endings."""
         svc = self.services
-        return svc.accounts.follow(svc.settings.accounts_sync_seconds)
+        return svc.accounts.follow(svc.settings.accounts_sync_seconds) + svc.insurance.end_closed()
 
     def _loop(self, name: str, fn: Callable[[], object], every: float) -> None:
         while not self.stop.is_set():

@@ -29,6 +29,7 @@ TITLES = {
     "adverse_selection": "Not bought into a move",
     "user_signals": "Trader's history",
     "model_score": "Model's expectation",
+    "exchange_confirms": "The exchange's own record",
 }
 
 
@@ -315,6 +316,43 @@ def model_score(
         Outcome.PASS,
         f"the model priced it at {p.probability:.1%} at purchase{tail}",
         ev,
+    )
+
+
+def exchange_confirms(
+    p: PolicyFacts, record: dict[str, Any], *, waited: bool, wait_minutes: float
+) -> AuditCheck | None:
+    """A linked policy's claim against the exchange's forced orders (`claims.exchange`): pass
+    on a liquidation of the insured side inside the window; ``None`` (decide later) while the
+    record is not there and the wait is not over; then unsure, so an underwriter sees the mark's
+    fact and the exchange's silence side by side."""
+    state = record.get("state")
+    orders = record.get("orders", [])
+    if state == "confirmed" and orders:
+        first, more = orders[0], len(orders) - 1
+        total = sum(float(o["quantity"]) for o in orders)
+        price = float(first["price"])
+        return AuditCheck(
+            "exchange_confirms",
+            Outcome.PASS,
+            f"the exchange liquidated {total:g} {p.symbol} {p.side} at {price:,.2f} on "
+            f"{_ts(first['time']):%Y-%m-%d %H:%M:%S} UTC (order {first['order_id']}"
+            f"{f' and {more} more' if more else ''})",
+            {"record": record},
+        )
+    if not waited:
+        return None
+    why = (
+        f"the exchange could not be read ({record.get('error')})"
+        if state == "unreachable"
+        else "the exchange has no liquidation of this position inside the window"
+    )
+    return AuditCheck(
+        "exchange_confirms",
+        Outcome.UNSURE,
+        f"{why}; waited {wait_minutes:g} minutes after the mark reached the liquidation price "
+        f"(asked at {_ts(record.get('asked_at')):%H:%M:%S} UTC)",
+        {"record": record},
     )
 
 

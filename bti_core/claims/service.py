@@ -21,12 +21,14 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from bti_core.accounts.service import AccountsService
 from bti_core.auth import AuthError, User, require_underwriter
 from bti_core.chain.client import ChainClient
 from bti_core.claims import audit_log, holds, queries
 from bti_core.claims.adjudication import Decision, adjudicate
 from bti_core.claims.audit_log import AuditLogError, move
-from bti_core.claims.checks import audit
+from bti_core.claims.checks import Outcome, audit, exchange_confirms
+from bti_core.claims.exchange import linked_amount, read_record
 from bti_core.claims.facts import Evidence
 from bti_core.claims.hits import TickHit
 from bti_core.claims.ledger import Verdict
@@ -96,8 +98,13 @@ class ClaimsService:
         auto_limit: Decimal = Decimal(1000),
         review_hours: int = 24,
         risk: RiskEngine | None = None,
+        accounts: AccountsService | None = None,
+        exchange_wait: timedelta = timedelta(minutes=30),
     ) -> None:
         self.db = db
+        # linked policies' claims wait ``exchange_wait`` for the exchange's own record
+        self.accounts = accounts
+        self.exchange_wait = exchange_wait
         self.warehouse = warehouse
         self.chain = chain
         self.clock = clock
@@ -187,20 +194,30 @@ class ClaimsService:
                 p.id or 0: p for p in s.exec(select(Policy).where(col(Policy.id).in_(pids))).all()
             }
             facts = self.evidence.facts_many(s, claims, policies)
-            decisions = []
-            engines: dict[str, Any] = {}  # each symbol's risk engine, read once
-            for claim, f in zip(claims, facts, strict=True):
-                p_before = self.evidence.probability_before_trigger(
-                    claim, policies[claim.policy_id], engines
+        asked = self.clock()
+        decisions = []
+        engines: dict[str, Any] = {}  # each symbol's risk engine, read once
+        for claim, f in zip(claims, facts, strict=True):
+            policy = policies[claim.policy_id]
+            p_before = self.evidence.probability_before_trigger(claim, policy, engines)
+            checks = audit(*f, p_before)
+            amount = claim.amount_claimed
+            if policy.position_id is not None:  # the exchange's own record decides it too
+                record = read_record(self.accounts, policy, asked)
+                check = exchange_confirms(
+                    f[0],
+                    record,
+                    waited=asked >= claim.trigger_at + self.exchange_wait,
+                    wait_minutes=self.exchange_wait.total_seconds() / 60,
                 )
-                checks = audit(*f, p_before)
-                decisions.append(
-                    (
-                        claim.id or 0,
-                        checks,
-                        adjudicate(checks, claim.amount_claimed, self.auto_limit),
-                    )
-                )
+                if check is None:
+                    continue  # no record yet: the claim waits for it, undecided
+                checks.append(check)
+                if check.outcome is Outcome.PASS:
+                    amount = linked_amount(policy, record)
+            decisions.append((claim.id or 0, checks, adjudicate(checks, amount, self.auto_limit)))
+        if not decisions:
+            return []
         now = self.clock()
         out: list[Claim] = []
         with write_scope(self.db) as s:

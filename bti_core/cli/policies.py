@@ -18,39 +18,57 @@ policies_app = App(
 @policies_app.command("quote")
 def policies_quote(
     user: Annotated[str, typer.Option(help="Your BTI user name")],
-    symbol: Annotated[str, typer.Option(help="e.g. BTCUSDT")],
-    side: Annotated[str, typer.Option(help="long or short")],
-    quantity: Annotated[str, typer.Option(help="Order size in the base asset")],
-    leverage: Annotated[str, typer.Option(help="Leverage, e.g. 10")],
     coverage: Annotated[str, typer.Option(help="Cover in USDT (at most the margin)")],
     hours: Annotated[int, typer.Option(help="Cover duration in hours (1–720)")] = 24,
+    position: Annotated[
+        int | None,
+        typer.Option(help="A linked exchange position's id (bti accounts positions)"),
+    ] = None,
+    symbol: Annotated[str | None, typer.Option(help="e.g. BTCUSDT")] = None,
+    side: Annotated[str | None, typer.Option(help="long or short")] = None,
+    quantity: Annotated[str | None, typer.Option(help="Order size in the base asset")] = None,
+    leverage: Annotated[str | None, typer.Option(help="Leverage, e.g. 10")] = None,
     entry: Annotated[
         str | None, typer.Option(help="Limit price; default: a market order at the mark")
     ] = None,
 ) -> None:
-    """Price cover for an order; prints the quote id, the premium and any failed check."""
+    """Price cover for a linked position (--position) or a described order (--symbol, --side,
+    --quantity, --leverage); prints the quote id, the premium and any failed check."""
     from typing import cast
 
-    from bti_core.orders import Cover, Order, OrderType, Side, to_decimal
+    from bti_core.orders import Cover, Order, OrderError, OrderType, Side, to_decimal
 
     svc = open_services()
-    price = to_decimal(entry or round(svc.risk.spot(symbol), 2), "entry price")
-    order = Order(
-        symbol,
-        cast(Side, side),  # Order checks it and says what is allowed
-        to_decimal(quantity, "quantity"),
-        price,
-        to_decimal(leverage, "leverage"),
-        order_type=OrderType.LIMIT if entry else OrderType.MARKET,
-    )
     cover = Cover(coverage=to_decimal(coverage, "coverage"), duration_hours=hours)
-    q = svc.insurance.quote(user_id=user, order=order, cover=cover)
+    described = {"symbol": symbol, "side": side, "quantity": quantity, "leverage": leverage}
+    if position is not None:
+        if any(v is not None for v in (*described.values(), entry)):
+            raise OrderError("a linked position's order is the exchange's: give --position alone")
+        q = svc.insurance.quote_position(user_id=user, position_id=position, cover=cover)
+    else:
+        missing = [f"--{k}" for k, v in described.items() if v is None]
+        if missing:
+            raise OrderError(
+                f"describe the order ({', '.join(missing)} missing) or give --position"
+            )
+        price = to_decimal(entry or round(svc.risk.spot(str(symbol)), 2), "entry price")
+        order = Order(
+            str(symbol),
+            cast(Side, side),  # Order checks it and says what is allowed
+            to_decimal(quantity, "quantity"),
+            price,
+            to_decimal(leverage, "leverage"),
+            order_type=OrderType.LIMIT if entry else OrderType.MARKET,
+        )
+        q = svc.insurance.quote(user_id=user, order=order, cover=cover)
     r = q.record
     console.print(
         f"quote {r.id}: premium {r.premium:,.2f} BTI for a payout of "
-        f"{r.payout:,.2f}; P(liquidation) {r.probability:.2%}; valid until "
-        f"{r.expires_at:%H:%M:%S} UTC"
+        f"{r.payout:,.2f}; P(liquidation) {r.probability:.2%}; liquidation price "
+        f"{r.liquidation_price:,.2f}; valid until {r.expires_at:%H:%M:%S} UTC"
     )
+    for w in q.warnings:
+        console.print(f"  note: {w}")
     for c in q.failed:
         console.print(f"  not insurable: {c.reason}")
     if q.failed:

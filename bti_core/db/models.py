@@ -110,6 +110,8 @@ class Policy(SQLModel, table=True):
     permit: dict[str, Any] | None = Field(
         default=None, sa_column=Column(JSON(none_as_null=True), nullable=True)
     )
+    # the linked exchange position insured (`ExchangePosition`), None for a described order
+    position_id: int | None = Field(default=None, index=True)
 
 
 class PolicyEvent(SQLModel, table=True):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from sqlalchemy.engine import Engine
 
+from bti_core.accounts.service import AccountsService
 from bti_core.chain.client import ChainClient
 from bti_core.chain.wallets import CustodialWallets
 from bti_core.pricing import PricingConfig
@@ -35,3 +36,4 @@ class PolicyContext:
     payment_window: timedelta  # the signed quote's deadline after a purchase
     wallets: CustodialWallets
     learned: LiveModel | None  # a registered model, shown beside the engine (`bti train`)
+    accounts: AccountsService | None = None  # linked exchange accounts (cover on positions)

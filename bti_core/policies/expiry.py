@@ -7,11 +7,12 @@ import logging
 from datetime import datetime, timedelta
 
 import pandas as pd
+from sqlmodel import select
 
 from bti_core.db.engine import session_scope, write_scope
-from bti_core.db.models import Policy
+from bti_core.db.models import ExchangePosition, Policy
 from bti_core.db.repository import active_policies, held_triggers
-from bti_core.db.statuses import HoldState, PolicyStatus
+from bti_core.db.statuses import HoldState, PolicyStatus, PositionState
 from bti_core.errors import BTIError, ChainError
 from bti_core.market.schema import Kind, timeframe_delta
 from bti_core.market.triggers import Insured, Series, find_triggers
@@ -21,6 +22,10 @@ from bti_core.policies.purchase import Purchases
 
 log = logging.getLogger("bti.policies")
 EXPIRY_DATA_GRACE = timedelta(days=1)  # how long an ended policy waits for market data
+
+
+def _ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
 
 
 class Expiry:
@@ -62,6 +67,61 @@ class Expiry:
                 return True
         return not covered
 
+    def end_closed(self) -> int:
+        """End the cover of active linked policies whose position the trader closed on the
+        exchange (`policies.positions`' terms: no refund); returns how many ended. The window
+        ends at the closing, so no later move of the mark is a claim on it. A closing the
+        exchange forced (its liquidation record in the window) is the claims' to judge, and an
+        exchange that cannot be read is asked again next round: neither ends anything."""
+        accounts = self.ctx.accounts
+        if accounts is None:
+            return 0
+        with session_scope(self.ctx.db) as s:
+            closed = s.exec(
+                select(Policy, ExchangePosition).where(
+                    Policy.position_id == ExchangePosition.id,
+                    Policy.status == PolicyStatus.ACTIVE.value,
+                    ExchangePosition.status == PositionState.CLOSED.value,
+                )
+            ).all()
+        ending: dict[int, datetime] = {}
+        for policy, pos in closed:
+            at = pos.closed_at or self.ctx.clock()
+            try:
+                forced = accounts.reader(pos.account_id).forced_orders(
+                    policy.symbol, "liquidation", _ms(policy.start_at), _ms(at) + 60_000
+                )
+            except BTIError as exc:
+                log.info("policy %s: the exchange cannot tell how it closed: %s", policy.id, exc)
+                continue
+            if not any(o.side == policy.side for o in forced):
+                ending[policy.id or 0] = max(policy.start_at, min(at, policy.end_at))
+        done: list[Policy] = []
+        with write_scope(self.ctx.db) as s:
+            for pid, at in ending.items():
+                fresh = s.get(Policy, pid)
+                if fresh is None or fresh.status != PolicyStatus.ACTIVE:
+                    continue
+                detail = {
+                    "reason": "the position was closed on the exchange",
+                    "closed_at": at.isoformat(),
+                    "window_end": fresh.end_at.isoformat(),
+                }
+                fresh.end_at = at
+                move_policy(s, policy=fresh, event=LifecycleEvent.EXPIRE, detail=detail)
+                done.append(fresh)
+        self._release(done)
+        return len(done)
+
+    def _release(self, done: list[Policy]) -> None:
+        if self.ctx.chain is not None:
+            for p in done:
+                if p.chain_policy_id is not None:
+                    try:
+                        self.purchases.release(p)
+                    except ChainError as exc:  # reconcile retries it
+                        log.warning("releasing the cover of policy %s failed: %s", p.id, exc)
+
     def expire_due(self) -> int:
         """Mark active policies whose window has ended without a liquidation as expired and
         release their cover on-chain; returns how many expired. A policy whose mark reached its
@@ -78,11 +138,5 @@ class Expiry:
                 if fresh is not None and fresh.status == PolicyStatus.ACTIVE:
                     move_policy(s, policy=fresh, event=LifecycleEvent.EXPIRE)
                     done.append(fresh)
-        if self.ctx.chain is not None:
-            for p in done:
-                if p.chain_policy_id is not None:
-                    try:
-                        self.purchases.release(p)
-                    except ChainError as exc:  # reconcile retries it
-                        log.warning("releasing the cover of policy %s failed: %s", p.id, exc)
+        self._release(done)
         return len(done)

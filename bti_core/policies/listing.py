@@ -9,7 +9,7 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from bti_core.db.engine import session_scope
-from bti_core.db.models import Policy, PolicyEvent
+from bti_core.db.models import Policy, PolicyEvent, PositionChange
 from bti_core.db.repository import policies_of, policy_events
 from bti_core.db.statuses import OPEN_STATUSES, PolicyStatus
 from bti_core.errors import BTIError
@@ -69,10 +69,32 @@ class Listing:
                     "risk_index": p.risk_index,
                     "chain_policy": p.chain_policy_id,
                     "purchase_tx": p.tx_hash,
+                    "position": p.position_id,  # a linked exchange position, or None
                 }
             )
         return pd.DataFrame(rows)
 
     def events(self, policy_id: int) -> list[PolicyEvent]:
+        """The policy's lifecycle; for cover on a linked position, with every change the
+        exchange reported of the position since the purchase (``position reduced`` …)."""
         with session_scope(self.ctx.db) as s:
-            return list(policy_events(s, policy_id=policy_id))
+            events = list(policy_events(s, policy_id=policy_id))
+            policy = s.get(Policy, policy_id)
+            if policy is None or policy.position_id is None:
+                return events
+            changes = s.exec(
+                select(PositionChange).where(
+                    PositionChange.position_id == policy.position_id,
+                    PositionChange.at >= policy.start_at,
+                )
+            ).all()
+        events += [
+            PolicyEvent(
+                policy_id=policy_id,
+                at=c.at,
+                event=f"position {c.change}",
+                detail={"before": c.before, "after": c.after},
+            )
+            for c in changes
+        ]
+        return sorted(events, key=lambda e: e.at)

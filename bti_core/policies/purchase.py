@@ -32,6 +32,7 @@ from bti_core.orders import Cover, Order
 from bti_core.policies.context import PolicyContext
 from bti_core.policies.freshness import FreshMark, fresh_checks, fresh_mark
 from bti_core.policies.lifecycle import LifecycleEvent, move_policy
+from bti_core.policies.positions import PositionTerms, purchase_checks
 from bti_core.policies.quoting import QuoteError, Quoting
 from bti_core.underwriting import Check, check_cover, require
 
@@ -208,7 +209,12 @@ class Purchases:
                 return existing, [], False
             if not failed:
                 failed = self._limits_now(s, order, cover, quote.user_id)
+            linked = quote.inputs.get("position")
+            if linked is not None and not failed:
+                terms = PositionTerms.of_json(linked)
+                failed = purchase_checks(s, quote.user_id, terms, order, cover.coverage, now)
             policy = self._new_policy(quote, order, cover, wallet, _terms(quote, order, now), now)
+            policy.position_id = None if linked is None else int(linked["position_id"])
             policy.permit = None if permit is None else permit.as_json()
             s.add(policy)
             s.flush()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,7 @@ from bti_core.db.statuses import OPEN_STATUSES, PolicyStatus
 from bti_core.errors import BTIError
 from bti_core.orders import Cover, MarginMode, Order
 from bti_core.policies.context import PolicyContext
+from bti_core.policies.positions import PositionTerms, cover_on, lp_warning, position_order
 from bti_core.pricing import Premium, PricingConfig, price, reprice
 from bti_core.risk.engine import SymbolRisk
 from bti_core.risk.index import RiskIndex, TraderHistory, macro_signal_at, risk_index
@@ -63,6 +64,8 @@ class QuoteView:
     checks: list[Check]
     model: str = ""  # what the probability was simulated from (`SymbolRisk.model_summary`)
     learned: str = ""  # the learned model consulted, and whether it priced the premium
+    position: PositionTerms | None = None  # the linked exchange position insured, if any
+    warnings: list[str] = field(default_factory=list)  # worth reading before buying
 
     @property
     def insurable(self) -> bool:
@@ -171,13 +174,26 @@ class Quoting:
                 "cover with that account; sign in as a trader to insure an order"
             )
 
-    def quote(self, *, user_id: str, order: Order, cover: Cover) -> QuoteView:
-        """Price the cover of an order and store the quote (with any failed checks)."""
+    def quote_position(self, *, user_id: str, position_id: int, cover: Cover) -> QuoteView:
+        """Price cover on a linked exchange position (`positions.position_order`: the
+        exchange's numbers and its liquidation price) and store the quote."""
+        with session_scope(self.ctx.db) as s:
+            order, terms = position_order(s, user_id, position_id, self.ctx.clock())
+        return self.quote(user_id=user_id, order=order, cover=cover, position=terms)
+
+    def quote(
+        self, *, user_id: str, order: Order, cover: Cover, position: PositionTerms | None = None
+    ) -> QuoteView:
+        """Price the cover of an order and store the quote (with any failed checks); with
+        ``position``, the order is that linked position's and its liquidation price the
+        exchange's."""
         with session_scope(self.ctx.db) as s:  # one read for who asks, what is open, their record
             self._role_for_quote(s, user_id)
             rows = book_rows(s, user_id=user_id)
             history = self._history(s, user_id, rows)
             on_position = self.position_cover(s, user_id, order)
+            if position is not None:
+                on_position = max(on_position, cover_on(s, position.position_id))
         open_ = [(u, cov) for u, cov, status, _ in rows if status in OPEN_STATUSES]
         mine = sum((cov for u, cov in open_ if u == user_id), Decimal(0))
         pool = sum((cov for _, cov in open_), Decimal(0))
@@ -188,7 +204,11 @@ class Quoting:
         q, ep = float(order.quantity), float(order.entry_price)
         wallet = order.wallet_balance if order.margin_mode is MarginMode.CROSS else None
         margin_or_wallet = float(wallet if wallet is not None else order.margin)
-        lp = float(liquidation_price(ep, q, side, margin_or_wallet, br))
+        lp = bti_lp = float(liquidation_price(ep, q, side, margin_or_wallet, br))
+        warnings: list[str] = []
+        if position is not None and position.liquidation_price is not None:
+            lp = float(position.liquidation_price)  # the exchange's own, for this position
+            warnings += [w for w in [lp_warning(position, bti_lp)] if w]
         reached = (sr.spot <= lp) if side > 0 else (sr.spot >= lp)
         p_arr, se_arr = sr.probability(lp, cover.duration_hours, side)
         p = 1.0 if reached else float(p_arr)
@@ -246,7 +266,8 @@ class Quoting:
             expires_at=now + self.ctx.quote_ttl,
             user_id=user_id,
             symbol=order.symbol,
-            inputs=_inputs(order, cover),
+            inputs=_inputs(order, cover)
+            | ({} if position is None else {"position": position.as_json()}),
             liquidation_price=_dec(lp),
             spot=_dec(sr.spot),
             probability=p,
@@ -259,7 +280,16 @@ class Quoting:
         with session_scope(self.ctx.db) as s:
             add_quote(s, quote=record)
         return QuoteView(
-            record, order, cover, index, premium, checks, sr.model_summary(), learned_note
+            record,
+            order,
+            cover,
+            index,
+            premium,
+            checks,
+            sr.model_summary(),
+            learned_note,
+            position,
+            warnings,
         )
 
     def _learned(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import pandas as pd
 from sqlalchemy.engine import Engine
 
+from bti_core.accounts.service import AccountsService
 from bti_core.chain.client import ChainClient
 from bti_core.chain.wallets import CustodialWallets
 from bti_core.db.types import utcnow
@@ -66,6 +67,7 @@ class InsuranceService:
     chain: _Shared[ChainClient | None] = _Shared()
     wallets: _Shared[CustodialWallets] = _Shared()
     learned: _Shared[LiveModel | None] = _Shared()
+    accounts: _Shared[AccountsService | None] = _Shared()
 
     def __init__(
         self,
@@ -81,6 +83,7 @@ class InsuranceService:
         payment_window: timedelta = timedelta(minutes=2),
         wallets: CustodialWallets | None = None,
         learned: LiveModel | None = None,
+        accounts: AccountsService | None = None,
     ) -> None:
         self.ctx = PolicyContext(
             db=db,
@@ -94,6 +97,7 @@ class InsuranceService:
             payment_window=payment_window,
             wallets=wallets or CustodialWallets(),
             learned=learned,
+            accounts=accounts,
         )
         self.quoting = Quoting(self.ctx)
         self.purchases = Purchases(self.ctx, self.quoting)
@@ -102,9 +106,10 @@ class InsuranceService:
         # the service's API is its parts' methods, bound here (each signature in one place)
         q, p = self.quoting, self.purchases
         self.quote, self.premium_curve = q.quote, q.premium_curve
+        self.quote_position = q.quote_position
         self.allowed_symbols, self.trader_history = q.allowed_symbols, q.trader_history
         self.buy, self.permit_request, self.wallet_of = p.buy, p.permit_request, p.wallet_of
         self.fresh_mark, self.reconcile = p.fresh_mark, p.reconcile
-        self.expire_due = self.expiry.expire_due
+        self.expire_due, self.end_closed = self.expiry.expire_due, self.expiry.end_closed
         self.policies, self.events = self.listing.policies, self.listing.events
         self.newest_start = self.listing.newest_start

@@ -90,3 +90,18 @@ def test_the_worker_follows_linked_accounts_on_its_clock(
     assert svc.accounts.follow(5, now=later) == 1
     assert svc.accounts.positions("ada") == []
     svc.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--position", "1", "--symbol", "BTCUSDT"], "give --position alone"),
+        (["--symbol", "BTCUSDT"], "--side, --quantity, --leverage missing) or give --position"),
+        (["--position", "5"], "you have no linked position #5"),
+    ],
+)
+def test_quoting_a_position_or_an_order_says_what_is_missing(
+    data_dir: Path, args: list[str], says: str
+) -> None:
+    res = runner.invoke(app, ["policies", "quote", "--user", "ada", "--coverage", "10", *args])
+    assert res.exit_code == 2 and says in res.output, res.output

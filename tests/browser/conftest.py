@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -134,6 +135,20 @@ def fresh_page(browser: Browser, **context: Any) -> Iterator[Page]:
 def page(browser: Browser) -> Iterator[Page]:
     with fresh_page(browser, viewport={"width": 1500, "height": 1300}) as pg:
         yield pg
+
+
+def sign_out(page: Page) -> None:
+    """Sign out and wait until the server has cleared the session cookie: the page goes to
+    ``/bti/signout`` and back after the form shows, and a navigation started before that
+    round trip ends is aborted by it (net::ERR_ABORTED under load)."""
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("textbox", name="Username")).to_be_visible()
+    deadline = time.monotonic() + 15
+    while any(c["name"] == "bti_session" for c in page.context.cookies()):
+        assert time.monotonic() < deadline, "the sign-out never cleared the session cookie"
+        page.wait_for_timeout(100)
+    page.wait_for_load_state()
+    expect(page.get_by_role("textbox", name="Username")).to_be_visible()
 
 
 def sign_in(page: Page, user: str, password: str) -> None:

@@ -15,7 +15,15 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from bti_core.chain.node import is_up
-from tests.browser.conftest import App, ensure_signed_in, metric, settle, sign_in, start_app
+from tests.browser.conftest import (
+    App,
+    ensure_signed_in,
+    metric,
+    settle,
+    sign_in,
+    sign_out,
+    start_app,
+)
 from tests.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser
@@ -154,8 +162,7 @@ def test_a_crash_now_a_referral_with_its_reasons_and_the_payout(app: App, page: 
     shot(page, "market-replayed-crash")
 
     page.goto(f"{app.url}/my_policies")
-    page.get_by_role("button", name="Sign out").click()
-    expect(page.get_by_role("textbox", name="Username")).to_be_visible()
+    sign_out(page)
     page.goto(f"{app.url}/claim_review")
     sign_in(page, "underwriter", "underwriter-demo")
     expect(page.get_by_role("heading", name="Claim review")).to_be_visible()
@@ -194,8 +201,7 @@ def test_a_crash_now_a_referral_with_its_reasons_and_the_payout(app: App, page: 
 
     page.goto(f"{app.url}/my_policies")
     ensure_signed_in(page, "underwriter", "underwriter-demo")
-    page.get_by_role("button", name="Sign out").click()
-    expect(page.get_by_role("textbox", name="Username")).to_be_visible()
+    sign_out(page)
     sign_in(page, "trader", "trader-demo")
     expect(page.get_by_role("heading", name="My claims")).to_be_visible()
     claims = page.locator('[data-testid="stDataFrame"]').nth(1)

@@ -1,0 +1,220 @@
+"""Cover on a linked exchange position, end to end on the local chain: quoted from the
+exchange's numbers, bought once per margin, declined when the position changed since the
+quote, and paid on the exchange's own liquidation record — or, without one, referred to an
+underwriter after the wait."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from bti_core.accounts.demo_exchange import DemoExchange
+from bti_core.accounts.service import AccountsService
+from bti_core.accounts.vault import Vault
+from bti_core.auth import add_user
+from bti_core.claims.state import State
+from bti_core.db.models import Policy
+from bti_core.orders import Cover, OrderError
+from bti_core.underwriting import UnderwritingError
+from tests.accounts.conftest import allow_demo
+from tests.worlds import NOW, World, claim_of, crash
+
+CRASH_AT = NOW + timedelta(hours=4)  # inside the replayed crash (`worlds.crash`: from NOW + 3 h)
+
+
+@pytest.fixture
+def linked(world: World, exchange: DemoExchange, engine: Engine, tmp_path: Path):
+    """ada's exchange account, linked, holding 0.1 BTCUSDT long at 20× opened at the mark; the
+    claims service reads the exchange through the same accounts service."""
+    add_user(engine, username="ada", name="Ada", role="trader", password="long-enough")
+    accounts = AccountsService(
+        engine, Vault(tmp_path / "keys" / "a.key"), demo_url=exchange.url, require_demo=allow_demo
+    )
+    uid = exchange.add_account(10_000)
+    spot = Decimal(str(round(world.ins.risk.spot("BTCUSDT"), 2)))
+    exchange.open_position(uid, "BTCUSDT", "long", "0.1", spot, 20)
+    account = accounts.link("ada", "demo", *exchange.add_key(uid))
+    [position] = accounts.positions("ada")
+    world.claims.accounts = accounts
+    world.chain.faucet(world.ins.wallet_of("ada").address, Decimal(1000))
+    return accounts, uid, account, position
+
+
+def buy_on(world: World, position_id: int, coverage: str = "100") -> Policy:
+    q = world.ins.quote_position(
+        user_id="ada", position_id=position_id, cover=Cover(coverage=coverage, duration_hours=48)
+    )
+    return world.ins.buy(user_id="ada", quote_id=q.record.id)
+
+
+def liquidate_on_the_exchange(exchange: DemoExchange, price: float = 1.0) -> None:
+    exchange.set_mark("BTCUSDT", price, at_ms=int(CRASH_AT.timestamp() * 1000))
+
+
+def test_the_exchanges_record_pays_the_claim_without_an_underwriter(
+    world: World, exchange: DemoExchange, linked
+) -> None:
+    _, _, _, position = linked
+    q = world.ins.quote_position(
+        user_id="ada", position_id=position.id, cover=Cover(coverage="100", duration_hours=48)
+    )
+    assert q.record.liquidation_price == position.liquidation_price  # the exchange's own
+    assert q.position is not None and q.warnings == []
+    assert q.record.inputs["position"]["position_id"] == str(position.id)
+    policy = world.ins.buy(user_id="ada", quote_id=q.record.id)
+    assert policy.position_id == position.id and policy.status == "active"
+    crash(world)
+    liquidate_on_the_exchange(exchange)
+    world.claims.run()
+    claim = claim_of(world, policy)
+    assert claim.state == State.PAID.value, claim.checks
+    assert claim.amount_approved == policy.payout
+    [check] = [c for c in claim.checks if c["name"] == "exchange_confirms"]
+    assert (
+        check["outcome"] == "pass" and "the exchange liquidated 0.1 BTCUSDT long" in check["reason"]
+    )
+
+
+def test_without_the_exchanges_record_the_claim_waits_then_goes_to_an_underwriter(
+    world: World, exchange: DemoExchange, linked
+) -> None:
+    _, _, _, position = linked
+    policy = buy_on(world, position.id)
+    crash(world)  # the mark falls through the liquidation price; the exchange shows nothing
+    world.claims.exchange_wait = timedelta(days=2)
+    world.claims.run()
+    assert claim_of(world, policy).state == State.OPENED.value  # waiting for the record
+    world.claims.exchange_wait = timedelta(minutes=30)
+    world.claims.run()
+    claim = claim_of(world, policy)
+    assert claim.state == State.REFERRED.value
+    checks = {c["name"]: c for c in claim.checks}
+    assert checks["mark_confirms"]["outcome"] == "pass"  # both facts, side by side
+    assert checks["exchange_confirms"]["outcome"] == "unsure"
+    assert "no liquidation of this position" in checks["exchange_confirms"]["reason"]
+    assert any("The exchange's own record" in r for r in world.claims.why(claim.id or 0))
+
+
+def test_an_exchange_that_cannot_be_read_refers_the_claim_with_the_reason(
+    world: World, exchange: DemoExchange, linked
+) -> None:
+    _, _, _, position = linked
+    policy = buy_on(world, position.id)
+    crash(world)
+    exchange.down = True
+    world.claims.run()
+    claim = claim_of(world, policy)
+    assert claim.state == State.REFERRED.value and claim.amount_approved is None
+    [check] = [c for c in claim.checks if c["name"] == "exchange_confirms"]
+    assert "could not be read" in check["reason"]
+
+
+def test_cover_on_one_position_stays_within_its_margin(
+    world: World, exchange: DemoExchange, linked
+) -> None:
+    _, _, _, position = linked
+    margin = position.size * position.entry_price / position.leverage
+    half = (margin / 2).quantize(Decimal("0.01"))
+    buy_on(world, position.id, str(half))
+    buy_on(world, position.id, str(half))
+    q = world.ins.quote_position(
+        user_id="ada", position_id=position.id, cover=Cover(coverage="50", duration_hours=48)
+    )
+    assert [c.name for c in q.failed] == ["position_cover"], q.failed
+    assert "already has" in q.failed[0].reason
+
+
+def test_a_position_changed_since_the_quote_is_not_bought(
+    world: World, exchange: DemoExchange, linked
+) -> None:
+    accounts, uid, account, position = linked
+    q = world.ins.quote_position(
+        user_id="ada", position_id=position.id, cover=Cover(coverage="50", duration_hours=48)
+    )
+    exchange.change(uid, "BTCUSDT", "long", leverage=50)
+    accounts.sync(account.id)
+    with pytest.raises(
+        UnderwritingError, match=r"position changed since the quote \(leverage 20× → 50×\)"
+    ):
+        world.ins.buy(user_id="ada", quote_id=q.record.id)
+    exchange.close(uid, "BTCUSDT", "long")
+    accounts.sync(account.id)
+    with pytest.raises(OrderError, match="is closed"):
+        buy_on(world, position.id)
+    with pytest.raises(OrderError, match="you have no linked position #999"):
+        buy_on(world, 999)
+
+
+def test_a_position_shrunk_after_purchase_pays_in_proportion(
+    world: World, exchange: DemoExchange, linked
+) -> None:
+    _, uid, _, position = linked
+    policy = buy_on(world, position.id, "200")
+    exchange.change(uid, "BTCUSDT", "long", size="0.025")  # three quarters closed by the trader
+    crash(world)
+    liquidate_on_the_exchange(exchange)
+    world.claims.run()
+    claim = claim_of(world, policy)
+    assert claim.state == State.PAID.value
+    assert claim.amount_approved == (policy.margin / 4).quantize(Decimal("0.01"))
+
+
+def test_margin_withdrawn_after_purchase_pays_only_what_the_insured_terms_would(
+    world: World, exchange: DemoExchange, linked
+) -> None:
+    """The trader withdraws margin, so the exchange liquidates early, at a mark the insured
+    liquidation price was never reached at: the cover pays nothing."""
+    _, uid, _, position = linked
+    policy = buy_on(world, position.id)
+    exchange.change(uid, "BTCUSDT", "long", margin=position.margin / 4)
+    assert position.liquidation_price is not None
+    exchange.set_mark("BTCUSDT", position.liquidation_price * Decimal("1.02"))
+    assert exchange.position(uid, "BTCUSDT", "long") is None  # liquidated on the exchange
+    crash(world, drop=0.02)  # the mark dips, but not to the insured liquidation price
+    assert world.claims.run().opened == []
+    with Session(world.db) as s:
+        assert s.get(Policy, policy.id).status == "active"  # type: ignore[union-attr]
+
+
+def test_a_position_the_trader_closes_ends_the_cover_and_its_changes_are_in_its_lifecycle(
+    world: World, exchange: DemoExchange, linked
+) -> None:
+    accounts, uid, account, position = linked
+    world.ins.accounts = accounts
+    policy = buy_on(world, position.id)
+    assert world.ins.end_closed() == 0  # open: nothing to end
+    exchange.change(uid, "BTCUSDT", "long", size="0.05")
+    accounts.sync(account.id)
+    exchange.close(uid, "BTCUSDT", "long")
+    accounts.sync(account.id)
+    assert world.ins.end_closed() == 1
+    assert world.ins.end_closed() == 0  # once
+    events = [e.event for e in world.ins.events(policy.id or 0)]
+    assert events[3:6] == ["position reduced", "position closed", "expired"], events
+    assert "cover_released" in events[6:]
+    with Session(world.db) as s:
+        ended = s.get(Policy, policy.id)
+    assert ended is not None and ended.status == "expired" and ended.end_at < policy.end_at
+    crash(world)  # after the closing: no claim on cover that ended
+    assert world.claims.run().opened == []
+
+
+def test_a_position_the_exchange_liquidated_is_left_to_the_claims(
+    world: World, exchange: DemoExchange, linked
+) -> None:
+    accounts, _, account, position = linked
+    world.ins.accounts = accounts
+    policy = buy_on(world, position.id)
+    exchange.set_mark("BTCUSDT", 1.0)  # liquidated now, on the exchange
+    accounts.sync(account.id)
+    exchange.down = True
+    assert world.ins.end_closed() == 0  # cannot tell how it closed: asked again later
+    exchange.down = False
+    assert world.ins.end_closed() == 0  # the exchange's record: a liquidation
+    with Session(world.db) as s:
+        assert s.get(Policy, policy.id).status == "active"  # type: ignore[union-attr]
