@@ -12,6 +12,7 @@ import logging
 import threading
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 from urllib.parse import quote
 
 import pandas as pd
@@ -87,6 +88,12 @@ def insurance() -> InsuranceService:
     """The insurance service (the worker, `bti worker`, settles what a restart interrupted)."""
     chain()  # a clear message on the page when the chain is down
     return services().insurance
+
+
+def linked_positions(trader: str) -> list[Any]:
+    """The trader's open positions on linked exchange accounts, as the worker last read them
+    (a database read: a page never calls an exchange)."""
+    return services().accounts.positions(trader)
 
 
 def explorer_link(query: object, text: str | None = None) -> str:

@@ -23,6 +23,31 @@ def _tx(detail: dict[str, Any], link: Link) -> str:
     return f" (transaction {link(tx, str(tx)[:10] + '…')})" if isinstance(tx, str) and tx else ""
 
 
+def _position_change(change: str, d: dict[str, Any]) -> str:
+    """A change the exchange reported of an insured position, with the figures that moved."""
+    before, after = d.get("before") or {}, d.get("after") or {}
+    moved = [
+        f"{name} {before[k]} → {after[k]}"
+        for k, name in (
+            ("size", "size"),
+            ("leverage", "leverage"),
+            ("margin", "margin"),
+            ("liquidation_price", "liquidation price"),
+        )
+        if k in before and k in after and before[k] != after[k]
+    ]
+    words = {
+        "opened": "opened",
+        "grown": "grew",
+        "reduced": "was reduced",
+        "margin": "had its margin changed",
+        "leverage": "had its leverage changed",
+        "closed": "was closed",
+        "reopened": "was opened again",
+    }.get(change, change)
+    return f"The exchange reports the position {words}" + (f": {'; '.join(moved)}" if moved else "")
+
+
 def policy_event(event: str, detail: dict[str, Any], at: datetime, link: Link) -> str:
     """One lifecycle event as a dated sentence."""
     d = detail or {}
@@ -46,8 +71,12 @@ def policy_event(event: str, detail: dict[str, Any], at: datetime, link: Link) -
             text = "Declined, no premium taken" + (
                 ": " + "; ".join(map(str, reasons)) if reasons else ""
             )
+        case "expired" if d.get("closed_at"):
+            text = "Cover ended: the position was closed on the exchange (no refund)"
         case "expired":
             text = "Cover window ended without a liquidation"
+        case str(e) if e.startswith("position "):
+            text = _position_change(e.removeprefix("position "), d)
         case "claimed":
             source = {
                 "market_scan": "found in the market",

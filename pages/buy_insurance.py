@@ -12,6 +12,7 @@ from decimal import Decimal
 import pandas as pd
 import streamlit as st
 
+from bti_core.db.models import ExchangePosition
 from bti_core.errors import BTIError
 from bti_core.orders import MAX_AMOUNT
 from bti_core.risk.liquidation import brackets_for
@@ -38,6 +39,13 @@ if "bought" in st.session_state:
     )
 
 
+def _position_label(p: ExchangePosition) -> str:
+    return (
+        f"#{p.id} · {p.symbol} {p.side} {p.size:f} at {p.entry_price:,f} · {p.leverage}× "
+        f"{p.margin_mode}"
+    )
+
+
 def _keep(key: str, value: float, lo: float, hi: float) -> None:
     """Put a widget's value in session state before the widget is drawn, within [lo, hi] (a
     widget keyed in session state is drawn without ``value=``: one source of truth)."""
@@ -47,72 +55,127 @@ def _keep(key: str, value: float, lo: float, hi: float) -> None:
 
 left, right = st.columns([1, 1.4], gap="large")
 with left:
-    st.subheader("Your order")
-    symbol = st.selectbox(
-        "Symbol",
-        symbols,
-        index=symbols.index("BTCUSDT") if "BTCUSDT" in symbols else 0,
-        key="buy_symbol",
-    )
-    try:
-        with st.spinner(f"Fitting {symbol}'s volatility model and simulating paths…"):
-            sr = resources.risk_engine().symbol_risk(symbol)
-    except BTIError as exc:
-        st.error(str(exc))
-        st.stop()
-    spot = round(sr.spot, 2)
-    resources.replay_notice(symbol)
-    c1, c2 = st.columns(2)
-    side = c1.radio("Side", ["long", "short"], horizontal=True, key="buy_side")
-    order_type = c2.radio("Order type", ["market", "limit"], horizontal=True, key="buy_type")
-    c1, c2 = st.columns(2)
-    margin_mode = c1.radio("Margin mode", ["isolated", "cross"], horizontal=True, key="buy_mode")
-    qty = c2.number_input(
-        "Quantity (base asset)", min_value=0.0, value=0.1, step=0.01, format="%.4f", key="buy_qty"
-    )
-    if order_type == "market":
-        # not a widget: a widget would keep the last symbol's (or the last bar's) price
-        entry = spot
-        st.markdown(f"Entry: **{entry:,.2f} USDT**, {symbol}'s mark price now (a market order)")
-    else:
-        # one limit price per symbol: switching symbol starts from that symbol's mark
-        entry = st.number_input(
-            "Limit price (USDT)", min_value=0.0, value=spot, key=f"buy_entry_l_{symbol}"
+    positions = resources.linked_positions(trader)
+    linked = None
+    if positions:
+        what = st.radio(
+            "Insure",
+            ["a position on my exchange account", "an order I describe"],
+            horizontal=True,
+            key="buy_what",
+            help="A linked position is insured as the exchange holds it, and a claim on it is "
+            "confirmed by the exchange's own liquidation record",
         )
-    notional = qty * entry
-    bracket_lev = int(brackets_for(symbol).max_leverage_for(notional)) if notional > 0 else 125
-    platform_lev = int(resources.services().limits.max_leverage)
-    max_lev = min(bracket_lev, platform_lev)
-    if max_lev < 2:  # a 1× order cannot be liquidated, and a slider needs two ends
-        st.error(
-            f"A notional of {notional:,.2f} USDT is in {symbol}'s largest bracket, which "
-            f"allows {bracket_lev}× at most: such an order cannot be liquidated, so there is "
-            "nothing to insure. Lower the quantity."
+        if what.startswith("a position"):
+            linked = st.selectbox(
+                "Linked position",
+                positions,
+                format_func=_position_label,
+                key="buy_position",
+            )
+    if linked is not None:
+        st.subheader("Your position")
+        symbol = linked.symbol
+        try:
+            with st.spinner(f"Fitting {symbol}'s volatility model and simulating paths…"):
+                sr = resources.risk_engine().symbol_risk(symbol)
+        except BTIError as exc:
+            st.error(str(exc))
+            st.stop()
+        resources.replay_notice(symbol)
+        side, order_type, margin_mode = linked.side, "market", linked.margin_mode
+        qty, entry, leverage = float(linked.size), float(linked.entry_price), int(linked.leverage)
+        wallet = None
+        notional = qty * entry
+        max_lev = min(
+            int(brackets_for(symbol).max_leverage_for(notional)),
+            int(resources.services().limits.max_leverage),
         )
-        st.stop()
-    why_cap = (
-        f"BTI insures up to {platform_lev}× ({symbol} allows {bracket_lev}× at this notional)"
-        if platform_lev < bracket_lev
-        else f"{symbol} allows up to {bracket_lev}× at this notional"
-    )
-    if max_lev == 2:  # a slider needs two different ends
-        leverage = 2
-        st.markdown(f"Leverage: **2×**, the only one to insure here: {why_cap}.")
+        margin = round(notional / leverage, 2)
+        exchange_lp = linked.liquidation_price
+        st.markdown(
+            f"**{side} {qty:g} {symbol}** at {entry:,.2f} · {leverage}× {margin_mode} · "
+            f"margin {margin:,.2f} USDT · the exchange liquidates it at "
+            f"**{'—' if exchange_lp is None else f'{exchange_lp:,.2f}'}**"
+        )
+        st.caption(
+            f"As the exchange reported it at {linked.seen_at:%H:%M:%S} UTC (the worker reads "
+            "linked accounts every minute)."
+        )
     else:
-        _keep("buy_lev", 20, 2, max_lev)
-        leverage = st.slider("Leverage", 2, max_lev, key="buy_lev", help=why_cap)
-        st.caption(f"Leverage 2–{max_lev}×: {why_cap}.")
-    wallet = None
-    if margin_mode == "cross":
-        wallet = st.number_input(
-            "Wallet balance (USDT)",
+        st.subheader("Your order")
+        symbol = st.selectbox(
+            "Symbol",
+            symbols,
+            index=symbols.index("BTCUSDT") if "BTCUSDT" in symbols else 0,
+            key="buy_symbol",
+        )
+        try:
+            with st.spinner(f"Fitting {symbol}'s volatility model and simulating paths…"):
+                sr = resources.risk_engine().symbol_risk(symbol)
+        except BTIError as exc:
+            st.error(str(exc))
+            st.stop()
+        spot = round(sr.spot, 2)
+        resources.replay_notice(symbol)
+        c1, c2 = st.columns(2)
+        side = c1.radio("Side", ["long", "short"], horizontal=True, key="buy_side")
+        order_type = c2.radio("Order type", ["market", "limit"], horizontal=True, key="buy_type")
+        c1, c2 = st.columns(2)
+        margin_mode = c1.radio(
+            "Margin mode", ["isolated", "cross"], horizontal=True, key="buy_mode"
+        )
+        qty = c2.number_input(
+            "Quantity (base asset)",
             min_value=0.0,
-            value=round(notional / leverage * 2, 2),
-            key="buy_wallet",
-            help="Cross margin: the whole balance backs the order, so it is liquidated later",
+            value=0.1,
+            step=0.01,
+            format="%.4f",
+            key="buy_qty",
         )
-    margin = round(notional / leverage, 2)
-    st.caption(f"Notional {notional:,.2f} USDT · margin {margin:,.2f} USDT")
+        if order_type == "market":
+            # not a widget: a widget would keep the last symbol's (or the last bar's) price
+            entry = spot
+            st.markdown(f"Entry: **{entry:,.2f} USDT**, {symbol}'s mark price now (a market order)")
+        else:
+            # one limit price per symbol: switching symbol starts from that symbol's mark
+            entry = st.number_input(
+                "Limit price (USDT)", min_value=0.0, value=spot, key=f"buy_entry_l_{symbol}"
+            )
+        notional = qty * entry
+        bracket_lev = int(brackets_for(symbol).max_leverage_for(notional)) if notional > 0 else 125
+        platform_lev = int(resources.services().limits.max_leverage)
+        max_lev = min(bracket_lev, platform_lev)
+        if max_lev < 2:  # a 1× order cannot be liquidated, and a slider needs two ends
+            st.error(
+                f"A notional of {notional:,.2f} USDT is in {symbol}'s largest bracket, which "
+                f"allows {bracket_lev}× at most: such an order cannot be liquidated, so there is "
+                "nothing to insure. Lower the quantity."
+            )
+            st.stop()
+        why_cap = (
+            f"BTI insures up to {platform_lev}× ({symbol} allows {bracket_lev}× at this notional)"
+            if platform_lev < bracket_lev
+            else f"{symbol} allows up to {bracket_lev}× at this notional"
+        )
+        if max_lev == 2:  # a slider needs two different ends
+            leverage = 2
+            st.markdown(f"Leverage: **2×**, the only one to insure here: {why_cap}.")
+        else:
+            _keep("buy_lev", 20, 2, max_lev)
+            leverage = st.slider("Leverage", 2, max_lev, key="buy_lev", help=why_cap)
+            st.caption(f"Leverage 2–{max_lev}×: {why_cap}.")
+        wallet = None
+        if margin_mode == "cross":
+            wallet = st.number_input(
+                "Wallet balance (USDT)",
+                min_value=0.0,
+                value=round(notional / leverage * 2, 2),
+                key="buy_wallet",
+                help="Cross margin: the whole balance backs the order, so it is liquidated later",
+            )
+        margin = round(notional / leverage, 2)
+        st.caption(f"Notional {notional:,.2f} USDT · margin {margin:,.2f} USDT")
 
     st.subheader("Your cover")
     # the coverage follows the margin while it is the margin (the default); a smaller amount
@@ -146,6 +209,7 @@ with left:
 # what the quote on screen was made from: any difference and it is not shown
 inputs = (
     trader,
+    None if linked is None else linked.id,
     symbol,
     side,
     order_type,
@@ -163,23 +227,31 @@ if ask:
     from bti_core.orders import Cover, Order
 
     try:
-        order = Order(
-            symbol,
-            side,
-            Decimal(str(qty)),
-            Decimal(str(entry)),
-            Decimal(leverage),
-            margin_mode=margin_mode,
-            order_type=order_type,
-            wallet_balance=Decimal(str(wallet)) if wallet is not None else None,
-        )
+        # the order first: its reason (a zero quantity) explains the cover's (a zero margin)
+        order = None
+        if linked is None:
+            order = Order(
+                symbol,
+                side,
+                Decimal(str(qty)),
+                Decimal(str(entry)),
+                Decimal(leverage),
+                margin_mode=margin_mode,
+                order_type=order_type,
+                wallet_balance=Decimal(str(wallet)) if wallet is not None else None,
+            )
         cover = Cover(
             coverage=Decimal(str(coverage)),
             duration_hours=DURATIONS[duration],
             share=Decimal(share) / 100,
             deductible=Decimal(str(deductible)),
         )
-        st.session_state["quote"] = (inputs, svc.quote(user_id=trader, order=order, cover=cover))
+        if order is not None:
+            view = svc.quote(user_id=trader, order=order, cover=cover)
+        else:
+            assert linked is not None
+            view = svc.quote_position(user_id=trader, position_id=linked.id or 0, cover=cover)
+        st.session_state["quote"] = (inputs, view)
     except (BTIError, ValueError) as exc:
         st.session_state.pop("quote", None)
         left.error(str(exc))
@@ -194,7 +266,8 @@ with right:
         st.info("Describe the order and the cover, then ask for a quote.")
         st.stop()
     r = quote.record
-    st.subheader(f"Quote for a {quote.order.side} {quote.order.leverage}× {r.symbol} order")
+    what = "your exchange position" if quote.position is not None else "order"
+    st.subheader(f"Quote for a {quote.order.side} {quote.order.leverage}× {r.symbol} {what}")
     spot_q = float(r.spot)
     lp = float(r.liquidation_price)
     p = quote.premium
@@ -237,6 +310,8 @@ with right:
     m[1].metric("Premium (BTI)", f"{p.total:,.2f}", help="1 BTI = 1 USDT of cover")
     m[2].metric("Pays if liquidated (BTI)", f"{p.payout:,.2f}")
     st.caption(f"Pool utilisation after this policy: {p.utilisation:.1%}")
+    for w in quote.warnings:
+        st.warning(w)
     for c in quote.checks:
         if not c.passed:
             st.error(c.reason, icon="⛔")

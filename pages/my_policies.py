@@ -33,7 +33,12 @@ m[3].metric(
 )
 
 shown = table.assign(
-    position=[f"{s} {lev:g}×" for s, lev in zip(table["side"], table["leverage"], strict=True)],
+    position=[
+        f"{s} {lev:g}×" + ("" if pd.isna(linked) else f" · exchange #{int(linked)}")
+        for s, lev, linked in zip(
+            table["side"], table["leverage"], table["linked_position"], strict=True
+        )
+    ],
     purchase_tx=[f"/chain_explorer?q={h}" if h else None for h in table["purchase_tx"]],
 )
 st.dataframe(

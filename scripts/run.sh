@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make run`: demo markets (if there are none), the local chain node (unless BTI_RPC_URL names
-# one), the worker and the dashboard, started together and stopped together (Ctrl-C, or any
+# one), the demo exchange (local chain only), the worker and the dashboard, started together and stopped together (Ctrl-C, or any
 # one of them exiting). One line per step; each process writes its own log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,7 @@ stop() {
 trap stop EXIT INT TERM
 fail() { echo "$1 did not start: see $LOGS/$2.log" >&2; tail -n 5 "$LOGS/$2.log" >&2; exit 1; }
 
-printf '1/5 markets:   '
+printf '1/6 markets:   '
 "$BIN/bti" demo --if-missing --quiet 2>"$LOGS/demo.log" || fail "the demo markets" demo
 
 if [ -z "${BTI_RPC_URL:-}" ]; then
@@ -35,17 +35,28 @@ if [ -z "${BTI_RPC_URL:-}" ]; then
     kill -0 "${pids[0]}" 2>/dev/null || fail "the chain node" chain
     sleep 0.2
   done
-  echo "2/5 chain:     $(head -n 1 "$LOGS/chain.log" | sed "s/; Ctrl-C stops it//")"
+  echo "2/6 chain:     $(head -n 1 "$LOGS/chain.log" | sed "s/; Ctrl-C stops it//")"
   # a fresh install gets an insured book to explore (bought on the local chain, once)
-  printf '3/5 book:      '
+  printf '3/6 book:      '
   "$BIN/bti" demo-book --if-missing 2>"$LOGS/demo-book.log" | tail -n 1 || fail "the demo book" demo-book
+  # the demo trader's exchange account: Binance's protocol on 127.0.0.1, following the market
+  export BTI_DEMO_EXCHANGE_URL="${BTI_DEMO_EXCHANGE_URL:-http://127.0.0.1:${DEMO_EXCHANGE_PORT:-8610}}"
+  "$BIN/bti" demo-exchange >"$LOGS/demo-exchange.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 150); do
+    grep -q "demo exchange on" "$LOGS/demo-exchange.log" 2>/dev/null && break
+    kill -0 "${pids[-1]}" 2>/dev/null || fail "the demo exchange" demo-exchange
+    sleep 0.2
+  done
+  echo "4/6 exchange:  $BTI_DEMO_EXCHANGE_URL, the demo trader's account linked ($LOGS/demo-exchange.log)"
 else
-  echo "2/5 chain:     $BTI_RPC_URL (BTI_RPC_URL)"
-  echo "3/5 book:      no demo book on a chain other than the local one"
+  echo "2/6 chain:     $BTI_RPC_URL (BTI_RPC_URL)"
+  echo "3/6 book:      no demo book on a chain other than the local one"
+  echo "4/6 exchange:  no demo exchange on a chain other than the local one"
 fi
 "$BIN/bti" worker >"$LOGS/worker.log" 2>&1 &
 pids+=($!)
-echo "4/5 worker:    claims, expiry and reconciliation ($LOGS/worker.log)"
+echo "5/6 worker:    claims, expiry and reconciliation ($LOGS/worker.log)"
 "$BIN/streamlit" run dashboard/server.py --server.address "$HOST" --server.port "$PORT" \
   --server.headless true --browser.gatherUsageStats false >"$LOGS/dashboard.log" 2>&1 &
 pids+=($!)
@@ -55,5 +66,5 @@ for _ in $(seq 1 150); do
   kill -0 "${pids[-1]}" 2>/dev/null || fail "the dashboard" dashboard
   sleep 0.2
 done
-echo "5/5 dashboard: http://$HOST:$PORT   (Ctrl-C stops everything)"
+echo "6/6 dashboard: http://$HOST:$PORT   (Ctrl-C stops everything)"
 wait -n "${pids[@]}"

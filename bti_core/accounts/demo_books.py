@@ -37,6 +37,7 @@ class DemoPosition:
     mark: Decimal
     updated_ms: int
     adl_quantile: int = 2
+    opened_ms: int = 0  # a market bar that ended before it cannot liquidate it
 
 
 @dataclass
@@ -128,6 +129,7 @@ class DemoBooks:
                 entry,
                 at_ms or self.now_ms(),
             )
+            p.opened_ms = p.updated_ms
             self.accounts[uid].positions[(sym, side)] = p
             self.marks.setdefault(sym, entry)
             return p
@@ -163,6 +165,81 @@ class DemoBooks:
                         self._force(account, p, "liquidation", p.size, lp, at)
                         hit.append(account.uid)
             return hit
+
+    def mark_bar(
+        self,
+        symbol: str,
+        low: Decimal | float,
+        high: Decimal | float,
+        close: Decimal | float,
+        end_ms: int,
+    ) -> list[str]:
+        """One mark-price bar ending at ``end_ms``: a long whose liquidation price the bar's low
+        reached, or a short whose the high reached, is liquidated at its liquidation price at
+        the bar's end (positions opened after the bar ended are left alone); then the mark is
+        the close. Returns the uids liquidated."""
+        with self._lock:
+            sym, hit = canonical_symbol(symbol), []
+            for account in self.accounts.values():
+                for p in [p for p in account.positions.values() if p.symbol == sym]:
+                    if p.opened_ms >= end_ms:
+                        continue
+                    lp = self.liquidation_price(account, p)
+                    if lp > 0 and (_d(low) <= lp if p.side == "long" else _d(high) >= lp):
+                        lost = p.margin if p.mode == "isolated" else account.wallet
+                        account.wallet = max(Decimal(0), account.wallet - lost)
+                        self._force(account, p, "liquidation", p.size, lp, end_ms)
+                        hit.append(account.uid)
+                    else:
+                        p.mark = _d(close)
+            self.marks[sym] = _d(close)
+            return hit
+
+    # the books on disk (the demo exchange keeps its accounts across restarts)
+
+    def to_json(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "order_id": self._order_id,
+                "marks": {k: str(v) for k, v in self.marks.items()},
+                "keys": {
+                    k: {"secret": v.secret, "uid": v.uid, "rights": v.rights}
+                    for k, v in self.keys.items()
+                },
+                "accounts": {
+                    uid: {
+                        "wallet": str(a.wallet),
+                        "forced": a.forced,
+                        "positions": [
+                            {
+                                f: (str(v) if isinstance(v, Decimal) else v)
+                                for f, v in vars(p).items()
+                            }
+                            for p in a.positions.values()
+                        ],
+                    }
+                    for uid, a in self.accounts.items()
+                },
+            }
+
+    def load_json(self, d: dict[str, Any]) -> None:
+        with self._lock:
+            self._order_id = int(d["order_id"])
+            self.marks = {k: Decimal(v) for k, v in d["marks"].items()}
+            self.keys = {
+                k: DemoKey(v["secret"], v["uid"], dict(v["rights"])) for k, v in d["keys"].items()
+            }
+            self.accounts = {}
+            for uid, a in d["accounts"].items():
+                account = DemoAccount(uid, Decimal(a["wallet"]), forced=list(a["forced"]))
+                for row in a["positions"]:
+                    values: dict[str, Any] = {
+                        k: Decimal(v) if k in ("size", "entry", "margin", "mark") else v
+                        for k, v in row.items()
+                    }
+                    p = DemoPosition(**values)
+                    account.positions[(p.symbol, p.side)] = p
+                self.accounts[uid] = account
 
     def deleverage(
         self,

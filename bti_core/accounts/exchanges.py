@@ -18,6 +18,7 @@ ADL; at most 100 a page, a window of at most 7 days).
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -100,7 +101,9 @@ def ccxt_client(exchange: str, api_key: str, secret: str, *, base_url: str | Non
         {
             "apiKey": api_key,
             "secret": secret,
-            "enableRateLimit": True,
+            # ccxt spaces a client's calls by their weight; the demo exchange, on this machine,
+            # enforces its limits itself (429 with Retry-After), as the real one does too
+            "enableRateLimit": not v.demo,
             "timeout": 10_000,
             # currencies come from a spot endpoint BTI has no use for
             "options": {"fetchCurrencies": False},
@@ -147,12 +150,26 @@ def _record(answer: Any, what: str) -> dict[str, Any]:
 class BinanceUsdm:
     """`AccountReader` over Binance USDⓈ-M futures (or the demo exchange, its protocol)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, api_key: str = "", secret: str = "") -> None:
         self.client = client
+        self._key, self._secret = api_key, secret
+
+    def __repr__(self) -> str:  # never the key
+        return f"BinanceUsdm(key …{self._key[-4:]})"
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        """One call with this account's credentials: the client may be shared by the thread's
+        readers (`shared_client`), so they are set before each call, in the thread that
+        makes it."""
+        self.client.apiKey, self.client.secret = self._key, self._secret
+        # ccxt reads a -2015 after any earlier success of the client as a temporary ban; for
+        # BTI it is this key refused (revoked, or its IP list changed), whatever came before
+        self.client.options["hasAlreadyAuthenticatedSuccessfully"] = False
+        return _call(what, fn)
 
     def key_rights(self) -> KeyRights:
         r = _record(
-            _call("the key's rights", self.client.sapiGetAccountApiRestrictions), "key rights"
+            self._call("the key's rights", self.client.sapiGetAccountApiRestrictions), "key rights"
         )
 
         def on(*names: str) -> bool:
@@ -172,28 +189,31 @@ class BinanceUsdm:
         )
 
     def account_uid(self) -> str:
-        r = _record(_call("the account", self.client.privateGetAccount), "account")
+        r = _record(self._call("the account", self.client.privateGetAccount), "account")
         uid = r.get("uid")
         if not isinstance(uid, int | str) or not re.fullmatch(r"[0-9]{1,20}", str(uid)):
             raise ExchangeError(f"the exchange's account has no usable uid: {uid!r}")
         return str(uid)
 
     def positions(self) -> list[Position]:
-        risk = _rows(_call("the positions", self.client.fapiPrivateV3GetPositionRisk), "positions")
+        risk = _rows(
+            self._call("the positions", self.client.fapiPrivateV3GetPositionRisk), "positions"
+        )
         held = [r for r in risk if decimal_field(r, "positionAmt") != 0]
         if not held:
             return []
         config = {
             str(c.get("symbol")): c
             for c in _rows(
-                _call("the symbols' leverage", self.client.fapiPrivateGetSymbolConfig),
+                self._call("the symbols' leverage", self.client.fapiPrivateGetSymbolConfig),
                 "symbol configuration",
             )
         }
         adl = {
             str(a.get("symbol")): a.get("adlQuantile", {})
             for a in _rows(
-                _call("the ADL quantiles", self.client.fapiPrivateGetAdlQuantile), "ADL quantiles"
+                self._call("the ADL quantiles", self.client.fapiPrivateGetAdlQuantile),
+                "ADL quantiles",
             )
         }
         return [self._position(r, config, adl) for r in held]
@@ -239,7 +259,7 @@ class BinanceUsdm:
         )
 
     def balance(self) -> Balance:
-        rows = _rows(_call("the balance", self.client.fapiPrivateV3GetBalance), "balance")
+        rows = _rows(self._call("the balance", self.client.fapiPrivateV3GetBalance), "balance")
         for r in rows:
             if r.get("asset") == "USDT":
                 return Balance(
@@ -274,7 +294,7 @@ class BinanceUsdm:
             "limit": PAGE,
         }
         rows = _rows(
-            _call("the forced orders", lambda: self.client.fapiPrivateGetForceOrders(params)),
+            self._call("the forced orders", lambda: self.client.fapiPrivateGetForceOrders(params)),
             "forced orders",
         )
         out = []
@@ -306,7 +326,7 @@ class BinanceUsdm:
         return out
 
 
-ADAPTERS: dict[str, Callable[[Any], AccountReader]] = {"binanceusdm": BinanceUsdm}
+ADAPTERS: dict[str, Callable[[Any, str, str], AccountReader]] = {"binanceusdm": BinanceUsdm}
 
 
 def connect(
@@ -317,5 +337,19 @@ def connect(
     v = venue(exchange)
     if v.demo and demo_url is None:
         raise AccountError("the demo exchange is not running here (BTI_DEMO_EXCHANGE_URL)")
-    client = ccxt_client(exchange, api_key, secret, base_url=demo_url if v.demo else None)
-    return ADAPTERS[v.ccxt_id](client)
+    client = shared_client(exchange, base_url=demo_url if v.demo else None)
+    return ADAPTERS[v.ccxt_id](client, api_key, secret)
+
+
+_local = threading.local()
+
+
+def shared_client(exchange: str, *, base_url: str | None = None) -> Any:
+    """This thread's ccxt client for ``exchange`` (made once a thread: a client costs a few
+    milliseconds to build and keeps its connections open). Readers set their own key on it
+    before each call, so one thread's readers take turns on it and never share a key."""
+    clients: dict[tuple[str, str | None], Any] = _local.__dict__.setdefault("clients", {})
+    client = clients.get((exchange, base_url))
+    if client is None:
+        client = clients[(exchange, base_url)] = ccxt_client(exchange, "", "", base_url=base_url)
+    return client

@@ -236,9 +236,14 @@ def terms_match(p: PolicyFacts, c: ClaimFacts, tolerance: float = 0.01) -> Audit
     )
 
 
-def adverse_selection(p: PolicyFacts, c: ClaimFacts) -> AuditCheck:
+def adverse_selection(p: PolicyFacts, c: ClaimFacts, *, confirmed: bool = False) -> AuditCheck:
+    """Signs the cover was bought into a move: a liquidation within an hour of buying it (not
+    a sign on its own when the exchange's own record ``confirmed`` the liquidation of a linked
+    position: the record rules out a glitch or a forged trigger, and the premium priced that
+    hour), or a purchase while the mark was moving toward liquidation faster than the distance
+    left."""
     flags = []
-    if c.trigger_at - p.start < timedelta(hours=1):
+    if c.trigger_at - p.start < timedelta(hours=1) and not confirmed:
         flags.append("liquidated within an hour of buying the cover")
     if (
         c.pre_purchase_move is not None
@@ -364,13 +369,19 @@ def hard_checks(p: PolicyFacts, c: ClaimFacts) -> list[AuditCheck]:
 
 
 def audit(
-    p: PolicyFacts, c: ClaimFacts, t: TraderFacts, probability_before_trigger: float | None = None
+    p: PolicyFacts,
+    c: ClaimFacts,
+    t: TraderFacts,
+    probability_before_trigger: float | None = None,
+    *,
+    confirmed: bool = False,
 ) -> list[AuditCheck]:
+    """Every check; ``confirmed``: the exchange's own record confirmed the liquidation."""
     return [
         in_window(p, c),
         mark_confirms(p, c),
         terms_match(p, c),
-        adverse_selection(p, c),
+        adverse_selection(p, c, confirmed=confirmed),
         user_signals(p, t),
         model_score(p, probability_before_trigger),
     ]

@@ -200,21 +200,22 @@ class ClaimsService:
         for claim, f in zip(claims, facts, strict=True):
             policy = policies[claim.policy_id]
             p_before = self.evidence.probability_before_trigger(claim, policy, engines)
-            checks = audit(*f, p_before)
-            amount = claim.amount_claimed
+            amount, exchange = claim.amount_claimed, None
             if policy.position_id is not None:  # the exchange's own record decides it too
                 record = read_record(self.accounts, policy, asked)
-                check = exchange_confirms(
+                exchange = exchange_confirms(
                     f[0],
                     record,
                     waited=asked >= claim.trigger_at + self.exchange_wait,
                     wait_minutes=self.exchange_wait.total_seconds() / 60,
                 )
-                if check is None:
+                if exchange is None:
                     continue  # no record yet: the claim waits for it, undecided
-                checks.append(check)
-                if check.outcome is Outcome.PASS:
+                if exchange.outcome is Outcome.PASS:
                     amount = linked_amount(policy, record)
+            confirmed = exchange is not None and exchange.outcome is Outcome.PASS
+            checks = audit(*f, p_before, confirmed=confirmed)
+            checks += [exchange] if exchange is not None else []
             decisions.append((claim.id or 0, checks, adjudicate(checks, amount, self.auto_limit)))
         if not decisions:
             return []

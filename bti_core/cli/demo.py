@@ -211,3 +211,75 @@ def demo_crash(
         console.print(f"claims: {services.claims.run()}")
     finally:
         services.close()
+
+
+@app.command("demo-exchange")
+def demo_exchange(
+    port: Annotated[
+        int | None,
+        typer.Option(
+            min=1024,
+            max=65535,
+            help="Port on 127.0.0.1 (default: BTI_DEMO_EXCHANGE_URL's, else 8610)",
+        ),
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Set up, follow the market once, save and stop")
+    ] = False,
+) -> None:
+    """Demo (local chain only): run the demo exchange — Binance USDⓈ-M's REST protocol on
+    127.0.0.1 — with the demo trader's account linked in BTI, its positions following the demo
+    market (`bti crash` liquidates them) until Ctrl-C."""
+    import signal
+    import threading
+    from datetime import timedelta
+    from urllib.parse import urlsplit
+
+    from bti_core.accounts.demo_exchange import DemoExchange
+    from bti_core.accounts.demo_market import MarketFollower, ensure_demo_trader, load, save
+    from bti_core.accounts.service import AccountsService
+    from bti_core.auth import ensure_demo_users
+
+    services = open_services()
+    try:
+        services.require_demo("the demo exchange")
+        settings = services.settings
+        configured = settings.demo_exchange_url
+        port = port or (urlsplit(configured).port if configured else None) or 8610
+        folder = settings.data_dir / "demo_exchange"
+        books = DemoExchange()
+        restored = load(books, folder)
+        trader = ensure_demo_trader(books, folder, services.risk.spot)
+        save(books, folder)
+        books.start(port)
+        ensure_demo_users(services.db)
+        accounts = AccountsService(
+            services.db,
+            services.accounts.vault,
+            demo_url=books.url,
+            require_demo=services.require_demo,
+        )
+        if not any(a.exchange == "demo" for a in accounts.accounts("trader")):
+            accounts.link("trader", "demo", trader.api_key, trader.secret, label="demo")
+        account = books.accounts[trader.uid]
+        console.print(
+            f"demo exchange on {books.url} ({'restored' if restored else 'new'}): the demo "
+            f"trader's account {trader.uid}, {len(account.positions)} open position(s), linked "
+            "in BTI; Ctrl-C stops it"
+        )
+        follower = MarketFollower(books, services.warehouse, timedelta(hours=2))
+        stop = threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stop.set())
+        while True:
+            hit = follower.tick()
+            if hit:
+                save(books, folder)
+                console.print(f"liquidated on the demo exchange: account(s) {', '.join(hit)}")
+            if once or stop.wait(1.0):
+                break
+        save(books, folder)
+        books.stop()
+    finally:
+        services.close()

@@ -69,7 +69,7 @@ class Listing:
                     "risk_index": p.risk_index,
                     "chain_policy": p.chain_policy_id,
                     "purchase_tx": p.tx_hash,
-                    "position": p.position_id,  # a linked exchange position, or None
+                    "linked_position": p.position_id,  # a linked exchange position, or None
                 }
             )
         return pd.DataFrame(rows)

@@ -91,6 +91,15 @@ def test_adverse_selection() -> None:
     )
     c = adverse_selection(POLICY, chasing)
     assert c.outcome is Outcome.UNSURE and "moving fast" in c.reason
+    # the exchange's own record of a linked position's liquidation: the hour alone is no sign,
+    # buying into a move still is
+    assert adverse_selection(POLICY, quick, confirmed=True).outcome is Outcome.PASS
+    chasing_quick = claim(
+        T0 + timedelta(minutes=20), 47_000, pre_purchase_move=0.08, distance_at_purchase=0.05
+    )
+    c = adverse_selection(POLICY, chasing_quick, confirmed=True)
+    assert c.outcome is Outcome.UNSURE and "moving fast" in c.reason
+    assert "within an hour" not in c.reason
 
 
 def test_user_signals() -> None:

@@ -85,6 +85,7 @@ class _Answers:
 
     def __init__(self, page: list[dict[str, Any]]) -> None:
         self.page = page
+        self.options: dict[str, Any] = {}
 
     def fapiPrivateGetForceOrders(self, params: dict[str, Any]) -> list[dict[str, Any]]:  # noqa: N802
         return self.page

@@ -1,0 +1,59 @@
+"""The Buy page offers the trader's linked positions (AppTest): picking one fills the order with
+the exchange's numbers, the quote insures the exchange's liquidation price, and the purchase
+is cover on that position; My Policies shows the position's changes in the policy's log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from bti_core.accounts.demo_exchange import DemoExchange
+from bti_core.auth import ensure_demo_users
+from bti_core.cli.common import open_services
+from tests.dashboard.conftest import sign_in
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_linked_position_is_quoted_and_bought_from_the_buy_page(
+    filled: Path, exchange: DemoExchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BTI_DEMO_EXCHANGE_URL", exchange.url)
+    svc = open_services()
+    ensure_demo_users(svc.db)
+    uid = exchange.add_account()
+    spot = round(svc.risk.spot("ETHUSDT"), 2)
+    exchange.open_position(uid, "ETHUSDT", "short", "2", spot, 10)
+    account = svc.accounts.link("trader", "demo", *exchange.add_key(uid))
+    [position] = svc.accounts.positions("trader")
+    svc.chain.faucet(svc.insurance.wallet_of("trader").address, 1000)
+
+    at = sign_in(AppTest.from_file(str(ROOT / "pages" / "buy_insurance.py"), default_timeout=120))
+    assert at.radio(key="buy_what").value == "a position on my exchange account"
+    assert f"#{position.id} · ETHUSDT short 2" in at.selectbox(key="buy_position").options[0]
+    shown = " ".join(m.value for m in at.markdown)
+    assert "short 2 ETHUSDT" in shown and f"{position.liquidation_price:,.2f}" in shown
+    at.button(key="buy_quote").click().run()
+    assert not at.exception, at.exception
+    assert "your exchange position" in at.subheader[-1].value
+    lp = next(m for m in at.metric if m.label == "Liquidation price")
+    assert lp.value == f"{float(position.liquidation_price or 0):,.2f}"
+    at.button(key="buy_go").click().run()
+    assert not at.exception, at.exception
+    assert "is active until" in at.success[0].value
+    [policy] = svc.insurance.policies("trader").to_dict("records")
+    assert policy["linked_position"] == position.id
+
+    exchange.change(uid, "ETHUSDT", "short", size="1")
+    svc.accounts.sync(account.id)
+    mine = sign_in(AppTest.from_file(str(ROOT / "pages" / "my_policies.py"), default_timeout=120))
+    assert not mine.exception, mine.exception
+    log = " ".join(md.value for md in mine.markdown)
+    assert "The exchange reports the position was reduced: size 2 → 1" in log
+    assert "short 10× · exchange #" in mine.dataframe[0].value["position"].iloc[0]
+    # and the described order stays one click away
+    at.radio(key="buy_what").set_value("an order I describe").run()
+    assert not at.exception and at.selectbox(key="buy_symbol")
+    svc.close()

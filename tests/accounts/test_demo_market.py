@@ -1,0 +1,72 @@
+"""The demo exchange following the market: bars reach liquidation prices as they come (a bar
+under way included, a bar not begun never), a bar over before a position opened never touches
+it, a rewritten bar is fed again; the books survive a save and a load."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+
+from bti_core.accounts.demo_books import DemoBooks
+from bti_core.accounts.demo_market import MarketFollower, ensure_demo_trader, load, save
+from bti_core.market.ingest import Ingestor
+from bti_core.market.schema import Kind
+from bti_core.market.warehouse import Warehouse
+
+NOW = pd.Timestamp("2026-03-02 12:30", tz="UTC")
+
+
+def bars(prices: list[tuple[str, float]]) -> pd.DataFrame:
+    ts = [pd.Timestamp(t, tz="UTC") for t, _ in prices]
+    lows = [p for _, p in prices]
+    return pd.DataFrame(
+        {"ts": ts, "open": lows, "high": lows, "low": lows, "close": lows, "volume": 0.0}
+    )
+
+
+def test_bars_liquidate_what_they_reach_when_they_reach_it(tmp_path: Path) -> None:
+    wh = Warehouse(tmp_path / "wh")
+    ingest = Ingestor(wh, None, clock=lambda: NOW + pd.Timedelta(hours=2))
+    books = DemoBooks()
+    uid = books.add_account(10_000)
+    opened = int((NOW - pd.Timedelta(minutes=10)).value // 1_000_000)
+    books.open_position(uid, "BTCUSDT", "long", 1, 50_000, 20, at_ms=opened)
+    lp = books.liquidation_price(books.accounts[uid], books.position(uid, "BTCUSDT", "long"))
+    follower = MarketFollower(books, wh, timedelta(hours=2))
+
+    def store(rows: list[tuple[str, float]]) -> None:
+        ingest.ingest_frame(
+            bars(rows), symbol="BTCUSDT", kind=Kind.MARK, timeframe="1m", source="test"
+        )
+
+    store([("2026-03-02 12:15", 40_000.0)])  # over before the position opened
+    store([("2026-03-02 12:25", 49_000.0), ("2026-03-02 12:31", 1.0)])  # and one not begun
+    assert follower.tick(NOW) == []
+    assert books.marks["BTCUSDT"] == Decimal(49_000)
+    store([("2026-03-02 12:30", float(lp) - 1)])  # under way, already through the price
+    assert follower.tick(NOW) == [uid]
+    [record] = books.accounts[uid].forced
+    assert record["updateTime"] == int(NOW.value // 1_000_000)
+    assert record["avgPrice"] == str(lp) and record["side"] == "SELL"
+    assert follower.tick(NOW) == []  # fed once
+
+
+def test_the_books_survive_a_restart_and_the_demo_trader_is_made_once(tmp_path: Path) -> None:
+    books = DemoBooks()
+    trader = ensure_demo_trader(books, tmp_path, lambda symbol: 100.0)
+    assert {p.symbol for p in books.accounts[trader.uid].positions.values()} == {
+        "BTCUSDT",
+        "ETHUSDT",
+    }
+    books.set_mark("ETHUSDT", 1_000)  # the short is liquidated
+    save(books, tmp_path)
+    again = DemoBooks()
+    assert load(again, tmp_path)
+    assert ensure_demo_trader(again, tmp_path, lambda symbol: 1.0) == trader
+    assert again.to_json() == books.to_json()
+    assert [p.symbol for p in again.accounts[trader.uid].positions.values()] == ["BTCUSDT"]
+    assert (tmp_path / "trader.json").stat().st_mode & 0o077 == 0
+    assert not load(DemoBooks(), tmp_path / "nothing")
