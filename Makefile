@@ -8,7 +8,7 @@ NODE_STAMP := contracts/node_modules/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8501
 
-.PHONY: run test test-fast setup contracts demo lint typecheck pytest system-deps bench clean
+.PHONY: run test test-fast setup contracts wallet demo lint typecheck pytest system-deps bench clean
 
 $(STAMP): pyproject.toml .ci/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ setup: $(STAMP) $(NODE_STAMP)
 # Recompile the contracts into contracts/out/ (committed; the tests fail when they are stale)
 contracts: $(NODE_STAMP)
 	cd contracts && node compile.js
+
+# Rebuild the Buy page's browser wallet (TypeScript) into dashboard/wallet/build/ (committed)
+wallet:
+	cd dashboard/wallet && npm ci --no-audit --no-fund --loglevel=error && npm run build
 
 demo: setup
 	@$(VENV)/bin/bti demo --if-missing
@@ -63,6 +67,7 @@ bench: setup
 	$(PY) benchmarks/risk_queries.py
 	$(PY) benchmarks/stream.py
 	$(PY) benchmarks/crash.py
+	$(PY) benchmarks/accounts.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/artifacts

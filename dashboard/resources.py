@@ -109,12 +109,20 @@ def demo_chain() -> bool:
 
 
 def wallet_panel(trader: str) -> None:
-    """Sidebar: the trader's demo wallet, its BTI balance and the faucet (local chain only)."""
+    """Sidebar: the trader's demo wallet, its BTI balance and the faucet (local chain only);
+    elsewhere their own browser wallet (`browser_wallet`), connected here."""
     if not demo_chain():
+        from dashboard import browser_wallet
+
         st.sidebar.info(
             "This chain is not the local development chain: BTI holds no wallet of yours "
-            "here, and there is no faucet."
+            "here, and there is no faucet. Your own wallet pays the premium."
         )
+        account = browser_wallet.connected(services().chain_id)
+        st.session_state["_wallet_account"] = account
+        if account is not None:
+            st.sidebar.caption(f"Wallet `{account[:8]}…{account[-6:]}` (yours)")
+            st.sidebar.metric("BTI balance", f"{chain().balance(account):,.2f}")
         return
     svc_chain = chain()
     try:

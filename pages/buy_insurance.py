@@ -15,6 +15,8 @@ import streamlit as st
 from bti_core.db.models import ExchangePosition
 from bti_core.errors import BTIError
 from bti_core.orders import MAX_AMOUNT
+from bti_core.policies import Permit
+from bti_core.policies.quoting import QuoteView
 from bti_core.risk.liquidation import brackets_for
 from dashboard import resources
 from dashboard.charts import premium_curve_figure, risk_factors_figure
@@ -37,6 +39,49 @@ if "bought" in st.session_state:
         f"Policy #{pid} is active until {end_at:%Y-%m-%d %H:%M} UTC. Premium paid in "
         f"transaction {resources.explorer_link(tx, tx[:12] + '…')}."
     )
+
+
+def _buy_from_own_wallet(trader: str, quote: QuoteView) -> None:
+    """Off the local chain: the permit of the premium signed in the trader's browser wallet
+    (`dashboard.browser_wallet`), then the purchase relayed by BTI."""
+    from dashboard import browser_wallet
+
+    account = st.session_state.get("_wallet_account")
+    if account is None:
+        st.info("Connect your wallet in the sidebar to buy this cover from your own address.")
+        return
+    if not quote.insurable:
+        return
+    r = quote.record
+    try:
+        request = svc.permit_request(user_id=trader, quote_id=r.id, wallet=account)
+    except BTIError as exc:
+        st.error(str(exc))
+        return
+    # uint256 values as decimal strings: a JavaScript number holds only 53 bits
+    request["message"] = {
+        k: str(v) if isinstance(v, int) else v for k, v in request["message"].items()
+    }
+    chain_id = resources.services().chain_id
+    signed = browser_wallet.sign_and_buy(
+        chain_id, account, r.id, request, f"{quote.premium.total:,.2f}"
+    )
+    if signed is None:
+        return
+    try:
+        with st.spinner("Relaying your signed purchase on-chain…"):
+            policy = svc.buy(
+                user_id=trader,
+                quote_id=r.id,
+                wallet=account,
+                permit=Permit(str(signed["signature"]), int(signed["deadline"])),
+            )
+    except BTIError as exc:
+        st.error(str(exc))
+        return
+    st.session_state.pop("quote", None)
+    st.session_state["bought"] = (policy.id, policy.end_at, policy.tx_hash)
+    st.rerun()
 
 
 def _position_label(p: ExchangePosition) -> str:
@@ -316,7 +361,9 @@ with right:
         if not c.passed:
             st.error(c.reason, icon="⛔")
     resources.countdown(r.expires_at, f"Quote {r.id[:8]}")
-    if st.button(
+    if not resources.demo_chain():  # the trader's own wallet signs; BTI relays the purchase
+        _buy_from_own_wallet(trader, quote)
+    elif st.button(
         f"Buy cover for {p.total:,.2f} BTI",
         type="primary",
         disabled=not quote.insurable,

@@ -8,6 +8,7 @@ import streamlit as st
 
 from bti_core.errors import BTIError
 from dashboard import resources, text
+from dashboard.accounts_view import exchange_accounts_panel
 
 st.title("My policies")
 resources.show_flash()
@@ -15,6 +16,7 @@ user = resources.signed_in_user()
 trader = user.username
 svc = resources.insurance()
 resources.wallet_panel(trader)
+exchange_accounts_panel(trader)
 table = svc.policies(trader)
 if table.empty:
     st.info("No policies yet. Buy cover on the Buy insurance page.")

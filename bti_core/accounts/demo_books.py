@@ -25,6 +25,23 @@ READ_ONLY = {"enableReading": True}
 WEIGHT_LIMIT = 2_400  # Binance USDⓈ-M: request weight per minute per IP
 
 
+class ApiError(Exception):
+    """An exchange's refusal: the HTTP status, its code and message (``body``: the answer in
+    the exchange's own format, where it is not Binance's ``{"code", "msg"}``)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: int,
+        msg: str,
+        retry_after: int | None = None,
+        body: dict[str, Any] | None = None,
+    ):
+        super().__init__(msg)
+        self.status, self.code, self.msg, self.retry_after = status, code, msg, retry_after
+        self.body = body
+
+
 @dataclass
 class DemoPosition:
     symbol: str

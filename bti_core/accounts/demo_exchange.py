@@ -28,15 +28,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from bti_core.accounts.demo_books import DemoAccount, DemoBooks, DemoKey
+from bti_core.accounts import demo_bybit
+from bti_core.accounts.demo_books import ApiError, DemoAccount, DemoBooks, DemoKey
 
 _WEIGHTS = {"forceOrders": 20, "symbolConfig": 5, "adlQuantile": 5, "account": 5}
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: int, msg: str, retry_after: int | None = None):
-        super().__init__(msg)
-        self.status, self.code, self.msg, self.retry_after = status, code, msg, retry_after
 
 
 class DemoExchange(DemoBooks):
@@ -100,6 +95,10 @@ class DemoExchange(DemoBooks):
                 return {"serverTime": self.now_ms()}
             if path == "/fapi/v1/ping":
                 return {}
+            if path.startswith("/v5/"):  # Bybit's protocol over the same books
+                key = demo_bybit.authorise(self, query, headers)
+                self._weigh(key, 1)
+                return demo_bybit.answer(self, key, path, dict(parse_qsl(query)))
             handler = _SIGNED.get(path)
             if handler is None:
                 raise ApiError(404, -1000, f"no endpoint {path}")
@@ -129,7 +128,7 @@ class DemoExchange(DemoBooks):
                 try:
                     payload = exchange.answer(method, self.path, self.headers)
                 except ApiError as e:
-                    status, payload = e.status, {"code": e.code, "msg": e.msg}
+                    status, payload = e.status, e.body or {"code": e.code, "msg": e.msg}
                     if e.retry_after is not None:
                         extra["Retry-After"] = str(e.retry_after)
                 except Exception as e:  # the server answers; it does not die

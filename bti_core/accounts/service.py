@@ -205,7 +205,7 @@ class AccountsService:
         try:
             with write_scope(self.db, lock=_LOCK) as s:
                 linked = s.exec(
-                    select(ExchangeAccount).where(ExchangeAccount.linked_uid == f"{exchange}:{uid}")
+                    select(ExchangeAccount).where(ExchangeAccount.linked_uid == f"{v.books}:{uid}")
                 ).first()
                 if linked is not None:
                     raise AccountError(
@@ -219,7 +219,7 @@ class AccountsService:
                     exchange=exchange,
                     label=label,
                     account_uid=uid,
-                    linked_uid=f"{exchange}:{uid}",
+                    linked_uid=f"{v.books}:{uid}",
                     key_hint=api_key[-4:],
                     key_cipher=self.vault.encrypt(api_key),
                     secret_cipher=self.vault.encrypt(secret),

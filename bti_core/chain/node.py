@@ -80,8 +80,12 @@ class AnvilNode:
         port: int = 8545,
         host: str = "127.0.0.1",
         chain_id: int = LOCAL_CHAIN_ID,
+        mnemonic: str | None = None,
     ):
         self.state_dir = Path(state_dir)
+        # another mnemonic than anvil's published one: accounts that stand for a trader's own
+        # wallet in tests (the node signs for them; their keys are not anyone's)
+        self.mnemonic = mnemonic
         self.port = port
         self.host = host
         self.chain_id = chain_id  # another id stands in for a public network in tests
@@ -115,6 +119,8 @@ class AnvilNode:
             "--prune-history",
             str(STATES_IN_MEMORY),
         ]
+        if self.mnemonic is not None:
+            cmd += ["--mnemonic", self.mnemonic]
         if self.snapshot_path.exists() and self.snapshot_path.stat().st_size > 0:
             cmd += ["--load-state", str(self.snapshot_path)]
         log = self.log_path.open("ab")

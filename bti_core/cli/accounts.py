@@ -18,7 +18,8 @@ User = Annotated[str, typer.Argument(help="The BTI user who owns the account")]
 def accounts_link(
     username: User,
     exchange: Annotated[
-        str, typer.Option(help="binanceusdm, or demo (the local demo exchange)")
+        str,
+        typer.Option(help="binanceusdm, bybit, or demo / demo-bybit (the local demo exchange)"),
     ] = "binanceusdm",
     label: Annotated[str, typer.Option(help="A name to tell accounts apart")] = "",
     api_key: Annotated[

@@ -52,8 +52,45 @@ def test_a_linked_position_is_quoted_and_bought_from_the_buy_page(
     assert not mine.exception, mine.exception
     log = " ".join(md.value for md in mine.markdown)
     assert "The exchange reports the position was reduced: size 2 → 1" in log
-    assert "short 10× · exchange #" in mine.dataframe[0].value["position"].iloc[0]
+    policies = mine.dataframe[1].value  # after the exchange accounts
+    assert "short 10× · exchange #" in policies["position"].iloc[0]
     # and the described order stays one click away
     at.radio(key="buy_what").set_value("an order I describe").run()
     assert not at.exception and at.selectbox(key="buy_symbol")
     svc.close()
+
+
+def test_my_policies_links_lists_and_removes_exchange_accounts(
+    filled: Path, exchange: DemoExchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BTI_DEMO_EXCHANGE_URL", exchange.url)
+    uid = exchange.add_account()
+    exchange.open_position(uid, "BTCUSDT", "long", "0.01", 60_000, 10)
+    at = sign_in(AppTest.from_file(str(ROOT / "pages" / "my_policies.py"), default_timeout=120))
+    assert not at.exception, at.exception
+    trading = exchange.add_key(uid, enableFutures=True)
+    at.selectbox(key="link_exchange").set_value("demo")
+    at.text_input(key="link_key").input(trading[0])
+    at.text_input(key="link_secret").input(trading[1])
+    submit = next(b for b in at.button if b.label == "Link the account")
+    submit.click().run()
+    assert not at.exception, at.exception
+    assert "can also trade" in at.error[0].value
+    key, secret = exchange.add_key(uid)
+    at.selectbox(key="link_exchange").set_value("demo")
+    at.text_input(key="link_key").input(key)
+    at.text_input(key="link_secret").input(secret)
+    at.text_input(key="link_label").input("main")
+    next(b for b in at.button if b.label == "Link the account").click().run()
+    assert not at.exception, at.exception
+    assert "is linked" in at.success[0].value
+    table = at.dataframe[0].value
+    assert table["label"].iloc[0] == "main" and table["open positions"].iloc[0] == 1
+    assert table["key"].iloc[0] == f"…{key[-4:]}"
+    # no secret anywhere on the page: not in its text, its table or its (cleared) inputs
+    shown = " ".join(
+        [*(m.value for m in at.markdown), *(t.value for t in at.text_input), table.to_string()]
+    )
+    assert key not in shown and secret not in shown
+    at.button(key="remove_account_go").click().run()
+    assert not at.exception and "key and secret are wiped" in at.success[0].value

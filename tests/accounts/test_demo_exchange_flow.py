@@ -37,7 +37,8 @@ class Process:
             text=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -61,6 +62,9 @@ class Process:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
+        self.reader.join(10)  # the pipe's end: read to the last line, then closed
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
 
 
 def test_a_crash_pays_cover_on_the_demo_traders_position_on_the_exchanges_record(

@@ -142,5 +142,5 @@ def test_forced_orders_come_whole_across_full_pages_and_weeks(exchange: DemoExch
 def test_the_demo_exchange_needs_its_address_and_no_user_chooses_one() -> None:
     with pytest.raises(AccountError, match="not running"):
         connect("demo", "a" * 64, "b" * 64)
-    with pytest.raises(AccountError, match="BTI links binanceusdm, demo"):
+    with pytest.raises(AccountError, match="BTI links binanceusdm, bybit, demo, demo-bybit"):
         connect("http://evil.example", "a" * 64, "b" * 64)

@@ -94,7 +94,9 @@ def test_a_session_that_expires_signs_an_open_tab_out(app: App, browser: Browser
         sign_in(page, "trader", "trader-demo")
         with sqlite3.connect(app.data / "bti.db") as db:  # its hours are up
             db.execute("UPDATE web_session SET expires_at = '2000-01-01 00:00:00.000000'")
-        page.get_by_text("short", exact=True).first.click()
+        # any interaction reruns the page; the side radio comes after the risk model's fit,
+        # which a loaded machine can take long over
+        page.get_by_text("short", exact=True).first.click(timeout=120_000)
         expect(page.get_by_role("textbox", name="Username")).to_be_visible()
 
 

@@ -14,7 +14,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bti_core.accounts.exchanges import BinanceUsdm
+from bti_core.accounts.binance import BinanceUsdm
+from bti_core.accounts.bybit import BybitLinear
 from bti_core.accounts.types import LARGEST
 from bti_core.errors import BTIError, ExchangeError
 from tests.fuzz.conftest import ANY_VALUE, cases, tally
@@ -106,3 +107,37 @@ def test_a_forced_order_page(data: st.DataObject) -> None:
     for o in orders:
         assert o.symbol == "BTCUSDT" and lo <= o.time_ms <= hi and o.kind == "liquidation"
         assert 0 < o.quantity <= LARGEST and 0 < o.price <= LARGEST and o.side in ("long", "short")
+
+
+BYBIT_POSITION = {
+    "symbol": st.sampled_from(["BTCUSDT", "ETHUSDT"]),
+    "side": st.sampled_from(["Buy", "Sell"]),
+    "size": st.decimals(Decimal("0.001"), Decimal(50), places=3).map(str),
+    "avgPrice": price,
+    "markPrice": price,
+    "liqPrice": st.one_of(st.just(""), price),
+    "leverage": st.integers(1, 100).map(str),
+    "tradeMode": st.sampled_from([0, 1]),
+    "positionBalance": price,
+    "positionIM": price,
+    "adlRankIndicator": st.integers(0, 5),
+    "updatedTime": st.integers(1_500_000_000_000, 1_900_000_000_000).map(str),
+}
+
+
+@cases(800)
+@given(data=st.data())
+def test_a_bybit_position_row(data: st.DataObject) -> None:
+    row = spoil(data.draw, BYBIT_POSITION)
+    try:
+        p = BybitLinear._bybit_position(row)
+    except BTIError as e:
+        assert isinstance(e, ExchangeError) or "symbol" in str(e), e
+        tally("exchange position row (Bybit)", "refused")
+        return
+    tally("exchange position row (Bybit)", "accepted")
+    assert p.symbol in ("BTCUSDT", "ETHUSDT") and p.side in ("long", "short")
+    assert 0 < p.size <= LARGEST and 0 < p.entry_price <= LARGEST and p.mark_price > 0
+    assert 1 <= p.leverage <= 200 and p.margin.is_finite()
+    assert p.adl_quantile is None or 0 <= p.adl_quantile <= 4
+    assert p.liquidation_price is None or p.liquidation_price > 0
