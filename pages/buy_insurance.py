@@ -84,10 +84,12 @@ def _buy_from_own_wallet(trader: str, quote: QuoteView) -> None:
     st.rerun()
 
 
-def _position_label(p: ExchangePosition) -> str:
+def _position_label(p: ExchangePosition, venue: str) -> str:
+    """A linked position as the picker shows it, with the exchange it is on (the demo exchange
+    says so)."""
     return (
         f"#{p.id} · {p.symbol} {p.side} {p.size:f} at {p.entry_price:,f} · {p.leverage}× "
-        f"{p.margin_mode}"
+        f"{p.margin_mode} · {venue}"
     )
 
 
@@ -101,6 +103,7 @@ def _keep(key: str, value: float, lo: float, hi: float) -> None:
 left, right = st.columns([1, 1.4], gap="large")
 with left:
     positions = resources.linked_positions(trader)
+    venue_of = {a.id: a.venue for a in resources.services().accounts.accounts(trader)}
     linked = None
     if positions:
         what = st.radio(
@@ -115,7 +118,7 @@ with left:
             linked = st.selectbox(
                 "Linked position",
                 positions,
-                format_func=_position_label,
+                format_func=lambda p: _position_label(p, venue_of.get(p.account_id, "")),
                 key="buy_position",
             )
     if linked is not None:

@@ -32,7 +32,9 @@ def test_a_linked_position_is_quoted_and_bought_from_the_buy_page(
 
     at = sign_in(AppTest.from_file(str(ROOT / "pages" / "buy_insurance.py"), default_timeout=120))
     assert at.radio(key="buy_what").value == "a position on my exchange account"
-    assert f"#{position.id} · ETHUSDT short 2" in at.selectbox(key="buy_position").options[0]
+    label = at.selectbox(key="buy_position").options[0]
+    assert f"#{position.id} · ETHUSDT short 2" in label
+    assert label.endswith("BTI demo exchange (Binance protocol)")  # a demo says so
     shown = " ".join(m.value for m in at.markdown)
     assert "short 2 ETHUSDT" in shown and f"{position.liquidation_price:,.2f}" in shown
     at.button(key="buy_quote").click().run()

@@ -10,15 +10,18 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlmodel import Session
 from typer.testing import CliRunner
 
 from bti_core.claims.state import State
 from bti_core.cli import app
 from bti_core.cli.common import open_services
+from bti_core.db.models import Policy
 from bti_core.orders import Cover
 from tests.conftest import free_port
 
@@ -89,6 +92,12 @@ def test_a_crash_pays_cover_on_the_demo_traders_position_on_the_exchanges_record
         assert [c.name for c in again.failed] == ["position_cover"]
         assert "already has 50.00 USDT of cover" in again.failed[0].reason  # and what is left
 
+        with Session(svc.db) as s:  # bought two minutes ago: `bti crash` need not wait for
+            row = s.get(Policy, policy.id)  # the next minute to fall after the purchase
+            assert row is not None
+            row.start_at -= timedelta(minutes=2)
+            s.add(row)
+            s.commit()
         crashed = CliRunner().invoke(app, ["crash", "--drop", "0.4", "--minutes", "10"])
         assert crashed.exit_code == 0, crashed.output
         exchange.wait_for("liquidated on the demo exchange")

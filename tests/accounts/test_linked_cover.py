@@ -16,12 +16,11 @@ from sqlmodel import Session
 from bti_core.accounts.demo_exchange import DemoExchange
 from bti_core.accounts.service import AccountsService
 from bti_core.accounts.vault import Vault
-from bti_core.auth import add_user
 from bti_core.claims.state import State
 from bti_core.db.models import Policy
 from bti_core.orders import Cover, OrderError
 from bti_core.underwriting import UnderwritingError
-from tests.accounts.conftest import allow_demo
+from tests.accounts.conftest import allow_demo, traders
 from tests.worlds import NOW, World, claim_of, crash
 
 CRASH_AT = NOW + timedelta(hours=4)  # inside the replayed crash (`worlds.crash`: from NOW + 3 h)
@@ -31,7 +30,7 @@ CRASH_AT = NOW + timedelta(hours=4)  # inside the replayed crash (`worlds.crash`
 def linked(world: World, exchange: DemoExchange, engine: Engine, tmp_path: Path):
     """ada's exchange account, linked, holding 0.1 BTCUSDT long at 20× opened at the mark; the
     claims service reads the exchange through the same accounts service."""
-    add_user(engine, username="ada", name="Ada", role="trader", password="long-enough")
+    traders(engine, "ada")
     accounts = AccountsService(
         engine, Vault(tmp_path / "keys" / "a.key"), demo_url=exchange.url, require_demo=allow_demo
     )
