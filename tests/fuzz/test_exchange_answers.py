@@ -60,7 +60,7 @@ def spoil(draw: st.DrawFn, valid: dict[str, Any], bad: dict[str, Any] | None = N
     return row
 
 
-@cases(1200)
+@cases(600)
 @given(data=st.data())
 def test_a_position_row(data: st.DataObject) -> None:
     row = spoil(data.draw, POSITION)
@@ -92,7 +92,7 @@ class _Answers:
         return self.page
 
 
-@cases(800)
+@cases(400)
 @given(data=st.data())
 def test_a_forced_order_page(data: st.DataObject) -> None:
     rows = [spoil(data.draw, ORDER, ORDER_BAD) for _ in range(data.draw(st.integers(0, 4)))]
@@ -125,7 +125,7 @@ BYBIT_POSITION = {
 }
 
 
-@cases(800)
+@cases(400)
 @given(data=st.data())
 def test_a_bybit_position_row(data: st.DataObject) -> None:
     row = spoil(data.draw, BYBIT_POSITION)
