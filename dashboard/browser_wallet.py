@@ -21,18 +21,23 @@ def _noop() -> None:
     """The rerun a state or trigger change asks for is all that is needed."""
 
 
+def _data(chain_id: int, **given: Any) -> dict[str, Any]:
+    """What the component reads (`WalletData` in wallet.ts): what is not given is null."""
+    return {
+        "chainId": chain_id,
+        "account": None,
+        "quote": None,
+        "permit": None,
+        "premium": None,
+    } | given
+
+
 def connected(chain_id: int) -> str | None:
     """The connect panel (in the sidebar); the address the trader's wallet shared, if any."""
     with st.sidebar:
         result = _component(
             key="bti_wallet",
-            data={
-                "chainId": chain_id,
-                "account": None,
-                "quote": None,
-                "permit": None,
-                "premium": None,
-            },
+            data=_data(chain_id),
             on_account_change=_noop,
         )
     account = getattr(result, "account", None)
@@ -46,13 +51,7 @@ def sign_and_buy(
     account, quote}) in the rerun that follows the signature, else None."""
     result = _component(
         key=f"bti_wallet_buy_{quote_id}",
-        data={
-            "chainId": chain_id,
-            "account": account,
-            "quote": quote_id,
-            "permit": permit,
-            "premium": premium,
-        },
+        data=_data(chain_id, account=account, quote=quote_id, permit=permit, premium=premium),
         on_signed_change=_noop,
     )
     signed = getattr(result, "signed", None)

@@ -58,3 +58,23 @@ def accounts(engine: Engine, exchange: DemoExchange, tmp_path: Path) -> Accounts
         demo_url=exchange.url,
         require_demo=allow_demo,
     )
+
+
+T0 = 1_700_000_000_000  # 2023-11-14: the forced-order histories' start
+DAY = 24 * 3600 * 1000
+
+
+def forced_history(exchange: DemoExchange, side: str) -> str:
+    """An account the exchange liquidated 230 times on ``side`` (more than two full pages
+    within one week, and some a fortnight on) and auto-deleveraged once (0.5 of a long at
+    55,000, a day in); returns its uid."""
+    uid = exchange.add_account(10**9)
+    through = 40_000 if side == "long" else 60_000
+    for i in range(230):
+        at = T0 + i * 60_000 if i < 220 else T0 + 14 * DAY + i
+        exchange.open_position(uid, "BTCUSDT", side, 1, 50_000, 20)  # type: ignore[arg-type]
+        exchange.set_mark("BTCUSDT", 50_000, at_ms=at)
+        exchange.set_mark("BTCUSDT", through, at_ms=at)
+    exchange.open_position(uid, "BTCUSDT", "long", 2, 50_000, 20)
+    exchange.deleverage(uid, "BTCUSDT", "long", "0.5", 55_000, at_ms=T0 + DAY)
+    return uid

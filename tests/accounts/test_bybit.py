@@ -13,8 +13,7 @@ from bti_core.accounts.demo_exchange import DemoExchange
 from bti_core.accounts.exchanges import connect
 from bti_core.accounts.service import AccountsService
 from bti_core.errors import AccountError, ExchangeDownError, ExchangeKeyError
-
-DAY = 24 * 3600 * 1000
+from tests.accounts.conftest import DAY, T0, forced_history
 
 
 def reader(ex: DemoExchange, uid: str, **rights: bool) -> Any:
@@ -74,21 +73,13 @@ def test_signed_headers_are_checked_as_bybit_checks_them(exchange: DemoExchange)
 
 
 def test_liquidations_and_adl_come_whole_page_by_page(exchange: DemoExchange) -> None:
-    uid = exchange.add_account(10**9)
-    t0 = 1_700_000_000_000
-    for i in range(230):
-        at = t0 + i * 60_000 if i < 220 else t0 + 14 * DAY + i
-        exchange.open_position(uid, "BTCUSDT", "short", 1, 50_000, 20)
-        exchange.set_mark("BTCUSDT", 50_000, at_ms=at)
-        exchange.set_mark("BTCUSDT", 60_000, at_ms=at)
-    exchange.open_position(uid, "BTCUSDT", "long", 2, 50_000, 20)
-    exchange.deleverage(uid, "BTCUSDT", "long", "0.5", 55_000, at_ms=t0 + DAY)
+    uid = forced_history(exchange, "short")
     r = reader(exchange, uid)
-    found = r.forced_orders("BTCUSDT", "liquidation", t0, t0 + 20 * DAY)
+    found = r.forced_orders("BTCUSDT", "liquidation", T0, T0 + 20 * DAY)
     assert len(found) == 230 == len({o.order_id for o in found})
     assert all(o.side == "short" and o.kind == "liquidation" for o in found)
     assert [o.time_ms for o in found] == sorted(o.time_ms for o in found)
-    [adl] = r.forced_orders("BTCUSDT", "adl", t0, t0 + 20 * DAY)
+    [adl] = r.forced_orders("BTCUSDT", "adl", T0, T0 + 20 * DAY)
     assert (adl.side, adl.quantity, adl.price) == ("long", Decimal("0.5"), Decimal(55_000))
 
 

@@ -16,8 +16,7 @@ from bti_core.accounts.demo_exchange import DemoExchange
 from bti_core.accounts.exchanges import connect
 from bti_core.errors import AccountError, ExchangeDownError, ExchangeError, ExchangeKeyError
 from bti_core.risk.liquidation import brackets_for, liquidation_price
-
-DAY = 24 * 3600 * 1000
+from tests.accounts.conftest import DAY, T0, forced_history
 
 
 def reader(ex: DemoExchange, uid: str, **rights: bool) -> Any:
@@ -118,24 +117,16 @@ def test_a_garbled_answer_is_refused_with_the_field_named(
 
 
 def test_forced_orders_come_whole_across_full_pages_and_weeks(exchange: DemoExchange) -> None:
-    uid = exchange.add_account(10**9)
-    t0 = 1_700_000_000_000
-    for i in range(230):  # more than two full pages within one week, and some a fortnight on
-        at = t0 + i * 60_000 if i < 220 else t0 + 14 * DAY + i
-        exchange.open_position(uid, "BTCUSDT", "long", 1, 50_000, 20)
-        exchange.set_mark("BTCUSDT", 50_000, at_ms=at)
-        exchange.set_mark("BTCUSDT", 40_000, at_ms=at)
-    exchange.open_position(uid, "BTCUSDT", "long", 2, 50_000, 20)
-    exchange.deleverage(uid, "BTCUSDT", "long", "0.5", 55_000, at_ms=t0 + DAY)
+    uid = forced_history(exchange, "long")
     r = reader(exchange, uid)
     r.client.rateLimit = 1  # ccxt spaces calls by weight (forceOrders: 20 × 50 ms); not tested here
-    liquidations = r.forced_orders("BTCUSDT", "liquidation", t0, t0 + 20 * DAY)
+    liquidations = r.forced_orders("BTCUSDT", "liquidation", T0, T0 + 20 * DAY)
     assert len(liquidations) == 230 == len({o.order_id for o in liquidations})
     assert [o.time_ms for o in liquidations] == sorted(o.time_ms for o in liquidations)
     assert all(o.side == "long" and o.kind == "liquidation" for o in liquidations)
-    [adl] = r.forced_orders("BTCUSDT", "adl", t0, t0 + 20 * DAY)
-    assert (adl.quantity, adl.price, adl.time_ms) == (Decimal("0.5"), Decimal(55_000), t0 + DAY)
-    assert r.forced_orders("ETHUSDT", "liquidation", t0, t0 + DAY) == []
+    [adl] = r.forced_orders("BTCUSDT", "adl", T0, T0 + 20 * DAY)
+    assert (adl.quantity, adl.price, adl.time_ms) == (Decimal("0.5"), Decimal(55_000), T0 + DAY)
+    assert r.forced_orders("ETHUSDT", "liquidation", T0, T0 + DAY) == []
     assert r.positions()[0].size == Decimal("1.5")
 
 
