@@ -58,8 +58,10 @@ def replay_crash(
         not_before=services.insurance.newest_start(symbol),
     )
     start = pd.Timestamp(rep.fall_start).floor("1min")
-    end = pd.Timestamp(rep.last_bar)
-    src = ReplaySource(services.warehouse, [rep.symbol], start, end, timeframe="1m")
+    end = pd.Timestamp(rep.last_bar)  # the last minute's open: the source reads up to its close
+    src = ReplaySource(
+        services.warehouse, [rep.symbol], start, end + pd.Timedelta(minutes=1), timeframe="1m"
+    )
     name = f"demo-{rep.symbol}-{start:%Y%m%d%H%M}"
     # two minute bars a batch: the replay's alerts and claims show as the crash unfolds
     eng = EmbeddedEngine(StreamDeps.of(services), src, name=name, batch=8)

@@ -135,3 +135,22 @@ def test_an_underwriter_replays_a_crash_that_claims_a_policy(recent: Path) -> No
     assert len(claims) == 1
     trader = page("trader", "trader-demo")
     assert metric(trader, "Liquidations") == "1"
+
+
+def test_a_replay_right_after_a_purchase_falls_in_the_present_minute(recent: Path) -> None:
+    """The newest purchase this minute: the fall may not start before it, so it is the present
+    minute alone, and that minute is replayed (it was read up to, not including, its open)."""
+    from tests.dashboard.test_claim_review import page as any_page
+
+    buyer = any_page("buy_insurance.py", "trader", "trader-demo")
+    buyer.button(key="faucet").click().run()
+    buyer.button(key="buy_quote").click().run()
+    buyer.button(key="buy_go").click().run()
+    assert not buyer.error, [e.value for e in buyer.error]
+
+    at = page("underwriter", "underwriter-demo")
+    next(s for s in at.selectbox if s.label == "Speed").set_value(10_000)
+    next(b for b in at.button if b.label == "Replay").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    done = at.success[0].value
+    assert "BTCUSDT −" in done and " 0 ticks" not in done, done
