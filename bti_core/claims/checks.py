@@ -70,6 +70,7 @@ class ClaimFacts:
     trigger_at: datetime
     bars: list[dict[str, Any]]  # evidence window: ts, high, low (mark), last_high, last_low
     record: dict[str, Any] | None = None  # a trader's exchange liquidation record
+    exchange: dict[str, Any] | None = None  # the exchange's ADL record (`claims.exchange`)
     pre_purchase_move: float | None = None  # mark's move toward LP over the 24 h before purchase
     distance_at_purchase: float | None = None  # |mark − LP| / mark at purchase
     # the proof (`market.triggers`, `claims.proof`): the bar that proves the liquidation, from
@@ -93,6 +94,7 @@ class ClaimFacts:
             trigger_at=trigger_at,
             bars=list(evidence.get("bars", [])),
             record=evidence.get("record"),
+            exchange=evidence.get("exchange"),
             proof_bar=when("bar"),
             until=when("until"),
             confirmation=evidence.get("confirmation"),
@@ -337,10 +339,11 @@ def exchange_confirms(
         first, more = orders[0], len(orders) - 1
         total = sum(float(o["quantity"]) for o in orders)
         price = float(first["price"])
+        did = "auto-deleveraged" if record.get("kind") == "adl" else "liquidated"
         return AuditCheck(
             "exchange_confirms",
             Outcome.PASS,
-            f"the exchange liquidated {total:g} {p.symbol} {p.side} at {price:,.2f} on "
+            f"the exchange {did} {total:g} {p.symbol} {p.side} at {price:,.2f} on "
             f"{_ts(first['time']):%Y-%m-%d %H:%M:%S} UTC (order {first['order_id']}"
             f"{f' and {more} more' if more else ''})",
             {"record": record},
@@ -359,6 +362,23 @@ def exchange_confirms(
         f"(asked at {_ts(record.get('asked_at')):%H:%M:%S} UTC)",
         {"record": record},
     )
+
+
+def adl_checks(p: PolicyFacts, c: ClaimFacts, t: TraderFacts) -> list[AuditCheck]:
+    """Every check of a claim on auto-deleveraging cover, opened on the exchange's ADL record
+    (``c.exchange``): the record inside the window and confirming, and the trader's history.
+    No mark can show an ADL, so the mark's checks do not apply."""
+    record = c.exchange or {}
+    confirms = exchange_confirms(p, record, waited=True, wait_minutes=0)
+    assert confirms is not None
+    if record.get("kind") != "adl":
+        confirms = AuditCheck(
+            "exchange_confirms",
+            Outcome.FAIL,
+            "an ADL claim needs the exchange's auto-deleveraging record",
+            {"record": record},
+        )
+    return [in_window(p, c), confirms, user_signals(p, t)]
 
 
 def hard_checks(p: PolicyFacts, c: ClaimFacts) -> list[AuditCheck]:

@@ -20,7 +20,16 @@ from sqlmodel import col, select
 
 from bti_core.auth import User
 from bti_core.claims import audit_log, holds
-from bti_core.claims.checks import AuditCheck, ClaimFacts, Outcome, hard_checks, title
+from bti_core.claims.checks import (
+    AuditCheck,
+    ClaimFacts,
+    Outcome,
+    TraderFacts,
+    adl_checks,
+    hard_checks,
+    title,
+)
+from bti_core.claims.exchange import ADL_SOURCE
 from bti_core.claims.facts import Evidence, policy_facts
 from bti_core.claims.hits import TickHit
 from bti_core.claims.payments import SYSTEM, load_policies
@@ -29,7 +38,7 @@ from bti_core.claims.state import State
 from bti_core.db.engine import session_scope, write_scope
 from bti_core.db.models import Claim, HeldTrigger, Policy
 from bti_core.db.repository import add_policy_event
-from bti_core.db.statuses import CLAIMABLE_STATUSES, PolicyStatus
+from bti_core.db.statuses import CLAIMABLE_STATUSES, Peril, PolicyStatus
 from bti_core.errors import BTIError
 from bti_core.market.triggers import (
     EVIDENCE_BARS,
@@ -57,7 +66,12 @@ class ClaimOpener:
         Returns the new claims' ids."""
         with session_scope(self.db) as s:
             active = list(
-                s.exec(select(Policy).where(Policy.status == PolicyStatus.ACTIVE.value)).all()
+                s.exec(
+                    select(Policy).where(
+                        Policy.status == PolicyStatus.ACTIVE.value,
+                        Policy.peril == Peril.LIQUIDATION.value,  # ADL: `scan_adl`
+                    )
+                ).all()
             )
         opened: list[int] = []
         for symbol in sorted({p.symbol for p in active}):
@@ -337,7 +351,6 @@ class ClaimOpener:
         lies inside the window, and the stored mark bars holding that time reached the
         liquidation price inside the window. Anything else is refused with the reason and
         uses up nothing: the policy can still be claimed."""
-        record = parse_record(content, filename, now=self.clock())
         with session_scope(self.db) as s:
             policy = s.get(Policy, policy_id)
             if policy is None or policy.user_id != user.username:
@@ -347,6 +360,12 @@ class ClaimOpener:
                 if existing is not None:
                     raise ClaimError(f"policy #{policy_id} already has claim #{existing.id}")
                 raise ClaimError(f"policy #{policy_id} is {policy.status}: nothing to claim")
+            if policy.peril == Peril.ADL.value:
+                raise ClaimError(
+                    f"policy #{policy_id} covers auto-deleveraging: its claim opens by itself on "
+                    "the exchange's ADL record, which BTI reads with the linked account's key"
+                )
+        record = parse_record(content, filename, now=self.clock())
         at = pd.Timestamp(record["time"]).to_pydatetime()
         series = self.evidence.series(
             policy.symbol, at - timedelta(hours=12), at + timedelta(hours=12)
@@ -405,7 +424,15 @@ def _hard_failures(policy: Policy, trig: Trigger, source: str) -> list[AuditChec
 
 
 def refused(policy: Policy, trig: Trigger, source: str) -> bool:
-    """Whether a trigger fails a hard check: then no claim is opened on it at all."""
+    """Whether a trigger fails a hard check: then no claim is opened on it at all. A policy
+    against ADL is claimed only on the exchange's ADL record (`checks.adl_checks`), and only
+    such a policy on it."""
+    if (policy.peril == Peril.ADL.value) != (source == ADL_SOURCE):
+        return True
+    if source == ADL_SOURCE:
+        facts = ClaimFacts.of(source, trig.at, json.loads(json.dumps(trig.evidence, default=str)))
+        checks = adl_checks(policy_facts(policy), facts, TraderFacts())
+        return any(c.outcome is not Outcome.PASS for c in checks[:2])
     return bool(_hard_failures(policy, trig, source))
 
 

@@ -27,8 +27,14 @@ from bti_core.chain.client import ChainClient
 from bti_core.claims import audit_log, holds, queries
 from bti_core.claims.adjudication import Decision, adjudicate
 from bti_core.claims.audit_log import AuditLogError, move
-from bti_core.claims.checks import Outcome, audit, exchange_confirms
-from bti_core.claims.exchange import linked_amount, read_record
+from bti_core.claims.checks import Outcome, adl_checks, audit, exchange_confirms
+from bti_core.claims.exchange import (
+    ADL_SOURCE,
+    adl_amount,
+    adl_trigger,
+    linked_amount,
+    read_records,
+)
 from bti_core.claims.facts import Evidence
 from bti_core.claims.hits import TickHit
 from bti_core.claims.ledger import Verdict
@@ -37,7 +43,8 @@ from bti_core.claims.payments import SYSTEM, Payments, locked_claim, locked_clai
 from bti_core.claims.records import ClaimError
 from bti_core.claims.state import OPEN_FOR_UNDERWRITER, Event, State
 from bti_core.db.engine import session_scope, write_scope
-from bti_core.db.models import Claim, ClaimAudit, Policy
+from bti_core.db.models import Claim, ClaimAudit, Policy, PositionChange
+from bti_core.db.statuses import Peril, PolicyStatus
 from bti_core.db.types import utcnow
 from bti_core.market.warehouse import Warehouse
 from bti_core.risk.engine import RiskEngine
@@ -150,6 +157,29 @@ class ClaimsService:
         """`ClaimOpener.scan`: claims for every active policy the stored bars prove."""
         return self.opening.scan()
 
+    def scan_adl(self) -> list[int]:
+        """Open a claim for every active ADL policy (`policies.positions`) whose position the
+        exchange auto-deleveraged inside its window: its ADL forced orders, read (outside any
+        lock, a few at once) for the positions that were reduced or closed since purchase. The
+        new claims' ids; an exchange that cannot be read is asked again next round."""
+        if self.accounts is None:
+            return []
+        with session_scope(self.db) as s:
+            due = s.exec(
+                select(Policy)
+                .where(
+                    Policy.status == PolicyStatus.ACTIVE.value,
+                    Policy.peril == Peril.ADL.value,
+                    Policy.position_id == PositionChange.position_id,
+                    col(PositionChange.change).in_(["reduced", "closed"]),
+                    PositionChange.at >= Policy.start_at,
+                )
+                .distinct()
+            ).all()
+        records = read_records(self.accounts, due, self.clock())
+        triggers = [t for p in due if (t := adl_trigger(p, records[p.id or 0])) is not None]
+        return self.opening._open_many(triggers, source=ADL_SOURCE, actor=SYSTEM)
+
     def open_from_ticks(
         self, hits: Sequence[TickHit], stream: str, *, chunk: int = 500
     ) -> list[int]:
@@ -195,14 +225,29 @@ class ClaimsService:
             }
             facts = self.evidence.facts_many(s, claims, policies)
         asked = self.clock()
+        # the exchange's record of each linked liquidation claim, read a few at once
+        linked = [
+            policies[c.policy_id]
+            for c in claims
+            if policies[c.policy_id].position_id is not None
+            and policies[c.policy_id].peril == Peril.LIQUIDATION.value
+        ]
+        records = read_records(self.accounts, linked, asked)
         decisions = []
         engines: dict[str, Any] = {}  # each symbol's risk engine, read once
         for claim, f in zip(claims, facts, strict=True):
             policy = policies[claim.policy_id]
+            if policy.peril == Peril.ADL.value:  # opened on the exchange's ADL record
+                checks = adl_checks(*f)
+                amount = adl_amount(policy, claim.evidence.get("exchange") or {})
+                decisions.append(
+                    (claim.id or 0, checks, adjudicate(checks, amount, self.auto_limit))
+                )
+                continue
             p_before = self.evidence.probability_before_trigger(claim, policy, engines)
             amount, exchange = claim.amount_claimed, None
-            if policy.position_id is not None:  # the exchange's own record decides it too
-                record = read_record(self.accounts, policy, asked)
+            if policy.id in records:  # the exchange's own record decides it too
+                record = records[policy.id]
                 exchange = exchange_confirms(
                     f[0],
                     record,
@@ -353,7 +398,7 @@ class ClaimsService:
     def run(self) -> RunReport:
         """Scan the market, then audit, decide and pay every claim that is waiting (safe beside
         other runs: each claim is taken by one of them)."""
-        opened = self.scan()
+        opened = self.scan() + self.scan_adl()
         report = self.process_many(self._waiting([State.OPENED]))
         report.opened = opened
         return report

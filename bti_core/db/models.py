@@ -112,6 +112,8 @@ class Policy(SQLModel, table=True):
     )
     # the linked exchange position insured (`ExchangePosition`), None for a described order
     position_id: int | None = Field(default=None, index=True)
+    # what the cover pays for (`statuses.Peril`): liquidation, or auto-deleveraging (linked only)
+    peril: str = Field(default="liquidation", max_length=12)
 
 
 class PolicyEvent(SQLModel, table=True):

@@ -11,7 +11,7 @@ from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from bti_core.db.models import Claim, HeldTrigger, IngestRun, Policy, PolicyEvent, QuoteRecord
-from bti_core.db.statuses import OPEN_STATUSES, PolicyStatus
+from bti_core.db.statuses import OPEN_STATUSES, Peril, PolicyStatus
 
 
 def add_ingest_run(session: Session, *, run: IngestRun) -> IngestRun:
@@ -101,12 +101,14 @@ def open_positions(
     session: Session, *, user_id: str, symbol: str, side: str
 ) -> Sequence[tuple[Decimal, Decimal, Decimal]]:
     """``(quantity, entry, coverage)`` of ``user_id``'s open (active or pending) policies on
-    ``symbol`` and ``side``: the positions a new cover may already insure."""
+    ``symbol`` and ``side`` against liquidation: the positions a new cover may already
+    insure (ADL cover is capped on its own, `policies.positions.adl_cap`)."""
     stmt = select(col(Policy.quantity), col(Policy.entry_price), col(Policy.coverage)).where(
         Policy.user_id == user_id,
         Policy.symbol == symbol,
         Policy.side == side,
         col(Policy.status).in_(OPEN_STATUSES),
+        Policy.peril == Peril.LIQUIDATION.value,
     )
     return session.exec(stmt).all()
 

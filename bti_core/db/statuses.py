@@ -17,6 +17,14 @@ class PolicyStatus(StrEnum):
     PAID = "paid"
 
 
+class Peril(StrEnum):
+    """What a policy pays for: the insured position's liquidation, or its auto-deleveraging
+    (ADL: closed in profit by the exchange against a bankrupt counterparty)."""
+
+    LIQUIDATION = "liquidation"
+    ADL = "adl"
+
+
 class HoldState(StrEnum):
     """A stream's unconfirmed crossing (`HeldTrigger`): held until the bars prove or refute it,
     or its wait lapses."""

@@ -7,12 +7,12 @@ import logging
 from datetime import datetime, timedelta
 
 import pandas as pd
-from sqlmodel import select
+from sqlmodel import col, select
 
 from bti_core.db.engine import session_scope, write_scope
-from bti_core.db.models import ExchangePosition, Policy
+from bti_core.db.models import ExchangePosition, Policy, PositionChange
 from bti_core.db.repository import active_policies, held_triggers
-from bti_core.db.statuses import HoldState, PolicyStatus, PositionState
+from bti_core.db.statuses import HoldState, Peril, PolicyStatus, PositionState
 from bti_core.errors import BTIError, ChainError
 from bti_core.market.schema import Kind, timeframe_delta
 from bti_core.market.triggers import Insured, Series, find_triggers
@@ -42,6 +42,8 @@ class Expiry:
         the window's end — each waited for at most ``EXPIRY_DATA_GRACE``."""
         if now >= p.end_at + EXPIRY_DATA_GRACE:
             return False
+        if p.peril == Peril.ADL.value:
+            return self._adl_recorded(p)
         wh = self.ctx.risk.warehouse
         series: list[Series] = []
         covered = False
@@ -67,11 +69,38 @@ class Expiry:
                 return True
         return not covered
 
+    def _adl_recorded(self, p: Policy) -> bool:
+        """Whether an ended ADL policy's position was reduced or closed inside the window and
+        the exchange has (or cannot say whether it has) an ADL of it then: the claims'
+        `scan_adl` opens the claim."""
+        accounts = self.ctx.accounts
+        if accounts is None or p.position_id is None:
+            return False
+        with session_scope(self.ctx.db) as s:
+            pos = s.get(ExchangePosition, p.position_id)
+            changed = s.exec(
+                select(PositionChange.id).where(
+                    PositionChange.position_id == p.position_id,
+                    col(PositionChange.change).in_(["reduced", "closed"]),
+                    PositionChange.at >= p.start_at,
+                )
+            ).first()
+        if pos is None or changed is None:
+            return False
+        try:
+            orders = accounts.reader(pos.account_id).forced_orders(
+                p.symbol, "adl", _ms(p.start_at), _ms(p.end_at)
+            )
+        except BTIError:
+            return True  # asked again next round, within the grace
+        return any(o.side == p.side for o in orders)
+
     def end_closed(self) -> int:
         """End the cover of active linked policies whose position the trader closed on the
         exchange (`policies.positions`' terms: no refund); returns how many ended. The window
         ends at the closing, so no later move of the mark is a claim on it. A closing the
-        exchange forced (its liquidation record in the window) is the claims' to judge, and an
+        exchange forced against the peril insured (its liquidation record, or its ADL record
+        for ADL cover, in the window) is the claims' to judge, and an
         exchange that cannot be read is asked again next round: neither ends anything."""
         accounts = self.ctx.accounts
         if accounts is None:
@@ -89,7 +118,10 @@ class Expiry:
             at = pos.closed_at or self.ctx.clock()
             try:
                 forced = accounts.reader(pos.account_id).forced_orders(
-                    policy.symbol, "liquidation", _ms(policy.start_at), _ms(at) + 60_000
+                    policy.symbol,
+                    "adl" if policy.peril == Peril.ADL.value else "liquidation",
+                    _ms(policy.start_at),
+                    _ms(at) + 60_000,
                 )
             except BTIError as exc:
                 log.info("policy %s: the exchange cannot tell how it closed: %s", policy.id, exc)

@@ -119,6 +119,21 @@ def fresh_checks(fresh: FreshMark | None, quote: QuoteRecord, order: Order) -> l
             )
         ]
     d_q, d_now = distance(quoted), distance(fresh.price)
+    adl = quote.inputs.get("adl")
+    if adl is not None:  # ADL cover: the move priced is the one *toward* the crash level
+        level = float(adl["crash_level"])
+        a_q, a_now = side * (level - quoted) / quoted, side * (level - fresh.price) / fresh.price
+        if a_q > 0 and a_now < (1 - QUOTE_DRIFT) * a_q:
+            return [
+                Check(
+                    "mark_moved_since_quote",
+                    False,
+                    f"the mark price moved from {quoted:,.2f} when quoted to "
+                    f"{fresh.price:,.2f} ({fresh.at:%H:%M:%S} UTC), {a_now:.2%} from the crash "
+                    f"level {level:,.2f} the ADL cover is priced on instead of {a_q:.2%}: ask "
+                    "for a new quote",
+                )
+            ]
     if d_q > 0 and d_now < (1 - QUOTE_DRIFT) * d_q:
         return [
             Check(

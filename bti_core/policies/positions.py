@@ -20,6 +20,11 @@ Terms (what the Buy page and `bti policies quote --position` state):
   margin lost is the insured margin × (liquidated quantity ÷ insured quantity), at most 1.
 - **Closed after purchase.** A position the trader closes ends the cover; the premium is not
   refunded (it paid for the time the position was open and insured).
+- **Auto-deleveraging cover** (optional, a policy of its own): pays its amount when the
+  exchange auto-deleverages the position inside the window, in proportion to the quantity
+  deleveraged (its ADL forced orders), confirmed by that record alone (no mark can show an
+  ADL). All ADL cover on one position is at most `risk.adl.CAP_SHARE` of its margin; it is
+  priced by `risk.adl`. A liquidation, or a closing by the trader, ends it without a claim.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from bti_core.db.models import ExchangeAccount, ExchangePosition, Policy
-from bti_core.db.statuses import OPEN_STATUSES, AccountStatus, PositionState
+from bti_core.db.statuses import OPEN_STATUSES, AccountStatus, Peril, PositionState
 from bti_core.orders import Order, OrderError
+from bti_core.risk.adl import CAP_SHARE
 from bti_core.underwriting import Check
 
 #: how old the exchange's last report of a position may be for a quote or a purchase on it
@@ -55,6 +61,7 @@ class PositionTerms:
     margin: Decimal
     liquidation_price: Decimal | None
     exchange_ms: int
+    adl_quantile: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {k: None if v is None else str(v) for k, v in asdict(self).items()}
@@ -73,6 +80,7 @@ class PositionTerms:
             if d.get("liquidation_price") is None
             else Decimal(d["liquidation_price"]),
             exchange_ms=int(d["exchange_ms"]),
+            adl_quantile=None if d.get("adl_quantile") is None else int(d["adl_quantile"]),
         )
 
 
@@ -124,18 +132,35 @@ def position_order(
         margin=pos.margin,
         liquidation_price=pos.liquidation_price,
         exchange_ms=pos.exchange_ms,
+        adl_quantile=pos.adl_quantile,
     )
     return order, terms
 
 
-def cover_on(s: Session, position_id: int) -> Decimal:
-    """The open (pending or active) cover on a linked position, whoever holds it."""
+def cover_on(s: Session, position_id: int, peril: Peril = Peril.LIQUIDATION) -> Decimal:
+    """The open (pending or active) cover against ``peril`` on a linked position, whoever
+    holds it."""
     rows = s.exec(
         select(col(Policy.coverage)).where(
-            Policy.position_id == position_id, col(Policy.status).in_(OPEN_STATUSES)
+            Policy.position_id == position_id,
+            col(Policy.status).in_(OPEN_STATUSES),
+            Policy.peril == peril.value,
         )
     ).all()
     return sum(rows, Decimal(0))
+
+
+def adl_cap(position_id: int, margin: Decimal, held: Decimal, coverage: Decimal) -> Check:
+    """ADL cover on one position, this purchase's with what is held, within `CAP_SHARE` of
+    its margin (to the cent, rounded up)."""
+    cap = (margin * CAP_SHARE).quantize(Decimal("0.01"), rounding=ROUND_CEILING)
+    return Check(
+        "adl_cap",
+        held + coverage <= cap,
+        f"ADL cover on position #{position_id} is at most {CAP_SHARE:.0%} of its margin, "
+        f"{cap:,.2f} USDT; it has {held:,.2f}, so {max(Decimal(0), cap - held):,.2f} more can "
+        "be bought (the data on ADL are thin: a cap keeps a pricing error small)",
+    )
 
 
 def lp_warning(terms: PositionTerms, bti_lp: float) -> str | None:
@@ -160,6 +185,7 @@ def purchase_checks(
     order: Order,
     coverage: Decimal,
     now: datetime,
+    peril: Peril = Peril.LIQUIDATION,
 ) -> list[Check]:
     """The position now against the quote, and its cover with this purchase (in the purchase's
     serialised transaction, so two purchases on one position cannot both fit)."""
@@ -188,7 +214,10 @@ def purchase_checks(
                 "quote of the position as it is",
             )
         )
-    held = cover_on(s, quoted.position_id)
+    held = cover_on(s, quoted.position_id, peril)
+    if peril is Peril.ADL:
+        cap = adl_cap(quoted.position_id, order.margin, held, coverage)
+        return checks + ([] if cap.passed else [cap])
     # the margin as shown, to the cent rounded up (as `underwriting.check_cover` allows)
     if held + coverage > order.margin.quantize(Decimal("0.01"), rounding=ROUND_CEILING):
         checks.append(

@@ -26,7 +26,7 @@ from bti_core.db.repository import (
     policies_with_status,
     policy_for_quote,
 )
-from bti_core.db.statuses import PolicyStatus
+from bti_core.db.statuses import Peril, PolicyStatus
 from bti_core.errors import ChainError, ContractRefusalError, PaymentError
 from bti_core.orders import Cover, Order
 from bti_core.policies.context import PolicyContext
@@ -207,14 +207,16 @@ class Purchases:
             existing = policy_for_quote(s, quote_id=quote.id)
             if existing is not None:
                 return existing, [], False
+            peril = _peril(quote)
             if not failed:
-                failed = self._limits_now(s, order, cover, quote.user_id)
+                failed = self._limits_now(s, order, cover, quote.user_id, peril)
             linked = quote.inputs.get("position")
             if linked is not None and not failed:
                 terms = PositionTerms.of_json(linked)
-                failed = purchase_checks(s, quote.user_id, terms, order, cover.coverage, now)
+                failed = purchase_checks(s, quote.user_id, terms, order, cover.coverage, now, peril)
             policy = self._new_policy(quote, order, cover, wallet, _terms(quote, order, now), now)
             policy.position_id = None if linked is None else int(linked["position_id"])
+            policy.peril = peril.value
             policy.permit = None if permit is None else permit.as_json()
             s.add(policy)
             s.flush()
@@ -224,8 +226,11 @@ class Purchases:
                 move_policy(s, policy=policy, event=LifecycleEvent.DECLINE, detail=reasons)
             return policy, failed, True
 
-    def _limits_now(self, s: Session, order: Order, cover: Cover, user_id: str) -> list[Check]:
-        """The pool's and the trader's limits against the open cover at this moment."""
+    def _limits_now(
+        self, s: Session, order: Order, cover: Cover, user_id: str, peril: Peril
+    ) -> list[Check]:
+        """The pool's and the trader's limits against the open cover at this moment (ADL
+        cover's own cap on the position is `purchase_checks`')."""
         mine, pool = self.quoting.exposure(user_id, s)
         fresh = check_cover(
             order,
@@ -236,7 +241,9 @@ class Purchases:
             pool_locked=pool,
             liquidation_reached=False,
             limits=self.ctx.limits,
-            position_cover=self.quoting.position_cover(s, user_id, order),
+            position_cover=Decimal(0)
+            if peril is Peril.ADL
+            else self.quoting.position_cover(s, user_id, order),
         )
         serialised = ("pool_capacity", "user_exposure", "position_cover")
         return [c for c in fresh if not c.passed and c.name in serialised]
@@ -427,10 +434,16 @@ def _order_and_cover(quote: QuoteRecord) -> tuple[Order, Cover]:
     return Order(**quote.inputs["order"]), cover
 
 
+def _peril(quote: QuoteRecord) -> Peril:
+    return Peril(quote.inputs.get("peril", Peril.LIQUIDATION.value))
+
+
 def _terms(quote: QuoteRecord, order: Order, now: datetime) -> dict[str, object]:
-    """The policy's off-chain terms; their hash is the policy's key on-chain."""
+    """The policy's off-chain terms; their hash is the policy's key on-chain. ADL cover names
+    its peril (liquidation cover's terms are as they always were)."""
     end_at = now + timedelta(hours=int(quote.inputs["cover"]["duration_hours"]))
-    return {
+    peril = _peril(quote)
+    return ({"peril": peril.value} if peril is Peril.ADL else {}) | {
         "quote_id": quote.id,
         "user_id": quote.user_id,
         "symbol": order.symbol,

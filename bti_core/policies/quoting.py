@@ -26,12 +26,19 @@ from bti_core.db.repository import (
     open_positions,
     refused_filings,
 )
-from bti_core.db.statuses import OPEN_STATUSES, PolicyStatus
+from bti_core.db.statuses import OPEN_STATUSES, Peril, PolicyStatus
 from bti_core.errors import BTIError
-from bti_core.orders import Cover, MarginMode, Order
+from bti_core.orders import Cover, MarginMode, Order, OrderError
 from bti_core.policies.context import PolicyContext
-from bti_core.policies.positions import PositionTerms, cover_on, lp_warning, position_order
+from bti_core.policies.positions import (
+    PositionTerms,
+    adl_cap,
+    cover_on,
+    lp_warning,
+    position_order,
+)
 from bti_core.pricing import Premium, PricingConfig, price, reprice
+from bti_core.risk.adl import CRASH_MOVE, P_FUND_EMPTY, AdlRisk, adl_probability, crash_level
 from bti_core.risk.engine import SymbolRisk
 from bti_core.risk.index import RiskIndex, TraderHistory, macro_signal_at, risk_index
 from bti_core.risk.liquidation import brackets_for, liquidation_price
@@ -66,6 +73,7 @@ class QuoteView:
     learned: str = ""  # the learned model consulted, and whether it priced the premium
     position: PositionTerms | None = None  # the linked exchange position insured, if any
     warnings: list[str] = field(default_factory=list)  # worth reading before buying
+    peril: Peril = Peril.LIQUIDATION  # what the cover pays for
 
     @property
     def insurable(self) -> bool:
@@ -174,19 +182,44 @@ class Quoting:
                 "cover with that account; sign in as a trader to insure an order"
             )
 
-    def quote_position(self, *, user_id: str, position_id: int, cover: Cover) -> QuoteView:
+    def quote_position(
+        self,
+        *,
+        user_id: str,
+        position_id: int,
+        cover: Cover,
+        peril: Peril = Peril.LIQUIDATION,
+    ) -> QuoteView:
         """Price cover on a linked exchange position (`positions.position_order`: the
-        exchange's numbers and its liquidation price) and store the quote."""
+        exchange's numbers and its liquidation price) against ``peril`` and store the quote."""
         with session_scope(self.ctx.db) as s:
             order, terms = position_order(s, user_id, position_id, self.ctx.clock())
-        return self.quote(user_id=user_id, order=order, cover=cover, position=terms)
+        return self.quote(user_id=user_id, order=order, cover=cover, position=terms, peril=peril)
 
     def quote(
-        self, *, user_id: str, order: Order, cover: Cover, position: PositionTerms | None = None
+        self,
+        *,
+        user_id: str,
+        order: Order,
+        cover: Cover,
+        position: PositionTerms | None = None,
+        peril: Peril = Peril.LIQUIDATION,
     ) -> QuoteView:
         """Price the cover of an order and store the quote (with any failed checks); with
         ``position``, the order is that linked position's and its liquidation price the
-        exchange's."""
+        exchange's. ``peril`` ADL (a linked position only) prices auto-deleveraging cover
+        (`risk.adl`): it pays its amount, so it has no share or deductible."""
+        adl_cover = peril is Peril.ADL
+        if adl_cover and position is None:
+            raise OrderError(
+                "auto-deleveraging cover is sold on a linked exchange position only (its claim "
+                "is the exchange's ADL record): link the account, then pick the position"
+            )
+        if adl_cover and (cover.share != 1 or cover.deductible != 0):
+            raise OrderError(
+                "auto-deleveraging cover pays its whole amount: leave the covered share at 1 "
+                "and the deductible at 0"
+            )
         with session_scope(self.ctx.db) as s:  # one read for who asks, what is open, their record
             self._role_for_quote(s, user_id)
             rows = book_rows(s, user_id=user_id)
@@ -194,6 +227,7 @@ class Quoting:
             on_position = self.position_cover(s, user_id, order)
             if position is not None:
                 on_position = max(on_position, cover_on(s, position.position_id))
+                adl_held = cover_on(s, position.position_id, Peril.ADL)
         open_ = [(u, cov) for u, cov, status, _ in rows if status in OPEN_STATUSES]
         mine = sum((cov for u, cov in open_ if u == user_id), Decimal(0))
         pool = sum((cov for _, cov in open_), Decimal(0))
@@ -209,15 +243,26 @@ class Quoting:
         if position is not None and position.liquidation_price is not None:
             lp = float(position.liquidation_price)  # the exchange's own, for this position
             warnings += [w for w in [lp_warning(position, bti_lp)] if w]
-        reached = (sr.spot <= lp) if side > 0 else (sr.spot >= lp)
-        p_arr, se_arr = sr.probability(lp, cover.duration_hours, side)
-        p = 1.0 if reached else float(p_arr)
-        se = 0.0 if reached else float(se_arr)
-        base_p = float(sr.baseline(lp, cover.duration_hours, side))
-        ml_p, priced_p, learned_note = self._learned(sr, lp, cover, order, side, p, reached)
-        learned = self.ctx.learned
         max_lev = Decimal(str(br.max_leverage_for(q * ep)))
-        payout = cover.payout(order.margin).quantize(Decimal("0.01"))
+        extra: dict[str, Any] = {}
+        if adl_cover:
+            assert position is not None
+            adl = self._adl(sr, cover, side, position)
+            p, se, base_p, reached = adl[0].probability, adl[1], adl[2], False
+            ml_p, priced_p, learned_note = None, p, ""
+            payout = cover.coverage.quantize(Decimal("0.01"))
+            distance = CRASH_MOVE  # the move that empties the fund (`risk.adl`)
+            extra = {"peril": peril.value, "adl": adl[0].as_json()}
+        else:
+            reached = (sr.spot <= lp) if side > 0 else (sr.spot >= lp)
+            p_arr, se_arr = sr.probability(lp, cover.duration_hours, side)
+            p = 1.0 if reached else float(p_arr)
+            se = 0.0 if reached else float(se_arr)
+            base_p = float(sr.baseline(lp, cover.duration_hours, side))
+            ml_p, priced_p, learned_note = self._learned(sr, lp, cover, order, side, p, reached)
+            payout = cover.payout(order.margin).quantize(Decimal("0.01"))
+            distance = abs(sr.spot - lp) / sr.spot if lp > 0 else 1.0
+        learned = self.ctx.learned
         checks = check_cover(
             order,
             cover,
@@ -227,12 +272,14 @@ class Quoting:
             pool_locked=pool,
             liquidation_reached=reached,
             limits=self.ctx.limits,
-            liquidation_price=lp,
+            liquidation_price=None if adl_cover else lp,
             payout=payout,
-            position_cover=on_position,
+            position_cover=Decimal(0) if adl_cover else on_position,
         )
+        if adl_cover:
+            assert position is not None
+            checks.append(adl_cap(position.position_id, order.margin, adl_held, cover.coverage))
         checks.append(check_market_entry(order, sr.spot))
-        distance = abs(sr.spot - lp) / sr.spot if lp > 0 else 1.0
         index = risk_index(
             probability=p,
             side=side,
@@ -267,7 +314,8 @@ class Quoting:
             user_id=user_id,
             symbol=order.symbol,
             inputs=_inputs(order, cover)
-            | ({} if position is None else {"position": position.as_json()}),
+            | ({} if position is None else {"position": position.as_json()})
+            | extra,
             liquidation_price=_dec(lp),
             spot=_dec(sr.spot),
             probability=p,
@@ -290,7 +338,26 @@ class Quoting:
             learned_note,
             position,
             warnings,
+            peril,
         )
+
+    @staticmethod
+    def _adl(
+        sr: SymbolRisk, cover: Cover, side: int, position: PositionTerms
+    ) -> tuple[AdlRisk, float, float]:
+        """(the position's ADL risk, its standard error, the GBM baseline's ADL probability):
+        the crash in the position's favour is the first passage of a position on the other
+        side to `crash_level` (`risk.adl`)."""
+        level = crash_level(sr.spot, side)
+        p_crash, se_crash = sr.probability(level, cover.duration_hours, -side)
+        risk = adl_probability(float(p_crash), position.adl_quantile, level)
+        scale = P_FUND_EMPTY * risk.reach
+        base = adl_probability(
+            min(1.0, float(sr.baseline(level, cover.duration_hours, -side))),
+            position.adl_quantile,
+            level,
+        )
+        return risk, float(se_crash) * scale, base.probability
 
     def _learned(
         self,

@@ -38,7 +38,7 @@ from sqlmodel import col, select
 
 from bti_core.claims.hits import TickHit
 from bti_core.db.models import Claim, Policy, PolicyEvent
-from bti_core.db.statuses import PolicyStatus
+from bti_core.db.statuses import Peril, PolicyStatus
 from bti_core.errors import BTIError
 from bti_core.market.schema import FUNDING_TIMEFRAME, Kind, timeframe_delta
 from bti_core.stream.ports import BarFeed, BatchReport, CursorSource, FollowedSource, StreamDeps
@@ -143,6 +143,7 @@ def read_book(db: Engine, symbol: str, first_ms: int) -> tuple[Book, dict[int, s
         t.user_id,
     ).where(
         t.symbol == symbol,
+        t.peril == Peril.LIQUIDATION.value,  # ADL cover is claimed on the exchange's record
         t.status.in_(
             [
                 s.value

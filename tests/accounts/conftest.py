@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,9 @@ from bti_core.accounts.demo_exchange import DemoExchange
 from bti_core.accounts.service import AccountsService
 from bti_core.accounts.vault import Vault
 from bti_core.auth import hash_password
-from bti_core.db.models import AppUser
+from bti_core.db.models import AppUser, ExchangeAccount, ExchangePosition, Policy
+from bti_core.orders import Cover
+from tests.worlds import NOW, World
 
 
 @pytest.fixture
@@ -78,3 +82,37 @@ def forced_history(exchange: DemoExchange, side: str) -> str:
     exchange.open_position(uid, "BTCUSDT", "long", 2, 50_000, 20)
     exchange.deleverage(uid, "BTCUSDT", "long", "0.5", 55_000, at_ms=T0 + DAY)
     return uid
+
+
+CRASH_AT = NOW + timedelta(hours=4)  # inside the replayed crash (`worlds.crash`: from NOW + 3 h)
+
+
+@pytest.fixture
+def linked(
+    world: World, exchange: DemoExchange, engine: Engine, tmp_path: Path
+) -> tuple[AccountsService, str, ExchangeAccount, ExchangePosition]:
+    """ada's exchange account, linked, holding 0.1 BTCUSDT long at 20× opened at the mark; the
+    claims service reads the exchange through the same accounts service."""
+    traders(engine, "ada")
+    accounts = AccountsService(
+        engine, Vault(tmp_path / "keys" / "a.key"), demo_url=exchange.url, require_demo=allow_demo
+    )
+    uid = exchange.add_account(10_000)
+    spot = Decimal(str(round(world.ins.risk.spot("BTCUSDT"), 2)))
+    exchange.open_position(uid, "BTCUSDT", "long", "0.1", spot, 20)
+    account = accounts.link("ada", "demo", *exchange.add_key(uid))
+    [position] = accounts.positions("ada")
+    world.claims.accounts = accounts
+    world.chain.faucet(world.ins.wallet_of("ada").address, Decimal(1000))
+    return accounts, uid, account, position
+
+
+def buy_on(world: World, position_id: int, coverage: str = "100") -> Policy:
+    q = world.ins.quote_position(
+        user_id="ada", position_id=position_id, cover=Cover(coverage=coverage, duration_hours=48)
+    )
+    return world.ins.buy(user_id="ada", quote_id=q.record.id)
+
+
+def liquidate_on_the_exchange(exchange: DemoExchange, price: float = 1.0) -> None:
+    exchange.set_mark("BTCUSDT", price, at_ms=int(CRASH_AT.timestamp() * 1000))
