@@ -13,10 +13,12 @@ import pandas as pd
 import streamlit as st
 
 from bti_core.db.models import ExchangePosition
+from bti_core.db.statuses import Peril
 from bti_core.errors import BTIError
 from bti_core.orders import MAX_AMOUNT
 from bti_core.policies import Permit
 from bti_core.policies.quoting import QuoteView
+from bti_core.risk.adl import CAP_SHARE, FLOOR, P_FUND_EMPTY
 from bti_core.risk.liquidation import brackets_for
 from dashboard import resources
 from dashboard.charts import premium_curve_figure, risk_factors_figure
@@ -105,6 +107,7 @@ with left:
     positions = resources.linked_positions(trader)
     venue_of = {a.id: a.venue for a in resources.services().accounts.accounts(trader)}
     linked = None
+    peril = Peril.LIQUIDATION
     if positions:
         what = st.radio(
             "Insure",
@@ -150,6 +153,17 @@ with left:
             f"As the exchange reported it at {linked.seen_at:%H:%M:%S} UTC (the worker reads "
             "linked accounts every minute)."
         )
+        against = st.radio(
+            "Against",
+            ["liquidation", "auto-deleveraging (ADL)"],
+            horizontal=True,
+            key="buy_peril",
+            help="ADL: when the other side goes bankrupt faster than the exchange's insurance "
+            "fund can absorb, the exchange closes profitable positions against it. ADL cover "
+            "pays its amount when the exchange's record shows this position deleveraged, at "
+            f"most {CAP_SHARE:.0%} of its margin",
+        )
+        peril = Peril.ADL if against.startswith("auto") else Peril.LIQUIDATION
     else:
         st.subheader("Your order")
         symbol = st.selectbox(
@@ -225,6 +239,9 @@ with left:
         margin = round(notional / leverage, 2)
         st.caption(f"Notional {notional:,.2f} USDT · margin {margin:,.2f} USDT")
 
+    adl_cover = linked is not None and peril is Peril.ADL
+    if adl_cover:  # ADL cover is capped at a share of the margin (`risk.adl.CAP_SHARE`)
+        margin = round(margin * float(CAP_SHARE), 2)
     st.subheader("Your cover")
     # the coverage follows the margin while it is the margin (the default); a smaller amount
     # the trader typed stays, and shrinks with the margin when it no longer fits. One widget
@@ -242,22 +259,29 @@ with left:
         max_value=most,
         value=most if follows else min(typed, most),
         key=cov_key,
-        help="At most the order's margin: a liquidation loses the margin, and the cover pays "
+        help=f"At most {CAP_SHARE:.0%} of the position's margin; paid in full when the whole "
+        "position is deleveraged, in proportion when part of it is"
+        if adl_cover
+        else "At most the order's margin: a liquidation loses the margin, and the cover pays "
         "a share of that loss",
     )
     st.session_state["_buy_cov_key"], st.session_state["_buy_margin"] = cov_key, margin
     duration = st.select_slider("Duration", list(DURATIONS), value="3 days", key="buy_dur")
-    c1, c2 = st.columns(2)
-    share = c1.slider(
-        "Share of the lost margin paid", 10, 100, 100, step=5, format="%d%%", key="buy_share"
-    )
-    deductible = c2.number_input("Deductible (USDT)", min_value=0.0, value=0.0, key="buy_ded")
+    if adl_cover:  # it pays its amount: no share, no deductible
+        share, deductible = 100, 0.0
+    else:
+        c1, c2 = st.columns(2)
+        share = c1.slider(
+            "Share of the lost margin paid", 10, 100, 100, step=5, format="%d%%", key="buy_share"
+        )
+        deductible = c2.number_input("Deductible (USDT)", min_value=0.0, value=0.0, key="buy_ded")
     ask = st.button("Get quote", type="primary", key="buy_quote")
 
 # what the quote on screen was made from: any difference and it is not shown
 inputs = (
     trader,
     None if linked is None else linked.id,
+    adl_cover,
     symbol,
     side,
     order_type,
@@ -298,7 +322,12 @@ if ask:
             view = svc.quote(user_id=trader, order=order, cover=cover)
         else:
             assert linked is not None
-            view = svc.quote_position(user_id=trader, position_id=linked.id or 0, cover=cover)
+            view = svc.quote_position(
+                user_id=trader,
+                position_id=linked.id or 0,
+                cover=cover,
+                peril=Peril.ADL if adl_cover else Peril.LIQUIDATION,
+            )
         st.session_state["quote"] = (inputs, view)
     except (BTIError, ValueError) as exc:
         st.session_state.pop("quote", None)
@@ -320,30 +349,64 @@ with right:
     lp = float(r.liquidation_price)
     p = quote.premium
     m = st.columns(3)
-    m[0].metric(
-        "Liquidation price",
-        f"{lp:,.2f}" if lp < 1e4 else f"{lp:,.0f}",
-        f"{(lp / spot_q - 1):+.2%} from mark",
-        delta_color="off",
-        delta_arrow="off",  # a distance, not a change
-    )
-    m[1].metric(
-        "P(liquidation)",
-        f"{r.probability:.2%}",
-        f"± {r.probability_se:.2%} (MC)",
-        delta_color="off",
-        delta_arrow="off",  # an error bar, not a change
-        help=(
-            "Monte Carlo on the mark price under GJR-GARCH fitted on 180 days, with bootstrapped "
-            "residuals (the first day's from days that began as calm or as volatile as now) and, "
-            "after the first day, the half-year trend shrunk by how sure the data are of it"
-        ),
-    )
-    m[2].metric(
-        "Baseline (GBM)",
-        f"{r.baseline_probability:.2%}",
-        help="Closed-form first passage with the 30-day realised volatility",
-    )
+    if quote.peril is Peril.ADL:
+        adl = r.inputs["adl"]
+        level = float(adl["crash_level"])
+        q = adl["quantile"]
+        m[0].metric(
+            "Crash level",
+            f"{level:,.2f}" if level < 1e4 else f"{level:,.0f}",
+            f"{(level / spot_q - 1):+.2%} from mark",
+            delta_color="off",
+            delta_arrow="off",
+            help="The move in your favour that bankrupts the other side faster than the "
+            "exchange's insurance fund absorbs it",
+        )
+        m[1].metric(
+            "P(auto-deleveraging)",
+            f"{r.probability:.2%}",
+            "the floor" if adl["floored"] else None,
+            delta_color="off",
+            delta_arrow="off",
+            help=f"{P_FUND_EMPTY:.0%} × P(the mark reaches the crash level) "
+            f"{adl['crash_probability']:.2%} × the queue's reach {adl['reach']:.0%}, at least "
+            f"{FLOOR:.1%} (the crash no model sees)",
+        )
+        m[2].metric(
+            "ADL queue",
+            "not given" if q is None else f"{q} of 4",
+            f"reaches it {adl['reach']:.0%} of the time",
+            delta_color="off",
+            delta_arrow="off",
+            help="The exchange's ADL quantile (4: deleveraged first), read at the quote; a "
+            "favourable move raises it, so the price assumes the worse",
+        )
+    else:
+        m[0].metric(
+            "Liquidation price",
+            f"{lp:,.2f}" if lp < 1e4 else f"{lp:,.0f}",
+            f"{(lp / spot_q - 1):+.2%} from mark",
+            delta_color="off",
+            delta_arrow="off",  # a distance, not a change
+        )
+        m[1].metric(
+            "P(liquidation)",
+            f"{r.probability:.2%}",
+            f"± {r.probability_se:.2%} (MC)",
+            delta_color="off",
+            delta_arrow="off",  # an error bar, not a change
+            help=(
+                "Monte Carlo on the mark price under GJR-GARCH fitted on 180 days, with "
+                "bootstrapped residuals (the first day's from days that began as calm or as "
+                "volatile as now) and, after the first day, the half-year trend shrunk by how "
+                "sure the data are of it"
+            ),
+        )
+        m[2].metric(
+            "Baseline (GBM)",
+            f"{r.baseline_probability:.2%}",
+            help="Closed-form first passage with the 30-day realised volatility",
+        )
     st.caption(quote.model)
     if r.ml_probability is not None:
         st.metric(
@@ -356,7 +419,8 @@ with right:
     m = st.columns(3)
     m[0].metric("Risk index", f"{r.risk_index:.0f} / 100")
     m[1].metric("Premium (BTI)", f"{p.total:,.2f}", help="1 BTI = 1 USDT of cover")
-    m[2].metric("Pays if liquidated (BTI)", f"{p.payout:,.2f}")
+    pays = "Pays if deleveraged (BTI)" if quote.peril is Peril.ADL else "Pays if liquidated (BTI)"
+    m[2].metric(pays, f"{p.payout:,.2f}")
     st.caption(f"Pool utilisation after this policy: {p.utilisation:.1%}")
     for w in quote.warnings:
         st.warning(w)
@@ -385,17 +449,23 @@ with right:
     with tabs[0]:
         st.plotly_chart(risk_factors_figure(quote.risk.frame(), quote.risk.value), width="stretch")
     with tabs[1]:
-        levs = [lv for lv in WHAT_IF_LEVERAGES if lv <= max_lev]
-        levs = sorted({*levs, leverage})
-        curve = svc.premium_curve(quote, levs, list(DURATIONS.values()))
-        st.plotly_chart(
-            premium_curve_figure(curve, float(leverage), DURATIONS[duration]), width="stretch"
-        )
-        st.caption(
-            "The same order and the same share of its margin covered, at other leverages and "
-            "durations: a higher leverage brings the liquidation price closer (a higher "
-            "probability) while the margin, and so the payout, shrinks."
-        )
+        if quote.peril is Peril.ADL:
+            st.caption(
+                "ADL cover's price does not depend on the leverage you hold but on the crash "
+                "in your favour and your place in the exchange's queue: see the figures above."
+            )
+        else:
+            levs = [lv for lv in WHAT_IF_LEVERAGES if lv <= max_lev]
+            levs = sorted({*levs, leverage})
+            curve = svc.premium_curve(quote, levs, list(DURATIONS.values()))
+            st.plotly_chart(
+                premium_curve_figure(curve, float(leverage), DURATIONS[duration]), width="stretch"
+            )
+            st.caption(
+                "The same order and the same share of its margin covered, at other leverages "
+                "and durations: a higher leverage brings the liquidation price closer (a higher "
+                "probability) while the margin, and so the payout, shrinks."
+            )
     with tabs[2]:
         st.table(
             pd.DataFrame(

@@ -36,9 +36,11 @@ m[3].metric(
 
 shown = table.assign(
     position=[
-        f"{s} {lev:g}×" + ("" if pd.isna(linked) else f" · exchange #{int(linked)}")
-        for s, lev, linked in zip(
-            table["side"], table["leverage"], table["linked_position"], strict=True
+        f"{s} {lev:g}×"
+        + ("" if pd.isna(linked) else f" · exchange #{int(linked)}")
+        + (" · ADL cover" if peril == "adl" else "")
+        for s, lev, linked, peril in zip(
+            table["side"], table["leverage"], table["linked_position"], table["peril"], strict=True
         )
     ],
     purchase_tx=[f"/chain_explorer?q={h}" if h else None for h in table["purchase_tx"]],

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from bti_core.cli.common import App, console, open_services
+from bti_core.db.statuses import Peril
 
 policies_app = App(
     help="Quote and buy cover from your own wallet (any chain): quote, permit, buy.",
@@ -31,6 +32,13 @@ def policies_quote(
     entry: Annotated[
         str | None, typer.Option(help="Limit price; default: a market order at the mark")
     ] = None,
+    peril: Annotated[
+        Peril,
+        typer.Option(
+            help="What the cover pays for: liquidation, or adl (auto-deleveraging of a "
+            "linked position, at most a quarter of its margin)"
+        ),
+    ] = Peril.LIQUIDATION,
 ) -> None:
     """Price cover for a linked position (--position) or a described order (--symbol, --side,
     --quantity, --leverage); prints the quote id, the premium and any failed check."""
@@ -44,7 +52,11 @@ def policies_quote(
     if position is not None:
         if any(v is not None for v in (*described.values(), entry)):
             raise OrderError("a linked position's order is the exchange's: give --position alone")
-        q = svc.insurance.quote_position(user_id=user, position_id=position, cover=cover)
+        q = svc.insurance.quote_position(
+            user_id=user, position_id=position, cover=cover, peril=peril
+        )
+    elif peril is Peril.ADL:
+        raise OrderError("ADL cover is sold on a linked exchange position: give --position")
     else:
         missing = [f"--{k}" for k, v in described.items() if v is None]
         if missing:
@@ -62,10 +74,18 @@ def policies_quote(
         )
         q = svc.insurance.quote(user_id=user, order=order, cover=cover)
     r = q.record
+    if peril is Peril.ADL:
+        adl = r.inputs["adl"]
+        odds = (
+            f"P(auto-deleveraging) {r.probability:.2%} (a {adl['crash_probability']:.2%} chance "
+            f"of the mark reaching {adl['crash_level']:,.2f}, the queue's reach "
+            f"{adl['reach']:.0%}{', the floor' if adl['floored'] else ''})"
+        )
+    else:
+        odds = f"P(liquidation) {r.probability:.2%}; liquidation price {r.liquidation_price:,.2f}"
     console.print(
-        f"quote {r.id}: premium {r.premium:,.2f} BTI for a payout of "
-        f"{r.payout:,.2f}; P(liquidation) {r.probability:.2%}; liquidation price "
-        f"{r.liquidation_price:,.2f}; valid until {r.expires_at:%H:%M:%S} UTC"
+        f"quote {r.id}: premium {r.premium:,.2f} BTI for a payout of {r.payout:,.2f}; {odds}; "
+        f"valid until {r.expires_at:%H:%M:%S} UTC"
     )
     for w in q.warnings:
         console.print(f"  note: {w}")

@@ -70,6 +70,7 @@ class Listing:
                     "chain_policy": p.chain_policy_id,
                     "purchase_tx": p.tx_hash,
                     "linked_position": p.position_id,  # a linked exchange position, or None
+                    "peril": p.peril,  # liquidation, or adl (auto-deleveraging)
                 }
             )
         return pd.DataFrame(rows)

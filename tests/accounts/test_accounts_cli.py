@@ -98,6 +98,12 @@ def test_the_worker_follows_linked_accounts_on_its_clock(
         (["--position", "1", "--symbol", "BTCUSDT"], "give --position alone"),
         (["--symbol", "BTCUSDT"], "--side, --quantity, --leverage missing) or give --position"),
         (["--position", "5"], "you have no linked position #5"),
+        (
+            ["--symbol", "BTCUSDT", "--side", "long", "--quantity", "1", "--leverage", "10"]
+            + ["--peril", "adl"],
+            "ADL cover is sold on a linked exchange position: give --position",
+        ),
+        (["--position", "1", "--peril", "fire"], "'fire' is not one of"),
     ],
 )
 def test_quoting_a_position_or_an_order_says_what_is_missing(

@@ -62,6 +62,42 @@ def test_a_linked_position_is_quoted_and_bought_from_the_buy_page(
     svc.close()
 
 
+def test_adl_cover_is_quoted_and_bought_on_a_linked_position_from_the_buy_page(
+    filled: Path, exchange: DemoExchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BTI_DEMO_EXCHANGE_URL", exchange.url)
+    svc = open_services()
+    ensure_demo_users(svc.db)
+    uid = exchange.add_account()
+    spot = round(svc.risk.spot("BTCUSDT"), 2)
+    exchange.open_position(uid, "BTCUSDT", "long", "0.1", spot, 10)
+    svc.accounts.link("trader", "demo", *exchange.add_key(uid))
+    [position] = svc.accounts.positions("trader")
+    svc.chain.faucet(svc.insurance.wallet_of("trader").address, 1000)
+
+    at = sign_in(AppTest.from_file(str(ROOT / "pages" / "buy_insurance.py"), default_timeout=120))
+    at.radio(key="buy_peril").set_value("auto-deleveraging (ADL)").run()
+    assert not at.exception, at.exception
+    cap = round(float(position.margin) * 0.25, 2)
+    [coverage] = [n for n in at.number_input if n.label == "Coverage (USDT)"]
+    assert coverage.value == pytest.approx(cap)  # a quarter of the margin at most
+    assert "Share of the lost margin paid" not in [s.label for s in at.slider]
+    at.button(key="buy_quote").click().run()
+    assert not at.exception, at.exception
+    shown = {m.label: m.value for m in at.metric}
+    assert "P(auto-deleveraging)" in shown and "Liquidation price" not in shown
+    assert shown["ADL queue"] == "2 of 4"
+    assert shown["Pays if deleveraged (BTI)"] == f"{cap:,.2f}"
+    at.button(key="buy_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    [policy] = svc.insurance.policies("trader").to_dict("records")
+    assert policy["linked_position"] == position.id and policy["peril"] == "adl"
+    mine = sign_in(AppTest.from_file(str(ROOT / "pages" / "my_policies.py"), default_timeout=120))
+    assert not mine.exception, mine.exception
+    assert mine.dataframe[1].value["position"].iloc[0].endswith("· ADL cover")
+    svc.close()
+
+
 def test_my_policies_links_lists_and_removes_exchange_accounts(
     filled: Path, exchange: DemoExchange, monkeypatch: pytest.MonkeyPatch
 ) -> None:
