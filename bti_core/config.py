@@ -114,7 +114,17 @@ class Settings(BaseSettings):
         pattern=r"^http://127\.0\.0\.1:[0-9]{2,5}$",
         description="The local demo exchange, http://127.0.0.1:PORT",
     )
+    demo_exchange_ws_url: str | None = Field(
+        default=None,
+        pattern=r"^ws://127\.0\.0\.1:[0-9]{2,5}$",
+        description="The local demo exchange's user data streams, ws://127.0.0.1:PORT",
+    )
     accounts_sync_seconds: float = Field(default=60.0, ge=5, le=3600)
+    accounts_user_streams: bool = Field(
+        default=True,
+        description="Follow linked Binance accounts on their user data streams too (a message "
+        "wakes a read of the account; the clock's reads go on)",
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -7,7 +7,8 @@ their cover; reconciles what a crash left half-done (purchases and payments); an
 symbol's price and volatility forecasts once an hour, for the pages to read; raises the pool's
 utilisation alert; re-checks held crossings against the stored bars; purges ended sessions;
 and, in threads of their own with every request bounded, delivers alerts to their webhooks and
-reads linked exchange accounts' positions, so no receiver or exchange holds a claim back.
+reads linked exchange accounts' positions (on the clock, and at once when an account's user
+data stream says it changed), so no receiver or exchange holds a claim back.
 `make run` starts one beside the dashboard, and the dashboard itself runs no background payer.
 Any number of workers may run at once, beside CLI runs: every step takes its work under a
 database lock or a payment lease, so each claim is decided once and paid once.
@@ -30,6 +31,7 @@ from bti_core.errors import BTIError
 from bti_core.services import Services
 
 if TYPE_CHECKING:
+    from bti_core.accounts.user_stream import UserStreams
     from bti_core.stream.engine import EmbeddedEngine
 
 log = logging.getLogger("bti.worker")
@@ -49,6 +51,7 @@ class Worker:
         self._forecast_hours: dict[str, tuple[pd.Timestamp, tuple[str, ...]]] = {}
         self._engine: EmbeddedEngine | None = None
         self._hooks: list[threading.Thread] = []
+        self.streams: UserStreams | None = None  # linked accounts' user data streams
 
     def duty(self, name: str, fn: Callable[[], object]) -> tuple[str, bool]:
         """Run one duty: what it did, and whether that was anything."""
@@ -134,18 +137,51 @@ class Worker:
         return "; ".join(text for text, busy in steps if busy) or "idle"
 
     def follow_accounts(self) -> int:
-        """Read the linked exchange accounts due a read and record their positions' changes,
-        then end the cover of positions the traders closed: in a thread of its own, so no
-        exchange holds a claim back. Returns the changes and endings."""
+        """Read the linked exchange accounts their user data streams woke and those due a read,
+        record their positions' changes, then end the cover of positions the traders closed:
+        in a thread of its own, so no exchange holds a claim back. Returns the changes and
+        endings."""
         svc = self.services
-        return svc.accounts.follow(svc.settings.accounts_sync_seconds) + svc.insurance.end_closed()
+        woken = 0
+        for account_id in self.streams.take() if self.streams is not None else []:
+            try:
+                woken += len(svc.accounts.sync(account_id).changes)
+            except BTIError as exc:  # removed meanwhile: the stream's supervisor drops it
+                log.info("account %s: %s", account_id, exc)
+        due = svc.accounts.follow(svc.settings.accounts_sync_seconds)
+        return woken + due + svc.insurance.end_closed()
+
+    def _accounts_wait(self, every: float) -> None:
+        """Until the next accounts round: ``every`` seconds, or sooner when a stream wakes
+        an account (checked each quarter second, so a stop is seen as soon)."""
+        if self.streams is None:
+            self.stop.wait(every)
+            return
+        end = time.monotonic() + every
+        while not self.stop.is_set() and time.monotonic() < end:
+            if self.streams.wait(min(0.25, max(0.0, end - time.monotonic()))):
+                return
+
+    def start_streams(self) -> UserStreams | None:
+        """Open the linked accounts' user data streams (`accounts.user_stream`), if set."""
+        from bti_core.accounts.user_stream import UserStreams
+
+        settings = self.services.settings
+        if settings.accounts_user_streams and self.streams is None:
+            self.streams = UserStreams(
+                self.services.accounts, demo_ws_url=settings.demo_exchange_ws_url
+            ).start()
+        return self.streams
 
     def _loop(self, name: str, fn: Callable[[], object], every: float) -> None:
         while not self.stop.is_set():
             text, busy = self.duty(name, fn)
             if busy:
                 self.say(f"{time.strftime('%H:%M:%S')} {text}")
-            self.stop.wait(every)
+            if name == "accounts":
+                self._accounts_wait(every)
+            else:
+                self.stop.wait(every)
 
     def run_forever(self, every: float) -> None:
         """Rounds every ``every`` seconds, webhooks in a thread of their own, until SIGTERM,
@@ -165,6 +201,10 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _stop)
             signal.signal(signal.SIGINT, _stop)
+        try:
+            self.start_streams()
+        except Exception:  # the clock's reads go on without them
+            log.exception("user data streams could not start")
         self._hooks = [
             threading.Thread(
                 target=self._loop, args=(name, fn, pause), name=f"bti-{name}", daemon=True
@@ -186,6 +226,8 @@ class Worker:
             if line != "idle":  # a quiet market writes nothing
                 self.say(f"{time.strftime('%H:%M:%S')} {line}")
             self.stop.wait(max(0.0, every - (time.monotonic() - t0)))
+        if self.streams is not None:
+            self.streams.stop()
         self.say("worker stopped")
 
     def _exit_now(self) -> None:

@@ -41,6 +41,7 @@ if [ -z "${BTI_RPC_URL:-}" ]; then
   "$BIN/bti" demo-book --if-missing 2>"$LOGS/demo-book.log" | tail -n 1 || fail "the demo book" demo-book
   # the demo trader's exchange account: Binance's protocol on 127.0.0.1, following the market
   export BTI_DEMO_EXCHANGE_URL="${BTI_DEMO_EXCHANGE_URL:-http://127.0.0.1:${DEMO_EXCHANGE_PORT:-8610}}"
+  export BTI_DEMO_EXCHANGE_WS_URL="${BTI_DEMO_EXCHANGE_WS_URL:-ws://127.0.0.1:${DEMO_EXCHANGE_WS_PORT:-8611}}"
   "$BIN/bti" demo-exchange >"$LOGS/demo-exchange.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 150); do

@@ -30,6 +30,21 @@ from bti_core.market.schema import canonical_symbol
 class BinanceUsdm(Reader):
     """`AccountReader` over Binance USDⓈ-M futures (or the demo exchange, its protocol)."""
 
+    def listen_key(self) -> str:
+        """The account's user data stream key (``POST /fapi/v1/listenKey``, the API key alone:
+        a read-only key may open it); the same key while one is open, its hour extended."""
+        r = calls.record(
+            self._call("a user data stream", self.client.fapiPrivatePostListenKey), "listen key"
+        )
+        key = r.get("listenKey")
+        if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z0-9]{8,128}", key):
+            raise ExchangeError(f"the exchange's listen key is not one: {str(key)[:80]!r}")
+        return key
+
+    def keep_alive(self) -> None:
+        """Extend the open user data stream by an hour (``PUT /fapi/v1/listenKey``)."""
+        self._call("a user data stream", self.client.fapiPrivatePutListenKey)
+
     def key_rights(self) -> KeyRights:
         r = calls.record(
             self._call("the key's rights", self.client.sapiGetAccountApiRestrictions), "key rights"

@@ -102,6 +102,41 @@ class DemoBooks:
     def now_ms(self) -> int:
         return int(self.clock() * 1000) + self.clock_skew_ms
 
+    def _event(self, uid: str, event: dict[str, Any]) -> None:
+        """A user data stream event of ``uid``'s account (the demo exchange sends it to the
+        account's open streams; the books alone keep none)."""
+
+    def _updated(self, account: DemoAccount, symbol: str, side: Side, reason: str) -> None:
+        """Binance's ``ACCOUNT_UPDATE`` for one position of ``account`` as it is now (size 0 when
+        gone), ``reason`` its ``m`` (ORDER, ADJUSTMENT, ADL, LIQUIDATION…)."""
+        p = account.positions.get((symbol, side))
+        at = self.now_ms()
+        size = Decimal(0) if p is None else (p.size if side == "long" else -p.size)
+        self._event(
+            account.uid,
+            {
+                "e": "ACCOUNT_UPDATE",
+                "E": at,
+                "T": at,
+                "a": {
+                    "m": reason,
+                    "B": [{"a": "USDT", "wb": str(account.wallet), "cw": str(account.wallet)}],
+                    "P": [
+                        {
+                            "s": symbol,
+                            "pa": str(size),
+                            "ep": "0" if p is None else str(p.entry),
+                            "cr": "0",
+                            "up": "0",
+                            "mt": "isolated" if p is None else p.mode,
+                            "iw": "0" if p is None or p.mode != "isolated" else str(p.margin),
+                            "ps": "BOTH",
+                        }
+                    ],
+                },
+            },
+        )
+
     def add_account(self, wallet: Decimal | float = 10_000, uid: str | None = None) -> str:
         with self._lock:
             uid = uid or str(100_000_000 + len(self.accounts) + 1)
@@ -149,6 +184,7 @@ class DemoBooks:
             p.opened_ms = p.updated_ms
             self.accounts[uid].positions[(sym, side)] = p
             self.marks.setdefault(sym, entry)
+            self._updated(self.accounts[uid], sym, side, "ORDER")
             return p
 
     def position(self, uid: str, symbol: str, side: Side) -> DemoPosition | None:
@@ -315,6 +351,27 @@ class DemoBooks:
             p.margin -= p.margin * qty / p.size
             p.size -= qty
             p.updated_ms = at
+        order = account.forced[-1]
+        self._event(
+            account.uid,
+            {
+                "e": "ORDER_TRADE_UPDATE",
+                "E": at,
+                "T": at,
+                "o": {
+                    "s": p.symbol,
+                    "c": order["clientOrderId"],
+                    "S": order["side"],
+                    "o": "LIMIT",
+                    "q": order["origQty"],
+                    "ap": order["avgPrice"],
+                    "X": "FILLED",
+                    "i": order["orderId"],
+                    "ps": "BOTH",
+                },
+            },
+        )
+        self._updated(account, p.symbol, p.side, "ADL" if kind == "adl" else "LIQUIDATION")
 
     def change(self, uid: str, symbol: str, side: Side, **values: Any) -> DemoPosition:
         """What the trader does on the exchange: ``size=``, ``margin=``, ``leverage=``."""
@@ -325,8 +382,11 @@ class DemoBooks:
             for name, value in values.items():
                 setattr(p, name, _d(value) if name in ("size", "margin") else value)
             p.updated_ms = self.now_ms()
+            self._updated(self.accounts[uid], p.symbol, side, "ORDER")
             return p
 
     def close(self, uid: str, symbol: str, side: Side) -> None:
         with self._lock:
-            self.accounts[uid].positions.pop((canonical_symbol(symbol), side), None)
+            sym = canonical_symbol(symbol)
+            if self.accounts[uid].positions.pop((sym, side), None) is not None:
+                self._updated(self.accounts[uid], sym, side, "ORDER")

@@ -10,16 +10,22 @@ It answers what BTI reads of an account and checks what Binance checks
 - ``timestamp`` within ``recvWindow`` (default 5,000 ms, at most 60,000) of the server's clock
   and not more than 1,000 ms ahead of it (-1021);
 - request weight per key per minute; over the limit, HTTP 429 with ``Retry-After`` (-1003);
-- forced orders at most 100 a page (``limit``), in a window of at most 7 days.
+- forced orders at most 100 a page (``limit``), in a window of at most 7 days;
+- user data streams: ``POST``/``PUT``/``DELETE /fapi/v1/listenKey`` with the API key alone
+  (the same key while one is open, valid an hour from its last ``PUT``; -1125 an unknown one),
+  and a websocket at ``ws_url``/``ws/<listenKey>`` sending the account's ``ACCOUNT_UPDATE``
+  and ``ORDER_TRADE_UPDATE`` events, and ``listenKeyExpired`` when its key lapses.
 
 Its accounts, positions and what its liquidation engine does to them are `demo_books`'.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +38,7 @@ from bti_core.accounts import demo_bybit
 from bti_core.accounts.demo_books import ApiError, DemoAccount, DemoBooks, DemoKey
 
 _WEIGHTS = {"forceOrders": 20, "symbolConfig": 5, "adlQuantile": 5, "account": 5}
+LISTEN_KEY_MS = 60 * 60 * 1000  # a listen key lapses an hour after it was last kept alive
 
 
 class DemoExchange(DemoBooks):
@@ -39,6 +46,142 @@ class DemoExchange(DemoBooks):
 
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
+    _ws: Any = None  # the websocket server (aiohttp's runner) and its loop
+    _ws_loop: asyncio.AbstractEventLoop | None = None
+    _ws_port = 0
+    _ws_thread: threading.Thread
+
+    # user data streams
+
+    @property
+    def listen_keys(self) -> dict[str, tuple[str, str, int]]:
+        """listen key → (account uid, API key, expiry in ms)."""
+        return self.__dict__.setdefault("_listen_keys", {})
+
+    @property
+    def streams(self) -> dict[str, set[Any]]:
+        """listen key → its open websockets."""
+        return self.__dict__.setdefault("_streams", {})
+
+    def _listen_key(self, method: str, headers: Any) -> Any:
+        api_key = headers.get("X-MBX-APIKEY", "")
+        key = self.keys.get(api_key)
+        if key is None:
+            raise ApiError(401, -2015, "Invalid API-key, IP, or permissions for action.")
+        self._weigh(key, 1)
+        now = self.now_ms()
+        mine = [k for k, (_, ak, t) in self.listen_keys.items() if ak == api_key and t > now]
+        if method == "POST":
+            lk = mine[0] if mine else secrets.token_hex(32)
+            self.listen_keys[lk] = (key.uid, api_key, now + LISTEN_KEY_MS)
+            return {"listenKey": lk}
+        if not mine:
+            raise ApiError(400, -1125, "This listenKey does not exist.")
+        if method == "PUT":
+            self.listen_keys[mine[0]] = (key.uid, api_key, now + LISTEN_KEY_MS)
+            return {"listenKey": mine[0]}
+        self.listen_keys.pop(mine[0], None)  # DELETE
+        return {}
+
+    def expire_listen_key(self, listen_key: str) -> None:
+        """Let a listen key lapse now: its streams get ``listenKeyExpired`` and are closed."""
+        with self._lock:
+            self.listen_keys.pop(listen_key, None)
+        at = self.now_ms()
+        self._send(listen_key, {"e": "listenKeyExpired", "E": at, "listenKey": listen_key}, True)
+
+    def push_raw(self, listen_key: str, message: str | bytes) -> None:
+        """Send anything on a stream (the tests' forged, garbled and huge messages)."""
+        self._send(listen_key, message, False)
+
+    def _event(self, uid: str, event: dict[str, Any]) -> None:
+        now = self.now_ms()
+        for lk, (owner, _, until) in list(self.listen_keys.items()):
+            if owner == uid and until > now:
+                self._send(lk, event, False)
+
+    def _send(self, listen_key: str, message: Any, close: bool) -> None:
+        loop = self._ws_loop
+        if loop is None:
+            return
+        text = message if isinstance(message, str | bytes) else json.dumps(message)
+
+        async def send() -> None:
+            for ws in list(self.streams.get(listen_key, ())):
+                try:
+                    await (ws.send_bytes(text) if isinstance(text, bytes) else ws.send_str(text))
+                    if close:
+                        await ws.close()
+                except (ConnectionError, RuntimeError):
+                    self.streams.get(listen_key, set()).discard(ws)
+
+        asyncio.run_coroutine_threadsafe(send(), loop)
+
+    @property
+    def ws_url(self) -> str:
+        """Where its user data streams are (Binance's ``wss://fstream.binance.com``)."""
+        assert self._ws_loop is not None, "start() the demo exchange first"
+        return f"ws://127.0.0.1:{self._ws_port}"
+
+    def _start_ws(self, port: int) -> None:
+        from aiohttp import web
+
+        exchange = self
+
+        async def stream(request: web.Request) -> web.StreamResponse:
+            lk = request.match_info["key"]
+            with exchange._lock:
+                known = lk in exchange.listen_keys
+            ws = web.WebSocketResponse(heartbeat=30)
+            await ws.prepare(request)
+            if not known:  # Binance closes a stream of a key it does not know
+                await ws.close(code=1008, message=b"invalid listen key")
+                return ws
+            exchange.streams.setdefault(lk, set()).add(ws)
+            try:
+                async for _ in ws:  # a user stream only sends; what a client says is dropped
+                    pass
+            finally:
+                exchange.streams.get(lk, set()).discard(ws)
+            return ws
+
+        async def serve() -> None:
+            app = web.Application()
+            app.router.add_get("/ws/{key}", stream)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", port)
+            await site.start()
+            self._ws = runner
+            self._ws_port = int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+        loop = asyncio.new_event_loop()
+        self._ws_thread = threading.Thread(
+            target=loop.run_forever, name="demo-exchange-ws", daemon=True
+        )
+        self._ws_thread.start()
+        asyncio.run_coroutine_threadsafe(serve(), loop).result(10)
+        self._ws_loop = loop
+
+    def _stop_ws(self) -> None:
+        loop, runner = self._ws_loop, self._ws
+        if loop is None:
+            return
+
+        async def down() -> None:
+            for ws in [w for open_ in self.streams.values() for w in open_]:
+                await ws.close()
+            if runner is not None:
+                await runner.cleanup()
+
+        try:
+            asyncio.run_coroutine_threadsafe(down(), loop).result(10)
+        finally:
+            self._ws_loop, self._ws = None, None
+            loop.call_soon_threadsafe(loop.stop)
+            self._ws_thread.join(10)
+            if not loop.is_running():
+                loop.close()
 
     # the REST protocol
 
@@ -89,6 +232,8 @@ class DemoExchange(DemoBooks):
         path, query = parts.path, parts.query
         with self._lock:
             self.requests.append(path)
+            if path == "/fapi/v1/listenKey" and method in ("POST", "PUT", "DELETE"):
+                return self._listen_key(method, headers)
             if method != "GET":
                 raise ApiError(405, -1000, f"{method} is not served here")
             if path == "/fapi/v1/time":
@@ -113,7 +258,7 @@ class DemoExchange(DemoBooks):
         assert self._server is not None, "start() the demo exchange first"
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def start(self, port: int = 0) -> DemoExchange:
+    def start(self, port: int = 0, ws_port: int = 0) -> DemoExchange:
         exchange = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -123,7 +268,16 @@ class DemoExchange(DemoBooks):
             def do_POST(self) -> None:
                 self._serve("POST")
 
+            def do_PUT(self) -> None:
+                self._serve("PUT")
+
+            def do_DELETE(self) -> None:
+                self._serve("DELETE")
+
             def _serve(self, method: str) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if 0 < length <= 65_536:  # a body (a form) is read, so the next request parses
+                    self.rfile.read(length)
                 status, extra, payload = 200, {}, None
                 try:
                     payload = exchange.answer(method, self.path, self.headers)
@@ -151,9 +305,11 @@ class DemoExchange(DemoBooks):
             target=self._server.serve_forever, name="demo-exchange", daemon=True
         )
         self._thread.start()
+        self._start_ws(ws_port)
         return self
 
     def stop(self) -> None:
+        self._stop_ws()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

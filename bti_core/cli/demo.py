@@ -223,13 +223,21 @@ def demo_exchange(
             help="Port on 127.0.0.1 (default: BTI_DEMO_EXCHANGE_URL's, else 8610)",
         ),
     ] = None,
+    ws_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1024,
+            max=65535,
+            help="Port of its user data streams (default: BTI_DEMO_EXCHANGE_WS_URL's, else 8611)",
+        ),
+    ] = None,
     once: Annotated[
         bool, typer.Option("--once", help="Set up, follow the market once, save and stop")
     ] = False,
 ) -> None:
-    """Demo (local chain only): run the demo exchange — Binance USDⓈ-M's REST protocol on
-    127.0.0.1 — with the demo trader's account linked in BTI, its positions following the demo
-    market (`bti crash` liquidates them) until Ctrl-C."""
+    """Demo (local chain only): run the demo exchange — Binance USDⓈ-M's REST protocol and its
+    user data streams on 127.0.0.1 — with the demo trader's account linked in BTI, its
+    positions following the demo market (`bti crash` liquidates them) until Ctrl-C."""
     import signal
     import threading
     from datetime import timedelta
@@ -246,12 +254,14 @@ def demo_exchange(
         settings = services.settings
         configured = settings.demo_exchange_url
         port = port or (urlsplit(configured).port if configured else None) or 8610
+        configured_ws = settings.demo_exchange_ws_url
+        ws_port = ws_port or (urlsplit(configured_ws).port if configured_ws else None) or 8611
         folder = settings.data_dir / "demo_exchange"
         books = DemoExchange()
         restored = load(books, folder)
         trader = ensure_demo_trader(books, folder, services.risk.spot)
         save(books, folder)
-        books.start(port)
+        books.start(port, ws_port)
         ensure_demo_users(services.db)
         accounts = AccountsService(
             services.db,
@@ -263,7 +273,8 @@ def demo_exchange(
             accounts.link("trader", "demo", trader.api_key, trader.secret, label="demo")
         account = books.accounts[trader.uid]
         console.print(
-            f"demo exchange on {books.url} ({'restored' if restored else 'new'}): the demo "
+            f"demo exchange on {books.url}, user streams on {books.ws_url} "
+            f"({'restored' if restored else 'new'}): the demo "
             f"trader's account {trader.uid}, {len(account.positions)} open position(s), linked "
             "in BTI; Ctrl-C stops it"
         )

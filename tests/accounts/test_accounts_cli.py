@@ -99,8 +99,18 @@ def test_the_worker_follows_linked_accounts_on_its_clock(
         (["--symbol", "BTCUSDT"], "--side, --quantity, --leverage missing) or give --position"),
         (["--position", "5"], "you have no linked position #5"),
         (
-            ["--symbol", "BTCUSDT", "--side", "long", "--quantity", "1", "--leverage", "10"]
-            + ["--peril", "adl"],
+            [
+                "--symbol",
+                "BTCUSDT",
+                "--side",
+                "long",
+                "--quantity",
+                "1",
+                "--leverage",
+                "10",
+                "--peril",
+                "adl",
+            ],
             "ADL cover is sold on a linked exchange position: give --position",
         ),
         (["--position", "1", "--peril", "fire"], "'fire' is not one of"),

@@ -18,6 +18,8 @@ import pytest
 from sqlmodel import Session
 from typer.testing import CliRunner
 
+from bti_core.accounts import user_stream
+from bti_core.accounts.user_stream import UserStreams
 from bti_core.claims.state import State
 from bti_core.cli import app
 from bti_core.cli.common import open_services
@@ -74,10 +76,15 @@ def test_a_crash_pays_cover_on_the_demo_traders_position_on_the_exchanges_record
     recent: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BTI_DEMO_EXCHANGE_URL", f"http://127.0.0.1:{free_port()}")
+    ws_url = f"ws://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("BTI_DEMO_EXCHANGE_WS_URL", ws_url)
     exchange = Process()
     try:
         assert "new): the demo trader's account" in exchange.wait_for("demo exchange on")
         svc = open_services()
+        streams = UserStreams(svc.accounts, demo_ws_url=ws_url).start()  # as the worker does
+        [account] = svc.accounts.accounts("trader")
+        assert streams.wait(20) and streams.take() == [account.id]  # opened: read once
         btc = next(p for p in svc.accounts.positions("trader") if p.symbol == "BTCUSDT")
         assert (btc.side, btc.size, btc.leverage) == ("long", Decimal("0.05"), 20)
         svc.chain.faucet(svc.insurance.wallet_of("trader").address, Decimal(1000))
@@ -101,6 +108,11 @@ def test_a_crash_pays_cover_on_the_demo_traders_position_on_the_exchanges_record
         crashed = CliRunner().invoke(app, ["crash", "--drop", "0.4", "--minutes", "10"])
         assert crashed.exit_code == 0, crashed.output
         exchange.wait_for("liquidated on the demo exchange")
+        # the account's stream says so at once: the worker reads it before the clock would
+        assert streams.wait(10)
+        time.sleep(user_stream.MIN_GAP)
+        assert streams.take() == [account.id]
+        streams.stop()
         svc.claims.run()  # the worker's round
         claim = next(c for c in svc.claims.claims_of("trader") if c.policy_id == policy.id)
         assert claim.state == State.PAID.value, [
