@@ -164,17 +164,24 @@ class ClaimsService:
         new claims' ids; an exchange that cannot be read is asked again next round."""
         if self.accounts is None:
             return []
+        # a position reduced or closed since the purchase (EXISTS: no DISTINCT over the
+        # policy's JSON columns, which PostgreSQL cannot compare)
+        changed = (
+            select(PositionChange.id)
+            .where(
+                PositionChange.position_id == Policy.position_id,
+                col(PositionChange.change).in_(["reduced", "closed"]),
+                PositionChange.at >= Policy.start_at,
+            )
+            .exists()
+        )
         with session_scope(self.db) as s:
             due = s.exec(
-                select(Policy)
-                .where(
+                select(Policy).where(
                     Policy.status == PolicyStatus.ACTIVE.value,
                     Policy.peril == Peril.ADL.value,
-                    Policy.position_id == PositionChange.position_id,
-                    col(PositionChange.change).in_(["reduced", "closed"]),
-                    PositionChange.at >= Policy.start_at,
+                    changed,
                 )
-                .distinct()
             ).all()
         records = read_records(self.accounts, due, self.clock())
         triggers = [t for p in due if (t := adl_trigger(p, records[p.id or 0])) is not None]

@@ -62,6 +62,7 @@ def test_adl_cover_is_priced_from_the_crash_in_its_favour_and_the_queue(
         assert first.record.probability > q.record.probability
 
 
+@pytest.mark.both_databases  # its query differs on PostgreSQL (no DISTINCT over JSON)
 def test_the_exchanges_adl_record_pays_in_proportion_without_an_underwriter(
     world: World, exchange: DemoExchange, linked
 ) -> None:

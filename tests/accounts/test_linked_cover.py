@@ -182,3 +182,32 @@ def test_a_position_the_exchange_liquidated_is_left_to_the_claims(
     assert world.ins.end_closed() == 0  # the exchange's record: a liquidation
     with Session(world.db) as s:
         assert s.get(Policy, policy.id).status == "active"  # type: ignore[union-attr]
+
+
+def test_a_purchase_that_dies_before_paying_holds_the_positions_cover_and_is_paid_once(
+    world: World, exchange: DemoExchange, linked, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies right after the pending policy is written: its cover still counts
+    against the position's margin (a second purchase cannot take it), and the restart's
+    reconciliation activates it once, charging the premium once."""
+    from bti_core.policies.purchase import Purchases
+    from tests.crashes import dies_at
+
+    _, _, _, position = linked
+    margin = (position.size * position.entry_price / position.leverage).quantize(Decimal("0.01"))
+    q = world.ins.quote_position(
+        user_id="ada", position_id=position.id, cover=Cover(coverage=str(margin), duration_hours=48)
+    )
+    wallet = world.ins.wallet_of("ada").address
+    before = world.chain.balance(wallet)
+    with dies_at(monkeypatch, Purchases, "_pay"):
+        world.ins.buy(user_id="ada", quote_id=q.record.id)
+    again = world.ins.quote_position(
+        user_id="ada", position_id=position.id, cover=Cover(coverage="10", duration_hours=48)
+    )
+    assert [c.name for c in again.failed] == ["position_cover"]  # the pending one holds it
+    assert len(world.ins.reconcile().activated) == 1
+    assert world.ins.reconcile().activated == []
+    [policy] = world.ins.policies("ada").itertuples()
+    assert policy.status == "active" and policy.linked_position == position.id
+    assert world.chain.balance(wallet) == before - Decimal(str(policy.premium))
