@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from collections.abc import Callable
 from decimal import Decimal
@@ -32,6 +34,14 @@ class BybitLinear(Reader):
     ``/v5/execution/list`` (``execType`` BustTrade: a liquidation; AdlTrade: an
     auto-deleveraging; paged by ``cursor``, at most 100 a page, 7 days a window).
     """
+
+    def ws_auth(self, expires_ms: int) -> list[str]:
+        """The private stream's ``auth`` arguments: the key, when the request expires and the
+        HMAC-SHA256 of ``GET/realtime`` + that time under the secret (Bybit's "Authentication"
+        for websockets)."""
+        payload = f"GET/realtime{expires_ms}".encode()
+        signature = hmac.new(self._secret.encode(), payload, hashlib.sha256).hexdigest()
+        return [self._key, str(expires_ms), signature]
 
     def _result(self, what: str, fn: Callable[[], Any]) -> dict[str, Any]:
         answer = calls.record(self._call(what, fn), what)

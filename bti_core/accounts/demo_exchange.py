@@ -14,7 +14,9 @@ It answers what BTI reads of an account and checks what Binance checks
 - user data streams: ``POST``/``PUT``/``DELETE /fapi/v1/listenKey`` with the API key alone
   (the same key while one is open, valid an hour from its last ``PUT``; -1125 an unknown one),
   and a websocket at ``ws_url``/``ws/<listenKey>`` sending the account's ``ACCOUNT_UPDATE``
-  and ``ORDER_TRADE_UPDATE`` events, and ``listenKeyExpired`` when its key lapses.
+  and ``ORDER_TRADE_UPDATE`` events, and ``listenKeyExpired`` when its key lapses; and Bybit's
+  private stream at ``ws_url``/``v5/private`` (an ``auth`` op signed as Bybit signs it, then
+  ``subscribe`` to ``position`` and ``execution``; ``ping`` answered).
 
 Its accounts, positions and what its liquidation engine does to them are `demo_books`'.
 """
@@ -94,28 +96,64 @@ class DemoExchange(DemoBooks):
         """Send anything on a stream (the tests' forged, garbled and huge messages)."""
         self._send(listen_key, message, False)
 
+    @property
+    def bybit_streams(self) -> dict[Any, tuple[str, set[str]]]:
+        """Bybit private streams: websocket → (account uid, topics subscribed)."""
+        return self.__dict__.setdefault("_bybit_streams", {})
+
     def _event(self, uid: str, event: dict[str, Any]) -> None:
         now = self.now_ms()
         for lk, (owner, _, until) in list(self.listen_keys.items()):
             if owner == uid and until > now:
                 self._send(lk, event, False)
+        bybit = _bybit_event(event)
+        if bybit is not None:
+            to = [
+                ws for ws, (o, t) in list(self.bybit_streams.items()) if o == uid and bybit[0] in t
+            ]
+            self._send_to(to, bybit[1], False)
 
     def _send(self, listen_key: str, message: Any, close: bool) -> None:
+        self._send_to(list(self.streams.get(listen_key, ())), message, close)
+
+    def _send_to(self, targets: list[Any], message: Any, close: bool) -> None:
         loop = self._ws_loop
-        if loop is None:
+        if loop is None or not targets:
             return
         text = message if isinstance(message, str | bytes) else json.dumps(message)
 
         async def send() -> None:
-            for ws in list(self.streams.get(listen_key, ())):
+            for ws in targets:
                 try:
                     await (ws.send_bytes(text) if isinstance(text, bytes) else ws.send_str(text))
                     if close:
                         await ws.close()
                 except (ConnectionError, RuntimeError):
-                    self.streams.get(listen_key, set()).discard(ws)
+                    pass  # gone: its handler forgets it
 
         asyncio.run_coroutine_threadsafe(send(), loop)
+
+    def push_bybit_raw(self, uid: str, message: str | bytes) -> None:
+        """Send anything on ``uid``'s Bybit private streams (the tests' forged messages)."""
+        self._send_to(
+            [ws for ws, (o, _) in list(self.bybit_streams.items()) if o == uid], message, False
+        )
+
+    def _bybit_auth(self, args: list[Any]) -> str | None:
+        """The account a Bybit ``auth`` op signs for, None when it does not: the key known,
+        ``expires`` still ahead, the signature HMAC-SHA256 of ``GET/realtime`` + expires."""
+        if len(args) != 3:
+            return None
+        key = self.keys.get(str(args[0]))
+        try:
+            expires = int(args[1])
+        except (TypeError, ValueError):
+            return None
+        if key is None or expires <= self.now_ms():
+            return None
+        payload = f"GET/realtime{expires}".encode()
+        expected = hmac.new(key.secret.encode(), payload, hashlib.sha256).hexdigest()
+        return key.uid if hmac.compare_digest(str(args[2]), expected) else None
 
     @property
     def ws_url(self) -> str:
@@ -145,9 +183,47 @@ class DemoExchange(DemoBooks):
                 exchange.streams.get(lk, set()).discard(ws)
             return ws
 
+        async def bybit(request: web.Request) -> web.StreamResponse:
+            ws = web.WebSocketResponse(heartbeat=30)
+            await ws.prepare(request)
+            uid: str | None = None
+            try:
+                async for msg in ws:
+                    try:
+                        m = json.loads(msg.data)
+                        op, args = m.get("op"), m.get("args") or []
+                    except (ValueError, TypeError, AttributeError):
+                        continue  # Bybit ignores what it cannot read
+                    if op == "ping":
+                        await ws.send_json({"success": True, "ret_msg": "pong", "op": "ping"})
+                    elif op == "auth":
+                        uid = exchange._bybit_auth(args)
+                        await ws.send_json(
+                            {
+                                "success": uid is not None,
+                                "ret_msg": "" if uid else "Params Error",
+                                "op": "auth",
+                                "conn_id": "demo",
+                            }
+                        )
+                    elif op == "subscribe":
+                        if uid is None:
+                            await ws.send_json(
+                                {"success": False, "ret_msg": "Request not authorized", "op": op}
+                            )
+                            continue
+                        topics = exchange.bybit_streams.get(ws, (uid, set()))[1]
+                        topics |= {str(a) for a in args}
+                        exchange.bybit_streams[ws] = (uid, topics)
+                        await ws.send_json({"success": True, "ret_msg": "", "op": op})
+            finally:
+                exchange.bybit_streams.pop(ws, None)
+            return ws
+
         async def serve() -> None:
             app = web.Application()
             app.router.add_get("/ws/{key}", stream)
+            app.router.add_get("/v5/private", bybit)
             runner = web.AppRunner(app)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", port)
@@ -322,6 +398,40 @@ class DemoExchange(DemoBooks):
             yield self
         finally:
             self.stop()
+
+
+def _bybit_event(event: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """A Binance user stream event as Bybit's private stream sends it: (topic, message)."""
+    at = event.get("E", 0)
+    if event.get("e") == "ACCOUNT_UPDATE":
+        data = [
+            {
+                "category": "linear",
+                "symbol": p["s"],
+                "side": "Buy" if Decimal(p["pa"]) > 0 else "Sell" if Decimal(p["pa"]) < 0 else "",
+                "size": str(abs(Decimal(p["pa"]))),
+                "positionIdx": 0,
+                "updatedTime": str(at),
+            }
+            for p in event["a"]["P"]
+        ]
+        return "position", {"topic": "position", "id": "demo", "creationTime": at, "data": data}
+    if event.get("e") == "ORDER_TRADE_UPDATE":
+        o = event["o"]
+        adl = str(o["c"]).startswith("adl_autoclose")
+        data = [
+            {
+                "category": "linear",
+                "symbol": o["s"],
+                "execType": "AdlTrade" if adl else "BustTrade",
+                "execQty": o["q"],
+                "execPrice": o["ap"],
+                "side": "Sell" if o["S"] == "SELL" else "Buy",
+                "execTime": str(at),
+            }
+        ]
+        return "execution", {"topic": "execution", "id": "demo", "creationTime": at, "data": data}
+    return None
 
 
 # the signed endpoints, each in the exchange's documented format

@@ -12,8 +12,10 @@ the clock's reads go on regardless (a stream that dropped silently is not taken 
 nothing happened). A stream that closes, a key that lapses (``listenKeyExpired``) or an exchange
 that does not answer is opened again with a new key, after a backoff of up to `MAX_BACKOFF`.
 
-Bybit's private stream (``/v5/private``, authenticated by a signed ``auth`` message) is not
-followed yet: Bybit accounts are read on the clock alone.
+Bybit (https://bybit-exchange.github.io/docs/v5/ws/connect): ``wss://stream.bybit.com/v5/private``,
+an ``auth`` op signed with the account's key (HMAC-SHA256 of ``GET/realtime`` + its expiry), a
+``subscribe`` to ``position`` and ``execution``, and a ``ping`` every 20 seconds; a message on
+either topic wakes the read, as Binance's events do.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 from sqlmodel import select
 
 from bti_core.accounts.binance import BinanceUsdm
+from bti_core.accounts.bybit import BybitLinear
 from bti_core.accounts.exchanges import venue
 from bti_core.accounts.service import AccountsService
 from bti_core.db.engine import session_scope
@@ -40,6 +43,9 @@ from bti_core.errors import BTIError, ExchangeKeyError
 log = logging.getLogger(__name__)
 
 BINANCE_WS = "wss://fstream.binance.com"
+BYBIT_WS = "wss://stream.bybit.com"
+BYBIT_PING = 20.0  # seconds: Bybit drops a private stream that says nothing for longer
+BYBIT_TOPICS = ("position", "execution")
 MIN_GAP = 2.0  # seconds: an account's stream wakes its read at most this often
 KEEP_ALIVE = 30 * 60.0  # seconds between a listen key's PUTs (it lapses after an hour)
 MAX_MESSAGE = 64 * 1024  # bytes: Binance's events are a few hundred; more is not an event
@@ -124,9 +130,10 @@ class UserStreams:
     def base_url(self, exchange: str) -> str | None:
         """Where ``exchange``'s user data streams are, None for one BTI does not follow."""
         v = venue(exchange)
-        if v.ccxt_id != "binanceusdm":
+        real = {"binanceusdm": BINANCE_WS, "bybit": BYBIT_WS}.get(v.ccxt_id)
+        if real is None:
             return None
-        return self.demo_ws_url if v.demo else BINANCE_WS
+        return self.demo_ws_url if v.demo else real
 
     def streamed(self) -> list[int]:
         """The linked accounts whose exchange has a stream BTI follows."""
@@ -174,10 +181,10 @@ class UserStreams:
                 backoff = min(MAX_BACKOFF, backoff * 2)
             await asyncio.sleep(backoff)
 
-    def _reader(self, account_id: int) -> BinanceUsdm:
+    def _binance(self, account_id: int) -> BinanceUsdm:
         reader = self.accounts.reader(account_id)
         if not isinstance(reader, BinanceUsdm):
-            raise BTIError(f"account #{account_id}'s exchange has no user stream BTI follows")
+            raise BTIError(f"account #{account_id} is not on a Binance protocol exchange")
         return reader
 
     async def _stream(self, session: Any, account_id: int) -> None:
@@ -188,12 +195,19 @@ class UserStreams:
             base = None if row is None else self.base_url(row.exchange)
         if base is None:
             raise BTIError(f"account #{account_id} has no user stream")
-        key = await asyncio.to_thread(lambda: self._reader(account_id).listen_key())
-        keeper = asyncio.create_task(self._keep_alive(account_id))
+        reader = await asyncio.to_thread(self.accounts.reader, account_id)
+        helpers: list[asyncio.Task[None]] = []
+        if isinstance(reader, BybitLinear):
+            url = f"{base.rstrip('/')}/v5/private"
+        else:
+            key = await asyncio.to_thread(lambda: self._binance(account_id).listen_key())
+            url = f"{base.rstrip('/')}/ws/{key}"
+            helpers.append(asyncio.create_task(self._keep_alive(account_id)))
         try:
-            async with session.ws_connect(
-                f"{base.rstrip('/')}/ws/{key}", max_msg_size=MAX_MESSAGE, heartbeat=60
-            ) as ws:
+            async with session.ws_connect(url, max_msg_size=MAX_MESSAGE, heartbeat=60) as ws:
+                if isinstance(reader, BybitLinear):
+                    await self._bybit_hello(ws, reader)
+                    helpers.append(asyncio.create_task(self._bybit_ping(ws)))
                 self.stats["opened"] += 1
                 # whatever happened while no stream was open is read now
                 self._wake(account_id, "stream opened")
@@ -208,7 +222,23 @@ class UserStreams:
                         self.stats["ignored"] += 1
                 self.stats["closed"] += 1
         finally:
-            keeper.cancel()
+            for t in helpers:
+                t.cancel()
+
+    async def _bybit_hello(self, ws: Any, reader: BybitLinear) -> None:
+        """Bybit's ``auth`` (refused: the key is) then ``subscribe``, each answered in turn."""
+        expires = int(time.time() * 1000) + 10_000
+        for op, args in (("auth", reader.ws_auth(expires)), ("subscribe", list(BYBIT_TOPICS))):
+            await ws.send_json({"op": op, "args": args})
+            answer = await ws.receive_json(timeout=10)
+            if not (isinstance(answer, dict) and answer.get("success") is True):
+                why = answer.get("ret_msg") if isinstance(answer, dict) else answer
+                raise ExchangeKeyError(f"the exchange refused the stream's {op}: {why!r}")
+
+    async def _bybit_ping(self, ws: Any) -> None:
+        while True:
+            await asyncio.sleep(BYBIT_PING)
+            await ws.send_json({"op": "ping"})
 
     def _message(self, account_id: int, text: str) -> bool:
         """Read one message; whether the stream must be opened again (its key lapsed)."""
@@ -218,20 +248,23 @@ class UserStreams:
         except ValueError:
             self.stats["ignored"] += 1
             return False
-        kind = event.get("e") if isinstance(event, dict) else None
+        if not isinstance(event, dict):
+            self.stats["ignored"] += 1
+            return False
+        kind, topic = event.get("e"), event.get("topic")
         if kind == "listenKeyExpired":
             self.stats["lapsed"] += 1
             return True
-        if kind in WAKE_EVENTS:
-            self._wake(account_id, str(kind))
+        if kind in WAKE_EVENTS or topic in BYBIT_TOPICS:
+            self._wake(account_id, str(kind or topic))
         else:
-            self.stats["ignored"] += 1
+            self.stats["ignored"] += 1  # answers to ping, and anything else
         return False
 
     async def _keep_alive(self, account_id: int) -> None:
         while True:
             await asyncio.sleep(KEEP_ALIVE)
             try:
-                await asyncio.to_thread(lambda: self._reader(account_id).keep_alive())
+                await asyncio.to_thread(lambda: self._binance(account_id).keep_alive())
             except BTIError as e:  # the stream's own end (listenKeyExpired) follows
                 log.info("account %s: keeping its stream alive failed: %s", account_id, e)

@@ -42,9 +42,17 @@ def followed(
     streams = UserStreams(accounts, demo_ws_url=exchange.ws_url).start()
     try:
         assert streams.wait(10) and streams.take() == [account.id]  # read once, on opening
+        # the exchange sends to the socket once its handler has it (a change before then is
+        # the opening read's to see, as on Binance)
+        until(lambda: served(exchange))
         yield streams, uid, account.id or 0
     finally:
         streams.stop()
+
+
+def served(exchange: DemoExchange) -> bool:
+    """Whether the exchange holds an open stream socket (a closed one's handler may linger)."""
+    return any(not ws.closed for open_ in exchange.streams.values() for ws in open_)
 
 
 def listen_key(exchange: DemoExchange) -> str:
@@ -102,6 +110,7 @@ def test_forged_garbled_and_huge_messages_change_nothing_and_stop_nothing(
     opened = streams.stats["opened"]
     exchange.push_raw(key, "x" * (user_stream.MAX_MESSAGE + 1))
     until(lambda: streams.stats["opened"] > opened)
+    until(lambda: served(exchange))
     streams.take()
     exchange.change(uid, "BTCUSDT", "long", size="0.5")  # and it still follows the account
     assert streams.wait(5) and streams.take() == [account_id]
@@ -116,8 +125,38 @@ def test_a_lapsed_listen_key_is_replaced_by_a_new_one(
     old = listen_key(exchange)
     exchange.expire_listen_key(old)
     until(lambda: streams.stats["lapsed"] == 1 and streams.stats["opened"] == 2)
+    until(lambda: served(exchange))
     new = listen_key(exchange)
     assert new != old
     streams.take()
     exchange.close(uid, "BTCUSDT", "long")
     assert streams.wait(5) and streams.take() == [account_id]
+
+
+def test_a_bybit_account_is_followed_on_its_signed_private_stream(
+    exchange: DemoExchange, accounts: AccountsService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(user_stream, "MIN_GAP", 0.0)
+    uid = exchange.add_account()
+    exchange.open_position(uid, "ETHUSDT", "short", "2", 3_000, 10)
+    key, secret = exchange.add_key(uid)
+    account = accounts.link("ada", "demo-bybit", key, secret)
+    streams = UserStreams(accounts, demo_ws_url=exchange.ws_url).start()
+    try:
+        assert streams.wait(10) and streams.take() == [account.id]  # authenticated, subscribed
+        [(_, (owner, topics))] = exchange.bybit_streams.items()
+        assert owner == uid and topics == {"position", "execution"}
+        exchange.push_bybit_raw(uid, json.dumps({"topic": "greeting", "data": []}))
+        until(lambda: streams.stats["ignored"] >= 1)
+        assert not streams.take()
+        exchange.deleverage(uid, "ETHUSDT", "short", "1", 2_000)  # an AdlTrade and a position
+        assert streams.wait(5) and streams.take() == [account.id]
+        assert [c[2] for c in accounts.sync(account.id or 0).changes] == ["reduced"]
+        # a revoked key: the stream's auth is refused, and nothing else happens
+        exchange.revoke_key(key)
+        for ws in list(exchange.bybit_streams):
+            exchange._send_to([ws], "", True)  # the exchange drops the stream
+        until(lambda: streams.stats["refused"] >= 1)
+        assert not exchange.bybit_streams
+    finally:
+        streams.stop()
