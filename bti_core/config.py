@@ -122,8 +122,8 @@ class Settings(BaseSettings):
     accounts_sync_seconds: float = Field(default=60.0, ge=5, le=3600)
     accounts_user_streams: bool = Field(
         default=True,
-        description="Follow linked Binance accounts on their user data streams too (a message "
-        "wakes a read of the account; the clock's reads go on)",
+        description="Follow linked Binance and Bybit accounts on their user data streams too "
+        "(a message wakes a read of the account; the clock's reads go on)",
     )
 
     @field_validator("data_dir")
