@@ -23,6 +23,13 @@ from bti_core.risk.liquidation import brackets_for, liquidation_price
 
 READ_ONLY = {"enableReading": True}
 WEIGHT_LIMIT = 2_400  # Binance USDⓈ-M: request weight per minute per IP
+# The demo exchange's insurance fund runs dry when its mark moves this far within an hour: the
+# bankrupt side's losses are then taken from the other side's profitable positions, those in
+# ADL quantile `ADL_QUANTILE` or higher first (a demo's stand-in for the fund's balance, which
+# the demo does not keep)
+FUND_MOVE = Decimal("0.15")
+ADL_QUANTILE = 3
+HOUR_MS = 3_600_000
 
 
 class ApiError(Exception):
@@ -96,6 +103,7 @@ class DemoBooks:
         self.requests: list[str] = []
         self._lock = threading.RLock()
         self._order_id = 1_000_000
+        self._recent: dict[str, deque[tuple[int, Decimal, Decimal]]] = {}  # the last hour's bars
 
     # the exchange's own operations (what its matching and liquidation engines would do)
 
@@ -246,7 +254,34 @@ class DemoBooks:
                     else:
                         p.mark = _d(close)
             self.marks[sym] = _d(close)
+            hit += self._deleverage_on(sym, _d(low), _d(high), end_ms)
             return hit
+
+    def _deleverage_on(self, sym: str, low: Decimal, high: Decimal, end_ms: int) -> list[str]:
+        """Auto-deleverage after a bar that took the mark `FUND_MOVE` or more from the last
+        hour's extreme: the winning side's profitable positions of quantile `ADL_QUANTILE` or
+        higher, whole, at the bar's extreme (the bankrupt side's price). Returns their uids."""
+        recent = self._recent.setdefault(sym, deque())
+        recent.append((end_ms, low, high))
+        while recent and recent[0][0] < end_ms - HOUR_MS:
+            recent.popleft()
+        top, bottom = max(h for _, _, h in recent), min(lo for _, lo, _ in recent)
+        crash = top > 0 and (top - low) / top >= FUND_MOVE
+        squeeze = bottom > 0 and (high - bottom) / bottom >= FUND_MOVE
+        winners: Side | None = "short" if crash else "long" if squeeze else None
+        if winners is None:
+            return []
+        price = low if crash else high
+        hit = []
+        for account in self.accounts.values():
+            p = account.positions.get((sym, winners))
+            if p is None or p.opened_ms >= end_ms or p.adl_quantile < ADL_QUANTILE:
+                continue
+            if (p.entry - price if winners == "short" else price - p.entry) <= 0:
+                continue  # not in profit: ADL takes from the winners only
+            self._force(account, p, "adl", p.size, price, end_ms)
+            hit.append(account.uid)
+        return hit
 
     # the books on disk (the demo exchange keeps its accounts across restarts)
 

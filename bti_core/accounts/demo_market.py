@@ -27,6 +27,8 @@ from bti_core.market.warehouse import Warehouse
 
 #: the demo trader's positions: symbol, side, size, leverage
 DEMO_POSITIONS = (("BTCUSDT", "long", "0.05", 20), ("ETHUSDT", "short", "1.5", 10))
+# the short is first in the ETHUSDT queue: `bti crash --symbol ETHUSDT` deleverages it (ADL)
+DEMO_ADL_QUANTILES = {("ETHUSDT", "short"): 4}
 DEMO_WALLET = Decimal(10_000)
 
 
@@ -53,7 +55,8 @@ def ensure_demo_trader(books: DemoBooks, folder: Path, spot: Any) -> DemoTrader:
             price = Decimal(str(round(float(spot(symbol)), 2)))
         except Exception:  # a symbol the demo market lacks: no position on it
             continue
-        books.open_position(uid, symbol, side, size, price, leverage)  # type: ignore[arg-type]
+        p = books.open_position(uid, symbol, side, size, price, leverage)  # type: ignore[arg-type]
+        p.adl_quantile = DEMO_ADL_QUANTILES.get((symbol, side), p.adl_quantile)
     trader = DemoTrader(uid, key, secret)
     write_text(path, json.dumps(vars(trader)))
     os.chmod(path, 0o600)

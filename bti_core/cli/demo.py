@@ -283,11 +283,18 @@ def demo_exchange(
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
+        seen = sum(len(a.forced) for a in books.accounts.values())
         while True:
-            hit = follower.tick()
-            if hit:
+            if follower.tick():
                 save(books, folder)
-                console.print(f"liquidated on the demo exchange: account(s) {', '.join(hit)}")
+                forced = [o for a in books.accounts.values() for o in a.forced]
+                for o in sorted(forced, key=lambda o: o["orderId"])[seen:]:
+                    did = "auto-deleveraged" if o["_kind"] == "adl" else "liquidated"
+                    console.print(
+                        f"{did} on the demo exchange: {o['symbol']} {o['origQty']} at "
+                        f"{o['avgPrice']} (order {o['orderId']})"
+                    )
+                seen = len(forced)
             if once or stop.wait(1.0):
                 break
         save(books, folder)

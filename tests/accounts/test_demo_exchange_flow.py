@@ -24,6 +24,7 @@ from bti_core.claims.state import State
 from bti_core.cli import app
 from bti_core.cli.common import open_services
 from bti_core.db.models import Policy
+from bti_core.db.statuses import Peril
 from bti_core.orders import Cover
 from tests.conftest import free_port
 
@@ -121,6 +122,31 @@ def test_a_crash_pays_cover_on_the_demo_traders_position_on_the_exchanges_record
         assert claim.decided_by == "system" and claim.amount_approved == Decimal("50.00")
         [check] = [c for c in claim.checks if c["name"] == "exchange_confirms"]
         assert check["outcome"] == "pass"
+
+        # ADL cover on the ETHUSDT short (first in the demo exchange's queue): a fall that runs
+        # the demo fund dry deleverages it, and the cover pays on that record
+        eth = next(p for p in svc.accounts.positions("trader") if p.symbol == "ETHUSDT")
+        assert eth.adl_quantile == 4
+        q = svc.insurance.quote_position(
+            user_id="trader", position_id=eth.id or 0, cover=Cover("20", 24), peril=Peril.ADL
+        )
+        adl_policy = svc.insurance.buy(user_id="trader", quote_id=q.record.id)
+        with Session(svc.db) as s:
+            row = s.get(Policy, adl_policy.id)
+            assert row is not None
+            row.start_at -= timedelta(minutes=2)
+            s.add(row)
+            s.commit()
+        crashed = CliRunner().invoke(
+            app, ["crash", "--symbol", "ETHUSDT", "--drop", "0.3", "--minutes", "10"]
+        )
+        assert crashed.exit_code == 0, crashed.output
+        exchange.wait_for("auto-deleveraged on the demo exchange")
+        svc.accounts.sync(account.id)  # the worker's read (its stream woke it)
+        svc.claims.run()
+        adl = next(c for c in svc.claims.claims_of("trader") if c.policy_id == adl_policy.id)
+        assert adl.source == "exchange_adl" and adl.state == State.PAID.value, adl.checks
+        assert adl.amount_approved == Decimal("20.00")
         svc.close()
     finally:
         exchange.stop()
@@ -130,7 +156,7 @@ def test_a_crash_pays_cover_on_the_demo_traders_position_on_the_exchanges_record
         svc = open_services()
         [account] = svc.accounts.accounts("trader")
         svc.accounts.sync(account.id)
-        assert [p.symbol for p in svc.accounts.positions("trader")] == ["ETHUSDT"]
+        assert svc.accounts.positions("trader") == []  # liquidated, and deleveraged
         svc.close()
     finally:
         again_up.stop()

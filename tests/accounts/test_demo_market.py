@@ -70,3 +70,29 @@ def test_the_books_survive_a_restart_and_the_demo_trader_is_made_once(tmp_path: 
     assert [p.symbol for p in again.accounts[trader.uid].positions.values()] == ["BTCUSDT"]
     assert (tmp_path / "trader.json").stat().st_mode & 0o077 == 0
     assert not load(DemoBooks(), tmp_path / "nothing")
+
+
+def test_a_fall_that_runs_the_fund_dry_deleverages_the_profitable_shorts_first_in_the_queue() -> (
+    None
+):
+    """A fall of `FUND_MOVE` within the hour: shorts in profit and in the top of the queue are
+    auto-deleveraged at the bar's low; one lower in the queue, or not in profit, is not."""
+    books = DemoBooks()
+    first, low_in_queue, at_a_loss = (books.add_account(10_000) for _ in range(3))
+    start = int(NOW.value // 1_000_000) - 3_600_000
+    for uid, entry, leverage, quantile in (
+        (first, 3_000, 10, 4),
+        (low_in_queue, 3_000, 10, 1),
+        (at_a_loss, 2_400, 2, 4),  # sold lower than the fall goes
+    ):
+        p = books.open_position(uid, "ETHUSDT", "short", 1, entry, leverage, at_ms=start)
+        p.adl_quantile = quantile
+    minute = 60_000
+    assert books.mark_bar("ETHUSDT", 2_990, 3_000, 2_995, start + minute) == []
+    assert books.mark_bar("ETHUSDT", 2_700, 2_995, 2_700, start + 2 * minute) == []  # −10 %
+    assert books.mark_bar("ETHUSDT", 2_500, 2_700, 2_520, start + 3 * minute) == [first]  # −16.7 %
+    [adl] = books.accounts[first].forced
+    assert adl["clientOrderId"].startswith("adl_autoclose") and adl["avgPrice"] == "2500"
+    assert books.position(first, "ETHUSDT", "short") is None
+    assert books.position(low_in_queue, "ETHUSDT", "short") is not None
+    assert books.position(at_a_loss, "ETHUSDT", "short") is not None
