@@ -142,12 +142,7 @@ class Worker:
         in a thread of its own, so no exchange holds a claim back. Returns the changes and
         endings."""
         svc = self.services
-        woken = 0
-        for account_id in self.streams.take() if self.streams is not None else []:
-            try:
-                woken += len(svc.accounts.sync(account_id).changes)
-            except BTIError as exc:  # removed meanwhile: the stream's supervisor drops it
-                log.info("account %s: %s", account_id, exc)
+        woken = svc.accounts.sync_many(self.streams.take()) if self.streams is not None else 0
         due = svc.accounts.follow(svc.settings.accounts_sync_seconds)
         return woken + due + svc.insurance.end_closed()
 

@@ -114,12 +114,13 @@ class UserStreams:
             return
 
         async def cancel() -> None:
-            for t in asyncio.all_tasks():
-                if t is not asyncio.current_task():
-                    t.cancel()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # their sockets closed
 
         with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(cancel(), loop).result(5)
+            asyncio.run_coroutine_threadsafe(cancel(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(5)
@@ -149,7 +150,10 @@ class UserStreams:
         import aiohttp
 
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        # one socket per account, held open: aiohttp's default pool of 100 connections would
+        # leave the 101st account without its stream
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             while True:
                 try:
                     wanted = set(await asyncio.to_thread(self.streamed))

@@ -160,3 +160,23 @@ def test_a_bybit_account_is_followed_on_its_signed_private_stream(
         assert not exchange.bybit_streams
     finally:
         streams.stop()
+
+
+def test_more_accounts_than_a_connection_pool_holds_each_get_their_stream(
+    engine: Engine, exchange: DemoExchange, accounts: AccountsService
+) -> None:
+    """One socket per account, held open: aiohttp's default pool (100) once left the 101st
+    account without its stream."""
+    from tests.accounts.conftest import traders
+
+    names = [f"t{i}" for i in range(101)]
+    traders(engine, *names)
+    for name in names:
+        uid = exchange.add_account()
+        exchange.open_position(uid, "BTCUSDT", "long", "0.1", 60_000, 10)
+        accounts.link(name, "demo", *exchange.add_key(uid))
+    streams = UserStreams(accounts, demo_ws_url=exchange.ws_url).start()
+    try:
+        until(lambda: streams.stats["opened"] == 101, timeout=30)
+    finally:
+        streams.stop()
