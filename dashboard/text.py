@@ -23,6 +23,21 @@ def _tx(detail: dict[str, Any], link: Link) -> str:
     return f" (transaction {link(tx, str(tx)[:10] + '…')})" if isinstance(tx, str) and tx else ""
 
 
+#: where a claim came from (``Claim.source``): a word for a table, and a phrase for a sentence
+CLAIM_SOURCES: dict[str, tuple[str, str]] = {
+    "market_scan": ("market", "found in the market"),
+    "stream": ("price stream", "seen by the price stream, confirmed"),
+    "trader": ("trader's record", "filed with the trader's exchange record"),
+    "exchange_adl": ("exchange ADL record", "opened on the exchange's auto-deleveraging record"),
+}
+
+
+def claim_source(source: str, *, short: bool = False) -> str:
+    """``source`` in words (`CLAIM_SOURCES`); an unknown one as it is stored."""
+    words = CLAIM_SOURCES.get(source)
+    return source if words is None else words[0 if short else 1]
+
+
 def _position_change(change: str, d: dict[str, Any]) -> str:
     """A change the exchange reported of an insured position, with the figures that moved."""
     before, after = d.get("before") or {}, d.get("after") or {}
@@ -78,11 +93,9 @@ def policy_event(event: str, detail: dict[str, Any], at: datetime, link: Link) -
         case str(e) if e.startswith("position "):
             text = _position_change(e.removeprefix("position "), d)
         case "claimed":
-            source = {
-                "market_scan": "found in the market",
-                "stream": "seen by the price stream, confirmed",
-            }.get(str(d.get("source")), "filed by you")
-            text = f"Claim #{d.get('claim_id')} opened ({source})"
+            source = str(d.get("source"))
+            said = "filed by you" if source == "trader" else claim_source(source)
+            text = f"Claim #{d.get('claim_id')} opened ({said})"
         case "paid":
             text = f"Claim #{d.get('claim_id')} paid: {bti(d.get('amount', 0))}{_tx(d, link)}"
         case "claim_refused":

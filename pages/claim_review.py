@@ -11,7 +11,7 @@ import streamlit as st
 
 from bti_core.claims.checks import title
 from bti_core.errors import BTIError
-from dashboard import resources
+from dashboard import resources, text
 from dashboard.charts import claim_evidence_figure
 
 STATES = ["referred", "appealed", "opened", "approved", "adjusted", "paying", "failed", "paid"]
@@ -55,7 +55,7 @@ if queue.empty:
     st.stop()
 st.dataframe(
     queue.drop(columns="policy").assign(
-        source=queue["source"].map({"market_scan": "market", "trader": "trader's record"})
+        source=[text.claim_source(s, short=True) for s in queue["source"]]
     ),
     hide_index=True,
     width="stretch",
@@ -135,10 +135,10 @@ m[2].metric(
 )
 m[3].metric("P(liq.) at purchase", f"{policy.probability:.1%}")
 m[4].metric("Risk index at purchase", f"{policy.risk_index:.0f} / 100")
-origin = (
-    "found in the market by the scan"
-    if claim.source == "market_scan"
-    else f"filed with the trader's record, which gives the price {float(claim.trigger_price):,.2f}"
+origin = text.claim_source(claim.source) + (
+    f", which gives the price {float(claim.trigger_price):,.2f}"
+    if claim.source in ("trader", "exchange_adl")
+    else ""
 )
 st.caption(
     f"{policy.side} {float(policy.leverage):g}× {policy.symbol}; {origin}; event "
