@@ -18,7 +18,10 @@ PACKAGE = ROOT / "bti_core"
 
 #: lowest first; the names are `bti_core`'s top-level modules and packages
 LAYERS: list[tuple[str, set[str]]] = [
-    ("base", {"__init__", "errors", "config", "timeutil", "files", "filelock", "outbound"}),
+    (
+        "base",
+        {"__init__", "errors", "config", "timeutil", "files", "filelock", "outbound", "display"},
+    ),
     ("storage", {"db"}),
     ("market", {"market", "indicators"}),
     ("risk", {"risk", "pricing"}),

@@ -366,13 +366,19 @@ def score(
     ts, price = ts[keep], price[keep]
     if len(ts) == 0:
         return new, [], None
+    reached_before = set(new.liquidated) | set(new.pending)  # the level, in an earlier batch
     events: list[Event] = _liquidations(new, book, ts, price, rules, from_bars)
+    # a near-liquidation alert is a warning: only before the mark reaches the level itself
+    reached = _first_crossing(ts, price, book, book.liquidation)
     for level_no, d in enumerate(rules.distance_levels):
         barrier = np.where(book.side > 0, book.liquidation / (1 - d), book.liquidation / (1 + d))
         near = _first_crossing(ts, price, book, barrier)
         for i in np.flatnonzero(near < len(ts)):
             key = str(int(book.policy[i]))
             if new.near.get(key, 0) > level_no:
+                continue
+            if key in reached_before or near[i] >= reached[i]:
+                new.near[key] = len(rules.distance_levels)  # no warning after the fact
                 continue
             k = int(near[i])
             events.append(

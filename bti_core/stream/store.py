@@ -23,33 +23,35 @@ from bti_core.auth import User
 from bti_core.db.engine import session_scope, write_scope
 from bti_core.db.models import Alert, AlertSeen, StreamCheckpoint
 from bti_core.db.types import utcnow
+from bti_core.display import price_text
 from bti_core.errors import BTIError
 from bti_core.stream.types import Event
 
 MESSAGES: dict[str, Callable[[Event], str]] = {
     "liquidation": lambda e: (
         f"{e.symbol} policy #{e.policy}: the mark price reached its liquidation price at "
-        f"{(e.detail[0] if e.detail else e.price):,.4g}"
+        f"{price_text(e.detail[0] if e.detail else e.price)}"
         + (f" and stayed there {e.value:,.0f} s" if e.value > 0 else "")
         + "; its claim opens now"
     ),
     "near_liquidation": lambda e: (
-        f"{e.symbol} policy #{e.policy}: the mark price {e.price:,.4g} is within "
+        f"{e.symbol} policy #{e.policy}: the mark price {price_text(e.price)} is within "
         f"{e.value:.0%} of its liquidation price"
     ),
     "risk_index": lambda e: f"{e.symbol} policy #{e.policy}: risk index {e.value:.0f} of 100",
     "volatility_spike": lambda e: (
-        f"{e.symbol}: an hourly move of {e.value:+.1f} σ (close {e.price:,.4g})".replace("-", "−")
+        f"{e.symbol}: an hourly move of {e.value:+.1f} σ".replace("-", "−")
+        + f" (close {price_text(e.price)})"
     ),
     "funding_extreme": lambda e: (
         f"{e.symbol}: funding settled at {e.value:+.3%} ("
         + ("longs pay shorts" if e.value > 0 else "shorts pay longs")
-        + f"), mark price {e.price:,.4g}"
+        + f"), mark price {price_text(e.price)}"
     ).replace("-", "−"),
     "forecast_breach": lambda e: (
-        f"{e.symbol}: the hourly close {e.price:,.4g} is "
+        f"{e.symbol}: the hourly close {price_text(e.price)} is "
         + ("below" if e.price < e.value else "above")
-        + f" the forecast's 95 % band (bound {e.value:,.4g})"
+        + f" the forecast's 95 % band (bound {price_text(e.value)})"
     ),
     "pool_utilisation": lambda e: (
         f"the pool's locked cover is {e.value:.0%} of its capacity "

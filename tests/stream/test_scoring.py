@@ -57,13 +57,13 @@ def test_a_long_and_a_short_on_a_hand_made_path() -> None:
     ts, px = ticks([100, 95, 93, 89, 91, 105, 108.5, 111, 100])
     _, events, scores = score(state(), b, ts, px, NO_OUTLIERS)
     got = [(e.kind, e.policy, e.price, e.value, (e.since_ms - T0) // 60_000) for e in events]
-    # long: 5 % barrier 90/0.95 = 94.74 (first at 93), 2 % 90/0.98 = 91.84 (at 89), LP at 89
+    # long: 5 % barrier 90/0.95 = 94.74 (first at 93), 2 % 90/0.98 = 91.84 (at 89), LP at 89:
+    # the 2 % warning would come with the liquidation itself, so it is not raised.
     # short: 5 % barrier 110/1.05 = 104.76 (at 105), 2 % 110/1.02 = 107.84 (at 108.5), LP at
     # 111. Each level is reached by one tick and left by the next, a minute later: nothing
     # confirms the mark stayed there, so each is a crossing (held for the bars), not a claim
     assert got == [
         ("near_liquidation", 1, 93.0, 0.05, -T0 // 60_000 - 1),
-        ("near_liquidation", 1, 89.0, 0.02, -T0 // 60_000 - 1),
         ("crossing", 1, 89.0, 0.0, 4),
         ("near_liquidation", 2, 105.0, 0.05, -T0 // 60_000 - 1),
         ("near_liquidation", 2, 108.5, 0.02, -T0 // 60_000 - 1),
@@ -308,3 +308,13 @@ def test_one_batch_or_many_give_the_same_events_and_state(seed: int, cuts: list[
     assert np.array_equal(last.risk_index, scores.risk_index)
     assert np.array_equal(last.probability, scores.probability)
     assert whole.offset == len(ts)
+
+
+def test_no_near_liquidation_warning_at_or_after_the_liquidation_tick() -> None:
+    """A jump straight through the level warns of nothing (the liquidation is the news), and
+    a policy whose level was reached in an earlier batch gets no warning in a later one."""
+    b = book((1, +1, 90.0, -10, 600))
+    new, events, _ = score(state(), b, *ticks([100, 80, 80.5]), NO_OUTLIERS)
+    assert [e.kind for e in events] == ["liquidation"]  # two ticks beyond it: confirmed
+    _, later, _ = score(new, b, *ticks([92, 91, 93], start_min=4), NO_OUTLIERS)
+    assert [e for e in later if e.kind == "near_liquidation"] == []
