@@ -101,6 +101,19 @@ def _amount(d: Decimal) -> str:
     return f"{d:,.2f}" if abs(d) >= Decimal("0.01") or d == 0 else f"{d.normalize():f}"
 
 
+def default_quantity(price: float, notional: float = 5_000.0) -> float:
+    """A round order size (1, 2 or 5 × 10ᵏ) whose notional at ``price`` is nearest
+    ``notional`` USDT, for a form's first value: 0.1 BTC at 60,000, 2 ETH at 3,000, 50 SOL at
+    150 (one size for every symbol made a SOL order too small to insure)."""
+    if not (math.isfinite(price) and price > 0):
+        return 1.0
+    target = notional / price
+    k = math.floor(math.log10(target))
+    options = [m * 10.0**e for e in (k - 1, k, k + 1) for m in (1, 2, 5)]
+    best = min(options, key=lambda q: abs(math.log(q / target)))
+    return float(f"{best:.10g}")
+
+
 @dataclass(frozen=True)
 class Order:
     """A leveraged perpetual order. ``entry_price``: the limit price, or for a market order the

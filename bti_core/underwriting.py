@@ -185,13 +185,39 @@ def check_market_entry(order: Order, mark: float) -> Check:
     )
 
 
-def check_premium(premium: Decimal, payout: Decimal) -> Check:
-    """A premium must stay below what the cover pays, or buying it is a certain loss."""
+def check_premium(premium: Decimal, payout: Decimal, smallest: str = "") -> Check:
+    """A premium must stay below what the cover pays, or buying it is a certain loss;
+    ``smallest`` says what the trader could insure instead (`smallest_order`)."""
     return Check(
         "premium_below_payout",
         premium < payout,
         f"the premium {_usdt(premium)} is not below the payout {_usdt(payout)}: this cover "
-        "costs more than it could pay",
+        "costs more than it could pay" + (f"; {smallest}" if smallest else ""),
+    )
+
+
+def smallest_order(
+    order: Order, cover: Cover, premium: Decimal, payout: Decimal, fee: Decimal
+) -> str:
+    """Words for the smallest order like ``order`` (same symbol, side, leverage and cover terms)
+    whose cover is worth its premium. The premium is ``payout · r + fee`` (`pricing.price`), so
+    it is below the payout when ``payout > fee / (1 − r)``, and the payout is
+    ``share · margin − deductible``: the margin must exceed ``(fee / (1 − r) + deductible) /
+    share``, the quantity that margin × leverage ÷ entry."""
+    if payout <= 0:
+        return ""
+    r = (premium - fee) / payout
+    if r >= 1:
+        return (
+            "no size of this order can be insured: its chance of liquidation in the window is "
+            "too high for cover to be worth buying"
+        )
+    margin = (fee / (1 - r) + cover.deductible) / cover.share
+    quantity = margin * order.leverage / order.entry_price
+    return (
+        f"the smallest {order.symbol} order BTI can insure at {order.leverage}× is about "
+        f"{quantity:.4g} ({quantity * order.entry_price:,.0f} USDT notional): below it the "
+        f"{fee:,.2f} BTI policy fee is more than the cover is worth"
     )
 
 

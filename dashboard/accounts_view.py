@@ -41,6 +41,7 @@ def exchange_accounts_panel(username: str) -> None:
                     "account": st.column_config.NumberColumn("Account", format="#%d"),
                     "read (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
                 },
+                placeholder="–",
             )
         demo = resources.demo_chain() and svc.settings.demo_exchange_url is not None
         venues = [k for k, v in VENUES.items() if demo or not v.demo]

@@ -16,6 +16,11 @@ PAGES = ROOT / "pages"
 
 st.set_page_config(page_title="BTI · liquidation insurance", page_icon="🛡️", layout="wide")
 
+from dashboard import resources  # noqa: E402 — after the path fix above
+
+user = resources.peek_user() if st.runtime.exists() else None
+reviewer = user is not None and user.is_underwriter
+my_policies = st.Page(PAGES / "my_policies.py", title="My policies", icon=":material/list_alt:")
 navigation = st.navigation(
     {
         "Markets": [
@@ -28,7 +33,7 @@ navigation = st.navigation(
         ],
         "Insurance": [
             st.Page(PAGES / "buy_insurance.py", title="Buy insurance", icon=":material/shield:"),
-            st.Page(PAGES / "my_policies.py", title="My policies", icon=":material/list_alt:"),
+            my_policies,
         ],
         "Analytics": [
             st.Page(
@@ -44,13 +49,15 @@ navigation = st.navigation(
                 url_path="alerts",
             ),
         ],
-        # listed for everyone; the page itself refuses anyone but an underwriter
+        # listed for underwriters; for anyone else it is hidden, and the page itself refuses
+        # anyone but an underwriter (a link to it still asks them to sign in)
         "Underwriting": [
             st.Page(
                 PAGES / "claim_review.py",
                 title="Claim review",
                 icon=":material/gavel:",
                 url_path="claim_review",
+                visibility="visible" if reviewer else "hidden",
             )
         ],
         "Chain": [
@@ -64,7 +71,8 @@ navigation = st.navigation(
     }
 )
 st.sidebar.caption("BTI insures leveraged perpetual orders against liquidation.")
-from dashboard import resources  # noqa: E402 — after the path fix above
+if user is None:  # the public pages (Market) offer it too; the others ask when opened
+    st.sidebar.page_link(my_policies, label="Sign in", icon=":material/login:")
 
 if st.runtime.exists():  # a real server (not a bare import, e.g. a spawned child process)
     resources.start_background_work()

@@ -235,6 +235,18 @@ def signed_in_user() -> User:
     return user
 
 
+def peek_user() -> User | None:
+    """Who is signed in, if anyone, without asking anyone to sign in (for the navigation and
+    the public pages: the pages themselves check with `signed_in_user`)."""
+    token = st.session_state.get("_token")
+    if token is None and not st.session_state.get("_signed_out"):
+        token = st.context.cookies.get(sessions.COOKIE)
+    if token is None:
+        return None
+    user = sessions.resume(engine(), token)
+    return None if user is None or (user.demo and not demo_chain()) else user
+
+
 def current_trader() -> str:
     """The signed-in user's name, whose policies and wallet the insurance pages show."""
     return signed_in_user().username

@@ -70,6 +70,7 @@ def feed() -> None:
             "policy": st.column_config.NumberColumn("Policy", format="#%d", width="small"),
             "seen": st.column_config.CheckboxColumn("Seen", width="small"),
         },
+        placeholder="–",
     )
     unseen = frame.loc[~frame["seen"], "alert"].tolist()
     if unseen:
@@ -108,6 +109,7 @@ if subs:
             ]
         ),
         hide_index=True,
+        placeholder="–",
     )
 with st.form("webhook_new", clear_on_submit=False):
     url = st.text_input("Webhook URL", placeholder="https://example.com/bti-alerts")

@@ -15,7 +15,7 @@ import streamlit as st
 from bti_core.db.models import ExchangePosition
 from bti_core.db.statuses import Peril
 from bti_core.errors import BTIError
-from bti_core.orders import MAX_AMOUNT
+from bti_core.orders import MAX_AMOUNT, default_quantity
 from bti_core.policies import Permit
 from bti_core.policies.quoting import QuoteView
 from bti_core.risk.adl import CAP_SHARE, FLOOR, P_FUND_EMPTY
@@ -187,13 +187,16 @@ with left:
         margin_mode = c1.radio(
             "Margin mode", ["isolated", "cross"], horizontal=True, key="buy_mode"
         )
+        # one size per symbol, about 5,000 USDT of it (0.1 BTC, 50 SOL): a size fit for one
+        # symbol is too small to insure on another
+        size = default_quantity(spot)
         qty = c2.number_input(
             "Quantity (base asset)",
             min_value=0.0,
-            value=0.1,
-            step=0.01,
+            value=size,
+            step=max(size / 10, 0.0001),
             format="%.4f",
-            key="buy_qty",
+            key=f"buy_qty_{symbol}",
         )
         if order_type == "market":
             # not a widget: a widget would keep the last symbol's (or the last bar's) price

@@ -23,7 +23,7 @@ HASH_LINK = {"display_text": r"q=(0x[0-9a-fA-F]{10})"}
 
 def _table(frame: pd.DataFrame, **kw: Any) -> None:
     """A table across the page, without the frame's index."""
-    st.dataframe(frame, hide_index=True, width="stretch", **kw)
+    st.dataframe(frame, hide_index=True, width="stretch", **kw, placeholder="–")
 
 
 def short(h: str | None, n: int = 10) -> str:

@@ -72,6 +72,7 @@ st.dataframe(
         "trader": "Trader",
         "source": "Opened from",
     },
+    placeholder="–",
 )
 
 open_ids = [int(c) for c in queue["claim"] if c in set(waiting["claim"])] if len(waiting) else []
@@ -234,6 +235,7 @@ with st.expander("Audit log of this claim (hash-chained)"):
         column_config={
             "at": st.column_config.DatetimeColumn("At (UTC)", format="YYYY-MM-DD HH:mm:ss")
         },
+        placeholder="–",
     )
     if st.button("Verify the whole log", key="verify"):
         verdict = svc.verify_log()

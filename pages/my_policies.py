@@ -3,6 +3,8 @@ policy's lifecycle log."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
@@ -87,6 +89,7 @@ st.dataframe(
             "Transaction", display_text="view", help="The premium's payment on-chain"
         ),
     },
+    placeholder="–",
 )
 
 chosen = st.selectbox(
@@ -110,6 +113,22 @@ st.markdown(
 st.subheader("My claims")
 claims_svc = resources.claims()
 mine = claims_svc.claims_of(trader)
+
+
+def _why(c: Any) -> str | None:
+    """The decision, or why the claim still waits (the trader sees the underwriter's queue's
+    reasons and when it is due, not a blank)."""
+    if c.decision_reason:
+        return str(c.decision_reason)
+    if c.state in ("referred", "appealed"):
+        reasons = "; ".join(claims_svc.why(c.id)) or "an underwriter decides it"
+        by = f" (by {c.due_at:%Y-%m-%d %H:%M} UTC)" if c.due_at else ""
+        return f"Waiting for an underwriter{by}: {reasons}"
+    if c.state == "opened":
+        return "Being audited: a linked position's claim waits for the exchange's record"
+    return None
+
+
 if mine:
     st.dataframe(
         pd.DataFrame(
@@ -122,7 +141,7 @@ if mine:
                     "paid": float(c.amount_approved or 0) if c.state == "paid" else None,
                     # a referred claim says when an underwriter decides it at the latest
                     "due": c.due_at if c.state in ("referred", "appealed") else None,
-                    "decision": c.decision_reason,
+                    "decision": _why(c),
                     "payout_tx": f"/chain_explorer?q={c.payout_tx}" if c.payout_tx else None,
                 }
                 for c in mine
@@ -140,6 +159,7 @@ if mine:
             "claimed": st.column_config.NumberColumn("Claimed (BTI)", format="accounting"),
             "paid": st.column_config.NumberColumn("Paid (BTI)", format="accounting"),
         },
+        placeholder="–",
     )
     appealable = [c for c in mine if c.state == "denied" and not c.appealed]
     if appealable:

@@ -290,7 +290,7 @@ if tabs[2].open:
                     )
                 )
                 with st.expander("The numbers"):
-                    st.dataframe(surf, hide_index=True)
+                    st.dataframe(surf, hide_index=True, placeholder="–")
 
 if tabs[3].open:
     with tabs[3]:
@@ -360,7 +360,9 @@ if tabs[6].open:
             left, right = st.columns([3, 2])
             left.plotly_chart(risk_charts.claims_figure(cs.by_state), width="stretch")
             with right:
-                st.dataframe(cs.by_state, hide_index=True, column_config=MONEY_COLUMNS)
+                st.dataframe(
+                    cs.by_state, hide_index=True, column_config=MONEY_COLUMNS, placeholder="–"
+                )
                 a, b = st.columns(2)
                 a.metric("Decided automatically", f"{cs.automatic:,}")
                 b.metric("Referred", f"{cs.referred:,}")
@@ -387,7 +389,7 @@ if tabs[7].open:
         ):
             col.download_button(label, build, name, mime, on_click="ignore", key=f"rq_dl_{label}")
         shown = report.selection.head(SHOWN_ROWS)[list(EXPORT_COLUMNS)]
-        st.dataframe(shown, hide_index=True, height=300)
+        st.dataframe(shown, hide_index=True, height=300, placeholder="–")
         if len(report.selection) > SHOWN_ROWS:
             st.caption(
                 f"The first {SHOWN_ROWS:,} of {len(report.selection):,} policies; the CSV has all."

@@ -37,8 +37,12 @@ if [ -z "${BTI_RPC_URL:-}" ]; then
   done
   echo "2/6 chain:     $(head -n 1 "$LOGS/chain.log" | sed "s/; Ctrl-C stops it//")"
   # a fresh install gets an insured book to explore (bought on the local chain, once)
+  # its progress on one line, redrawn (a first start buys the book: about two minutes)
   printf '3/6 book:      '
-  "$BIN/bti" demo-book --if-missing 2>"$LOGS/demo-book.log" | tail -n 1 || fail "the demo book" demo-book
+  "$BIN/bti" demo-book --if-missing --progress-lines 2>"$LOGS/demo-book.log" \
+    | while IFS= read -r line; do printf '\r3/6 book:      %s\033[K' "$line"; done \
+    || fail "the demo book" demo-book
+  echo
   # the demo trader's exchange account: Binance's protocol on 127.0.0.1, following the market
   export BTI_DEMO_EXCHANGE_URL="${BTI_DEMO_EXCHANGE_URL:-http://127.0.0.1:${DEMO_EXCHANGE_PORT:-8610}}"
   export BTI_DEMO_EXCHANGE_WS_URL="${BTI_DEMO_EXCHANGE_WS_URL:-ws://127.0.0.1:${DEMO_EXCHANGE_WS_PORT:-8611}}"

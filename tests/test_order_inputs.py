@@ -35,3 +35,13 @@ def test_values_that_are_not_numbers_name_the_field() -> None:
     for bad in (True, None, [1], {"a": 1}, "nan", "inf", "1e999999999"):
         with pytest.raises(OrderError, match="quantity must be"):
             Order("BTCUSDT", "long", bad, "60000", "10")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("price", "size"),
+    [(60_000.0, 0.1), (3_000.0, 2.0), (150.0, 50.0), (0.5, 10_000.0), (0.0, 1.0)],
+)
+def test_a_default_size_is_round_and_near_five_thousand_usdt(price: float, size: float) -> None:
+    from bti_core.orders import default_quantity
+
+    assert default_quantity(price) == size

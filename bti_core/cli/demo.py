@@ -54,9 +54,19 @@ def demo_book(
         bool,
         typer.Option("--if-missing", help="Do nothing if a policy or an earlier demo book exists"),
     ] = False,
+    progress_lines: Annotated[
+        bool,
+        typer.Option(
+            "--progress-lines",
+            help="Progress as plain lines on stdout, at most every 2 s (for a script that "
+            "shows them, as `make run` does), instead of a bar",
+        ),
+    ] = False,
 ) -> None:
     """Demo: buy an insured book over the demo markets' history through the real service
     path on the local chain (its clock moved to each purchase), then run the claims once."""
+    import time
+
     from bti_core.demo_book import build_demo_book
 
     services = open_services()
@@ -69,15 +79,27 @@ def demo_book(
             if n or state != "absent":
                 console.print(f"demo book: {state}, {n} policies stored; nothing to do")
                 return
-        with progress_bar() as progress:
-            task = progress.add_task("demo book", total=policies)
+        if progress_lines:
+            said = [0.0]
 
-            def report(done: int, total: int, what: str) -> None:
-                progress.update(task, completed=done, total=total, description=what)
+            def say(done: int, total: int, what: str) -> None:
+                if time.monotonic() - said[0] >= 2.0 or done >= total:
+                    said[0] = time.monotonic()
+                    print(f"{what}: {done:,} of {total:,} ({done / max(total, 1):.0%})", flush=True)
 
             result = build_demo_book(
-                services, policies=policies, traders=traders, seed=seed, progress=report
+                services, policies=policies, traders=traders, seed=seed, progress=say
             )
+        else:
+            with progress_bar() as progress:
+                task = progress.add_task("demo book", total=policies)
+
+                def report(done: int, total: int, what: str) -> None:
+                    progress.update(task, completed=done, total=total, description=what)
+
+                result = build_demo_book(
+                    services, policies=policies, traders=traders, seed=seed, progress=report
+                )
         console.print(result.line())
     finally:
         services.close()

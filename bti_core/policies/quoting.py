@@ -48,6 +48,7 @@ from bti_core.underwriting import (
     check_market_entry,
     check_premium,
     same_position,
+    smallest_order,
 )
 
 if TYPE_CHECKING:
@@ -306,7 +307,12 @@ class Quoting:
             utilisation=utilisation,
             config=self.ctx.pricing,
         )
-        checks.append(check_premium(premium.total, payout))
+        smallest = (
+            ""
+            if premium.total < payout or adl_cover
+            else smallest_order(order, cover, premium.total, payout, premium.fee)
+        )
+        checks.append(check_premium(premium.total, payout, smallest))
         record = QuoteRecord(
             id=uuid.uuid4().hex,
             created_at=now,

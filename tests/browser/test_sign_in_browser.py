@@ -36,6 +36,22 @@ def test_typing_at_once_is_kept_and_signs_in(app: App, browser: Browser, path: s
         assert (name.input_value(), secret.input_value()) == ("trader", "trader-demo")
         page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_text("· trader")).to_be_visible()
+        # a trader is not offered the underwriters' page
+        expect(page.get_by_role("link", name="Claim review")).to_have_count(0)
+
+
+def test_the_public_market_offers_sign_in_and_underwriters_find_claim_review(
+    app: App, browser: Browser
+) -> None:
+    with fresh_page(browser) as page:
+        page.goto(app.url)  # the Market: public
+        link = page.get_by_role("link", name="Sign in")
+        expect(link).to_be_visible()
+        expect(page.get_by_role("link", name="Claim review")).to_have_count(0)
+        link.click()
+        sign_in(page, "underwriter", "underwriter-demo")
+        expect(page.get_by_role("link", name="Claim review")).to_be_visible()
+        expect(page.get_by_role("link", name="Sign in")).to_have_count(0)
 
 
 def test_a_session_lasts_across_reloads_tabs_and_links_until_sign_out(

@@ -34,7 +34,7 @@ def buy_and_crash(policies: int = 1) -> None:
     at.button(key="faucet").click().run()
     for k in range(policies):
         # one policy a position (a second on the same one is refused: `position_cover`)
-        at.number_input(key="buy_qty").set_value(0.1 + 0.01 * k)
+        at.number_input(key="buy_qty_BTCUSDT").set_value(0.1 + 0.01 * k)
         at.button(key="buy_quote").click().run()
         at.button(key="buy_go").click().run()
         assert not at.error, [e.value for e in at.error]
@@ -68,6 +68,14 @@ def test_underwriter_reviews_and_pays_a_referred_claim(referred: Path) -> None:
     at = page("claim_review.py", "underwriter", "underwriter-demo")
     assert not at.error
     at.button(key="scan").click().run()
+    # the trader sees why the claim waits and until when, and no "None" anywhere
+    waiting = page("my_policies.py", "trader", "trader-demo")
+    row = waiting.dataframe[1].value.iloc[0]
+    assert row["state"] == "referred"
+    assert row["decision"].startswith("Waiting for an underwriter (by ")
+    assert "above the 1.00 BTI automatic limit" in row["decision"]
+    assert all(d.proto.placeholder == "–" for d in waiting.dataframe)  # a dash, not None
+    assert all(d.proto.placeholder == "–" for d in at.dataframe)
     assert not at.exception, at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Awaiting review"] == "1"

@@ -121,7 +121,7 @@ def test_a_quote_is_shown_only_for_the_inputs_it_was_made_from(filled: Path) -> 
     assert "The form changed" in at.info[0].value
     for change in (
         lambda a: a.radio(key="buy_side").set_value("short"),
-        lambda a: a.number_input(key="buy_qty").set_value(0.2),
+        lambda a: a.number_input(key="buy_qty_BTCUSDT").set_value(0.2),
         lambda a: a.select_slider(key="buy_dur").set_value("7 days"),
         lambda a: a.selectbox(key="buy_symbol").set_value("ETHUSDT"),
     ):
@@ -156,7 +156,7 @@ def test_coverage_follows_the_margin_and_leverage_stops_where_underwriting_does(
 
 def test_zero_quantity_is_refused(filled: Path) -> None:
     at = _page("buy_insurance.py")
-    at.number_input(key="buy_qty").set_value(0.0).run()
+    at.number_input(key="buy_qty_BTCUSDT").set_value(0.0).run()
     at.button(key="buy_quote").click().run()
     assert not at.exception
     assert "quantity must be positive" in at.error[0].value
@@ -166,8 +166,27 @@ def test_an_order_too_large_for_leverage_is_refused_not_a_traceback(filled: Path
     """Before, about 9,000 BTC made the leverage slider's min equal its max and the page
     raised StreamlitAPIException."""
     at = _page("buy_insurance.py")
-    at.number_input(key="buy_qty").set_value(20_000.0).run()
+    at.number_input(key="buy_qty_BTCUSDT").set_value(20_000.0).run()
     assert not at.exception, at.exception
     assert "largest bracket" in at.error[0].value and "Lower the quantity" in at.error[0].value
-    at.number_input(key="buy_qty").set_value(0.1).run()
+    at.number_input(key="buy_qty_BTCUSDT").set_value(0.1).run()
     assert not at.exception and at.slider(key="buy_lev").max == 100  # BTI's own cap, not 125
+
+
+def test_each_symbol_starts_at_its_own_size_and_a_too_small_order_says_the_smallest(
+    filled: Path,
+) -> None:
+    """One default size (0.1) for every symbol made a cheap coin's order too small to insure,
+    refused with "premium not below payout" and nothing else."""
+    at = _page("buy_insurance.py")
+    btc = at.number_input(key="buy_qty_BTCUSDT").value
+    at.selectbox(key="buy_symbol").set_value("ETHUSDT").run()
+    eth = at.number_input(key="buy_qty_ETHUSDT").value
+    assert btc < eth  # about the same notional: more of the cheaper coin
+    at.selectbox(key="buy_symbol").set_value("BTCUSDT").run()
+    at.number_input(key="buy_qty_BTCUSDT").set_value(0.0002).run()
+    at.button(key="buy_quote").click().run()
+    assert not at.exception, at.exception
+    said = " ".join(e.value for e in at.error)
+    assert "costs more than it could pay; the smallest BTCUSDT order BTI can insure at 20×" in said
+    assert "USDT notional): below it the 1.00 BTI policy fee" in said

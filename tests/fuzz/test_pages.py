@@ -113,7 +113,8 @@ def test_buy_form(
     at.radio(key="buy_side").set_value(side)
     at.radio(key="buy_type").set_value(otype)
     at.radio(key="buy_mode").set_value(mode)
-    at.number_input(key="buy_qty").set_value(round(qty, 4))
+    _run(at)  # the symbol's own quantity widget (each symbol has its default size)
+    at.number_input(key=f"buy_qty_{symbol}").set_value(round(qty, 4))
     _run(at)
     if otype == "limit":
         w = at.number_input(key=f"buy_entry_l_{symbol}")
