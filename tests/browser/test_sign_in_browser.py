@@ -13,8 +13,9 @@ from tests.browser.conftest import App, fresh_page, sign_in, start_app
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=30_000)
-# the bug reloads caught signed out most tries; BTI_BROWSER_RELOADS=200 for a soak
-RELOADS = int(os.environ.get("BTI_BROWSER_RELOADS", "12"))
+# the bug reloads caught signed out most tries (each try had a fair chance: six find it);
+# BTI_BROWSER_RELOADS=200 for a soak
+RELOADS = int(os.environ.get("BTI_BROWSER_RELOADS", "6"))
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +107,11 @@ def test_a_session_that_expires_signs_an_open_tab_out(app: App, browser: Browser
     import sqlite3
 
     with fresh_page(browser) as page:
-        page.goto(f"{app.url}/buy_insurance")
+        page.goto(f"{app.url}/alerts")  # a light page: no risk model to fit first
         sign_in(page, "trader", "trader-demo")
         with sqlite3.connect(app.data / "bti.db") as db:  # its hours are up
             db.execute("UPDATE web_session SET expires_at = '2000-01-01 00:00:00.000000'")
-        # any interaction reruns the page; the side radio comes after the risk model's fit,
-        # which a loaded machine can take long over
-        page.get_by_text("short", exact=True).first.click(timeout=120_000)
+        page.get_by_text("Unacknowledged only").click()  # any interaction reruns the page
         expect(page.get_by_role("textbox", name="Username")).to_be_visible()
 
 
