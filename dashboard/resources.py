@@ -139,8 +139,7 @@ def wallet_panel(trader: str) -> None:
         except BTIError as exc:
             st.sidebar.error(str(exc))
             return
-        st.sidebar.success("1,000 BTI sent to your wallet.")
-        st.rerun()
+        flash("1,000 BTI sent to your wallet.")
 
 
 @st.cache_resource(show_spinner=False)
@@ -286,15 +285,18 @@ def start_background_work() -> None:
 
 
 def flash(message: str) -> None:
-    """Show ``message`` as a success at the top of the page after a rerun (so everything the
-    action changed is drawn fresh)."""
+    """Confirm an action after the rerun that draws everything it changed afresh (a message
+    drawn before `st.rerun` vanishes with it): `show_flash` shows it on the next run."""
     st.session_state["_flash"] = message
     st.rerun()
 
 
 def show_flash() -> None:
+    """The confirmation `flash` left: a toast, seen wherever the page is scrolled, and the same
+    words at the top of the page."""
     message = st.session_state.pop("_flash", None)
     if message:
+        st.toast(message, icon=":material/check_circle:")
         st.success(message)
 
 

@@ -20,6 +20,7 @@ REFRESH = "3s"
 
 st.title("Alerts")
 user = resources.signed_in_user()
+resources.show_flash()
 st.caption(
     "Raised by the worker's streaming engine as mark prices arrive: a policy within 5 % and 2 % "
     "of its liquidation price, its liquidation (its claim opens at that tick), a risk index "
@@ -135,8 +136,7 @@ with st.form("webhook_new", clear_on_submit=False):
         except BTIError as exc:
             st.error(str(exc))
         else:
-            st.success(f"Subscription #{made.id}: new alerts go to {made.webhook_url}")
-            st.rerun()
+            resources.flash(f"Subscription #{made.id} saved: new alerts go to {made.webhook_url}")
 if subs:
     r = st.columns([2, 1])
     gone = r[0].selectbox("Remove", [x.id for x in subs], format_func=lambda i: f"#{i}")
@@ -146,7 +146,7 @@ if subs:
         except BTIError as exc:
             st.error(str(exc))
         else:
-            st.rerun()
+            resources.flash(f"Subscription #{gone} removed.")
 
 if user.is_underwriter and not resources.demo_chain():
     st.subheader("Replay a crash")

@@ -28,6 +28,7 @@ WHAT_IF_LEVERAGES = (2, 3, 5, 10, 15, 20, 25, 35, 50, 75, 100, 125)
 
 st.title("Buy insurance")
 trader = resources.current_trader()
+resources.show_flash()
 svc = resources.insurance()
 resources.wallet_panel(trader)
 symbols = svc.allowed_symbols()

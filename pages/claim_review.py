@@ -101,9 +101,19 @@ if len(open_ids) > 1:
             elif done:
                 st.success("Decided: " + ", ".join(done) + ".")
 
-cid = int(
-    st.selectbox("Claim", queue["claim"].tolist(), format_func=lambda c: f"#{c}", key="claim_pick")
+if st.session_state.pop("_decided", False):  # after a decision, the next claim is chosen
+    st.session_state["claim_pick"] = None  # by the underwriter, not switched to silently
+picked = st.selectbox(
+    "Claim",
+    queue["claim"].tolist(),
+    format_func=lambda c: f"#{c}",
+    key="claim_pick",
+    placeholder="Pick the next claim to review",
 )
+if picked is None:
+    st.info("Pick the next claim to review (the queue is soonest due first).")
+    st.stop()
+cid = int(picked)
 claim = svc.get(cid)
 policy = svc.policy_of(claim)
 st.subheader(f"Claim #{claim.id} · {claim.state} · policy #{policy.id} ({policy.user_id})")
@@ -213,6 +223,7 @@ if claim.state in ("referred", "appealed"):
             st.error(str(exc))
         else:
             paid = f" Payout transaction {link(done.payout_tx)}." if done.payout_tx else ""
+            st.session_state["_decided"] = True
             resources.flash(f"Claim #{cid} is {done.state}.{paid}")
 
 with st.expander("Audit log of this claim (hash-chained)"):

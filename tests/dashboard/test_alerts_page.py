@@ -98,9 +98,13 @@ def test_a_trader_subscribes_a_webhook_and_a_bad_url_is_refused(data_dir: Path) 
     assert [(x.webhook_url, x.symbols, x.scope) for x in subs] == [
         ("https://1.1.1.1/hook", ["BTCUSDT"], "mine")
     ]
+    # the confirmation survives the rerun that draws the new subscription (it used to vanish)
+    saved = f"Subscription #{subs[0].id} saved: new alerts go to https://1.1.1.1/hook"
+    assert at.success[0].value == saved and at.toast[0].value == saved
     assert "Every alert" not in [t.label for t in at.toggle]  # underwriters only
     at.button(key="webhook_remove").click().run()
     assert subscriptions_of(make_engine(), me) == []
+    assert at.success[0].value == f"Subscription #{subs[0].id} removed."
 
 
 def test_an_underwriter_replays_a_crash_that_claims_a_policy(recent: Path) -> None:

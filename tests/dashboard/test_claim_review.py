@@ -155,3 +155,25 @@ def test_several_claims_are_decided_at_once(recent: Path, monkeypatch: pytest.Mo
     claims = mine.dataframe[1].value.set_index("state")
     assert sorted(claims.index) == ["denied", "denied", "referred"]
     assert claims["due"].notna().tolist() == [s == "referred" for s in claims.index]
+
+
+def test_after_a_decision_the_next_claim_is_chosen_not_switched_to(
+    recent: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The form used to switch to the next claim by itself, under a message scrolled out of
+    sight: a decision on the wrong claim was one click away."""
+    monkeypatch.setenv("BTI_CLAIMS_AUTO_LIMIT", "1")
+    buy_and_crash(policies=2)
+    uw = page("claim_review.py", "underwriter", "underwriter-demo")
+    uw.button(key="scan").click().run()
+    first = int(uw.subheader[0].value.split("#")[1].split()[0])  # the soonest due
+    other = 3 - first
+    uw.radio(key="decision").set_value("deny")
+    uw.text_area(key=f"reason_{first}").input("bought into the move")
+    uw.button(key="decide").click().run()
+    assert not uw.exception, uw.exception
+    assert uw.success[0].value == f"Claim #{first} is denied." == uw.toast[0].value
+    assert "Pick the next claim to review" in uw.info[0].value
+    assert not [h for h in uw.subheader if h.value.startswith("Claim #")]
+    uw.selectbox(key="claim_pick").set_value(other).run()
+    assert uw.subheader[0].value.startswith(f"Claim #{other} · referred")

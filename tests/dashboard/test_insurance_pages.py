@@ -190,3 +190,13 @@ def test_each_symbol_starts_at_its_own_size_and_a_too_small_order_says_the_small
     said = " ".join(e.value for e in at.error)
     assert "costs more than it could pay; the smallest BTCUSDT order BTI can insure at 20×" in said
     assert "USDT notional): below it the 1.00 BTI policy fee" in said
+
+
+def test_the_faucets_confirmation_survives_the_rerun(filled: Path) -> None:
+    """ "1,000 BTI sent" was drawn, then wiped by the rerun that shows the new balance."""
+    at = _page("buy_insurance.py")
+    at.button(key="faucet").click().run()
+    assert not at.exception, at.exception
+    assert at.success[0].value == "1,000 BTI sent to your wallet."
+    assert at.toast[0].value == "1,000 BTI sent to your wallet."
+    assert {m.label: m.value for m in at.sidebar.metric}["BTI balance"] == "1,000.00"
