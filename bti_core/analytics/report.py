@@ -122,7 +122,12 @@ class Report:
 
     def html(self) -> str:
         def table(df: pd.DataFrame) -> str:
-            return df.to_html(index=False, float_format=lambda v: f"{v:,.2f}", na_rep="–", border=0)
+            shown = df.assign(
+                **{c: [cell_text(c, v) for v in df[c]] for c in df.columns if c.endswith("ratio")}
+            )
+            return shown.to_html(
+                index=False, float_format=lambda v: f"{v:,.2f}", na_rep="–", border=0
+            )
 
         paras = "".join(f"<p>{html.escape(s)}</p>" for s in self.sentences())
         return (
@@ -175,6 +180,22 @@ class Report:
         return bytes(out)
 
 
+def cell_text(column: str, v: object) -> str:
+    """A table cell as the report prints it: a ratio as a percentage (0.35 → 35.0 %), other
+    numbers with two decimals and separators, "–" for none."""
+    if isinstance(v, float | int) and not isinstance(v, bool):
+        if pd.isna(v):
+            return "–"
+        return (
+            f"{v:.1%}"
+            if column.endswith("ratio")
+            else f"{v:,.2f}"
+            if isinstance(v, float)
+            else f"{v:,}"
+        )
+    return "–" if v is None else str(v)
+
+
 def pdf_safe(s: str) -> str:
     """fpdf2's core fonts are Latin-1: spell out what they cannot draw."""
     for a, b in (("×", "x"), ("–", "-"), ("−", "-"), ("≤", "<="), ("·", "*"), ("’", "'")):
@@ -214,23 +235,26 @@ def _table(pdf: object, title: str, df: pd.DataFrame) -> None:
         pdf.set_font("helvetica", "", 9)
         pdf.cell(0, 5, "none", new_x="LMARGIN", new_y="NEXT")
         return
+    from fpdf.fonts import FontFace
+
     pdf.set_font("helvetica", "", 8)
     cols = list(df.columns)
     w = (pdf.w - pdf.l_margin - pdf.r_margin) / len(cols)
-
-    def fmt(v: object) -> str:
-        if isinstance(v, float):
-            return "-" if pd.isna(v) else f"{v:,.2f}"
-        return pdf_safe(str(v))
-
-    with pdf.table(col_widths=tuple([w] * len(cols)), text_align="RIGHT") as t:
+    # headings on a pale fill, cells on none (the bar chart's blue once filled the headings)
+    heading = FontFace(emphasis="BOLD", fill_color=(232, 238, 246))
+    with pdf.table(
+        col_widths=tuple([w] * len(cols)),
+        text_align="RIGHT",
+        headings_style=heading,
+        cell_fill_mode="NONE",
+    ) as t:
         head = t.row()
         for c in cols:
             head.cell(pdf_safe(c.replace("_", " ")))
         for rec in df.itertuples(index=False):
             r = t.row()
-            for v in rec:
-                r.cell(fmt(v))
+            for c, v in zip(cols, rec, strict=True):
+                r.cell(pdf_safe(cell_text(c, v)))
 
 
 # the views a report prints (the page draws the others: the risk index and the loss ratio)

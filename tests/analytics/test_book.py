@@ -4,6 +4,7 @@ the stress result, and the report's formats agreeing with each other."""
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pandas as pd
@@ -244,3 +245,28 @@ def test_text_csv_html_and_pdf_give_the_same_numbers(book: pd.DataFrame) -> None
         words = " ".join(pdf_safe(s).split())
         assert words[:60] in flat, words
     assert f"{t.open_cover:,.2f}" in flat
+
+
+def test_the_reports_tables_show_ratios_as_percentages_under_pale_headings(
+    book: pd.DataFrame,
+) -> None:
+    """The PDF's headings were filled with the bar chart's saturated blue, and loss ratios
+    read 0.35 where the pages say 35.0 %."""
+    from bti_core.analytics.report import cell_text
+
+    assert cell_text("loss_ratio", 0.35) == "35.0%"
+    assert cell_text("loss_ratio", float("nan")) == "–"
+    assert cell_text("premiums", 1234.5) == "1,234.50" and cell_text("policies", 1200) == "1,200"
+    flt = BookFilter.from_params({})
+    rep = build_report(flt.apply(book, NOW), flt, now=NOW)
+    ratios = rep.by_symbol["loss_ratio"].dropna()
+    assert len(ratios)
+    html = rep.html()
+    assert f"<td>{ratios.iloc[0]:.1%}</td>" in html
+    reader = PdfReader(io.BytesIO(rep.pdf()))
+    flat = " ".join(" ".join(p.extract_text() or "" for p in reader.pages).split())
+    assert f"{ratios.iloc[0]:.1%}" in flat
+    stream = b"".join(p.get_contents().get_data() for p in reader.pages)  # type: ignore[union-attr]
+    fills = set(re.findall(rb"([0-9.]+ [0-9.]+ [0-9.]+) rg", stream))
+    # the bars' blue (31, 119, 180) and the headings' pale (232, 238, 246), nothing else
+    assert fills == {b"0.1216 0.4667 0.7059", b"0.9098 0.9333 0.9647"}, fills
