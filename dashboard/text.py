@@ -14,6 +14,19 @@ def bti(amount: object) -> str:
     return f"{float(str(amount)):,.2f} BTI"
 
 
+def compact(amount: object, unit: str = "BTI") -> str:
+    """An amount short enough for a row of metrics: ``9,876 BTI``, ``14.4k BTI``,
+    ``1.23M BTI`` (the exact figure goes in the metric's help)."""
+    x = float(str(amount))
+    if abs(x) < 1e4:
+        return f"{x:,.0f} {unit}"
+    for div, suffix in ((1e3, "k"), (1e6, "M"), (1e9, "B")):
+        short = f"{x / div:.3g}"
+        if abs(float(short)) < 1000:
+            return f"{short}{suffix} {unit}".replace("-", "−")
+    return f"{x / 1e9:,.0f}B {unit}".replace("-", "−")
+
+
 def when(at: datetime) -> str:
     return f"{at:%Y-%m-%d %H:%M} UTC"
 
@@ -109,3 +122,28 @@ def policy_event(event: str, detail: dict[str, Any], at: datetime, link: Link) -
             extra = ", ".join(f"{k} {v}" for k, v in d.items())
             text = event.replace("_", " ").capitalize() + (f" ({extra})" if extra else "")
     return f"**{at:%Y-%m-%d %H:%M}** UTC · {text}"
+
+
+def why_probability(p: float, baseline: float) -> str:
+    """Plain words for a trader on BTI's probability beside the textbook (GBM) one: why fat
+    tails and volatility clustering make it higher (or, rarely, lower)."""
+    if baseline <= 0 or p <= 0:
+        return (
+            "The chance the mark price reaches your liquidation price before the cover ends, "
+            "from thousands of simulated price paths."
+        )
+    ratio = p / baseline
+    if ratio >= 1.5:
+        return (
+            f"BTI's chance is {ratio:,.1f}× the textbook figure: crypto prices jump more often "
+            "than a bell curve allows (fat tails), and a volatile hour tends to be followed by "
+            "another (clustering), so a liquidation price is reached more often than a calm "
+            "average suggests. The premium is priced on BTI's figure."
+        )
+    if ratio <= 1 / 1.5:
+        return (
+            f"BTI's chance is {1 / ratio:,.1f}× below the textbook figure: the market is "
+            "calmer now than over the last month, and the simulated paths start from today's "
+            "volatility."
+        )
+    return "BTI's chance is close to the textbook figure: the market is behaving like its average."

@@ -20,7 +20,7 @@ from bti_core.policies import Permit
 from bti_core.policies.quoting import QuoteView
 from bti_core.risk.adl import CAP_SHARE, FLOOR, P_FUND_EMPTY
 from bti_core.risk.liquidation import brackets_for
-from dashboard import resources
+from dashboard import resources, text
 from dashboard.charts import premium_curve_figure, risk_factors_figure
 
 DURATIONS = {"6 hours": 6, "1 day": 24, "3 days": 72, "7 days": 168, "14 days": 336, "30 days": 720}
@@ -411,7 +411,10 @@ with right:
             f"{r.baseline_probability:.2%}",
             help="Closed-form first passage with the 30-day realised volatility",
         )
-    st.caption(quote.model)
+    if quote.peril is Peril.LIQUIDATION:
+        st.caption(text.why_probability(r.probability, r.baseline_probability))
+    with st.expander("How the probability is computed"):
+        st.caption(quote.model)
     if r.ml_probability is not None:
         st.metric(
             "Learned model",

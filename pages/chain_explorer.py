@@ -12,6 +12,7 @@ import streamlit as st
 from bti_core.chain.explorer import readable_args
 from bti_core.errors import ChainError
 from dashboard import resources, views
+from dashboard.text import compact
 
 st.title("Chain explorer")
 ex = resources.explorer()
@@ -47,11 +48,20 @@ def when(t: object) -> str:
 # --- the pool -----------------------------------------------------------------------------------
 pool = ex.pool()
 m = st.columns(6)
-m[0].metric("Reserves (BTI)", bti(pool.reserves), help="Deposits + premiums − claims − withdrawals")
-m[1].metric("Cover locked (BTI)", bti(pool.locked), help="Backs active policies; not withdrawable")
+# six figures side by side: compact amounts (1.02M BTI), the exact one in each help
+m[0].metric(
+    "Reserves",
+    compact(pool.reserves),
+    help=f"{bti(pool.reserves)}: deposits + premiums − claims − withdrawals",
+)
+m[1].metric(
+    "Cover locked",
+    compact(pool.locked),
+    help=f"{bti(pool.locked)}: backs active policies; not withdrawable",
+)
 m[2].metric("Utilisation", f"{pool.utilisation:.2%}", help="Cover locked / reserves")
-m[3].metric("Premiums in (BTI)", bti(pool.premiums_in))
-m[4].metric("Claims paid (BTI)", bti(pool.claims_paid))
+m[3].metric("Premiums in", compact(pool.premiums_in), help=bti(pool.premiums_in))
+m[4].metric("Claims paid", compact(pool.claims_paid), help=bti(pool.claims_paid))
 m[5].metric("Policies", f"{pool.policies:,}")
 if pool.paused:
     st.warning("The pool is paused: purchases, payouts and capital movements wait.")
@@ -227,7 +237,9 @@ def show_policy(pid: int) -> None:
     c[0].metric("Coverage", f"{p.coverage:,.2f} BTI")
     c[1].metric("Premium", f"{p.premium:,.2f} BTI")
     c[2].metric("Paid out", f"{p.paid:,.2f} BTI")
-    c[3].metric("Expiry (UTC)", pd.Timestamp(p.expiry, unit="s").strftime("%Y-%m-%d %H:%M"))
+    ends = pd.Timestamp(p.expiry, unit="s")
+    # day and time fit a quarter of the page; the year is one hover away
+    c[3].metric("Expiry (UTC)", f"{ends:%d %b %H:%M}", help=f"{ends:%Y-%m-%d %H:%M:%S} UTC")
     st.markdown(
         f"Holder (token owner): {link(p.owner, short(p.owner))} · bought by "
         f"{link(p.buyer, short(p.buyer))}"

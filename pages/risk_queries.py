@@ -129,10 +129,6 @@ t = v.totals
 scope = "the whole book" if uw else "your policies"
 
 
-def whole(x: float) -> str:
-    return f"{x:,.0f} BTI"  # whole BTI: six figures side by side stay readable
-
-
 def _symbol_row(
     symbols: list[str], widths: list[int], key: str, empty: str
 ) -> tuple[list, str] | None:
@@ -147,10 +143,23 @@ def _symbol_row(
 
 m = st.columns(6)
 m[0].metric("Policies", f"{t.policies:,}", help=f"In {scope}, under the filter")
-m[1].metric("Open cover", whole(t.open_cover), help="Payout of the pending and active ones")
-m[2].metric("Premiums", whole(t.premiums))
-m[3].metric("Expected loss", whole(t.expected_loss), help="Σ P(liquidation) × payout")
-m[4].metric("Realised loss", whole(t.realised_loss), help="Claims paid")
+# six figures side by side: compact amounts (14.4k BTI), the exact one in each help
+m[1].metric(
+    "Open cover",
+    text.compact(t.open_cover),
+    help=f"{text.bti(t.open_cover)}: payout of the pending and active ones",
+)
+m[2].metric("Premiums", text.compact(t.premiums), help=text.bti(t.premiums))
+m[3].metric(
+    "Expected loss",
+    text.compact(t.expected_loss),
+    help=f"{text.bti(t.expected_loss)}: Σ P(liquidation) × payout",
+)
+m[4].metric(
+    "Realised loss",
+    text.compact(t.realised_loss),
+    help=f"{text.bti(t.realised_loss)}: claims paid",
+)
 m[5].metric("Loss ratio", "–" if t.loss_ratio is None else f"{t.loss_ratio:.1%}")
 if full.empty:
     st.info("No policies yet: buy cover on the Buy insurance page (or run `bti demo-book`).")

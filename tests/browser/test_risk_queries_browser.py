@@ -62,3 +62,25 @@ def test_risk_queries_in_a_real_browser(app: App, page: Page) -> None:
     expect(page.get_by_text("Stress: mark price move within 24 h")).to_be_visible()
     settle(page)
     page.screenshot(path=str(ARTIFACTS / "risk-queries-map.png"), full_page=True)
+
+
+CUT_OFF = """() => [...document.querySelectorAll('[data-testid="stMetricValue"]')]
+    .filter(v => [v, ...v.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1))
+    .map(v => v.innerText)"""
+
+
+@pytest.mark.parametrize("width", [1280, 1440])
+def test_no_headline_figure_is_cut_off(app: App, page: Page, width: int) -> None:
+    """Risk queries' totals read "14,364 …" and the explorer's expiry "2026-12-06 1…"."""
+    page.set_viewport_size({"width": width, "height": 900})
+    for path, heading in (
+        ("risk_queries", "Risk queries"),
+        ("chain_explorer", "Chain explorer"),
+        ("chain_explorer?q=1", "Policy #1"),
+    ):
+        page.goto(f"{app.url}/{path}")
+        ensure_signed_in(page, "underwriter", "underwriter-demo")
+        expect(page.get_by_role("heading", name=heading).first).to_be_visible(timeout=60_000)
+        settle(page)
+        assert page.locator('[data-testid="stMetricValue"]').count() >= 4, path
+        assert page.evaluate(CUT_OFF) == [], (path, width)

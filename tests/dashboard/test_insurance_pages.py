@@ -37,8 +37,13 @@ def test_quote_then_buy_then_listed(filled: Path) -> None:
     assert len(at.get("plotly_chart")) == 2  # the factor breakdown and the what-if curve
     p_liq = next(m for m in at.metric if m.label == "P(liquidation)")
     assert p_liq.proto.delta.startswith("± ") and p_liq.proto.direction == p_liq.proto.NONE
-    model = next(c.value for c in at.caption if c.value.startswith("Model: GJR-GARCH-t"))
-    assert "a year" in model and "trend" in model
+    # plain words for the trader on why BTI's chance differs from the textbook's; the model's
+    # technical line one click away
+    said = " ".join(c.value for c in at.caption)
+    assert "the textbook figure" in said and "GJR" not in said.split("Model:")[0]
+    assert [e.label for e in at.expander] == ["How the probability is computed"]
+    model = next(c.value for c in at.expander[0].caption)
+    assert model.startswith("Model: GJR-GARCH-t") and "a year" in model and "trend" in model
     assert not at.error
     # an empty wallet: a clear error, nothing bought
     at.button(key="buy_go").click().run()

@@ -68,8 +68,10 @@ def expected(**params: str) -> tuple[int, str]:
         svc.close()
     import pandas as pd
 
+    from dashboard.text import compact
+
     t = totals(BookFilter.from_params(params).apply(book, pd.Timestamp.now("UTC")))
-    return t.policies, f"{t.open_cover:,.0f} BTI"
+    return t.policies, compact(t.open_cover)
 
 
 def test_the_underwriter_sees_the_book_and_each_filter_narrows_it(booked: Path) -> None:
