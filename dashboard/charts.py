@@ -15,6 +15,17 @@ UP, DOWN, MARK, ACCENT = "#16a34a", "#dc2626", "#f59e0b", "#2563eb"
 _OVERLAY_COLOURS = ["#7c3aed", "#0891b2", "#db2777", "#65a30d"]
 
 
+def legend_below(height: int, top: int = 40) -> dict[str, Any]:
+    """Layout for a legend under the plot, clear of the title above and the x axis's dates
+    below it (a legend at y = −0.15 over a 10 px margin was drawn on the dates, and one above
+    the plot on the title): 45 px under the plot area, with the margin to hold it."""
+    plot = max(height - top - 80, 100)
+    return {
+        "legend": {"orientation": "h", "yanchor": "top", "y": -45 / plot, "x": 0},
+        "margin": {"l": 10, "r": 10, "t": top, "b": 80},
+    }
+
+
 def _markers(
     x: Any, y: Any, name: str, colour: str, symbol: str, size: int, **kw: Any
 ) -> go.Scatter:
@@ -119,18 +130,18 @@ def market_figure(
         row=4,
         col=1,
     )
+    height = 420 + 150 * len(panels)
     fig.update_layout(
-        height=420 + 150 * len(panels),
+        height=height,
         title={
             "text": f"{symbol} · last price (candles) and mark price",
             "x": 0,
             "font": {"size": 15},
         },
-        margin={"l": 10, "r": 10, "t": 90, "b": 10},
         xaxis_rangeslider_visible=False,
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0},
         hovermode="x unified",
         bargap=0,
+        **legend_below(height, top=50),
     )
     fig.update_yaxes(tickformat=".0%", row=4, col=1)
     return fig
@@ -227,10 +238,9 @@ def claim_evidence_figure(
     if not df.empty:
         fig.update_xaxes(range=[df["ts"].min(), df["ts"].max()])
     fig.update_layout(
-        height=360,
-        margin={"t": 30, "b": 10, "l": 10, "r": 10},
-        legend={"orientation": "h", "y": -0.15},
+        height=380,
         title="Evidence: mark vs last price around the event (window shaded)",
+        **legend_below(380, top=40),
     )
     return fig
 
@@ -339,9 +349,8 @@ def forecast_figure(
     )
     fig.update_layout(
         title=title,
-        height=320,
-        margin={"t": 40, "b": 10, "l": 10, "r": 10},
-        legend={"orientation": "h", "y": -0.15},
+        height=340,
         yaxis={"title": y_title, "tickformat": ".0%" if percent else ",.0f"},
+        **legend_below(340),
     )
     return fig

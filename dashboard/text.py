@@ -14,17 +14,17 @@ def bti(amount: object) -> str:
     return f"{float(str(amount)):,.2f} BTI"
 
 
-def compact(amount: object, unit: str = "BTI") -> str:
-    """An amount short enough for a row of metrics: ``9,876 BTI``, ``14.4k BTI``,
-    ``1.23M BTI`` (the exact figure goes in the metric's help)."""
+def compact(amount: object) -> str:
+    """An amount short enough for a row of six metrics (the unit goes in the label, the exact
+    figure in the help): ``9,876``, ``14.4k``, ``1.23M``."""
     x = float(str(amount))
     if abs(x) < 1e4:
-        return f"{x:,.0f} {unit}"
+        return f"{x:,.0f}".replace("-", "−")
     for div, suffix in ((1e3, "k"), (1e6, "M"), (1e9, "B")):
         short = f"{x / div:.3g}"
         if abs(float(short)) < 1000:
-            return f"{short}{suffix} {unit}".replace("-", "−")
-    return f"{x / 1e9:,.0f}B {unit}".replace("-", "−")
+            return f"{short}{suffix}".replace("-", "−")
+    return f"{x / 1e9:,.0f}B".replace("-", "−")
 
 
 def when(at: datetime) -> str:

@@ -48,20 +48,21 @@ def when(t: object) -> str:
 # --- the pool -----------------------------------------------------------------------------------
 pool = ex.pool()
 m = st.columns(6)
-# six figures side by side: compact amounts (1.02M BTI), the exact one in each help
+# six figures side by side: compact amounts (1.02M), the unit in the label, the exact one in
+# each help
 m[0].metric(
-    "Reserves",
+    "Reserves (BTI)",
     compact(pool.reserves),
     help=f"{bti(pool.reserves)}: deposits + premiums − claims − withdrawals",
 )
 m[1].metric(
-    "Cover locked",
+    "Cover locked (BTI)",
     compact(pool.locked),
     help=f"{bti(pool.locked)}: backs active policies; not withdrawable",
 )
 m[2].metric("Utilisation", f"{pool.utilisation:.2%}", help="Cover locked / reserves")
-m[3].metric("Premiums in", compact(pool.premiums_in), help=bti(pool.premiums_in))
-m[4].metric("Claims paid", compact(pool.claims_paid), help=bti(pool.claims_paid))
+m[3].metric("Premiums in (BTI)", compact(pool.premiums_in), help=bti(pool.premiums_in))
+m[4].metric("Claims paid (BTI)", compact(pool.claims_paid), help=bti(pool.claims_paid))
 m[5].metric("Policies", f"{pool.policies:,}")
 if pool.paused:
     st.warning("The pool is paused: purchases, payouts and capital movements wait.")

@@ -143,20 +143,21 @@ def _symbol_row(
 
 m = st.columns(6)
 m[0].metric("Policies", f"{t.policies:,}", help=f"In {scope}, under the filter")
-# six figures side by side: compact amounts (14.4k BTI), the exact one in each help
+# six figures side by side: compact amounts (14.4k), the unit in the label, the exact one in
+# each help
 m[1].metric(
-    "Open cover",
+    "Open cover (BTI)",
     text.compact(t.open_cover),
     help=f"{text.bti(t.open_cover)}: payout of the pending and active ones",
 )
-m[2].metric("Premiums", text.compact(t.premiums), help=text.bti(t.premiums))
+m[2].metric("Premiums (BTI)", text.compact(t.premiums), help=text.bti(t.premiums))
 m[3].metric(
-    "Expected loss",
+    "Expected loss (BTI)",
     text.compact(t.expected_loss),
     help=f"{text.bti(t.expected_loss)}: Σ P(liquidation) × payout",
 )
 m[4].metric(
-    "Realised loss",
+    "Realised loss (BTI)",
     text.compact(t.realised_loss),
     help=f"{text.bti(t.realised_loss)}: claims paid",
 )
@@ -255,7 +256,7 @@ if tabs[1].open:
                             "Pool reserves after",
                             text.bti(s.reserves_after),
                             delta=text.bti(-s.payout) if s.payout else None,
-                            delta_color="inverse",
+                            delta_color="normal",  # reserves falling: red, not green
                         )
                         st.metric("Free reserves after", text.bti(s.free_after))
                         st.caption(

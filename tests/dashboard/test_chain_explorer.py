@@ -39,8 +39,8 @@ def _buy_through_the_buy_page() -> str:
 def test_pool_books_latest_blocks_and_searches(filled: Path) -> None:
     at = _explorer()
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Reserves"] == "1M BTI"  # the seed capital, compact in a row of six
-    help_ = next(m.help for m in at.metric if m.label == "Reserves")
+    assert metrics["Reserves (BTI)"] == "1M"  # the seed capital, compact in a row of six
+    help_ = next(m.help for m in at.metric if m.label == "Reserves (BTI)")
     assert help_.startswith("1.00M:")  # the exact figure one hover away
     assert metrics["Utilisation"] == "0.00%"
     assert metrics["Policies"] == "0"

@@ -105,3 +105,23 @@ def test_forecasts_show_what_the_worker_cached(filled: Path) -> None:
     assert "by random walk. In the development data's evaluation (226 origins" in captions
     assert "by har. In the development data's evaluation" in captions
     assert "its 80 % interval held the outcome" in captions
+
+
+def test_chart_legends_sit_under_the_plot_clear_of_titles_and_dates(
+    filled: Path, demo: dict
+) -> None:
+    """Legends were drawn over the chart's title (above the plot) or over the dates (at
+    y = −0.15 with a 10 px bottom margin)."""
+    import json
+
+    at = _app()  # three indicators by default: the legend wraps
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert charts
+    for spec in charts:
+        layout = spec["layout"]
+        legend = layout.get("legend", {})
+        if layout.get("showlegend") is False or not legend:
+            continue
+        plot = layout["height"] - layout["margin"]["t"] - layout["margin"]["b"]
+        assert legend["yanchor"] == "top" and legend["y"] * plot <= -40, legend  # below dates
+        assert layout["margin"]["b"] >= 60, layout["margin"]  # with room for it

@@ -78,11 +78,11 @@ def test_the_underwriter_sees_the_book_and_each_filter_narrows_it(booked: Path) 
     at = page()
     assert not at.exception and not at.error
     assert metric(at, "Policies") == "5"
-    assert metric(at, "Open cover") == expected()[1]
+    assert metric(at, "Open cover (BTI)") == expected()[1]
     # side: the pills change the numbers and the URL, and only what they should
     at.pills(key="rq_sides").set_value(["short"]).run()
     n, cover = expected(side="short")
-    assert (metric(at, "Policies"), metric(at, "Open cover")) == (str(n), cover) and n == 2
+    assert (metric(at, "Policies"), metric(at, "Open cover (BTI)")) == (str(n), cover) and n == 2
     assert dict(at.query_params) == {"side": "short"}  # a link to this view
     at.multiselect(key="rq_symbols").set_value(["ETHUSDT"]).run()
     assert metric(at, "Policies") == "1"
@@ -169,6 +169,9 @@ def test_every_tab_draws_its_view(booked: Path) -> None:
             assert metric(at, "Payout") == f"{s.payout:,.2f} BTI"
             at.slider(key="rq_stress").set_value(-50).run()
             assert int(metric(at, "Claims")) >= s.claims  # a deeper fall claims no fewer
+            after = next(m for m in at.metric if m.label == "Pool reserves after")
+            assert after.proto.delta.startswith("-")  # the payout taken from the reserves
+            assert after.proto.color == after.proto.RED, after.proto  # drawn red, not green
         if tab in ("Probability surface", "Reliability", "Market context"):
             assert at.get("plotly_chart"), tab
         if tab == "Reliability":
