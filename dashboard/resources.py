@@ -293,11 +293,14 @@ def flash(message: str) -> None:
 
 def show_flash() -> None:
     """The confirmation `flash` left: a toast, seen wherever the page is scrolled, and the same
-    words at the top of the page."""
+    words at the top of the page — in a slot drawn on every run, so the page below keeps its
+    place when the message goes (a message that came and went shifted every element after it,
+    and the next rerun showed the old and the new side by side until it finished)."""
+    slot = st.empty()
     message = st.session_state.pop("_flash", None)
     if message:
         st.toast(message, icon=":material/check_circle:")
-        st.success(message)
+        slot.success(message)
 
 
 def replay_notice(symbol: str) -> None:
