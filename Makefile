@@ -52,7 +52,10 @@ typecheck: setup
 pytest: setup system-deps
 	$(VENV)/bin/pytest -n 3 --dist loadfile
 
-test: setup system-deps lint typecheck pytest
+# the type check runs beside the tests (it needs one core for ~25 s; the tests wait on nodes,
+# brokers and browsers as much as on cores); either failing fails `make test`
+test: setup system-deps lint
+	@$(MAKE) --no-print-directory -j2 --output-sync=line typecheck pytest
 
 # what a change to the engine needs, in about two minutes: no browser, PostgreSQL, Kafka, Spark
 # or slow (kill, soak) tests — `make test` runs them all
