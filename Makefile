@@ -55,7 +55,7 @@ pytest: setup system-deps
 # the type check runs beside the tests (it needs one core for ~25 s; the tests wait on nodes,
 # brokers and browsers as much as on cores); either failing fails `make test`
 test: setup system-deps lint
-	@$(MAKE) --no-print-directory -j2 --output-sync=line typecheck pytest
+	@$(MAKE) --no-print-directory -j2 typecheck pytest
 
 # what a change to the engine needs, in about two minutes: no browser, PostgreSQL, Kafka, Spark
 # or slow (kill, soak) tests — `make test` runs them all

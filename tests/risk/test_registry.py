@@ -148,7 +148,7 @@ def test_cli_trains_lists_and_shows(model_folder: Path, tmp_path: Path, data_dir
             "--folds",
             "2",
             "--stride",
-            "12",
+            "24",
             "--paths",
             "1000",
         ],
