@@ -165,16 +165,14 @@ def sign_in(page: Page, user: str, password: str) -> None:
         page.get_by_role("button", name="Sign in").click()
         try:
             expect(signed).to_be_visible(timeout=15_000)
-            _session_cookie(page)
             return
         except AssertionError:
             if page.get_by_role("textbox", name="Username").count() == 0:
                 raise
     expect(signed).to_be_visible()
-    _session_cookie(page)
 
 
-def _session_cookie(page: Page, timeout: float = 30.0) -> None:
+def session_cookie(page: Page, timeout: float = 30.0) -> None:
     """Wait for the sign-in's round trip to the server, which sets the session cookie (a tab
     reloaded before it lands has no cookie yet, as a person reloading at once would see)."""
     deadline = time.monotonic() + timeout

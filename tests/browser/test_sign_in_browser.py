@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.browser.conftest import App, fresh_page, sign_in, start_app
+from tests.browser.conftest import App, fresh_page, session_cookie, sign_in, start_app
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=30_000)
@@ -64,6 +64,7 @@ def test_a_session_lasts_across_reloads_tabs_and_links_until_sign_out(
         signed = page.get_by_text("Signed in as Demo Trader")
         page.goto(f"{app.url}/my_policies")
         sign_in(page, "trader", "trader-demo")
+        session_cookie(page)  # the sign-in's round trip landed: a reload now keeps the session
         out = 0
         for _ in range(RELOADS):
             page.reload()
