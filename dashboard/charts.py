@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -157,33 +158,40 @@ def risk_factors_figure(breakdown: pd.DataFrame, total: float) -> go.Figure:
             x=b["weight"],
             orientation="h",
             marker_color="#e2e8f0",
-            name="weight",
+            name="its weight",
             hoverinfo="skip",
         )
     )
-    fig.add_trace(
-        go.Bar(
-            y=b["label"],
-            x=b["points"],
-            orientation="h",
-            marker_color=[DOWN if s > 0.66 else MARK if s > 0.33 else UP for s in b["score"]],
-            name="points",
-            customdata=b["value"],
-            hovertemplate="%{y}: %{x:.1f} points<br>%{customdata}<extra></extra>",
+    # one trace per band, so the legend says what each colour means
+    band = pd.cut(b["score"], [-np.inf, 1 / 3, 2 / 3, np.inf], labels=False)
+    for i, (name, colour) in enumerate(
+        (("low: under ⅓ of its weight", UP), ("middling", MARK), ("high: over ⅔", DOWN))
+    ):
+        part = b[band == i]
+        fig.add_trace(
+            go.Bar(
+                y=part["label"],
+                x=part["points"],
+                orientation="h",
+                marker_color=colour,
+                name=name,
+                customdata=part["value"],
+                hovertemplate="%{y}: %{x:.1f} points<br>%{customdata}<extra></extra>",
+            )
         )
-    )
+    height = 40 + 26 * len(b) + 80  # the legend's room under the plot
     fig.update_layout(
         barmode="overlay",
-        height=40 + 26 * len(b),
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        height=height,
         title={
             "text": f"Risk index {total:.0f} / 100 — points by factor",
             "x": 0,
             "font": {"size": 14},
         },
-        showlegend=False,
         xaxis_title="points (grey: the factor's weight)",
+        **legend_below(height, top=30),
     )
+    fig.update_layout(legend_title_text="the factor scores")
     return fig
 
 
@@ -259,10 +267,13 @@ def premium_curve_figure(curve: pd.DataFrame, leverage: float, hours: int) -> go
                 name=label,
                 mode="lines+markers",
                 line={"color": palette[i % len(palette)], "width": 3 if h == hours else 1.5},
-                customdata=g[["probability", "payout"]].to_numpy(),
+                customdata=np.column_stack(
+                    [g["probability"], g["payout"], _share_of(g["premium"], g["payout"])]
+                ),
                 hovertemplate=(
-                    "%{x:.0f}× for " + label + ": %{y:,.2f} BTI<br>P(liq.) %{customdata[0]:.2%}"
-                    " · pays %{customdata[1]:,.2f}<extra></extra>"
+                    "%{x:.0f}× for " + label + ": %{y:,.2f} BTI, %{customdata[2]:.1%} of the "
+                    "cover<br>P(liq.) %{customdata[0]:.2%} · pays %{customdata[1]:,.2f}"
+                    "<extra></extra>"
                 ),
             )
         )
@@ -273,6 +284,18 @@ def premium_curve_figure(curve: pd.DataFrame, leverage: float, hours: int) -> go
                 here["leverage"], here["premium"], "this quote", MARK, "star", 13, hoverinfo="skip"
             )
         )
+        share = _share_of(here["premium"], here["payout"])[0]
+        if np.isfinite(share):
+            fig.add_annotation(  # the rate beside the amount: what a trader compares
+                x=np.log10(float(here["leverage"].iloc[0])),
+                y=float(here["premium"].iloc[0]),
+                text=f"{share:.1%} of the cover",
+                showarrow=True,
+                arrowhead=0,
+                ax=0,
+                ay=-28,
+                font={"size": 12},
+            )
     fig.update_layout(
         title="What if: premium by leverage and duration",
         height=300,
@@ -282,6 +305,12 @@ def premium_curve_figure(curve: pd.DataFrame, leverage: float, hours: int) -> go
         yaxis={"title": "premium (BTI)", "tickformat": ",.2f"},
     )
     return fig
+
+
+def _share_of(premium: pd.Series, payout: pd.Series) -> np.ndarray:
+    """The premium as a share of the cover it buys (NaN where nothing is covered)."""
+    p, c = premium.to_numpy(float), payout.to_numpy(float)
+    return np.divide(p, c, out=np.full(len(p), np.nan), where=c > 0)
 
 
 def forecast_figure(

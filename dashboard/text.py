@@ -147,3 +147,18 @@ def why_probability(p: float, baseline: float) -> str:
             "volatility."
         )
     return "BTI's chance is close to the textbook figure: the market is behaving like its average."
+
+
+#: each forecaster in a trader's words (`risk.forecast.FORECASTERS`)
+FORECASTERS: dict[str, str] = {
+    "random_walk": "today's price spread by its recent swings (a random walk)",
+    "prophet": "the price's trend and daily and weekly rhythm (Prophet)",
+    "ewma": "recent swings, the latest counting most (EWMA)",
+    "garch": "recent swings, calm and stormy spells each lasting a while (GARCH)",
+    "har": "the swings of the last day, week and month together (HAR)",
+}
+
+
+def forecaster(name: str) -> str:
+    """A forecaster as a caption names it: what it reads, its name in brackets."""
+    return FORECASTERS.get(name, name.replace("_", " "))

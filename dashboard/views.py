@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from bti_core.risk import forecast_store
-from dashboard import resources
+from dashboard import resources, text
 from dashboard.charts import forecast_figure
 
 
@@ -61,9 +61,11 @@ def forecasts(symbol: str, last_bar: pd.Timestamp) -> None:
         col.caption(
             f"From {fc.origin:%Y-%m-%d %H:%M} UTC"
             + (f" ({stale:.0f} h before the last bar)" if stale >= 2 else "")
-            + f" by {fc.forecaster.replace('_', ' ')}. "
-            + forecast_store.skill_note(forecasts_dir, fc.target, fc.forecaster)
+            + f", read from {text.forecaster(fc.forecaster)}. "
+            + forecast_store.skill_plain(forecasts_dir, fc.target, fc.forecaster)
         )
+        with col.expander("How it was scored"):  # the forecaster's scores, for who wants them
+            st.caption(forecast_store.skill_note(forecasts_dir, fc.target, fc.forecaster))
 
 
 def market_context(symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> None:

@@ -1,6 +1,8 @@
 """Buy Insurance: describe the order and the cover, read the quote, buy the policy.
 
 A quote is drawn only beside the inputs it was made from: any change to the form clears it.
+The form and the quote on screen are kept in the page's URL (`dashboard.buy_link`): a reload
+shows them again while the quote can still be bought.
 The form offers only what underwriting accepts (leverage up to the symbol's bracket and BTI's
 cap, coverage up to the margin) and says why where it stops.
 """
@@ -15,12 +17,13 @@ import streamlit as st
 from bti_core.db.models import ExchangePosition
 from bti_core.db.statuses import Peril
 from bti_core.errors import BTIError
-from bti_core.orders import MAX_AMOUNT, default_quantity
+from bti_core.orders import MAX_AMOUNT, Cover, Order, default_quantity
 from bti_core.policies import Permit
 from bti_core.policies.quoting import QuoteView
 from bti_core.risk.adl import CAP_SHARE, FLOOR, P_FUND_EMPTY
 from bti_core.risk.liquidation import brackets_for
 from dashboard import resources, text
+from dashboard.buy_link import MARGIN_MODES, ORDER_TYPES, SIDES, BuyLink
 from dashboard.charts import premium_curve_figure, risk_factors_figure
 
 DURATIONS = {"6 hours": 6, "1 day": 24, "3 days": 72, "7 days": 168, "14 days": 336, "30 days": 720}
@@ -35,6 +38,19 @@ symbols = svc.allowed_symbols()
 if not symbols:
     st.info("No market data yet: run `make run` or `bti demo` first.")
     st.stop()
+
+if "_buy_link" not in st.session_state:  # this session's first run: the form follows its URL
+    st.session_state["_buy_link"], st.session_state["_buy_link_problems"] = BuyLink.from_params(
+        {k: st.query_params[k] for k in st.query_params},
+        symbols=symbols,
+        durations=list(DURATIONS.values()),
+    )
+link: BuyLink = st.session_state["_buy_link"]
+if st.session_state["_buy_link_problems"]:
+    st.warning(
+        "Parts of this page's link were not understood and the form shows its defaults "
+        "there: " + "; ".join(st.session_state["_buy_link_problems"]) + "."
+    )
 
 if "bought" in st.session_state:
     pid, end_at, tx = st.session_state.pop("bought")
@@ -103,6 +119,50 @@ def _keep(key: str, value: float, lo: float, hi: float) -> None:
     st.session_state[key] = min(max(current, lo), hi)
 
 
+def _index(choices: tuple[str, ...] | list[str], chosen: str | None) -> int:
+    """Where a link's choice is among a widget's (the first when it names none)."""
+    return choices.index(chosen) if chosen in choices else 0
+
+
+def _order_and_cover() -> tuple[Order | None, Cover]:
+    """The form as an order (``None`` for a linked position: the exchange's) and a cover;
+    `BTIError`/`ValueError` with the reason when a value cannot be insured. The order first:
+    its reason (a zero quantity) explains the cover's (a zero margin)."""
+    order = None
+    if linked is None:
+        order = Order(
+            symbol,
+            side,
+            Decimal(str(qty)),
+            Decimal(str(entry)),
+            Decimal(leverage),
+            margin_mode=margin_mode,
+            order_type=order_type,
+            wallet_balance=Decimal(str(wallet)) if wallet is not None else None,
+        )
+    cover = Cover(
+        coverage=Decimal(str(coverage)),
+        duration_hours=DURATIONS[duration],
+        share=Decimal(share) / 100,
+        deductible=Decimal(str(deductible)),
+    )
+    return order, cover
+
+
+def _matches(view: QuoteView) -> bool:
+    """Whether a stored quote was made from the form as it stands (a link's quote is shown
+    again only beside its own order and cover)."""
+    try:
+        order, cover = _order_and_cover()
+    except (BTIError, ValueError):
+        return False
+    if view.cover != cover or view.peril is not peril:
+        return False
+    if linked is not None:
+        return view.position is not None and view.position.position_id == linked.id
+    return view.position is None and view.order == order
+
+
 left, right = st.columns([1, 1.4], gap="large")
 with left:
     positions = resources.linked_positions(trader)
@@ -114,6 +174,7 @@ with left:
             "Insure",
             ["a position on my exchange account", "an order I describe"],
             horizontal=True,
+            index=1 if link.position is None and link.symbol is not None else 0,
             key="buy_what",
             help="A linked position is insured as the exchange holds it, and a claim on it is "
             "confirmed by the exchange's own liquidation record",
@@ -123,6 +184,7 @@ with left:
                 "Linked position",
                 positions,
                 format_func=lambda p: _position_label(p, venue_of.get(p.account_id, "")),
+                index=next((i for i, p in enumerate(positions) if p.id == link.position), 0),
                 key="buy_position",
             )
     if linked is not None:
@@ -158,6 +220,7 @@ with left:
             "Against",
             ["liquidation", "auto-deleveraging (ADL)"],
             horizontal=True,
+            index=1 if link.peril == "adl" else 0,
             key="buy_peril",
             help="ADL: when the other side goes bankrupt faster than the exchange's insurance "
             "fund can absorb, the exchange closes profitable positions against it. ADL cover "
@@ -170,7 +233,7 @@ with left:
         symbol = st.selectbox(
             "Symbol",
             symbols,
-            index=symbols.index("BTCUSDT") if "BTCUSDT" in symbols else 0,
+            index=_index(symbols, link.symbol if link.symbol else "BTCUSDT"),
             key="buy_symbol",
         )
         try:
@@ -182,19 +245,32 @@ with left:
         spot = round(sr.spot, 2)
         resources.replay_notice(symbol)
         c1, c2 = st.columns(2)
-        side = c1.radio("Side", ["long", "short"], horizontal=True, key="buy_side")
-        order_type = c2.radio("Order type", ["market", "limit"], horizontal=True, key="buy_type")
+        side = c1.radio(
+            "Side", SIDES, horizontal=True, index=_index(SIDES, link.side), key="buy_side"
+        )
+        order_type = c2.radio(
+            "Order type",
+            ORDER_TYPES,
+            horizontal=True,
+            index=_index(ORDER_TYPES, link.order_type),
+            key="buy_type",
+        )
         c1, c2 = st.columns(2)
         margin_mode = c1.radio(
-            "Margin mode", ["isolated", "cross"], horizontal=True, key="buy_mode"
+            "Margin mode",
+            MARGIN_MODES,
+            horizontal=True,
+            index=_index(MARGIN_MODES, link.margin_mode),
+            key="buy_mode",
         )
+        linked_symbol = link.symbol == symbol  # the link's sizes are for its own symbol
         # one size per symbol, about 5,000 USDT of it (0.1 BTC, 50 SOL): a size fit for one
         # symbol is too small to insure on another
         size = default_quantity(spot)
         qty = c2.number_input(
             "Quantity (base asset)",
             min_value=0.0,
-            value=size,
+            value=link.qty if linked_symbol and link.qty is not None else size,
             step=max(size / 10, 0.0001),
             format="%.4f",
             key=f"buy_qty_{symbol}",
@@ -206,7 +282,10 @@ with left:
         else:
             # one limit price per symbol: switching symbol starts from that symbol's mark
             entry = st.number_input(
-                "Limit price (USDT)", min_value=0.0, value=spot, key=f"buy_entry_l_{symbol}"
+                "Limit price (USDT)",
+                min_value=0.0,
+                value=link.price if linked_symbol and link.price is not None else spot,
+                key=f"buy_entry_l_{symbol}",
             )
         notional = qty * entry
         bracket_lev = int(brackets_for(symbol).max_leverage_for(notional)) if notional > 0 else 125
@@ -228,7 +307,7 @@ with left:
             leverage = 2
             st.markdown(f"Leverage: **2×**, the only one to insure here: {why_cap}.")
         else:
-            _keep("buy_lev", 20, 2, max_lev)
+            _keep("buy_lev", link.leverage or 20, 2, max_lev)
             leverage = st.slider("Leverage", 2, max_lev, key="buy_lev", help=why_cap)
             st.caption(f"Leverage 2–{max_lev}×: {why_cap}.")
         wallet = None
@@ -236,7 +315,9 @@ with left:
             wallet = st.number_input(
                 "Wallet balance (USDT)",
                 min_value=0.0,
-                value=round(notional / leverage * 2, 2),
+                value=link.wallet
+                if linked_symbol and link.wallet is not None
+                else round(notional / leverage * 2, 2),
                 key="buy_wallet",
                 help="Cross margin: the whole balance backs the order, so it is liquidated later",
             )
@@ -252,9 +333,12 @@ with left:
     # per margin (its key names the margin), drawn with its default: a widget whose value is
     # set only through session state shows 0.00 in the browser on its first draw.
     before = st.session_state.get("_buy_cov_key")
-    typed = st.session_state.get(before) if before else None
-    prev = st.session_state.get("_buy_margin")
-    follows = typed is None or prev is None or abs(typed - prev) < 0.005
+    if before is None and link.coverage is not None:  # its first draw: the link's amount
+        typed, follows = link.coverage, False
+    else:
+        typed = st.session_state.get(before) if before else None
+        prev = st.session_state.get("_buy_margin")
+        follows = typed is None or prev is None or abs(typed - prev) < 0.005
     cov_key = f"buy_cov_{margin:.2f}"
     most = min(margin, float(MAX_AMOUNT))  # a cover is at most 10⁹ USDT, whatever the margin
     coverage = st.number_input(
@@ -270,15 +354,26 @@ with left:
         "a share of that loss",
     )
     st.session_state["_buy_cov_key"], st.session_state["_buy_margin"] = cov_key, margin
-    duration = st.select_slider("Duration", list(DURATIONS), value="3 days", key="buy_dur")
+    hours = {h: label for label, h in DURATIONS.items()}
+    duration = st.select_slider(
+        "Duration", list(DURATIONS), value=hours.get(link.duration or 72, "3 days"), key="buy_dur"
+    )
     if adl_cover:  # it pays its amount: no share, no deductible
         share, deductible = 100, 0.0
     else:
         c1, c2 = st.columns(2)
         share = c1.slider(
-            "Share of the lost margin paid", 10, 100, 100, step=5, format="%d%%", key="buy_share"
+            "Share of the lost margin paid",
+            10,
+            100,
+            link.share or 100,
+            step=5,
+            format="%d%%",
+            key="buy_share",
         )
-        deductible = c2.number_input("Deductible (USDT)", min_value=0.0, value=0.0, key="buy_ded")
+        deductible = c2.number_input(
+            "Deductible (USDT)", min_value=0.0, value=link.deductible or 0.0, key="buy_ded"
+        )
     ask = st.button("Get quote", type="primary", key="buy_quote")
 
 # what the quote on screen was made from: any difference and it is not shown
@@ -299,29 +394,30 @@ inputs = (
     share,
     deductible,
 )
-if ask:
-    from bti_core.orders import Cover, Order
-
+if link.quote is not None and not st.session_state.get("_buy_link_quoted"):
+    # a reload (or a link) with a quote: shown again while it can be bought, beside its form
+    st.session_state["_buy_link_quoted"] = True
     try:
-        # the order first: its reason (a zero quantity) explains the cover's (a zero margin)
-        order = None
-        if linked is None:
-            order = Order(
-                symbol,
-                side,
-                Decimal(str(qty)),
-                Decimal(str(entry)),
-                Decimal(leverage),
-                margin_mode=margin_mode,
-                order_type=order_type,
-                wallet_balance=Decimal(str(wallet)) if wallet is not None else None,
+        restored = svc.restore_quote(user_id=trader, quote_id=link.quote)
+        if _matches(restored):
+            st.session_state["quote"] = (inputs, restored)
+        elif linked is None and order_type == "market" and restored.order.symbol == symbol:
+            left.info(
+                f"The link's quote {link.quote[:8]} priced this market order at the mark of "
+                f"{restored.order.entry_price:,.2f}; the mark is now {entry:,.2f}: ask for a "
+                "new quote."
             )
-        cover = Cover(
-            coverage=Decimal(str(coverage)),
-            duration_hours=DURATIONS[duration],
-            share=Decimal(share) / 100,
-            deductible=Decimal(str(deductible)),
-        )
+        else:
+            left.info(
+                f"The link's quote {link.quote[:8]} was made for another order or cover: ask "
+                "for a new one."
+            )
+    except BTIError as exc:
+        left.info(f"The link's quote is not shown: {exc}.")
+if ask:
+    st.session_state["_buy_link_problems"] = []  # the form is the trader's own now
+    try:
+        order, cover = _order_and_cover()
         if order is not None:
             view = svc.quote(user_id=trader, order=order, cover=cover)
         else:
@@ -338,6 +434,25 @@ if ask:
         left.error(str(exc))
 
 made_from, quote = st.session_state.get("quote", (None, None))
+shown = BuyLink(
+    symbol=None if linked is not None else symbol,
+    side=None if linked is not None else side,
+    order_type=None if linked is not None else order_type,
+    margin_mode=None if linked is not None else margin_mode,
+    qty=None if linked is not None else qty,
+    price=entry if linked is None and order_type == "limit" else None,
+    leverage=None if linked is not None else leverage,
+    wallet=wallet,
+    coverage=coverage,
+    duration=DURATIONS[duration],
+    share=None if adl_cover else share,
+    deductible=None if adl_cover else deductible,
+    position=None if linked is None else linked.id,
+    peril=None if linked is None else peril.value,
+    quote=quote.record.id if quote is not None and made_from == inputs else None,
+).to_params()
+if {k: st.query_params[k] for k in st.query_params} != shown:
+    st.query_params.from_dict(shown)  # a reload or a shared link shows this form again
 with right:
     if quote is not None and made_from != inputs:
         st.session_state.pop("quote", None)

@@ -153,6 +153,31 @@ def test_buy_activates_logs_and_is_idempotent(
     assert 0 < table["distance_to_liquidation"].iloc[0] < 1
 
 
+def test_a_stored_quote_is_restored_for_its_trader_while_it_can_be_bought(
+    svc: InsuranceService, risk: RiskEngine, clock: Clock
+) -> None:
+    """What the Buy page shows again after a reload: the same quote, or the reason it cannot."""
+    fund(svc, "alice")
+    cover = Cover(coverage="100", duration_hours=24, share="0.8", deductible="5")
+    order = btc_order(risk, leverage="25")
+    q = svc.quote(user_id="alice", order=order, cover=cover)
+    again = svc.restore_quote(user_id="alice", quote_id=q.record.id)
+    assert (again.order, again.cover, again.peril, again.position) == (order, cover, q.peril, None)
+    assert again.premium == q.premium and again.risk == q.risk and again.checks == q.checks
+    assert again.model == q.model and again.record.id == q.record.id
+    with pytest.raises(QuoteError, match=f"no quote {q.record.id[:8]} of yours"):
+        svc.restore_quote(user_id="mallory", quote_id=q.record.id)
+    with pytest.raises(QuoteError, match="no quote 00000000 of yours"):
+        svc.restore_quote(user_id="alice", quote_id="0" * 32)
+    p = svc.buy(user_id="alice", quote_id=q.record.id)
+    with pytest.raises(QuoteError, match=f"was bought: it is policy #{p.id}"):
+        svc.restore_quote(user_id="alice", quote_id=q.record.id)
+    later = svc.quote(user_id="alice", order=order, cover=cover)
+    clock.now = later.record.expires_at
+    with pytest.raises(QuoteError, match=r"expired at \d\d:\d\d:\d\d UTC; ask for a new one"):
+        svc.restore_quote(user_id="alice", quote_id=later.record.id)
+
+
 @pytest.mark.both_databases
 def test_capacity_exhausted_is_declined_with_what_is_left(
     svc: InsuranceService, risk: RiskEngine, engine: Engine

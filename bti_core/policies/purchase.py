@@ -33,7 +33,7 @@ from bti_core.policies.context import PolicyContext
 from bti_core.policies.freshness import FreshMark, fresh_checks, fresh_mark
 from bti_core.policies.lifecycle import LifecycleEvent, move_policy
 from bti_core.policies.positions import PositionTerms, purchase_checks
-from bti_core.policies.quoting import QuoteError, Quoting
+from bti_core.policies.quoting import QuoteError, Quoting, order_and_cover, peril_of
 from bti_core.underwriting import Check, check_cover, require
 
 log = logging.getLogger("bti.policies")
@@ -114,7 +114,7 @@ class Purchases:
         quote, existing = self._quote_of(user_id, quote_id)
         if existing is not None:
             return self._again(existing, quote_id)
-        order, cover = _order_and_cover(quote)
+        order, cover = order_and_cover(quote)
         failed = [Check(**c) for c in quote.checks if not c["passed"]]
         if quote.expires_at <= now:
             failed.append(
@@ -207,7 +207,7 @@ class Purchases:
             existing = policy_for_quote(s, quote_id=quote.id)
             if existing is not None:
                 return existing, [], False
-            peril = _peril(quote)
+            peril = peril_of(quote)
             if not failed:
                 failed = self._limits_now(s, order, cover, quote.user_id, peril)
             linked = quote.inputs.get("position")
@@ -386,7 +386,7 @@ class Purchases:
             elif p.pay_deadline > now + timedelta(seconds=5):
                 quote = self._quote_record(p.quote_id)
                 stale = (
-                    [] if quote is None else self._fresh_checks(quote, _order_and_cover(quote)[0])
+                    [] if quote is None else self._fresh_checks(quote, order_and_cover(quote)[0])
                 )
                 if stale:  # the market moved while it waited: it is no longer insurable
                     self._decline(p, stale[0].reason)
@@ -423,26 +423,11 @@ class Purchases:
         return True
 
 
-def _order_and_cover(quote: QuoteRecord) -> tuple[Order, Cover]:
-    c = quote.inputs["cover"]
-    cover = Cover(
-        coverage=Decimal(c["coverage"]),
-        duration_hours=int(c["duration_hours"]),
-        share=Decimal(c["share"]),
-        deductible=Decimal(c["deductible"]),
-    )
-    return Order(**quote.inputs["order"]), cover
-
-
-def _peril(quote: QuoteRecord) -> Peril:
-    return Peril(quote.inputs.get("peril", Peril.LIQUIDATION.value))
-
-
 def _terms(quote: QuoteRecord, order: Order, now: datetime) -> dict[str, object]:
     """The policy's off-chain terms; their hash is the policy's key on-chain. ADL cover names
     its peril (liquidation cover's terms are as they always were)."""
     end_at = now + timedelta(hours=int(quote.inputs["cover"]["duration_hours"]))
-    peril = _peril(quote)
+    peril = peril_of(quote)
     return ({"peril": peril.value} if peril is Peril.ADL else {}) | {
         "quote_id": quote.id,
         "user_id": quote.user_id,

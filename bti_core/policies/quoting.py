@@ -22,8 +22,10 @@ from bti_core.db.repository import (
     add_quote,
     book_rows,
     claim_outcomes,
+    get_quote,
     open_cover,
     open_positions,
+    policy_for_quote,
     refused_filings,
 )
 from bti_core.db.statuses import OPEN_STATUSES, Peril, PolicyStatus
@@ -40,7 +42,7 @@ from bti_core.policies.positions import (
 from bti_core.pricing import Premium, PricingConfig, price, reprice
 from bti_core.risk.adl import CRASH_MOVE, P_FUND_EMPTY, AdlRisk, adl_probability, crash_level
 from bti_core.risk.engine import SymbolRisk
-from bti_core.risk.index import RiskIndex, TraderHistory, macro_signal_at, risk_index
+from bti_core.risk.index import Contribution, RiskIndex, TraderHistory, macro_signal_at, risk_index
 from bti_core.risk.liquidation import brackets_for, liquidation_price
 from bti_core.underwriting import (
     Check,
@@ -131,6 +133,49 @@ class Quoting:
             liquidations=liquidations,
             claims=claims,
             average_leverage=float(np.mean([float(lev) for _, lev in mine])),
+        )
+
+    def restore(self, *, user_id: str, quote_id: str) -> QuoteView:
+        """A stored quote as `quote` returned it, for the trader who asked for it, while it can
+        still be bought (the Buy page shows it again after a reload). `QuoteError` when it is
+        unknown or someone else's (one message for both: an id proves nothing), bought, or
+        expired. The learned model's note is not stored, so it is not shown again."""
+        with session_scope(self.ctx.db) as s:
+            r = get_quote(s, quote_id=quote_id)
+            bought = None if r is None else policy_for_quote(s, quote_id=quote_id)
+        if r is None or r.user_id != user_id:
+            raise QuoteError(f"there is no quote {quote_id[:8]} of yours")
+        if bought is not None:
+            raise QuoteError(f"quote {quote_id[:8]} was bought: it is policy #{bought.id}")
+        if r.expires_at <= self.ctx.clock():
+            raise QuoteError(
+                f"quote {quote_id[:8]} expired at {r.expires_at:%H:%M:%S} UTC; ask for a new one"
+            )
+        order, cover = order_and_cover(r)
+        position = PositionTerms.of_json(r.inputs["position"]) if "position" in r.inputs else None
+        pb = r.premium_breakdown
+        premium = Premium(
+            payout=Decimal(pb["payout"]),
+            probability=float(pb["probability"]),
+            probability_charged=float(pb["probability_charged"]),
+            expected_loss=Decimal(pb["expected_loss"]),
+            loading=Decimal(pb["loading"]),
+            fee=Decimal(pb["fee"]),
+            total=Decimal(pb["total"]),
+            utilisation=float(pb["utilisation"]),
+        )
+        return QuoteView(
+            r,
+            order,
+            cover,
+            RiskIndex(r.risk_index, tuple(Contribution(**c) for c in r.risk_breakdown)),
+            premium,
+            [Check(**c) for c in r.checks],
+            self.ctx.risk.symbol_risk(r.symbol).model_summary(),
+            "",
+            position,
+            _warnings(order, position),
+            peril_of(r),
         )
 
     @staticmethod
@@ -237,13 +282,10 @@ class Quoting:
         br = brackets_for(order.symbol)
         side = order.side.sign
         q, ep = float(order.quantity), float(order.entry_price)
-        wallet = order.wallet_balance if order.margin_mode is MarginMode.CROSS else None
-        margin_or_wallet = float(wallet if wallet is not None else order.margin)
-        lp = bti_lp = float(liquidation_price(ep, q, side, margin_or_wallet, br))
-        warnings: list[str] = []
+        lp = _bti_lp(order)
+        warnings = _warnings(order, position)
         if position is not None and position.liquidation_price is not None:
             lp = float(position.liquidation_price)  # the exchange's own, for this position
-            warnings += [w for w in [lp_warning(position, bti_lp)] if w]
         max_lev = Decimal(str(br.max_leverage_for(q * ep)))
         extra: dict[str, Any] = {}
         if adl_cover:
@@ -461,6 +503,41 @@ def what_if(
     )
     frame.loc[frame["payout"] <= 0, "premium"] = 0.0  # no cover is sold, so none is charged
     return frame
+
+
+def _bti_lp(order: Order) -> float:
+    """BTI's liquidation price of an order (`risk.liquidation.liquidation_price`)."""
+    wallet = order.wallet_balance if order.margin_mode is MarginMode.CROSS else None
+    margin_or_wallet = float(wallet if wallet is not None else order.margin)
+    q, ep = float(order.quantity), float(order.entry_price)
+    return float(
+        liquidation_price(ep, q, order.side.sign, margin_or_wallet, brackets_for(order.symbol))
+    )
+
+
+def _warnings(order: Order, position: PositionTerms | None) -> list[str]:
+    """What a quote on a linked position says before it is bought (the exchange's liquidation
+    price far from BTI's)."""
+    if position is None or position.liquidation_price is None:
+        return []
+    return [w for w in [lp_warning(position, _bti_lp(order))] if w]
+
+
+def order_and_cover(quote: QuoteRecord) -> tuple[Order, Cover]:
+    """The order and the cover a stored quote was made from (`_inputs`)."""
+    c = quote.inputs["cover"]
+    cover = Cover(
+        coverage=Decimal(c["coverage"]),
+        duration_hours=int(c["duration_hours"]),
+        share=Decimal(c["share"]),
+        deductible=Decimal(c["deductible"]),
+    )
+    return Order(**quote.inputs["order"]), cover
+
+
+def peril_of(quote: QuoteRecord) -> Peril:
+    """What a stored quote's cover pays for (quotes before ADL cover name none)."""
+    return Peril(quote.inputs.get("peril", Peril.LIQUIDATION.value))
 
 
 def _inputs(order: Order, cover: Cover) -> dict[str, Any]:

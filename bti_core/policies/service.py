@@ -106,7 +106,7 @@ class InsuranceService:
         # the service's API is its parts' methods, bound here (each signature in one place)
         q, p = self.quoting, self.purchases
         self.quote, self.premium_curve = q.quote, q.premium_curve
-        self.quote_position = q.quote_position
+        self.quote_position, self.restore_quote = q.quote_position, q.restore
         self.allowed_symbols, self.trader_history = q.allowed_symbols, q.trader_history
         self.buy, self.permit_request, self.wallet_of = p.buy, p.permit_request, p.wallet_of
         self.fresh_mark, self.reconcile = p.fresh_mark, p.reconcile

@@ -194,17 +194,39 @@ def refresh_due(
     return fitted
 
 
-def skill_note(folder: Path, target: Target, forecaster: str, horizon: int = 24) -> str:
-    """A sentence on how ``forecaster`` scored in the last evaluation, for a page caption."""
+def _skill_row(
+    folder: Path, target: Target, forecaster: str, horizon: int
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The last evaluation and ``forecaster``'s row in it at ``horizon`` (else its last)."""
     skill = load_skill(folder)
     if skill is None:
-        return "No evaluation has been run, so this is the naive reference."
+        return None, None
     rows = [
         r
         for r in skill.get("scores", [])
         if r.get("target") == target and r.get("forecaster") == forecaster
     ]
-    row = next((r for r in rows if r.get("horizon") == horizon), rows[-1] if rows else None)
+    return skill, next((r for r in rows if r.get("horizon") == horizon), rows[-1] if rows else None)
+
+
+def skill_plain(folder: Path, target: Target, forecaster: str, horizon: int = 24) -> str:
+    """How often ``forecaster``'s bands held in the last evaluation, in a trader's words (the
+    scores themselves are in `skill_note`)."""
+    skill, row = _skill_row(folder, target, forecaster, horizon)
+    if skill is None or row is None:
+        return "It has not been tested on past data yet."
+    return (
+        f"Tested on past data {row['horizon']} h ahead, the outcome fell inside the darker band "
+        f"(meant to hold it 80 % of the time) {row['cover80']:.0%} of the time, and inside the "
+        f"lighter one (95 %) {row['cover95']:.0%}."
+    )
+
+
+def skill_note(folder: Path, target: Target, forecaster: str, horizon: int = 24) -> str:
+    """A sentence on how ``forecaster`` scored in the last evaluation, for a page caption."""
+    skill, row = _skill_row(folder, target, forecaster, horizon)
+    if skill is None:
+        return "No evaluation has been run, so this is the naive reference."
     if row is None:
         return f"{forecaster} was not in the last evaluation."
     h = row["horizon"]

@@ -19,6 +19,7 @@ from tests.browser.conftest import (
     App,
     ensure_signed_in,
     metric,
+    session_cookie,
     settle,
     sign_in,
     sign_out,
@@ -104,6 +105,16 @@ def test_market_quote_buy_policies_and_explorer(app: App, page: Page) -> None:
     expect(page.get_by_role("button", name=re.compile("^Buy cover for"))).to_have_count(0)
     page.get_by_role("button", name="Get quote").click()
     expect(page.get_by_text("Quote for a long 19× BTCUSDT order")).to_be_visible()
+    expect(coverage).to_have_value(
+        margin.inner_text().split("margin ")[1].split(" ")[0].replace(",", "")
+    )
+    # a reload keeps the form and the quote: both are in the URL
+    premium = metric(page, "Premium (BTI)")
+    expect(page).to_have_url(re.compile(r"[?&]quote=[0-9a-f]{32}"))
+    session_cookie(page)
+    page.reload()
+    expect(page.get_by_text("Quote for a long 19× BTCUSDT order")).to_be_visible()
+    assert metric(page, "Premium (BTI)") == premium
     expect(coverage).to_have_value(
         margin.inner_text().split("margin ")[1].split(" ")[0].replace(",", "")
     )

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 
+from sqlmodel import Session
 from streamlit.testing.v1 import AppTest
 
+from bti_core.db.engine import make_engine
+from bti_core.db.models import QuoteRecord
 from tests.dashboard.conftest import sign_in
 
 ROOT = Path(__file__).resolve().parents[2]
+PAID = ("Premium (BTI)", "Pays if liquidated (BTI)")
 
 
 def _page(name: str, user: str = "trader", password: str = "trader-demo") -> AppTest:
@@ -35,6 +40,15 @@ def test_quote_then_buy_then_listed(filled: Path) -> None:
     labels = [m.label for m in at.metric]
     assert {"Liquidation price", "P(liquidation)", "Risk index", "Premium (BTI)"} <= set(labels)
     assert len(at.get("plotly_chart")) == 2  # the factor breakdown and the what-if curve
+    factors, curve = (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+    # the factors' colours have a legend; the what-if gives the premium as a share of the cover
+    legend = [t["name"] for t in factors["data"] if t.get("x")]
+    assert set(legend) <= {"its weight", "low: under ⅓ of its weight", "middling", "high: over ⅔"}
+    assert legend[0] == "its weight" and len(legend) >= 2
+    assert factors["layout"].get("showlegend") is not False
+    shown = {m.label: float(str(m.value).replace(",", "")) for m in at.metric if m.label in PAID}
+    rate = shown["Premium (BTI)"] / shown["Pays if liquidated (BTI)"]
+    assert curve["layout"]["annotations"][0]["text"] == f"{rate:.1%} of the cover"
     p_liq = next(m for m in at.metric if m.label == "P(liquidation)")
     assert p_liq.proto.delta.startswith("± ") and p_liq.proto.direction == p_liq.proto.NONE
     # plain words for the trader on why BTI's chance differs from the textbook's; the model's
@@ -205,3 +219,111 @@ def test_the_faucets_confirmation_survives_the_rerun(filled: Path) -> None:
     assert at.success[0].value == "1,000 BTI sent to your wallet."
     assert at.toast[0].value == "1,000 BTI sent to your wallet."
     assert {m.label: m.value for m in at.sidebar.metric}["BTI balance"] == "1,000.00"
+
+
+def _reloaded(at: AppTest) -> AppTest:
+    """The page opened again at the URL ``at`` shows (a reload: a new session, signed in)."""
+    again = AppTest.from_file(str(ROOT / "pages" / "buy_insurance.py"), default_timeout=120)
+    for k, v in at.query_params.items():
+        again.query_params[k] = v[0] if isinstance(v, list) else v
+    return sign_in(again)
+
+
+def _form(at: AppTest) -> dict[str, object]:
+    return {
+        **{r.label: r.value for r in at.radio},
+        **{n.label: n.value for n in at.number_input},
+        **{s.label: s.value for s in at.slider},
+        **{s.label: s.value for s in at.select_slider},
+        **{s.label: s.value for s in at.selectbox},
+    }
+
+
+def test_a_reload_keeps_the_form_and_a_quote_that_can_still_be_bought(filled: Path) -> None:
+    at = _page("buy_insurance.py")
+    at.selectbox(key="buy_symbol").select("ETHUSDT").run()
+    at.radio(key="buy_side").set_value("short").run()
+    at.radio(key="buy_type").set_value("limit").run()
+    at.radio(key="buy_mode").set_value("cross").run()
+    at.number_input(key="buy_qty_ETHUSDT").set_value(1.25).run()
+    at.slider(key="buy_lev").set_value(15).run()
+    at.number_input(key="buy_wallet").set_value(400.0).run()
+    _coverage(at).set_value(123.45).run()
+    at.select_slider(key="buy_dur").set_value("7 days").run()
+    at.slider(key="buy_share").set_value(80).run()
+    at.number_input(key="buy_ded").set_value(2.5).run()
+    assert not at.exception, at.exception
+    form = _form(at)
+    assert dict(at.query_params)["qty"] in ("1.25", ["1.25"])
+    at.button(key="buy_quote").click().run()
+    assert not at.exception and not at.error, at.error
+    premium = {m.label: m.value for m in at.metric}["Premium (BTI)"]
+    quote_id = dict(at.query_params)["quote"]
+
+    again = _reloaded(at)
+    assert not at.exception, at.exception
+    assert _form(again) == form
+    assert _quoted_subject(again) == "Quote for a short 15× ETHUSDT order"
+    assert {m.label: m.value for m in again.metric}["Premium (BTI)"] == premium
+    assert again.button(key="buy_go").label == f"Buy cover for {premium} BTI"
+    # a change to the reloaded form still clears the quote, and the link forgets it
+    again.number_input(key="buy_ded").set_value(3.0).run()
+    assert "The form changed since the last quote" in again.info[0].value
+    assert "quote" not in dict(again.query_params)
+
+    # bought, the quote is not offered again by its old link
+    at.button(key="faucet").click().run()
+    at.button(key="buy_go").click().run()
+    assert "is active until" in at.success[0].value and "quote" not in dict(at.query_params)
+    old = _reloaded(again)
+    old.query_params["quote"] = quote_id
+    old = _reloaded(old)
+    said = " ".join(i.value for i in old.info)
+    assert f"quote {quote_id[:8]} was bought: it is policy #1" in said
+    assert not any(m.label == "Premium (BTI)" for m in old.metric)
+
+
+def test_a_link_someone_typed_shows_what_it_understood_and_says_what_it_did_not(
+    filled: Path,
+) -> None:
+    at = AppTest.from_file(str(ROOT / "pages" / "buy_insurance.py"), default_timeout=120)
+    link = {
+        "symbol": "ETHUSDT",
+        "qty": "abc",
+        "leverage": "7",
+        "share": "37",
+        "duration": "5",
+        "side": "sideways",
+        "quote": "../../etc/passwd",
+    }
+    for k, v in link.items():
+        at.query_params[k] = v
+    at = sign_in(at)
+    assert not at.exception, at.exception
+    warned = at.warning[0].value
+    for part in (
+        "qty 'abc': a number from 0 to 1e+12",
+        "share '37': 10 to 100 in steps of 5",
+        "duration '5': hours, one of 6, 24, 72, 168, 336, 720",
+        "side 'sideways': one of long, short",
+        "quote '../../etc/passwd': a quote's id (32 hex digits)",
+    ):
+        assert part in warned
+    # what it understood is on the form; the rest at the defaults
+    assert at.selectbox(key="buy_symbol").value == "ETHUSDT"
+    assert at.slider(key="buy_lev").value == 7
+    assert at.radio(key="buy_side").value == "long"
+    assert at.slider(key="buy_share").value == 100
+    assert not at.metric or "Premium (BTI)" not in [m.label for m in at.metric]
+    # someone else's quote (an id of the right shape) is not shown: one message for any id
+    at.radio(key="buy_side").set_value("short").run()
+    at.button(key="buy_quote").click().run()
+    quote_id = dict(at.query_params)["quote"]
+    engine = make_engine()
+    with Session(engine) as s:
+        s.get_one(QuoteRecord, quote_id).user_id = "mallory"
+        s.commit()
+    engine.dispose()
+    theirs = _reloaded(at)
+    assert f"there is no quote {quote_id[:8]} of yours" in " ".join(i.value for i in theirs.info)
+    assert "Premium (BTI)" not in [m.label for m in theirs.metric]

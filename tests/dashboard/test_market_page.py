@@ -102,9 +102,18 @@ def test_forecasts_show_what_the_worker_cached(filled: Path) -> None:
     assert len(at.get("plotly_chart")) == 4  # the market, the two forecast fans, the context
     captions = " ".join(c.value for c in at.caption)
     # no evaluation here: the development data's, shipped, chose them and says how they scored
-    assert "by random walk. In the development data's evaluation (226 origins" in captions
-    assert "by har. In the development data's evaluation" in captions
-    assert "its 80 % interval held the outcome" in captions
+    # in a trader's words (what the forecaster reads, how often its bands held); the scores
+    # and the command that makes them one click away
+    assert "read from today's price spread by its recent swings (a random walk). " in captions
+    assert "read from the swings of the last day, week and month together (HAR). " in captions
+    assert "Tested on past data 24 h ahead, the outcome fell inside the darker band" in captions
+    assert [e.label for e in at.expander][:2] == ["How it was scored"] * 2
+    inside = [c.value for e in at.expander[:2] for c in e.caption]
+    scored = " ".join(inside)
+    plain = " ".join(c.value for c in at.caption if c.value not in inside)  # the expanders' too
+    assert "CRPS" not in plain and "bti forecast" not in plain
+    assert "In the development data's evaluation (226 origins" in scored
+    assert "its 80 % interval held the outcome" in scored and "CRPS" in scored
 
 
 def test_chart_legends_sit_under_the_plot_clear_of_titles_and_dates(
