@@ -35,6 +35,18 @@ def _markers(
     return go.Scatter(x=x, y=y, name=name, mode="markers", marker=marker, **kw)
 
 
+def _up_down(up: pd.Series) -> dict[str, Any]:
+    """Bar colours, green where ``up`` and red elsewhere, as numbers on a two-colour scale:
+    plotly checks a list of colour strings one at a time (1.5 s for a year of hourly bars), a
+    numeric array at once."""
+    return {
+        "color": up.to_numpy(dtype=float),
+        "colorscale": [[0, DOWN], [1, UP]],
+        "cmin": 0,
+        "cmax": 1,
+    }
+
+
 def market_figure(
     bars: pd.DataFrame, funding: pd.DataFrame, indicators: list[str], symbol: str
 ) -> go.Figure:
@@ -109,7 +121,7 @@ def market_figure(
             x=x,
             y=bars["quote_volume"],
             name="volume (USDT)",
-            marker_color=[UP if u else DOWN for u in up],
+            marker=_up_down(up),
         ),
         row=2,
         col=1,
@@ -121,7 +133,7 @@ def market_figure(
                 x=funding["ts"],
                 y=f,
                 name="funding",
-                marker_color=[UP if v >= 0 else DOWN for v in f],
+                marker=_up_down(f >= 0),
             ),
             row=3,
             col=1,

@@ -96,15 +96,6 @@ if not business.empty:
     st.plotly_chart(fig, width="stretch")
 
 # --- search -------------------------------------------------------------------------------------
-initial = st.query_params.get("q", "")
-query = st.text_input(
-    "Search",
-    value=initial,
-    placeholder="block number, transaction hash, address, or policy 3",
-    key="explorer_q",
-).strip()
-
-
 def events_table(events: list, times: dict) -> None:
     _table(
         pd.DataFrame(
@@ -277,7 +268,20 @@ def show_block(n: int) -> None:
         )
 
 
-if query:
+@st.fragment
+def search() -> None:
+    """The search box and its result. A search reruns only this: the pool's books above and
+    the latest blocks below stay as drawn. The URL follows the search (a link to the result)."""
+    query = st.text_input(
+        "Search",
+        value=st.query_params.get("q", ""),
+        placeholder="block number, transaction hash, address, or policy 3",
+        key="explorer_q",
+    ).strip()
+    if query != st.query_params.get("q", ""):
+        st.query_params.from_dict({"q": query} if query else {})
+    if not query:
+        return
     try:
         kind, value = ex.search(query)
         if kind == "tx":
@@ -290,6 +294,9 @@ if query:
             show_block(int(value))
     except (ValueError, ChainError) as exc:
         views.refusal("Nothing found for this search.", str(exc))
+
+
+search()
 
 # --- latest blocks ------------------------------------------------------------------------------
 st.subheader("Latest blocks")

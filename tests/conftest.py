@@ -141,6 +141,20 @@ def _heavy_files_first(items: list[pytest.Item]) -> None:
     items.sort(key=lambda i: rank.get(i.path, len(order)))  # stable within each module
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """With ``BTI_TEST_TIMELINE=FILE``, a line per test (worker, start, end, test) appended to
+    FILE: which worker ran what when, to see where the suite's time goes
+    (`benchmarks/suite_timeline.py` reads it)."""
+    start = time.time()
+    yield
+    timeline = os.environ.get("BTI_TEST_TIMELINE")
+    if timeline:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        with open(timeline, "a") as f:
+            f.write(f"{worker}\t{start:.2f}\t{time.time():.2f}\t{item.nodeid}\n")
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL server on 127.0.0.1, started for this session and stopped after.

@@ -64,6 +64,7 @@ def test_pool_books_latest_blocks_and_searches(filled: Path) -> None:
 
     at.text_input(key="explorer_q").set_value("policy 1").run()
     assert at.subheader[0].value == "Policy #1 · active"
+    assert dict(at.query_params) == {"q": "policy 1"}  # a link to this result
 
     wallet = CustodialWallets.at(filled / "wallet.secret").of("trader").address
     at.text_input(key="explorer_q").set_value(wallet).run()
