@@ -95,6 +95,7 @@ if not business.empty:
     )
     st.plotly_chart(fig, width="stretch")
 
+
 # --- search -------------------------------------------------------------------------------------
 def events_table(events: list, times: dict) -> None:
     _table(
