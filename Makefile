@@ -54,9 +54,12 @@ typecheck: setup
 	$(VENV)/bin/mypy bti_core
 
 # three processes, a module to each at a time (its fixtures stay together): two cores spend
-# much of a test waiting on a node, a broker, a browser or a subprocess
+# much of a test waiting on a node, a broker, a browser or a subprocess. The modules go out in
+# the order tests/conftest.py gives them, heaviest first (xdist's default sends the modules
+# with the most tests first, which left the browser modules, few tests each, to the end)
+XDIST := -n 3 --dist loadfile --no-loadscope-reorder
 pytest: setup system-deps
-	$(VENV)/bin/pytest -n 3 --dist loadfile
+	$(VENV)/bin/pytest $(XDIST)
 
 # the type check runs beside the tests (it needs one core for ~25 s; the tests wait on nodes,
 # brokers and browsers as much as on cores); either failing fails `make test`
@@ -66,7 +69,7 @@ test: setup system-deps lint
 # what a change to the engine needs, in about two minutes: no browser, PostgreSQL, Kafka, Spark
 # or slow (kill, soak) tests — `make test` runs them all
 test-fast: setup lint typecheck
-	$(VENV)/bin/pytest -n 3 --dist loadfile -m "not (browser or postgres or kafka or spark or slow)"
+	$(VENV)/bin/pytest $(XDIST) -m "not (browser or postgres or kafka or spark or slow)"
 
 bench: setup
 	$(PY) benchmarks/ingest.py
