@@ -54,7 +54,7 @@ SETTLED = """() => !document.querySelector(
 
 
 def settled(page: Page, heading: str) -> None:
-    expect(page.get_by_role("heading", name=heading)).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible(timeout=60_000)
     page.wait_for_function(SETTLED, polling=25, timeout=60_000)
 
 

@@ -16,9 +16,9 @@ from dashboard.charts import market_figure
 
 RANGES = {"7 days": 7, "30 days": 30, "90 days": 90, "1 year": 365, "All": None, "Custom…": -1}
 TIMEFRAMES = ["1m", "5m", "15m", "1h", "4h", "1d"]
-# a chart about 1,500 px wide: beyond two candles a pixel they merge into a band, and a year of
-# hourly candles took the browser seconds to draw (`benchmarks/pages.py`)
-MAX_BARS = 3_000
+# the chart is about 1,400 px wide: more candles than pixels merge into a band, and each one
+# costs the browser time to draw (a year of hourly candles took seconds; `benchmarks/pages.py`)
+MAX_BARS = 1_500
 
 st.title("Market")
 wh = resources.warehouse()
