@@ -150,8 +150,16 @@ def chart(symbol: str, controls: list) -> pd.Timestamp | None:  # type: ignore[t
     )
     st.plotly_chart(market_figure(view.bars, view.funding, chosen, view.symbol), width="stretch")
 
-    st.subheader("Market context")
-    views.market_context(symbol, view.bars["ts"].iloc[0], view.bars["ts"].iloc[-1])
+    # drawn when opened (a chart fewer on every first draw: the browser's drawing is most of a
+    # page's time); opening it reruns only this fragment
+    context = st.expander(
+        "Market context: basis, funding, open interest, long/short",
+        key="market_context",
+        on_change="rerun",
+    )
+    if context.open:
+        with context:
+            views.market_context(symbol, view.bars["ts"].iloc[0], view.bars["ts"].iloc[-1])
     return s.as_of
 
 
