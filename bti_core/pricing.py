@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from decimal import ROUND_UP, Decimal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +48,20 @@ class Premium:
     fee: Decimal
     total: Decimal
     utilisation: float  # after this policy
+
+    @classmethod
+    def of_json(cls, d: dict[str, Any]) -> Premium:
+        """A premium as a quote stores it (every field as a string)."""
+        return cls(
+            payout=Decimal(d["payout"]),
+            probability=float(d["probability"]),
+            probability_charged=float(d["probability_charged"]),
+            expected_loss=Decimal(d["expected_loss"]),
+            loading=Decimal(d["loading"]),
+            fee=Decimal(d["fee"]),
+            total=Decimal(d["total"]),
+            utilisation=float(d["utilisation"]),
+        )
 
 
 def wilson_upper(p: float, n: int, z: float) -> float:

@@ -153,23 +153,12 @@ class Quoting:
             )
         order, cover = order_and_cover(r)
         position = PositionTerms.of_json(r.inputs["position"]) if "position" in r.inputs else None
-        pb = r.premium_breakdown
-        premium = Premium(
-            payout=Decimal(pb["payout"]),
-            probability=float(pb["probability"]),
-            probability_charged=float(pb["probability_charged"]),
-            expected_loss=Decimal(pb["expected_loss"]),
-            loading=Decimal(pb["loading"]),
-            fee=Decimal(pb["fee"]),
-            total=Decimal(pb["total"]),
-            utilisation=float(pb["utilisation"]),
-        )
         return QuoteView(
             r,
             order,
             cover,
             RiskIndex(r.risk_index, tuple(Contribution(**c) for c in r.risk_breakdown)),
-            premium,
+            Premium.of_json(r.premium_breakdown),
             [Check(**c) for c in r.checks],
             self.ctx.risk.symbol_risk(r.symbol).model_summary(),
             "",
