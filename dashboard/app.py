@@ -3,7 +3,9 @@ session routes a page cannot serve (`dashboard.server`)."""
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -13,6 +15,8 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts only dashboard/ on the pat
     sys.path.insert(0, str(ROOT))
 
 PAGES = ROOT / "pages"
+STARTED = time.perf_counter()
+WALL = time.time()
 
 st.set_page_config(page_title="BTI · liquidation insurance", page_icon="🛡️", layout="wide")
 
@@ -77,4 +81,10 @@ if user is None:  # the public pages (Market) offer it too; the others ask when 
 if st.runtime.exists():  # a real server (not a bare import, e.g. a spawned child process)
     resources.start_background_work()
     resources.preload_charts()
-navigation.run()
+try:
+    navigation.run()
+finally:  # benchmarks/pages.py: how much of a page's time is the server's
+    if times := os.environ.get("BTI_PAGE_TIMES"):
+        took = time.perf_counter() - STARTED
+        with open(times, "a") as f:
+            f.write(f"{time.time():.3f}\t{navigation.title}\t{took:.4f}\t{WALL:.3f}\n")

@@ -35,16 +35,23 @@ def _markers(
     return go.Scatter(x=x, y=y, name=name, mode="markers", marker=marker, **kw)
 
 
-def _up_down(up: pd.Series) -> dict[str, Any]:
-    """Bar colours, green where ``up`` and red elsewhere, as numbers on a two-colour scale:
-    plotly checks a list of colour strings one at a time (1.5 s for a year of hourly bars), a
-    numeric array at once."""
-    return {
-        "color": up.to_numpy(dtype=float),
-        "colorscale": [[0, DOWN], [1, UP]],
-        "cmin": 0,
-        "cmax": 1,
-    }
+def _up_down_bars(x: pd.Series, y: pd.Series, up: pd.Series, name: str) -> list[go.Bar]:
+    """Bars green where ``up`` and red elsewhere, as two traces of one colour each (one legend
+    entry). A colour a bar costs twice: plotly.py validates a list of colour strings one at a
+    time (1.5 s for a year of hourly bars), and plotly.js warns, with a stack trace, for every
+    bar of a numeric colour array on a colour scale (0.45 s of a 1.3 s Market draw)."""
+    up = up.to_numpy(dtype=bool)
+    return [
+        go.Bar(
+            x=x[mask],
+            y=y[mask],
+            name=name,
+            legendgroup=name,
+            showlegend=colour == UP,
+            marker_color=colour,
+        )
+        for mask, colour in ((up, UP), (~up, DOWN))
+    ]
 
 
 def market_figure(
@@ -115,29 +122,14 @@ def market_figure(
                 row=row,
                 col=1,
             )
-    up = bars["close"] >= bars["open"]
-    fig.add_trace(
-        go.Bar(
-            x=x,
-            y=bars["quote_volume"],
-            name="volume (USDT)",
-            marker=_up_down(up),
-        ),
-        row=2,
-        col=1,
-    )
+    for trace in _up_down_bars(
+        x, bars["quote_volume"], bars["close"] >= bars["open"], "volume (USDT)"
+    ):
+        fig.add_trace(trace, row=2, col=1)
     if len(funding):
         f = funding["funding_rate"] * 100
-        fig.add_trace(
-            go.Bar(
-                x=funding["ts"],
-                y=f,
-                name="funding",
-                marker=_up_down(f >= 0),
-            ),
-            row=3,
-            col=1,
-        )
+        for trace in _up_down_bars(funding["ts"], f, f >= 0, "funding"):
+            fig.add_trace(trace, row=3, col=1)
     fig.add_trace(
         go.Scatter(x=x, y=bars["realised_vol"], name="realised vol", line={"color": ACCENT}),
         row=4,

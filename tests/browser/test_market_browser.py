@@ -31,6 +31,10 @@ def _metric(page: Page, label: str) -> str:
 
 def test_market_page_in_a_real_browser(server: str, page: Page) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # plotly.js logs "WARN: …" with a stack trace per point it cannot draw as asked (a colour
+    # array took 0.45 s of the Market's draw): none on this page
+    plotly_warnings: list[str] = []
+    page.on("console", lambda m: m.text.startswith("WARN") and plotly_warnings.append(m.text))
     page.goto(server)
     expect(page.get_by_role("heading", name="Market")).to_be_visible()
     chart = page.locator(".js-plotly-plot").first
@@ -42,6 +46,7 @@ def test_market_page_in_a_real_browser(server: str, page: Page) -> None:
     btc_last = _metric(page, "Last price")
     page.wait_for_timeout(800)  # let plotly finish drawing before the picture
     page.screenshot(path=str(ARTIFACTS / "market.png"), full_page=True)
+    assert not plotly_warnings, plotly_warnings[:3]
 
     page.locator('[data-testid="stSelectbox"]').filter(has_text="Symbol").click()
     page.keyboard.type("ETHUSDT")
@@ -55,3 +60,4 @@ def test_market_page_in_a_real_browser(server: str, page: Page) -> None:
     expect(chart.get_by_text("ETHUSDT · last price")).to_be_attached()
     page.wait_for_timeout(800)
     page.screenshot(path=str(ARTIFACTS / "market-ethusdt.png"), full_page=True)
+    assert not plotly_warnings, plotly_warnings[:3]
