@@ -30,7 +30,7 @@ def forecasts(symbol: str, last_bar: pd.Timestamp) -> None:
             f"by `make run`), or run `bti forecast {symbol}`."
         )
         return
-    recent = forecast_store.warehouse_closes(resources.warehouse(), symbol, window_days=14)
+    recent = resources.recent_closes(symbol, days=14)
     left, right = st.columns(2)
     for col, fc, series, title, y_title, percent in (
         (left, price_fc, recent.iloc[-24 * 7 :], "Mark price, next 7 days", "USDT", False),

@@ -10,7 +10,7 @@ import streamlit as st
 from bti_core.errors import NoDataError
 from bti_core.indicators import INDICATORS
 from bti_core.market.schema import timeframe_delta
-from bti_core.market.service import last_reports, market_view
+from bti_core.market.service import last_reports
 from dashboard import resources, views
 from dashboard.charts import market_figure
 
@@ -110,7 +110,7 @@ def chart(symbol: str, controls: list) -> pd.Timestamp | None:  # type: ignore[t
         )
         timeframe = coarser
     try:
-        view = market_view(wh, symbol, timeframe, start=start, end=end, indicators=chosen)
+        view = resources.market_view_of(symbol, timeframe, start=start, end=end, indicators=chosen)
     except NoDataError as exc:
         st.warning(str(exc))
         return None

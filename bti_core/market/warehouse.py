@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import duckdb
@@ -71,6 +72,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _version(path: Path) -> tuple[int, int, int]:
+    """What names one version of a stored file: a write replaces the file (a new inode), so
+    (inode, mtime, size) changes with every write and a cache keyed by it is never stale."""
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+@lru_cache(maxsize=4096)
+def _meta(
+    path: str, version: tuple[int, int, int]
+) -> tuple[int, pd.Timestamp | None, pd.Timestamp | None]:
+    """Row count and time range of one version of a file, from its Parquet metadata (the
+    pages list symbols and ranges on every run: 12 % of the Market's script read the same
+    footers again)."""
+    meta = pq.ParquetFile(path).metadata
+    if not meta.num_rows:
+        return 0, None, None
+    stats = [meta.row_group(i).column(0).statistics for i in range(meta.num_row_groups)]
+    first = pd.Timestamp(min(s.min for s in stats if s is not None)).tz_convert("UTC")
+    last = pd.Timestamp(max(s.max for s in stats if s is not None)).tz_convert("UTC")
+    return meta.num_rows, first, last
+
+
 _OPEN: weakref.WeakSet[Warehouse] = weakref.WeakSet()
 
 
@@ -112,24 +136,12 @@ class Warehouse:
     def dataset(self, kind: Kind | str, symbol: str, timeframe: str) -> Dataset | None:
         """One stored file with its row count and time range (Parquet metadata only)."""
         path = self.path(kind, symbol, timeframe)
-        if not path.exists():
+        try:
+            version = _version(path)
+        except FileNotFoundError:
             return None
-        meta = pq.ParquetFile(path).metadata
-        first = last = None
-        if meta.num_rows:
-            stats = [meta.row_group(i).column(0).statistics for i in range(meta.num_row_groups)]
-            first = pd.Timestamp(min(s.min for s in stats if s is not None)).tz_convert("UTC")
-            last = pd.Timestamp(max(s.max for s in stats if s is not None)).tz_convert("UTC")
-        return Dataset(
-            Kind(kind),
-            path.parent.name,
-            timeframe,
-            path,
-            meta.num_rows,
-            first,
-            last,
-            path.stat().st_size,
-        )
+        rows, first, last = _meta(str(path), version)
+        return Dataset(Kind(kind), path.parent.name, timeframe, path, rows, first, last, version[2])
 
     def datasets(self) -> list[Dataset]:
         """Every stored file, by kind, symbol and timeframe."""
@@ -149,7 +161,7 @@ class Warehouse:
         if path.stem not in TIMEFRAMES:
             return False
         try:
-            return pq.ParquetFile(path).metadata.num_rows > 0
+            return _meta(str(path), _version(path))[0] > 0
         except (pa.ArrowInvalid, OSError):
             return False
 
@@ -173,6 +185,26 @@ class Warehouse:
             else set()
         )
         return [tf for tf in TIMEFRAMES if tf in have]
+
+    def stamp(self, symbol: str) -> tuple[tuple[str, int, int, int], ...]:
+        """The version of every file stored for ``symbol`` (all kinds and timeframes): equal
+        stamps, equal data, so a view computed from them can be kept until the stamp changes
+        (a few ``stat`` calls, no read)."""
+        out = []
+        name = canonical_symbol(symbol)
+        for kind in Kind:
+            try:
+                with os.scandir(self.root / str(kind) / name) as entries:
+                    for e in entries:
+                        if e.name.endswith(".parquet"):
+                            try:
+                                st = e.stat()
+                            except FileNotFoundError:  # replaced since the listing
+                                continue
+                            out.append((f"{kind}/{e.name}", st.st_ino, st.st_mtime_ns, st.st_size))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        return tuple(sorted(out))
 
     def sweep(self) -> int:
         """Delete temp files left by writers that died (their process is gone); returns how

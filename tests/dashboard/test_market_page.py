@@ -184,3 +184,29 @@ def _values(field: object) -> list[float]:
     if isinstance(field, dict):
         return np.frombuffer(base64.b64decode(field["bdata"]), dtype=field["dtype"]).tolist()
     return list(field)  # type: ignore[call-overload]
+
+
+def test_a_new_bar_is_shown_on_the_next_run(filled: Path, demo: dict) -> None:
+    """The Market's view is kept between runs while the stored files are the same; a bar
+    written by another process (an import, the live feed, a replay) is on the next run, a
+    corrected bar too (the same times: only the files' versions tell)."""
+    import pandas as pd
+
+    from bti_core.market.warehouse import Warehouse
+
+    at = _app()
+    before = {m.label: m.value for m in at.metric}["Last price"]
+    wh = Warehouse(filled / "warehouse")
+    last = wh.latest("ohlcv", "BTCUSDT", "1h").to_frame().T.infer_objects()
+    last[["open", "high", "low", "close"]] = [[1234.5, 1240.0, 1230.0, 1234.5]]
+    wh.write("ohlcv", "BTCUSDT", "1h", last)  # the last bar corrected
+    at.run()
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["Last price"] == "1,234.50" != before
+
+    new = last.copy()
+    new["ts"] = new["ts"] + pd.Timedelta(hours=1)
+    new[["open", "high", "low", "close"]] = [[1234.5, 1250.0, 1230.0, 1245.5]]
+    wh.write("ohlcv", "BTCUSDT", "1h", new)  # a new bar
+    at.run()
+    assert {m.label: m.value for m in at.metric}["Last price"] == "1,245.50"

@@ -10,6 +10,7 @@ import pytest
 
 from bti_core.errors import NoDataError
 from bti_core.market.cleaning import clean_bars
+from bti_core.market.schema import Kind
 from bti_core.market.warehouse import Warehouse
 from tests.conftest import hourly
 
@@ -154,3 +155,26 @@ def test_concurrent_writers_in_two_processes_lose_nothing(tmp_path: Path) -> Non
         assert p.exitcode == 0
     out = Warehouse(tmp_path).query("ohlcv", "BTCUSDT", "1h")
     assert len(out) == 2000 and out["ts"].is_unique and out["ts"].is_monotonic_increasing
+
+
+def test_catalogue_and_stamp_follow_every_write(tmp_path: Path) -> None:
+    """Footers are read once per version of a file (pages list symbols and ranges on every
+    run); a write by anyone, here a second handle as another process would be, is seen at
+    once: the stamp changes and the catalogue reads the new footer."""
+    wh, other = Warehouse(tmp_path), Warehouse(tmp_path)
+    assert wh.stamp("BTCUSDT") == () and wh.symbols() == []
+    bars = _cleaned(48)
+    other.write("ohlcv", "BTCUSDT", "1h", bars.iloc[:24])
+    first = wh.stamp("BTCUSDT")
+    assert [s[0] for s in first] == ["ohlcv/1h.parquet"]
+    assert wh.dataset("ohlcv", "BTCUSDT", "1h").last == bars["ts"].iloc[23]  # type: ignore[union-attr]
+    assert wh.stamp("BTCUSDT") == first  # nothing written: the same stamp
+
+    other.write("ohlcv", "BTCUSDT", "1h", bars.iloc[24:])
+    other.write("mark", "BTCUSDT", "1h", bars)
+    second = wh.stamp("BTCUSDT")
+    assert second != first and len(second) == 2
+    d = wh.dataset("ohlcv", "BTCUSDT", "1h")
+    assert d is not None and (d.rows, d.last) == (48, bars["ts"].iloc[-1])
+    assert wh.timeframes("BTCUSDT", Kind.MARK) == ["1h"]
+    assert wh.latest("ohlcv", "BTCUSDT", "1h")["ts"] == bars["ts"].iloc[-1]
