@@ -144,8 +144,9 @@ def reliability(
     leverages: tuple[float, ...] = (),
     horizons: tuple[int, ...] = (),
 ) -> pd.DataFrame:
-    """Per cell of ``run``: side, leverage, horizon, n, realised, predicted (the judged
-    probability's mean), gbm, ratio (realised ÷ predicted) and whether it is calibrated."""
+    """Per cell of ``run``, by side, leverage and horizon: side, leverage, horizon, n,
+    realised, predicted (the judged probability's mean), gbm, ratio (realised ÷ predicted)
+    and whether it is calibrated."""
     cells = pd.DataFrame(run.payload["cells"])
     if cells.empty:
         return cells
@@ -172,4 +173,8 @@ def reliability(
         keep &= out["leverage"].isin(leverages).to_numpy()
     if horizons:
         keep &= out["horizon"].isin(horizons).to_numpy()
-    return out[keep].reset_index(drop=True)
+    # by number, whatever order the file holds (a payload written with text keys came in
+    # text order, 10, 100, 20, 5, and the chart drew it so)
+    return (
+        out[keep].sort_values(["side", "leverage", "horizon"], kind="stable").reset_index(drop=True)
+    )

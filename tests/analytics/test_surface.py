@@ -61,3 +61,24 @@ def test_stored_backtests_newest_first_then_the_shipped_one(tmp_path: Path) -> N
     assert cells["ratio"].to_numpy() == pytest.approx(cells["realised"] / cells["predicted"])
     some = reliability(runs[-1], sides=("short",), horizons=(24,), leverages=(10.0, 20.0))
     assert len(some) == 2 and set(some["side"]) == {"short"}
+
+
+def test_reliability_cells_in_number_order_whatever_the_file_holds(tmp_path: Path) -> None:
+    """A backtest whose cells were written with leverages as text, in text order (10, 100,
+    20, 5), is shown by leverage as a number, then horizon: the chart and table read 5×
+    first."""
+    shipped = json.loads(SHIPPED.read_text())
+    cells = sorted(
+        shipped["cells"], key=lambda c: (c["side"], str(c["leverage"]), str(c["horizon"]))
+    )
+    for c in cells:
+        c["leverage"], c["horizon"] = f"{float(c['leverage']):g}", str(c["horizon"])
+    path = store_backtest({**shipped, "cells": cells}, tmp_path / "backtests")
+    (run,) = [r for r in stored_backtests(tmp_path / "backtests") if r.path == path]
+    out = reliability(run)
+    assert len(out) == len(cells)
+    for _, side in out.groupby("side", sort=False):
+        assert side["leverage"].is_monotonic_increasing, side["leverage"].tolist()
+        for _, lev in side.groupby("leverage"):
+            assert lev["horizon"].is_monotonic_increasing
+    assert out["side"].tolist() == sorted(out["side"])
