@@ -146,6 +146,7 @@ def market_figure(
         xaxis_rangeslider_visible=False,
         hovermode="x unified",
         bargap=0,
+        barmode="overlay",  # up and down bars are two traces at different times: full width
         **legend_below(height, top=50),
     )
     fig.update_yaxes(tickformat=".0%", row=4, col=1)

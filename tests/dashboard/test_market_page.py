@@ -153,7 +153,9 @@ def test_bar_colours_are_one_colour_a_trace(filled: Path, demo: dict) -> None:
     at = _app()
     at.session_state["market_context"] = True
     at.run()
-    traces = [t for c in at.get("plotly_chart") for t in json.loads(c.proto.spec)["data"]]
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert specs[0]["layout"]["barmode"] == "overlay"  # not side by side at half width
+    traces = [t for spec in specs for t in spec["data"]]
     for t in traces:
         colour = t.get("marker", {}).get("color")
         assert colour is None or isinstance(colour, str), (t.get("name"), type(colour))
