@@ -448,3 +448,32 @@ def test_refusals_are_types_decoded_from_the_abi(chain: ChainClient) -> None:
     with pytest.raises(ChainError) as gone:
         down.balance(w.address)
     assert not isinstance(gone.value, ContractRefusalError)
+
+
+def test_a_first_depositor_cannot_inflate_the_share_price_against_the_next(
+    anvil: AnvilNode,
+) -> None:
+    """The ERC-4626 inflation attack: the first depositor puts in one wei, then sends a large
+    amount of BTI straight to the pool so that the next deposit rounds to no shares. Here the
+    pool values shares by its own books (`totalAssets` = reserves, which a plain transfer does
+    not move) over OpenZeppelin's virtual share: the donation is lost to the attacker, the
+    victim's shares are worth what the victim paid, and the attacker gains nothing."""
+    chain = ChainClient(anvil.url)
+    chain.deploy(Decimal(0))
+    attacker = funded(chain, "attacker", "100001")
+    victim = funded(chain, "victim", "1000")
+    wei = Decimal("1e-18")
+    chain.deposit(attacker, wei)
+    donation = chain.transact(
+        chain.token.functions.transfer(chain.deployment.pool, to_units(Decimal(100_000))),
+        attacker,
+        "donate",
+    )
+    assert donation["status"] == 1
+    assert chain.pool_stats().reserves == wei  # the books did not move
+
+    chain.deposit(victim, Decimal(1000))
+    assert chain.max_withdraw(victim.address) == Decimal(1000)  # nothing rounded away
+    assert chain.max_withdraw(attacker.address) <= wei  # the donation bought nothing
+    chain.withdraw(victim, Decimal(1000))
+    assert chain.balance(victim.address) == Decimal(1000)
