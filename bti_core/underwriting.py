@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 
 from bti_core.errors import BTIError
 from bti_core.orders import MAX_DURATION_HOURS, Cover, Order
+
+# label, lower bound (exclusive, except the first), upper bound (inclusive): the bands the
+# book is read by (Risk queries) and that one side's cover is capped by
+LEVERAGE_BUCKETS: tuple[tuple[str, float, float], ...] = (
+    ("≤5×", 0.0, 5.0),
+    ("5–10×", 5.0, 10.0),
+    ("10–20×", 10.0, 20.0),
+    ("20–50×", 20.0, 50.0),
+    ("50×+", 50.0, float("inf")),
+)
+
+
+def leverage_band(leverage: Decimal | float) -> str:
+    """The `LEVERAGE_BUCKETS` label of ``leverage``."""
+    lev = float(leverage)
+    return next((label for label, _, hi in LEVERAGE_BUCKETS if lev <= hi), LEVERAGE_BUCKETS[-1][0])
 
 
 @dataclass(frozen=True)
@@ -21,6 +37,33 @@ class Limits:
     # cover is sold only while the pool stays below this share of its capacity: near full,
     # one crash would take the whole pool, and the price would have to exceed the payout
     max_utilisation: Decimal = Decimal("0.9")
+    # concentration, as shares of the capacity (`check_concentration`): one symbol; one side
+    # in one leverage band (such cover is liquidated by the same move); and the cover one
+    # market-wide move of `crash_move` within an hour would claim (Sherlock caps one event at
+    # half its pool; crypto fell 15–70 % within 40 minutes on 10 October 2025)
+    max_symbol_share: Decimal = Decimal("0.4")
+    max_band_share: Decimal = Decimal("0.25")
+    crash_move: Decimal = Decimal("0.3")
+    max_crash_share: Decimal = Decimal("0.5")
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """The open cover as the pool's concentration caps read it, summed by the database
+    (`Quoting.exposure_now`): per (symbol, side, leverage band), and, for a side, what one
+    market-wide move of `Limits.crash_move` against it would claim (``None``: not asked)."""
+
+    by_band: Mapping[tuple[str, str, str], Decimal]
+    crash: Mapping[str, Decimal]
+
+    def on_symbol(self, symbol: str) -> Decimal:
+        return sum((v for (sym, _, _), v in self.by_band.items() if sym == symbol), Decimal(0))
+
+    def in_band(self, side: str, band: str) -> Decimal:
+        return sum(
+            (v for (_, sd, bd), v in self.by_band.items() if sd == side and bd == band),
+            Decimal(0),
+        )
 
 
 @dataclass(frozen=True)
@@ -152,6 +195,129 @@ def check_cover(
     return checks
 
 
+def crash_move(side: str, limits: Limits) -> float:
+    """The market-wide move that liquidates ``side``: a fall for longs, a rise for shorts."""
+    return float(limits.crash_move) * (-1 if side == "long" else 1)
+
+
+def claimed_by_move(side: str, liquidation_price: float, mark: float | None, move: float) -> bool:
+    """Whether a move of ``move`` (−0.3 = −30 %) from ``mark`` reaches a ``side`` position's
+    liquidation price: longs on a fall, shorts on a rise. No mark known: counted (the cautious
+    reading)."""
+    if move == 0 or side != ("long" if move < 0 else "short"):
+        return False
+    if mark is None:
+        return True
+    price = mark * (1 + move)
+    return liquidation_price >= price if move < 0 else liquidation_price <= price
+
+
+CONCENTRATION = ("symbol_cap", "band_cap", "crash_cap")  # the checks' names
+
+
+@dataclass(frozen=True)
+class CapUse:
+    """How much of one concentration cap the open cover uses."""
+
+    kind: str  # symbol | band | crash
+    what: str  # "BTCUSDT", "longs at 5–10×", "a 30% fall of every symbol"
+    used: Decimal
+    limit: Decimal
+
+    @property
+    def left(self) -> Decimal:
+        return max(Decimal(0), self.limit - self.used)
+
+    @property
+    def share(self) -> float:
+        return float(self.used / self.limit) if self.limit > 0 else 1.0
+
+
+def caps_in_use(exposure: Exposure, limits: Limits = Limits()) -> list[CapUse]:
+    """Every concentration cap the open cover touches, fullest first within each kind: each
+    symbol, each side and leverage band, and the market-wide fall and rise."""
+    cap = limits.pool_capacity
+    symbols = sorted({sym for sym, _, _ in exposure.by_band})
+    bands = sorted(
+        {(side, band) for _, side, band in exposure.by_band},
+        key=lambda sb: (sb[0], [b[0] for b in LEVERAGE_BUCKETS].index(sb[1])),
+    )
+    rows = [
+        CapUse("symbol", sym, exposure.on_symbol(sym), cap * limits.max_symbol_share)
+        for sym in symbols
+    ]
+    rows += [
+        CapUse(
+            "band", f"{side}s at {band}", exposure.in_band(side, band), cap * limits.max_band_share
+        )
+        for side, band in bands
+    ]
+    move = f"{limits.crash_move:.0%}"
+    rows += [
+        CapUse(
+            "crash",
+            f"a {move} {'fall' if side == 'long' else 'rise'} of every symbol (claims {side}s)",
+            exposure.crash.get(side, Decimal(0)),
+            cap * limits.max_crash_share,
+        )
+        for side in ("long", "short")
+    ]
+    return rows
+
+
+def check_concentration(
+    order: Order,
+    cover: Cover,
+    *,
+    liquidation_price: float | None,
+    exposure: Exposure,
+    mark: float | None,
+    limits: Limits = Limits(),
+) -> list[Check]:
+    """The pool's concentration caps (`Limits`), each with how much it has left: open cover on
+    ``order``'s symbol; on its side and leverage band; and, when a market-wide move of
+    ``limits.crash_move`` against its side would take ``order``'s ``mark`` past
+    ``liquidation_price``, all the cover such a move would claim (``exposure.crash[side]``)."""
+    cap = limits.pool_capacity
+    side, band, asked = str(order.side), leverage_band(order.leverage), cover.coverage
+    on_symbol, in_band = exposure.on_symbol(order.symbol), exposure.in_band(side, band)
+    symbol_cap, band_cap = cap * limits.max_symbol_share, cap * limits.max_band_share
+    checks = [
+        Check(
+            "symbol_cap",
+            on_symbol + asked <= symbol_cap,
+            f"{order.symbol} already carries {_usdt(on_symbol)} of open cover; one symbol may "
+            f"take at most {limits.max_symbol_share:.0%} of the pool's {_usdt(cap)} capacity "
+            f"({_usdt(symbol_cap)}): {_usdt(max(Decimal(0), symbol_cap - on_symbol))} left "
+            f"(asked {_usdt(asked)})",
+        ),
+        Check(
+            "band_cap",
+            in_band + asked <= band_cap,
+            f"{side}s at {band} leverage already carry {_usdt(in_band)} of open cover (one move "
+            f"liquidates them together); at most {limits.max_band_share:.0%} of the capacity "
+            f"({_usdt(band_cap)}): {_usdt(max(Decimal(0), band_cap - in_band))} left "
+            f"(asked {_usdt(asked)})",
+        ),
+    ]
+    move = crash_move(side, limits)
+    if liquidation_price is not None and claimed_by_move(side, liquidation_price, mark, move):
+        hit = exposure.crash[side]
+        crash_cap = cap * limits.max_crash_share
+        what = "fall" if move < 0 else "rise"
+        checks.append(
+            Check(
+                "crash_cap",
+                hit + asked <= crash_cap,
+                f"a {abs(move):.0%} {what} of every symbol within the hour would claim this "
+                f"cover and {_usdt(hit)} already open; one such move may claim at most "
+                f"{limits.max_crash_share:.0%} of the capacity ({_usdt(crash_cap)}): "
+                f"{_usdt(max(Decimal(0), crash_cap - hit))} left (asked {_usdt(asked)})",
+            )
+        )
+    return checks
+
+
 MARKET_ENTRY_TOLERANCE = 0.01  # the mark moves while a trader types; a stale form moves more
 
 
@@ -222,10 +388,11 @@ def smallest_order(
 
 
 def require(checks: list[Check]) -> None:
-    """Raise with every failed check; `CapacityError` when capacity is among them."""
+    """Raise with every failed check; `CapacityError` when the pool's capacity or one of its
+    concentration caps is among them."""
     failed = [c for c in checks if not c.passed]
     if not failed:
         return
-    if any(c.name == "pool_capacity" for c in failed):
+    if any(c.name in ("pool_capacity", *CONCENTRATION) for c in failed):
         raise CapacityError(failed)
     raise UnderwritingError(failed)

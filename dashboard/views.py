@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from bti_core.errors import BTIError
 from bti_core.risk import forecast_store
 from dashboard import resources, text
 from dashboard.charts import forecast_figure
@@ -104,3 +105,48 @@ def market_context(symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> None:
             f"--symbol {symbol} --since …  --kind open_interest` (Binance keeps 30 days)."
         )
     st.caption(note)
+
+
+def concentration_caps() -> None:
+    """The whole open book against underwriting's concentration caps (`caps_in_use`): what a
+    quote or a purchase would be refused by, and how much each cap has left."""
+    from bti_core.underwriting import caps_in_use
+
+    st.subheader("The book against underwriting's caps")
+    try:
+        svc = resources.services()
+        uses = caps_in_use(svc.insurance.concentration_now(), svc.limits)
+    except BTIError as exc:
+        st.warning(str(exc))
+        return
+    limits = svc.limits
+    kinds = {"symbol": "one symbol", "band": "one side × leverage band", "crash": "one move"}
+    st.dataframe(
+        pd.DataFrame(
+            {
+                "cap": [kinds[u.kind] for u in uses],
+                "what": [u.what for u in uses],
+                "open cover (USDT)": [float(u.used) for u in uses],
+                "cap (USDT)": [float(u.limit) for u in uses],
+                "left (USDT)": [float(u.left) for u in uses],
+                "used": [min(1.0, u.share) for u in uses],
+            }
+        ),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "open cover (USDT)": st.column_config.NumberColumn(format="accounting"),
+            "cap (USDT)": st.column_config.NumberColumn(format="accounting"),
+            "left (USDT)": st.column_config.NumberColumn(format="accounting"),
+            "used": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent"),
+        },
+    )
+    st.caption(
+        f"Every open policy, whatever the filter. Of the pool's {limits.pool_capacity:,.0f} USDT "
+        f"capacity: one symbol at most {limits.max_symbol_share:.0%}, one side in one leverage "
+        f"band {limits.max_band_share:.0%} (one move liquidates them together), and what a "
+        f"{limits.crash_move:.0%} market-wide move within the hour would claim "
+        f"{limits.max_crash_share:.0%} (crypto fell 15–70 % within 40 minutes on 10 October "
+        "2025). A quote over a cap is refused with the cap and what it has left; a purchase "
+        "checks again."
+    )

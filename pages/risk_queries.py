@@ -270,6 +270,7 @@ if tabs[1].open:
                     f"Open {sym} policies only: longs below the mark (claimed at or above the "
                     "level), shorts above. The chart and the numbers follow the filter."
                 )
+        views.concentration_caps()
 
 if tabs[2].open:
     with tabs[2]:

@@ -23,8 +23,9 @@ from bti_core.market.warehouse import Warehouse
 from bti_core.orders import Cover, Order
 from bti_core.policies import InsuranceService, QuoteError
 from bti_core.policies.purchase import Purchases
+from bti_core.policies.quoting import QuoteView
 from bti_core.risk.engine import RiskEngine
-from bti_core.underwriting import CapacityError, Limits, UnderwritingError
+from bti_core.underwriting import CONCENTRATION, CapacityError, Limits, UnderwritingError
 from tests.crashes import dies_at
 
 
@@ -182,6 +183,13 @@ def test_a_stored_quote_is_restored_for_its_trader_while_it_can_be_bought(
 def test_capacity_exhausted_is_declined_with_what_is_left(
     svc: InsuranceService, risk: RiskEngine, engine: Engine
 ) -> None:
+    # the pool's capacity alone: no concentration cap (one symbol, one band) in the way
+    svc.ctx.limits = dataclasses.replace(
+        svc.ctx.limits,
+        max_symbol_share=Decimal(1),
+        max_band_share=Decimal(1),
+        max_crash_share=Decimal(1),
+    )
     fund(svc, "whale", "carol")
     big = btc_order(risk, leverage="5", qty="10")
     first = svc.quote(user_id="whale", order=big, cover=Cover(coverage="15000", duration_hours=24))
@@ -195,7 +203,68 @@ def test_capacity_exhausted_is_declined_with_what_is_left(
     declined = [p for p in svc.policies("carol").itertuples()]
     assert [p.status for p in declined] == ["declined"]
     third = svc.quote(user_id="carol", order=big, cover=Cover(coverage="8000", duration_hours=24))
-    assert [c.name for c in third.failed] == ["pool_capacity"]
+    # (over the whole capacity, it is over the caps at 100 % of it too)
+    assert [c.name for c in third.failed if c.name not in CONCENTRATION] == ["pool_capacity"]
+
+
+def _sized(risk: RiskEngine, symbol: str, side: str, leverage: int, margin: int) -> Order:
+    """An order on ``symbol`` at the mark whose margin is about ``margin`` USDT."""
+    spot = Decimal(str(round(risk.spot(symbol), 2)))
+    qty = (Decimal(margin) * leverage / spot).quantize(Decimal("0.001"))
+    return Order(symbol, side, qty, spot, Decimal(leverage))
+
+
+@pytest.mark.both_databases
+def test_concentration_caps_say_which_cap_and_what_is_left(
+    svc: InsuranceService, risk: RiskEngine
+) -> None:
+    """On a 20,000 USDT pool: one side's leverage band at most 25 % (5,000), one symbol 40 %
+    (8,000), and what a 30 % market-wide move would claim 50 % (10,000) — at quote and again at
+    purchase, where two quotes that each fit cannot both be bought."""
+    fund(svc, "whale", "carol", "dave", "erin", "fay")
+
+    def quote(user: str, order: Order, coverage: int) -> QuoteView:
+        return svc.quote(
+            user_id=user, order=order, cover=Cover(coverage=str(coverage), duration_hours=24)
+        )
+
+    def caps(q: QuoteView) -> dict[str, str]:
+        return {c.name: c.reason for c in q.failed if c.name in CONCENTRATION}
+
+    svc.buy(
+        user_id="whale",
+        quote_id=quote("whale", _sized(risk, "BTCUSDT", "long", 5, 4_500), 4_000).record.id,
+    )
+    crowded = quote("carol", _sized(risk, "BTCUSDT", "long", 4, 2_500), 2_000)
+    assert list(caps(crowded)) == ["band_cap"]
+    assert "longs at ≤5× leverage already carry 4,000.00 USDT" in caps(crowded)["band_cap"]
+    assert "1,000.00 USDT left (asked 2,000.00 USDT)" in caps(crowded)["band_cap"]
+    other_side = quote("carol", _sized(risk, "BTCUSDT", "short", 5, 2_500), 2_000)
+    assert caps(other_side) == {}  # shorts are liquidated by the other move
+
+    # two quotes that each fit the 5–10× band (5,000): the second purchase is declined
+    first = quote("dave", _sized(risk, "BTCUSDT", "long", 10, 3_500), 3_000)
+    second = quote("erin", _sized(risk, "BTCUSDT", "long", 8, 3_500), 3_000)
+    assert caps(first) == caps(second) == {}
+    svc.buy(user_id="dave", quote_id=first.record.id)
+    with pytest.raises(CapacityError, match=r"longs at 5–10× .* 2,000.00 USDT left"):
+        svc.buy(user_id="erin", quote_id=second.record.id)
+    assert [p.status for p in svc.policies("erin").itertuples()] == ["declined"]
+
+    # 7,000 of longs a 30 % fall claims; 3,500 more on ETH (its own symbol and band) is over
+    # the 10,000 one such fall may claim, while a short on ETH is not claimed by it
+    eth = quote("fay", _sized(risk, "ETHUSDT", "long", 20, 4_000), 3_500)
+    assert list(caps(eth)) == ["crash_cap"]
+    assert (
+        "a 30% fall of every symbol within the hour would claim this cover and 7,000.00"
+        in (caps(eth)["crash_cap"])
+    )
+    assert "3,000.00 USDT left (asked 3,500.00 USDT)" in caps(eth)["crash_cap"]
+    assert caps(quote("fay", _sized(risk, "ETHUSDT", "short", 20, 4_000), 3_500)) == {}
+    # and the symbol: 7,000 on BTC, 8,000 at most
+    assert list(caps(quote("fay", _sized(risk, "BTCUSDT", "short", 3, 2_000), 1_500))) == [
+        "symbol_cap"
+    ]
 
 
 def test_expired_quote_and_policy_expiry(

@@ -30,15 +30,8 @@ from bti_core.db.models import Claim, ClaimAudit, Policy, PolicyEvent
 from bti_core.db.statuses import OPEN_STATUSES, PolicyStatus
 from bti_core.errors import BTIError
 from bti_core.market.warehouse import Warehouse
+from bti_core.underwriting import LEVERAGE_BUCKETS as LEVERAGE_BUCKETS  # underwriting's bands
 
-# label, lower bound (exclusive, except the first), upper bound (inclusive)
-LEVERAGE_BUCKETS: tuple[tuple[str, float, float], ...] = (
-    ("≤5×", 0.0, 5.0),
-    ("5–10×", 5.0, 10.0),
-    ("10–20×", 10.0, 20.0),
-    ("20–50×", 20.0, 50.0),
-    ("50×+", 50.0, float("inf")),
-)
 DURATION_BUCKETS: tuple[tuple[str, float, float], ...] = (
     ("≤1 day", 0.0, 24.0),
     ("1–3 days", 24.0, 72.0),

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, or_
+from sqlalchemy import Float, case, cast, func, or_, true
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from bti_core.db.models import Claim, HeldTrigger, IngestRun, Policy, PolicyEvent, QuoteRecord
@@ -95,6 +96,46 @@ def open_cover(session: Session, *, user_id: str) -> tuple[Decimal, Decimal]:
     ).all()
     mine = sum((cov for u, cov in rows if u == user_id), Decimal(0))
     return mine, sum((cov for _, cov in rows), Decimal(0))
+
+
+def open_cover_summary(
+    session: Session,
+    bands: Sequence[tuple[str, float, float]],
+    falls_to: Mapping[str, float],
+    rises_to: Mapping[str, float],
+) -> Sequence[tuple[str, str, str, Decimal, Decimal]]:
+    """``(symbol, side, leverage band, open cover, of it claimed by a move)`` over the open
+    (active or pending) policies, summed by the database in one read: a few rows however
+    large the book. ``bands`` are ``(label, low, high]`` (`underwriting.LEVERAGE_BUCKETS`);
+    a long is claimed when its symbol falling to ``falls_to[symbol]`` reaches its
+    liquidation price, a short when it rising to ``rises_to[symbol]`` does; a symbol with no
+    price is counted whole (the cautious reading). The sums go through floats on SQLite: they
+    are held against caps (shares of a capacity), not paid."""
+    lev = cast(col(Policy.leverage), Float)
+    band = case(*((lev <= hi, label) for label, _, hi in bands[:-1]), else_=bands[-1][0])
+    lp = cast(col(Policy.liquidation_price), Float)
+    coverage = cast(col(Policy.coverage), Float)
+    down = case(dict(falls_to), value=col(Policy.symbol), else_=None) if falls_to else None
+    up = case(dict(rises_to), value=col(Policy.symbol), else_=None) if rises_to else None
+    long_hit = or_(down.is_(None), lp >= down) if down is not None else true()
+    short_hit = or_(up.is_(None), lp <= up) if up is not None else true()
+    hit = case(
+        (col(Policy.side) == "long", case((long_hit, coverage), else_=0.0)),
+        else_=case((short_hit, coverage), else_=0.0),
+    )
+    stmt = (
+        sa_select(col(Policy.symbol), col(Policy.side), band, func.sum(coverage), func.sum(hit))
+        .where(col(Policy.status).in_(OPEN_STATUSES))
+        .group_by(col(Policy.symbol), col(Policy.side), band)
+    )
+    return [
+        (sym, side, label, _dec(total), _dec(claimed))
+        for sym, side, label, total, claimed in session.execute(stmt).all()
+    ]
+
+
+def _dec(x: float | None) -> Decimal:
+    return Decimal(str(round(float(x or 0.0), 8)))
 
 
 def open_positions(

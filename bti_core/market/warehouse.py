@@ -95,6 +95,16 @@ def _meta(
     return meta.num_rows, first, last
 
 
+@lru_cache(maxsize=1024)
+def _last_row(path: str, version: tuple[int, int, int]) -> pd.Series | None:
+    """The last row of one version of a file (None: no rows); callers get a copy."""
+    pf = pq.ParquetFile(path)
+    if pf.metadata.num_rows == 0:
+        return None
+    group = pf.read_row_group(pf.metadata.num_row_groups - 1)
+    return Warehouse._fix_ts(group.slice(group.num_rows - 1).to_pandas()).iloc[-1]
+
+
 _OPEN: weakref.WeakSet[Warehouse] = weakref.WeakSet()
 
 
@@ -362,14 +372,13 @@ class Warehouse:
         return df
 
     def latest(self, kind: Kind | str, symbol: str, timeframe: str) -> pd.Series:
-        """The last stored row, read from the file's last row group only (rows are sorted)."""
+        """The last stored row, read from the file's last row group only (rows are sorted),
+        once per version of the file (quotes and purchases ask for every symbol's mark)."""
         path = self._source(kind, symbol, timeframe)
-        pf = pq.ParquetFile(path)
-        if pf.metadata.num_rows == 0:
+        row = _last_row(str(path), _version(path))
+        if row is None:
             raise NoDataError(f"{canonical_symbol(symbol)} {Kind(kind)} {timeframe} is empty")
-        group = pf.read_row_group(pf.metadata.num_row_groups - 1)
-        tail = group.slice(group.num_rows - 1).to_pandas()
-        return self._fix_ts(tail).iloc[-1]
+        return row.copy()
 
     def resample(
         self,

@@ -33,8 +33,13 @@ from bti_core.policies.context import PolicyContext
 from bti_core.policies.freshness import FreshMark, fresh_checks, fresh_mark
 from bti_core.policies.lifecycle import LifecycleEvent, move_policy
 from bti_core.policies.positions import PositionTerms, purchase_checks
-from bti_core.policies.quoting import QuoteError, Quoting, order_and_cover, peril_of
-from bti_core.underwriting import Check, check_cover, require
+from bti_core.policies.quoting import (
+    QuoteError,
+    Quoting,
+    order_and_cover,
+    peril_of,
+)
+from bti_core.underwriting import CONCENTRATION, Check, check_cover, require
 
 log = logging.getLogger("bti.policies")
 
@@ -209,7 +214,8 @@ class Purchases:
                 return existing, [], False
             peril = peril_of(quote)
             if not failed:
-                failed = self._limits_now(s, order, cover, quote.user_id, peril)
+                lp = None if peril is Peril.ADL else float(quote.liquidation_price)
+                failed = self._limits_now(s, order, cover, quote.user_id, peril, lp)
             linked = quote.inputs.get("position")
             if linked is not None and not failed:
                 terms = PositionTerms.of_json(linked)
@@ -227,10 +233,17 @@ class Purchases:
             return policy, failed, True
 
     def _limits_now(
-        self, s: Session, order: Order, cover: Cover, user_id: str, peril: Peril
+        self,
+        s: Session,
+        order: Order,
+        cover: Cover,
+        user_id: str,
+        peril: Peril,
+        liquidation_price: float | None,
     ) -> list[Check]:
-        """The pool's and the trader's limits against the open cover at this moment (ADL
-        cover's own cap on the position is `purchase_checks`')."""
+        """The pool's and the trader's limits, and the pool's concentration caps, against the
+        open cover at this moment (ADL cover's own cap on the position is
+        `purchase_checks`')."""
         mine, pool = self.quoting.exposure(user_id, s)
         fresh = check_cover(
             order,
@@ -245,7 +258,9 @@ class Purchases:
             if peril is Peril.ADL
             else self.quoting.position_cover(s, user_id, order),
         )
-        serialised = ("pool_capacity", "user_exposure", "position_cover")
+        exposure = self.quoting.exposure_now(s)
+        fresh += self.quoting.concentration(order, cover, liquidation_price, exposure)
+        serialised = ("pool_capacity", "user_exposure", "position_cover", *CONCENTRATION)
         return [c for c in fresh if not c.passed and c.name in serialised]
 
     def _again(self, existing: Policy, quote_id: str) -> Policy:

@@ -24,6 +24,7 @@ from bti_core.db.repository import (
     claim_outcomes,
     get_quote,
     open_cover,
+    open_cover_summary,
     open_positions,
     policy_for_quote,
     refused_filings,
@@ -45,7 +46,10 @@ from bti_core.risk.engine import SymbolRisk
 from bti_core.risk.index import Contribution, RiskIndex, TraderHistory, macro_signal_at, risk_index
 from bti_core.risk.liquidation import brackets_for, liquidation_price
 from bti_core.underwriting import (
+    LEVERAGE_BUCKETS,
     Check,
+    Exposure,
+    check_concentration,
     check_cover,
     check_market_entry,
     check_premium,
@@ -188,6 +192,57 @@ class Quoting:
                 return self.exposure(user_id, fresh)
         return open_cover(s, user_id=user_id)
 
+    def exposure_now(self, s: Session) -> Exposure:
+        """The open cover in ``s`` as the concentration caps read it (one read): by symbol,
+        side and leverage band, and what a market-wide move of `Limits.crash_move` against
+        each side would claim at each stored symbol's mark now."""
+        move = float(self.ctx.limits.crash_move)
+        marks = {sym: m for sym in self.allowed_symbols() if (m := self._mark(sym)) is not None}
+        rows = open_cover_summary(
+            s,
+            LEVERAGE_BUCKETS,
+            falls_to={sym: m * (1 - move) for sym, m in marks.items()},
+            rises_to={sym: m * (1 + move) for sym, m in marks.items()},
+        )
+        crash = {"long": Decimal(0), "short": Decimal(0)}
+        for _, side, _, _, claimed in rows:
+            crash[side] = crash.get(side, Decimal(0)) + claimed
+        return Exposure(
+            by_band={(sym, side, band): total for sym, side, band, total, _ in rows},
+            crash=crash,
+        )
+
+    def concentration_now(self) -> Exposure:
+        """`exposure_now` in a read of its own (the Risk queries page)."""
+        with session_scope(self.ctx.db) as s:
+            return self.exposure_now(s)
+
+    def _mark(self, symbol: str) -> float | None:
+        try:
+            return self.ctx.risk.spot(symbol)
+        except BTIError:  # no bars stored
+            return None
+
+    def concentration(
+        self,
+        order: Order,
+        cover: Cover,
+        liquidation_price: float | None,
+        exposure: Exposure,
+        *,
+        spot: float | None = None,
+    ) -> list[Check]:
+        """The pool's concentration caps (`underwriting.check_concentration`) against
+        ``exposure`` (`exposure_now`)."""
+        return check_concentration(
+            order,
+            cover,
+            liquidation_price=liquidation_price,
+            exposure=exposure,
+            mark=spot if spot is not None else self._mark(order.symbol),
+            limits=self.ctx.limits,
+        )
+
     def require_trader(self, user_id: str, s: Session | None = None) -> None:
         """Underwriters do not buy cover with their account (read fresh: `buy` calls it)."""
         if s is None:
@@ -258,6 +313,7 @@ class Quoting:
         with session_scope(self.ctx.db) as s:  # one read for who asks, what is open, their record
             self._role_for_quote(s, user_id)
             rows = book_rows(s, user_id=user_id)
+            exposure = self.exposure_now(s)
             history = self._history(s, user_id, rows)
             on_position = self.position_cover(s, user_id, order)
             if position is not None:
@@ -312,6 +368,9 @@ class Quoting:
             assert position is not None
             checks.append(adl_cap(position.position_id, order.margin, adl_held, cover.coverage))
         checks.append(check_market_entry(order, sr.spot))
+        checks += self.concentration(
+            order, cover, None if adl_cover else lp, exposure, spot=sr.spot
+        )
         index = risk_index(
             probability=p,
             side=side,

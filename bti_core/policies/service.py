@@ -108,6 +108,7 @@ class InsuranceService:
         self.quote, self.premium_curve = q.quote, q.premium_curve
         self.quote_position, self.restore_quote = q.quote_position, q.restore
         self.allowed_symbols, self.trader_history = q.allowed_symbols, q.trader_history
+        self.concentration_now = q.concentration_now
         self.buy, self.permit_request, self.wallet_of = p.buy, p.permit_request, p.wallet_of
         self.fresh_mark, self.reconcile = p.fresh_mark, p.reconcile
         self.expire_due, self.end_closed = self.expiry.expire_due, self.expiry.end_closed

@@ -172,6 +172,17 @@ def test_every_tab_draws_its_view(booked: Path) -> None:
             after = next(m for m in at.metric if m.label == "Pool reserves after")
             assert after.proto.delta.startswith("-")  # the payout taken from the reserves
             assert after.proto.color == after.proto.RED, after.proto  # drawn red, not green
+            # the whole book against underwriting's caps (the filter does not narrow it)
+            caps = next(d.value for d in at.dataframe if "cap" in d.value.columns)
+            used = dict(zip(caps["what"], caps["open cover (USDT)"], strict=True))
+            assert used["BTCUSDT"] == 220 and used["ETHUSDT"] == 180
+            assert used["longs at 5–10×"] == 100 and used["shorts at ≤5×"] == 120
+            assert used["longs at 20–50×"] == 40  # 50× is the band's top, inclusive
+            # a 30 % fall claims every long here; a 30 % rise the 20× short, not the 3× one
+            # (liquidated about 33 % up)
+            assert used["a 30% fall of every symbol (claims longs)"] == 200
+            assert used["a 30% rise of every symbol (claims shorts)"] == 80
+            assert caps["cap (USDT)"].iloc[0] == 400_000  # 40 % of the 1,000,000 capacity
         if tab in ("Probability surface", "Reliability", "Market context"):
             assert at.get("plotly_chart"), tab
         if tab == "Reliability":
