@@ -266,6 +266,18 @@ def test_concentration_caps_say_which_cap_and_what_is_left(
         "symbol_cap"
     ]
 
+    # a symbol whose mark is unknown counts whole; a 1 % fall reaches no liquidation here
+    from bti_core.db.repository import open_cover_summary
+    from bti_core.underwriting import LEVERAGE_BUCKETS
+
+    with Session(svc.ctx.db) as s:
+        unknown = open_cover_summary(s, LEVERAGE_BUCKETS, falls_to={}, rises_to={})
+        shallow = open_cover_summary(
+            s, LEVERAGE_BUCKETS, falls_to={"BTCUSDT": risk.spot("BTCUSDT") * 0.99}, rises_to={}
+        )
+    assert sum(r[4] for r in unknown if r[1] == "long") == Decimal(7_000)
+    assert sum(r[4] for r in shallow if r[1] == "long") == 0
+
 
 def test_expired_quote_and_policy_expiry(
     svc: InsuranceService, risk: RiskEngine, clock: Clock
