@@ -78,6 +78,30 @@ class Settings(BaseSettings):
     pool_capacity: Decimal = Field(
         default=Decimal("1000000"), gt=0, description="Cover the pool can carry, in USDT"
     )
+    max_symbol_share: Decimal = Field(
+        default=Decimal("0.4"),
+        gt=0,
+        le=1,
+        description="Most of the pool's capacity the open cover on one symbol may take",
+    )
+    max_band_share: Decimal = Field(
+        default=Decimal("0.25"),
+        gt=0,
+        le=1,
+        description="Most of the capacity one side in one leverage band may take",
+    )
+    crash_move: Decimal = Field(
+        default=Decimal("0.3"),
+        gt=0,
+        lt=1,
+        description="The market-wide move within an hour the crash cap is judged by",
+    )
+    max_crash_share: Decimal = Field(
+        default=Decimal("0.5"),
+        gt=0,
+        le=1,
+        description="Most of the capacity one such move may claim",
+    )
     macro_file: Path | None = Field(
         default=None, description="CSV date,signal (−1 stress … +1 calm) for the risk index"
     )

@@ -91,7 +91,14 @@ class Services:
 
     @cached_property
     def limits(self) -> Limits:
-        return Limits(pool_capacity=self.settings.pool_capacity)
+        s = self.settings
+        return Limits(
+            pool_capacity=s.pool_capacity,
+            max_symbol_share=s.max_symbol_share,
+            max_band_share=s.max_band_share,
+            crash_move=s.crash_move,
+            max_crash_share=s.max_crash_share,
+        )
 
     @cached_property
     def webhook_networks(self) -> tuple[Any, ...]:

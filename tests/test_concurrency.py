@@ -139,6 +139,8 @@ def test_purchases_from_two_processes_at_once_cannot_both_pass_the_pool_limit(
     # the chain has far more reserves than BTI sells against: only the database check stands
     connect(Settings(), seed_capital=Decimal(1_000_000))
     monkeypatch.setenv("BTI_POOL_CAPACITY", "1000")  # 900 sellable at 90 % utilisation
+    for cap in ("SYMBOL", "BAND", "CRASH"):  # the pool's capacity alone, no concentration cap
+        monkeypatch.setenv(f"BTI_MAX_{cap}_SHARE", "1")
     env = {**os.environ}
     svc = _services()
     quotes = []
