@@ -20,7 +20,6 @@ from bti_core.db.engine import session_scope
 from bti_core.db.models import AppUser, QuoteRecord
 from bti_core.db.repository import (
     add_quote,
-    book_rows,
     claim_outcomes,
     get_quote,
     open_cover,
@@ -28,8 +27,9 @@ from bti_core.db.repository import (
     open_positions,
     policy_for_quote,
     refused_filings,
+    user_policy_rows,
 )
-from bti_core.db.statuses import OPEN_STATUSES, Peril, PolicyStatus
+from bti_core.db.statuses import Peril, PolicyStatus
 from bti_core.errors import BTIError
 from bti_core.orders import Cover, MarginMode, Order, OrderError
 from bti_core.policies.context import PolicyContext
@@ -110,7 +110,7 @@ class Quoting:
         if s is None:
             with session_scope(self.ctx.db) as fresh:
                 return self.trader_history(user_id, fresh)
-        return self._history(s, user_id, book_rows(s, user_id=user_id))
+        return self._history(s, user_id, user_policy_rows(s, user_id=user_id))
 
     @staticmethod
     def _history(
@@ -310,18 +310,16 @@ class Quoting:
                 "auto-deleveraging cover pays its whole amount: leave the covered share at 1 "
                 "and the deductible at 0"
             )
-        with session_scope(self.ctx.db) as s:  # one read for who asks, what is open, their record
+        with session_scope(self.ctx.db) as s:  # who asks, what is open, their record
             self._role_for_quote(s, user_id)
-            rows = book_rows(s, user_id=user_id)
+            rows = user_policy_rows(s, user_id=user_id)
+            mine, pool = open_cover(s, user_id=user_id)
             exposure = self.exposure_now(s)
             history = self._history(s, user_id, rows)
             on_position = self.position_cover(s, user_id, order)
             if position is not None:
                 on_position = max(on_position, cover_on(s, position.position_id))
                 adl_held = cover_on(s, position.position_id, Peril.ADL)
-        open_ = [(u, cov) for u, cov, status, _ in rows if status in OPEN_STATUSES]
-        mine = sum((cov for u, cov in open_ if u == user_id), Decimal(0))
-        pool = sum((cov for _, cov in open_), Decimal(0))
         now = self.ctx.clock()
         sr = self.ctx.risk.symbol_risk(order.symbol)
         br = brackets_for(order.symbol)
