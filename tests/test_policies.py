@@ -552,7 +552,8 @@ def test_open_cover_is_summed_exactly(engine: Engine) -> None:
     from bti_core.db.repository import open_cover
 
     with Session(engine) as s:
-        for i, (user, cov) in enumerate((("a", "0.1"), ("a", "0.2"), ("b", "0.7"))):
+        amounts = (("a", "0.1"), ("a", "0.2"), ("b", "0.7"), ("b", "49999.99999999"), ("c", "1E-8"))
+        for i, (user, cov) in enumerate(amounts):
             quote = QuoteRecord(
                 id=f"q{i}",
                 expires_at=datetime.now(UTC),
@@ -595,7 +596,8 @@ def test_open_cover_is_summed_exactly(engine: Engine) -> None:
                 )
             )
         s.commit()
-        assert open_cover(s, user_id="a") == (Decimal("0.3"), Decimal("1.0"))
+        assert open_cover(s, user_id="a") == (Decimal("0.3"), Decimal("50001"))
+        assert open_cover(s, user_id="c") == (Decimal("0.00000001"), Decimal("50001"))
 
 
 def test_a_market_order_away_from_the_mark_is_not_insurable(
