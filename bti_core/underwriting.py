@@ -50,8 +50,8 @@ class Limits:
 @dataclass(frozen=True)
 class Exposure:
     """The open cover as the pool's concentration caps read it, summed by the database
-    (`Quoting.exposure_now`): per (symbol, side, leverage band), and, for a side, what one
-    market-wide move of `Limits.crash_move` against it would claim (``None``: not asked)."""
+    (`Quoting.exposure_now`): per (symbol, side, leverage band), and, per side, what one
+    market-wide move of `Limits.crash_move` against it would claim."""
 
     by_band: Mapping[tuple[str, str, str], Decimal]
     crash: Mapping[str, Decimal]
@@ -234,8 +234,8 @@ class CapUse:
 
 
 def caps_in_use(exposure: Exposure, limits: Limits = Limits()) -> list[CapUse]:
-    """Every concentration cap the open cover touches, fullest first within each kind: each
-    symbol, each side and leverage band, and the market-wide fall and rise."""
+    """Every concentration cap the open cover touches: each symbol (by name), each side and
+    leverage band (in band order), and the market-wide fall and rise."""
     cap = limits.pool_capacity
     symbols = sorted({sym for sym, _, _ in exposure.by_band})
     bands = sorted(

@@ -277,6 +277,18 @@ def test_concentration_caps_say_which_cap_and_what_is_left(
         )
     assert sum(r[4] for r in unknown if r[1] == "long") == Decimal(7_000)
     assert sum(r[4] for r in shallow if r[1] == "long") == 0
+    # a stored mark that is no price (NaN, zero, negative) is not trusted: a short is then
+    # judged as claimed by the rise (its crash cap applies), not waved through
+    short = _sized(risk, "ETHUSDT", "short", 20, 4_000)
+    short_cover = Cover(coverage="100", duration_hours=24)
+    lp = float(short.entry_price) * 1.04  # a 20× short is liquidated about 4-5 % up
+    for bad in (float("nan"), 0.0, -5.0):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(svc.ctx.risk, "spot", lambda symbol, bad=bad: bad)
+            with Session(svc.ctx.db) as s:
+                exposure = svc.quoting.exposure_now(s)
+            names = [c.name for c in svc.quoting.concentration(short, short_cover, lp, exposure)]
+        assert "crash_cap" in names, (bad, names)
 
 
 def test_expired_quote_and_policy_expiry(

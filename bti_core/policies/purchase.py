@@ -33,12 +33,7 @@ from bti_core.policies.context import PolicyContext
 from bti_core.policies.freshness import FreshMark, fresh_checks, fresh_mark
 from bti_core.policies.lifecycle import LifecycleEvent, move_policy
 from bti_core.policies.positions import PositionTerms, purchase_checks
-from bti_core.policies.quoting import (
-    QuoteError,
-    Quoting,
-    order_and_cover,
-    peril_of,
-)
+from bti_core.policies.quoting import QuoteError, Quoting, order_and_cover, peril_of
 from bti_core.underwriting import CONCENTRATION, Check, check_cover, require
 
 log = logging.getLogger("bti.policies")

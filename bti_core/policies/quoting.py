@@ -3,6 +3,7 @@ with the risk index and check it against underwriting; the quote is stored with 
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Sequence
@@ -218,10 +219,13 @@ class Quoting:
             return self.exposure_now(s)
 
     def _mark(self, symbol: str) -> float | None:
+        """``symbol``'s mark now; None (its cover counted whole by the caps) when no bars are
+        stored or the stored mark is no price (not finite, or not above zero)."""
         try:
-            return self.ctx.risk.spot(symbol)
-        except BTIError:  # no bars stored
+            mark = self.ctx.risk.spot(symbol)
+        except BTIError:
             return None
+        return mark if math.isfinite(mark) and mark > 0 else None
 
     def concentration(
         self,
