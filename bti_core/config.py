@@ -102,6 +102,14 @@ class Settings(BaseSettings):
         le=1,
         description="Most of the capacity one such move may claim",
     )
+    withdrawal_cooldown_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=90 * 24 * 3600,
+        description="Cooldown between a capital provider's withdrawal request and its first "
+        "moment, fixed when the pool is deployed; default 7 days (2 minutes on the local demo "
+        "chain, so a demo can show a withdrawal through)",
+    )
     macro_file: Path | None = Field(
         default=None, description="CSV date,signal (−1 stress … +1 calm) for the risk index"
     )

@@ -46,12 +46,20 @@ from bti_core.chain.types import (
     OnChainPolicy,
     OnChainStatus,
     PoolStats,
+    ProviderPosition,
     Purchase,
     QuoteTerms,
 )
 from bti_core.chain.units import from_units, to_units
 from bti_core.chain.wallets import ANVIL_KEYS, require_local_chain
 from bti_core.errors import ChainError
+
+#: Seconds from a withdrawal request to its first moment on a pool `deploy` makes by default:
+#: seven days, the claim grace (a claim triggered inside a cover's window may be filed and
+#: decided up to seven days after it ends), so a claim triggered before a request is decided
+#: before that capital can leave; between Hyperliquid HLP's four days and Drift's ~13.
+WITHDRAWAL_COOLDOWN = 7 * 24 * 3600
+MAX_WITHDRAWAL_COOLDOWN = 90 * 24 * 3600
 
 
 class ChainClient:
@@ -176,9 +184,18 @@ class ChainClient:
         code = self._rpc(lambda: self.w3.eth.get_code(to_checksum_address(d.pool)))
         return len(code) > 0
 
-    def deploy(self, seed_capital: Decimal = Decimal(0)) -> Deployment:
+    def deploy(
+        self, seed_capital: Decimal = Decimal(0), *, withdrawal_cooldown: int = WITHDRAWAL_COOLDOWN
+    ) -> Deployment:
         """Deploy token, policy NFT and pool; hand the NFT to the pool; fund gas for the service
-        keys; deposit ``seed_capital`` BTI (minted to the admin) as the pool's first capital."""
+        keys; deposit ``seed_capital`` BTI (minted to the admin) as the pool's first capital.
+        ``withdrawal_cooldown``: seconds between a provider's withdrawal request and its first
+        moment, fixed for the pool's life."""
+        if not 0 <= withdrawal_cooldown <= MAX_WITHDRAWAL_COOLDOWN:
+            raise ChainError(
+                f"withdrawal cooldown must be 0 to {MAX_WITHDRAWAL_COOLDOWN:,} seconds "
+                f"(90 days); got {withdrawal_cooldown!r}"
+            )
         first = int(self._rpc(lambda: self.w3.eth.block_number)) + 1
         token = self._deploy("BTIToken", self.admin.address)
         policy = self._deploy("BTIPolicy", self.admin.address)
@@ -189,6 +206,7 @@ class ChainClient:
             self.admin.address,
             self.claims.address,
             self.quoter.address,
+            int(withdrawal_cooldown),
         )
         self._deployment = Deployment(self.chain_id, token, policy, pool, first)
         self.transact(
@@ -448,15 +466,60 @@ class ChainClient:
         self._committed()
         return str(receipt["transactionHash"].to_0x_hex())
 
-    def withdraw(self, wallet: LocalAccount, amount: Decimal) -> str:
-        """Withdraw ``amount`` BTI of capital not locked by active cover."""
+    def request_withdrawal(self, wallet: LocalAccount, amount: Decimal | None = None) -> str:
+        """Ask to withdraw ``amount`` BTI of ``wallet``'s capital at today's share price (None:
+        all of its free shares): the shares go into the pool's escrow, still invested, and the
+        cooldown starts again for everything pending (`InsurancePool.requestWithdrawal`)."""
+        held = int(self._rpc(lambda: self.pool.functions.balanceOf(wallet.address).call()))
+        if amount is None:
+            shares = held
+        else:
+            if amount <= 0:
+                raise ChainError(f"a withdrawal request must be positive; got {amount} BTI")
+            units = to_units(amount)
+            shares = int(self._rpc(lambda: self.pool.functions.previewWithdraw(units).call()))
+            value = from_units(
+                int(self._rpc(lambda: self.pool.functions.previewRedeem(held).call()))
+            )
+            if shares > held:
+                raise ChainError(
+                    f"a withdrawal request of {amount:,.2f} BTI is above the "
+                    f"{value:,.2f} BTI {wallet.address} holds in the pool (outside requests)"
+                )
+        if shares == 0:
+            raise ChainError(f"{wallet.address} holds no pool shares outside a request")
         receipt = self.transact(
-            self.pool.functions.withdraw(to_units(amount), wallet.address, wallet.address),
-            wallet,
-            "withdraw",
+            self.pool.functions.requestWithdrawal(shares), wallet, "request withdrawal"
         )
         self._committed()
         return str(receipt["transactionHash"].to_0x_hex())
+
+    def cancel_withdrawal(self, wallet: LocalAccount) -> str:
+        """Give ``wallet``'s pending shares back (a lapsed request too)."""
+        receipt = self.transact(self.pool.functions.cancelWithdrawal(), wallet, "cancel withdrawal")
+        self._committed()
+        return str(receipt["transactionHash"].to_0x_hex())
+
+    def withdraw(self, wallet: LocalAccount, amount: Decimal | None = None) -> tuple[str, Decimal]:
+        """Take ``wallet``'s ready request: ``amount`` BTI of it at today's share price, or all
+        of it (None), never capital locked by active cover; (transaction, BTI received)."""
+        f = self.pool.functions
+        if amount is None:
+            # all the pool lets go now; without a ready request, the request's shares, so that
+            # the pool's refusal says why (none, cooling down until …, lapsed)
+            shares = int(self._rpc(lambda: f.maxRedeem(wallet.address).call())) or int(
+                self._rpc(lambda: f.withdrawalRequest(wallet.address).call())[0]
+            )
+            call = f.redeem(shares, wallet.address, wallet.address)
+        else:
+            call = f.withdraw(to_units(amount), wallet.address, wallet.address)
+        receipt = self.transact(call, wallet, "withdraw")
+        self._committed()
+        (ev,) = self.pool.events.CapitalWithdrawn().process_receipt(receipt, errors=DISCARD)
+        return (
+            str(receipt["transactionHash"].to_0x_hex()),
+            from_units(int(ev["args"]["assets"])),
+        )
 
     def max_withdraw(self, address: str) -> Decimal:
         return from_units(
@@ -465,6 +528,39 @@ class ChainClient:
                     lambda: self.pool.functions.maxWithdraw(to_checksum_address(address)).call()
                 )
             )
+        )
+
+    def share_price(self) -> Decimal:
+        """BTI one pool share is worth now (what redeeming it would pay)."""
+        one = 10**18
+        return from_units(int(self._rpc(lambda: self.pool.functions.convertToAssets(one).call())))
+
+    def provider(self, address: str) -> ProviderPosition:
+        """``address``'s shares, request and values, read at one block."""
+        a = to_checksum_address(address)
+        f = self.pool.functions
+        block = self._rpc(lambda: self.w3.eth.get_block("latest"))
+        at = int(block["number"])
+
+        def call(fn: Any) -> Any:
+            return self._rpc(lambda: fn.call(block_identifier=at))
+
+        held = int(call(f.balanceOf(a)))
+        shares, ready_at, expires_at = call(f.withdrawalRequest(a))
+        one = 10**18
+        return ProviderPosition(
+            address=a,
+            shares=from_units(held),
+            requested=from_units(int(shares)),
+            value=from_units(int(call(f.previewRedeem(held)))),
+            requested_value=from_units(int(call(f.previewRedeem(int(shares))))),
+            ready_at=int(ready_at),
+            expires_at=int(expires_at),
+            can_withdraw_now=from_units(int(call(f.maxWithdraw(a)))),
+            share_price=from_units(int(call(f.convertToAssets(one)))),
+            cooldown=int(call(f.withdrawalCooldown())),
+            window=int(call(f.WITHDRAWAL_WINDOW())),
+            now=int(block["timestamp"]),
         )
 
     def pause(self) -> str:

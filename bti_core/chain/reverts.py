@@ -11,9 +11,13 @@ from hexbytes import HexBytes
 from web3.exceptions import ContractLogicError
 
 from bti_core.chain.types import OnChainStatus
-from bti_core.chain.units import format_bti
+from bti_core.chain.units import format_bti, from_units
 
 _STATUS_NAMES = {s.value: s.name.lower() for s in OnChainStatus}
+
+
+def _utc(ts: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
 def explain_refusal(name: str, a: dict[str, Any]) -> str:
@@ -56,12 +60,32 @@ def explain_refusal(name: str, a: dict[str, Any]) -> str:
         ),
         "ERC4626ExceededMaxWithdraw": lambda: (
             f"withdrawal {bti(a['assets'])} is above what {a['owner']} may withdraw now "
-            f"({bti(a['max'])}; capital backing active cover is locked)"
+            f"({bti(a['max'])}: a ready request's value at most, and never capital backing "
+            "active cover)"
         ),
         "ERC4626ExceededMaxRedeem": lambda: (
             f"redeeming {a['shares']} shares is above the {a['max']} {a['owner']} may redeem now"
         ),
         "ERC4626ExceededMaxDeposit": lambda: "deposits are closed (the pool is paused)",
+        "InsurancePoolNoWithdrawalRequest": lambda: (
+            f"{a['owner']} has no withdrawal request: request one first; it can be taken "
+            "after the pool's cooldown"
+        ),
+        "InsurancePoolWithdrawalNotReady": lambda: (
+            f"{a['owner']}'s withdrawal request is cooling down until {_utc(a['readyAt'])}"
+        ),
+        "InsurancePoolWithdrawalLapsed": lambda: (
+            f"{a['owner']}'s withdrawal request lapsed at {_utc(a['expiresAt'])} (a ready "
+            "request is open for two days): cancel it or request again"
+        ),
+        "InsurancePoolAboveRequest": lambda: (
+            f"redeeming {from_units(a['shares']):,.6f} shares is above the "
+            f"{from_units(a['requested']):,.6f} {a['owner']} requested"
+        ),
+        "InsurancePoolRequestAboveShares": lambda: (
+            f"a request for {from_units(a['shares']):,.6f} shares is above the "
+            f"{from_units(a['held']):,.6f} {a['owner']} holds outside requests"
+        ),
         "InsurancePoolQuoteExpired": lambda: (
             "the signed quote's deadline passed; ask for a new quote"
         ),
@@ -75,7 +99,7 @@ def explain_refusal(name: str, a: dict[str, Any]) -> str:
         ),
         "InsurancePoolReleaseTooEarly": lambda: (
             f"policy {a['policyId']}'s cover can be released by anyone only after "
-            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(a['allowedFrom']))}"
+            f"{_utc(a['allowedFrom'])}"
         ),
         "ReentrancyGuardReentrantCall": lambda: "re-entrant call refused",
         "InsurancePoolZeroAmount": lambda: "amounts must be positive",

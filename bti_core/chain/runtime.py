@@ -13,7 +13,7 @@ from __future__ import annotations
 import atexit
 from decimal import Decimal
 
-from bti_core.chain.client import ChainClient
+from bti_core.chain.client import WITHDRAWAL_COOLDOWN, ChainClient
 from bti_core.chain.node import AnvilNode, is_up, rpc_call
 from bti_core.chain.types import Deployment
 from bti_core.chain.wallets import LOCAL_CHAIN_ID, require_safe_keys
@@ -81,9 +81,25 @@ def connect(
     with file_lock(path.with_suffix(".lock")):
         client.use_deployment(Deployment.load(path))
         if not client.is_deployed():
-            client.deploy(s.pool_capacity if seed_capital is None else seed_capital)
+            client.deploy(
+                s.pool_capacity if seed_capital is None else seed_capital,
+                withdrawal_cooldown=withdrawal_cooldown(s, client.chain_id),
+            )
             client.deployment.save(path)
     return client
+
+
+#: the local demo chain's default cooldown: long enough to see, short enough to wait out
+DEMO_WITHDRAWAL_COOLDOWN = 120
+
+
+def withdrawal_cooldown(s: Settings, chain_id: int) -> int:
+    """Seconds a pool deployed on ``chain_id`` makes providers wait between a withdrawal
+    request and its first moment (``BTI_WITHDRAWAL_COOLDOWN_SECONDS``, else 7 days; 2 minutes
+    on the local demo chain)."""
+    if s.withdrawal_cooldown_seconds is not None:
+        return s.withdrawal_cooldown_seconds
+    return DEMO_WITHDRAWAL_COOLDOWN if chain_id == LOCAL_CHAIN_ID else WITHDRAWAL_COOLDOWN
 
 
 _STARTED: list[AnvilNode] = []  # the local nodes this process started (and stops at exit)

@@ -95,6 +95,45 @@ class PoolStats:
         return float(self.locked / self.reserves) if self.reserves > 0 else 0.0
 
 
+#: A withdrawal request's state, as `ProviderPosition.request_state` names it.
+REQUEST_STATES = ("none", "cooling down", "ready", "lapsed")
+
+
+@dataclass(frozen=True)
+class ProviderPosition:
+    """A capital provider's place in the pool, read in one block.
+
+    ``shares`` are held freely; ``requested`` sit in escrow behind a withdrawal request,
+    takeable from ``ready_at`` until ``expires_at`` (unix seconds; 0 without a request). Values
+    are at the share price of that block; ``can_withdraw_now`` is what the pool lets go now
+    (a ready request, bounded by the free reserves)."""
+
+    address: str
+    shares: Decimal
+    requested: Decimal
+    value: Decimal
+    requested_value: Decimal
+    ready_at: int
+    expires_at: int
+    can_withdraw_now: Decimal
+    share_price: Decimal
+    cooldown: int
+    window: int
+    now: int
+
+    @property
+    def request_state(self) -> str:
+        if self.requested <= 0:
+            return "none"
+        if self.now < self.ready_at:
+            return "cooling down"
+        return "ready" if self.now < self.expires_at else "lapsed"
+
+    @property
+    def total_value(self) -> Decimal:
+        return self.value + self.requested_value
+
+
 @dataclass(frozen=True)
 class DecodedEvent:
     contract: str

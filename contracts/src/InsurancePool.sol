@@ -11,6 +11,7 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {BTIPolicy} from "./BTIPolicy.sol";
 
 /// @title BTI insurance pool
@@ -21,6 +22,15 @@ import {BTIPolicy} from "./BTIPolicy.sol";
 ///      the token balance so that tokens sent here directly change nothing. Cover sold locks
 ///      its coverage; only reserves above the locked amount (`freeReserves`) can be withdrawn
 ///      or back new cover.
+///
+///      Withdrawals wait out a cooldown. A provider first requests one (`requestWithdrawal`),
+///      which moves the shares into the pool's escrow: they stay invested, take premiums and
+///      bear every claim paid meanwhile, and cannot be moved to another account whose request
+///      is further along. After `withdrawalCooldown` the request may be taken (`withdraw` or
+///      `redeem`, priced when taken) within `WITHDRAWAL_WINDOW`; after that it lapses and the
+///      shares can only be asked back (`cancelWithdrawal`) or requested again. Claims come
+///      first: they are paid from the cover their policies lock, which no withdrawal can take,
+///      and a claim paid while a request waits lowers the price the request is taken at.
 contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP712 {
     using SafeERC20 for IERC20;
 
@@ -39,6 +49,14 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
     ///         its cover (a claim triggered inside the window may still be in review).
     uint64 public constant CLAIM_GRACE = 7 days;
 
+    /// @notice Time a ready withdrawal request stays open; after it the request lapses, so a
+    ///         request made "just in case" cannot be kept ready for the next crash.
+    uint64 public constant WITHDRAWAL_WINDOW = 2 days;
+
+    /// @notice Time between a withdrawal request and the first moment it can be taken. Fixed at
+    ///         deployment: a pool that could shorten it could let its capital run from a crash.
+    uint64 public immutable withdrawalCooldown;
+
     enum Status {
         None,
         Active,
@@ -55,6 +73,14 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
         uint256 premium;
         uint256 paid;
         bytes32 termsHash;
+    }
+
+    /// @notice A provider's pending withdrawal: `shares` held in escrow, takeable from
+    ///         `readyAt` until `expiresAt` (unix seconds).
+    struct WithdrawalRequest {
+        uint256 shares;
+        uint64 readyAt;
+        uint64 expiresAt;
     }
 
     /// @notice A quote as the quoter signs it.
@@ -77,6 +103,9 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
     uint256 public policyCount;
     mapping(uint256 id => Policy) private _policies;
     mapping(bytes32 termsHash => uint256 id) public policyIdByTerms;
+    mapping(address owner => WithdrawalRequest) private _requests;
+    /// @notice Shares held in escrow by pending withdrawal requests.
+    uint256 public requestedShares;
 
     /// @notice A policy was bought: `premium` taken from `holder`, `coverage` locked.
     event PolicyPurchased(
@@ -98,6 +127,11 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
     event CapitalDeposited(address indexed provider, uint256 assets, uint256 shares);
     /// @notice Capital went out to `receiver`, burning `shares` of `provider`.
     event CapitalWithdrawn(address indexed provider, address indexed receiver, uint256 assets, uint256 shares);
+    /// @notice `provider` asked to withdraw: `shares` (all its pending shares) in escrow,
+    ///         takeable from `readyAt` until `expiresAt`.
+    event WithdrawalRequested(address indexed provider, uint256 shares, uint64 readyAt, uint64 expiresAt);
+    /// @notice `provider`'s pending request was cancelled and its `shares` given back.
+    event WithdrawalCancelled(address indexed provider, uint256 shares);
 
     error InsurancePoolZeroAmount();
     error InsurancePoolLengthMismatch(uint256 policyIds, uint256 amounts, uint256 claimRefs);
@@ -113,18 +147,28 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
     error InsurancePoolPayoutAboveFreeReserves(uint256 amount, uint256 available);
     error InsurancePoolReleaseTooEarly(uint256 policyId, uint64 allowedFrom);
     error InsurancePoolWithdrawalAboveFree(uint256 requested, uint256 free);
+    error InsurancePoolNoWithdrawalRequest(address owner);
+    error InsurancePoolWithdrawalNotReady(address owner, uint64 readyAt);
+    error InsurancePoolWithdrawalLapsed(address owner, uint64 expiresAt);
+    error InsurancePoolAboveRequest(address owner, uint256 shares, uint256 requested);
+    error InsurancePoolRequestAboveShares(address owner, uint256 shares, uint256 held);
 
     /// @param asset_ The BTI token.
     /// @param policyToken_ The policy NFT, whose ownership must then pass to this pool.
     /// @param admin Receives the admin and pauser roles.
     /// @param claims The claims service's address.
     /// @param quoter The pricing service's signing address.
-    constructor(IERC20 asset_, BTIPolicy policyToken_, address admin, address claims, address quoter)
-        ERC20("BTI Pool Share", "bpBTI")
-        ERC4626(asset_)
-        EIP712("BTI InsurancePool", "1")
-    {
+    /// @param withdrawalCooldown_ Seconds between a withdrawal request and its first moment.
+    constructor(
+        IERC20 asset_,
+        BTIPolicy policyToken_,
+        address admin,
+        address claims,
+        address quoter,
+        uint64 withdrawalCooldown_
+    ) ERC20("BTI Pool Share", "bpBTI") ERC4626(asset_) EIP712("BTI InsurancePool", "1") {
         policyToken = policyToken_;
+        withdrawalCooldown = withdrawalCooldown_;
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _grantRole(PAUSER_ROLE, admin);
         _grantRole(CLAIMS_ROLE, claims);
@@ -276,19 +320,64 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
         return paused() ? 0 : super.maxMint(receiver);
     }
 
-    /// @notice At most the owner's assets and never capital locked by active cover.
+    /// @notice Ask to withdraw `shares`: they move into escrow (with any already pending) and
+    ///         the cooldown starts again for all of them.
+    /// @return readyAt When the request can first be taken.
+    function requestWithdrawal(uint256 shares) external nonReentrant whenNotPaused returns (uint64 readyAt) {
+        if (shares == 0) revert InsurancePoolZeroAmount();
+        uint256 held = balanceOf(msg.sender);
+        if (shares > held) revert InsurancePoolRequestAboveShares(msg.sender, shares, held);
+        _transfer(msg.sender, address(this), shares);
+        requestedShares += shares;
+        WithdrawalRequest storage r = _requests[msg.sender];
+        r.shares += shares;
+        readyAt = uint64(block.timestamp) + withdrawalCooldown;
+        r.readyAt = readyAt;
+        r.expiresAt = readyAt + WITHDRAWAL_WINDOW;
+        emit WithdrawalRequested(msg.sender, r.shares, readyAt, r.expiresAt);
+    }
+
+    /// @notice Give the caller's pending shares back (a lapsed request too).
+    function cancelWithdrawal() external nonReentrant {
+        uint256 shares = _requests[msg.sender].shares;
+        if (shares == 0) revert InsurancePoolNoWithdrawalRequest(msg.sender);
+        delete _requests[msg.sender];
+        requestedShares -= shares;
+        _transfer(address(this), msg.sender, shares);
+        emit WithdrawalCancelled(msg.sender, shares);
+    }
+
+    /// @notice `owner`'s pending request (all zero: none).
+    function withdrawalRequest(address owner) external view returns (WithdrawalRequest memory) {
+        return _requests[owner];
+    }
+
+    /// @notice Take a ready request (ERC-4626 `withdraw`): `assets` at today's share price.
+    function withdraw(uint256 assets, address receiver, address owner) public override returns (uint256) {
+        _requireReady(owner);
+        return super.withdraw(assets, receiver, owner);
+    }
+
+    /// @notice Take a ready request (ERC-4626 `redeem`): `shares` of the request.
+    function redeem(uint256 shares, address receiver, address owner) public override returns (uint256) {
+        _requireReady(owner);
+        return super.redeem(shares, receiver, owner);
+    }
+
+    /// @notice The assets of `owner`'s ready request, never capital locked by active cover;
+    ///         zero without a ready request or while paused.
     function maxWithdraw(address owner) public view override returns (uint256) {
         if (paused()) return 0;
-        uint256 own = super.maxWithdraw(owner);
+        uint256 own = _convertToAssets(_readyShares(owner), Math.Rounding.Floor);
         uint256 free = freeReserves();
         return own < free ? own : free;
     }
 
-    /// @notice Shares redeemable now, bounded like `maxWithdraw`.
+    /// @notice Shares of `owner`'s ready request redeemable now, bounded like `maxWithdraw`.
     function maxRedeem(address owner) public view override returns (uint256) {
         if (paused()) return 0;
-        uint256 own = super.maxRedeem(owner);
-        uint256 free = previewWithdraw(freeReserves());
+        uint256 own = _readyShares(owner);
+        uint256 free = _convertToShares(freeReserves(), Math.Rounding.Floor);
         return own < free ? own : free;
     }
 
@@ -305,17 +394,27 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
         emit CapitalDeposited(receiver, assets, shares);
     }
 
+    /// @dev The shares burnt are the owner's escrowed ones (`requestWithdrawal`).
     function _withdraw(address caller, address receiver, address owner, uint256 assets, uint256 shares)
         internal
         override
         nonReentrant
         whenNotPaused
     {
+        if (assets == 0 || shares == 0) revert InsurancePoolZeroAmount();
         uint256 free = freeReserves();
         if (assets > free) revert InsurancePoolWithdrawalAboveFree(assets, free);
+        WithdrawalRequest storage r = _requests[owner];
+        if (shares > r.shares) revert InsurancePoolAboveRequest(owner, shares, r.shares);
+        if (caller != owner) _spendAllowance(owner, caller, shares);
+        r.shares -= shares;
+        if (r.shares == 0) delete _requests[owner];
+        requestedShares -= shares;
         reserves -= assets;
         capitalOut += assets;
-        super._withdraw(caller, receiver, owner, assets, shares);
+        _burn(address(this), shares);
+        IERC20(asset()).safeTransfer(receiver, assets);
+        emit Withdraw(caller, receiver, owner, assets, shares);
         emit CapitalWithdrawn(owner, receiver, assets, shares);
     }
 
@@ -372,6 +471,19 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
         address to = policyToken.ownerOf(policyId);
         IERC20(asset()).safeTransfer(to, amount);
         emit ClaimPaid(policyId, to, amount, claimRef);
+    }
+
+    function _requireReady(address owner) private view {
+        WithdrawalRequest storage r = _requests[owner];
+        if (r.shares == 0) revert InsurancePoolNoWithdrawalRequest(owner);
+        if (block.timestamp < r.readyAt) revert InsurancePoolWithdrawalNotReady(owner, r.readyAt);
+        if (block.timestamp >= r.expiresAt) revert InsurancePoolWithdrawalLapsed(owner, r.expiresAt);
+    }
+
+    function _readyShares(address owner) private view returns (uint256) {
+        WithdrawalRequest storage r = _requests[owner];
+        if (r.shares == 0 || block.timestamp < r.readyAt || block.timestamp >= r.expiresAt) return 0;
+        return r.shares;
     }
 
     function _quoteHash(Quote calldata q) private pure returns (bytes32) {

@@ -7,10 +7,10 @@ import {InsurancePool} from "../src/InsurancePool.sol";
 
 /// @title Test attacker: re-enters the pool from the policy token's receive callback
 /// @notice Test-only. Buys a policy through `attack`; when the pool mints it the policy token,
-///         `onERC721Received` calls back into the pool (a second purchase, or a withdrawal).
+///         `onERC721Received` calls back into the pool (a second purchase, a withdrawal request, a release).
 contract ReentrantHolder is IERC721Receiver {
     InsurancePool public immutable pool;
-    uint8 public mode; // 1: buy again, 2: withdraw capital, 3: release cover
+    uint8 public mode; // 1: buy again, 2: request a withdrawal, 3: release cover
     InsurancePool.Quote private _quote;
     bytes private _sig;
 
@@ -33,7 +33,7 @@ contract ReentrantHolder is IERC721Receiver {
     /// @notice The re-entry point.
     function onERC721Received(address, address, uint256 id, bytes calldata) external returns (bytes4) {
         if (mode == 1) pool.buyPolicy(_quote, _sig);
-        if (mode == 2) pool.withdraw(1, address(this), address(this));
+        if (mode == 2) pool.requestWithdrawal(1);
         if (mode == 3) pool.releaseCover(id);
         return IERC721Receiver.onERC721Received.selector;
     }

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from bti_core.chain.artifacts import artifact
 from bti_core.chain.client import ChainClient
-from bti_core.chain.node import AnvilNode, free_port
+from bti_core.chain.node import AnvilNode, free_port, rpc_call
 from bti_core.chain.types import DecodedEvent, OnChainStatus, QuoteTerms, terms_hash
 from bti_core.chain.units import to_units
 from bti_core.errors import ChainError
@@ -226,15 +226,17 @@ def test_payout_attacks_revert(chain: ChainClient) -> None:
 
 def test_capital_can_leave_only_when_not_locked_by_cover(anvil: AnvilNode) -> None:
     chain = ChainClient(anvil.url)
-    chain.deploy(Decimal(0))
+    chain.deploy(Decimal(0), withdrawal_cooldown=0)
     lp = funded(chain, "lp", "1000")
     chain.deposit(lp, Decimal(1000))
     trader = funded(chain, "trader")
     buy(chain, trader, coverage="900", premium="10")
     stats = chain.pool_stats()
     assert (stats.reserves, stats.locked, stats.free) == (Decimal(1010), Decimal(900), Decimal(110))
+    assert chain.max_withdraw(lp.address) == 0  # nothing requested yet
+    chain.request_withdrawal(lp)
     assert chain.max_withdraw(lp.address) == Decimal(110)
-    with pytest.raises(ChainError, match="capital backing active cover is locked"):
+    with pytest.raises(ChainError, match="never capital backing active cover"):
         chain.withdraw(lp, Decimal(111))
     chain.withdraw(lp, Decimal(110))
     assert chain.balance(lp.address) == Decimal(110)
@@ -258,7 +260,7 @@ def test_pause_stops_business_and_only_the_admin_may_pause(chain: ChainClient) -
 
 
 @pytest.mark.parametrize(
-    ("mode", "what"), [(1, "buy again"), (2, "withdraw capital"), (3, "release cover")]
+    ("mode", "what"), [(1, "buy again"), (2, "request a withdrawal"), (3, "release cover")]
 )
 def test_reentrant_token_callbacks_are_refused(chain: ChainClient, mode: int, what: str) -> None:
     """A holder contract re-enters the pool from onERC721Received (mode 0 does not re-enter and
@@ -370,7 +372,7 @@ def test_random_operations_keep_the_pools_books(anvil: AnvilNode, ops: list[tupl
     global _pool_fixture
     if _pool_fixture is None:
         chain = ChainClient(anvil.url)
-        chain.deploy(Decimal(0))
+        chain.deploy(Decimal(0), withdrawal_cooldown=0)
         lps = [funded(chain, f"lp{i}", "5000") for i in range(2)]
         traders = [funded(chain, f"t{i}", "500") for i in range(2)]
         snap = chain.w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
@@ -384,6 +386,7 @@ def test_random_operations_keep_the_pools_books(anvil: AnvilNode, ops: list[tupl
                 if op[0] == "deposit":
                     chain.deposit(lps[op[1]], Decimal(op[2]))
                 elif op[0] == "withdraw":
+                    chain.request_withdrawal(lps[op[1]], Decimal(op[2]))
                     chain.withdraw(lps[op[1]], Decimal(op[2]))
                 elif op[0] == "buy":
                     policies.append(
@@ -459,7 +462,7 @@ def test_a_first_depositor_cannot_inflate_the_share_price_against_the_next(
     not move) over OpenZeppelin's virtual share: the donation is lost to the attacker, the
     victim's shares are worth what the victim paid, and the attacker gains nothing."""
     chain = ChainClient(anvil.url)
-    chain.deploy(Decimal(0))
+    chain.deploy(Decimal(0), withdrawal_cooldown=0)
     attacker = funded(chain, "attacker", "100001")
     victim = funded(chain, "victim", "1000")
     wei = Decimal("1e-18")
@@ -473,7 +476,83 @@ def test_a_first_depositor_cannot_inflate_the_share_price_against_the_next(
     assert chain.pool_stats().reserves == wei  # the books did not move
 
     chain.deposit(victim, Decimal(1000))
-    assert chain.max_withdraw(victim.address) == Decimal(1000)  # nothing rounded away
-    assert chain.max_withdraw(attacker.address) <= wei  # the donation bought nothing
+    assert chain.provider(victim.address).value == Decimal(1000)  # nothing rounded away
+    assert chain.provider(attacker.address).value <= wei  # the donation bought nothing
+    chain.request_withdrawal(victim)
     chain.withdraw(victim, Decimal(1000))
     assert chain.balance(victim.address) == Decimal(1000)
+
+
+def warp(chain: ChainClient, seconds: int) -> None:
+    """Move the node's clock on and mine a block there (the `chain` fixture sets it back)."""
+    rpc_call(chain.url, "evm_increaseTime", [seconds])
+    rpc_call(chain.url, "evm_mine")
+
+
+def test_a_withdrawal_waits_out_the_cooldown_then_has_a_window(chain: ChainClient) -> None:
+    """Request → cooling down (7 days) → ready (2 days) → lapsed; the requested shares sit in
+    escrow meanwhile (they cannot be sent to another account), and every wrong step is refused
+    with the reason and the time it may happen."""
+    lp = funded(chain, "lp", "1000")
+    chain.deposit(lp, Decimal(1000))
+    with pytest.raises(ChainError, match="has no withdrawal request"):
+        chain.withdraw(lp, Decimal(1))
+    chain.request_withdrawal(lp, Decimal(600))
+    p = chain.provider(lp.address)
+    assert (p.request_state, p.requested_value, p.value) == ("cooling down", 600, 400)
+    assert p.ready_at - p.now == p.cooldown == 7 * 24 * 3600
+    assert p.expires_at - p.ready_at == p.window == 2 * 24 * 3600
+    assert p.can_withdraw_now == 0
+    with pytest.raises(ChainError, match="cooling down until 20"):
+        chain.withdraw(lp)
+    other = Account.create()
+    chain.send_gas(lp.address, Decimal(1))
+    with pytest.raises(ChainError, match=r"wallet .* holds 400\.00 BTI"):  # escrowed: not its own
+        chain.transact(
+            chain.pool.functions.transfer(other.address, to_units(Decimal(401))), lp, "move"
+        )
+
+    warp(chain, p.cooldown)
+    p = chain.provider(lp.address)
+    assert (p.request_state, p.can_withdraw_now) == ("ready", Decimal(600))
+    with pytest.raises(ChainError, match=r"above what .* may withdraw now"):
+        chain.withdraw(lp, Decimal(601))
+    _, got = chain.withdraw(lp, Decimal(250))
+    assert got == 250 and chain.provider(lp.address).requested_value == 350
+
+    warp(chain, p.window)
+    assert chain.provider(lp.address).request_state == "lapsed"
+    with pytest.raises(ChainError, match=r"lapsed at .* cancel it or request again"):
+        chain.withdraw(lp)
+    chain.cancel_withdrawal(lp)
+    p = chain.provider(lp.address)
+    assert (p.request_state, p.value, p.requested) == ("none", 750, 0)
+    with pytest.raises(ChainError, match="has no withdrawal request"):
+        chain.cancel_withdrawal(lp)
+    with pytest.raises(ChainError, match=r"above the 750\.00 BTI"):
+        chain.request_withdrawal(lp, Decimal(751))
+
+
+def test_claims_paid_while_a_withdrawal_waits_come_first(chain: ChainClient) -> None:
+    """A provider who asks to leave when a crash starts still bears its claims: the claim is
+    paid in full from the cover it locked, and the request is taken at the share price after
+    it. A second request made later restarts the clock for all pending shares."""
+    seed = chain.pool_stats().reserves  # the session pool's own capital (the admin's)
+    lp = funded(chain, "lp", str(seed))
+    chain.deposit(lp, seed)  # half the pool
+    trader = funded(chain, "trader", "10000")
+    pid = buy(chain, trader, coverage="200000", premium="2000")
+    chain.request_withdrawal(lp)
+    chain.pay_claim(pid, Decimal(200000), b"\x01" * 32)
+    assert chain.balance(trader.address) == Decimal(10000 - 2000 + 200000)
+    warp(chain, chain.provider(lp.address).cooldown)
+    _, got = chain.withdraw(lp)
+    assert got == (2 * seed + 2000 - 200000) / 2  # half of what the claim left
+    assert chain.pool_stats().reserves == got  # the other half stays with the admin
+
+    chain.deposit(lp, Decimal(1000))
+    chain.request_withdrawal(lp, Decimal(400))
+    warp(chain, 3600)
+    chain.request_withdrawal(lp, Decimal(100))  # restarts the clock for all 500
+    p = chain.provider(lp.address)
+    assert p.requested_value == 500 and p.ready_at == p.now + p.cooldown
