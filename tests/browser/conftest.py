@@ -16,6 +16,7 @@ from typing import IO, Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
 
 from dashboard.launch import start_server
 from tests.conftest import ROOT, free_port
@@ -162,6 +163,8 @@ def sign_in(page: Page, user: str, password: str) -> None:
         secret.fill(password)
         if name.input_value() != user or secret.input_value() != password:
             continue
+        # marks this document: the sign-in's round trip replaces it (see session_cookie)
+        page.evaluate("window.__btiBeforeSignIn = true")
         page.get_by_role("button", name="Sign in").click()
         try:
             expect(signed).to_be_visible(timeout=15_000)
@@ -178,6 +181,17 @@ def session_cookie(page: Page, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not any(c["name"] == "bti_session" for c in page.context.cookies()):
         assert time.monotonic() < deadline, "the session cookie was never set"
+        page.wait_for_timeout(100)
+    # The cookie comes with the server's redirect back to the page, before the page it
+    # redirects to has loaded: a reload then would abort that navigation (ERR_ABORTED, as a
+    # CI run saw). Wait until the document marked before the sign-in has been replaced.
+    while True:
+        assert time.monotonic() < deadline, "the sign-in's round trip never came back"
+        try:
+            if not page.evaluate("window.__btiBeforeSignIn === true"):
+                break
+        except PlaywrightError:  # the context went away mid-navigation: look again
+            pass
         page.wait_for_timeout(100)
     page.wait_for_load_state()
 
