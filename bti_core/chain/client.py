@@ -481,6 +481,8 @@ class ChainClient:
             value = from_units(
                 int(self._rpc(lambda: self.pool.functions.previewRedeem(held).call()))
             )
+            if shares > held and units <= to_units(value):
+                shares = held  # all of it, asked as the value shown (which is rounded down)
             if shares > held:
                 raise ChainError(
                     f"a withdrawal request of {amount:,.2f} BTI is above the "

@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from bti_core.chain.artifacts import artifact
 from bti_core.chain.client import ChainClient
@@ -343,86 +341,6 @@ def test_a_restart_keeps_balances_and_policies_and_a_crash_keeps_the_last_snapsh
         assert ChainClient(node.url, d).balance(w.address) == Decimal(993)
     finally:
         node.stop(snapshot=False)
-
-
-OPS = st.lists(
-    st.one_of(
-        st.tuples(st.just("deposit"), st.integers(0, 1), st.integers(1, 3000)),
-        st.tuples(st.just("withdraw"), st.integers(0, 1), st.integers(1, 3000)),
-        st.tuples(st.just("buy"), st.integers(0, 1), st.integers(1, 3000), st.integers(1, 50)),
-        st.tuples(st.just("pay"), st.integers(0, 20), st.integers(1, 3000)),
-        st.tuples(st.just("release"), st.integers(0, 20)),
-        st.tuples(st.just("pause_cycle")),
-    ),
-    min_size=1,
-    max_size=12,
-)
-
-
-@pytest.mark.slow
-@settings(
-    max_examples=12,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(ops=OPS)
-def test_random_operations_keep_the_pools_books(anvil: AnvilNode, ops: list[tuple]) -> None:
-    """reserves = deposits + premiums − payouts − withdrawals = the pool's token balance, locked
-    cover = the active policies' coverage ≤ reserves — after every operation, refused or not."""
-    global _pool_fixture
-    if _pool_fixture is None:
-        chain = ChainClient(anvil.url)
-        chain.deploy(Decimal(0), withdrawal_cooldown=0)
-        lps = [funded(chain, f"lp{i}", "5000") for i in range(2)]
-        traders = [funded(chain, f"t{i}", "500") for i in range(2)]
-        snap = chain.w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
-        _pool_fixture = (chain, lps, traders, snap)
-    chain, lps, traders, snap = _pool_fixture
-    policies: list[int] = []
-    try:
-        for op in ops:
-            before = chain.pool_stats()
-            try:
-                if op[0] == "deposit":
-                    chain.deposit(lps[op[1]], Decimal(op[2]))
-                elif op[0] == "withdraw":
-                    chain.request_withdrawal(lps[op[1]], Decimal(op[2]))
-                    chain.withdraw(lps[op[1]], Decimal(op[2]))
-                elif op[0] == "buy":
-                    policies.append(
-                        buy(chain, traders[op[1]], coverage=str(op[2]), premium=str(op[3]))
-                    )
-                elif op[0] == "pay" and policies:
-                    chain.pay_claim(policies[op[1] % len(policies)], Decimal(op[2]), b"\x00" * 32)
-                elif op[0] == "release" and policies:
-                    chain.release_cover(policies[op[1] % len(policies)])
-                elif op[0] == "pause_cycle":
-                    chain.pause()
-                    with pytest.raises(ChainError, match=r"paused|closed"):
-                        chain.deposit(lps[0], Decimal(1))
-                    chain.unpause()
-            except ChainError:
-                assert chain.pool_stats() == before  # a refusal changes nothing
-            s = chain.pool_stats()
-            pool_balance = chain.balance(chain.deployment.pool)
-            assert s.reserves == s.capital_in + s.premiums_in - s.claims_paid - s.capital_out
-            assert s.reserves == pool_balance
-            active = sum(
-                (
-                    chain.policy(p).coverage
-                    for p in policies
-                    if chain.policy(p).status == OnChainStatus.ACTIVE
-                ),
-                Decimal(0),
-            )
-            assert s.locked == active <= s.reserves
-    finally:
-        chain.w3.provider.make_request("evm_revert", [snap])  # type: ignore[arg-type]
-        snap = chain.w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
-        _pool_fixture = (chain, lps, traders, snap)
-
-
-_pool_fixture: tuple | None = None
 
 
 def test_refusals_are_types_decoded_from_the_abi(chain: ChainClient) -> None:
