@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from bti_core.accounts.service import AccountsService
 from bti_core.accounts.vault import Vault
+from bti_core.capital import CapitalService
 from bti_core.chain.client import ChainClient
 from bti_core.chain.wallets import LOCAL_CHAIN_ID, CustodialWallets, require_local_chain
 from bti_core.claims.service import ClaimsService
@@ -175,6 +176,11 @@ class Services:
             learned=self.learned,
             accounts=self.accounts,
         )
+
+    @cached_property
+    def capital(self) -> CapitalService:
+        """Capital providers: deposits, withdrawal requests, the pool's history and yield."""
+        return CapitalService(self.chain, self.insurance.wallet_of)
 
     @cached_property
     def learned(self) -> LiveModel | None:

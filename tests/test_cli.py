@@ -108,6 +108,42 @@ def test_chain_status_faucet_and_reconcile(
     assert "activated 0, declined 0, cover released 0" in r.output
 
 
+def test_capital_deposit_status_request_cancel(
+    data_dir: Path, anvil: AnvilNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BTI_RPC_URL", anvil.url)
+    assert runner.invoke(app, ["chain", "faucet", "lena", "--amount", "1000"]).exit_code == 0
+    r = runner.invoke(app, ["capital", "deposit", "lena", "400"])
+    assert r.exit_code == 0 and "(400.00 BTI)" in r.output, r.output
+    r = runner.invoke(app, ["capital", "deposit", "lena", "abc"])
+    assert r.exit_code == 2 and "a deposit must be a number of BTI" in r.output, r.output
+    r = runner.invoke(app, ["capital", "deposit", "lena", "601"])
+    assert r.exit_code == 2 and "above the wallet's 600.00 BTI" in r.output, r.output
+    r = runner.invoke(app, ["capital", "request", "lena", "100"])
+    # the demo chain's cooldown is two minutes (seven days elsewhere)
+    assert r.exit_code == 0 and "requested 100.00 BTI; cooling down until" in r.output, r.output
+    r = runner.invoke(app, ["capital", "withdraw", "lena"])
+    assert r.exit_code == 2 and "is cooling down until" in r.output, r.output
+    from bti_core.cli.common import console
+
+    monkeypatch.setattr(console, "width", 200)  # a table's cell on one line
+    r = runner.invoke(app, ["capital", "status", "lena"])
+    assert r.exit_code == 0, r.output
+    for text in (
+        "400.00 BTI (0.04% of the pool)",
+        "cooling down until",
+        "2 min, then 2 days",
+        "Realised yield",
+        "10 October 2025 (stylised)",
+        "Every symbol −30% within",
+    ):
+        assert text in r.output, (text, r.output)
+    r = runner.invoke(app, ["capital", "cancel", "lena"])
+    assert r.exit_code == 0 and "request cancelled" in r.output, r.output
+    r = runner.invoke(app, ["capital", "cancel", "lena"])
+    assert r.exit_code == 2 and "has no withdrawal request" in r.output, r.output
+
+
 @pytest.mark.slow
 def test_chain_up_runs_a_node_until_stopped_and_keeps_its_state(data_dir: Path) -> None:
     port = free_port()

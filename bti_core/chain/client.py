@@ -600,18 +600,23 @@ class ChainClient:
         return self._events.decode(logs)
 
     def events(
-        self, from_block: int | None = None, to_block: Any = "latest"
+        self,
+        from_block: int | None = None,
+        to_block: Any = "latest",
+        *,
+        addresses: Iterable[str] | None = None,
     ) -> list[DecodedEvent | dict[str, Any]]:
         """The project contracts' events in a block range (from the deployment block by
-        default)."""
+        default), of ``addresses`` only when given (e.g. the pool's)."""
         d = self.deployment
         start = d.block if from_block is None else max(from_block, 0)
+        of = list(addresses) if addresses is not None else [d.token, d.policy, d.pool]
         logs = self._rpc(
             lambda: self.w3.eth.get_logs(
                 {
                     "fromBlock": start,
                     "toBlock": to_block,
-                    "address": [to_checksum_address(a) for a in (d.token, d.policy, d.pool)],
+                    "address": [to_checksum_address(a) for a in of],
                 }
             )
         )

@@ -21,7 +21,7 @@ from __future__ import annotations
 # isort: off
 # imported in the order `bti --help` lists their top-level commands
 from bti_core.cli import demo as _demo  # noqa: F401 — registers demo, demo-book and crash
-from bti_core.cli import data, risk, claims, chain, policies, stream, users, accounts
+from bti_core.cli import data, risk, claims, chain, capital, policies, stream, users, accounts
 
 # isort: on
 from bti_core.cli.common import app
@@ -29,6 +29,7 @@ from bti_core.cli.common import app
 app.add_typer(data.data_app, name="data")
 app.add_typer(data.db_app, name="db")
 app.add_typer(chain.chain_app, name="chain")
+app.add_typer(capital.capital_app, name="capital")
 app.add_typer(claims.claims_app, name="claims")
 app.add_typer(policies.policies_app, name="policies")
 app.add_typer(users.users_app, name="users")
