@@ -38,6 +38,12 @@ navigation = st.navigation(
         "Insurance": [
             st.Page(PAGES / "buy_insurance.py", title="Buy insurance", icon=":material/shield:"),
             my_policies,
+            st.Page(
+                PAGES / "capital.py",
+                title="Capital",
+                icon=":material/savings:",
+                url_path="capital",
+            ),
         ],
         "Analytics": [
             st.Page(

@@ -191,3 +191,63 @@ def context_figure(ctx: pd.DataFrame, symbol: str) -> go.Figure | None:
         margin={"l": 10, "r": 10, "t": 60, "b": 10},
     )
     return fig
+
+
+def share_price_figure(history: pd.DataFrame) -> go.Figure:
+    """The pool's share price after each event (a step line), premiums and claims marked."""
+    fig = go.Figure()
+    fig.add_scatter(
+        x=history["time"],
+        y=history["price"],
+        name="Share price",
+        mode="lines",
+        line={"color": ACCENT, "shape": "hv"},
+    )
+    for kind, color, name in (("premium", UP, "Premium"), ("claim", DOWN, "Claim paid")):
+        pts = history[history["kind"] == kind]
+        if len(pts):
+            fig.add_scatter(
+                x=pts["time"],
+                y=pts["price"],
+                name=name,
+                mode="markers",
+                marker={"color": color, "size": 7},
+                customdata=pts["amount"],
+                hovertemplate="%{customdata:,.2f} BTI<extra>" + name + "</extra>",
+            )
+    fig.update_layout(
+        title="Share price (BTI per share)", yaxis_tickformat=".6f", hovermode="x", **_LAYOUT
+    )
+    return fig
+
+
+def scenario_path_figure(
+    shape: pd.DataFrame, timeline: pd.DataFrame, title: str, capacity: float | None
+) -> go.Figure:
+    """A crash scenario minute by minute: each symbol's move (left axis) and the cover claimed
+    so far (right axis), with the crash cap's line where it is known."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for sym in shape.columns:
+        fig.add_scatter(x=shape.index, y=shape[sym], name=sym, mode="lines", line={"width": 1.5})
+    fig.add_scatter(
+        x=timeline["minute"],
+        y=timeline["payout"],
+        name="Claimed (BTI)",
+        mode="lines",
+        fill="tozeroy",
+        line={"color": DOWN, "shape": "hv"},
+        secondary_y=True,
+    )
+    if capacity is not None:
+        fig.add_hline(
+            y=capacity,
+            line_dash="dot",
+            line_color=MARK,
+            annotation_text="crash cap",
+            secondary_y=True,
+        )
+    fig.update_yaxes(title_text="move from now", tickformat=".0%", secondary_y=False)
+    fig.update_yaxes(title_text="BTI claimed", rangemode="tozero", secondary_y=True)
+    fig.update_xaxes(title_text="minutes")
+    fig.update_layout(title=title, hovermode="x unified", **_LAYOUT)
+    return fig

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
@@ -149,4 +151,76 @@ def concentration_caps() -> None:
         f"{limits.max_crash_share:.0%} (crypto fell 15–70 % within 40 minutes on 10 October "
         "2025). A quote over a cap is refused with the cap and what it has left; a purchase "
         "checks again."
+    )
+
+
+def scenario_results() -> list[Any]:
+    """Every stress scenario (`analytics.scenarios.scenarios`) on the whole open book at
+    today's marks; ``[]`` (with a warning shown) when the book or the marks cannot be read."""
+    from bti_core.analytics.scenarios import marks_of, run_scenario, scenarios
+
+    try:
+        svc = resources.services()
+        book = resources.book()
+        marks = marks_of(book, resources.risk_engine().spot)
+    except BTIError as exc:
+        st.warning(str(exc))
+        return []
+    now = pd.Timestamp.now("UTC")
+    return [
+        run_scenario(book, sc, marks, now=now) for sc in scenarios(float(svc.limits.crash_move))
+    ]
+
+
+def scenario_stress() -> None:
+    """The open book through a crash path minute by minute — 10 October 2025 (stylised) or the
+    crash cap's ±30 % hour — against the crash cap."""
+    from dashboard import risk_charts
+
+    st.subheader("Crash scenarios on the open book")
+    results = scenario_results()
+    if not results:
+        return
+    names = {r.scenario.key: r for r in results}
+    key = st.segmented_control(
+        "Scenario",
+        list(names),
+        default=results[0].scenario.key,
+        format_func=lambda k: names[k].scenario.name,
+        key="rq_scenario",
+    )
+    r = names[key or results[0].scenario.key]
+    sc = r.scenario
+    limits = resources.services().limits
+    cap = float(limits.pool_capacity * limits.max_crash_share)
+    syms = list(r.by_symbol["symbol"]) or ["BTCUSDT", "ETHUSDT"]
+    shape = pd.DataFrame({s: sc.move_of(s) * sc.shape() for s in syms})
+    left, right = st.columns([3, 2])
+    left.plotly_chart(
+        risk_charts.scenario_path_figure(shape, r.timeline, sc.name, cap), width="stretch"
+    )
+    with right:
+        st.markdown(f"**{sc.name}**: {sc.description}.")
+        c = st.columns(2)
+        c[0].metric("Scenario claims", f"{r.claims:,}")
+        c[1].metric("Scenario payout", text.bti(r.payout))
+        st.progress(
+            min(1.0, r.payout / cap) if cap > 0 else 0.0,
+            text=f"{r.payout / cap:.0%} of the crash cap ({text.bti(cap)})" if cap > 0 else "",
+        )
+        st.dataframe(
+            r.by_symbol,
+            hide_index=True,
+            column_config={
+                "move": st.column_config.NumberColumn(format="percent"),
+                "mark": st.column_config.NumberColumn(format="%.4g"),
+                "trough": st.column_config.NumberColumn(format="%.4g"),
+                "payout": st.column_config.NumberColumn(format="accounting"),
+            },
+        )
+    st.caption(
+        "Every open policy, whatever the filter, at today's marks. A policy is claimed at the "
+        "first minute the path reaches its liquidation price; a symbol without a mark counts "
+        "its cover whole. The October path is stylised from public reports of the event, not "
+        "exchange data."
     )

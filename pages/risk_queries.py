@@ -271,6 +271,7 @@ if tabs[1].open:
                     "level), shorts above. The chart and the numbers follow the filter."
                 )
         views.concentration_caps()
+        views.scenario_stress()
 
 if tabs[2].open:
     with tabs[2]:

@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("people", {"auth", "sessions"}),
     ("accounts", {"accounts"}),
     ("chain", {"chain"}),
+    ("capital", {"capital"}),
     ("policies", {"policies"}),
     ("claims", {"claims"}),
     ("analytics", {"analytics"}),

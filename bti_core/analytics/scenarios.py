@@ -127,7 +127,7 @@ def run_scenario(
         o = o[o["end"] > now]
     shape = scenario.shape()
     rows, hits = [], []
-    for symbol, g in o.groupby("symbol", sort=True):
+    for symbol, g in o.groupby("symbol", sort=True, observed=True):
         sym = str(symbol)
         m = scenario.move_of(sym)
         side = "long" if m < 0 else "short"

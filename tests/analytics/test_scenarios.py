@@ -36,7 +36,7 @@ def book() -> pd.DataFrame:
             row(6, "BTCUSDT", "long", 99.0, 1000, status="paid"),  # settled: not open
             row(7, "BTCUSDT", "long", 99.0, 1000, end=NOW - pd.Timedelta(hours=1)),  # ended
         ]
-    )
+    ).astype({"symbol": "category"})  # as `load_book` gives it
 
 
 def test_the_october_path_claims_what_its_troughs_reach(book: pd.DataFrame) -> None:

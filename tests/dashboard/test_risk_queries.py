@@ -183,6 +183,16 @@ def test_every_tab_draws_its_view(booked: Path) -> None:
             assert used["a 30% fall of every symbol (claims longs)"] == 200
             assert used["a 30% rise of every symbol (claims shorts)"] == 80
             assert caps["cap (USDT)"].iloc[0] == 400_000  # 40 % of the 1,000,000 capacity
+            # the crash scenarios: the cap's own ±30 % hour claims what the cap counts
+            for key, payout in (("hour-30%", "200.00 BTI"), ("hour+30%", "80.00 BTI")):
+                at.segmented_control(key="rq_scenario").set_value(key).run()
+                assert metric(at, "Scenario payout") == payout, key
+            at.segmented_control(key="rq_scenario").set_value("oct-10-2025").run()
+            october = next(d.value for d in at.dataframe if "trough" in d.value.columns)
+            moves = dict(zip(october["symbol"], october["move"], strict=True))
+            assert moves == {"BTCUSDT": -0.15, "ETHUSDT": -0.21}
+            # BTC's 10× long (liquidated about 9–10 % down) is claimed; ETH's 5× is not
+            assert int(metric(at, "Scenario claims")) == int(october["claims"].sum()) >= 2
         if tab in ("Probability surface", "Reliability", "Market context"):
             assert at.get("plotly_chart"), tab
         if tab == "Reliability":
