@@ -56,6 +56,11 @@ class Exposure:
     by_band: Mapping[tuple[str, str, str], Decimal]
     crash: Mapping[str, Decimal]
 
+    @property
+    def total(self) -> Decimal:
+        """The pool's open cover (exact: the database sums each row's cover exactly)."""
+        return sum(self.by_band.values(), Decimal(0))
+
     def on_symbol(self, symbol: str) -> Decimal:
         return sum((v for (sym, _, _), v in self.by_band.items() if sym == symbol), Decimal(0))
 

@@ -561,7 +561,8 @@ def test_listing_policies_writes_nothing_and_sends_nothing(
 @pytest.mark.both_databases
 def test_open_cover_is_summed_exactly(engine: Engine) -> None:
     """SQLite keeps money as text; its SUM would add floats (0.1 + 0.2 = 0.30000000000000004)."""
-    from bti_core.db.repository import open_cover
+    from bti_core.db.repository import open_cover, open_cover_summary
+    from bti_core.underwriting import LEVERAGE_BUCKETS
 
     with Session(engine) as s:
         amounts = (("a", "0.1"), ("a", "0.2"), ("b", "0.7"), ("b", "49999.99999999"), ("c", "1E-8"))
@@ -610,6 +611,9 @@ def test_open_cover_is_summed_exactly(engine: Engine) -> None:
         s.commit()
         assert open_cover(s, user_id="a") == (Decimal("0.3"), Decimal("50001"))
         assert open_cover(s, user_id="c") == (Decimal("0.00000001"), Decimal("50001"))
+        # the caps' one read gives the pool's total as exactly (a quote reads it there)
+        rows = open_cover_summary(s, LEVERAGE_BUCKETS, falls_to={}, rises_to={})
+        assert sum((r[3] for r in rows), Decimal(0)) == Decimal("50001")
 
 
 def test_a_market_order_away_from_the_mark_is_not_insurable(

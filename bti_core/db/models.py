@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from bti_core.db.types import Money, UTCDateTime, utcnow
@@ -73,6 +73,19 @@ class Policy(SQLModel, table=True):
     """An insured order: pending → active → expired / claimed (or declined at purchase)."""
 
     __tablename__ = "policy"
+    # the concentration caps' one read (`repository.open_cover_summary`) from the index alone:
+    # open policies by symbol and side with the figures it sums (a quote's largest read)
+    __table_args__ = (
+        Index(
+            "ix_policy_open_cover",
+            "status",
+            "symbol",
+            "side",
+            "leverage",
+            "liquidation_price",
+            "coverage",
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     quote_id: str = Field(foreign_key="quote.id", unique=True, max_length=32)

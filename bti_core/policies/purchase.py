@@ -23,6 +23,7 @@ from bti_core.db.repository import (
     add_policy_event,
     get_policy,
     get_quote,
+    open_cover_of,
     policies_with_status,
     policy_for_quote,
 )
@@ -239,21 +240,21 @@ class Purchases:
         """The pool's and the trader's limits, and the pool's concentration caps, against the
         open cover at this moment (ADL cover's own cap on the position is
         `purchase_checks`')."""
-        mine, pool = self.quoting.exposure(user_id, s)
+        exposure = self.quoting.exposure_now(s)  # one read: the caps and the pool's total
+        mine = open_cover_of(s, user_id=user_id)
         fresh = check_cover(
             order,
             cover,
             allowed_symbols=self.quoting.allowed_symbols(),
             symbol_max_leverage=self.ctx.limits.max_leverage,
             user_exposure=mine,
-            pool_locked=pool,
+            pool_locked=exposure.total,
             liquidation_reached=False,
             limits=self.ctx.limits,
             position_cover=Decimal(0)
             if peril is Peril.ADL
             else self.quoting.position_cover(s, user_id, order),
         )
-        exposure = self.quoting.exposure_now(s)
         fresh += self.quoting.concentration(order, cover, liquidation_price, exposure)
         serialised = ("pool_capacity", "user_exposure", "position_cover", *CONCENTRATION)
         return [c for c in fresh if not c.passed and c.name in serialised]
