@@ -9,9 +9,10 @@ share is worth
 (OpenZeppelin's virtual share and asset, decimals offset 0). The history is rebuilt from the
 pool's own events, each of which moves the reserves or the supply by the amount it states:
 ``CapitalDeposited`` (+assets, +shares), ``CapitalWithdrawn`` (−assets, −shares),
-``PolicyPurchased`` (+premium) and ``ClaimPaid`` (−amount). So the price rises with every
-premium and falls only with a paid claim; deposits and withdrawals leave it where it was (up
-to a wei of rounding, which favours the pool).
+``PolicyPurchased`` (+premium), ``PolicyAmended`` (+charge, −refund) and ``ClaimPaid``
+(−amount). So the price rises with every premium and falls only with a paid claim or a
+cancelled cover's refund of unused premium; deposits and withdrawals leave it where it was
+(up to a wei of rounding, which favours the pool).
 
 Realised yield over ``d`` days: ``price(now) / price(now − d) − 1``, the price at
 ``now − d`` being the last point at or before it; a pool younger than ``d`` days is measured
@@ -31,7 +32,7 @@ from eth_account.signers.local import LocalAccount
 
 from bti_core.chain.client import ChainClient
 from bti_core.chain.types import DecodedEvent, PoolStats, ProviderPosition
-from bti_core.chain.units import from_units
+from bti_core.chain.units import from_units, to_units
 from bti_core.errors import BTIError
 
 #: the windows the realised yield is shown for (days)
@@ -40,7 +41,13 @@ YIELD_WINDOWS = (7, 30, 365)
 MAX_AMOUNT = Decimal(1_000_000_000)
 #: the finest amount (BTI): the token has 18 decimals, people type at most 8
 AMOUNT_STEP = Decimal("1e-8")
-_POOL_EVENTS = {"CapitalDeposited", "CapitalWithdrawn", "PolicyPurchased", "ClaimPaid"}
+_POOL_EVENTS = {
+    "CapitalDeposited",
+    "CapitalWithdrawn",
+    "PolicyPurchased",
+    "PolicyAmended",
+    "ClaimPaid",
+}
 
 
 class CapitalError(BTIError, ValueError):
@@ -71,7 +78,7 @@ class PoolPoint:
 
     time: datetime
     block: int
-    kind: str  # deposit | withdrawal | premium | claim
+    kind: str  # deposit | withdrawal | premium | refund | claim
     amount: Decimal  # BTI the event moved (positive)
     reserves: Decimal
     supply: Decimal
@@ -79,9 +86,11 @@ class PoolPoint:
 
     @property
     def price(self) -> Decimal:
-        """BTI per share: (reserves + 1 wei) / (supply + 1 wei)."""
-        wei = Decimal("1e-18")
-        return (self.reserves + wei) / (self.supply + wei)
+        """BTI per share: (reserves + 1 wei) / (supply + 1 wei), in whole wei rounded down, as
+        the contract's ``convertToAssets`` of one share (integers: a Decimal's 28 digits would
+        round where the contract does not)."""
+        reserves, supply = to_units(self.reserves), to_units(self.supply)
+        return from_units((reserves + 1) * 10**18 // (supply + 1))
 
 
 def pool_history(
@@ -98,6 +107,22 @@ def pool_history(
     for e in ours:
         a = e.args
         who: str | None = None
+        if e.name == "PolicyAmended":  # a change: its charge in, its refund out (either, both)
+            for kind, units, sign in (("premium", a["charge"], 1), ("refund", a["refund"], -1)):
+                if int(units):
+                    reserves += sign * from_units(int(units))
+                    out.append(
+                        PoolPoint(
+                            times[e.block],
+                            e.block,
+                            kind,
+                            from_units(int(units)),
+                            reserves,
+                            supply,
+                            None,
+                        )
+                    )
+            continue
         if e.name == "CapitalDeposited":
             kind, amount, who = "deposit", from_units(int(a["assets"])), str(a["provider"])
             reserves += amount
@@ -166,19 +191,20 @@ def realised_yields(
 class Flows:
     """What moved through the pool in a window."""
 
-    premiums: Decimal
+    premiums: Decimal  # net of refunds of unused premium
     claims: Decimal
     deposits: Decimal
     withdrawals: Decimal
 
 
 def flows(history: Sequence[PoolPoint], since: datetime | None = None) -> Flows:
-    """Premiums earned, claims paid, capital in and out since ``since`` (all: None)."""
-    tot = dict.fromkeys(("premium", "claim", "deposit", "withdrawal"), Decimal(0))
+    """Premiums earned (net of refunds), claims paid, capital in and out since ``since``
+    (all: None)."""
+    tot = dict.fromkeys(("premium", "refund", "claim", "deposit", "withdrawal"), Decimal(0))
     for p in history:
         if since is None or p.time >= since:
             tot[p.kind] += p.amount
-    return Flows(tot["premium"], tot["claim"], tot["deposit"], tot["withdrawal"])
+    return Flows(tot["premium"] - tot["refund"], tot["claim"], tot["deposit"], tot["withdrawal"])
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,10 @@ from web3.logs import DISCARD
 
 from bti_core.chain.artifacts import artifact
 from bti_core.chain.eip712 import (
+    AMENDMENT_FIELDS,
     PERMIT_FIELDS,
     QUOTE_FIELDS,
+    amendment_message,
     as_tuple,
     permit_message,
     quote_message,
@@ -41,6 +43,7 @@ from bti_core.chain.events import EventDecoder
 from bti_core.chain.nonces import NonceLock
 from bti_core.chain.transactions import Transactions
 from bti_core.chain.types import (
+    AmendmentTerms,
     DecodedEvent,
     Deployment,
     OnChainPolicy,
@@ -318,6 +321,34 @@ class ChainClient:
         receipt = self.transact(self.pool.functions.buyPolicy(quote, sig), wallet, "buy policy")
         return self._purchase(receipt)
 
+    def sign_amendment(self, a: AmendmentTerms) -> bytes:
+        """The quoter's EIP-712 signature of a change to a policy (`InsurancePool.Amendment`)."""
+        typed = typed_data(
+            "Amendment",
+            AMENDMENT_FIELDS,
+            ("BTI InsurancePool", self.deployment.pool),
+            self.chain_id,
+            amendment_message(a),
+        )
+        return bytes(self.quoter.sign_typed_data(full_message=typed).signature)
+
+    def amend_policy(self, wallet: LocalAccount, a: AmendmentTerms) -> str:
+        """Change (or, with coverage 0, cancel) the policy ``wallet`` holds as ``a`` says,
+        paying ``a.charge`` and receiving ``a.refund``; once only (the pool refuses a change
+        priced on terms the policy no longer has)."""
+        if a.charge > 0:
+            self.ensure_allowance(wallet, a.charge)
+        message = amendment_message(a)
+        receipt = self.transact(
+            self.pool.functions.amendPolicy(
+                as_tuple(message, AMENDMENT_FIELDS), self.sign_amendment(a)
+            ),
+            wallet,
+            "change policy",
+        )
+        self._committed()
+        return str(receipt["transactionHash"].to_0x_hex())
+
     def permit_request(self, owner: str, amount: Decimal, deadline: int) -> dict[str, Any]:
         """The EIP-2612 permit a trader signs in their own wallet (``eth_signTypedData_v4``)
         to let the pool take ``amount`` BTI for a premium: BTI never holds their key."""
@@ -591,6 +622,7 @@ class ChainClient:
             capital_out=u(f.capitalOut()),
             policies=int(self._rpc(lambda: f.policyCount().call())),
             paused=bool(self._rpc(lambda: f.paused().call())),
+            premiums_refunded=u(f.premiumsRefunded()),
         )
 
     # ------------------------------------------------------------------ events

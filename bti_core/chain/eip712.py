@@ -12,7 +12,7 @@ from typing import Any
 from eth_utils.address import to_checksum_address
 from hexbytes import HexBytes
 
-from bti_core.chain.types import QuoteTerms
+from bti_core.chain.types import AmendmentTerms, QuoteTerms
 from bti_core.chain.units import to_units
 from bti_core.errors import ChainError
 
@@ -21,6 +21,16 @@ QUOTE_FIELDS = (  # InsurancePool.Quote, as the pool hashes it
     ("termsHash", "bytes32"),
     ("coverage", "uint256"),
     ("premium", "uint256"),
+    ("expiry", "uint64"),
+    ("deadline", "uint64"),
+)
+AMENDMENT_FIELDS = (  # InsurancePool.Amendment, as the pool hashes it
+    ("policyId", "uint256"),
+    ("fromTerms", "bytes32"),
+    ("termsHash", "bytes32"),
+    ("coverage", "uint256"),
+    ("charge", "uint256"),
+    ("refund", "uint256"),
     ("expiry", "uint64"),
     ("deadline", "uint64"),
 )
@@ -72,6 +82,20 @@ def quote_message(holder: str, q: QuoteTerms) -> dict[str, Any]:
         "premium": to_units(q.premium),
         "expiry": int(q.expiry),
         "deadline": int(q.deadline),
+    }
+
+
+def amendment_message(a: AmendmentTerms) -> dict[str, Any]:
+    """The ``Amendment`` struct of ``a`` (amounts in token units)."""
+    return {
+        "policyId": int(a.policy_id),
+        "fromTerms": a.from_terms,
+        "termsHash": a.terms,
+        "coverage": to_units(a.coverage),
+        "charge": to_units(a.charge),
+        "refund": to_units(a.refund),
+        "expiry": int(a.expiry),
+        "deadline": int(a.deadline),
     }
 
 

@@ -101,6 +101,20 @@ def explain_refusal(name: str, a: dict[str, Any]) -> str:
             f"policy {a['policyId']}'s cover can be released by anyone only after "
             f"{_utc(a['allowedFrom'])}"
         ),
+        "InsurancePoolNotPolicyHolder": lambda: (
+            f"policy {a['policyId']} is held by {a['holder']}, not {a['caller']}: only its "
+            "holder may change or cancel it"
+        ),
+        "InsurancePoolStaleAmendment": lambda: (
+            f"policy {a['policyId']} changed since this change was priced: price it again"
+        ),
+        "InsurancePoolPolicyEnded": lambda: (
+            f"policy {a['policyId']} ended at {_utc(a['expiry'])}: an ended cover cannot be "
+            "changed (renew it as a new cover)"
+        ),
+        "InsurancePoolRefundAbovePremium": lambda: (
+            f"a refund of {bti(a['refund'])} is above the {bti(a['premium'])} premium paid"
+        ),
         "ReentrancyGuardReentrantCall": lambda: "re-entrant call refused",
         "InsurancePoolZeroAmount": lambda: "amounts must be positive",
         "InsurancePoolLengthMismatch": lambda: (

@@ -72,6 +72,23 @@ class QuoteTerms:
 
 
 @dataclass(frozen=True)
+class AmendmentTerms:
+    """A change to policy ``policy_id`` as the quoter signs it (`InsurancePool.Amendment`):
+    from its current ``from_terms`` to ``terms`` with ``coverage`` BTI until ``expiry``, the
+    holder paying ``charge`` and receiving ``refund`` now, before ``deadline``. ``coverage``
+    0 cancels."""
+
+    policy_id: int
+    from_terms: bytes
+    terms: bytes
+    coverage: Decimal
+    charge: Decimal
+    refund: Decimal
+    expiry: int
+    deadline: int
+
+
+@dataclass(frozen=True)
 class Purchase:
     policy_id: int
     tx_hash: str
@@ -89,6 +106,7 @@ class PoolStats:
     capital_out: Decimal
     policies: int
     paused: bool
+    premiums_refunded: Decimal = Decimal(0)
 
     @property
     def utilisation(self) -> float:

@@ -18,7 +18,7 @@ import {BTIPolicy} from "./BTIPolicy.sol";
 /// @notice Holds the reserves in BTI. Capital providers deposit and withdraw through ERC-4626
 ///         shares (bpBTI) whose value moves with premiums in and claims out; traders buy
 ///         policies at a price the BTI quoter signed (EIP-712); the claims service pays claims.
-/// @dev Accounting: `reserves` = deposits + premiums − payouts − withdrawals, kept apart from
+/// @dev Accounting: `reserves` = deposits + premiums − refunds − payouts − withdrawals, kept apart from
 ///      the token balance so that tokens sent here directly change nothing. Cover sold locks
 ///      its coverage; only reserves above the locked amount (`freeReserves`) can be withdrawn
 ///      or back new cover.
@@ -43,6 +43,9 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
 
     bytes32 private constant QUOTE_TYPEHASH = keccak256(
         "Quote(address holder,bytes32 termsHash,uint256 coverage,uint256 premium,uint64 expiry,uint64 deadline)"
+    );
+    bytes32 private constant AMENDMENT_TYPEHASH = keccak256(
+        "Amendment(uint256 policyId,bytes32 fromTerms,bytes32 termsHash,uint256 coverage,uint256 charge,uint256 refund,uint64 expiry,uint64 deadline)"
     );
 
     /// @notice Time after a policy's expiry during which only the claims service may release
@@ -93,10 +96,27 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
         uint64 deadline;
     }
 
+    /// @notice A change to an active policy as the quoter signs it: from the policy's current
+    ///         terms (`fromTerms`, so it applies once and only to the state it was priced on)
+    ///         to new terms with `coverage` until `expiry`, the holder paying `charge` and
+    ///         receiving `refund` now. `coverage` 0 cancels the policy.
+    struct Amendment {
+        uint256 policyId;
+        bytes32 fromTerms;
+        bytes32 termsHash;
+        uint256 coverage;
+        uint256 charge;
+        uint256 refund;
+        uint64 expiry;
+        uint64 deadline;
+    }
+
     BTIPolicy public immutable policyToken;
     uint256 public reserves;
     uint256 public lockedCoverage;
     uint256 public premiumsIn;
+    /// @notice Unused premium given back by amendments and cancellations.
+    uint256 public premiumsRefunded;
     uint256 public claimsPaid;
     uint256 public capitalIn;
     uint256 public capitalOut;
@@ -123,6 +143,16 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
     event ClaimSkipped(uint256 indexed policyId, Status status, bytes32 claimRef);
 
     event CoverReleased(uint256 indexed policyId, uint256 coverage);
+    /// @notice A policy was changed (extended, raised) or, with `coverage` 0, cancelled: the
+    ///         holder paid `charge` and received `refund`.
+    event PolicyAmended(
+        uint256 indexed policyId,
+        bytes32 indexed termsHash,
+        uint256 coverage,
+        uint64 expiry,
+        uint256 charge,
+        uint256 refund
+    );
     /// @notice Capital came in from `provider` for `shares` pool shares.
     event CapitalDeposited(address indexed provider, uint256 assets, uint256 shares);
     /// @notice Capital went out to `receiver`, burning `shares` of `provider`.
@@ -152,6 +182,10 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
     error InsurancePoolWithdrawalLapsed(address owner, uint64 expiresAt);
     error InsurancePoolAboveRequest(address owner, uint256 shares, uint256 requested);
     error InsurancePoolRequestAboveShares(address owner, uint256 shares, uint256 held);
+    error InsurancePoolNotPolicyHolder(uint256 policyId, address holder, address caller);
+    error InsurancePoolStaleAmendment(uint256 policyId, bytes32 current, bytes32 priced);
+    error InsurancePoolPolicyEnded(uint256 policyId, uint64 expiry);
+    error InsurancePoolRefundAbovePremium(uint256 refund, uint256 premium);
 
     /// @param asset_ The BTI token.
     /// @param policyToken_ The policy NFT, whose ownership must then pass to this pool.
@@ -273,6 +307,57 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
         p.status = Status.Released;
         lockedCoverage -= p.coverage;
         emit CoverReleased(policyId, p.coverage);
+    }
+
+    /// @notice Change an active, unexpired policy as the quoter priced it (`Amendment`): only
+    ///         the policy token's holder, once, from the terms it was priced on. Extending or
+    ///         raising locks the new coverage (it must fit the free reserves); coverage 0
+    ///         cancels and releases the cover. `charge` is taken from the holder (approve the
+    ///         pool first), `refund` sent to them; a refund never exceeds the premium paid.
+    function amendPolicy(Amendment calldata a, bytes calldata signature) external nonReentrant whenNotPaused {
+        if (block.timestamp > a.deadline) revert InsurancePoolQuoteExpired(a.deadline, block.timestamp);
+        Policy storage p = _active(a.policyId);
+        if (block.timestamp >= p.expiry) revert InsurancePoolPolicyEnded(a.policyId, p.expiry);
+        address holder = policyToken.ownerOf(a.policyId);
+        if (holder != msg.sender) revert InsurancePoolNotPolicyHolder(a.policyId, holder, msg.sender);
+        if (p.termsHash != a.fromTerms) revert InsurancePoolStaleAmendment(a.policyId, p.termsHash, a.fromTerms);
+        address signer = ECDSA.recover(_hashTypedDataV4(_amendmentHash(a)), signature);
+        if (!hasRole(QUOTER_ROLE, signer)) revert InsurancePoolBadQuoteSignature(signer);
+        uint256 premium = p.premium + a.charge;
+        if (a.refund > premium) revert InsurancePoolRefundAbovePremium(a.refund, premium);
+
+        uint256 locked = lockedCoverage - p.coverage; // the other policies' cover
+        uint256 room = reserves + a.charge - locked; // what this policy's cover and refund may use
+        if (a.refund > room) revert InsurancePoolInsufficientCapacity(a.refund, room);
+        if (a.coverage == 0) {
+            p.status = Status.Released;
+            emit CoverReleased(a.policyId, p.coverage);
+        } else {
+            if (a.expiry <= block.timestamp) revert InsurancePoolBadExpiry(a.expiry);
+            uint256 existing = policyIdByTerms[a.termsHash];
+            if (existing != 0) revert InsurancePoolPolicyExists(a.termsHash, existing);
+            if (a.coverage > room - a.refund) {
+                revert InsurancePoolInsufficientCapacity(a.coverage, room - a.refund);
+            }
+            locked += a.coverage;
+            p.coverage = a.coverage;
+            p.expiry = a.expiry;
+            p.termsHash = a.termsHash;
+            policyIdByTerms[a.termsHash] = a.policyId;
+        }
+        lockedCoverage = locked;
+        p.premium = premium - a.refund;
+        reserves = reserves + a.charge - a.refund;
+        premiumsIn += a.charge;
+        premiumsRefunded += a.refund;
+        if (a.charge > 0) IERC20(asset()).safeTransferFrom(msg.sender, address(this), a.charge);
+        if (a.refund > 0) IERC20(asset()).safeTransfer(msg.sender, a.refund);
+        emit PolicyAmended(a.policyId, a.termsHash, a.coverage, a.expiry, a.charge, a.refund);
+    }
+
+    /// @notice The EIP-712 digest the quoter signs for `a`.
+    function amendmentDigest(Amendment calldata a) external view returns (bytes32) {
+        return _hashTypedDataV4(_amendmentHash(a));
     }
 
     /// @notice A policy's on-chain record.
@@ -489,6 +574,22 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
     function _quoteHash(Quote calldata q) private pure returns (bytes32) {
         return keccak256(
             abi.encode(QUOTE_TYPEHASH, q.holder, q.termsHash, q.coverage, q.premium, q.expiry, q.deadline)
+        );
+    }
+
+    function _amendmentHash(Amendment calldata a) private pure returns (bytes32) {
+        return keccak256(
+            abi.encode(
+                AMENDMENT_TYPEHASH,
+                a.policyId,
+                a.fromTerms,
+                a.termsHash,
+                a.coverage,
+                a.charge,
+                a.refund,
+                a.expiry,
+                a.deadline
+            )
         );
     }
 

@@ -2,7 +2,8 @@
 
 Hypothesis draws sequences of what providers, traders, the claims service and strangers can do
 — deposits (from one wei up), withdrawal requests, cancellations and withdrawals, purchases,
-single and batch payouts, releases, BTI sent straight to the pool, a pause, and the clock moving past
+single and batch payouts, releases, changes (extend, raise, lower, cancel, with a charge and a
+refund), BTI sent straight to the pool, a pause, and the clock moving past
 cooldowns, windows and expiries — from an empty pool. After every step, refused or not:
 
 - the books: reserves = capital in + premiums − claims paid − capital out, and the pool's
@@ -11,7 +12,8 @@ cooldowns, windows and expiries — from an empty pool. After every step, refuse
 - a payout is at most the policy's coverage, and each policy is paid at most once;
 - nobody may withdraw more than the free capital, nor more than their ready request is worth,
   nor before the cooldown is over;
-- the share price falls only by a paid claim;
+- the share price falls only by a paid claim or by unused premium given back when a cover is
+  changed or cancelled (at most the premium that policy paid);
 - no step mints shares from nothing: shares appear only by a deposit, at most
   ``assets · (supply + 1) / (reserves + 1)`` of them, and every share is a provider's or in
   the escrow of the requests (which holds exactly the requested shares);
@@ -35,7 +37,7 @@ from hypothesis import strategies as st
 
 from bti_core.chain.client import ChainClient
 from bti_core.chain.node import AnvilNode, free_port, rpc_call
-from bti_core.chain.types import OnChainStatus, QuoteTerms, terms_hash
+from bti_core.chain.types import AmendmentTerms, OnChainStatus, QuoteTerms, terms_hash
 from bti_core.chain.units import from_units, to_units
 from bti_core.errors import ChainError
 from tests.fuzz.conftest import cases, tally
@@ -71,6 +73,16 @@ BUY = st.tuples(
 REQUEST = st.tuples(st.just("request"), who, st.one_of(st.none(), amount))
 WITHDRAW = st.tuples(st.just("withdraw"), who, st.one_of(st.none(), amount))
 WARP = st.tuples(st.just("warp"), st.sampled_from([COOLDOWN, 60, COOLDOWN, 2 * 86400, 8 * 86400]))
+# a change to a policy: new coverage (a part of its own, or 0: cancel), a charge, a refund (a
+# part of its premium), a later expiry
+AMEND = st.tuples(
+    st.just("amend"),
+    policy,
+    st.one_of(part, st.just(Decimal(0)), wei),
+    st.one_of(st.just(Decimal(0)), wei, st.integers(1, 20).map(Decimal)),
+    st.one_of(st.just(Decimal(0)), part),
+    st.sampled_from([0, 600, 86400]),
+)
 # weighted towards the steps that build on each other (capital, cover, a request, time)
 STEP = st.one_of(
     DEPOSIT,
@@ -89,6 +101,7 @@ STEP = st.one_of(
     st.tuples(st.just("release"), policy, st.booleans()),
     st.tuples(st.just("donate"), bti),
     st.tuples(st.just("pause_cycle"), who),
+    AMEND,
 )
 
 
@@ -100,6 +113,7 @@ CHUNK = st.one_of(
     st.tuples(BUY, who, WITHDRAW).map(lambda t: [t[0], ("request", t[1], None), READY, t[2]]),
     STEP.map(lambda s: [s]),
     st.tuples(REQUEST, WITHDRAW).map(lambda t: [t[0], READY, t[1]]),
+    st.tuples(BUY, AMEND, AMEND).map(list),
     STEP.map(lambda s: [s]),
     STEP.map(lambda s: [s]),
 )
@@ -163,6 +177,7 @@ class State:
     capital_in: int
     capital_out: int
     premiums_in: int
+    refunded: int
     claims_paid: int
     balance: int
     supply: int
@@ -173,7 +188,7 @@ class State:
     requests: tuple[tuple[int, int, int], ...]
     max_withdraw: tuple[int, ...]
     request_value: tuple[int, ...]
-    policies: tuple[tuple[int, int, int], ...]  # status, coverage, paid
+    policies: tuple[tuple[int, int, int, int], ...]  # status, coverage, paid, premium
     now: int  # the block's time
 
 
@@ -191,7 +206,7 @@ def read(w: World) -> State:
     policies = []
     for pid in w.policies:
         p = call(f.policy(pid))
-        policies.append((int(p[3]), int(p[4]), int(p[6])))
+        policies.append((int(p[3]), int(p[4]), int(p[6]), int(p[5])))
     return State(
         reserves=call(f.reserves()),
         locked=call(f.lockedCoverage()),
@@ -199,6 +214,7 @@ def read(w: World) -> State:
         capital_in=call(f.capitalIn()),
         capital_out=call(f.capitalOut()),
         premiums_in=call(f.premiumsIn()),
+        refunded=call(f.premiumsRefunded()),
         claims_paid=call(f.claimsPaid()),
         balance=call(c.token.functions.balanceOf(pool)),
         supply=call(f.totalSupply()),
@@ -225,8 +241,12 @@ def run(w: World, step: tuple) -> tuple[bool, bool]:
     """Do ``step``; (done, whether it meant to pay a claim)."""
     c = w.chain
     kind = step[0]
-    pick = w.policies[step[1] % len(w.policies)] if w.policies and kind in ("pay", "release") else 0
-    if kind in ("pay", "release", "pay_batch") and not w.policies:
+    pick = (
+        w.policies[step[1] % len(w.policies)]
+        if w.policies and kind in ("pay", "release", "amend")
+        else 0
+    )
+    if kind in ("pay", "release", "pay_batch", "amend") and not w.policies:
         return False, False
     if kind == "deposit":
         c.deposit(w.providers[step[1]], step[2])
@@ -259,6 +279,25 @@ def run(w: World, step: tuple) -> tuple[bool, bool]:
             c.token.functions.transfer(c.deployment.pool, to_units(step[1])), w.stranger, "donate"
         )
         w.donated += to_units(step[1])
+    elif kind == "amend":
+        p = c.policy(pick)
+        holder = next(t for t in w.traders if t.address == p.owner)
+        coverage = resolve(step[2], p.coverage) if step[2] != 0 else Decimal(0)
+        assert coverage is not None
+        now = int(c.w3.eth.get_block("latest")["timestamp"])
+        c.amend_policy(
+            holder,
+            AmendmentTerms(
+                pick,
+                bytes.fromhex(p.terms_hash.removeprefix("0x")),
+                terms_hash({"fuzz": next(_terms)}),
+                coverage,
+                step[3],
+                resolve(step[4], p.premium) if step[4] != 0 else Decimal(0),  # type: ignore[arg-type]
+                p.expiry + step[5],
+                now + 300,
+            ),
+        )
     elif kind == "pause_cycle":  # while paused, no capital moves and nothing may be withdrawn
         c.pause()
         try:
@@ -275,12 +314,12 @@ def run(w: World, step: tuple) -> tuple[bool, bool]:
 
 def check(w: World, before: State, after: State, step: tuple, done: bool, paying: bool) -> None:
     s = after
-    assert s.reserves == s.capital_in + s.premiums_in - s.claims_paid - s.capital_out
+    assert s.reserves == (s.capital_in + s.premiums_in - s.refunded - s.claims_paid - s.capital_out)
     assert s.balance == s.reserves + w.donated
-    active = sum(cov for st_, cov, _ in s.policies if st_ == OnChainStatus.ACTIVE)
+    active = sum(cov for st_, cov, _, _ in s.policies if st_ == OnChainStatus.ACTIVE)
     assert s.locked == active <= s.reserves
     assert s.free == s.reserves - s.locked
-    for status, cov, paid in s.policies:
+    for status, cov, paid, _ in s.policies:
         assert paid <= cov
         assert (paid > 0) == (status == OnChainStatus.PAID)
     for old, new in zip(before.policies, s.policies, strict=False):
@@ -295,8 +334,12 @@ def check(w: World, before: State, after: State, step: tuple, done: bool, paying
         assert any(r[0] and r[1] <= s.now < r[2] for r in before.requests)
     assert s.escrow == s.requested == sum(r[0] for r in s.requests)
     assert sum(s.shares) + s.escrow == s.supply
-    if s.price < before.price:
-        assert paying and s.claims_paid > before.claims_paid, f"price fell on {step}"
+    if s.price < before.price:  # only a paid claim, or unused premium given back
+        paid = paying and s.claims_paid > before.claims_paid
+        assert paid or s.refunded > before.refunded, f"price fell on {step}"
+    assert s.refunded - before.refunded <= s.premiums_in - before.premiums_in + sum(
+        o[3] for o in before.policies
+    )  # a refund is at most the premium its policy paid
     if s.supply > before.supply:
         assert step[0] == "deposit" and done
         minted = s.supply - before.supply
