@@ -56,6 +56,15 @@ class Exposure:
     by_band: Mapping[tuple[str, str, str], Decimal]
     crash: Mapping[str, Decimal]
 
+    def without(self, symbol: str, side: str, band: str, cover: Decimal) -> Exposure:
+        """This exposure less ``cover`` of one (symbol, side, band) (a policy being changed);
+        the crash figures as they are (the cautious reading)."""
+        key = (symbol, side, band)
+        by_band = dict(self.by_band)
+        if key in by_band:
+            by_band[key] = max(Decimal(0), by_band[key] - cover)
+        return Exposure(by_band=by_band, crash=self.crash)
+
     @property
     def total(self) -> Decimal:
         """The pool's open cover (exact: the database sums each row's cover exactly)."""

@@ -3,7 +3,8 @@
 Each round runs the embedded streaming engine over the newest mark bars (alerts; a claim at
 the tick that reaches a liquidation price), scans the market for liquidations and audits,
 decides and pays the claims that opened; expires policies whose window ended and releases
-their cover; reconciles what a crash left half-done (purchases and payments); and fits each
+their cover; reconciles what a crash left half-done (purchases, changes to covers and
+payments); and fits each
 symbol's price and volatility forecasts once an hour, for the pages to read; raises the pool's
 utilisation alert; re-checks held crossings against the stored bars; purges ended sessions;
 and, in threads of their own with every request bounded, delivers alerts to their webhooks and
@@ -129,6 +130,7 @@ class Worker:
             self.duty("held", svc.claims.recheck_held),
             self.duty("expired", svc.insurance.expire_due),
             self.duty("purchases", svc.insurance.reconcile),
+            self.duty("changes", svc.insurance.changes.reconcile),
             self.duty("payments", svc.claims.reconcile),
             self.duty("forecasts", self._forecasts),
             self.duty("pool", self._pool),

@@ -76,6 +76,13 @@ def _position_change(change: str, d: dict[str, Any]) -> str:
     return f"The exchange reports the position {words}" + (f": {'; '.join(moved)}" if moved else "")
 
 
+def _priced(d: dict[str, Any], link: Link) -> str:
+    """What a change cost: its charge or refund, and the transaction."""
+    charge, refund = float(d.get("charge", 0)), float(d.get("refund", 0))
+    paid = f"; {bti(charge)} paid" if charge else f"; {bti(refund)} refunded" if refund else ""
+    return f"{paid} (credit {bti(d.get('credit', 0))} for the unused premium){_tx(d, link)}"
+
+
 def policy_event(event: str, detail: dict[str, Any], at: datetime, link: Link) -> str:
     """One lifecycle event as a dated sentence."""
     d = detail or {}
@@ -115,6 +122,22 @@ def policy_event(event: str, detail: dict[str, Any], at: datetime, link: Link) -
             reasons = d.get("reasons") or []
             text = "A liquidation record was refused; the cover still stands" + (
                 ": " + "; ".join(map(str, reasons)) if reasons else ""
+            )
+        case "extended":
+            end = (d.get("end") or {}).get("to")
+            text = (
+                f"Cover extended until {datetime.fromisoformat(end):%Y-%m-%d %H:%M} UTC"
+                if end
+                else "Cover extended"
+            ) + _priced(d, link)
+        case "raised":
+            cov = (d.get("coverage") or {}).get("to")
+            text = (f"Cover raised to {float(cov):,.2f} USDT" if cov else "Cover raised") + _priced(
+                d, link
+            )
+        case "cancelled":
+            text = f"Cancelled by you: {bti(d.get('refund', 0))} of unused premium refunded" + _tx(
+                d, link
             )
         case "cover_released":
             text = f"The pool released the cover it had locked{_tx(d, link)}"

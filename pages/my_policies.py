@@ -11,6 +11,7 @@ import streamlit as st
 from bti_core.errors import BTIError
 from dashboard import resources, text
 from dashboard.accounts_view import exchange_accounts_panel
+from dashboard.changes_view import change_panel
 
 st.title("My policies")
 resources.show_flash()
@@ -108,6 +109,7 @@ st.markdown(
         for ev in svc.events(int(chosen))
     )
 )
+change_panel(svc, trader, row.to_dict())
 
 # --- claims -----------------------------------------------------------------------------------
 st.subheader("My claims")

@@ -14,7 +14,7 @@ from sqlmodel import Session, func, select
 
 from bti_core.chain.client import ChainClient
 from bti_core.chain.types import OnChainStatus
-from bti_core.db.models import Policy, QuoteRecord
+from bti_core.db.models import Policy, PolicyChange, PolicyEvent, QuoteRecord
 from bti_core.errors import ChainError, NoDataError, PaymentError, UnknownSymbolError
 from bti_core.market.ingest import Ingestor
 from bti_core.market.schema import Kind
@@ -22,6 +22,7 @@ from bti_core.market.synthetic import generate_demo_markets
 from bti_core.market.warehouse import Warehouse
 from bti_core.orders import Cover, Order
 from bti_core.policies import InsuranceService, QuoteError
+from bti_core.policies.changes import ChangeError, unused_premium
 from bti_core.policies.purchase import Purchases
 from bti_core.policies.quoting import QuoteView
 from bti_core.risk.engine import RiskEngine
@@ -775,3 +776,127 @@ def test_one_position_is_insured_once_up_to_its_margin(
     bigger = dataclasses.replace(order, quantity=order.quantity * 2)
     assert "position_cover" not in [c.name for c in quote("pat", bigger, first).failed]
     assert (svc.policies("pat")["status"] == "active").sum() == 2
+
+
+# --- changes to a bought cover (`policies.changes`): extend, raise and cancel priced by today's
+# quote with a credit for the unused premium, made once on anvil and logged in the lifecycle;
+# wrong requests refused with what is allowed; a crash between chain and database reconciled
+
+
+def bought(svc: InsuranceService, risk: RiskEngine, user: str = "alice") -> Policy:
+    fund(svc, user)
+    q = svc.quote(user_id=user, order=btc_order(risk), cover=Cover("100", 24))
+    return svc.buy(user_id=user, quote_id=q.record.id)
+
+
+def events(engine: Engine, policy_id: int) -> list[PolicyEvent]:
+    with Session(engine) as s:
+        return list(s.exec(select(PolicyEvent).where(PolicyEvent.policy_id == policy_id)))
+
+
+def test_extend_then_raise_then_cancel(
+    svc: InsuranceService, risk: RiskEngine, engine: Engine, clock: Clock, chain: ChainClient
+) -> None:
+    p = bought(svc, risk)
+    wallet = svc.wallet_of("alice").address
+    clock.now += timedelta(hours=6)  # a quarter of the window used
+    fee = Decimal("1.00")
+    ext = svc.price_change(user_id="alice", policy_id=p.id or 0, kind="extend", hours=24)
+    c = ext.change
+    assert ext.allowed, ext.failed
+    assert c.credit == unused_premium(p, fee, clock.now) == ((p.premium - fee) * Decimal("0.75"))
+    assert c.charge == c.new_premium - c.credit > 0 and c.refund == 0
+    assert c.end_at == p.end_at + timedelta(hours=24)
+    before = chain.balance(wallet)
+    after = svc.confirm_change(user_id="alice", change_id=c.id)
+    assert after.end_at == p.end_at + timedelta(hours=24)
+    assert after.premium == p.premium + c.charge
+    assert chain.balance(wallet) == before - c.charge
+    on_chain = chain.policy(p.chain_policy_id or 0)
+    assert on_chain.expiry == int(after.end_at.timestamp())
+    assert on_chain.terms_hash == after.terms_hash == c.terms_hash
+    # a second click, or the same change again: made once, charged once
+    assert svc.confirm_change(user_id="alice", change_id=c.id).premium == after.premium
+    assert chain.balance(wallet) == before - c.charge
+
+    up = svc.price_change(user_id="alice", policy_id=p.id or 0, kind="raise", coverage="150")
+    assert up.allowed, up.failed
+    raised = svc.confirm_change(user_id="alice", change_id=up.change.id)
+    assert raised.coverage == 150 and raised.payout == up.change.payout
+    assert chain.policy(p.chain_policy_id or 0).coverage == raised.payout
+
+    stop = svc.price_change(user_id="alice", policy_id=p.id or 0, kind="cancel")
+    s = stop.change
+    assert s.refund == unused_premium(raised, fee, clock.now) > 0 and s.charge == 0
+    before = chain.balance(wallet)
+    done = svc.confirm_change(user_id="alice", change_id=s.id)
+    assert done.status == "cancelled" and done.premium == raised.premium - s.refund
+    assert chain.balance(wallet) == before + s.refund
+    assert chain.policy(p.chain_policy_id or 0).status == OnChainStatus.RELEASED
+    logged = [e.event for e in events(engine, p.id or 0)]
+    assert logged[-3:] == ["extended", "raised", "cancelled"]
+    assert events(engine, p.id or 0)[-3].detail["end"]["to"] == c.end_at.isoformat()
+    with pytest.raises(ChangeError, match="is cancelled: only an active cover can be changed"):
+        svc.price_change(user_id="alice", policy_id=p.id or 0, kind="extend", hours=1)
+
+
+def test_wrong_changes_are_refused_with_what_is_allowed(
+    svc: InsuranceService, risk: RiskEngine, clock: Clock
+) -> None:
+    p = bought(svc, risk)
+    pid = p.id or 0
+    for kw, says in [
+        ({"kind": "shrink"}, "one of extend, raise, cancel"),
+        ({"kind": "extend"}, "needs the hours to add"),
+        ({"kind": "extend", "hours": "abc"}, "whole number of hours"),
+        ({"kind": "extend", "hours": 0}, "from 1 to 720 hours"),
+        ({"kind": "extend", "hours": 710}, "at most 720 hours from now"),
+        ({"kind": "raise", "coverage": "50"}, "must be above the cover's 100.00 USDT"),
+        ({"kind": "raise", "coverage": "-3"}, "positive number of USDT"),
+    ]:
+        with pytest.raises(ChangeError, match=says):
+            svc.price_change(user_id="alice", policy_id=pid, **kw)  # type: ignore[arg-type]
+    with pytest.raises(ChangeError, match=f"no policy {pid} of yours"):
+        svc.price_change(user_id="mallory", policy_id=pid, kind="cancel")
+    # two prices of the same cover: the first made, the second priced on terms now gone
+    a = svc.price_change(user_id="alice", policy_id=pid, kind="extend", hours=2).change
+    b = svc.price_change(user_id="alice", policy_id=pid, kind="extend", hours=3).change
+    with pytest.raises(ChangeError, match="no change"):
+        svc.confirm_change(user_id="mallory", change_id=a.id)
+    svc.confirm_change(user_id="alice", change_id=a.id)
+    with pytest.raises(ChangeError, match="changed since this change was priced"):
+        svc.confirm_change(user_id="alice", change_id=b.id)
+    late = svc.price_change(user_id="alice", policy_id=pid, kind="cancel").change
+    clock.now += timedelta(minutes=6)
+    with pytest.raises(ChangeError, match=r"expired at .* price it again"):
+        svc.confirm_change(user_id="alice", change_id=late.id)
+    clock.now += timedelta(days=3)
+    with pytest.raises(ChangeError, match=r"ended at .* renew it instead"):
+        svc.price_change(user_id="alice", policy_id=pid, kind="extend", hours=1)
+
+
+def test_a_change_made_on_chain_before_a_crash_is_settled_by_reconcile(
+    svc: InsuranceService, risk: RiskEngine, engine: Engine, chain: ChainClient, clock: Clock
+) -> None:
+    p = bought(svc, risk)
+    c = svc.price_change(user_id="alice", policy_id=p.id or 0, kind="extend", hours=5).change
+    lost = svc.price_change(user_id="alice", policy_id=p.id or 0, kind="cancel").change
+    with Session(engine) as s:  # both confirmed; the process died after sending the first
+        for row in (c, lost):
+            r = s.get(PolicyChange, row.id)
+            assert r is not None
+            r.state = "sent"
+            s.add(r)
+        s.commit()
+    changes = svc.changes
+    chain.amend_policy(svc.wallet_of("alice"), changes._terms(c, p.chain_policy_id or 0))
+    assert changes.reconcile() == 1  # the made one applied; the other still inside its time
+    with Session(engine) as s:
+        assert s.get(Policy, p.id).end_at == p.end_at + timedelta(hours=5)  # type: ignore[union-attr]
+        assert s.get(PolicyChange, c.id).state == "done"  # type: ignore[union-attr]
+    clock.now += timedelta(minutes=10)  # past its deadline: it can never land
+    assert changes.reconcile() == 1
+    with Session(engine) as s:
+        assert s.get(PolicyChange, lost.id).state == "lapsed"  # type: ignore[union-attr]
+        assert s.get(Policy, p.id).status == "active"  # type: ignore[union-attr]
+    assert changes.reconcile() == 0

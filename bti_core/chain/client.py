@@ -398,6 +398,19 @@ class ChainClient:
             return Purchase(pid, log["transactionHash"].to_0x_hex(), int(log["blockNumber"]))
         return Purchase(pid, "", 0)
 
+    def amendment_of(self, terms: bytes) -> str | None:
+        """The transaction of the change to ``terms`` if the pool made it (reconciliation)."""
+        logs = self._rpc(
+            lambda: self.pool.events.PolicyAmended().get_logs(
+                from_block=self.deployment.block,
+                to_block="latest",
+                argument_filters={"termsHash": terms},
+            )
+        )
+        for log in logs:
+            return str(log["transactionHash"].to_0x_hex())
+        return None
+
     def policy(self, policy_id: int) -> OnChainPolicy:
         p = self._rpc(lambda: self.pool.functions.policy(int(policy_id)).call(), "policy lookup")
         owner = self._rpc(lambda: self.policy_token.functions.ownerOf(int(policy_id)).call())

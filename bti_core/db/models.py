@@ -129,6 +129,38 @@ class Policy(SQLModel, table=True):
     peril: str = Field(default="liquidation", max_length=12)
 
 
+class PolicyChange(SQLModel, table=True):
+    """A change to an active policy as priced and shown to its holder (`policies.changes`):
+    extend its window, raise its cover, or cancel it. Confirmed, it is sent on-chain once
+    (``InsurancePool.amendPolicy``, signed on ``from_terms``) and then applied to the policy;
+    a crash between is settled by the pool's ``PolicyAmended`` event for ``terms_hash``."""
+
+    __tablename__ = "policy_change"
+
+    id: str = Field(primary_key=True, max_length=32)
+    policy_id: int = Field(foreign_key="policy.id", index=True)
+    user_id: str = Field(max_length=80, index=True)
+    kind: str = Field(max_length=8)  # extend | raise | cancel
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)  # confirm before; the chain's deadline
+    from_terms: str = Field(max_length=66)
+    terms_hash: str = Field(max_length=66, unique=True)
+    coverage: Decimal = Field(sa_type=Money)  # the cover as typed after the change (0: cancel)
+    payout: Decimal = Field(sa_type=Money)  # what it pays after the change (0: cancel)
+    end_at: datetime = Field(sa_type=UTCDateTime)
+    new_premium: Decimal = Field(sa_type=Money)  # today's price of the changed cover
+    credit: Decimal = Field(sa_type=Money)  # the unused premium of the cover as it was
+    charge: Decimal = Field(sa_type=Money)
+    refund: Decimal = Field(sa_type=Money)
+    quote_id: str | None = Field(default=None, max_length=32)  # the pricing quote
+    checks: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    state: str = Field(max_length=8, index=True)
+    tx_hash: str | None = Field(default=None, max_length=66)
+    reason: str | None = Field(default=None, max_length=500)
+
+
 class PolicyEvent(SQLModel, table=True):
     """The lifecycle log: one row per thing that happened to a policy (append only)."""
 

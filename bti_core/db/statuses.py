@@ -15,6 +15,18 @@ class PolicyStatus(StrEnum):
     EXPIRED = "expired"
     CLAIMED = "claimed"
     PAID = "paid"
+    CANCELLED = "cancelled"  # by its holder, the unused premium refunded
+
+
+class ChangeState(StrEnum):
+    """A change to a policy (`PolicyChange`): priced and shown, sent on-chain, done; or
+    refused by the pool, or never confirmed before its price expired."""
+
+    PRICED = "priced"
+    SENT = "sent"
+    DONE = "done"
+    REFUSED = "refused"
+    LAPSED = "lapsed"
 
 
 class Peril(StrEnum):

@@ -28,6 +28,10 @@ class LifecycleEvent(StrEnum):
     EXPIRE = "expired"
     CLAIM = "claimed"
     PAY = "paid"
+    CANCEL = "cancelled"  # by the holder (`changes`)
+    # changes that keep a policy active, logged in its lifecycle (no status change)
+    EXTEND = "extended"
+    RAISE = "raised"
 
 
 TRANSITIONS: dict[PolicyStatus, dict[LifecycleEvent, PolicyStatus]] = {
@@ -38,11 +42,13 @@ TRANSITIONS: dict[PolicyStatus, dict[LifecycleEvent, PolicyStatus]] = {
     PolicyStatus.ACTIVE: {
         LifecycleEvent.EXPIRE: PolicyStatus.EXPIRED,
         LifecycleEvent.CLAIM: PolicyStatus.CLAIMED,
+        LifecycleEvent.CANCEL: PolicyStatus.CANCELLED,
     },
     PolicyStatus.EXPIRED: {LifecycleEvent.CLAIM: PolicyStatus.CLAIMED},
     PolicyStatus.CLAIMED: {LifecycleEvent.PAY: PolicyStatus.PAID},
     PolicyStatus.DECLINED: {},
     PolicyStatus.PAID: {},
+    PolicyStatus.CANCELLED: {},
 }
 
 

@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from bti_core.auth import AuthError
 from bti_core.db.engine import session_scope
-from bti_core.db.models import AppUser, QuoteRecord
+from bti_core.db.models import AppUser, Policy, QuoteRecord
 from bti_core.db.repository import (
     add_quote,
     claim_outcomes,
@@ -54,6 +54,7 @@ from bti_core.underwriting import (
     check_cover,
     check_market_entry,
     check_premium,
+    leverage_band,
     same_position,
     smallest_order,
 )
@@ -290,11 +291,15 @@ class Quoting:
         cover: Cover,
         position: PositionTerms | None = None,
         peril: Peril = Peril.LIQUIDATION,
+        replacing: Policy | None = None,
     ) -> QuoteView:
         """Price the cover of an order and store the quote (with any failed checks); with
         ``position``, the order is that linked position's and its liquidation price the
         exchange's. ``peril`` ADL (a linked position only) prices auto-deleveraging cover
-        (`risk.adl`): it pays its amount, so it has no share or deductible."""
+        (`risk.adl`): it pays its amount, so it has no share or deductible. ``replacing``: the
+        open policy this cover would replace (a change, `changes`): its own cover is left out
+        of the trader's, the position's, the pool's and the symbol's and band's open cover
+        (not of the crash cap's: the cautious reading)."""
         adl_cover = peril is Peril.ADL
         if adl_cover and position is None:
             raise OrderError(
@@ -313,6 +318,12 @@ class Quoting:
             mine, pool = open_cover_of(s, user_id=user_id), exposure.total
             history = self._history(s, user_id, rows)
             on_position = self.position_cover(s, user_id, order)
+            if replacing is not None:
+                own = replacing.coverage
+                mine, pool, on_position = mine - own, pool - own, max(Decimal(0), on_position - own)
+                exposure = exposure.without(
+                    replacing.symbol, replacing.side, leverage_band(replacing.leverage), own
+                )
             if position is not None:
                 on_position = max(on_position, cover_on(s, position.position_id))
                 adl_held = cover_on(s, position.position_id, Peril.ADL)

@@ -23,6 +23,7 @@ from bti_core.accounts.service import AccountsService
 from bti_core.chain.client import ChainClient
 from bti_core.chain.wallets import CustodialWallets
 from bti_core.db.types import utcnow
+from bti_core.policies.changes import Changes
 from bti_core.policies.context import PolicyContext
 from bti_core.policies.expiry import Expiry
 from bti_core.policies.listing import Listing
@@ -103,6 +104,7 @@ class InsuranceService:
         self.purchases = Purchases(self.ctx, self.quoting)
         self.expiry = Expiry(self.ctx, self.purchases)
         self.listing = Listing(self.ctx)
+        self.changes = Changes(self.ctx, self.quoting, self.purchases)
         # the service's API is its parts' methods, bound here (each signature in one place)
         q, p = self.quoting, self.purchases
         self.quote, self.premium_curve = q.quote, q.premium_curve
@@ -113,4 +115,5 @@ class InsuranceService:
         self.fresh_mark, self.reconcile = p.fresh_mark, p.reconcile
         self.expire_due, self.end_closed = self.expiry.expire_due, self.expiry.end_closed
         self.policies, self.events = self.listing.policies, self.listing.events
+        self.price_change, self.confirm_change = self.changes.price, self.changes.confirm
         self.newest_start = self.listing.newest_start

@@ -88,6 +88,30 @@ def test_quote_then_buy_then_listed(filled: Path) -> None:
     assert list(shown)[:4] == ["policy", "symbol", "position", "status"]
     assert {"end", "probability_at_purchase", "chain_policy", "purchase_tx"} <= set(shown)
 
+    # the trader extends the cover, then cancels it; each is priced first and logged
+    assert "Change policy #1: extend, raise or cancel" in [e.label for e in mine.expander]
+    mine.button(key="chg_price_1").click().run()
+    assert not mine.exception and not mine.error, (mine.exception, [e.value for e in mine.error])
+    figures = {m.label: m.value for m in mine.metric}
+    assert float(figures["You pay"].split()[0].replace(",", "")) > 0
+    assert figures["You get back"] == "0.00 BTI"
+    mine.button(key="chg_confirm_1").click().run()
+    assert not mine.exception, mine.exception
+    assert "Policy #1: Cover extended." in mine.success[0].value
+    assert "Cover extended until" in " ".join(md.value for md in mine.markdown)
+    mine.segmented_control(key="chg_kind_1").set_value("cancel").run()
+    mine.button(key="chg_price_1").click().run()
+    back = {m.label: m.value for m in mine.metric}["You get back"]
+    assert back != "0.00 BTI"
+    mine.button(key="chg_confirm_1").click().run()
+    assert f"Cover cancelled; {back} refunded" in mine.success[0].value
+    log = " ".join(md.value for md in mine.markdown)
+    assert f"Cancelled by you: {back} of unused premium refunded" in log
+    assert mine.dataframe[0].value["status"].iloc[0] == "cancelled"
+    # a cover that ended is renewed on the Buy page, with the same order and cover
+    renew = next(b for b in mine.get("link_button") if "Renew" in b.proto.label)
+    assert renew.proto.url.startswith("/buy_insurance?symbol=BTCUSDT&side=long&order_type=limit")
+
 
 def test_bad_cover_shows_the_reason_and_buys_nothing(filled: Path) -> None:
     at = _page("buy_insurance.py")
