@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from bti_core.errors import BTIError
+from bti_core.policies.lifecycle import FILING_PERIOD
 from dashboard import resources, text
 from dashboard.accounts_view import exchange_accounts_panel
 from dashboard.changes_view import change_panel
@@ -182,12 +183,26 @@ else:
         "liquidation price inside its window."
     )
 
-claimable = table[table["status"].isin(["active", "expired"])]["policy"].tolist()
+# an ended cover takes a claim for FILING_PERIOD after its end (its cover stays locked so long)
+filing_ends = table["end"] + FILING_PERIOD
+late = (table["status"] == "expired") & (filing_ends > pd.Timestamp.now("UTC"))
+claimable = table[(table["status"] == "active") | late]["policy"].tolist()
 if claimable:
     with (
         st.expander("File a claim with your exchange's liquidation record"),
         st.form("file_claim"),
     ):
+        hours = f"{FILING_PERIOD.total_seconds() / 3600:g}"
+        open_late = [
+            f"#{pid} until {end:%Y-%m-%d %H:%M} UTC"
+            for pid, end in zip(table.loc[late, "policy"], filing_ends[late], strict=True)
+        ]
+        st.caption(
+            "A liquidation inside a cover's window is claimed by itself when the mark price "
+            "reaches the liquidation price. If the exchange liquidated you and no claim opened, "
+            f"file its record here — also after the cover ended, within {hours} hours of its end"
+            + (f" ({', '.join(open_late)})." if open_late else ".")
+        )
         pol = st.selectbox("Policy", claimable, key="file_policy")
         upload = st.file_uploader(
             "Liquidation record (.csv with a header row, or .json)",

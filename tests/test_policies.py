@@ -23,6 +23,7 @@ from bti_core.market.warehouse import Warehouse
 from bti_core.orders import Cover, Order
 from bti_core.policies import InsuranceService, QuoteError
 from bti_core.policies.changes import ChangeError, unused_premium
+from bti_core.policies.lifecycle import FILING_PERIOD
 from bti_core.policies.purchase import Purchases
 from bti_core.policies.quoting import QuoteView
 from bti_core.risk.engine import RiskEngine
@@ -314,6 +315,12 @@ def test_expired_quote_and_policy_expiry(
     assert svc.expire_due() == 0
     clock.now += timedelta(days=1)
     assert svc.expire_due() == 1
+    # a late claim may still be filed: the cover stays locked for the filing period
+    assert [e.event for e in svc.events(p.id)][-1] == "expired"
+    assert svc.chain.pool_stats().locked == locked
+    assert svc.reconcile().released == []
+    clock.now = p.end_at + FILING_PERIOD + timedelta(minutes=1)
+    assert svc.reconcile().released == [p.id]
     assert [e.event for e in svc.events(p.id)][-2:] == ["expired", "cover_released"]
     # the expired policy's cover no longer locks the pool's capital
     assert svc.chain.pool_stats().locked == locked - p.payout

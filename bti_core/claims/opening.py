@@ -49,7 +49,7 @@ from bti_core.market.triggers import (
     find_triggers,
     refutes,
 )
-from bti_core.policies.lifecycle import LifecycleEvent, move_policy
+from bti_core.policies.lifecycle import FILING_PERIOD, LifecycleEvent, move_policy
 
 
 class ClaimOpener:
@@ -360,6 +360,13 @@ class ClaimOpener:
                 if existing is not None:
                     raise ClaimError(f"policy #{policy_id} already has claim #{existing.id}")
                 raise ClaimError(f"policy #{policy_id} is {policy.status}: nothing to claim")
+            filing_ends = policy.end_at + FILING_PERIOD
+            if policy.status == PolicyStatus.EXPIRED and self.clock() > filing_ends:
+                raise ClaimError(
+                    f"the filing period of policy #{policy_id} ended at "
+                    f"{filing_ends:%Y-%m-%d %H:%M} UTC: a claim on an ended cover is filed "
+                    f"within {FILING_PERIOD.total_seconds() / 3600:g} hours of its end"
+                )
             if policy.peril == Peril.ADL.value:
                 raise ClaimError(
                     f"policy #{policy_id} covers auto-deleveraging: its claim opens by itself on "

@@ -51,6 +51,7 @@ from bti_core.policies.quoting import Quoting, order_and_cover
 from bti_core.underwriting import Check
 
 KINDS = ("extend", "raise", "cancel")
+LOGGED = {"extend": "extended", "raise": "raised"}  # the lifecycle's word for a change
 MONEY = Decimal("0.00000001")
 #: how long a priced change may be confirmed (and the on-chain signature's deadline)
 CHANGE_TTL = timedelta(minutes=5)
@@ -340,9 +341,8 @@ class Changes:
                 }
                 policy.end_at, policy.coverage = change.end_at, change.coverage
                 policy.payout, policy.terms_hash = change.payout, change.terms_hash
-                event = LifecycleEvent.EXTEND if change.kind == "extend" else LifecycleEvent.RAISE
-                s.add(policy)
-                add_policy_event(s, policy=policy, event=event.value, detail=detail)
+                s.add(policy)  # still active: logged, no move of its status
+                add_policy_event(s, policy=policy, event=LOGGED[change.kind], detail=detail)
             change.state, change.tx_hash = ChangeState.DONE.value, tx
             s.add(change)
             return policy

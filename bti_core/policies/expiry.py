@@ -17,7 +17,7 @@ from bti_core.errors import BTIError, ChainError
 from bti_core.market.schema import Kind, timeframe_delta
 from bti_core.market.triggers import Insured, Series, find_triggers
 from bti_core.policies.context import PolicyContext
-from bti_core.policies.lifecycle import LifecycleEvent, move_policy
+from bti_core.policies.lifecycle import FILING_PERIOD, LifecycleEvent, move_policy
 from bti_core.policies.purchase import Purchases
 
 log = logging.getLogger("bti.policies")
@@ -142,7 +142,7 @@ class Expiry:
                 fresh.end_at = at
                 move_policy(s, policy=fresh, event=LifecycleEvent.EXPIRE, detail=detail)
                 done.append(fresh)
-        self._release(done)
+        self._release(done)  # closed by the trader: no liquidation left to claim
         return len(done)
 
     def _release(self, done: list[Policy]) -> None:
@@ -156,9 +156,10 @@ class Expiry:
 
     def expire_due(self) -> int:
         """Mark active policies whose window has ended without a liquidation as expired and
-        release their cover on-chain; returns how many expired. A policy whose mark reached its
-        liquidation price stays active for the claims scan. (A release that fails, node down,
-        is retried by `reconcile`.)"""
+        release their cover on-chain once the filing period for late claims is over
+        (`FILING_PERIOD`; `reconcile` releases the rest then); returns how many expired. A
+        policy whose mark reached its liquidation price stays active for the claims scan. (A
+        release that fails, node down, is retried by `reconcile`.)"""
         now = self.ctx.clock()
         done: list[Policy] = []
         with session_scope(self.ctx.db) as s:
@@ -170,5 +171,7 @@ class Expiry:
                 if fresh is not None and fresh.status == PolicyStatus.ACTIVE:
                     move_policy(s, policy=fresh, event=LifecycleEvent.EXPIRE)
                     done.append(fresh)
-        self._release(done)
+        # a claim may still be filed for a while: the cover stays locked until then
+        # (`reconcile` releases it once the filing period is over)
+        self._release([p for p in done if p.end_at + FILING_PERIOD <= now])
         return len(done)

@@ -11,6 +11,7 @@ own record of a liquidation inside its window.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -29,10 +30,12 @@ class LifecycleEvent(StrEnum):
     CLAIM = "claimed"
     PAY = "paid"
     CANCEL = "cancelled"  # by the holder (`changes`)
-    # changes that keep a policy active, logged in its lifecycle (no status change)
-    EXTEND = "extended"
-    RAISE = "raised"
 
+
+#: how long after a cover ends a claim on a liquidation inside its window may still be filed
+#: with the exchange's record (`claims.opening.file_claim`); the pool keeps the cover locked
+#: until then, so such a claim can be paid (the contract's own grace, `CLAIM_GRACE`, is 7 days)
+FILING_PERIOD = timedelta(hours=72)
 
 TRANSITIONS: dict[PolicyStatus, dict[LifecycleEvent, PolicyStatus]] = {
     PolicyStatus.PENDING: {

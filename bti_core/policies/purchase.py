@@ -32,7 +32,7 @@ from bti_core.errors import ChainError, ContractRefusalError, PaymentError
 from bti_core.orders import Cover, Order
 from bti_core.policies.context import PolicyContext
 from bti_core.policies.freshness import FreshMark, fresh_checks, fresh_mark
-from bti_core.policies.lifecycle import LifecycleEvent, move_policy
+from bti_core.policies.lifecycle import FILING_PERIOD, LifecycleEvent, move_policy
 from bti_core.policies.positions import PositionTerms, purchase_checks
 from bti_core.policies.quoting import QuoteError, Quoting, order_and_cover, peril_of
 from bti_core.underwriting import CONCENTRATION, Check, check_cover, require
@@ -380,7 +380,7 @@ class Purchases:
         demand): a pending policy found on-chain is activated with its purchase; one not on
         chain is paid now if its signed quote is still valid, else declined (nothing was
         charged, and the signature can no longer be used); expired policies whose cover is
-        still locked on-chain are released."""
+        still locked on-chain are released once their filing period is over."""
         chain = self._chain()
         now = self.ctx.clock()
         report = ReconcileReport()
@@ -416,6 +416,8 @@ class Purchases:
                 )
                 report.declined.append(p.id or 0)
         for p in expired:
+            if p.end_at + FILING_PERIOD > now:  # a late claim may still be filed
+                continue
             if p.chain_policy_id is not None and self.release(p):
                 report.released.append(p.id or 0)
         return report

@@ -121,6 +121,46 @@ def test_a_mis_dated_record_is_refused_and_uses_up_nothing(world: World) -> None
         assert s.exec(select(Claim)).all() == []
 
 
+def test_a_claim_on_an_ended_cover_is_filed_within_the_filing_period(world: World) -> None:
+    """Late filing: an expired cover still takes a record of a liquidation inside its window
+    for 72 hours after its end (its cover stays locked that long, so the claim can be paid);
+    after that the record is refused with the period and nothing is written."""
+    w = world
+    p = buy(w, "fay", leverage="20", hours=6)
+    lp = float(p.liquidation_price)
+    now = w.claims.clock()
+    record = (
+        f"symbol,side,quantity,price,time\nBTCUSDT,long,0.1,{lp:.2f},"
+        f"{(now - timedelta(hours=80)).isoformat()}\n"
+    ).encode()
+    fay = User("fay", "Fay", "trader")
+    with Session(w.db) as s:  # it ended 73 hours ago
+        pol = s.get(Policy, p.id)
+        assert pol is not None
+        pol.start_at, pol.end_at, pol.status = (
+            now - timedelta(hours=85),
+            now - timedelta(hours=73),
+            "expired",
+        )
+        s.add(pol)
+        s.commit()
+    with pytest.raises(
+        ClaimError, match=r"filing period of policy #\d+ ended at .* within 72 hours"
+    ):
+        w.claims.file_claim(fay, p.id or 0, record, "liq.csv")
+    with Session(w.db) as s:  # 71 hours ago: the period is open, the record is read on its merits
+        pol = s.get(Policy, p.id)
+        assert pol is not None
+        pol.end_at = now - timedelta(hours=71)
+        s.add(pol)
+        s.commit()
+    with pytest.raises(ClaimError) as refused:
+        w.claims.file_claim(fay, p.id or 0, record, "liq.csv")
+    assert "filing period" not in str(refused.value)  # refused for what the bars show
+    with Session(w.db) as s:
+        assert s.exec(select(Claim)).all() == []
+
+
 def test_an_underwriters_denial_can_be_appealed_once(world: World) -> None:
     w = world
     p = buy(w, "dave", leverage="20", coverage="140")
