@@ -52,7 +52,7 @@ if wallet is not None:
     m[0].metric(
         "Value",
         text.bti(p.total_value),
-        delta=f"{report.gain:+,.2f} BTI" if report.net_deposited else None,
+        delta=f"{report.gain:+,.2f} BTI" if report.gain else None,
         help="Your shares (held and requested) at today's share price; the change is what "
         "they earned over what you put in, net of withdrawals",
     )

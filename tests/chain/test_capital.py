@@ -127,3 +127,27 @@ def test_yields_over_windows_use_the_price_at_the_windows_start() -> None:
     assert year.annualised(now) == pytest.approx(0.035, rel=1e-9)
     assert week.annualised(now) == pytest.approx((103.5 / 103 - 1) * 365 / 7, rel=1e-9)
     assert realised_yields([], now) == []
+
+
+def test_a_history_whose_clock_was_moved_back_reads_in_time_order() -> None:
+    """The demo chain's clock is moved back after the pool is deployed (to buy the demo book
+    in the past): the deployment's deposit is then stamped after the purchases that follow it,
+    and the yields read a pool minutes old with a year of premiums."""
+    from bti_core.capital import pool_history
+    from bti_core.chain.types import DecodedEvent
+
+    def ev(block: int, name: str, **args: int | str) -> DecodedEvent:
+        return DecodedEvent("InsurancePool", name, dict(args), block, "0x", 0, "0xpool")
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    events = [
+        ev(1, "CapitalDeposited", provider="0xseed", assets=10**24, shares=10**24),
+        ev(2, "PolicyPurchased", premium=10**21),
+        ev(3, "PolicyPurchased", premium=10**21),
+    ]
+    times = {1: t0 + timedelta(days=300), 2: t0, 3: t0 + timedelta(days=200)}
+    h = pool_history(events, times)
+    assert [p.time for p in h] == [t0, t0, t0 + timedelta(days=200)]
+    year = realised_yields(h, t0 + timedelta(days=250))[-1]
+    assert year.full_window is False and year.start == t0 and year.start_price == 1
+    assert year.ret == pytest.approx(0.002, rel=1e-6)  # both premiums, over the pool's life
