@@ -161,6 +161,34 @@ def test_a_claim_on_an_ended_cover_is_filed_within_the_filing_period(world: Worl
         assert s.exec(select(Claim)).all() == []
 
 
+def test_a_policy_token_sold_during_an_open_claim_pays_its_new_holder(world: World) -> None:
+    """Defined: the cover pays whoever holds the policy token when the claim is paid (the
+    token is the cover, as a Nexus Mutual cover NFT is). A sale while the claim waits for an
+    underwriter moves the payout with it and the seller gets nothing (changing or cancelling
+    the cover is the holder's alone too: tests/chain/test_amend.py)."""
+    w = world
+    p = buy(w, "gus", leverage="20", coverage="140")
+    w.claims.auto_limit = Decimal(100)  # referred: it waits for an underwriter
+    crash(w)
+    (cid,) = w.claims.run().opened
+    assert w.claims.get(cid).state == "referred"
+    seller, buyer = w.ins.wallet_of("gus"), w.ins.wallet_of("hal")
+    w.chain.transact(
+        w.chain.policy_token.functions.transferFrom(
+            seller.address, buyer.address, p.chain_policy_id or 0
+        ),
+        seller,
+        "sell the policy token",
+    )
+    before = w.chain.balance(seller.address), w.chain.balance(buyer.address)
+    paid = w.claims.decide(cid, UNDERWRITER, "approve", "liquidated in the window")
+    assert paid.state == "paid"
+    amount = w.chain.policy(p.chain_policy_id or 0).paid
+    assert amount > 0
+    assert w.chain.balance(seller.address) == before[0]
+    assert w.chain.balance(buyer.address) == before[1] + amount
+
+
 def test_an_underwriters_denial_can_be_appealed_once(world: World) -> None:
     w = world
     p = buy(w, "dave", leverage="20", coverage="140")
