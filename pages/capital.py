@@ -6,6 +6,7 @@ and a window."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pandas as pd
 import streamlit as st
@@ -52,7 +53,8 @@ if wallet is not None:
     m[0].metric(
         "Value",
         text.bti(p.total_value),
-        delta=f"{report.gain:+,.2f} BTI" if report.gain else None,
+        # a gain under a cent is the share price's rounding in whole wei: none to show
+        delta=f"{report.gain:+,.2f} BTI" if abs(report.gain) >= Decimal("0.005") else None,
         help="Your shares (held and requested) at today's share price; the change is what "
         "they earned over what you put in, net of withdrawals",
     )
