@@ -84,7 +84,10 @@ if wallet is not None:
             icon=":material/schedule:",
         )
 
-    deposit_tab, request_tab = st.tabs(["Deposit", "Withdraw"])
+    # keyed: the tab a person was on stays open after an action's rerun
+    deposit_tab, request_tab = st.tabs(
+        ["Deposit", "Withdraw"], key="capital_tab", on_change="rerun"
+    )
     with deposit_tab, st.form("capital_deposit", border=False):
         amount = st.number_input(
             "Amount (BTI)",

@@ -221,6 +221,27 @@ def test_a_crash_now_a_referral_with_its_reasons_and_the_payout(app: App, page: 
     shot(page, "my-claims")
 
 
+def test_a_provider_deposits_and_asks_for_a_withdrawal(app: App, page: Page) -> None:
+    page.goto(f"{app.url}/capital")
+    ensure_signed_in(page, "trader", "trader-demo")
+    expect(page.get_by_role("heading", name="Your capital")).to_be_visible()
+    page.get_by_role("button", name="Get 1,000 BTI (demo faucet)").click()
+    expect(page.get_by_text("1,000 BTI sent to your wallet.").first).to_be_visible()
+    amount = page.get_by_role("spinbutton", name="Amount (BTI)")
+    amount.fill("500")
+    page.get_by_role("button", name="Deposit", exact=True).click()
+    expect(page.get_by_text("500.00 BTI deposited for pool shares.").first).to_be_visible()
+    deposited = page.locator('[data-testid="stMetric"]').filter(has_text="Net deposited")
+    expect(deposited).to_contain_text("500.00 BTI")  # drawn by the run the flash came with
+    expect(page.locator(".js-plotly-plot").first).to_be_visible()  # the share price
+    page.get_by_role("tab", name="Withdraw").click()
+    page.get_by_role("button", name="Request", exact=True).click()
+    expect(
+        page.get_by_text(re.compile(r"Withdrawal request of 500\.00 BTI cooling down until"))
+    ).to_be_visible()
+    expect(page.get_by_role("button", name="Withdraw", exact=True)).to_be_disabled()
+
+
 def test_a_restart_keeps_the_chain_and_the_policy(app: App, page: Page) -> None:
     app.stop()
     assert not is_up(f"http://127.0.0.1:{app.chain_port}")  # the app's node stopped with it
