@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
+import pandas as pd
 import streamlit as st
 
 from bti_core.errors import BTIError
@@ -46,7 +47,7 @@ def change_panel(svc: InsuranceService, trader: str, row: dict) -> None:
     pid = int(row["policy"])
     link = renew_link(svc, trader, pid)
     active = row["status"] == "active" and row["end"] > datetime.now(UTC)
-    if link is not None and not pd_isna(row.get("linked_position")):
+    if link is not None and not pd.isna(row.get("linked_position")):
         link = None  # linked cover is bought on the position itself
     if not active:
         if link is not None:
@@ -131,9 +132,3 @@ def change_panel(svc: InsuranceService, trader: str, row: dict) -> None:
                     "cancel": f"Cover cancelled; {text.bti(ch.refund)} refunded",
                 }[ch.kind]
                 resources.flash(f"Policy #{pid}: {done}.")
-
-
-def pd_isna(v: object) -> bool:
-    import pandas as pd
-
-    return v is None or bool(pd.isna(v))

@@ -25,6 +25,7 @@ dashboard does not offer yet.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import uuid
 from dataclasses import dataclass
@@ -172,19 +173,9 @@ class Changes:
                 raise ChangeError(
                     f"a cover runs at most 720 hours from now; this change would run {left}"
                 )
-            held = Order(
-                order.symbol,
-                order.side,
-                order.quantity,
-                order.entry_price,
-                order.leverage,
-                order.margin_mode,
-                OrderType.LIMIT,  # the position is open at its entry: priced from the mark now
-                order.wallet_balance,
-            )
             view = self.quoting.quote(
                 user_id=user_id,
-                order=held,
+                order=_held(order),
                 cover=Cover(
                     coverage=new_cover,
                     duration_hours=max(1, left),
@@ -388,17 +379,7 @@ class Changes:
         if policy is None or policy.user_id != user_id:
             raise ChangeError(f"there is no policy {policy_id} of yours")
         order, cover = order_and_cover(get_quote_record(self.ctx, policy.quote_id))
-        held = Order(
-            order.symbol,
-            order.side,
-            order.quantity,
-            order.entry_price,
-            order.leverage,
-            order.margin_mode,
-            OrderType.LIMIT,
-            order.wallet_balance,
-        )
-        return held, Cover(
+        return _held(order), Cover(
             coverage=policy.coverage,
             duration_hours=cover.duration_hours,
             share=cover.share,
@@ -433,6 +414,12 @@ class Changes:
             return False
         lp = float(policy.liquidation_price)
         return mark <= lp if policy.side == "long" else mark >= lp
+
+
+def _held(order: Order) -> Order:
+    """The order of a position already open at its entry: a limit order at that price, so it
+    is priced from the mark now and never refused as a market order away from the mark."""
+    return dataclasses.replace(order, order_type=OrderType.LIMIT)
 
 
 def get_quote_record(ctx: PolicyContext, quote_id: str) -> Any:
