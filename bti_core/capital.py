@@ -22,6 +22,7 @@ from its first deposit and says so (``full_window`` false). Annualised simply, `
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,9 @@ from bti_core.chain.types import DecodedEvent, PoolStats, ProviderPosition
 from bti_core.chain.units import from_units, to_units
 from bti_core.errors import BTIError
 
+#: blocks after which the pool's events are kept as read (a reorg deeper than this is not
+#: followed: the history is a report, never a payment's evidence)
+CONFIRMATIONS = 5
 #: the windows the realised yield is shown for (days)
 YIELD_WINDOWS = (7, 30, 365)
 #: the largest single deposit or withdrawal a command or page accepts (BTI)
@@ -262,6 +266,12 @@ class CapitalService:
         self.chain = chain
         self.wallet_of = wallet_of
         self._times: dict[int, datetime] = {}  # block → time (blocks never change once read)
+        # the pool's events up to a settled block, kept: a page draws the history on every
+        # run, and re-reading and decoding every event since the deployment grew with the pool
+        self._lock = threading.Lock()
+        self._pool = ""
+        self._settled: list[DecodedEvent] = []
+        self._settled_to = -1
 
     def _block_times(self, blocks: Iterable[int]) -> dict[int, datetime]:
         for b in set(blocks) - self._times.keys():
@@ -270,12 +280,24 @@ class CapitalService:
         return self._times
 
     def history(self) -> list[PoolPoint]:
-        events = [
-            e
-            for e in self.chain.events(addresses=[self.chain.deployment.pool])
-            if isinstance(e, DecodedEvent) and e.name in _POOL_EVENTS
-        ]
-        return pool_history(events, self._block_times(e.block for e in events))
+        """`pool_history` of the pool's events. Those older than `CONFIRMATIONS` blocks are
+        kept between calls and only newer blocks read; a chain whose head went back (a node
+        restored from an older snapshot) is read again from the deployment."""
+        with self._lock:
+            d = self.chain.deployment
+            head = int(self.chain.w3.eth.block_number)
+            if d.pool != self._pool or head < self._settled_to:
+                self._pool, self._settled, self._settled_to = d.pool, [], d.block - 1
+            fresh = [
+                e
+                for e in self.chain.events(self._settled_to + 1, head, addresses=[d.pool])
+                if isinstance(e, DecodedEvent) and e.name in _POOL_EVENTS
+            ]
+            settle_to = max(self._settled_to, head - CONFIRMATIONS)
+            self._settled += [e for e in fresh if e.block <= settle_to]
+            self._settled_to = settle_to
+            events = self._settled + [e for e in fresh if e.block > settle_to]
+            return pool_history(events, self._block_times(e.block for e in events))
 
     def report(self, address: str) -> CapitalReport:
         pos = self.chain.provider(address)

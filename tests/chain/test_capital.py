@@ -151,3 +151,32 @@ def test_a_history_whose_clock_was_moved_back_reads_in_time_order() -> None:
     year = realised_yields(h, t0 + timedelta(days=250))[-1]
     assert year.full_window is False and year.start == t0 and year.start_price == 1
     assert year.ret == pytest.approx(0.002, rel=1e-6)  # both premiums, over the pool's life
+
+
+def test_the_kept_history_follows_new_blocks_and_a_chain_that_went_back(
+    chain: ChainClient, capital: tuple[CapitalService, dict[str, LocalAccount]]
+) -> None:
+    """The events older than a few blocks are kept between calls (a page draws the history
+    on every run); the history read that way is the one read from scratch, and a node
+    restored from an older snapshot is read again."""
+    from bti_core.chain.node import rpc_call
+
+    svc, w = capital
+    first = len(svc.history())
+    svc.deposit("lp", "100")
+    for _ in range(8):  # past the confirmations: the deposit is kept, not read again
+        rpc_call(chain.url, "evm_mine")
+    kept = svc.history()
+    assert len(kept) == first + 1 and svc._settled_to >= kept[-1].block
+    snapshot = rpc_call(chain.url, "evm_snapshot")
+    buy(chain, w["trader"], coverage="100", premium="5")
+    for _ in range(8):
+        rpc_call(chain.url, "evm_mine")
+    grown = svc.history()
+    scratch = CapitalService(chain, w.__getitem__).history()
+    assert [(p.kind, p.amount, p.block) for p in grown] == [
+        (p.kind, p.amount, p.block) for p in scratch
+    ]
+    assert grown[-1].kind == "premium"
+    assert rpc_call(chain.url, "evm_revert", [snapshot])  # the node goes back: no premium
+    assert [p.kind for p in svc.history()] == [p.kind for p in kept]
