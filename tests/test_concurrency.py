@@ -21,7 +21,7 @@ from bti_core.chain.node import AnvilNode
 from bti_core.chain.runtime import connect
 from bti_core.chain.types import DecodedEvent
 from bti_core.config import Settings
-from bti_core.db.models import Claim, ClaimAudit, Policy
+from bti_core.db.models import Claim, ClaimAudit, Policy, PolicyChange, PolicyEvent
 from bti_core.market.ingest import Ingestor
 from bti_core.market.schema import Kind
 from bti_core.market.synthetic import generate_demo_markets, replay_crash
@@ -129,6 +129,65 @@ try:
 except Exception as exc:
     print("refused", type(exc).__name__, exc)
 """
+
+
+CHANGER = """
+import sys, time
+from bti_core.config import get_settings
+from bti_core.services import build_services
+svc = build_services(get_settings())
+ins = svc.insurance
+svc.chain  # connected before the start signal
+user, change, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+time.sleep(max(0.0, start - time.time()))
+try:
+    print("done", ins.confirm_change(user_id=user, change_id=change).status)
+except Exception as exc:
+    print("refused", type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.both_databases
+def test_changes_to_one_cover_confirmed_by_four_processes_at_once_move_money_once(
+    env: dict[str, str],
+) -> None:
+    """Two processes confirm the same extension and two the same cancellation, all priced on
+    the cover as bought, at the same instant: exactly one change is made, charged or
+    refunded once; the rest are refused with nothing moved."""
+    svc = _services()
+    wallet = svc.insurance.wallet_of("cy").address
+    svc.chain.faucet(wallet, Decimal(5000))
+    q = svc.insurance.quote(user_id="cy", order=_order(svc), cover=Cover("100", 24))
+    p = svc.insurance.buy(user_id="cy", quote_id=q.record.id)
+    ext = svc.insurance.price_change(user_id="cy", policy_id=p.id or 0, kind="extend", hours=6)
+    stop = svc.insurance.price_change(user_id="cy", policy_id=p.id or 0, kind="cancel")
+    changes = {ext.change.id: ext.change, stop.change.id: stop.change}
+    before = svc.chain.balance(wallet)
+    start = time.time() + 9  # each process has connected by then
+    cmds = [
+        [sys.executable, "-c", CHANGER, "cy", cid, str(start)]
+        for cid in (ext.change.id, ext.change.id, stop.change.id, stop.change.id)
+    ]
+    outs = [out for _, out in _run_all(cmds, env)]
+    assert all(o.split()[0] in ("done", "refused") for o in outs), outs
+    with Session(svc.db) as s:
+        states = {c.id: c.state for c in s.exec(select(PolicyChange)).all()}
+        policy = s.get(Policy, p.id)
+        logged = [
+            e.event
+            for e in s.exec(select(PolicyEvent).where(PolicyEvent.policy_id == p.id)).all()
+            if e.event in ("extended", "cancelled")
+        ]
+    made = [cid for cid, state in states.items() if state == "done"]
+    assert len(made) == 1 and len(logged) == 1, (states, outs)
+    c = changes[made[0]]
+    assert svc.chain.balance(wallet) == before - c.charge + c.refund  # moved once
+    assert policy is not None and policy.premium == p.premium + c.charge - c.refund
+    on_chain = svc.chain.policy(p.chain_policy_id or 0)
+    assert on_chain.premium == policy.premium
+    other = next(cid for cid in states if cid != made[0])
+    assert states[other] in ("priced", "refused"), states  # never half-made
+    svc.close()
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from bti_core.market.synthetic import generate_demo_markets
 from bti_core.market.warehouse import Warehouse
 from bti_core.orders import Cover, Order
 from bti_core.policies import InsuranceService, QuoteError
-from bti_core.policies.changes import ChangeError, unused_premium
+from bti_core.policies.changes import ChangeError, Changes, unused_premium
 from bti_core.policies.lifecycle import FILING_PERIOD
 from bti_core.policies.purchase import Purchases
 from bti_core.policies.quoting import QuoteView
@@ -883,27 +883,37 @@ def test_wrong_changes_are_refused_with_what_is_allowed(
 
 
 def test_a_change_made_on_chain_before_a_crash_is_settled_by_reconcile(
-    svc: InsuranceService, risk: RiskEngine, engine: Engine, chain: ChainClient, clock: Clock
+    svc: InsuranceService,
+    risk: RiskEngine,
+    engine: Engine,
+    chain: ChainClient,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     p = bought(svc, risk)
+    wallet = svc.wallet_of("alice").address
     c = svc.price_change(user_id="alice", policy_id=p.id or 0, kind="extend", hours=5).change
     lost = svc.price_change(user_id="alice", policy_id=p.id or 0, kind="cancel").change
-    with Session(engine) as s:  # both confirmed; the process died after sending the first
-        for row in (c, lost):
-            r = s.get(PolicyChange, row.id)
-            assert r is not None
-            r.state = "sent"
-            s.add(r)
-        s.commit()
+    before = chain.balance(wallet)
+    # the process dies after the pool made the change, before the policy took it
+    with dies_at(monkeypatch, Changes, "_apply"):
+        svc.confirm_change(user_id="alice", change_id=c.id)
+    assert chain.balance(wallet) == before - c.charge
+    # the other one dies after it was marked sent, before it reached the chain
+    with dies_at(monkeypatch, Changes, "_terms"):
+        svc.confirm_change(user_id="alice", change_id=lost.id)
+    with pytest.raises(ChangeError, match="is sent"):  # a second click while it is unsettled
+        svc.confirm_change(user_id="alice", change_id=lost.id)
     changes = svc.changes
-    chain.amend_policy(svc.wallet_of("alice"), changes._terms(c, p.chain_policy_id or 0))
     assert changes.reconcile() == 1  # the made one applied; the other still inside its time
     with Session(engine) as s:
         assert s.get(Policy, p.id).end_at == p.end_at + timedelta(hours=5)  # type: ignore[union-attr]
         assert s.get(PolicyChange, c.id).state == "done"  # type: ignore[union-attr]
+    assert chain.balance(wallet) == before - c.charge  # charged once
     clock.now += timedelta(minutes=10)  # past its deadline: it can never land
     assert changes.reconcile() == 1
     with Session(engine) as s:
         assert s.get(PolicyChange, lost.id).state == "lapsed"  # type: ignore[union-attr]
         assert s.get(Policy, p.id).status == "active"  # type: ignore[union-attr]
+    assert chain.balance(wallet) == before - c.charge  # no refund without the change
     assert changes.reconcile() == 0
