@@ -4,13 +4,16 @@ and paid, a provider's realised yield, and deposits, withdrawal requests and wit
 The pool is an ERC-4626 vault whose assets are its booked reserves (`InsurancePool`): one
 share is worth
 
-    price = (reserves + 1 wei) / (supply + 1 wei)
+    price = (reserves − claims reserved + 1 wei) / (supply + 1 wei)
 
-(OpenZeppelin's virtual share and asset, decimals offset 0). The history is rebuilt from the
-pool's own events, each of which moves the reserves or the supply by the amount it states:
-``CapitalDeposited`` (+assets, +shares), ``CapitalWithdrawn`` (−assets, −shares),
-``PolicyPurchased`` (+premium), ``PolicyAmended`` (+charge, −refund) and ``ClaimPaid``
-(−amount). So the price rises with every premium and falls only with a paid claim or a
+(OpenZeppelin's virtual share and asset, decimals offset 0; the open claims' reserves are
+netted out, so a provider who leaves before a claim is paid leaves with its share of it). The
+history is rebuilt from the pool's own events, each of which moves the reserves, the claims
+reserved or the supply by the amount it states: ``CapitalDeposited`` (+assets, +shares),
+``CapitalWithdrawn`` (−assets, −shares), ``PolicyPurchased`` (+premium), ``PolicyAmended``
+(+charge, −refund), ``ClaimReserveSet`` (the pool's claims reserved, as it states) and
+``ClaimPaid`` (−amount). So the price rises with every premium and a denied claim's released
+reserve, and falls only when a claim opens (its reserve) or is paid above it, or with a
 cancelled cover's refund of unused premium; deposits and withdrawals leave it where it was
 (up to a wei of rounding, which favours the pool).
 
@@ -50,6 +53,7 @@ _POOL_EVENTS = {
     "CapitalWithdrawn",
     "PolicyPurchased",
     "PolicyAmended",
+    "ClaimReserveSet",
     "ClaimPaid",
 }
 
@@ -82,19 +86,20 @@ class PoolPoint:
 
     time: datetime
     block: int
-    kind: str  # deposit | withdrawal | premium | refund | claim
+    kind: str  # deposit | withdrawal | premium | refund | claim | reserve | release
     amount: Decimal  # BTI the event moved (positive)
     reserves: Decimal
     supply: Decimal
     provider: str | None  # the capital event's provider
+    reserved: Decimal = Decimal(0)  # the open claims' reserves after the event
 
     @property
     def price(self) -> Decimal:
-        """BTI per share: (reserves + 1 wei) / (supply + 1 wei), in whole wei rounded down, as
-        the contract's ``convertToAssets`` of one share (integers: a Decimal's 28 digits would
-        round where the contract does not)."""
-        reserves, supply = to_units(self.reserves), to_units(self.supply)
-        return from_units((reserves + 1) * 10**18 // (supply + 1))
+        """BTI per share: (reserves − reserved + 1 wei) / (supply + 1 wei), in whole wei
+        rounded down, as the contract's ``convertToAssets`` of one share (integers: a
+        Decimal's 28 digits would round where the contract does not)."""
+        assets = to_units(self.reserves) - to_units(self.reserved)
+        return from_units((assets + 1) * 10**18 // (to_units(self.supply) + 1))
 
 
 def pool_history(
@@ -106,11 +111,29 @@ def pool_history(
         (e for e in events if isinstance(e, DecodedEvent) and e.name in _POOL_EVENTS),
         key=lambda e: (e.block, e.log_index),
     )
-    reserves = supply = Decimal(0)
+    reserves = supply = reserved = Decimal(0)
     out: list[PoolPoint] = []
-    for e in ours:
+    for i, e in enumerate(ours):
         a = e.args
         who: str | None = None
+        if e.name == "ClaimReserveSet":
+            total = from_units(int(a["totalReserved"]))
+            step, reserved = total - reserved, total
+            nxt = ours[i + 1] if i + 1 < len(ours) else None
+            paid_now = (  # a payout releases its reserve first: one point, the claim's
+                nxt is not None
+                and nxt.name == "ClaimPaid"
+                and nxt.block == e.block
+                and int(nxt.args["policyId"]) == int(a["policyId"])
+            )
+            if step and not paid_now:
+                kind = "reserve" if step > 0 else "release"
+                out.append(
+                    PoolPoint(
+                        times[e.block], e.block, kind, abs(step), reserves, supply, None, reserved
+                    )
+                )
+            continue
         if e.name == "PolicyAmended":  # a change: its charge in, its refund out (either, both)
             for kind, units, sign in (("premium", a["charge"], 1), ("refund", a["refund"], -1)):
                 if int(units):
@@ -124,6 +147,7 @@ def pool_history(
                             reserves,
                             supply,
                             None,
+                            reserved,
                         )
                     )
             continue
@@ -141,7 +165,9 @@ def pool_history(
         else:
             kind, amount = "claim", from_units(int(a["amount"]))
             reserves -= amount
-        out.append(PoolPoint(times[e.block], e.block, kind, amount, reserves, supply, who))
+        out.append(
+            PoolPoint(times[e.block], e.block, kind, amount, reserves, supply, who, reserved)
+        )
     # Block times never fall on a real chain. The demo chain's clock is moved back to buy its
     # book in the past, after the pool was deployed now: an event stamped later than a later
     # block is placed at that block's time, so the history reads in time order.
@@ -212,7 +238,7 @@ def flows(history: Sequence[PoolPoint], since: datetime | None = None) -> Flows:
     (all: None)."""
     tot = dict.fromkeys(("premium", "refund", "claim", "deposit", "withdrawal"), Decimal(0))
     for p in history:
-        if since is None or p.time >= since:
+        if p.kind in tot and (since is None or p.time >= since):
             tot[p.kind] += p.amount
     return Flows(tot["premium"] - tot["refund"], tot["claim"], tot["deposit"], tot["withdrawal"])
 

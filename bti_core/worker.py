@@ -132,6 +132,7 @@ class Worker:
             self.duty("purchases", svc.insurance.reconcile),
             self.duty("changes", svc.insurance.changes.reconcile),
             self.duty("payments", svc.claims.reconcile),
+            self.duty("reserves", svc.claims.reserves.sync),
             self.duty("forecasts", self._forecasts),
             self.duty("pool", self._pool),
             self.duty("sessions", self._housekeeping),

@@ -194,7 +194,8 @@ def context_figure(ctx: pd.DataFrame, symbol: str) -> go.Figure | None:
 
 
 def share_price_figure(history: pd.DataFrame) -> go.Figure:
-    """The pool's share price after each event (a step line), premiums and claims marked."""
+    """The pool's share price after each event (a step line), premiums, claims opened (their
+    reserve), reserves released and claims paid marked."""
     fig = go.Figure()
     fig.add_scatter(
         x=history["time"],
@@ -203,7 +204,13 @@ def share_price_figure(history: pd.DataFrame) -> go.Figure:
         mode="lines",
         line={"color": ACCENT, "shape": "hv"},
     )
-    for kind, color, name in (("premium", UP, "Premium"), ("claim", DOWN, "Claim paid")):
+    marks = (
+        ("premium", UP, "circle", "Premium"),
+        ("reserve", DOWN, "circle-open", "Claim opened (reserved)"),
+        ("release", UP, "circle-open", "Reserve released"),
+        ("claim", DOWN, "circle", "Claim paid"),
+    )
+    for kind, color, symbol, name in marks:
         pts = history[history["kind"] == kind]
         if len(pts):
             fig.add_scatter(
@@ -211,7 +218,7 @@ def share_price_figure(history: pd.DataFrame) -> go.Figure:
                 y=pts["price"],
                 name=name,
                 mode="markers",
-                marker={"color": color, "size": 7},
+                marker={"color": color, "size": 7, "symbol": symbol},
                 customdata=pts["amount"],
                 hovertemplate="%{customdata:,.2f} BTI<extra>" + name + "</extra>",
             )

@@ -21,9 +21,10 @@ resources.show_flash()
 user = resources.signed_in_user()
 resources.wallet_panel(user.username)
 st.caption(
-    "Capital providers back the pool's cover with BTI and earn its premiums; a paid claim is "
-    "their loss. A share's price is the pool's capital over its shares: premiums raise it, "
-    "only a paid claim lowers it, and deposits and withdrawals leave it where it is."
+    "Capital providers back the pool's cover with BTI and earn its premiums; a claim is their "
+    "loss. A share's price is the pool's capital, less what its open claims are reserved at, "
+    "over its shares: premiums raise it, a claim lowers it when it opens (a denied one gives "
+    "it back), and deposits and withdrawals leave it where it is."
 )
 if not resources.demo_chain():
     st.info(
@@ -67,7 +68,7 @@ if wallet is not None:
         st.info(
             f"Withdrawal request of {text.bti(p.requested_value)} cooling down until "
             f"{_when(p.ready_at)}, then takeable until {_when(p.expires_at)}. The requested "
-            "shares still earn premiums and still bear claims paid meanwhile.",
+            "shares still earn premiums and still bear the claims opened meanwhile.",
             icon=":material/hourglass_top:",
         )
     elif state == "ready":
@@ -110,7 +111,8 @@ if wallet is not None:
             f"{duration_text(p.cooldown)}, then may be taken within "
             f"{duration_text(p.window)}. The wait keeps capital from leaving ahead of a crash "
             "it sees coming (Drift's insurance fund waits about two weeks, Hyperliquid's HLP "
-            "four days); claims paid meanwhile come first."
+            "four days); claims come first: a claim still open when you withdraw is taken out "
+            "of the price you withdraw at."
         )
         c = st.columns([2, 1, 1, 1])
         ask = c[0].number_input(
@@ -144,15 +146,21 @@ if wallet is not None:
                 resources.flash("Request cancelled: the shares are yours again.")
 
 st.subheader("The pool")
-m = st.columns(4)
+m = st.columns(5)
 m[0].metric("Capital", text.bti(pool.reserves))
 m[1].metric(
     "Locked behind open cover",
     text.bti(pool.locked),
     help=f"{pool.utilisation:.1%} of the capital: what open policies could claim",
 )
-m[2].metric("Free to withdraw", text.bti(pool.free))
-m[3].metric("Share price", f"{p.share_price:,.6f} BTI")
+m[2].metric(
+    "Reserved for open claims",
+    text.bti(pool.claims_reserved),
+    help="What the claims still waiting (for an underwriter, or the exchange's record) would "
+    "pay: out of the share price already, so nobody leaves ahead of them",
+)
+m[3].metric("Free to withdraw", text.bti(pool.free))
+m[4].metric("Share price", f"{p.share_price:,.6f} BTI")
 
 h = report.history
 if not h:

@@ -425,6 +425,7 @@ class ChainClient:
             premium=from_units(int(p[5])),
             paid=from_units(int(p[6])),
             terms_hash=HexBytes(p[7]).to_0x_hex(),
+            reserved=from_units(int(p[8])),
         )
 
     def pay_claim(self, policy_id: int, amount: Decimal, claim_ref: bytes) -> str:
@@ -457,6 +458,19 @@ class ChainClient:
             for ev in self.pool.events.ClaimPaid().process_receipt(receipt, errors=DISCARD)
         }
         return str(receipt["transactionHash"].to_0x_hex()), paid
+
+    def set_claim_reserves(self, items: Sequence[tuple[int, Decimal]]) -> str:
+        """Book each ``(policy id, reserve)`` of open claims in one transaction (claims
+        role; 0 releases a reserve). The pool sets rather than adds, so sending the same
+        reserves again after a crash changes nothing."""
+        if not items:
+            raise ValueError("setting claim reserves needs at least one policy")
+        call = self.pool.functions.setClaimReserves(
+            [int(p) for p, _ in items], [to_units(a) for _, a in items]
+        )
+        receipt = self.transact(call, self.claims, f"reserve {len(items)} claims")
+        self._committed()
+        return str(receipt["transactionHash"].to_0x_hex())
 
     def claim_payments(self, policy_ids: Iterable[int]) -> dict[int, tuple[str, Decimal]]:
         """`claim_payment` of many policies with one log query: policy → (tx, amount), for
@@ -636,6 +650,7 @@ class ChainClient:
             policies=int(self._rpc(lambda: f.policyCount().call())),
             paused=bool(self._rpc(lambda: f.paused().call())),
             premiums_refunded=u(f.premiumsRefunded()),
+            claims_reserved=u(f.claimsReserved()),
         )
 
     # ------------------------------------------------------------------ events

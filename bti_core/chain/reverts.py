@@ -115,6 +115,14 @@ def explain_refusal(name: str, a: dict[str, Any]) -> str:
         "InsurancePoolRefundAbovePremium": lambda: (
             f"a refund of {bti(a['refund'])} is above the {bti(a['premium'])} premium paid"
         ),
+        "InsurancePoolReserveAboveCoverage": lambda: (
+            f"a claim reserve of {bti(a['reserve'])} on policy {a['policyId']} is above its "
+            f"{bti(a['coverage'])} cover"
+        ),
+        "InsurancePoolClaimOpen": lambda: (
+            f"policy {a['policyId']} has a claim open (reserved {bti(a['reserved'])}): it "
+            "cannot be changed or released until the claim is decided"
+        ),
         "ReentrancyGuardReentrantCall": lambda: "re-entrant call refused",
         "InsurancePoolZeroAmount": lambda: "amounts must be positive",
         "InsurancePoolLengthMismatch": lambda: (

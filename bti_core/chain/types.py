@@ -56,6 +56,7 @@ class OnChainPolicy:
     premium: Decimal
     paid: Decimal
     terms_hash: str
+    reserved: Decimal = Decimal(0)  # the open claim's reserve (`setClaimReserves`)
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class PoolStats:
     policies: int
     paused: bool
     premiums_refunded: Decimal = Decimal(0)
+    claims_reserved: Decimal = Decimal(0)  # open claims' reserves, out of the share price
 
     @property
     def utilisation(self) -> float:

@@ -41,6 +41,7 @@ from bti_core.claims.ledger import Verdict
 from bti_core.claims.opening import ClaimOpener
 from bti_core.claims.payments import SYSTEM, Payments, locked_claim, locked_claims
 from bti_core.claims.records import ClaimError
+from bti_core.claims.reserves import Reserves
 from bti_core.claims.state import OPEN_FOR_UNDERWRITER, Event, State
 from bti_core.db.engine import session_scope, write_scope
 from bti_core.db.models import Claim, ClaimAudit, Policy, PositionChange
@@ -120,6 +121,7 @@ class ClaimsService:
         self.evidence = Evidence(warehouse, risk, lambda: self.clock(), db)
         self.opening = ClaimOpener(db, self.evidence, lambda: self.clock())
         self.payments = Payments(db, chain, clock=lambda: self.clock())
+        self.reserves = Reserves(db, chain)
 
     @property
     def risk(self) -> RiskEngine | None:

@@ -53,6 +53,7 @@ def capital_status(user: USER) -> None:
         ("share price", f"{p.share_price:,.6f} BTI"),
         ("pool capital", f"{pool.reserves:,.2f} BTI"),
         ("locked behind open cover", f"{pool.locked:,.2f} BTI ({pool.utilisation:.1%})"),
+        ("reserved for open claims", f"{pool.claims_reserved:,.2f} BTI"),
         ("free to withdraw", f"{pool.free:,.2f} BTI"),
         ("cooldown, then window", f"{duration_text(p.cooldown)}, then {duration_text(p.window)}"),
     ):

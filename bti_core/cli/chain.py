@@ -78,6 +78,7 @@ def _print_pool(chain_id: int, url: str, d: Any, p: Any) -> None:
         ("pool", d.pool),
         ("reserves", f"{p.reserves:,.2f} BTI"),
         ("cover locked", f"{p.locked:,.2f} BTI ({p.utilisation:.1%})"),
+        ("open claims reserved", f"{p.claims_reserved:,.2f} BTI"),
         ("free", f"{p.free:,.2f} BTI"),
         ("premiums in", f"{p.premiums_in:,.2f} BTI"),
         ("claims paid", f"{p.claims_paid:,.2f} BTI"),

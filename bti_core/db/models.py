@@ -205,6 +205,8 @@ class Claim(SQLModel, table=True):
     # process takes a `paying` claim over only when the lease ran out or its owner died
     lease_owner: str | None = Field(default=None, max_length=120)
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # the reserve booked for this claim in the pool (`claims.reserves`): None once released
+    reserved: Decimal | None = Field(default=None, sa_type=Money)
 
 
 class HeldTrigger(SQLModel, table=True):

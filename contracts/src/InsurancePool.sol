@@ -30,7 +30,10 @@ import {BTIPolicy} from "./BTIPolicy.sol";
 ///      `redeem`, priced when taken) within `WITHDRAWAL_WINDOW`; after that it lapses and the
 ///      shares can only be asked back (`cancelWithdrawal`) or requested again. Claims come
 ///      first: they are paid from the cover their policies lock, which no withdrawal can take,
-///      and a claim paid while a request waits lowers the price the request is taken at.
+///      and a claim opened while a request waits lowers the price the request is taken at: the
+///      claims service books each open claim's reserve (`setClaimReserves`, an insurer's case
+///      reserve) and `totalAssets` is the reserves less the claims reserved, so a provider who
+///      leaves before an opened claim is paid leaves with their share of it.
 contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP712 {
     using SafeERC20 for IERC20;
 
@@ -76,6 +79,7 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
         uint256 premium;
         uint256 paid;
         bytes32 termsHash;
+        uint256 reserved; // the reserve of the open claim on this policy (0: none open)
     }
 
     /// @notice A provider's pending withdrawal: `shares` held in escrow, takeable from
@@ -126,6 +130,8 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
     mapping(address owner => WithdrawalRequest) private _requests;
     /// @notice Shares held in escrow by pending withdrawal requests.
     uint256 public requestedShares;
+    /// @notice The open claims' reserves (`setClaimReserves`), netted out of `totalAssets`.
+    uint256 public claimsReserved;
 
     /// @notice A policy was bought: `premium` taken from `holder`, `coverage` locked.
     event PolicyPurchased(
@@ -162,6 +168,9 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
     event WithdrawalRequested(address indexed provider, uint256 shares, uint64 readyAt, uint64 expiresAt);
     /// @notice `provider`'s pending request was cancelled and its `shares` given back.
     event WithdrawalCancelled(address indexed provider, uint256 shares);
+    /// @notice An open claim's reserve on `policyId` became `reserved` (0: released); the
+    ///         pool's open claims now reserve `totalReserved`.
+    event ClaimReserveSet(uint256 indexed policyId, uint256 reserved, uint256 totalReserved);
 
     error InsurancePoolZeroAmount();
     error InsurancePoolLengthMismatch(uint256 policyIds, uint256 amounts, uint256 claimRefs);
@@ -186,6 +195,8 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
     error InsurancePoolStaleAmendment(uint256 policyId, bytes32 current, bytes32 priced);
     error InsurancePoolPolicyEnded(uint256 policyId, uint64 expiry);
     error InsurancePoolRefundAbovePremium(uint256 refund, uint256 premium);
+    error InsurancePoolReserveAboveCoverage(uint256 policyId, uint256 reserve, uint256 coverage);
+    error InsurancePoolClaimOpen(uint256 policyId, uint256 reserved);
 
     /// @param asset_ The BTI token.
     /// @param policyToken_ The policy NFT, whose ownership must then pass to this pool.
@@ -295,15 +306,46 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
         }
     }
 
+    /// @notice Book the reserves of open claims: each active policy's reserve becomes
+    ///         `amounts[i]` (at most its coverage; 0 releases it, as for a denied claim).
+    ///         The reserves are netted out of `totalAssets`, so the share price falls when a
+    ///         claim opens, not when it is paid, and rises back if it is denied.
+    /// @dev Only CLAIMS_ROLE; allowed while paused (a reserve only protects the providers who
+    ///      stay). Setting, not adding, makes a call sent twice after a crash harmless. A
+    ///      policy no longer active (paid or released) holds no reserve and is skipped.
+    function setClaimReserves(uint256[] calldata policyIds, uint256[] calldata amounts)
+        external
+        nonReentrant
+        onlyRole(CLAIMS_ROLE)
+    {
+        uint256 n = policyIds.length;
+        if (amounts.length != n) revert InsurancePoolLengthMismatch(n, amounts.length, n);
+        uint256 total = claimsReserved;
+        for (uint256 i = 0; i < n; ++i) {
+            Policy storage p = _policies[policyIds[i]];
+            if (p.status == Status.None) revert InsurancePoolUnknownPolicy(policyIds[i]);
+            if (p.status != Status.Active || p.reserved == amounts[i]) continue;
+            if (amounts[i] > p.coverage) {
+                revert InsurancePoolReserveAboveCoverage(policyIds[i], amounts[i], p.coverage);
+            }
+            total = total - p.reserved + amounts[i];
+            p.reserved = amounts[i];
+            emit ClaimReserveSet(policyIds[i], amounts[i], total);
+        }
+        claimsReserved = total;
+    }
+
     /// @notice Release an unclaimed policy's cover so the capital backs new policies again.
     /// @dev The claims service may release at any time (it knows no claim is pending); anyone
-    ///      may once CLAIM_GRACE has passed after expiry.
+    ///      may once CLAIM_GRACE has passed after expiry and no claim's reserve is booked.
     function releaseCover(uint256 policyId) external nonReentrant {
         Policy storage p = _active(policyId);
         if (!hasRole(CLAIMS_ROLE, msg.sender)) {
             uint64 allowedFrom = p.expiry + CLAIM_GRACE;
             if (block.timestamp < allowedFrom) revert InsurancePoolReleaseTooEarly(policyId, allowedFrom);
+            if (p.reserved > 0) revert InsurancePoolClaimOpen(policyId, p.reserved);
         }
+        _unreserve(p, policyId);
         p.status = Status.Released;
         lockedCoverage -= p.coverage;
         emit CoverReleased(policyId, p.coverage);
@@ -321,6 +363,7 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
         address holder = policyToken.ownerOf(a.policyId);
         if (holder != msg.sender) revert InsurancePoolNotPolicyHolder(a.policyId, holder, msg.sender);
         if (p.termsHash != a.fromTerms) revert InsurancePoolStaleAmendment(a.policyId, p.termsHash, a.fromTerms);
+        if (p.reserved > 0) revert InsurancePoolClaimOpen(a.policyId, p.reserved);
         address signer = ECDSA.recover(_hashTypedDataV4(_amendmentHash(a)), signature);
         if (!hasRole(QUOTER_ROLE, signer)) revert InsurancePoolBadQuoteSignature(signer);
         uint256 premium = p.premium + a.charge;
@@ -390,9 +433,10 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
 
     // ------------------------------------------------------------------ capital (ERC-4626)
 
-    /// @notice Pool value backing the shares: the reserves, not the token balance.
+    /// @notice Pool value backing the shares: the reserves (not the token balance) less the
+    ///         open claims' reserves.
     function totalAssets() public view override returns (uint256) {
-        return reserves;
+        return reserves - claimsReserved;
     }
 
     /// @notice Deposits stop while paused.
@@ -526,7 +570,8 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
             coverage: q.coverage,
             premium: q.premium,
             paid: 0,
-            termsHash: q.termsHash
+            termsHash: q.termsHash,
+            reserved: 0
         });
         policyIdByTerms[q.termsHash] = policyId;
         reserves += q.premium;
@@ -548,6 +593,7 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
         if (amount > p.coverage) revert InsurancePoolPayoutAboveCoverage(amount, p.coverage);
         uint256 available = reserves - (lockedCoverage - p.coverage);
         if (amount > available) revert InsurancePoolPayoutAboveFreeReserves(amount, available);
+        _unreserve(p, policyId);
         p.status = Status.Paid;
         p.paid = amount;
         lockedCoverage -= p.coverage;
@@ -556,6 +602,13 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
         address to = policyToken.ownerOf(policyId);
         IERC20(asset()).safeTransfer(to, amount);
         emit ClaimPaid(policyId, to, amount, claimRef);
+    }
+
+    function _unreserve(Policy storage p, uint256 policyId) private {
+        if (p.reserved == 0) return;
+        claimsReserved -= p.reserved;
+        p.reserved = 0;
+        emit ClaimReserveSet(policyId, 0, claimsReserved);
     }
 
     function _requireReady(address owner) private view {

@@ -2,8 +2,8 @@
 
 Hypothesis draws sequences of what providers, traders, the claims service and strangers can do
 — deposits (from one wei up), withdrawal requests, cancellations and withdrawals, purchases,
-single and batch payouts, releases, changes (extend, raise, lower, cancel, with a charge and a
-refund), BTI sent straight to the pool, a pause, and the clock moving past
+single and batch payouts, open claims' reserves (booked, changed, released), releases, changes
+(extend, raise, lower, cancel, with a charge and a refund), BTI sent straight to the pool, a pause, and the clock moving past
 cooldowns, windows and expiries — from an empty pool. After every step, refused or not:
 
 - the books: reserves = capital in + premiums − claims paid − capital out, and the pool's
@@ -12,8 +12,10 @@ cooldowns, windows and expiries — from an empty pool. After every step, refuse
 - a payout is at most the policy's coverage, and each policy is paid at most once;
 - nobody may withdraw more than the free capital, nor more than their ready request is worth,
   nor before the cooldown is over;
-- the share price falls only by a paid claim or by unused premium given back when a cover is
-  changed or cancelled (at most the premium that policy paid);
+- the open claims' reserves are the active policies' own (each at most its coverage; a paid
+  or released policy holds none) and are netted out of the total assets;
+- the share price falls only by a claim reserved or paid, or by unused premium given back when
+  a cover is changed or cancelled (at most the premium that policy paid);
 - no step mints shares from nothing: shares appear only by a deposit, at most
   ``assets · (supply + 1) / (reserves + 1)`` of them, and every share is a provider's or in
   the escrow of the requests (which holds exactly the requested shares);
@@ -98,6 +100,10 @@ STEP = st.one_of(
     st.tuples(st.just("cancel"), who),
     st.tuples(st.just("pay"), policy, st.one_of(st.none(), amount)),
     st.tuples(st.just("pay_batch"), st.lists(policy, min_size=1, max_size=4)),
+    st.tuples(
+        st.just("reserve"),
+        st.lists(st.tuples(policy, st.one_of(part, st.just(Decimal(0)))), min_size=1, max_size=3),
+    ),
     st.tuples(st.just("release"), policy, st.booleans()),
     st.tuples(st.just("donate"), bti),
     st.tuples(st.just("pause_cycle"), who),
@@ -114,6 +120,16 @@ CHUNK = st.one_of(
     STEP.map(lambda s: [s]),
     st.tuples(REQUEST, WITHDRAW).map(lambda t: [t[0], READY, t[1]]),
     st.tuples(BUY, AMEND, AMEND).map(list),
+    # a claim reserved on new cover, then its payout, a change or a release tried
+    st.tuples(BUY, st.sampled_from(["pay", "amend", "release"]), part).map(
+        lambda t: [
+            t[0],
+            ("reserve", [(-1, t[2])]),
+            {"pay": ("pay", -1, None), "release": ("release", -1, False)}.get(
+                t[1], ("amend", -1, Decimal(0), Decimal(0), Decimal(0), 0)
+            ),
+        ]
+    ),
     STEP.map(lambda s: [s]),
     STEP.map(lambda s: [s]),
 )
@@ -188,7 +204,9 @@ class State:
     requests: tuple[tuple[int, int, int], ...]
     max_withdraw: tuple[int, ...]
     request_value: tuple[int, ...]
-    policies: tuple[tuple[int, int, int, int], ...]  # status, coverage, paid, premium
+    reserved: int
+    total_assets: int
+    policies: tuple[tuple[int, int, int, int, int], ...]  # status, coverage, paid, premium, reserve
     now: int  # the block's time
 
 
@@ -206,7 +224,7 @@ def read(w: World) -> State:
     policies = []
     for pid in w.policies:
         p = call(f.policy(pid))
-        policies.append((int(p[3]), int(p[4]), int(p[6]), int(p[5])))
+        policies.append((int(p[3]), int(p[4]), int(p[6]), int(p[5]), int(p[8])))
     return State(
         reserves=call(f.reserves()),
         locked=call(f.lockedCoverage()),
@@ -225,6 +243,8 @@ def read(w: World) -> State:
         requests=requests,  # type: ignore[arg-type]
         max_withdraw=tuple(call(f.maxWithdraw(a)) for a in lps),
         request_value=tuple(call(f.previewRedeem(r[0])) for r in requests),
+        reserved=call(f.claimsReserved()),
+        total_assets=call(f.totalAssets()),
         policies=tuple(policies),
         now=int(c.w3.eth.get_block(at)["timestamp"]),
     )
@@ -246,7 +266,7 @@ def run(w: World, step: tuple) -> tuple[bool, bool]:
         if w.policies and kind in ("pay", "release", "amend")
         else 0
     )
-    if kind in ("pay", "release", "pay_batch", "amend") and not w.policies:
+    if kind in ("pay", "release", "pay_batch", "amend", "reserve") and not w.policies:
         return False, False
     if kind == "deposit":
         c.deposit(w.providers[step[1]], step[2])
@@ -268,6 +288,14 @@ def run(w: World, step: tuple) -> tuple[bool, bool]:
         cover = c.policy(pick).coverage
         c.pay_claim(pick, resolve(step[2], cover) or cover, b"\x01" * 32)
         return True, True
+    elif kind == "reserve":
+        items = []
+        for i, share in step[1]:
+            pid = w.policies[i % len(w.policies)]
+            items.append(
+                (pid, resolve(share, c.policy(pid).coverage) if share != 0 else Decimal(0))
+            )
+        c.set_claim_reserves(items)  # type: ignore[arg-type]
     elif kind == "pay_batch":
         ids = [w.policies[i % len(w.policies)] for i in step[1]]
         c.pay_claims([(p, c.policy(p).coverage, b"\x02" * 32) for p in ids])
@@ -316,12 +344,15 @@ def check(w: World, before: State, after: State, step: tuple, done: bool, paying
     s = after
     assert s.reserves == (s.capital_in + s.premiums_in - s.refunded - s.claims_paid - s.capital_out)
     assert s.balance == s.reserves + w.donated
-    active = sum(cov for st_, cov, _, _ in s.policies if st_ == OnChainStatus.ACTIVE)
+    active = sum(cov for st_, cov, *_ in s.policies if st_ == OnChainStatus.ACTIVE)
     assert s.locked == active <= s.reserves
     assert s.free == s.reserves - s.locked
-    for status, cov, paid, _ in s.policies:
-        assert paid <= cov
+    assert s.reserved == sum(p[4] for p in s.policies)
+    assert s.total_assets == s.reserves - s.reserved
+    for status, cov, paid, _, reserve in s.policies:
+        assert paid <= cov and reserve <= cov
         assert (paid > 0) == (status == OnChainStatus.PAID)
+        assert reserve == 0 or status == OnChainStatus.ACTIVE
     for old, new in zip(before.policies, s.policies, strict=False):
         if old[0] != OnChainStatus.ACTIVE:
             assert new == old  # paid or released: final, never paid again
@@ -334,9 +365,10 @@ def check(w: World, before: State, after: State, step: tuple, done: bool, paying
         assert any(r[0] and r[1] <= s.now < r[2] for r in before.requests)
     assert s.escrow == s.requested == sum(r[0] for r in s.requests)
     assert sum(s.shares) + s.escrow == s.supply
-    if s.price < before.price:  # only a paid claim, or unused premium given back
+    if s.price < before.price:  # only a claim reserved or paid, or unused premium given back
         paid = paying and s.claims_paid > before.claims_paid
-        assert paid or s.refunded > before.refunded, f"price fell on {step}"
+        reserved = step[0] == "reserve" and s.reserved > before.reserved
+        assert paid or reserved or s.refunded > before.refunded, f"price fell on {step}"
     assert s.refunded - before.refunded <= s.premiums_in - before.premiums_in + sum(
         o[3] for o in before.policies
     )  # a refund is at most the premium its policy paid
