@@ -173,7 +173,7 @@ class Services:
             macro=self.macro,
             chain=self.chain,
             wallets=self.wallets,
-            learned=self.learned,
+            learned_loader=lambda: self.learned,
             accounts=self.accounts,
         )
 

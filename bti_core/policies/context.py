@@ -5,7 +5,7 @@ reference, so a change to it (tighter limits, another chain) reaches every part 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -35,5 +35,19 @@ class PolicyContext:
     chain: ChainClient | None
     payment_window: timedelta  # the signed quote's deadline after a purchase
     wallets: CustodialWallets
-    learned: LiveModel | None  # a registered model, shown beside the engine (`bti train`)
     accounts: AccountsService | None = None  # linked exchange accounts (cover on positions)
+    # a registered model, shown beside the engine (`bti train`), or what loads it when a quote
+    # first asks: loading imports scikit-learn (~1.7 s), which a command that only moves
+    # money (a faucet, a claims run) would pay for nothing
+    _learned: LiveModel | None = None
+    _load_learned: Callable[[], LiveModel | None] | None = field(default=None, repr=False)
+
+    @property
+    def learned(self) -> LiveModel | None:
+        if self._load_learned is not None:
+            self._learned, self._load_learned = self._load_learned(), None
+        return self._learned
+
+    @learned.setter
+    def learned(self, model: LiveModel | None) -> None:
+        self._learned, self._load_learned = model, None

@@ -85,6 +85,7 @@ class InsuranceService:
         wallets: CustodialWallets | None = None,
         learned: LiveModel | None = None,
         accounts: AccountsService | None = None,
+        learned_loader: Callable[[], LiveModel | None] | None = None,
     ) -> None:
         self.ctx = PolicyContext(
             db=db,
@@ -97,8 +98,9 @@ class InsuranceService:
             chain=chain,
             payment_window=payment_window,
             wallets=wallets or CustodialWallets(),
-            learned=learned,
             accounts=accounts,
+            _learned=learned,
+            _load_learned=learned_loader,
         )
         self.quoting = Quoting(self.ctx)
         self.purchases = Purchases(self.ctx, self.quoting)
