@@ -129,6 +129,7 @@ class Worker:
             self.duty("claims", svc.claims.run),
             self.duty("held", svc.claims.recheck_held),
             self.duty("expired", svc.insurance.expire_due),
+            self.duty("renewals", svc.insurance.renewals.run),
             self.duty("purchases", svc.insurance.reconcile),
             self.duty("changes", svc.insurance.changes.reconcile),
             self.duty("payments", svc.claims.reconcile),

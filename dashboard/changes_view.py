@@ -1,5 +1,6 @@
 """My policies: change a cover — extend, raise, cancel — priced first, made on confirmation;
-and renew one (the Buy page with the same order and cover)."""
+renew one (the Buy page with the same order and cover), or consent to renew it automatically
+when it ends."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import streamlit as st
 from bti_core.errors import BTIError
 from bti_core.policies import InsuranceService
 from bti_core.policies.changes import CHANGE_TTL, KINDS
+from bti_core.policies.renewals import MAX_TIMES, consent_text
 from dashboard import resources, text
 from dashboard.buy_link import BuyLink
 
@@ -55,6 +57,8 @@ def change_panel(svc: InsuranceService, trader: str, row: dict) -> None:
                 "Renew: the same cover at today's price", link, icon=":material/autorenew:"
             )
         return
+    if link is not None:
+        renewal_panel(svc, trader, pid, float(row["premium"]))
     with st.expander(f"Change policy #{pid}: extend, raise or cancel"):
         c = st.columns([2, 2, 1])
         kind = c[0].segmented_control(
@@ -132,3 +136,49 @@ def change_panel(svc: InsuranceService, trader: str, row: dict) -> None:
                     "cancel": f"Cover cancelled; {text.bti(ch.refund)} refunded",
                 }[ch.kind]
                 resources.flash(f"Policy #{pid}: {done}.")
+
+
+def renewal_panel(svc: InsuranceService, trader: str, pid: int, premium: float) -> None:
+    """Consent to renew the cover automatically when it ends, or stop a standing consent."""
+    r = svc.renewals.of(trader, pid)
+    standing = r is not None and r.state == "standing"
+    title = "Renew automatically" + (": on" if standing else "")
+    with st.expander(title, icon=":material/autorenew:"):
+        said = consent_text(r)
+        st.caption(
+            (said + " " if said else "")
+            + "When this cover ends, the same cover is bought again at that moment's quote from "
+            "your wallet, if its premium is at most what you agree to here and underwriting "
+            "would sell it; otherwise nothing is bought and the reason is logged on the policy."
+        )
+        c = st.columns([2, 1, 1])
+        most = c[0].number_input(
+            "At most (BTI) each time",
+            min_value=0.01,
+            max_value=1_000_000.0,
+            value=float(r.max_premium) if standing and r else round(max(premium, 0.01) * 1.5, 2),
+            key=f"rn_max_{pid}",
+        )
+        times = c[1].number_input(
+            "Times",
+            min_value=1,
+            max_value=MAX_TIMES,
+            value=int(r.times_left) if standing and r else 1,
+            key=f"rn_times_{pid}",
+        )
+        if c[2].button("Update" if standing else "Agree", key=f"rn_go_{pid}", type="primary"):
+            try:
+                svc.renewals.consent(
+                    user_id=trader, policy_id=pid, max_premium=f"{most:.2f}", times=times
+                )
+            except BTIError as exc:
+                st.error(str(exc))
+            else:
+                resources.flash(f"Policy #{pid} renews automatically: {times}×, ≤ {most:,.2f} BTI.")
+        if standing and st.button("Stop automatic renewal", key=f"rn_stop_{pid}"):
+            try:
+                svc.renewals.withdraw(user_id=trader, policy_id=pid)
+            except BTIError as exc:
+                st.error(str(exc))
+            else:
+                resources.flash(f"Policy #{pid}: automatic renewal stopped.")

@@ -139,6 +139,23 @@ def policy_event(event: str, detail: dict[str, Any], at: datetime, link: Link) -
             text = f"Cancelled by you: {bti(d.get('refund', 0))} of unused premium refunded" + _tx(
                 d, link
             )
+        case "renewal_consented":
+            n = int(d.get("times", 1))
+            text = (
+                f"Automatic renewal agreed: {n} time{'s' if n != 1 else ''}, at most "
+                f"{bti(d.get('max_premium', 0))} each"
+            )
+        case "renewal_withdrawn":
+            text = "Automatic renewal withdrawn by you"
+        case "renewal_stopped":
+            text = f"Automatic renewal stopped: {d.get('reason', '')}"
+        case "renewed":
+            text = (
+                f"Renewed automatically as policy #{d.get('policy_id')} "
+                f"({bti(d.get('premium', 0))} premium)"
+            )
+        case "renewal_of":
+            text = f"Bought automatically: the renewal of policy #{d.get('policy_id')}"
         case "cover_released":
             text = f"The pool released the cover it had locked{_tx(d, link)}"
         case _:

@@ -190,6 +190,63 @@ def test_changes_to_one_cover_confirmed_by_four_processes_at_once_move_money_onc
     svc.close()
 
 
+RENEWER = """
+import sys, time
+from bti_core.config import get_settings
+from bti_core.services import build_services
+svc = build_services(get_settings())
+ins = svc.insurance
+svc.chain  # connected before the start signal
+start = float(sys.argv[1])
+time.sleep(max(0.0, start - time.time()))
+try:
+    print("ran", ins.renewals.run())
+except Exception as exc:
+    print("refused", type(exc).__name__, exc)
+"""
+
+
+def test_a_consented_renewal_run_by_three_processes_at_once_is_bought_once(
+    env: dict[str, str],
+) -> None:
+    """Three workers' renewal duties at the same instant over one ended cover: one new
+    cover, one premium, the consent moved once (SQLite; its compare-and-set statements are
+    plain SQL, the same on PostgreSQL)."""
+    svc = _services()
+    wallet = svc.insurance.wallet_of("di").address
+    svc.chain.faucet(wallet, Decimal(5000))
+    q = svc.insurance.quote(user_id="di", order=_order(svc), cover=Cover("100", 24))
+    p = svc.insurance.buy(user_id="di", quote_id=q.record.id)
+    svc.insurance.renewals.consent(
+        user_id="di", policy_id=p.id or 0, max_premium=p.premium * 3, times=3
+    )
+    with Session(svc.db) as s:  # as if its window had ended and the expiry duty had run
+        row = s.get(Policy, p.id)
+        assert row is not None
+        row.end_at, row.status = datetime.now(UTC) - timedelta(minutes=1), "expired"
+        s.add(row)
+        s.commit()
+    before = svc.chain.balance(wallet)
+    start = time.time() + 9  # each process has connected by then
+    cmds = [[sys.executable, "-c", RENEWER, str(start)] for _ in range(3)]
+    outs = [out for _, out in _run_all(cmds, env)]
+    assert all(o.startswith("ran") for o in outs), outs
+    with Session(svc.db) as s:
+        mine = s.exec(select(Policy).where(Policy.user_id == "di")).all()
+        renewed = [
+            e
+            for e in s.exec(select(PolicyEvent).where(PolicyEvent.policy_id == p.id)).all()
+            if e.event == "renewed"
+        ]
+    new = [x for x in mine if x.id != p.id]
+    assert len(new) == 1 and len(renewed) == 1, (outs, [(x.id, x.status) for x in mine])
+    assert new[0].status == "active"
+    assert svc.chain.balance(wallet) == before - new[0].premium  # one premium
+    moved = svc.insurance.renewals.of("di", new[0].id or 0)
+    assert moved is not None and moved.times_left == 2
+    svc.close()
+
+
 @pytest.mark.slow
 @pytest.mark.both_databases
 def test_purchases_from_two_processes_at_once_cannot_both_pass_the_pool_limit(

@@ -14,7 +14,7 @@ from sqlmodel import Session, func, select
 
 from bti_core.chain.client import ChainClient
 from bti_core.chain.types import OnChainStatus
-from bti_core.db.models import Policy, PolicyChange, PolicyEvent, QuoteRecord
+from bti_core.db.models import Policy, PolicyChange, PolicyEvent, QuoteRecord, Renewal
 from bti_core.errors import ChainError, NoDataError, PaymentError, UnknownSymbolError
 from bti_core.market.ingest import Ingestor
 from bti_core.market.schema import Kind
@@ -23,9 +23,11 @@ from bti_core.market.warehouse import Warehouse
 from bti_core.orders import Cover, Order
 from bti_core.policies import InsuranceService, QuoteError
 from bti_core.policies.changes import ChangeError, Changes, unused_premium
+from bti_core.policies.expiry import EXPIRY_DATA_GRACE
 from bti_core.policies.lifecycle import FILING_PERIOD
 from bti_core.policies.purchase import Purchases
 from bti_core.policies.quoting import QuoteView
+from bti_core.policies.renewals import Renewals
 from bti_core.risk.engine import RiskEngine
 from bti_core.underwriting import CONCENTRATION, CapacityError, Limits, UnderwritingError
 from tests.crashes import dies_at
@@ -917,3 +919,132 @@ def test_a_change_made_on_chain_before_a_crash_is_settled_by_reconcile(
         assert s.get(Policy, p.id).status == "active"  # type: ignore[union-attr]
     assert chain.balance(wallet) == before - c.charge  # no refund without the change
     assert changes.reconcile() == 0
+
+
+# --- automatic renewal with the trader's consent (`policies.renewals`) ----------------------
+
+
+def _ended(svc: InsuranceService, clock: Clock, p: Policy) -> None:
+    """The clock past the cover's end (and the day it may wait for market data to cover it:
+    this market's bars end now) and the expiry duty run, as the worker's round does."""
+    clock.now = p.end_at + EXPIRY_DATA_GRACE + timedelta(minutes=1)
+    svc.expire_due()
+
+
+def test_a_consented_cover_is_renewed_when_it_ends_at_most_as_often_as_agreed(
+    svc: InsuranceService, risk: RiskEngine, engine: Engine, clock: Clock, chain: ChainClient
+) -> None:
+    p = bought(svc, risk)
+    wallet = svc.wallet_of("alice").address
+    r = svc.renewals.consent(
+        user_id="alice", policy_id=p.id or 0, max_premium=p.premium * 3, times=2
+    )
+    assert (r.state, r.times_left) == ("standing", 2)
+    assert svc.renewals.run().renewed == []  # not ended yet
+    _ended(svc, clock, p)
+    before = chain.balance(wallet)
+    (first,) = svc.renewals.run().renewed
+    with Session(engine) as s:
+        new = s.get(Policy, first)
+    assert new is not None and new.status == "active" and new.id != p.id
+    assert (new.symbol, new.side, new.quantity, new.coverage) == (
+        p.symbol,
+        p.side,
+        p.quantity,
+        p.coverage,
+    )
+    assert new.start_at == clock.now and new.end_at == clock.now + timedelta(hours=24)
+    assert chain.balance(wallet) == before - new.premium  # bought once, from the wallet
+    assert chain.policy(new.chain_policy_id or 0).status == OnChainStatus.ACTIVE
+    assert [e.event for e in events(engine, p.id or 0)][-1] == "renewed"
+    assert events(engine, first)[-1].event == "renewal_of"
+    assert svc.renewals.run().renewed == []  # the new cover has not ended: nothing twice
+    moved = svc.renewals.of("alice", first)
+    assert moved is not None and (moved.times_left, moved.state) == (1, "standing")
+
+    _ended(svc, clock, new)
+    (second,) = svc.renewals.run().renewed
+    done = svc.renewals.of("alice", second)
+    assert done is not None and (done.times_left, done.state) == (0, "done")
+    with Session(engine) as s:
+        last = s.get(Policy, second)
+    assert last is not None
+    _ended(svc, clock, last)
+    assert svc.renewals.run().renewed == []  # used up
+
+
+def test_a_renewal_that_would_cost_more_than_agreed_is_not_bought_and_says_why(
+    svc: InsuranceService, risk: RiskEngine, engine: Engine, clock: Clock, chain: ChainClient
+) -> None:
+    p = bought(svc, risk)
+    wallet = svc.wallet_of("alice").address
+    svc.renewals.consent(user_id="alice", policy_id=p.id or 0, max_premium="0.01")
+    _ended(svc, clock, p)
+    before = chain.balance(wallet), count(engine, Policy)
+    report = svc.renewals.run()
+    assert report.renewed == [] and len(report.stopped) == 1
+    assert (chain.balance(wallet), count(engine, Policy)) == before
+    r = svc.renewals.of("alice", p.id or 0)
+    assert r is not None and r.state == "stopped"
+    assert r.reason is not None and "above the 0.01 BTI you agreed to" in r.reason
+    last = events(engine, p.id or 0)[-1]
+    assert last.event == "renewal_stopped" and "agreed to" in last.detail["reason"]
+    assert svc.renewals.run().stopped == []  # stopped once
+
+
+def test_consents_are_refused_with_what_is_allowed_and_can_be_withdrawn(
+    svc: InsuranceService, risk: RiskEngine, engine: Engine, clock: Clock
+) -> None:
+    p = bought(svc, risk)
+    pid = p.id or 0
+    for kw, says in [
+        ({"max_premium": "abc"}, "must be a number of BTI"),
+        ({"max_premium": "-1"}, "above 0 and at most 1,000,000 BTI"),
+        ({"max_premium": "1e9"}, "above 0 and at most 1,000,000 BTI"),
+        ({"max_premium": "5", "times": 0}, "from 1 to 12"),
+        ({"max_premium": "5", "times": "x"}, "whole number"),
+    ]:
+        with pytest.raises(ChangeError, match=says):
+            svc.renewals.consent(user_id="alice", policy_id=pid, **kw)  # type: ignore[arg-type]
+    with pytest.raises(ChangeError, match=f"no policy {pid} of yours"):
+        svc.renewals.consent(user_id="mallory", policy_id=pid, max_premium="5")
+    with pytest.raises(ChangeError, match="has no automatic renewal to stop"):
+        svc.renewals.withdraw(user_id="alice", policy_id=pid)
+    svc.renewals.consent(user_id="alice", policy_id=pid, max_premium="50")
+    svc.renewals.consent(user_id="alice", policy_id=pid, max_premium="60", times=3)  # replaced
+    with Session(engine) as s:
+        standing = s.exec(select(func.count()).select_from(Renewal)).one()
+    assert standing == 1
+    svc.renewals.withdraw(user_id="alice", policy_id=pid)
+    _ended(svc, clock, p)
+    assert svc.renewals.run().renewed == []
+    with pytest.raises(ChangeError, match="only an active cover can be renewed"):
+        svc.renewals.consent(user_id="alice", policy_id=pid, max_premium="50")
+
+
+def test_a_renewal_interrupted_after_its_quote_or_its_purchase_is_bought_once(
+    svc: InsuranceService,
+    risk: RiskEngine,
+    engine: Engine,
+    clock: Clock,
+    chain: ChainClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    p = bought(svc, risk)
+    wallet = svc.wallet_of("alice").address
+    svc.renewals.consent(user_id="alice", policy_id=p.id or 0, max_premium=p.premium * 3, times=2)
+    _ended(svc, clock, p)
+    before = chain.balance(wallet), count(engine, Policy)
+    with dies_at(monkeypatch, Purchases, "buy"):  # quoted and stored, never bought
+        svc.renewals.run()
+    assert (chain.balance(wallet), count(engine, Policy)) == before
+    with dies_at(monkeypatch, Renewals, "_moved"):  # bought, the consent not yet moved
+        svc.renewals.run()
+    assert count(engine, Policy) == before[1] + 1
+    (new,) = svc.renewals.run().renewed  # the restart finds it bought: moves on
+    with Session(engine) as s:
+        renewed = s.get(Policy, new)
+    assert renewed is not None
+    assert count(engine, Policy) == before[1] + 1
+    assert chain.balance(wallet) == before[0] - renewed.premium  # paid once
+    assert [e.event for e in events(engine, p.id or 0)].count("renewed") == 1

@@ -161,6 +161,27 @@ class PolicyChange(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=500)
 
 
+class Renewal(SQLModel, table=True):
+    """A trader's standing consent to renew a cover automatically when it ends, at today's
+    quote up to ``max_premium``, ``times_left`` more times (`policies.renewals`). It moves to
+    each new cover; ``quote_id`` is the renewal being bought (set once: a renewal is bought
+    once whatever process or crash)."""
+
+    __tablename__ = "renewal"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(max_length=80, index=True)
+    policy_id: int = Field(foreign_key="policy.id", index=True)  # the cover it renews next
+    first_policy_id: int = Field(foreign_key="policy.id")  # the cover it was given on
+    max_premium: Decimal = Field(sa_type=Money)
+    times_left: int
+    state: str = Field(max_length=10, index=True)
+    quote_id: str | None = Field(default=None, max_length=32)
+    reason: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 class PolicyEvent(SQLModel, table=True):
     """The lifecycle log: one row per thing that happened to a policy (append only)."""
 

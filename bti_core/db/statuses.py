@@ -29,6 +29,17 @@ class ChangeState(StrEnum):
     LAPSED = "lapsed"
 
 
+class RenewalState(StrEnum):
+    """A trader's consent to renew a cover automatically (`Renewal`): standing (it renews the
+    cover it is on when that ends), done (its renewals are used up), stopped (a renewal could
+    not be made: the reason is kept), withdrawn (by the trader)."""
+
+    STANDING = "standing"
+    DONE = "done"
+    STOPPED = "stopped"
+    WITHDRAWN = "withdrawn"
+
+
 class Peril(StrEnum):
     """What a policy pays for: the insured position's liquidation, or its auto-deleveraging
     (ADL: closed in profit by the exchange against a bankrupt counterparty)."""

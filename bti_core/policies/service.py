@@ -29,6 +29,7 @@ from bti_core.policies.expiry import Expiry
 from bti_core.policies.listing import Listing
 from bti_core.policies.purchase import Purchases
 from bti_core.policies.quoting import Quoting
+from bti_core.policies.renewals import Renewals
 from bti_core.pricing import PricingConfig
 from bti_core.risk.engine import RiskEngine
 from bti_core.underwriting import Limits
@@ -107,6 +108,7 @@ class InsuranceService:
         self.expiry = Expiry(self.ctx, self.purchases)
         self.listing = Listing(self.ctx)
         self.changes = Changes(self.ctx, self.quoting, self.purchases)
+        self.renewals = Renewals(self.ctx, self.quoting, self.purchases, self.changes)
         # the service's API is its parts' methods, bound here (each signature in one place)
         q, p = self.quoting, self.purchases
         self.quote, self.premium_curve = q.quote, q.premium_curve

@@ -99,6 +99,19 @@ def test_quote_then_buy_then_listed(filled: Path) -> None:
     assert not mine.exception, mine.exception
     assert "Policy #1: Cover extended." in mine.success[0].value
     assert "Cover extended until" in " ".join(md.value for md in mine.markdown)
+    # consents to renew it automatically, then withdraws the consent; each is logged
+    assert "Renew automatically" in [e.label for e in mine.expander]
+    mine.number_input(key="rn_times_1").set_value(2)
+    mine.button(key="rn_go_1").click().run()
+    assert not mine.exception, mine.exception
+    assert "Policy #1 renews automatically: 2×" in mine.success[0].value
+    assert "Renew automatically: on" in [e.label for e in mine.expander]
+    assert "Automatic renewal agreed: 2 times, at most" in " ".join(
+        md.value for md in mine.markdown
+    )
+    mine.button(key="rn_stop_1").click().run()
+    assert "automatic renewal stopped" in mine.success[0].value
+    assert "Automatic renewal withdrawn by you" in " ".join(md.value for md in mine.markdown)
     mine.segmented_control(key="chg_kind_1").set_value("cancel").run()
     mine.button(key="chg_price_1").click().run()
     back = {m.label: m.value for m in mine.metric}["You get back"]
