@@ -280,11 +280,7 @@ class Renewals:
         with write_scope(self.ctx.db, lock="renewal") as s:
             moved = s.execute(
                 update(Renewal)
-                .where(
-                    col(Renewal.id) == r.id,
-                    col(Renewal.policy_id) == old.id,
-                    col(Renewal.state) == RenewalState.STANDING.value,
-                )
+                .where(*_standing_on(r, old))
                 .values(
                     policy_id=new.id,
                     times_left=Renewal.times_left - 1,
@@ -311,11 +307,7 @@ class Renewals:
         with write_scope(self.ctx.db, lock="renewal") as s:
             stopped = s.execute(
                 update(Renewal)
-                .where(
-                    col(Renewal.id) == r.id,
-                    col(Renewal.policy_id) == policy.id,
-                    col(Renewal.state) == RenewalState.STANDING.value,
-                )
+                .where(*_standing_on(r, policy))
                 .values(
                     state=RenewalState.STOPPED.value,
                     reason=reason[:500],
@@ -329,6 +321,15 @@ class Renewals:
                 s, policy=policy, event="renewal_stopped", detail={"reason": reason[:500]}
             )
             return True
+
+
+def _standing_on(r: Renewal, policy: Policy) -> tuple[Any, ...]:
+    """The consent ``r``, still standing on ``policy`` (a compare-and-set's condition)."""
+    return (
+        col(Renewal.id) == r.id,
+        col(Renewal.policy_id) == policy.id,
+        col(Renewal.state) == RenewalState.STANDING.value,
+    )
 
 
 def consent_text(r: Renewal | None) -> str | None:
