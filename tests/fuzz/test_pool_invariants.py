@@ -211,43 +211,78 @@ class State:
 
 
 def read(w: World) -> State:
+    """Everything the invariants look at, read at one block in one JSON-RPC batch (call by
+    call, it was two thirds of the suite's time)."""
     c = w.chain
     f = c.pool.functions
-    at = int(c.w3.eth.block_number)
-
-    def call(fn: Any) -> Any:
-        return fn.call(block_identifier=at)
-
+    block = c.w3.eth.get_block("latest")
+    at = int(block["number"])
     pool = c.deployment.pool
     lps = [p.address for p in w.providers]
-    requests = tuple(tuple(int(x) for x in call(f.withdrawalRequest(a))) for a in lps)
-    policies = []
-    for pid in w.policies:
-        p = call(f.policy(pid))
-        policies.append((int(p[3]), int(p[4]), int(p[6]), int(p[5]), int(p[8])))
-    return State(
-        reserves=call(f.reserves()),
-        locked=call(f.lockedCoverage()),
-        free=call(f.freeReserves()),
-        capital_in=call(f.capitalIn()),
-        capital_out=call(f.capitalOut()),
-        premiums_in=call(f.premiumsIn()),
-        refunded=call(f.premiumsRefunded()),
-        claims_paid=call(f.claimsPaid()),
-        balance=call(c.token.functions.balanceOf(pool)),
-        supply=call(f.totalSupply()),
-        price=call(f.convertToAssets(10**18)),
-        escrow=call(f.balanceOf(pool)),
-        requested=call(f.requestedShares()),
-        shares=tuple(call(f.balanceOf(a)) for a in lps),
-        requests=requests,  # type: ignore[arg-type]
-        max_withdraw=tuple(call(f.maxWithdraw(a)) for a in lps),
-        request_value=tuple(call(f.previewRedeem(r[0])) for r in requests),
-        reserved=call(f.claimsReserved()),
-        total_assets=call(f.totalAssets()),
-        policies=tuple(policies),
-        now=int(c.w3.eth.get_block(at)["timestamp"]),
+    n, k = len(lps), len(w.policies)
+    first = [
+        f.reserves(),
+        f.lockedCoverage(),
+        f.freeReserves(),
+        f.capitalIn(),
+        f.capitalOut(),
+        f.premiumsIn(),
+        f.premiumsRefunded(),
+        f.claimsPaid(),
+        c.token.functions.balanceOf(pool),
+        f.totalSupply(),
+        f.convertToAssets(10**18),
+        f.balanceOf(pool),
+        f.requestedShares(),
+        f.claimsReserved(),
+        f.totalAssets(),
+        *(f.balanceOf(a) for a in lps),
+        *(f.withdrawalRequest(a) for a in lps),
+        *(f.maxWithdraw(a) for a in lps),
+        *(f.policy(pid) for pid in w.policies),
+    ]
+    got = _batch(c, first, at)
+    (reserves, locked, free, cap_in, cap_out, prem_in, refunded, paid, balance, supply) = got[:10]
+    price, escrow, requested, reserved, total_assets = got[10:15]
+    shares = tuple(got[15 : 15 + n])
+    requests = tuple(tuple(int(x) for x in r) for r in got[15 + n : 15 + 2 * n])
+    max_withdraw = tuple(got[15 + 2 * n : 15 + 3 * n])
+    policies = tuple(
+        (int(p[3]), int(p[4]), int(p[6]), int(p[5]), int(p[8]))
+        for p in got[15 + 3 * n : 15 + 3 * n + k]
     )
+    request_value = tuple(_batch(c, [f.previewRedeem(r[0]) for r in requests], at))
+    return State(
+        reserves=reserves,
+        locked=locked,
+        free=free,
+        capital_in=cap_in,
+        capital_out=cap_out,
+        premiums_in=prem_in,
+        refunded=refunded,
+        claims_paid=paid,
+        balance=balance,
+        supply=supply,
+        price=price,
+        escrow=escrow,
+        requested=requested,
+        shares=shares,
+        requests=requests,  # type: ignore[arg-type]
+        max_withdraw=max_withdraw,
+        request_value=request_value,
+        reserved=reserved,
+        total_assets=total_assets,
+        policies=policies,
+        now=int(block["timestamp"]),
+    )
+
+
+def _batch(c: ChainClient, calls: list[Any], at: int) -> list[Any]:
+    """The calls' results at block ``at``, in one JSON-RPC batch."""
+    with c.w3.batch_requests() as b:
+        for fn in calls:
+            b.add(fn.call(block_identifier=at))
+        return list(b.execute())
 
 
 def pick_provider(w: World, n: int, having: str) -> LocalAccount:
