@@ -26,6 +26,7 @@ class Artifact:
     name: str
     abi: list[dict[str, Any]]
     bytecode: str
+    runtime_size: int = 0  # bytes of the deployed code (immutables fill fixed-size slots)
 
 
 @cache
@@ -34,7 +35,8 @@ def artifact(name: str) -> Artifact:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; run `make contracts` to compile")
     data = json.loads(path.read_text())
-    return Artifact(name, data["abi"], data["bytecode"])
+    runtime = str(data.get("deployedBytecode", "")).removeprefix("0x")
+    return Artifact(name, data["abi"], data["bytecode"], len(runtime) // 2)
 
 
 def _signature(item: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.logs import DISCARD
 
-from bti_core.chain.artifacts import artifact
+from bti_core.chain.artifacts import PROJECT_CONTRACTS, artifact
 from bti_core.chain.eip712 import (
     AMENDMENT_FIELDS,
     PERMIT_FIELDS,
@@ -186,6 +186,21 @@ class ChainClient:
             return False
         code = self._rpc(lambda: self.w3.eth.get_code(to_checksum_address(d.pool)))
         return len(code) > 0
+
+    def outdated(self) -> list[str]:
+        """The deployed contracts whose code is not the size this BTI's compiled contracts
+        have: a deployment made by an older BTI (its pool lacks functions this one calls).
+        The size is what can be compared: the immutables set at deployment fill fixed-size
+        slots, so one version's code always has one size."""
+        d = self.deployment
+        out = []
+        for name, address in zip(PROJECT_CONTRACTS, (d.token, d.policy, d.pool), strict=True):
+            if len(self._code(address)) != artifact(name).runtime_size:
+                out.append(name)
+        return out
+
+    def _code(self, address: str) -> bytes:
+        return bytes(self._rpc(lambda: self.w3.eth.get_code(to_checksum_address(address))))
 
     def deploy(
         self, seed_capital: Decimal = Decimal(0), *, withdrawal_cooldown: int = WITHDRAWAL_COOLDOWN

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 from decimal import Decimal
+from pathlib import Path
 
 from bti_core.chain.client import WITHDRAWAL_COOLDOWN, ChainClient
 from bti_core.chain.node import AnvilNode, is_up, rpc_call
@@ -70,6 +71,7 @@ def connect(
     path = s.chain_dir / f"deployment-{client.chain_id}.json"
     client.use_deployment(Deployment.load(path))
     if client.is_deployed():
+        _require_current(client, s, path)
         return client
     may_deploy = client.chain_id == LOCAL_CHAIN_ID if deploy is None else deploy
     if not may_deploy:
@@ -87,6 +89,27 @@ def connect(
             )
             client.deployment.save(path)
     return client
+
+
+def _require_current(client: ChainClient, s: Settings, path: Path) -> None:
+    """Refuse, with what to do, a deployment an older BTI made: its contracts lack what this
+    one calls (claim reserves, changes to a cover), which would otherwise fail page by page
+    with a bare revert."""
+    old = client.outdated()
+    if not old:
+        return
+    where = f"chain {client.chain_id} at {client.url}"
+    fix = (
+        f"this is the local demo chain: move {s.data_dir} aside (or set BTI_DATA_DIR to a new "
+        "folder) and `make run` builds the demo afresh"
+        if client.chain_id == LOCAL_CHAIN_ID
+        else "deploy this version's contracts (`bti chain deploy` with a new deployment file) "
+        "and move the policies over"
+    )
+    raise ChainError(
+        f"BTI's contracts on {where} ({path.name}) were deployed by an older BTI: "
+        f"{', '.join(old)} changed since; {fix}"
+    )
 
 
 #: the local demo chain's default cooldown: long enough to see, short enough to wait out

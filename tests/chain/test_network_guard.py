@@ -441,3 +441,21 @@ def test_the_dashboard_has_no_demo_accounts_or_crash_replay_off_the_local_chain(
     )
     assert not [b for b in at.button if b.label == "Replay"]
     db.dispose()
+
+
+def test_a_deployment_made_by_an_older_bti_is_refused_with_what_to_do(
+    anvil: AnvilNode, data_dir: Path
+) -> None:
+    """A data folder whose pool an older BTI deployed (without the functions this one calls)
+    used to fail page by page with a bare revert."""
+    s = Settings(data_dir=data_dir, rpc_url=anvil.url)
+    client = connect(s)  # deploys this version
+    assert client.outdated() == []
+    # the pool's code as an older version's: another size
+    rpc_call(anvil.url, "anvil_setCode", [client.deployment.pool, "0x6000"])
+    with pytest.raises(
+        ChainError,
+        match=r"deployed by an older BTI: InsurancePool changed since; this is the local demo "
+        r"chain: move .* aside",
+    ):
+        connect(s)
