@@ -450,6 +450,19 @@ class ChainClient:
         self._committed()
         return str(receipt["transactionHash"].to_0x_hex())
 
+    def pay_claim_part(
+        self, policy_id: int, amount: Decimal, coverage: Decimal, terms: bytes, claim_ref: bytes
+    ) -> str:
+        """Pay ``amount`` BTI of ``policy_id`` (a partial liquidation's share) to its token's
+        owner and keep the rest of the cover active: ``coverage`` BTI under the new ``terms``
+        hash (claims role). Sent again after a crash it is refused (the terms are used)."""
+        call = self.pool.functions.payClaimPart(
+            int(policy_id), to_units(amount), to_units(coverage), terms, claim_ref
+        )
+        receipt = self.transact(call, self.claims, "pay part of a claim")
+        self._committed()
+        return str(receipt["transactionHash"].to_0x_hex())
+
     def pay_claims(
         self, items: Sequence[tuple[int, Decimal, bytes]], *, persist: bool = True
     ) -> tuple[str, set[int]]:

@@ -168,6 +168,9 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
     event WithdrawalRequested(address indexed provider, uint256 shares, uint64 readyAt, uint64 expiresAt);
     /// @notice `provider`'s pending request was cancelled and its `shares` given back.
     event WithdrawalCancelled(address indexed provider, uint256 shares);
+    /// @notice Part of a policy's cover was paid (`payClaimPart`): it stays active with
+    ///         `coverage` under new terms `termsHash`.
+    event CoverReduced(uint256 indexed policyId, bytes32 termsHash, uint256 coverage);
     /// @notice An open claim's reserve on `policyId` became `reserved` (0: released); the
     ///         pool's open claims now reserve `totalReserved`.
     event ClaimReserveSet(uint256 indexed policyId, uint256 reserved, uint256 totalReserved);
@@ -277,6 +280,39 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
         onlyRole(CLAIMS_ROLE)
     {
         _pay(_active(policyId), policyId, amount, claimRef);
+    }
+
+    /// @notice Pay part of a policy's cover — a partial liquidation's share — and keep the
+    ///         rest active: `amount` to the policy token's owner, the cover lowered to
+    ///         `coverage` under new terms `termsHash` (the remaining position's). What is paid
+    ///         and what is left never exceed the cover there was; the new terms must be unused,
+    ///         so a part sent again after a crash is refused, never paid twice.
+    /// @dev Only CLAIMS_ROLE. The claim's reserve is released; the cover stays locked.
+    function payClaimPart(uint256 policyId, uint256 amount, uint256 coverage, bytes32 termsHash, bytes32 claimRef)
+        external
+        nonReentrant
+        whenNotPaused
+        onlyRole(CLAIMS_ROLE)
+    {
+        Policy storage p = _active(policyId);
+        if (amount == 0 || coverage == 0) revert InsurancePoolZeroAmount();
+        if (amount + coverage > p.coverage) revert InsurancePoolPayoutAboveCoverage(amount + coverage, p.coverage);
+        uint256 existing = policyIdByTerms[termsHash];
+        if (existing != 0) revert InsurancePoolPolicyExists(termsHash, existing);
+        uint256 available = reserves - (lockedCoverage - p.coverage);
+        if (amount > available) revert InsurancePoolPayoutAboveFreeReserves(amount, available);
+        _unreserve(p, policyId);
+        lockedCoverage = lockedCoverage - p.coverage + coverage;
+        p.coverage = coverage;
+        p.paid += amount;
+        p.termsHash = termsHash;
+        policyIdByTerms[termsHash] = policyId;
+        reserves -= amount;
+        claimsPaid += amount;
+        address to = policyToken.ownerOf(policyId);
+        IERC20(asset()).safeTransfer(to, amount);
+        emit ClaimPaid(policyId, to, amount, claimRef);
+        emit CoverReduced(policyId, termsHash, coverage);
     }
 
     /// @notice Pay many claims in one transaction, each exactly as `payClaim` would.
@@ -595,7 +631,7 @@ contract InsurancePool is ERC4626, AccessControl, Pausable, ReentrancyGuard, EIP
         if (amount > available) revert InsurancePoolPayoutAboveFreeReserves(amount, available);
         _unreserve(p, policyId);
         p.status = Status.Paid;
-        p.paid = amount;
+        p.paid += amount; // after any part paid earlier (`payClaimPart`)
         lockedCoverage -= p.coverage;
         reserves -= amount;
         claimsPaid += amount;

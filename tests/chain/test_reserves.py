@@ -11,7 +11,7 @@ import pytest
 
 from bti_core.capital import CapitalService
 from bti_core.chain.client import ChainClient
-from bti_core.chain.types import AmendmentTerms
+from bti_core.chain.types import AmendmentTerms, OnChainStatus
 from bti_core.chain.units import from_units, to_units
 from bti_core.errors import ChainError
 from tests.chain.test_pool import buy, fresh_terms, funded, warp
@@ -130,3 +130,31 @@ def test_the_history_follows_reserves_at_every_block(chain: ChainClient) -> None
     assert h[-3].price < h[-4].price < h[-5].price  # an opened claim lowers the price
     assert h[-2].price > h[-3].price  # a released reserve gives it back
     assert h[-1].price == h[-4].price  # paid as reserved: no second fall
+
+
+def test_a_part_paid_keeps_the_rest_of_the_cover_and_is_never_paid_twice(
+    chain: ChainClient,
+) -> None:
+    """A partial liquidation's share is paid and the rest stays covered under new terms; the
+    same part sent again after a crash is refused, and paid plus kept never exceeds the cover."""
+    trader = funded(chain, "trader", "1000")
+    pid = buy(chain, trader, coverage="300", premium="5")
+    locked = chain.pool_stats().locked
+    before = chain.balance(trader.address)
+    chain.set_claim_reserves([(pid, Decimal(120))])
+    terms = fresh_terms()
+    chain.pay_claim_part(pid, Decimal(120), Decimal(180), terms, b"\x04" * 32)
+    p = chain.policy(pid)
+    assert (p.status, p.coverage, p.paid, p.reserved) == (OnChainStatus.ACTIVE, 180, 120, 0)
+    assert p.terms_hash == "0x" + terms.hex()
+    assert chain.balance(trader.address) == before + 120
+    stats = chain.pool_stats()
+    assert stats.locked == locked - 120 and stats.claims_reserved == 0
+    with pytest.raises(ChainError, match="already bought as policy"):  # sent again: refused
+        chain.pay_claim_part(pid, Decimal(120), Decimal(60), terms, b"\x04" * 32)
+    with pytest.raises(ChainError, match="above the policy's coverage"):
+        chain.pay_claim_part(pid, Decimal(100), Decimal(81), fresh_terms(), b"\x05" * 32)
+    chain.pay_claim(pid, Decimal(180), b"\x06" * 32)  # the rest, liquidated later
+    p = chain.policy(pid)
+    assert (p.status, p.paid) == (OnChainStatus.PAID, 300)
+    assert chain.balance(trader.address) == before + 300
