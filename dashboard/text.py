@@ -139,6 +139,16 @@ def policy_event(event: str, detail: dict[str, Any], at: datetime, link: Link) -
             text = f"Cancelled by you: {bti(d.get('refund', 0))} of unused premium refunded" + _tx(
                 d, link
             )
+        case "continued":
+            text = (
+                f"Partly liquidated: the cover goes on for the remaining {d.get('quantity')} as "
+                f"policy #{d.get('policy_id')} (pays up to {bti(d.get('kept', 0))})"
+            )
+        case "continuation_of":
+            text = (
+                f"The cover of policy #{d.get('policy_id')} on what the partial liquidation "
+                f"left ({d.get('liquidated')} liquidated and paid there)"
+            )
         case "renewal_consented":
             n = int(d.get("times", 1))
             text = (

@@ -227,6 +227,29 @@ class DemoBooks:
                         hit.append(account.uid)
             return hit
 
+    def liquidate_part(
+        self, uid: str, symbol: str, side: Side, quantity: Decimal | float, at_ms: int | None = None
+    ) -> None:
+        """Liquidate ``quantity`` of a position at its liquidation price and leave the rest
+        open, as an exchange takes a large position down its margin tiers a part at a time:
+        the part's share of the margin is lost."""
+        with self._lock:
+            account = self.accounts[uid]
+            p = account.positions[(canonical_symbol(symbol), side)]
+            qty = _d(quantity)
+            if not 0 < qty < p.size:
+                raise ValueError(f"a part is more than 0 and less than the {p.size} held")
+            lost = p.margin * qty / p.size if p.mode == "isolated" else Decimal(0)
+            account.wallet = max(Decimal(0), account.wallet - lost)
+            self._force(
+                account,
+                p,
+                "liquidation",
+                qty,
+                self.liquidation_price(account, p),
+                at_ms or self.now_ms(),
+            )
+
     def mark_bar(
         self,
         symbol: str,

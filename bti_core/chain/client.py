@@ -15,7 +15,7 @@ send from the same key at once never collide on "nonce too low".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -500,29 +500,44 @@ class ChainClient:
         self._committed()
         return str(receipt["transactionHash"].to_0x_hex())
 
-    def claim_payments(self, policy_ids: Iterable[int]) -> dict[int, tuple[str, Decimal]]:
+    def claim_payments(
+        self,
+        policy_ids: Iterable[int],
+        refs: Mapping[int, str] | None = None,
+        *,
+        any_payout: bool = False,
+    ) -> dict[int, tuple[str, Decimal]]:
         """`claim_payment` of many policies with one log query: policy → (tx, amount), for
-        those the pool paid."""
+        those the pool paid — with ``refs`` (policy → claimRef), the payout carrying the
+        claim's own reference (a policy paid in parts has several), or with ``any_payout`` its
+        first payout when none does (a policy no longer active was paid by someone)."""
         wanted = {int(p) for p in policy_ids}
         if not wanted:
             return {}
+        want_ref = {int(k): HexBytes(v) for k, v in (refs or {}).items()}
         logs = self._rpc(
             lambda: self.pool.events.ClaimPaid().get_logs(
                 from_block=self.deployment.block, to_block="latest"
             )
         )
         out: dict[int, tuple[str, Decimal]] = {}
+        first: dict[int, tuple[str, Decimal]] = {}
         for log in logs:
             pid = int(log["args"]["policyId"])
-            if pid in wanted and pid not in out:
-                out[pid] = (
-                    log["transactionHash"].to_0x_hex(),
-                    from_units(int(log["args"]["amount"])),
-                )
-        return out
+            if pid not in wanted or pid in out:
+                continue
+            found = (log["transactionHash"].to_0x_hex(), from_units(int(log["args"]["amount"])))
+            first.setdefault(pid, found)
+            if pid not in want_ref or HexBytes(log["args"]["claimRef"]) == want_ref[pid]:
+                out[pid] = found
+        return {**first, **out} if any_payout else out
 
-    def claim_payment(self, policy_id: int) -> tuple[str, Decimal] | None:
-        """(tx hash, amount) of the payout of ``policy_id`` if the pool paid it, else None."""
+    def claim_payment(
+        self, policy_id: int, ref: str | None = None, *, any_payout: bool = False
+    ) -> tuple[str, Decimal] | None:
+        """(tx hash, amount) of the payout of ``policy_id`` if the pool paid it (the one
+        carrying claimRef ``ref`` when given; with ``any_payout`` its first one when none
+        does), else None."""
         logs = self._rpc(
             lambda: self.pool.events.ClaimPaid().get_logs(
                 from_block=self.deployment.block,
@@ -530,9 +545,15 @@ class ChainClient:
                 argument_filters={"policyId": int(policy_id)},
             )
         )
-        for log in logs:
+        found = [
+            (log["transactionHash"].to_0x_hex(), from_units(int(log["args"]["amount"])))
+            for log in logs
+            if ref is None or HexBytes(log["args"]["claimRef"]) == HexBytes(ref)
+        ]
+        if not found and any_payout and logs:
+            log = logs[0]
             return log["transactionHash"].to_0x_hex(), from_units(int(log["args"]["amount"]))
-        return None
+        return found[0] if found else None
 
     def release_cover(self, policy_id: int, sender: LocalAccount | None = None) -> str:
         receipt = self.transact(

@@ -62,6 +62,7 @@ class PolicyFacts:
     end: datetime
     probability: float  # model's P(liquidation) at purchase
     risk_index: float
+    bought: datetime | None = None  # the purchase (``start`` unless the cover was continued)
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,8 @@ def adverse_selection(p: PolicyFacts, c: ClaimFacts, *, confirmed: bool = False)
     hour), or a purchase while the mark was moving toward liquidation faster than the distance
     left."""
     flags = []
-    if c.trigger_at - p.start < timedelta(hours=1) and not confirmed:
+    bought = p.bought or p.start
+    if c.trigger_at - bought < timedelta(hours=1) and not confirmed:
         flags.append("liquidated within an hour of buying the cover")
     if (
         c.pre_purchase_move is not None
@@ -258,7 +260,7 @@ def adverse_selection(p: PolicyFacts, c: ClaimFacts, *, confirmed: bool = False)
             f"{c.distance_at_purchase:.1%} left)"
         )
     ev = {
-        "hours_from_purchase": round((c.trigger_at - p.start).total_seconds() / 3600, 2),
+        "hours_from_purchase": round((c.trigger_at - bought).total_seconds() / 3600, 2),
         "pre_purchase_move": c.pre_purchase_move,
         "distance_at_purchase": c.distance_at_purchase,
     }

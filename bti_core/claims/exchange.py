@@ -61,7 +61,7 @@ def read_record(accounts: AccountsService | None, policy: Policy, now: datetime)
     record: dict[str, Any] = {
         "kind": kind,
         "asked_at": now.isoformat(),
-        "window": [policy.start_at.isoformat(), until.isoformat()],
+        "window": [policy.liquidations_from.isoformat(), until.isoformat()],
         "orders": [],
     }
     if accounts is None:
@@ -73,7 +73,7 @@ def read_record(accounts: AccountsService | None, policy: Policy, now: datetime)
                 raise BTIError(f"linked position #{policy.position_id} is gone")
             account_id = pos.account_id
         orders = accounts.reader(account_id).forced_orders(
-            policy.symbol, kind, _ms(policy.start_at), _ms(until)
+            policy.symbol, kind, _ms(policy.liquidations_from), _ms(until)
         )
     except BTIError as e:
         return record | {"state": "unreachable", "error": str(e)[:500]}

@@ -278,8 +278,9 @@ def policy_facts(p: Policy) -> PolicyFacts:
         entry_price=float(p.entry_price),
         leverage=float(p.leverage),
         liquidation_price=float(p.liquidation_price),
-        start=p.start_at,
+        start=p.liquidations_from,
         end=p.end_at,
+        bought=p.start_at,
         probability=p.probability,
         risk_index=p.risk_index,
     )

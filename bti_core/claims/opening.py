@@ -420,7 +420,7 @@ class ClaimOpener:
 
 
 def _insured(p: Policy) -> Insured:
-    return Insured(p.id or 0, p.side, float(p.liquidation_price), p.start_at, p.end_at)
+    return Insured(p.id or 0, p.side, float(p.liquidation_price), p.liquidations_from, p.end_at)
 
 
 def _hard_failures(policy: Policy, trig: Trigger, source: str) -> list[AuditCheck]:

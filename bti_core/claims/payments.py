@@ -31,6 +31,7 @@ from sqlmodel import Session, col, select
 from bti_core.chain.artifacts import refusal_type
 from bti_core.chain.client import ChainClient
 from bti_core.claims.audit_log import move
+from bti_core.claims.parts import continue_cover, kept_of, rest_terms
 from bti_core.claims.records import ClaimError
 from bti_core.claims.state import Event, State
 from bti_core.db.engine import write_scope
@@ -40,6 +41,8 @@ from bti_core.errors import ChainError, ContractRefusalError
 from bti_core.policies.lifecycle import LifecycleEvent, move_policy
 
 SYSTEM = "system"
+#: a part's payout: the cover it keeps on-chain and the rest's terms hash
+Part = tuple[Decimal, bytes]
 log = logging.getLogger("bti.claims")
 
 
@@ -155,10 +158,10 @@ class Payments:
 
     def _take(
         self, s: Session, claim: Claim, policy: Policy, owner: str, now: datetime
-    ) -> tuple[int | None, Decimal, str, bool] | None:
+    ) -> tuple[int | None, Decimal, str, bool, Part | None] | None:
         """Take ``claim``'s payment under ``owner``'s lease in the caller's write transaction:
-        (on-chain policy id, amount, claimRef, resumed); None when there is nothing to pay or
-        another live sender holds it."""
+        (on-chain policy id, amount, claimRef, resumed, the cover a part keeps and its terms);
+        None when there is nothing to pay or another live sender holds it."""
         state = State(claim.state)
         if state in (State.APPROVED, State.ADJUSTED):
             anchor = move(
@@ -183,7 +186,9 @@ class Payments:
         claim.lease_owner, claim.lease_until = owner, now + self.lease
         s.add(claim)
         assert claim.amount_approved is not None
-        return policy.chain_policy_id, claim.amount_approved, claim.claim_ref, resumed
+        kept = kept_of(claim, policy)
+        part = None if kept is None else (kept, rest_terms(policy, claim))
+        return policy.chain_policy_id, claim.amount_approved, claim.claim_ref, resumed, part
 
     def _pay(self, claim_id: int, owner: str) -> Claim | None:
         now = self.clock()
@@ -194,15 +199,15 @@ class Payments:
             taken = self._take(s, claim, policy, owner, now)
             if taken is None:
                 return None if State(claim.state) is State.PAYING else claim
-            chain_id, amount, ref, resumed = taken
+            chain_id, amount, ref, resumed, part = taken
         # committed as `paying`, under this process's lease, before anything is sent
         if chain_id is None:
             return self._fail(claim_id, "the policy has no on-chain record to pay from")
         if resumed:
-            found = self.chain.claim_payment(chain_id)
+            found = self.chain.claim_payment(chain_id, ref)
             if found is not None:  # paid before a crash: record it, never pay again
                 return self.confirm(claim_id, found[0])
-        return self._send(claim_id, chain_id, amount, ref)
+        return self._send(claim_id, chain_id, amount, ref, part)
 
     def pay_many(self, claim_ids: Sequence[int], *, batch: int | None = None) -> list[Claim]:
         """Pay many claims with few transactions (`ChainClient.pay_claims`, ``batch`` a
@@ -244,6 +249,7 @@ class Payments:
         now = self.clock()
         send: list[tuple[int, int, Decimal, str]] = []  # claim, chain id, amount, ref
         resumed: list[tuple[int, int, Decimal, str]] = []
+        parts: dict[int, Part] = {}  # claims that pay a part: sent one by one
         done: list[Claim] = []
         no_record: list[int] = []
         with write_scope(self.db) as s:
@@ -256,7 +262,9 @@ class Payments:
                     if State(claim.state) is not State.PAYING:
                         done.append(claim)
                     continue
-                chain_id, amount, ref, again = taken
+                chain_id, amount, ref, again, part = taken
+                if part is not None:
+                    parts[cid] = part
                 if chain_id is None:
                     no_record.append(cid)
                 elif again:
@@ -264,13 +272,20 @@ class Payments:
                 else:
                     send.append((cid, chain_id, amount, ref))
         done += [self._fail(c, "the policy has no on-chain record to pay from") for c in no_record]
-        landed = self.chain.claim_payments(r[1] for r in resumed) if resumed else {}
+        landed = (
+            self.chain.claim_payments((r[1] for r in resumed), {r[1]: r[3] for r in resumed})
+            if resumed
+            else {}
+        )
         for cid, chain_id, amount, ref in resumed:  # a crash or a refusal left these
             found = landed.get(chain_id)
             if found is not None:  # paid before a crash: record it, never pay again
                 done.append(self.confirm(cid, found[0]))
             else:
                 send.append((cid, chain_id, amount, ref))
+        # a part keeps the policy active: it goes alone (`payClaimPart`), never in a batch
+        done += [self._send(c, i, a, r, parts[c]) for c, i, a, r in send if c in parts]
+        send = [x for x in send if x[0] not in parts]
         if not send:
             return done, None
         try:
@@ -294,7 +309,12 @@ class Payments:
             [(cid, b.tx) for cid, chain_id, _, _ in b.send if chain_id in b.paid]
         )
         skipped = [(cid, chain_id) for cid, chain_id, _, _ in b.send if chain_id not in b.paid]
-        landed = self.chain.claim_payments(c for _, c in skipped) if skipped else {}
+        refs = {chain_id: ref for _, chain_id, _, ref in b.send}
+        landed = (  # no longer active: paid by this claim's sender, or by someone before
+            self.chain.claim_payments((c for _, c in skipped), refs, any_payout=True)
+            if skipped
+            else {}
+        )
         for cid, chain_id in skipped:  # paid by another sender first, or earlier in the batch
             found = landed.get(chain_id)
             confirmed.append(
@@ -304,13 +324,22 @@ class Payments:
             )
         return confirmed
 
-    def _send(self, claim_id: int, chain_id: int, amount: Decimal, ref: str) -> Claim:
+    def _send(
+        self, claim_id: int, chain_id: int, amount: Decimal, ref: str, part: Part | None = None
+    ) -> Claim:
         try:
-            tx = self.chain.pay_claim(chain_id, amount, bytes(HexBytes(ref)))
+            if part is None:
+                tx = self.chain.pay_claim(chain_id, amount, bytes(HexBytes(ref)))
+            else:  # the share of a partial liquidation; the rest stays covered
+                tx = self.chain.pay_claim_part(
+                    chain_id, amount, part[0], part[1], bytes(HexBytes(ref))
+                )
         except ChainError as exc:
-            if isinstance(exc, refusal_type("InsurancePoolPolicyNotActive")):
-                found = self.chain.claim_payment(chain_id)
-                if found is not None:  # another sender's payout landed first
+            ended = isinstance(exc, refusal_type("InsurancePoolPolicyNotActive"))
+            if ended or isinstance(exc, refusal_type("InsurancePoolPolicyExists")):
+                # another sender's payout landed first (a part's: this claim's own, by its ref)
+                found = self.chain.claim_payment(chain_id, ref, any_payout=ended)
+                if found is not None:
                     return self.confirm(claim_id, found[0])
             if isinstance(exc, ContractRefusalError) or exc.reason == "out_of_gas":
                 return self._fail(claim_id, str(exc))  # the pool refused, with its reason
@@ -344,6 +373,7 @@ class Payments:
                     event=LifecycleEvent.PAY,
                     detail={"claim_id": claim_id, "amount": str(claim.amount_approved), "tx": tx},
                 )
+                continue_cover(s, policies[claim.policy_id], claim, tx)  # a part: the rest
         return out
 
     def _fail(self, claim_id: int, reason: str) -> Claim:

@@ -27,7 +27,7 @@ from bti_core.chain.client import ChainClient
 from bti_core.claims import audit_log, holds, queries
 from bti_core.claims.adjudication import Decision, adjudicate
 from bti_core.claims.audit_log import AuditLogError, move
-from bti_core.claims.checks import Outcome, adl_checks, audit, exchange_confirms
+from bti_core.claims.checks import AuditCheck, Outcome, adl_checks, audit, exchange_confirms
 from bti_core.claims.exchange import (
     ADL_SOURCE,
     adl_amount,
@@ -39,14 +39,16 @@ from bti_core.claims.facts import Evidence
 from bti_core.claims.hits import TickHit
 from bti_core.claims.ledger import Verdict
 from bti_core.claims.opening import ClaimOpener
+from bti_core.claims.parts import part_of
 from bti_core.claims.payments import SYSTEM, Payments, locked_claim, locked_claims
 from bti_core.claims.records import ClaimError
 from bti_core.claims.reserves import Reserves
 from bti_core.claims.state import OPEN_FOR_UNDERWRITER, Event, State
 from bti_core.db.engine import session_scope, write_scope
-from bti_core.db.models import Claim, ClaimAudit, Policy, PositionChange
+from bti_core.db.models import Claim, ClaimAudit, ExchangePosition, Policy, PositionChange
 from bti_core.db.statuses import Peril, PolicyStatus
 from bti_core.db.types import utcnow
+from bti_core.errors import BTIError
 from bti_core.market.warehouse import Warehouse
 from bti_core.risk.engine import RiskEngine
 
@@ -242,7 +244,7 @@ class ClaimsService:
             and policies[c.policy_id].peril == Peril.LIQUIDATION.value
         ]
         records = read_records(self.accounts, linked, asked)
-        decisions = []
+        decisions: list[tuple[int, list[AuditCheck], Decision, dict[str, str] | None]] = []
         engines: dict[str, Any] = {}  # each symbol's risk engine, read once
         for claim, f in zip(claims, facts, strict=True):
             policy = policies[claim.policy_id]
@@ -250,11 +252,11 @@ class ClaimsService:
                 checks = adl_checks(*f)
                 amount = adl_amount(policy, claim.evidence.get("exchange") or {})
                 decisions.append(
-                    (claim.id or 0, checks, adjudicate(checks, amount, self.auto_limit))
+                    (claim.id or 0, checks, adjudicate(checks, amount, self.auto_limit), None)
                 )
                 continue
             p_before = self.evidence.probability_before_trigger(claim, policy, engines)
-            amount, exchange = claim.amount_claimed, None
+            amount, exchange, part = claim.amount_claimed, None, None
             if policy.id in records:  # the exchange's own record decides it too
                 record = records[policy.id]
                 exchange = exchange_confirms(
@@ -267,20 +269,24 @@ class ClaimsService:
                     continue  # no record yet: the claim waits for it, undecided
                 if exchange.outcome is Outcome.PASS:
                     amount = linked_amount(policy, record)
+                    part = part_of(policy, record, self._position_now(policy), amount)
             confirmed = exchange is not None and exchange.outcome is Outcome.PASS
             checks = audit(*f, p_before, confirmed=confirmed)
             checks += [exchange] if exchange is not None else []
-            decisions.append((claim.id or 0, checks, adjudicate(checks, amount, self.auto_limit)))
+            decision = adjudicate(checks, amount, self.auto_limit)
+            decisions.append((claim.id or 0, checks, decision, part))
         if not decisions:
             return []
         now = self.clock()
         out: list[Claim] = []
         with write_scope(self.db) as s:
             locked = locked_claims(s, [d[0] for d in decisions])
-            for cid, checks, decision in decisions:
+            for cid, checks, decision, part in decisions:
                 claim = locked[cid]
                 if claim.state != State.OPENED.value:  # another process decided it meanwhile
                     continue
+                if part is not None:  # a partial liquidation: the rest stays covered
+                    claim.evidence = {**claim.evidence, "part": part}
                 claim.checks = [c.to_dict() for c in checks]
                 move(s, claim, Event.AUDIT, actor=SYSTEM, at=now, detail={"checks": claim.checks})
                 if decision.event is Event.REFER:
@@ -294,6 +300,22 @@ class ClaimsService:
                 move(s, claim, decision.event, actor=SYSTEM, at=now, detail=detail)
                 out.append(claim)
         return out
+
+    def _position_now(self, policy: Policy) -> ExchangePosition | None:
+        """The insured position as the exchange has it now (its account read again: a partly
+        liquidated position's rest and liquidation price), None if it cannot be read."""
+        if self.accounts is None or policy.position_id is None:
+            return None
+        with session_scope(self.db) as s:
+            pos = s.get(ExchangePosition, policy.position_id)
+        if pos is None:
+            return None
+        try:
+            self.accounts.sync(pos.account_id)
+        except BTIError:
+            return None
+        with session_scope(self.db) as s:
+            return s.get(ExchangePosition, policy.position_id)
 
     def process_many(self, claim_ids: Sequence[int], *, chunk: int = 500) -> RunReport:
         """Audit, decide and pay many opened claims (a crash at scale): ``chunk`` claims a

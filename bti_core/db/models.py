@@ -127,6 +127,15 @@ class Policy(SQLModel, table=True):
     position_id: int | None = Field(default=None, index=True)
     # what the cover pays for (`statuses.Peril`): liquidation, or auto-deleveraging (linked only)
     peril: str = Field(default="liquidation", max_length=12)
+    # the cover continued on the rest of a partly liquidated position (`claims.parts`): a
+    # liquidation counts from here, not from the purchase (the part before it was paid)
+    claims_from: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    @property
+    def liquidations_from(self) -> datetime:
+        """Where the window a liquidation must fall in starts: the purchase, or for a
+        continued cover the moment after the part already paid."""
+        return self.claims_from or self.start_at
 
 
 class PolicyChange(SQLModel, table=True):

@@ -61,7 +61,9 @@ class Expiry:
                 covered |= pd.Timestamp(last_bar) + timeframe_delta(tf) >= pd.Timestamp(p.end_at)
         except (BTIError, IndexError):
             return True
-        insured = Insured(p.id or 0, p.side, float(p.liquidation_price), p.start_at, p.end_at)
+        insured = Insured(
+            p.id or 0, p.side, float(p.liquidation_price), p.liquidations_from, p.end_at
+        )
         if find_triggers([insured], series):
             return True
         with session_scope(self.ctx.db) as s:

@@ -141,6 +141,7 @@ def read_book(db: Engine, symbol: str, first_ms: int) -> tuple[Book, dict[int, s
         t.probability,
         t.risk_index,
         t.user_id,
+        t.claims_from,  # a continued cover's window starts after the part it paid
     ).where(
         t.symbol == symbol,
         t.peril == Peril.LIQUIDATION.value,  # ADL cover is claimed on the exchange's record
@@ -164,7 +165,7 @@ def read_book(db: Engine, symbol: str, first_ms: int) -> tuple[Book, dict[int, s
         np.array([1 if r[1] == "long" else -1 for r in rows], dtype=np.int64),
         np.array([float(r[2]) for r in rows], dtype=np.float64),
         np.array([float(r[3]) for r in rows], dtype=np.float64),
-        np.array([_ms(r[4]) for r in rows], dtype=np.int64),
+        np.array([_ms(r[9] or r[4]) for r in rows], dtype=np.int64),
         np.array([_ms(r[5]) for r in rows], dtype=np.int64),
         np.array([r[6] for r in rows], dtype=np.float64),
         np.array([r[7] for r in rows], dtype=np.float64),

@@ -9,15 +9,19 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from bti_core.accounts.demo_exchange import DemoExchange
+from bti_core.chain.types import OnChainStatus
+from bti_core.claims.payments import Payments
+from bti_core.claims.service import ClaimsService
 from bti_core.claims.state import State
 from bti_core.db.models import Policy
 from bti_core.orders import Cover, OrderError
 from bti_core.underwriting import UnderwritingError
-from tests.accounts.conftest import buy_on, liquidate_on_the_exchange
-from tests.worlds import World, claim_of, crash
+from tests.accounts.conftest import CRASH_AT, buy_on, liquidate_on_the_exchange
+from tests.crashes import dies_at
+from tests.worlds import World, claim_of, claim_paid_events, crash
 
 
 def test_the_exchanges_record_pays_the_claim_without_an_underwriter(
@@ -211,3 +215,90 @@ def test_a_purchase_that_dies_before_paying_holds_the_positions_cover_and_is_pai
     [policy] = world.ins.policies("ada").itertuples()
     assert policy.status == "active" and policy.linked_position == position.id
     assert world.chain.balance(wallet) == before - Decimal(str(policy.premium))
+
+
+def test_a_partial_liquidation_pays_its_share_and_the_rest_stays_covered(
+    world: World, exchange: DemoExchange, linked
+) -> None:
+    """The exchange takes 0.04 of the insured 0.1 and leaves 0.06 open: the claim pays the
+    share, the cover goes on for the rest (on-chain: the same policy, its cover lowered under
+    the rest's terms); when the rest is liquidated later, its claim pays what was kept — and
+    the two never exceed what the cover was bought for."""
+    _, uid, _, position = linked
+    policy = buy_on(world, position.id, "200")
+    crash(world)
+    at = int(CRASH_AT.timestamp() * 1000)
+    exchange.liquidate_part(uid, "BTCUSDT", "long", "0.04", at_ms=at)
+    world.claims.run()
+    claim = claim_of(world, policy)
+    assert claim.state == State.PAID.value, claim.checks
+    part = claim.evidence["part"]
+    assert (Decimal(part["liquidated"]), Decimal(part["rest"])) == (
+        Decimal("0.04"),
+        Decimal("0.06"),
+    )
+    share = (policy.margin * Decimal("0.4")).quantize(Decimal("0.01"))
+    assert claim.amount_approved == min(policy.payout, share)
+    with Session(world.db) as s:
+        rest = s.exec(
+            select(Policy).where(Policy.position_id == position.id, Policy.id != policy.id)
+        ).one()
+        first = s.get(Policy, policy.id)
+    assert first is not None and first.status == "paid"
+    assert rest.status == "active" and rest.quantity == Decimal("0.06")
+    assert rest.chain_policy_id == policy.chain_policy_id and rest.premium == 0
+    assert rest.payout == Decimal(part["kept"]) > 0
+    assert claim.amount_approved + rest.payout <= policy.payout
+    on_chain = world.chain.policy(policy.chain_policy_id or 0)
+    assert (on_chain.status, on_chain.coverage, on_chain.paid) == (
+        OnChainStatus.ACTIVE,
+        rest.payout,
+        claim.amount_approved,
+    )
+    assert on_chain.terms_hash == rest.terms_hash
+    assert [e.event for e in world.ins.events(policy.id or 0)][-1] == "continued"
+    # the mark falls on through the rest's liquidation price: the rest's claim opens and waits
+    # for the exchange's record (the part already paid is not read again as the rest's)
+    world.claims.exchange_wait = timedelta(days=2)
+    assert len(world.claims.run().opened) == 1
+    assert claim_of(world, rest).state == State.OPENED.value
+    # the exchange liquidates the rest two hours later: its claim pays what was kept
+    exchange.set_mark("BTCUSDT", 1.0, at_ms=at + 2 * 3600 * 1000)
+    world.claims.run()
+    second = claim_of(world, rest)
+    assert second.state == State.PAID.value, [
+        c["reason"] for c in second.checks if c["outcome"] != "pass"
+    ]
+    assert second.amount_approved == rest.payout
+    on_chain = world.chain.policy(policy.chain_policy_id or 0)
+    assert on_chain.status == OnChainStatus.PAID
+    assert on_chain.paid == claim.amount_approved + rest.payout <= policy.payout
+    assert len(claim_paid_events(world)) == 2
+
+
+def test_a_part_whose_sender_died_after_the_chain_is_recorded_once_with_one_continuation(
+    world: World, exchange: DemoExchange, linked, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies after the pool paid the part, before it was recorded: the restart
+    finds the payout by the claim's reference (the policy is still active: its earlier
+    payouts are not this claim's), records it, and writes the rest's cover once."""
+    _, uid, _, position = linked
+    policy = buy_on(world, position.id, "200")
+    crash(world)
+    exchange.liquidate_part(uid, "BTCUSDT", "long", "0.04", at_ms=int(CRASH_AT.timestamp() * 1000))
+    wallet = world.ins.wallet_of("ada").address
+    before = world.chain.balance(wallet)
+    with dies_at(monkeypatch, Payments, "confirm"):
+        world.claims.run()
+    claim = claim_of(world, policy)
+    assert claim.state == State.PAYING.value
+    again = ClaimsService(world.db, world.wh, world.chain)
+    again.reconcile()
+    again.reconcile()
+    claim = claim_of(world, policy)
+    assert claim.state == State.PAID.value and claim.amount_approved is not None
+    assert world.chain.balance(wallet) == before + claim.amount_approved  # paid once
+    with Session(world.db) as s:
+        mine = s.exec(select(Policy).where(Policy.position_id == position.id)).all()
+    assert sorted(p.status for p in mine) == ["active", "paid"]  # one continuation
+    assert len(claim_paid_events(world)) == 1
