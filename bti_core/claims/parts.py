@@ -114,6 +114,7 @@ def continue_cover(s: Session, policy: Policy, claim: Claim, tx: str) -> Policy 
             "quantity": rest,
             "margin": (policy.margin * rest / policy.quantity).quantize(Decimal("0.00000001")),
             "payout": kept,
+            "coverage": kept,  # the rest's cover as the caps and the next claim count it
             "premium": Decimal(0),  # paid for the whole, on the first policy
             "liquidation_price": Decimal(part["liquidation_price"]),
             "claims_from": datetime.fromisoformat(part["since"]),

@@ -217,6 +217,7 @@ def test_a_purchase_that_dies_before_paying_holds_the_positions_cover_and_is_pai
     assert world.chain.balance(wallet) == before - Decimal(str(policy.premium))
 
 
+@pytest.mark.both_databases
 def test_a_partial_liquidation_pays_its_share_and_the_rest_stays_covered(
     world: World, exchange: DemoExchange, linked
 ) -> None:
