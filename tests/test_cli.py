@@ -15,7 +15,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from bti_core.chain.node import AnvilNode
+from bti_core.chain.node import AnvilNode, is_up
 from bti_core.cli import app
 from bti_core.db.engine import make_engine, session_scope
 from bti_core.db.repository import latest_ingest_runs
@@ -145,6 +145,18 @@ def test_capital_deposit_status_request_cancel(
 
 
 @pytest.mark.slow
+def test_chain_status_never_starts_a_node(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make run` asks `bti chain status` whether `bti chain up`'s node answers yet; a status
+    that started a node of its own took the port from that one, and `make run` stopped."""
+    port = free_port()
+    monkeypatch.setenv("BTI_CHAIN_PORT", str(port))
+    monkeypatch.delenv("BTI_RPC_URL", raising=False)
+    r = runner.invoke(app, ["chain", "status"])
+    assert r.exit_code != 0
+    assert f"no chain node on http://127.0.0.1:{port}; start one with `bti chain up`" in r.output
+    assert not is_up(f"http://127.0.0.1:{port}")
+
+
 def test_chain_up_runs_a_node_until_stopped_and_keeps_its_state(data_dir: Path) -> None:
     port = free_port()
     env = {**os.environ, "BTI_DATA_DIR": str(data_dir), "BTI_CHAIN_PORT": str(port)}

@@ -25,15 +25,18 @@ def chain_up() -> None:
 
     from bti_core.chain.node import AnvilNode, is_up
     from bti_core.chain.runtime import connect
+    from bti_core.filelock import file_lock
 
     settings = get_settings()
     if settings.rpc_url:
         raise ValueError("BTI_RPC_URL is set: that node is not started by BTI")
     node = AnvilNode(settings.chain_dir, port=settings.chain_port)
-    if is_up(node.url):
-        raise ValueError(f"a node already answers on {node.url}")
     try:
-        node.start()
+        # under the lock a process that would start a node of its own takes (`connect`)
+        with file_lock(settings.chain_dir / "node.lock"):
+            if is_up(node.url):
+                raise ValueError(f"a node already answers on {node.url}")
+            node.start()
         client = connect(settings, start_node=False)
         client.on_commit = node.snapshot
     except BTIError:
@@ -59,11 +62,12 @@ def chain_up() -> None:
 
 @chain_app.command("status")
 def chain_status() -> None:
-    """The deployment and the pool's books (read-only: never deploys; `bti chain deploy`
-    does)."""
+    """The deployment and the pool's books (read-only: never deploys — `bti chain deploy`
+    does — and never starts a node: `make run` asks it whether `bti chain up`'s node is there
+    yet, and a node it started itself took the port from that one)."""
     from bti_core.chain.runtime import connect
 
-    client = connect(get_settings(), deploy=False)
+    client = connect(get_settings(), deploy=False, start_node=False)
     d, p = client.deployment, client.pool_stats()
     _print_pool(client.chain_id, client.url, d, p)
 
