@@ -84,7 +84,9 @@ def close_session(db: Engine, token: object, now: datetime | None = None) -> Non
     """Sign out: the session's token no longer signs anyone in."""
     if not isinstance(token, str) or not _ours(token):
         return
-    with session_scope(db) as s:
+    # a write transaction from its start: a deferred one that read and then wrote failed at
+    # once ("database is locked") when another process had written in between (SQLite WAL)
+    with write_scope(db) as s:
         row = s.get(WebSession, _hash(token))
         if row is not None and row.revoked_at is None:
             row.revoked_at = now or utcnow()
@@ -96,7 +98,7 @@ def open_ticket(db: Engine, token: str, now: datetime | None = None) -> str:
     cookie of its own (`redeem_ticket`)."""
     now = now or utcnow()
     ticket = secrets.token_urlsafe(32)
-    with session_scope(db) as s:
+    with write_scope(db) as s:  # read, then written: one write transaction (`close_session`)
         row = s.get(WebSession, _hash(token))
         if row is None:
             raise ValueError("no such session")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from bti_core import sessions
@@ -151,3 +153,39 @@ def test_a_demo_account_signs_in_only_where_demos_are_allowed(engine: Engine) ->
     assert u.demo and u.is_underwriter
     with pytest.raises(AuthError, match="demo accounts sign in only on the local development"):
         authenticate(engine, "underwriter", "underwriter-demo", demo_allowed=False)
+
+
+def test_a_ticket_opens_while_another_process_writes_between_its_read_and_its_write(
+    engine: Engine,
+) -> None:
+    """A sign-in failed with "database is locked" in a full run: opening a ticket read the session and
+    then wrote the ticket in a deferred transaction, which SQLite (WAL) refuses at once when
+    another process has written in between. Here another connection writes right after that
+    read; the ticket is opened all the same (its transaction takes the write lock first)."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's deferred transactions")
+    add_user(engine, username="ada", name="Ada", role="trader", password="long-enough")
+    token = sessions.open_session(engine, "ada", hours=2)
+    other = create_engine(engine.url)
+    interleaved: list[str] = []
+
+    def write_elsewhere(conn, cursor, statement, *_: object) -> None:  # type: ignore[no-untyped-def]
+        if interleaved or "FROM web_session" not in statement:
+            return
+        with other.connect() as c:
+            c.exec_driver_sql("PRAGMA busy_timeout=200")
+            try:
+                c.exec_driver_sql("UPDATE web_session SET username = username")
+                c.commit()
+                interleaved.append("written")
+            except OperationalError:
+                interleaved.append("waited for the ticket's transaction")
+
+    event.listen(engine, "after_cursor_execute", write_elsewhere)
+    try:
+        ticket = sessions.open_ticket(engine, token)
+    finally:
+        event.remove(engine, "after_cursor_execute", write_elsewhere)
+        other.dispose()
+    assert interleaved == ["waited for the ticket's transaction"]
+    assert sessions.redeem_ticket(engine, ticket) is not None
