@@ -90,6 +90,7 @@ class MarketFollower:
         now = now or pd.Timestamp.now("UTC")
         symbols = {p.symbol for a in self.books.accounts.values() for p in a.positions.values()}
         bars: list[tuple[int, str, float, float, float]] = []
+        read: dict[tuple[str, str, int], tuple[float, float, float]] = {}
         for symbol in sorted(symbols):
             for tf in self.warehouse.timeframes(symbol, Kind.MARK):
                 step = timeframe_delta(tf)
@@ -106,8 +107,10 @@ class MarketFollower:
                     values = (float(low), float(high), float(close))
                     if self.fed.get(key) == values:
                         continue
-                    self.fed[key] = values
+                    read[key] = values
                     bars.append((key[2], symbol, *values))
+        # fed only once every read is done: a tick a failed read stopped is redone whole
+        self.fed.update(read)
         hit: list[str] = []
         for end_ms, symbol, low, high, close in sorted(bars):
             hit += self.books.mark_bar(symbol, low, high, close, end_ms)

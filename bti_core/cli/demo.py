@@ -307,7 +307,14 @@ def demo_exchange(
                 signal.signal(sig, lambda *_: stop.set())
         seen = sum(len(a.forced) for a in books.accounts.values())
         while True:
-            if follower.tick():
+            try:
+                hit = follower.tick()
+            except Exception as exc:  # one bad read must not stop the exchange
+                # (a bar store read while `bti crash` writes it failed inside DuckDB once);
+                # a tick feeds nothing until all of its reads are done, so the next one redoes it
+                console.print(f"reading the market failed, tried again in a second: {exc}")
+                hit = []
+            if hit:
                 save(books, folder)
                 forced = [o for a in books.accounts.values() for o in a.forced]
                 for o in sorted(forced, key=lambda o: o["orderId"])[seen:]:

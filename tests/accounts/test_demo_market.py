@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from bti_core.accounts.demo_books import DemoBooks
 from bti_core.accounts.demo_market import MarketFollower, ensure_demo_trader, load, save
@@ -96,3 +97,40 @@ def test_a_fall_that_runs_the_fund_dry_deleverages_the_profitable_shorts_first_i
     assert books.position(first, "ETHUSDT", "short") is None
     assert books.position(low_in_queue, "ETHUSDT", "short") is not None
     assert books.position(at_a_loss, "ETHUSDT", "short") is not None
+
+
+def test_a_tick_a_failed_read_stopped_is_redone_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read failed inside DuckDB while `bti crash` wrote the store (a full run's demo
+    exchange died of it); the exchange now tries again — and the bars read before the failure
+    in that tick are fed then, not lost as already fed."""
+    wh = Warehouse(tmp_path / "wh")
+    ingest = Ingestor(wh, None, clock=lambda: NOW + pd.Timedelta(hours=2))
+    books = DemoBooks()
+    uid = books.add_account(10_000)
+    opened = int((NOW - pd.Timedelta(hours=1)).value // 1_000_000)
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        books.open_position(uid, sym, "long", 1, 50_000, 20, at_ms=opened)
+    lp = books.liquidation_price(books.accounts[uid], books.position(uid, "BTCUSDT", "long"))
+    for sym, price in (("BTCUSDT", float(lp) - 1), ("ETHUSDT", 49_000.0)):
+        ingest.ingest_frame(
+            bars([("2026-03-02 12:20", price)]),
+            symbol=sym,
+            kind=Kind.MARK,
+            timeframe="1m",
+            source="test",
+        )
+    follower = MarketFollower(books, wh, timedelta(hours=2))
+    real = wh.query
+
+    def fails_on_eth(kind: Kind, symbol: str, *a: object, **k: object) -> pd.DataFrame:
+        if symbol == "ETHUSDT":
+            raise RuntimeError("don't know what type")
+        return real(kind, symbol, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(wh, "query", fails_on_eth)
+    with pytest.raises(RuntimeError):
+        follower.tick(NOW)
+    monkeypatch.setattr(wh, "query", real)
+    assert follower.tick(NOW) == [uid]  # BTC's bar, read before the failure, is fed now
