@@ -41,6 +41,14 @@ from bti_core.orders import Cover
 CENT = Decimal("0.01")
 
 
+def partly(policy: Policy, record: dict[str, Any]) -> bool:
+    """Whether a confirmed record liquidated less than the insured quantity (only then is
+    the account read again for what is left: a whole liquidation needs no read)."""
+    orders = record.get("orders") or []
+    done = sum((Decimal(o["quantity"]) for o in orders), Decimal(0))
+    return record.get("state") == "confirmed" and Decimal(0) < done < policy.quantity
+
+
 def part_of(
     policy: Policy, record: dict[str, Any], position: ExchangePosition | None, amount: Decimal
 ) -> dict[str, str] | None:

@@ -39,7 +39,7 @@ from bti_core.claims.facts import Evidence
 from bti_core.claims.hits import TickHit
 from bti_core.claims.ledger import Verdict
 from bti_core.claims.opening import ClaimOpener
-from bti_core.claims.parts import part_of
+from bti_core.claims.parts import part_of, partly
 from bti_core.claims.payments import SYSTEM, Payments, locked_claim, locked_claims
 from bti_core.claims.records import ClaimError
 from bti_core.claims.reserves import Reserves
@@ -269,7 +269,8 @@ class ClaimsService:
                     continue  # no record yet: the claim waits for it, undecided
                 if exchange.outcome is Outcome.PASS:
                     amount = linked_amount(policy, record)
-                    part = part_of(policy, record, self._position_now(policy), amount)
+                    if partly(policy, record):  # read the account again only then
+                        part = part_of(policy, record, self._position_now(policy), amount)
             confirmed = exchange is not None and exchange.outcome is Outcome.PASS
             checks = audit(*f, p_before, confirmed=confirmed)
             checks += [exchange] if exchange is not None else []
